@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Every check CI makes: setup, formatting, lints, and the whole test suite (as root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export CI="${CI:-true}"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo nextest run --workspace --no-fail-fast --failure-output final

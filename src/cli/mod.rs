@@ -1,0 +1,97 @@
+//! The command line: Docker's command and flag names, dispatched to the library crates.
+
+mod format;
+mod image;
+mod system;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use berth_store::Store;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "berth",
+    version,
+    about = "A daemonless container toolchain: build images, host registries, run containers",
+    propagate_version = true,
+    help_template = "{about}\n\nUsage: {usage}\n\n{all-args}\n\nImage commands also live under `berth image`. Run `berth COMMAND --help` for more on a command."
+)]
+pub struct Cli {
+    /// State root (images, snapshots, containers)
+    #[arg(long, global = true, env = "BERTH_ROOT", default_value = berth_store::root::DEFAULT_ROOT)]
+    pub root: PathBuf,
+    /// Log level: trace, debug, info, warn, error (or RUST_LOG)
+    #[arg(short = 'l', long, global = true)]
+    pub log_level: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Manage images
+    #[command(subcommand)]
+    Image(image::ImageCommand),
+    /// Manage berth's state
+    #[command(subcommand)]
+    System(system::SystemCommand),
+    /// List images
+    #[command(alias = "list")]
+    Images(image::ListArgs),
+    /// Import the contents of a tarball to create a filesystem image
+    Import(image::ImportArgs),
+    /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
+    Tag(image::TagArgs),
+    /// Remove one or more images
+    Rmi(image::RmArgs),
+    /// Return low-level information on images
+    Inspect(image::InspectArgs),
+    /// Show the history of an image
+    History(image::HistoryArgs),
+    /// Save one or more images to a tar archive (streamed to STDOUT by default)
+    Save(image::SaveArgs),
+    /// Load an image from a tar archive or STDIN
+    Load(image::LoadArgs),
+    /// Display system-wide information
+    Info(system::InfoArgs),
+    /// Show the berth version information
+    Version(system::VersionArgs),
+}
+
+pub fn init_logging(level: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match level {
+        Some(l) => EnvFilter::new(if l == "fatal" { "error" } else { l }),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+pub fn open_store(root: &std::path::Path) -> Result<Store> {
+    Store::open(root).with_context(|| format!("cannot open state root {}", root.display()))
+}
+
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    let root = cli.root;
+    match cli.command {
+        Command::Image(c) => image::run(&root, c),
+        Command::System(c) => system::run(&root, c),
+        Command::Images(a) => image::list(&root, a),
+        Command::Import(a) => image::import(&root, a),
+        Command::Tag(a) => image::tag(&root, a),
+        Command::Rmi(a) => image::rm(&root, a),
+        Command::Inspect(a) => image::inspect(&root, a),
+        Command::History(a) => image::history(&root, a),
+        Command::Save(a) => image::save(&root, a),
+        Command::Load(a) => image::load(&root, a),
+        Command::Info(a) => system::info(&root, a),
+        Command::Version(a) => system::version(a),
+    }
+}

@@ -1,0 +1,102 @@
+//! Recognising and undoing layer compression: by magic bytes for files a user hands us, by media
+//! type for layers the store already describes.
+
+use std::io::{self, BufRead, BufReader, Read};
+
+use oci_spec::image::MediaType;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+const BZIP2_MAGIC: [u8; 3] = *b"BZh";
+const XZ_MAGIC: [u8; 6] = [0xfd, b'7', b'z', b'X', b'Z', 0x00];
+
+impl Compression {
+    pub fn from_magic(head: &[u8]) -> io::Result<Compression> {
+        if head.starts_with(&GZIP_MAGIC) {
+            Ok(Compression::Gzip)
+        } else if head.starts_with(&ZSTD_MAGIC) {
+            Ok(Compression::Zstd)
+        } else if head.starts_with(&XZ_MAGIC) || head.starts_with(&BZIP2_MAGIC) {
+            Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "xz and bzip2 archives are not supported; decompress first or use gzip/zstd",
+            ))
+        } else {
+            Ok(Compression::None)
+        }
+    }
+
+    /// The compression a layer media type implies (`None` for plain tar and for types we do not
+    /// know, which are then treated as tar).
+    pub fn from_media_type(mt: &MediaType) -> Compression {
+        let s = mt.to_string();
+        if s.ends_with("gzip") {
+            Compression::Gzip
+        } else if s.ends_with("zstd") {
+            Compression::Zstd
+        } else {
+            Compression::None
+        }
+    }
+
+    pub fn layer_media_type(self) -> MediaType {
+        match self {
+            Compression::None => MediaType::ImageLayer,
+            Compression::Gzip => MediaType::ImageLayerGzip,
+            Compression::Zstd => MediaType::ImageLayerZstd,
+        }
+    }
+}
+
+/// Wrap `r` in the decoder `c` calls for.
+pub fn decoder<'a, R: Read + 'a>(r: R, c: Compression) -> io::Result<Box<dyn Read + 'a>> {
+    Ok(match c {
+        Compression::None => Box::new(r),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(1 << 20, r))),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(r)?),
+    })
+}
+
+/// Sniff the compression of a stream from its first bytes and return a reader of the
+/// decompressed content.
+pub fn auto_decoder<'a, R: Read + 'a>(r: R) -> io::Result<(Compression, Box<dyn Read + 'a>)> {
+    let mut br = BufReader::with_capacity(1 << 20, r);
+    let head = br.fill_buf()?;
+    let c = Compression::from_magic(head)?;
+    Ok((c, decoder(br, c)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn sniffs_and_decodes_all_kinds() {
+        let data = b"some tar bytes".repeat(100);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&data).unwrap();
+        let gz = gz.finish().unwrap();
+        let zs = zstd::encode_all(&data[..], 1).unwrap();
+        for (bytes, kind) in [(data.clone(), Compression::None), (gz, Compression::Gzip), (zs, Compression::Zstd)] {
+            let (c, mut r) = auto_decoder(&bytes[..]).unwrap();
+            assert_eq!(c, kind);
+            let mut out = Vec::new();
+            r.read_to_end(&mut out).unwrap();
+            assert_eq!(out, data);
+        }
+    }
+
+    #[test]
+    fn refuses_xz_with_a_hint() {
+        let err = auto_decoder(&XZ_MAGIC[..]).err().unwrap();
+        assert!(err.to_string().contains("xz"));
+    }
+}

@@ -1,0 +1,365 @@
+//! Images in the local store: the index entries that name them (one per tag, or a single
+//! untagged "dangling" entry), resolution of what a user typed (`busybox`, `4a1b…`, `sha256:…`,
+//! `name@sha256:…`), tagging and removal.
+//!
+//! An image's ID is its config digest, as Docker's. Index entries carry the ID, creation time and
+//! size as annotations so that listing a thousand images reads one file.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs;
+
+use oci_spec::image::{Descriptor, Digest, ImageConfiguration, ImageManifest, MediaType};
+
+use crate::digest::parse_sha256;
+use crate::error::{IoContext, Result, StoreError};
+use crate::reference::Reference;
+use crate::root::Store;
+
+pub const ANN_REF_NAME: &str = "org.opencontainers.image.ref.name";
+pub const ANN_CONTAINERD_NAME: &str = "io.containerd.image.name";
+const ANN_ID: &str = "dev.berth.image.id";
+const ANN_CREATED: &str = "dev.berth.image.created";
+const ANN_SIZE: &str = "dev.berth.image.size";
+
+/// One image as `images` lists it: a manifest and all the tags that point at it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Image {
+    /// Config digest: the image ID.
+    pub id: Digest,
+    pub manifest: Digest,
+    pub manifest_size: u64,
+    pub manifest_media_type: MediaType,
+    pub created: Option<String>,
+    /// Sum of the layer sizes (as stored).
+    pub size: u64,
+    /// Sorted full references.
+    pub tags: Vec<Reference>,
+}
+
+impl Image {
+    pub fn short_id(&self) -> &str {
+        &self.id.digest()[..12]
+    }
+}
+
+/// What `rmi` did, in the order Docker prints it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Removal {
+    Untagged(Reference),
+    Deleted(Digest),
+}
+
+/// Facts about a newly stored image that go into its index entries.
+#[derive(Debug, Clone)]
+pub struct NewImage {
+    pub manifest: Digest,
+    pub manifest_size: u64,
+    pub media_type: MediaType,
+    pub config: Digest,
+    pub created: Option<String>,
+    pub size: u64,
+}
+
+fn ref_name(d: &Descriptor) -> Option<&str> {
+    d.annotations()
+        .as_ref()
+        .and_then(|a| a.get(ANN_REF_NAME))
+        .map(String::as_str)
+}
+
+fn entry(img: &NewImage, tag: Option<&Reference>) -> Descriptor {
+    let mut ann = HashMap::new();
+    ann.insert(ANN_ID.to_string(), img.config.to_string());
+    if let Some(c) = &img.created {
+        ann.insert(ANN_CREATED.to_string(), c.clone());
+    }
+    ann.insert(ANN_SIZE.to_string(), img.size.to_string());
+    if let Some(t) = tag {
+        ann.insert(ANN_REF_NAME.to_string(), t.to_string());
+        ann.insert(ANN_CONTAINERD_NAME.to_string(), t.to_string());
+    }
+    let mut d = Descriptor::new(img.media_type.clone(), img.manifest_size, img.manifest.clone());
+    d.set_annotations(Some(ann));
+    d
+}
+
+fn new_image_of(d: &Descriptor, id: Digest) -> NewImage {
+    let ann = d.annotations().clone().unwrap_or_default();
+    NewImage {
+        manifest: d.digest().clone(),
+        manifest_size: d.size(),
+        media_type: d.media_type().clone(),
+        config: id,
+        created: ann.get(ANN_CREATED).cloned(),
+        size: ann.get(ANN_SIZE).and_then(|s| s.parse().ok()).unwrap_or(0),
+    }
+}
+
+/// Point `tag` at `img` inside an index being edited; an image that loses its last tag stays
+/// as one dangling entry, as Docker leaves `<none>:<none>` behind.
+fn retag(entries: &mut Vec<Descriptor>, img: &NewImage, tag: Option<&Reference>) {
+    if let Some(t) = tag {
+        let name = t.to_string();
+        let mut orphaned = Vec::new();
+        entries.retain(|d| {
+            if ref_name(d) == Some(name.as_str()) {
+                orphaned.push(d.clone());
+                false
+            } else {
+                true
+            }
+        });
+        for old in orphaned {
+            let still_named = entries.iter().any(|d| d.digest() == old.digest());
+            if old.digest() != &img.manifest && !still_named {
+                let mut dangling = old.clone();
+                if let Some(a) = dangling.annotations().clone() {
+                    let mut a = a;
+                    a.remove(ANN_REF_NAME);
+                    a.remove(ANN_CONTAINERD_NAME);
+                    dangling.set_annotations(Some(a));
+                }
+                entries.push(dangling);
+            }
+        }
+        // A tagged image has no dangling entry.
+        entries.retain(|d| !(d.digest() == &img.manifest && ref_name(d).is_none()));
+        entries.push(entry(img, Some(t)));
+    } else if !entries.iter().any(|d| d.digest() == &img.manifest) {
+        entries.push(entry(img, None));
+    }
+}
+
+impl Store {
+    /// All images, newest first, each with its tags.
+    pub fn images(&self) -> Result<Vec<Image>> {
+        let entries = self.read_index()?;
+        let mut by_manifest: BTreeMap<String, Image> = BTreeMap::new();
+        for d in &entries {
+            let key = d.digest().to_string();
+            let img = match by_manifest.get_mut(&key) {
+                Some(i) => i,
+                None => {
+                    let ann = d.annotations().clone().unwrap_or_default();
+                    let id = match ann.get(ANN_ID) {
+                        Some(s) => parse_sha256(s)?,
+                        // Entries written by other tools (skopeo copy into our layout): read the
+                        // manifest to learn the ID.
+                        None => self.manifest(d.digest())?.config().digest().clone(),
+                    };
+                    by_manifest.entry(key).or_insert(Image {
+                        id,
+                        manifest: d.digest().clone(),
+                        manifest_size: d.size(),
+                        manifest_media_type: d.media_type().clone(),
+                        created: ann.get(ANN_CREATED).cloned(),
+                        size: ann.get(ANN_SIZE).and_then(|s| s.parse().ok()).unwrap_or(0),
+                        tags: Vec::new(),
+                    })
+                }
+            };
+            if let Some(name) = ref_name(d) {
+                match Reference::parse(name) {
+                    Ok(r) => img.tags.push(r),
+                    Err(e) => tracing::warn!("ignoring index entry with bad ref name {name:?}: {e}"),
+                }
+            }
+        }
+        let mut out: Vec<Image> = by_manifest.into_values().collect();
+        for i in &mut out {
+            i.tags.sort_by_key(|t| t.to_string());
+        }
+        out.sort_by(|a, b| b.created.cmp(&a.created).then(a.id.digest().cmp(b.id.digest())));
+        Ok(out)
+    }
+
+    /// Resolve what a user typed to one image: a reference (`busybox`, `a/b:tag`,
+    /// `name@sha256:…`), a full ID or manifest digest (`sha256:…`), or an ID prefix.
+    pub fn resolve_image(&self, spec: &str) -> Result<Image> {
+        let images = self.images()?;
+        if let Some(hex) = spec.strip_prefix("sha256:") {
+            let found: Vec<&Image> = images
+                .iter()
+                .filter(|i| i.id.digest().starts_with(hex) || i.manifest.digest() == hex)
+                .collect();
+            return pick(spec, found);
+        }
+        let parsed = Reference::parse(spec);
+        if let Ok(r) = &parsed {
+            if let Some(d) = r.digest() {
+                let repo = r.repository();
+                let d = d.to_string();
+                let found: Vec<&Image> = images
+                    .iter()
+                    .filter(|i| {
+                        i.manifest.to_string() == d
+                            && (i.tags.iter().any(|t| t.repository() == repo) || r.tag().is_none())
+                    })
+                    .collect();
+                return pick(spec, found);
+            }
+            let full = r.with_default_tag().to_string();
+            if let Some(i) = images.iter().find(|i| i.tags.iter().any(|t| t.to_string() == full)) {
+                return Ok(i.clone());
+            }
+        }
+        let is_hex = !spec.is_empty() && spec.len() <= 64 && spec.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+        if is_hex {
+            let found: Vec<&Image> = images.iter().filter(|i| i.id.digest().starts_with(spec)).collect();
+            if !found.is_empty() {
+                return pick(spec, found);
+            }
+        }
+        match parsed {
+            Err(e) if !is_hex => Err(e.into()),
+            _ => Err(StoreError::ImageNotFound(spec.to_string())),
+        }
+    }
+
+    pub fn manifest(&self, digest: &Digest) -> Result<ImageManifest> {
+        let bytes = self.blobs().read_verified(digest)?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| StoreError::corrupt(format!("manifest {digest}"), e))
+    }
+
+    pub fn config_bytes(&self, img: &Image) -> Result<Vec<u8>> {
+        self.blobs().read_verified(&img.id)
+    }
+
+    pub fn config(&self, img: &Image) -> Result<ImageConfiguration> {
+        let bytes = self.config_bytes(img)?;
+        serde_json::from_slice(&bytes).map_err(|e| StoreError::corrupt(format!("config {}", img.id), e))
+    }
+
+    /// Record a stored image (its manifest, config and layers already in the blob store) and
+    /// point `tags` at it. Without tags the image is kept as a dangling entry.
+    pub fn add_image(&self, img: &NewImage, tags: &[Reference]) -> Result<()> {
+        self.update_index(|entries| {
+            if tags.is_empty() {
+                retag(entries, img, None);
+            }
+            for t in tags {
+                retag(entries, img, Some(&t.with_default_tag()));
+            }
+            Ok(())
+        })
+    }
+
+    /// `tag SOURCE TARGET`.
+    pub fn tag_image(&self, source: &str, target: &Reference) -> Result<Image> {
+        let img = self.resolve_image(source)?;
+        if target.digest().is_some() {
+            return Err(StoreError::invalid(
+                format!("tag {target}"),
+                "a tag cannot contain a digest; use NAME[:TAG]",
+            ));
+        }
+        self.update_index(|entries| {
+            let d = entries
+                .iter()
+                .find(|d| d.digest() == &img.manifest)
+                .cloned()
+                .ok_or_else(|| StoreError::ImageNotFound(source.to_string()))?;
+            retag(entries, &new_image_of(&d, img.id.clone()), Some(&target.with_default_tag()));
+            Ok(())
+        })?;
+        self.resolve_image(&target.to_string())
+    }
+
+    /// `rmi`: untag, and delete the image once no tag is left. Blobs and snapshots no other image
+    /// uses are swept afterwards.
+    pub fn remove_image(&self, spec: &str, force: bool) -> Result<Vec<Removal>> {
+        let _gc = self.gc_lock()?;
+        let img = self.resolve_image(spec)?;
+        let users = self.containers_using(&img.id)?;
+        if !users.is_empty() && !force {
+            return Err(StoreError::InUse {
+                id: img.short_id().to_string(),
+                containers: users.join(", "),
+            });
+        }
+        let by_name = Reference::parse(spec).ok().filter(|r| {
+            let full = r.with_default_tag().to_string();
+            r.digest().is_none() && img.tags.iter().any(|t| t.to_string() == full)
+        });
+        let mut events = Vec::new();
+        self.update_index(|entries| {
+            if let Some(r) = &by_name {
+                let full = r.with_default_tag().to_string();
+                entries.retain(|d| ref_name(d) != Some(full.as_str()));
+                events.push(Removal::Untagged(r.with_default_tag()));
+                if entries.iter().any(|d| d.digest() == &img.manifest) {
+                    return Ok(());
+                }
+            } else {
+                if img.tags.len() > 1 && !force {
+                    return Err(StoreError::Conflict {
+                        id: img.short_id().to_string(),
+                        reason: "image is referenced in multiple repositories".into(),
+                    });
+                }
+                entries.retain(|d| d.digest() != &img.manifest);
+                events.extend(img.tags.iter().cloned().map(Removal::Untagged));
+            }
+            events.push(Removal::Deleted(img.id.clone()));
+            Ok(())
+        })?;
+        if events.iter().any(|e| matches!(e, Removal::Deleted(_))) {
+            self.sweep_locked()?;
+        }
+        Ok(events)
+    }
+
+    /// Containers (from `containers/<id>/image`, written by the runner) that use image `id`.
+    pub fn containers_using(&self, id: &Digest) -> Result<Vec<String>> {
+        let dir = self.root().join("containers");
+        let mut out = Vec::new();
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(StoreError::io("listing", dir, e)),
+        };
+        for e in rd {
+            let e = e.ctx("listing", &dir)?;
+            if let Ok(s) = fs::read_to_string(e.path().join("image")) {
+                if s.trim() == id.to_string() {
+                    out.push(e.file_name().to_string_lossy().chars().take(12).collect());
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Every blob digest reachable from the index (manifests, configs, layers).
+    pub fn referenced_blobs(&self) -> Result<HashSet<String>> {
+        let mut live = HashSet::new();
+        for d in self.read_index()? {
+            live.insert(d.digest().to_string());
+            if let Ok(m) = self.manifest(d.digest()) {
+                live.insert(m.config().digest().to_string());
+                for l in m.layers() {
+                    live.insert(l.digest().to_string());
+                }
+            }
+        }
+        Ok(live)
+    }
+}
+
+fn pick(spec: &str, found: Vec<&Image>) -> Result<Image> {
+    let mut ids: Vec<&Image> = Vec::new();
+    for f in found {
+        if !ids.iter().any(|i| i.id == f.id) {
+            ids.push(f);
+        }
+    }
+    match ids.len() {
+        0 => Err(StoreError::ImageNotFound(spec.to_string())),
+        1 => Ok(ids[0].clone()),
+        n => Err(StoreError::AmbiguousImage {
+            input: spec.to_string(),
+            count: n,
+        }),
+    }
+}

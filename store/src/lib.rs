@@ -1,0 +1,26 @@
+//! berth-store: the local state every other part of berth stands on.
+//!
+//! The image part of the state root is an OCI image layout (`images/`): content-addressed blobs,
+//! `index.json` whose `org.opencontainers.image.ref.name` annotations are the tags. Layers are
+//! unpacked once into `snapshots/<diffid>/` and shared read-only.
+
+pub mod archive;
+pub mod blobs;
+pub mod change;
+pub mod check;
+pub mod compression;
+pub mod digest;
+pub mod error;
+pub mod extract;
+pub mod gc;
+pub mod images;
+pub mod import;
+pub mod layers;
+pub mod reference;
+pub mod root;
+
+pub use error::{Result, StoreError};
+pub use images::{Image, NewImage, Removal};
+pub use oci_spec;
+pub use reference::Reference;
+pub use root::Store;

@@ -1,0 +1,120 @@
+//! Fixtures for end-to-end tests: a private state root per test, the `berth` binary, and a
+//! busybox root filesystem made from Debian's busybox-static.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use assert_cmd::Command;
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let base = std::env::var_os("BERTH_TEST_TMP").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+        Env { dir: tempfile::Builder::new().prefix("berth-test-").tempdir_in(base).expect("temp dir") }
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `berth --root <private root> ARGS…`
+    pub fn berth(&self) -> Command {
+        let mut c = Command::cargo_bin("berth").expect("berth binary");
+        c.arg("--root").arg(self.root()).env_remove("BERTH_ROOT");
+        c
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.berth().args(args).output().expect("run berth");
+        assert!(out.status.success(), "berth {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).expect("utf8")
+    }
+
+    pub fn fails(&self, args: &[&str]) -> Output {
+        let out = self.berth().args(args).output().expect("run berth");
+        assert!(!out.status.success(), "berth {args:?} unexpectedly succeeded: {}", String::from_utf8_lossy(&out.stdout));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "berth {args:?} panicked: {err}");
+        out
+    }
+
+    /// Import the busybox rootfs as `tag`; returns the image ID.
+    pub fn import_busybox(&self, tag: &str) -> String {
+        let tar = self.path("busybox.tar");
+        if !tar.exists() {
+            busybox_rootfs_tar(&tar);
+        }
+        self.ok(&["import", tar.to_str().unwrap(), tag]).trim().to_string()
+    }
+
+    pub fn check_store(&self) {
+        let out = self.ok(&["system", "check"]);
+        assert!(out.contains("no problems"), "system check: {out}");
+    }
+}
+
+pub fn busybox_path() -> PathBuf {
+    for p in ["/bin/busybox", "/usr/bin/busybox"] {
+        if Path::new(p).exists() {
+            return PathBuf::from(p);
+        }
+    }
+    panic!("busybox is not installed (apt-get install busybox-static)");
+}
+
+/// A small root filesystem: busybox and its applet links, /etc/passwd, /etc/group, empty /tmp.
+pub fn busybox_rootfs_tar(out: &Path) {
+    let f = std::fs::File::create(out).expect("create tar");
+    let mut b = tar::Builder::new(f);
+    let dir = |b: &mut tar::Builder<std::fs::File>, p: &str, mode: u32| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(mode);
+        h.set_size(0);
+        h.set_mtime(1_700_000_000);
+        b.append_data(&mut h, p, std::io::empty()).unwrap();
+    };
+    let file = |b: &mut tar::Builder<std::fs::File>, p: &str, mode: u32, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(mode);
+        h.set_size(data.len() as u64);
+        h.set_mtime(1_700_000_000);
+        b.append_data(&mut h, p, data).unwrap();
+    };
+    for d in ["bin/", "etc/", "root/", "home/", "var/", "usr/", "usr/bin/"] {
+        dir(&mut b, d, 0o755);
+    }
+    dir(&mut b, "tmp/", 0o1777);
+    let busybox = std::fs::read(busybox_path()).unwrap();
+    file(&mut b, "bin/busybox", 0o755, &busybox);
+    for applet in ["sh", "ls", "cat", "echo", "env", "id", "ps", "sleep", "true", "false", "mount", "hostname", "wget", "nc", "ip", "touch", "mkdir", "rm"] {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_mode(0o777);
+        h.set_size(0);
+        h.set_mtime(1_700_000_000);
+        b.append_link(&mut h, format!("bin/{applet}"), "busybox").unwrap();
+    }
+    file(&mut b, "etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\napp:x:1000:1000:app:/home/app:/bin/sh\n");
+    file(&mut b, "etc/group", 0o644, b"root:x:0:\nnobody:x:65534:\napp:x:1000:\n");
+    b.finish().unwrap();
+}
+
+/// Whether a peer tool is installed; in CI (env CI set) a missing peer fails the test.
+pub fn have(tool: &str) -> bool {
+    let found = std::process::Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().map(|o| o.status.success()).unwrap_or(false);
+    if !found {
+        assert!(std::env::var_os("CI").is_none(), "{tool} is required in CI");
+        eprintln!("skipping: {tool} is not installed");
+    }
+    found
+}
