@@ -18,7 +18,9 @@ fn inspect(env: &Env, name: &str) -> Value {
 fn help_lists_the_command_groups() {
     let env = Env::new();
     let out = env.ok(&["--help"]);
-    for cmd in ["image", "system", "images", "import", "save", "load", "inspect", "version", "info"] {
+    for cmd in [
+        "image", "system", "images", "import", "save", "load", "inspect", "version", "info",
+    ] {
         assert!(out.contains(cmd), "--help lacks {cmd}: {out}");
     }
     assert!(env.ok(&["version"]).contains(env!("CARGO_PKG_VERSION")));
@@ -33,24 +35,57 @@ fn import_list_inspect_history() {
     let tar = env.path("rootfs.tar");
     busybox_rootfs_tar(&tar);
     let id = env.ok(&[
-        "import", "-c", "CMD [\"/bin/sh\"]", "-c", "ENV A=1 B=two", "-c", "WORKDIR /srv", "-c", "EXPOSE 80",
-        "-c", "USER app", "-c", "LABEL team=core", "-m", "hello import", tar.to_str().unwrap(), "example/busybox:1.0",
+        "import",
+        "-c",
+        "CMD [\"/bin/sh\"]",
+        "-c",
+        "ENV A=1 B=two",
+        "-c",
+        "WORKDIR /srv",
+        "-c",
+        "EXPOSE 80",
+        "-c",
+        "USER app",
+        "-c",
+        "LABEL team=core",
+        "-m",
+        "hello import",
+        tar.to_str().unwrap(),
+        "example/busybox:1.0",
     ]);
     let id = id.trim();
     assert!(id.starts_with("sha256:") && id.len() == 71, "{id}");
 
     let list = env.ok(&["images"]);
     let lines: Vec<&str> = list.lines().collect();
-    assert!(lines[0].starts_with("REPOSITORY") && lines[0].contains("IMAGE ID"), "{list}");
-    assert!(lines[1].starts_with("example/busybox") && lines[1].contains("1.0") && lines[1].contains(&id[7..19]), "{list}");
+    assert!(
+        lines[0].starts_with("REPOSITORY") && lines[0].contains("IMAGE ID"),
+        "{list}"
+    );
+    assert!(
+        lines[1].starts_with("example/busybox")
+            && lines[1].contains("1.0")
+            && lines[1].contains(&id[7..19]),
+        "{list}"
+    );
 
     assert_eq!(env.ok(&["images", "-q"]).trim(), &id[7..19]);
     assert_eq!(env.ok(&["images", "-q", "--no-trunc"]).trim(), id);
-    let row: Value = serde_json::from_str(env.ok(&["images", "--format", "json"]).lines().next().unwrap()).unwrap();
+    let row: Value = serde_json::from_str(
+        env.ok(&["images", "--format", "json"])
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(row["Repository"], "example/busybox");
     assert_eq!(row["Tag"], "1.0");
     assert_eq!(row["ID"], &id[7..19]);
-    assert_eq!(env.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]).trim(), "example/busybox:1.0");
+    assert_eq!(
+        env.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"])
+            .trim(),
+        "example/busybox:1.0"
+    );
     assert!(env.ok(&["images", "--digests"]).contains("sha256:"));
 
     let doc = inspect(&env, "example/busybox:1.0");
@@ -68,10 +103,17 @@ fn import_list_inspect_history() {
     assert!(doc["Size"].as_u64().unwrap() > 100_000);
     // By ID prefix and with a template.
     assert_eq!(env.ok(&["inspect", "-f", "{{.Id}}", &id[7..14]]).trim(), id);
-    assert_eq!(env.ok(&["image", "inspect", "--format", "{{json .Config.Cmd}}", id]).trim(), "[\"/bin/sh\"]");
+    assert_eq!(
+        env.ok(&["image", "inspect", "--format", "{{json .Config.Cmd}}", id])
+            .trim(),
+        "[\"/bin/sh\"]"
+    );
 
     let hist = env.ok(&["history", "example/busybox:1.0"]);
-    assert!(hist.contains("hello import") && hist.contains(&id[7..19]), "{hist}");
+    assert!(
+        hist.contains("hello import") && hist.contains(&id[7..19]),
+        "{hist}"
+    );
     env.check_store();
 }
 
@@ -84,14 +126,34 @@ fn compressed_and_stdin_imports_give_the_same_layer() {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gz.write_all(&plain).unwrap();
     std::fs::write(env.path("rootfs.tar.gz"), gz.finish().unwrap()).unwrap();
-    std::fs::write(env.path("rootfs.tar.zst"), zstd::encode_all(&plain[..], 3).unwrap()).unwrap();
+    std::fs::write(
+        env.path("rootfs.tar.zst"),
+        zstd::encode_all(&plain[..], 3).unwrap(),
+    )
+    .unwrap();
 
     env.ok(&["import", tar.to_str().unwrap(), "plain"]);
     env.ok(&["import", env.path("rootfs.tar.gz").to_str().unwrap(), "gz"]);
-    env.ok(&["import", env.path("rootfs.tar.zst").to_str().unwrap(), "zst"]);
-    let out = env.berth().args(["import", "-", "stdin"]).write_stdin(plain).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let layers: Vec<Value> = ["plain", "gz", "zst", "stdin"].iter().map(|n| inspect(&env, n)["RootFS"]["Layers"][0].clone()).collect();
+    env.ok(&[
+        "import",
+        env.path("rootfs.tar.zst").to_str().unwrap(),
+        "zst",
+    ]);
+    let out = env
+        .berth()
+        .args(["import", "-", "stdin"])
+        .write_stdin(plain)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let layers: Vec<Value> = ["plain", "gz", "zst", "stdin"]
+        .iter()
+        .map(|n| inspect(&env, n)["RootFS"]["Layers"][0].clone())
+        .collect();
     assert!(layers.iter().all(|l| l == &layers[0]), "{layers:?}");
     assert_eq!(inspect(&env, "stdin")["Comment"], "Imported from -");
     env.check_store();
@@ -103,7 +165,10 @@ fn tag_and_rmi_follow_docker() {
     let id = env.import_busybox("busybox");
     env.ok(&["tag", "busybox", "localhost:5000/team/app:v1"]);
     let list = env.ok(&["images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"]);
-    assert!(list.contains("busybox:latest") && list.contains("localhost:5000/team/app:v1"), "{list}");
+    assert!(
+        list.contains("busybox:latest") && list.contains("localhost:5000/team/app:v1"),
+        "{list}"
+    );
 
     // Removing one of two tags only untags.
     let out = env.ok(&["rmi", "localhost:5000/team/app:v1"]);
@@ -111,11 +176,22 @@ fn tag_and_rmi_follow_docker() {
     env.ok(&["tag", &id, "second:tag"]);
     // By ID with two tags: refused without -f.
     let err = env.fails(&["rmi", &id[7..19]]);
-    assert!(String::from_utf8_lossy(&err.stderr).contains("must be forced"), "{}", String::from_utf8_lossy(&err.stderr));
+    assert!(
+        String::from_utf8_lossy(&err.stderr).contains("must be forced"),
+        "{}",
+        String::from_utf8_lossy(&err.stderr)
+    );
     let out = env.ok(&["rmi", "-f", &id[7..19]]);
-    assert!(out.contains("Untagged: busybox:latest") && out.contains("Untagged: second:tag") && out.contains(&format!("Deleted: {id}")), "{out}");
+    assert!(
+        out.contains("Untagged: busybox:latest")
+            && out.contains("Untagged: second:tag")
+            && out.contains(&format!("Deleted: {id}")),
+        "{out}"
+    );
     assert_eq!(env.ok(&["images", "-q"]).trim(), "");
-    let blobs = std::fs::read_dir(env.root().join("images/blobs/sha256")).unwrap().count();
+    let blobs = std::fs::read_dir(env.root().join("images/blobs/sha256"))
+        .unwrap()
+        .count();
     assert_eq!(blobs, 0, "rmi left blobs behind");
     let err = env.fails(&["rmi", "busybox"]);
     assert!(String::from_utf8_lossy(&err.stderr).contains("No such image"));
@@ -146,7 +222,11 @@ fn rmi_refuses_an_image_a_container_uses() {
     std::fs::create_dir_all(&c).unwrap();
     std::fs::write(c.join("image"), &id).unwrap();
     let err = env.fails(&["rmi", "used"]);
-    assert!(String::from_utf8_lossy(&err.stderr).contains("being used by container"), "{}", String::from_utf8_lossy(&err.stderr));
+    assert!(
+        String::from_utf8_lossy(&err.stderr).contains("being used by container"),
+        "{}",
+        String::from_utf8_lossy(&err.stderr)
+    );
     env.ok(&["rmi", "-f", "used"]);
 }
 
@@ -164,8 +244,17 @@ fn save_and_load_roundtrip_through_cli() {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gz.write_all(&std::fs::read(&archive).unwrap()).unwrap();
     let third = Env::new();
-    let out = third.berth().arg("load").write_stdin(gz.finish().unwrap()).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = third
+        .berth()
+        .arg("load")
+        .write_stdin(gz.finish().unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(inspect(&third, "roundtrip:v1")["Id"], id);
     other.check_store();
 }
@@ -178,7 +267,11 @@ fn bad_input_is_refused_and_store_is_unchanged() {
     let before = std::fs::read(env.root().join("images/index.json")).unwrap();
     let tar = std::fs::read(env.path("busybox.tar")).unwrap();
 
-    std::fs::write(env.path("garbage"), b"this is not a tar archive at all, just some words and more words").unwrap();
+    std::fs::write(
+        env.path("garbage"),
+        b"this is not a tar archive at all, just some words and more words",
+    )
+    .unwrap();
     std::fs::write(env.path("truncated.tar"), &tar[..tar.len() / 2]).unwrap();
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gz.write_all(&tar).unwrap();
@@ -190,31 +283,131 @@ fn bad_input_is_refused_and_store_is_unchanged() {
     std::fs::write(env.path("empty"), b"").unwrap();
 
     let cases: Vec<(Vec<String>, &str)> = vec![
-        (vec!["import".into(), env.path("garbage").display().to_string(), "bad".into()], "not a valid tar"),
-        (vec!["import".into(), env.path("truncated.tar").display().to_string(), "bad".into()], "not a valid tar"),
-        (vec!["import".into(), env.path("truncated.tar.gz").display().to_string(), "bad".into()], "not a valid tar"),
-        (vec!["import".into(), env.path("corrupt.tar").display().to_string(), "bad".into()], "not a valid tar"),
-        (vec!["import".into(), env.path("empty").display().to_string(), "bad".into()], "empty"),
-        (vec!["import".into(), env.path("missing.tar").display().to_string(), "bad".into()], "cannot open"),
-        (vec!["import".into(), env.path("busybox.tar").display().to_string(), "Bad/Name".into()], "lowercase"),
-        (vec!["import".into(), env.path("busybox.tar").display().to_string(), "bad:tag!".into()], "tag"),
-        (vec!["import".into(), "-c".into(), "RUN rm -rf /".into(), env.path("busybox.tar").display().to_string(), "bad".into()], "cannot be used with --change"),
-        (vec!["tag".into(), "keep".into(), "UPPER:x".into()], "lowercase"),
-        (vec!["tag".into(), "nothere".into(), "x:y".into()], "No such image"),
-        (vec!["load".into(), "-i".into(), env.path("garbage").display().to_string()], "not a valid"),
-        (vec!["load".into(), "-i".into(), env.path("truncated.tar").display().to_string()], ""),
+        (
+            vec![
+                "import".into(),
+                env.path("garbage").display().to_string(),
+                "bad".into(),
+            ],
+            "not a valid tar",
+        ),
+        (
+            vec![
+                "import".into(),
+                env.path("truncated.tar").display().to_string(),
+                "bad".into(),
+            ],
+            "not a valid tar",
+        ),
+        (
+            vec![
+                "import".into(),
+                env.path("truncated.tar.gz").display().to_string(),
+                "bad".into(),
+            ],
+            "not a valid tar",
+        ),
+        (
+            vec![
+                "import".into(),
+                env.path("corrupt.tar").display().to_string(),
+                "bad".into(),
+            ],
+            "not a valid tar",
+        ),
+        (
+            vec![
+                "import".into(),
+                env.path("empty").display().to_string(),
+                "bad".into(),
+            ],
+            "empty",
+        ),
+        (
+            vec![
+                "import".into(),
+                env.path("missing.tar").display().to_string(),
+                "bad".into(),
+            ],
+            "cannot open",
+        ),
+        (
+            vec![
+                "import".into(),
+                env.path("busybox.tar").display().to_string(),
+                "Bad/Name".into(),
+            ],
+            "lowercase",
+        ),
+        (
+            vec![
+                "import".into(),
+                env.path("busybox.tar").display().to_string(),
+                "bad:tag!".into(),
+            ],
+            "tag",
+        ),
+        (
+            vec![
+                "import".into(),
+                "-c".into(),
+                "RUN rm -rf /".into(),
+                env.path("busybox.tar").display().to_string(),
+                "bad".into(),
+            ],
+            "cannot be used with --change",
+        ),
+        (
+            vec!["tag".into(), "keep".into(), "UPPER:x".into()],
+            "lowercase",
+        ),
+        (
+            vec!["tag".into(), "nothere".into(), "x:y".into()],
+            "No such image",
+        ),
+        (
+            vec![
+                "load".into(),
+                "-i".into(),
+                env.path("garbage").display().to_string(),
+            ],
+            "not a valid",
+        ),
+        (
+            vec![
+                "load".into(),
+                "-i".into(),
+                env.path("truncated.tar").display().to_string(),
+            ],
+            "",
+        ),
         (vec!["inspect".into(), "nothere".into()], "No such image"),
     ];
     for (args, frag) in cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = env.fails(&args);
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(frag), "berth {args:?}: expected {frag:?} in {err:?}");
-        assert_eq!(err.trim().lines().count(), 1, "berth {args:?}: error is not one line: {err:?}");
+        assert!(
+            err.contains(frag),
+            "berth {args:?}: expected {frag:?} in {err:?}"
+        );
+        assert_eq!(
+            err.trim().lines().count(),
+            1,
+            "berth {args:?}: error is not one line: {err:?}"
+        );
         assert!(err.starts_with("Error"), "{err}");
     }
-    assert_eq!(std::fs::read(env.root().join("images/index.json")).unwrap(), before, "index changed");
-    assert_eq!(std::fs::read_dir(env.root().join("tmp")).unwrap().count(), 0, "temp files left behind");
+    assert_eq!(
+        std::fs::read(env.root().join("images/index.json")).unwrap(),
+        before,
+        "index changed"
+    );
+    assert_eq!(
+        std::fs::read_dir(env.root().join("tmp")).unwrap().count(),
+        0,
+        "temp files left behind"
+    );
     env.check_store();
 }
 
@@ -233,16 +426,32 @@ fn concurrent_imports_and_tags_never_corrupt_the_store() {
         } else {
             c.args(["tag", "base", &format!("par/tag{i}:v1")]);
         }
-        children.push(c.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap());
+        children.push(
+            c.stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
     }
     for c in children {
         let out = c.wait_with_output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let tags = env.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
     for i in 0..8 {
-        let want = if i % 2 == 0 { format!("par/img{i}:v1") } else { format!("par/tag{i}:v1") };
-        assert!(tags.lines().any(|l| l == want), "{want} missing from {tags}");
+        let want = if i % 2 == 0 {
+            format!("par/img{i}:v1")
+        } else {
+            format!("par/tag{i}:v1")
+        };
+        assert!(
+            tags.lines().any(|l| l == want),
+            "{want} missing from {tags}"
+        );
     }
     assert!(tags.lines().any(|l| l == "base:latest"));
     env.check_store();
@@ -253,13 +462,19 @@ fn kill_during_import_leaves_no_visible_trace() {
     let env = Env::new();
     env.import_busybox("before");
     let index_before = std::fs::read(env.root().join("images/index.json")).unwrap();
-    let blobs_before = std::fs::read_dir(env.root().join("images/blobs/sha256")).unwrap().count();
+    let blobs_before = std::fs::read_dir(env.root().join("images/blobs/sha256"))
+        .unwrap()
+        .count();
     let bin = assert_cmd::cargo::cargo_bin("berth");
     let mut child = Command::new(&bin)
-        .arg("--root").arg(env.root())
+        .arg("--root")
+        .arg(env.root())
         .args(["import", "-", "killed:v1"])
-        .stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::null())
-        .spawn().unwrap();
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     // Feed half of a tar, then kill -9 while berth waits for the rest.
     let tar = std::fs::read(env.path("busybox.tar")).unwrap();
     let mut stdin = child.stdin.take().unwrap();
@@ -269,11 +484,22 @@ fn kill_during_import_leaves_no_visible_trace() {
     child.kill().unwrap();
     child.wait().unwrap();
     drop(stdin);
-    assert_eq!(std::fs::read(env.root().join("images/index.json")).unwrap(), index_before);
-    assert_eq!(std::fs::read_dir(env.root().join("images/blobs/sha256")).unwrap().count(), blobs_before);
+    assert_eq!(
+        std::fs::read(env.root().join("images/index.json")).unwrap(),
+        index_before
+    );
+    assert_eq!(
+        std::fs::read_dir(env.root().join("images/blobs/sha256"))
+            .unwrap()
+            .count(),
+        blobs_before
+    );
     env.check_store();
     env.ok(&["image", "prune", "-f"]);
-    assert_eq!(std::fs::read_dir(env.root().join("tmp")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(env.root().join("tmp")).unwrap().count(),
+        0
+    );
 }
 
 #[test]
@@ -285,7 +511,11 @@ fn full_disk_fails_cleanly() {
     let env = Env::new();
     let root = env.root();
     std::fs::create_dir_all(&root).unwrap();
-    let st = Command::new("mount").args(["-t", "tmpfs", "-o", "size=3m", "tmpfs"]).arg(&root).status().unwrap();
+    let st = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=3m", "tmpfs"])
+        .arg(&root)
+        .status()
+        .unwrap();
     assert!(st.success());
     struct Unmount(std::path::PathBuf);
     impl Drop for Unmount {
@@ -319,11 +549,22 @@ fn full_disk_fails_cleanly() {
     let out = env.fails(&["import", big.to_str().unwrap(), "big"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("No space left on device"), "{err}");
-    assert_eq!(std::fs::read(root.join("images/index.json")).unwrap(), before);
-    assert_eq!(std::fs::read_dir(root.join("tmp")).unwrap().count(), 0, "temp file left on a full disk");
+    assert_eq!(
+        std::fs::read(root.join("images/index.json")).unwrap(),
+        before
+    );
+    assert_eq!(
+        std::fs::read_dir(root.join("tmp")).unwrap().count(),
+        0,
+        "temp file left on a full disk"
+    );
     env.check_store();
 }
 
 fn nix_is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
 }

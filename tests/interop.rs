@@ -11,12 +11,18 @@ use serde_json::Value;
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().expect("spawn");
-    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn config_digest_of(env: &Env, name: &str) -> String {
-    env.ok(&["inspect", "-f", "{{.Id}}", name]).trim().to_string()
+    env.ok(&["inspect", "-f", "{{.Id}}", name])
+        .trim()
+        .to_string()
 }
 
 #[test]
@@ -27,12 +33,23 @@ fn skopeo_inspects_the_store_layout() {
     let env = Env::new();
     let id = env.import_busybox("busybox");
     let layout = env.root().join("images");
-    let out = run(Command::new("skopeo").arg("inspect").arg(format!("oci:{}:docker.io/library/busybox:latest", layout.display())));
+    let out = run(Command::new("skopeo").arg("inspect").arg(format!(
+        "oci:{}:docker.io/library/busybox:latest",
+        layout.display()
+    )));
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["Os"], "linux");
     assert_eq!(v["Layers"].as_array().unwrap().len(), 1);
-    let cfg = run(Command::new("skopeo").args(["inspect", "--raw", "--config"]).arg(format!("oci:{}:docker.io/library/busybox:latest", layout.display())));
-    let d = format!("sha256:{}", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(cfg.as_bytes())));
+    let cfg = run(Command::new("skopeo")
+        .args(["inspect", "--raw", "--config"])
+        .arg(format!(
+            "oci:{}:docker.io/library/busybox:latest",
+            layout.display()
+        )));
+    let d = format!(
+        "sha256:{}",
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(cfg.as_bytes()))
+    );
     assert_eq!(d, id);
 }
 
@@ -46,7 +63,10 @@ fn umoci_unpacks_the_same_files_as_the_rootfs_tar() {
     let bundle = env.path("bundle");
     run(Command::new("umoci")
         .args(["unpack", "--image"])
-        .arg(format!("{}:docker.io/library/busybox:latest", env.root().join("images").display()))
+        .arg(format!(
+            "{}:docker.io/library/busybox:latest",
+            env.root().join("images").display()
+        ))
         .arg(&bundle));
     let rootfs = bundle.join("rootfs");
     // Every entry of the tar is in the unpacked tree with the same type, mode and content.
@@ -56,18 +76,25 @@ fn umoci_unpacks_the_same_files_as_the_rootfs_tar() {
         let mut e = e.unwrap();
         let path = e.path().unwrap().into_owned();
         let p = rootfs.join(&path);
-        let md = std::fs::symlink_metadata(&p).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+        let md =
+            std::fs::symlink_metadata(&p).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
         use std::os::unix::fs::PermissionsExt;
         match e.header().entry_type() {
             tar::EntryType::Directory => assert!(md.is_dir(), "{}", path.display()),
             tar::EntryType::Symlink => {
-                assert_eq!(std::fs::read_link(&p).unwrap(), e.link_name().unwrap().unwrap().into_owned());
+                assert_eq!(
+                    std::fs::read_link(&p).unwrap(),
+                    e.link_name().unwrap().unwrap().into_owned()
+                );
             }
             _ => {
                 let mut want = Vec::new();
                 std::io::Read::read_to_end(&mut e, &mut want).unwrap();
                 assert_eq!(std::fs::read(&p).unwrap(), want, "{}", path.display());
-                assert_eq!(md.permissions().mode() & 0o7777, e.header().mode().unwrap() & 0o7777);
+                assert_eq!(
+                    md.permissions().mode() & 0o7777,
+                    e.header().mode().unwrap() & 0o7777
+                );
             }
         }
         n += 1;
@@ -86,16 +113,34 @@ fn skopeo_archives_load_with_the_same_config_digest() {
     }
     let env = Env::new();
     let id = env.import_busybox("busybox");
-    let src = format!("oci:{}:docker.io/library/busybox:latest", env.root().join("images").display());
+    let src = format!(
+        "oci:{}:docker.io/library/busybox:latest",
+        env.root().join("images").display()
+    );
     let da = env.path("docker-archive.tar");
     let oa = env.path("oci-archive.tar");
-    skopeo_copy(&src, &format!("docker-archive:{}:busybox:latest", da.display()));
-    skopeo_copy(&src, &format!("oci-archive:{}:busybox:latest", oa.display()));
+    skopeo_copy(
+        &src,
+        &format!("docker-archive:{}:busybox:latest", da.display()),
+    );
+    skopeo_copy(
+        &src,
+        &format!("oci-archive:{}:busybox:latest", oa.display()),
+    );
     for archive in [&da, &oa] {
         let other = Env::new();
         let out = other.ok(&["load", "-i", archive.to_str().unwrap()]);
-        assert!(out.contains("busybox:latest"), "{}: {out}", archive.display());
-        assert_eq!(config_digest_of(&other, "busybox:latest"), id, "{}", archive.display());
+        assert!(
+            out.contains("busybox:latest"),
+            "{}: {out}",
+            archive.display()
+        );
+        assert_eq!(
+            config_digest_of(&other, "busybox:latest"),
+            id,
+            "{}",
+            archive.display()
+        );
         other.check_store();
     }
 }
@@ -109,13 +154,27 @@ fn berth_save_is_read_by_skopeo_as_docker_and_oci_archive() {
     let id = env.import_busybox("busybox");
     let saved = env.path("saved.tar");
     env.ok(&["save", "-o", saved.to_str().unwrap(), "busybox"]);
-    let inspected: Value = serde_json::from_str(&run(Command::new("skopeo").arg("inspect").arg(format!("docker-archive:{}", saved.display())))).unwrap();
+    let inspected: Value = serde_json::from_str(&run(Command::new("skopeo")
+        .arg("inspect")
+        .arg(format!("docker-archive:{}", saved.display()))))
+    .unwrap();
     assert_eq!(inspected["Layers"].as_array().unwrap().len(), 1);
-    for (n, src) in [format!("docker-archive:{}", saved.display()), format!("oci-archive:{}", saved.display())].iter().enumerate() {
+    for (n, src) in [
+        format!("docker-archive:{}", saved.display()),
+        format!("oci-archive:{}", saved.display()),
+    ]
+    .iter()
+    .enumerate()
+    {
         let dir = env.path(&format!("copy{n}"));
         skopeo_copy(src, &format!("oci:{}:t", dir.display()));
-        let cfg = run(Command::new("skopeo").args(["inspect", "--raw", "--config"]).arg(format!("oci:{}:t", dir.display())));
-        let d = format!("sha256:{}", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(cfg.as_bytes())));
+        let cfg = run(Command::new("skopeo")
+            .args(["inspect", "--raw", "--config"])
+            .arg(format!("oci:{}:t", dir.display())));
+        let d = format!(
+            "sha256:{}",
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(cfg.as_bytes()))
+        );
         assert_eq!(d, id, "{src}");
         assert!(Path::new(&dir).join("index.json").exists());
     }

@@ -15,7 +15,10 @@ pub enum Format {
     Table,
     Json,
     /// A Go template per row; `table` says whether to print a header row first.
-    Template { tmpl: String, table: bool },
+    Template {
+        tmpl: String,
+        table: bool,
+    },
 }
 
 impl Format {
@@ -24,8 +27,14 @@ impl Format {
             None | Some("") | Some("table") => Format::Table,
             Some("json") => Format::Json,
             Some(t) => match t.strip_prefix("table ") {
-                Some(rest) => Format::Template { tmpl: unescape(rest), table: true },
-                None => Format::Template { tmpl: unescape(t), table: false },
+                Some(rest) => Format::Template {
+                    tmpl: unescape(rest),
+                    table: true,
+                },
+                None => Format::Template {
+                    tmpl: unescape(t),
+                    table: false,
+                },
             },
         }
     }
@@ -51,7 +60,11 @@ pub fn to_tmpl(v: &Value) -> TVal {
         }
         Value::String(s) => TVal::String(s.clone()),
         Value::Array(a) => TVal::Array(a.iter().map(to_tmpl).collect()),
-        Value::Object(o) => TVal::Object(o.iter().map(|(k, v)| (k.clone(), to_tmpl(v))).collect::<HashMap<_, _>>()),
+        Value::Object(o) => TVal::Object(
+            o.iter()
+                .map(|(k, v)| (k.clone(), to_tmpl(v)))
+                .collect::<HashMap<_, _>>(),
+        ),
     }
 }
 
@@ -71,7 +84,8 @@ fn from_tmpl(v: &TVal) -> Value {
         }
         TVal::Array(a) => Value::Array(a.iter().map(from_tmpl).collect()),
         TVal::Object(o) | TVal::Map(o) => {
-            let sorted: std::collections::BTreeMap<_, _> = o.iter().map(|(k, v)| (k.clone(), from_tmpl(v))).collect();
+            let sorted: std::collections::BTreeMap<_, _> =
+                o.iter().map(|(k, v)| (k.clone(), from_tmpl(v))).collect();
             Value::Object(sorted.into_iter().collect())
         }
     }
@@ -98,15 +112,22 @@ fn f_lower(args: &[TVal]) -> Result<TVal, FuncError> {
 fn f_title(args: &[TVal]) -> Result<TVal, FuncError> {
     let s = arg_str(args, 0)?;
     let mut c = s.chars();
-    Ok(TVal::String(c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()))
+    Ok(TVal::String(
+        c.next()
+            .map(|f| f.to_uppercase().chain(c).collect())
+            .unwrap_or_default(),
+    ))
 }
 fn f_join(args: &[TVal]) -> Result<TVal, FuncError> {
     let sep = arg_str(args, 1)?;
     let items = match args.first() {
-        Some(TVal::Array(a)) => a.iter().map(|v| match v {
-            TVal::String(s) => s.clone(),
-            o => o.to_string(),
-        }).collect::<Vec<_>>(),
+        Some(TVal::Array(a)) => a
+            .iter()
+            .map(|v| match v {
+                TVal::String(s) => s.clone(),
+                o => o.to_string(),
+            })
+            .collect::<Vec<_>>(),
         _ => Vec::new(),
     };
     Ok(TVal::String(items.join(&sep)))
@@ -114,7 +135,11 @@ fn f_join(args: &[TVal]) -> Result<TVal, FuncError> {
 fn f_split(args: &[TVal]) -> Result<TVal, FuncError> {
     let s = arg_str(args, 0)?;
     let sep = arg_str(args, 1)?;
-    Ok(TVal::Array(s.split(sep.as_str()).map(|p| TVal::String(p.to_string())).collect()))
+    Ok(TVal::Array(
+        s.split(sep.as_str())
+            .map(|p| TVal::String(p.to_string()))
+            .collect(),
+    ))
 }
 fn f_truncate(args: &[TVal]) -> Result<TVal, FuncError> {
     let s = arg_str(args, 0)?;
@@ -125,10 +150,13 @@ fn f_truncate(args: &[TVal]) -> Result<TVal, FuncError> {
     Ok(TVal::String(s.chars().take(n).collect()))
 }
 fn f_println(args: &[TVal]) -> Result<TVal, FuncError> {
-    let parts: Vec<String> = args.iter().map(|a| match a {
-        TVal::String(s) => s.clone(),
-        o => o.to_string(),
-    }).collect();
+    let parts: Vec<String> = args
+        .iter()
+        .map(|a| match a {
+            TVal::String(s) => s.clone(),
+            o => o.to_string(),
+        })
+        .collect();
     Ok(TVal::String(format!("{}\n", parts.join(" "))))
 }
 
@@ -145,16 +173,23 @@ pub fn template(text: &str) -> Result<Template> {
         ("println", f_println),
     ];
     t.add_funcs(&funcs);
-    t.parse(text).map_err(|e| anyhow!("template parsing error: {e}"))?;
+    t.parse(text)
+        .map_err(|e| anyhow!("template parsing error: {e}"))?;
     Ok(t)
 }
 
 pub fn render(t: &Template, v: &Value) -> Result<String> {
-    t.render(&TmplContext::from(to_tmpl(v))).map_err(|e| anyhow!("template: {e}"))
+    t.render(&TmplContext::from(to_tmpl(v)))
+        .map_err(|e| anyhow!("template: {e}"))
 }
 
 /// Print rows of `columns` (field, header) the way `--format` asks; rows are JSON objects.
-pub fn print_rows(out: &mut impl Write, format: &Format, columns: &[(&str, &str)], rows: &[Value]) -> Result<()> {
+pub fn print_rows(
+    out: &mut impl Write,
+    format: &Format,
+    columns: &[(&str, &str)],
+    rows: &[Value],
+) -> Result<()> {
     match format {
         Format::Json => {
             for r in rows {
@@ -162,9 +197,21 @@ pub fn print_rows(out: &mut impl Write, format: &Format, columns: &[(&str, &str)
             }
         }
         Format::Table => {
-            let mut lines = vec![columns.iter().map(|(_, h)| h.to_string()).collect::<Vec<_>>().join("\t")];
+            let mut lines = vec![
+                columns
+                    .iter()
+                    .map(|(_, h)| h.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\t"),
+            ];
             for r in rows {
-                lines.push(columns.iter().map(|(f, _)| cell(&r[*f])).collect::<Vec<_>>().join("\t"));
+                lines.push(
+                    columns
+                        .iter()
+                        .map(|(f, _)| cell(&r[*f]))
+                        .collect::<Vec<_>>()
+                        .join("\t"),
+                );
             }
             write_aligned(out, &lines)?;
         }
@@ -260,12 +307,24 @@ pub fn human_size(n: u64) -> String {
 
 /// Go's `%.3g` for the values sizes produce (0 ≤ v < 1000).
 fn go_g3(v: f64) -> String {
-    let digits_before = if v < 1.0 { 1 } else { (v.log10().floor() as i32) + 1 };
+    let digits_before = if v < 1.0 {
+        1
+    } else {
+        (v.log10().floor() as i32) + 1
+    };
     let decimals = (3 - digits_before).max(0) as usize;
     let s = format!("{v:.decimals$}");
-    let s = if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_string() } else { s };
+    let s = if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    };
     // Rounding can carry into a fourth digit (999.5 -> "1000"); Go would print 1e+03.
-    if s.len() > 3 && !s.contains('.') && v >= 999.5 { "1e+03".into() } else { s }
+    if s.len() > 3 && !s.contains('.') && v >= 999.5 {
+        "1e+03".into()
+    } else {
+        s
+    }
 }
 
 /// go-units `HumanDuration`.
@@ -307,7 +366,9 @@ pub fn human_duration(d: chrono::Duration) -> String {
 }
 
 pub fn parse_time(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
-    chrono::DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&chrono::Utc))
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&chrono::Utc))
 }
 
 pub fn since(created: Option<&str>) -> String {
@@ -354,7 +415,11 @@ mod tests {
     #[test]
     fn templates_with_functions() {
         let v = serde_json::json!({"Id": "sha256:abc", "Config": {"Cmd": ["sh", "-c"], "Env": null}, "RepoTags": ["a:b"]});
-        let t = template("{{.Id}} {{json .Config}} {{join .RepoTags \",\"}} {{upper \"x\"}}").unwrap();
-        assert_eq!(render(&t, &v).unwrap(), r#"sha256:abc {"Cmd":["sh","-c"],"Env":null} a:b X"#);
+        let t =
+            template("{{.Id}} {{json .Config}} {{join .RepoTags \",\"}} {{upper \"x\"}}").unwrap();
+        assert_eq!(
+            render(&t, &v).unwrap(),
+            r#"sha256:abc {"Cmd":["sh","-c"],"Env":null} a:b X"#
+        );
     }
 }

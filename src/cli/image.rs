@@ -89,7 +89,10 @@ fn glob(pattern: &str, s: &str) -> bool {
             _ => false,
         }
     }
-    m(&pattern.chars().collect::<Vec<_>>(), &s.chars().collect::<Vec<_>>())
+    m(
+        &pattern.chars().collect::<Vec<_>>(),
+        &s.chars().collect::<Vec<_>>(),
+    )
 }
 
 fn reference_matches(pattern: &str, tag: &Reference) -> bool {
@@ -107,9 +110,13 @@ pub fn list(root: &Path, a: ListArgs) -> Result<ExitCode> {
     let images = store.images()?;
     let mut filters: Vec<(String, String)> = Vec::new();
     for f in &a.filter {
-        let (k, v) = f.split_once('=').ok_or_else(|| anyhow!("bad format of filter (expected name=value): {f}"))?;
+        let (k, v) = f
+            .split_once('=')
+            .ok_or_else(|| anyhow!("bad format of filter (expected name=value): {f}"))?;
         match k {
-            "dangling" | "reference" | "label" | "before" | "since" => filters.push((k.to_string(), v.to_string())),
+            "dangling" | "reference" | "label" | "before" | "since" => {
+                filters.push((k.to_string(), v.to_string()))
+            }
             _ => bail!("invalid filter '{k}' (valid: dangling, reference, label, before, since)"),
         }
     }
@@ -137,15 +144,29 @@ pub fn list(root: &Path, a: ListArgs) -> Result<ExitCode> {
                 continue;
             }
         }
-        if before.as_ref().is_some_and(|b| img.created.as_ref() >= Some(b)) {
+        if before
+            .as_ref()
+            .is_some_and(|b| img.created.as_ref() >= Some(b))
+        {
             continue;
         }
-        if after.as_ref().is_some_and(|b| img.created.as_ref() <= Some(b)) {
+        if after
+            .as_ref()
+            .is_some_and(|b| img.created.as_ref() <= Some(b))
+        {
             continue;
         }
-        let label_filters: Vec<&String> = filters.iter().filter(|(k, _)| k == "label").map(|(_, v)| v).collect();
+        let label_filters: Vec<&String> = filters
+            .iter()
+            .filter(|(k, _)| k == "label")
+            .map(|(_, v)| v)
+            .collect();
         if !label_filters.is_empty() {
-            let labels = store.config(img).ok().and_then(|c| c.config().as_ref().and_then(|c| c.labels().clone())).unwrap_or_default();
+            let labels = store
+                .config(img)
+                .ok()
+                .and_then(|c| c.config().as_ref().and_then(|c| c.labels().clone()))
+                .unwrap_or_default();
             let ok = label_filters.iter().all(|f| match f.split_once('=') {
                 Some((k, v)) => labels.get(k).map(String::as_str) == Some(v),
                 None => labels.contains_key(f.as_str()),
@@ -154,11 +175,21 @@ pub fn list(root: &Path, a: ListArgs) -> Result<ExitCode> {
                 continue;
             }
         }
-        let ref_patterns: Vec<&String> = filters.iter().filter(|(k, _)| k == "reference").map(|(_, v)| v).collect();
-        let tags: Vec<Option<&Reference>> = if img.tags.is_empty() { vec![None] } else { img.tags.iter().map(Some).collect() };
+        let ref_patterns: Vec<&String> = filters
+            .iter()
+            .filter(|(k, _)| k == "reference")
+            .map(|(_, v)| v)
+            .collect();
+        let tags: Vec<Option<&Reference>> = if img.tags.is_empty() {
+            vec![None]
+        } else {
+            img.tags.iter().map(Some).collect()
+        };
         let mut shown = false;
         for t in tags {
-            if !ref_patterns.is_empty() && !t.is_some_and(|t| ref_patterns.iter().all(|p| reference_matches(p, t))) {
+            if !ref_patterns.is_empty()
+                && !t.is_some_and(|t| ref_patterns.iter().all(|p| reference_matches(p, t)))
+            {
                 continue;
             }
             shown = true;
@@ -171,7 +202,15 @@ pub fn list(root: &Path, a: ListArgs) -> Result<ExitCode> {
     let mut out = io::stdout().lock();
     if a.quiet {
         for id in ids {
-            writeln!(out, "{}", if a.no_trunc { id.to_string() } else { id.digest()[..12].to_string() })?;
+            writeln!(
+                out,
+                "{}",
+                if a.no_trunc {
+                    id.to_string()
+                } else {
+                    id.digest()[..12].to_string()
+                }
+            )?;
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -179,8 +218,17 @@ pub fn list(root: &Path, a: ListArgs) -> Result<ExitCode> {
     if a.digests {
         columns.push(("Digest", "DIGEST"));
     }
-    columns.extend([("ID", "IMAGE ID"), ("CreatedSince", "CREATED"), ("Size", "SIZE")]);
-    print_rows(&mut out, &Format::parse(a.format.as_deref()), &columns, &rows)?;
+    columns.extend([
+        ("ID", "IMAGE ID"),
+        ("CreatedSince", "CREATED"),
+        ("Size", "SIZE"),
+    ]);
+    print_rows(
+        &mut out,
+        &Format::parse(a.format.as_deref()),
+        &columns,
+        &rows,
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -222,7 +270,11 @@ pub struct ImportArgs {
 }
 
 pub fn import(root: &Path, a: ImportArgs) -> Result<ExitCode> {
-    let tag = a.reference.as_deref().map(Reference::parse_normalized).transpose()?;
+    let tag = a
+        .reference
+        .as_deref()
+        .map(Reference::parse_normalized)
+        .transpose()?;
     if let Some(p) = &a.platform {
         let host = format!("linux/{}", berth_store::import::host_arch());
         if p != &host && p != "linux" {
@@ -230,10 +282,16 @@ pub fn import(root: &Path, a: ImportArgs) -> Result<ExitCode> {
         }
     }
     if a.file.starts_with("http://") || a.file.starts_with("https://") {
-        bail!("importing from a URL is not supported: download it first and pass the file (or `-` with the file on stdin)");
+        bail!(
+            "importing from a URL is not supported: download it first and pass the file (or `-` with the file on stdin)"
+        );
     }
     let store = open_store(root)?;
-    let opts = ImportOptions { changes: a.change, message: a.message, source: a.file.clone() };
+    let opts = ImportOptions {
+        changes: a.change,
+        message: a.message,
+        source: a.file.clone(),
+    };
     let img = if a.file == "-" {
         store.import_rootfs(io::stdin().lock(), tag.as_ref(), &opts)?
     } else {
@@ -293,7 +351,11 @@ pub fn rm(root: &Path, a: RmArgs) -> Result<ExitCode> {
             }
         }
     }
-    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 #[derive(Args, Debug)]
@@ -313,22 +375,40 @@ pub struct InspectArgs {
 
 /// Docker's `image inspect` document.
 pub fn inspect_json(store: &Store, img: &Image) -> Result<Value> {
-    let cfg: Value = serde_json::from_slice(&store.config_bytes(img)?).context("image config is not valid JSON")?;
+    let cfg: Value = serde_json::from_slice(&store.config_bytes(img)?)
+        .context("image config is not valid JSON")?;
     let mut config = json!({
         "Hostname": "", "Domainname": "", "User": "", "AttachStdin": false, "AttachStdout": false,
         "AttachStderr": false, "Tty": false, "OpenStdin": false, "StdinOnce": false, "Env": null,
         "Cmd": null, "Image": "", "Volumes": null, "WorkingDir": "", "Entrypoint": null,
         "OnBuild": null, "Labels": null,
     });
-    if let (Some(dst), Some(src)) = (config.as_object_mut(), cfg.get("config").and_then(Value::as_object)) {
+    if let (Some(dst), Some(src)) = (
+        config.as_object_mut(),
+        cfg.get("config").and_then(Value::as_object),
+    ) {
         for (k, v) in src {
             dst.insert(k.clone(), v.clone());
         }
     }
-    let layers = cfg.pointer("/rootfs/diff_ids").cloned().unwrap_or(json!([]));
+    let layers = cfg
+        .pointer("/rootfs/diff_ids")
+        .cloned()
+        .unwrap_or(json!([]));
     let snapshots: Vec<String> = layers
         .as_array()
-        .map(|a| a.iter().filter_map(Value::as_str).map(|d| store.snapshots_dir().join(d.trim_start_matches("sha256:")).display().to_string()).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(|d| {
+                    store
+                        .snapshots_dir()
+                        .join(d.trim_start_matches("sha256:"))
+                        .display()
+                        .to_string()
+                })
+                .collect()
+        })
         .unwrap_or_default();
     Ok(json!({
         "Id": img.id.to_string(),
@@ -352,16 +432,20 @@ pub fn inspect_json(store: &Store, img: &Image) -> Result<Value> {
 }
 
 pub fn inspect(root: &Path, a: InspectArgs) -> Result<ExitCode> {
-    if let Some(k) = &a.kind {
-        if k != "image" {
-            bail!("unsupported --type {k:?}: this version of berth only inspects images");
-        }
+    if let Some(k) = &a.kind
+        && k != "image"
+    {
+        bail!("unsupported --type {k:?}: this version of berth only inspects images");
     }
     let store = open_store(root)?;
     let mut docs = Vec::new();
     let mut failed = false;
     for n in &a.names {
-        match store.resolve_image(n).map_err(anyhow::Error::from).and_then(|img| inspect_json(&store, &img)) {
+        match store
+            .resolve_image(n)
+            .map_err(anyhow::Error::from)
+            .and_then(|img| inspect_json(&store, &img))
+        {
             Ok(v) => docs.push(v),
             Err(e) => {
                 eprintln!("Error: {e:#}");
@@ -383,7 +467,11 @@ pub fn inspect(root: &Path, a: InspectArgs) -> Result<ExitCode> {
             }
         }
     }
-    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 #[derive(Args, Debug)]
@@ -409,13 +497,28 @@ pub fn history(root: &Path, a: HistoryArgs) -> Result<ExitCode> {
     let cfg: Value = serde_json::from_slice(&store.config_bytes(&img)?)?;
     let manifest = store.manifest(&img.manifest)?;
     let mut layer_sizes = manifest.layers().iter().map(|l| l.size());
-    let history = cfg.get("history").and_then(Value::as_array).cloned().unwrap_or_default();
+    let history = cfg
+        .get("history")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     let mut rows = Vec::new();
     for h in &history {
-        let empty = h.get("empty_layer").and_then(Value::as_bool).unwrap_or(false);
-        let size = if empty { 0 } else { layer_sizes.next().unwrap_or(0) };
+        let empty = h
+            .get("empty_layer")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let size = if empty {
+            0
+        } else {
+            layer_sizes.next().unwrap_or(0)
+        };
         let created = h.get("created").and_then(Value::as_str);
-        let mut created_by = h.get("created_by").and_then(Value::as_str).unwrap_or("").replace('\t', " ");
+        let mut created_by = h
+            .get("created_by")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .replace('\t', " ");
         if !a.no_trunc && created_by.chars().count() > 45 {
             created_by = created_by.chars().take(44).collect::<String>() + "…";
         }
@@ -430,7 +533,11 @@ pub fn history(root: &Path, a: HistoryArgs) -> Result<ExitCode> {
     }
     rows.reverse();
     if let Some(top) = rows.first_mut() {
-        top["ID"] = json!(if a.no_trunc { img.id.to_string() } else { img.id.digest()[..12].to_string() });
+        top["ID"] = json!(if a.no_trunc {
+            img.id.to_string()
+        } else {
+            img.id.digest()[..12].to_string()
+        });
     }
     let mut out = io::stdout().lock();
     if a.quiet {
@@ -439,8 +546,19 @@ pub fn history(root: &Path, a: HistoryArgs) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let columns = [("ID", "IMAGE"), ("CreatedSince", "CREATED"), ("CreatedBy", "CREATED BY"), ("Size", "SIZE"), ("Comment", "COMMENT")];
-    print_rows(&mut out, &Format::parse(a.format.as_deref()), &columns, &rows)?;
+    let columns = [
+        ("ID", "IMAGE"),
+        ("CreatedSince", "CREATED"),
+        ("CreatedBy", "CREATED BY"),
+        ("Size", "SIZE"),
+        ("Comment", "COMMENT"),
+    ];
+    print_rows(
+        &mut out,
+        &Format::parse(a.format.as_deref()),
+        &columns,
+        &rows,
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -461,14 +579,19 @@ pub fn save(root: &Path, a: SaveArgs) -> Result<ExitCode> {
                 Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
                 _ => PathBuf::from("."),
             };
-            let mut tmp = tempfile::NamedTempFile::with_prefix_in(".berth-save-", &dir).with_context(|| format!("cannot write in {}", dir.display()))?;
+            let mut tmp = tempfile::NamedTempFile::with_prefix_in(".berth-save-", &dir)
+                .with_context(|| format!("cannot write in {}", dir.display()))?;
             {
                 let mut w = io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
                 berth_store::archive::save(&store, &a.images, &mut w)?;
-                w.flush().with_context(|| format!("writing {}", path.display()))?;
+                w.flush()
+                    .with_context(|| format!("writing {}", path.display()))?;
             }
-            tmp.as_file().sync_all().with_context(|| format!("writing {}", path.display()))?;
-            tmp.persist(path).with_context(|| format!("cannot create {}", path.display()))?;
+            tmp.as_file()
+                .sync_all()
+                .with_context(|| format!("writing {}", path.display()))?;
+            tmp.persist(path)
+                .with_context(|| format!("cannot create {}", path.display()))?;
         }
         None => {
             if io::stdout().is_terminal() {
@@ -498,7 +621,9 @@ pub fn load(root: &Path, a: LoadArgs) -> Result<ExitCode> {
         Some(p) => Box::new(File::open(p).with_context(|| format!("cannot open {}", p.display()))?),
         None => {
             if io::stdin().is_terminal() {
-                bail!("requested load from stdin, but stdin is empty; use -i FILE or redirect a file");
+                bail!(
+                    "requested load from stdin, but stdin is empty; use -i FILE or redirect a file"
+                );
             }
             Box::new(io::stdin().lock())
         }
@@ -530,7 +655,11 @@ pub struct PruneArgs {
 
 pub fn prune(root: &Path, a: PruneArgs) -> Result<ExitCode> {
     if !a.force {
-        let what = if a.all { "all images without at least one container associated to them" } else { "all dangling images" };
+        let what = if a.all {
+            "all images without at least one container associated to them"
+        } else {
+            "all dangling images"
+        };
         eprint!("WARNING! This will remove {what}.\nAre you sure you want to continue? [y/N] ");
         let mut answer = String::new();
         io::stdin().read_line(&mut answer)?;
@@ -552,6 +681,10 @@ pub fn prune(root: &Path, a: PruneArgs) -> Result<ExitCode> {
         }
         writeln!(out)?;
     }
-    writeln!(out, "Total reclaimed space: {}", human_size(rep.swept.bytes))?;
+    writeln!(
+        out,
+        "Total reclaimed space: {}",
+        human_size(rep.swept.bytes)
+    )?;
     Ok(ExitCode::SUCCESS)
 }

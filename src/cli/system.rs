@@ -43,11 +43,18 @@ fn cgroup_version() -> &'static str {
 fn rustix_statfs_is_cgroup2() -> bool {
     // cgroup2 mounted at /sys/fs/cgroup itself means the unified hierarchy.
     std::fs::read_to_string("/proc/self/mountinfo")
-        .map(|m| m.lines().any(|l| l.contains(" /sys/fs/cgroup ") && l.contains(" - cgroup2 ")))
+        .map(|m| {
+            m.lines()
+                .any(|l| l.contains(" /sys/fs/cgroup ") && l.contains(" - cgroup2 "))
+        })
         .unwrap_or(false)
 }
 
-fn print_doc(format: Option<&str>, doc: &Value, human: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> Result<()> {
+fn print_doc(
+    format: Option<&str>,
+    doc: &Value,
+    human: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> Result<()> {
     let mut out = io::stdout().lock();
     match Format::parse(format) {
         Format::Json => writeln!(out, "{}", serde_json::to_string(doc)?)?,
@@ -62,9 +69,18 @@ pub fn info(root: &Path, a: InfoArgs) -> Result<ExitCode> {
     let images = store.images()?;
     let tags = store.tag_count()?;
     let (blobs, _) = store.blobs().list()?;
-    let snapshots = std::fs::read_dir(store.snapshots_dir()).map(|d| d.filter_map(|e| e.ok()).filter(|e| !e.file_name().to_string_lossy().starts_with('.')).count()).unwrap_or(0);
+    let snapshots = std::fs::read_dir(store.snapshots_dir())
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                .count()
+        })
+        .unwrap_or(0);
     let used = store.disk_usage().unwrap_or(0);
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
     let doc = json!({
         "ServerVersion": env!("CARGO_PKG_VERSION"),
         "BerthRootDir": store.root().display().to_string(),
@@ -141,8 +157,16 @@ pub fn check(root: &Path, a: CheckArgs) -> Result<ExitCode> {
             rep.blobs,
             rep.images,
             rep.snapshots,
-            if rep.ok() { "no problems".to_string() } else { format!("{} problem(s)", rep.problems.len()) }
+            if rep.ok() {
+                "no problems".to_string()
+            } else {
+                format!("{} problem(s)", rep.problems.len())
+            }
         )?;
     }
-    Ok(if rep.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if rep.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

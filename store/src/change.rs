@@ -75,11 +75,11 @@ pub fn split_words(s: &str) -> std::result::Result<Vec<String>, String> {
 /// `["a","b"]` (exec form) or shell form, which runs under `/bin/sh -c`.
 fn command(change: &str, rest: &str) -> Result<Vec<String>> {
     let t = rest.trim();
-    if t.starts_with('[') {
-        if let Ok(v) = serde_json::from_str::<Vec<String>>(t) {
-            return Ok(v);
-        }
-        // Docker falls back to shell form when the JSON does not parse.
+    // Docker falls back to shell form when the JSON does not parse.
+    if t.starts_with('[')
+        && let Ok(v) = serde_json::from_str::<Vec<String>>(t)
+    {
+        return Ok(v);
     }
     if t.is_empty() {
         return Err(bad(change, "missing command"));
@@ -95,12 +95,16 @@ fn pairs(change: &str, rest: &str) -> Result<Vec<(String, String)>> {
     }
     let first = t.split_whitespace().next().unwrap_or("");
     if !first.contains('=') {
-        let (k, v) = t.split_once(char::is_whitespace).ok_or_else(|| bad(change, "needs KEY=VALUE or KEY VALUE"))?;
+        let (k, v) = t
+            .split_once(char::is_whitespace)
+            .ok_or_else(|| bad(change, "needs KEY=VALUE or KEY VALUE"))?;
         return Ok(vec![(k.to_string(), v.trim().to_string())]);
     }
     let mut out = Vec::new();
     for w in split_words(t).map_err(|e| bad(change, e))? {
-        let (k, v) = w.split_once('=').ok_or_else(|| bad(change, format!("{w:?} is not KEY=VALUE")))?;
+        let (k, v) = w
+            .split_once('=')
+            .ok_or_else(|| bad(change, format!("{w:?} is not KEY=VALUE")))?;
         if k.is_empty() {
             return Err(bad(change, format!("{w:?} has an empty key")));
         }
@@ -115,7 +119,10 @@ fn port(change: &str, p: &str) -> Result<String> {
         None => (p, "tcp".to_string()),
     };
     if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
-        return Err(bad(change, format!("invalid protocol {proto:?} in {p:?} (tcp, udp or sctp)")));
+        return Err(bad(
+            change,
+            format!("invalid protocol {proto:?} in {p:?} (tcp, udp or sctp)"),
+        ));
     }
     let valid = |s: &str| s.parse::<u16>().map(|n| n > 0).unwrap_or(false);
     let ok = match num.split_once('-') {
@@ -178,14 +185,18 @@ pub fn apply_changes(config: &mut Map<String, Value>, changes: &[String]) -> Res
             }
             "VOLUME" => {
                 let list: Vec<String> = if rest.starts_with('[') {
-                    serde_json::from_str(rest).map_err(|e| bad(change, format!("invalid JSON list: {e}")))?
+                    serde_json::from_str(rest)
+                        .map_err(|e| bad(change, format!("invalid JSON list: {e}")))?
                 } else {
                     split_words(rest).map_err(|e| bad(change, e))?
                 };
                 if list.is_empty() {
                     return Err(bad(change, "VOLUME needs a path"));
                 }
-                let mut vols = config.get("Volumes").and_then(|v| v.as_object().cloned()).unwrap_or_default();
+                let mut vols = config
+                    .get("Volumes")
+                    .and_then(|v| v.as_object().cloned())
+                    .unwrap_or_default();
                 for v in list {
                     vols.insert(v, json!({}));
                 }
@@ -201,7 +212,10 @@ pub fn apply_changes(config: &mut Map<String, Value>, changes: &[String]) -> Res
                     _ => "WorkingDir",
                 };
                 let value = if key == "WorkingDir" && !rest.starts_with('/') {
-                    let base = config.get("WorkingDir").and_then(Value::as_str).unwrap_or("/");
+                    let base = config
+                        .get("WorkingDir")
+                        .and_then(Value::as_str)
+                        .unwrap_or("/");
                     format!("{}/{}", base.trim_end_matches('/'), rest)
                 } else {
                     rest.to_string()
@@ -239,7 +253,10 @@ mod tests {
 
     fn apply(ch: &[&str]) -> Result<Map<String, Value>> {
         let mut m = Map::new();
-        apply_changes(&mut m, &ch.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
+        apply_changes(
+            &mut m,
+            &ch.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        )?;
         Ok(m)
     }
 
@@ -270,7 +287,10 @@ mod tests {
         .unwrap();
         assert_eq!(m["Env"], json!(["B=two words", "C=three four", "A=9"]));
         assert_eq!(m["Labels"], json!({"org.x": "y z"}));
-        assert_eq!(m["ExposedPorts"], json!({"80/tcp": {}, "53/udp": {}, "8000-8010/tcp": {}}));
+        assert_eq!(
+            m["ExposedPorts"],
+            json!({"80/tcp": {}, "53/udp": {}, "8000-8010/tcp": {}})
+        );
         assert_eq!(m["User"], json!("app:app"));
         assert_eq!(m["WorkingDir"], json!("/srv/data"));
         assert_eq!(m["Volumes"], json!({"/data": {}, "/cache": {}}));

@@ -65,7 +65,10 @@ fn expected_tree(r: impl Read) -> io::Result<BTreeMap<String, Expect>> {
         let mut e = e?;
         let path = clean(&String::from_utf8_lossy(&e.path_bytes()));
         let name = path.rsplit('/').next().unwrap_or("").to_string();
-        let parent = path.rsplit_once('/').map(|(p, _)| p.to_string()).unwrap_or_default();
+        let parent = path
+            .rsplit_once('/')
+            .map(|(p, _)| p.to_string())
+            .unwrap_or_default();
         if name == ".wh..wh..opq" {
             out.insert(parent, Expect::Opaque);
             continue;
@@ -74,7 +77,11 @@ fn expected_tree(r: impl Read) -> io::Result<BTreeMap<String, Expect>> {
             continue;
         }
         if let Some(hidden) = name.strip_prefix(".wh.") {
-            let p = if parent.is_empty() { hidden.to_string() } else { format!("{parent}/{hidden}") };
+            let p = if parent.is_empty() {
+                hidden.to_string()
+            } else {
+                format!("{parent}/{hidden}")
+            };
             out.insert(p, Expect::Whiteout);
             continue;
         }
@@ -85,12 +92,22 @@ fn expected_tree(r: impl Read) -> io::Result<BTreeMap<String, Expect>> {
         } else if kind.is_file() || kind == tar::EntryType::Continuous {
             let mut h = Sha256::new();
             let size = io::copy(&mut e, &mut HashSink(&mut h))?;
-            Expect::File { mode, size, sha: h.finalize().into() }
+            Expect::File {
+                mode,
+                size,
+                sha: h.finalize().into(),
+            }
         } else if kind.is_symlink() {
-            let t = e.link_name_bytes().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+            let t = e
+                .link_name_bytes()
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default();
             Expect::Symlink { target: t }
         } else if kind.is_hard_link() {
-            let t = e.link_name_bytes().map(|b| clean(&String::from_utf8_lossy(&b))).unwrap_or_default();
+            let t = e
+                .link_name_bytes()
+                .map(|b| clean(&String::from_utf8_lossy(&b)))
+                .unwrap_or_default();
             Expect::HardLink { target: t }
         } else {
             Expect::Other
@@ -120,7 +137,10 @@ impl io::Write for HashSink<'_> {
 
 fn file_sha(p: &Path) -> io::Result<[u8; 32]> {
     let mut h = Sha256::new();
-    io::copy(&mut BufReader::with_capacity(1 << 20, fs::File::open(p)?), &mut HashSink(&mut h))?;
+    io::copy(
+        &mut BufReader::with_capacity(1 << 20, fs::File::open(p)?),
+        &mut HashSink(&mut h),
+    )?;
     Ok(h.finalize().into())
 }
 
@@ -133,10 +153,15 @@ fn compare(root: &Path, path: &str, exp: &Expect) -> Option<String> {
     let ft = md.file_type();
     let mode = md.mode() & 0o7777;
     match exp {
-        Expect::Dir { mode: m } if !ft.is_dir() || mode != *m => Some(format!("{path}: expected directory mode {m:o}, found {ft:?} mode {mode:o}")),
+        Expect::Dir { mode: m } if !ft.is_dir() || mode != *m => Some(format!(
+            "{path}: expected directory mode {m:o}, found {ft:?} mode {mode:o}"
+        )),
         Expect::File { mode: m, size, sha } => {
             if !ft.is_file() || mode != *m || md.len() != *size {
-                Some(format!("{path}: expected file mode {m:o} size {size}, found {ft:?} mode {mode:o} size {}", md.len()))
+                Some(format!(
+                    "{path}: expected file mode {m:o} size {size}, found {ft:?} mode {mode:o} size {}",
+                    md.len()
+                ))
             } else {
                 match file_sha(&p) {
                     Ok(h) if &h == sha => None,
@@ -147,14 +172,19 @@ fn compare(root: &Path, path: &str, exp: &Expect) -> Option<String> {
         }
         Expect::Symlink { target } => match fs::read_link(&p) {
             Ok(t) if t.as_os_str().as_encoded_bytes() == target.as_bytes() => None,
-            Ok(t) => Some(format!("{path}: symlink points to {} instead of {target}", t.display())),
+            Ok(t) => Some(format!(
+                "{path}: symlink points to {} instead of {target}",
+                t.display()
+            )),
             Err(e) => Some(format!("{path}: expected symlink: {e}")),
         },
         Expect::HardLink { target } => match fs::symlink_metadata(root.join(target)) {
             Ok(t) if t.ino() == md.ino() => None,
             _ => Some(format!("{path}: expected a hard link to {target}")),
         },
-        Expect::Whiteout if !(ft.is_char_device() && md.rdev() == 0) => Some(format!("{path}: expected a whiteout (char 0:0)")),
+        Expect::Whiteout if !(ft.is_char_device() && md.rdev() == 0) => {
+            Some(format!("{path}: expected a whiteout (char 0:0)"))
+        }
         _ => None,
     }
 }
@@ -164,22 +194,32 @@ impl Store {
         let mut rep = CheckReport::default();
         let (blobs, stray) = self.blobs().list()?;
         for p in stray {
-            rep.problems.push(format!("stray file in blob store: {}", p.display()));
+            rep.problems
+                .push(format!("stray file in blob store: {}", p.display()));
         }
         for d in &blobs {
             rep.blobs += 1;
             match self.blobs().verify(d) {
                 Ok(None) => {}
-                Ok(Some(actual)) => rep.problems.push(format!("blob {d} is corrupt: content hashes to {actual}")),
+                Ok(Some(actual)) => rep
+                    .problems
+                    .push(format!("blob {d} is corrupt: content hashes to {actual}")),
                 Err(e) => rep.problems.push(format!("blob {d}: {e}")),
             }
         }
         let mut layers_by_diff: HashMap<String, Layer> = HashMap::new();
         for img in self.images()? {
             rep.images += 1;
-            let name = img.tags.first().map(|t| t.familiar_string()).unwrap_or_else(|| img.short_id().to_string());
+            let name = img
+                .tags
+                .first()
+                .map(|t| t.familiar_string())
+                .unwrap_or_else(|| img.short_id().to_string());
             match self.blobs().size(&img.manifest) {
-                Ok(n) if n != img.manifest_size => rep.problems.push(format!("image {name}: index says manifest is {} bytes, blob is {n}", img.manifest_size)),
+                Ok(n) if n != img.manifest_size => rep.problems.push(format!(
+                    "image {name}: index says manifest is {} bytes, blob is {n}",
+                    img.manifest_size
+                )),
                 Ok(_) => {}
                 Err(e) => {
                     rep.problems.push(format!("image {name}: {e}"));
@@ -195,7 +235,11 @@ impl Store {
             };
             for l in layers {
                 match self.blobs().size(l.descriptor.digest()) {
-                    Ok(n) if n != l.descriptor.size() => rep.problems.push(format!("image {name}: layer {} is {n} bytes, manifest says {}", l.descriptor.digest(), l.descriptor.size())),
+                    Ok(n) if n != l.descriptor.size() => rep.problems.push(format!(
+                        "image {name}: layer {} is {n} bytes, manifest says {}",
+                        l.descriptor.digest(),
+                        l.descriptor.size()
+                    )),
                     Ok(_) => {}
                     Err(e) => rep.problems.push(format!("image {name}: {e}")),
                 }
@@ -207,12 +251,15 @@ impl Store {
             let e = e.ctx("listing", &snaps)?;
             let name = e.file_name().to_string_lossy().into_owned();
             if name.starts_with(".tmp-") {
-                rep.notes.push(format!("unfinished snapshot {name} (removed by `berth image prune`)"));
+                rep.notes.push(format!(
+                    "unfinished snapshot {name} (removed by `berth image prune`)"
+                ));
                 continue;
             }
             rep.snapshots += 1;
             let Some(layer) = layers_by_diff.get(&name) else {
-                rep.notes.push(format!("snapshot {name} is not used by any image"));
+                rep.notes
+                    .push(format!("snapshot {name} is not used by any image"));
                 continue;
             };
             if let Err(p) = self.check_snapshot(&e.path(), layer) {
@@ -228,16 +275,31 @@ impl Store {
     }
 
     fn check_snapshot(&self, dir: &Path, layer: &Layer) -> std::result::Result<(), String> {
-        let blob = self.blobs().open(layer.descriptor.digest()).map_err(|e| e.to_string())?;
-        let r = decoder(BufReader::with_capacity(1 << 20, blob), Compression::from_media_type(layer.descriptor.media_type())).map_err(|e| e.to_string())?;
-        let tree = expected_tree(r).map_err(|e| format!("reading layer {}: {e}", layer.descriptor.digest()))?;
-        let mut diffs: Vec<String> = tree.iter().filter_map(|(p, exp)| compare(dir, p, exp)).collect();
+        let blob = self
+            .blobs()
+            .open(layer.descriptor.digest())
+            .map_err(|e| e.to_string())?;
+        let r = decoder(
+            BufReader::with_capacity(1 << 20, blob),
+            Compression::from_media_type(layer.descriptor.media_type()),
+        )
+        .map_err(|e| e.to_string())?;
+        let tree = expected_tree(r)
+            .map_err(|e| format!("reading layer {}: {e}", layer.descriptor.digest()))?;
+        let mut diffs: Vec<String> = tree
+            .iter()
+            .filter_map(|(p, exp)| compare(dir, p, exp))
+            .collect();
         if diffs.is_empty() {
             return Ok(());
         }
         let n = diffs.len();
         diffs.truncate(3);
-        Err(format!("{n} difference(s) from layer {}: {}", short(layer.descriptor.digest()), diffs.join("; ")))
+        Err(format!(
+            "{n} difference(s) from layer {}: {}",
+            short(layer.descriptor.digest()),
+            diffs.join("; ")
+        ))
     }
 }
 

@@ -59,7 +59,10 @@ impl Compression {
 pub fn decoder<'a, R: Read + 'a>(r: R, c: Compression) -> io::Result<Box<dyn Read + 'a>> {
     Ok(match c {
         Compression::None => Box::new(r),
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(1 << 20, r))),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(
+            1 << 20,
+            r,
+        ))),
         Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(r)?),
     })
 }
@@ -85,7 +88,11 @@ mod tests {
         gz.write_all(&data).unwrap();
         let gz = gz.finish().unwrap();
         let zs = zstd::encode_all(&data[..], 1).unwrap();
-        for (bytes, kind) in [(data.clone(), Compression::None), (gz, Compression::Gzip), (zs, Compression::Zstd)] {
+        for (bytes, kind) in [
+            (data.clone(), Compression::None),
+            (gz, Compression::Gzip),
+            (zs, Compression::Zstd),
+        ] {
             let (c, mut r) = auto_decoder(&bytes[..]).unwrap();
             assert_eq!(c, kind);
             let mut out = Vec::new();

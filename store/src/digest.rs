@@ -10,10 +10,12 @@ use crate::error::{Result, StoreError};
 
 /// Parse `sha256:<64 hex>`; other algorithms are refused because the store addresses by sha256.
 pub fn parse_sha256(s: &str) -> Result<Digest> {
-    let d: Digest = s.parse().map_err(|e: oci_spec::OciSpecError| StoreError::InvalidDigest {
-        digest: s.to_string(),
-        reason: e.to_string(),
-    })?;
+    let d: Digest = s
+        .parse()
+        .map_err(|e: oci_spec::OciSpecError| StoreError::InvalidDigest {
+            digest: s.to_string(),
+            reason: e.to_string(),
+        })?;
     if *d.algorithm() != DigestAlgorithm::Sha256 {
         return Err(StoreError::InvalidDigest {
             digest: s.to_string(),

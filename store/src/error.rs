@@ -39,11 +39,15 @@ pub enum StoreError {
     BlobNotFound(String),
     #[error("No such image: {0}")]
     ImageNotFound(String),
-    #[error("image reference {input:?} is ambiguous: it matches {count} images; give more of the ID")]
+    #[error(
+        "image reference {input:?} is ambiguous: it matches {count} images; give more of the ID"
+    )]
     AmbiguousImage { input: String, count: usize },
     #[error("conflict: unable to delete {id} (must be forced) - {reason}")]
     Conflict { id: String, reason: String },
-    #[error("conflict: unable to remove {id}: image is being used by container(s) {containers}; stop and remove them first, or use -f")]
+    #[error(
+        "conflict: unable to remove {id}: image is being used by container(s) {containers}; stop and remove them first, or use -f"
+    )]
     InUse { id: String, containers: String },
     #[error("invalid {what}: {reason}")]
     Invalid { what: String, reason: String },

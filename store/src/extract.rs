@@ -206,10 +206,10 @@ impl Unpacker {
                 (FileType::Fifo, 0)
             } else {
                 let header = entry.header();
-                let major = meta::numeric(header, "devmajor", header.device_major())
-                    .map_err(header_err)?;
-                let minor = meta::numeric(header, "devminor", header.device_minor())
-                    .map_err(header_err)?;
+                let major =
+                    meta::numeric(header, "devmajor", header.device_major()).map_err(header_err)?;
+                let minor =
+                    meta::numeric(header, "devminor", header.device_minor()).map_err(header_err)?;
                 let dev = rustix::fs::makedev(major.unwrap_or(0), minor.unwrap_or(0));
                 if kind.is_character_special() {
                     (FileType::CharacterDevice, dev)
@@ -226,7 +226,11 @@ impl Unpacker {
         }
     }
 
-    fn parent(&mut self, raw: &[u8], path: &CleanPath) -> Result<std::rc::Rc<std::os::fd::OwnedFd>, ExtractError> {
+    fn parent(
+        &mut self,
+        raw: &[u8],
+        path: &CleanPath,
+    ) -> Result<std::rc::Rc<std::os::fd::OwnedFd>, ExtractError> {
         self.scope
             .dir(path.parent(), true, &self.modes)
             .map_err(|e| resolve_err(raw, e))
@@ -274,7 +278,11 @@ impl Unpacker {
             lo.push(b'/');
             let mut hi = gone;
             hi.push(b'/' + 1);
-            let below: Vec<Vec<u8>> = self.dir_times.range(lo..hi).map(|(k, _)| k.clone()).collect();
+            let below: Vec<Vec<u8>> = self
+                .dir_times
+                .range(lo..hi)
+                .map(|(k, _)| k.clone())
+                .collect();
             for k in below {
                 self.dir_times.remove(&k);
             }
@@ -292,11 +300,17 @@ impl Unpacker {
     ) -> Result<(), ExtractError> {
         let parent = self.parent(raw, path)?;
         let name = path.name();
-        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let flags =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let mode = Mode::from_raw_mode(meta.mode & 0o777);
-        let fd = self.create_replacing(raw, parent.as_fd(), path.parent(), name, "create file", || {
-            rustix::fs::openat(&*parent, name, flags, mode)
-        })?;
+        let fd = self.create_replacing(
+            raw,
+            parent.as_fd(),
+            path.parent(),
+            name,
+            "create file",
+            || rustix::fs::openat(&*parent, name, flags, mode),
+        )?;
         let mut file = File::from(fd);
         let expected = entry.size();
         let mut got = 0u64;
@@ -352,14 +366,20 @@ impl Unpacker {
         let mkdir = || rustix::fs::mkdirat(&*parent, name, mode);
         let open = || rustix::fs::openat(&*parent, name, DIR_FLAGS, Mode::empty());
         let (fd, created) = match mkdir() {
-            Ok(()) => (open().map_err(|e| io_err(raw, "open new directory", e))?, true),
+            Ok(()) => (
+                open().map_err(|e| io_err(raw, "open new directory", e))?,
+                true,
+            ),
             Err(Errno::EXIST) => match open() {
                 // An existing directory keeps its contents; only its metadata changes.
                 Ok(fd) => (fd, false),
                 Err(Errno::LOOP | Errno::NOTDIR) => {
                     self.remove(raw, parent.as_fd(), path.parent(), name)?;
                     mkdir().map_err(|e| io_err(raw, "create directory", e))?;
-                    (open().map_err(|e| io_err(raw, "open new directory", e))?, true)
+                    (
+                        open().map_err(|e| io_err(raw, "open new directory", e))?,
+                        true,
+                    )
                 }
                 Err(e) => return Err(io_err(raw, "open existing directory", e)),
             },
@@ -385,9 +405,14 @@ impl Unpacker {
         let parent = self.parent(raw, path)?;
         let name = path.name();
         // The target is stored as-is: it is only ever followed by the container, inside its root.
-        self.create_replacing(raw, parent.as_fd(), path.parent(), name, "create symlink", || {
-            rustix::fs::symlinkat(target, &*parent, name)
-        })?;
+        self.create_replacing(
+            raw,
+            parent.as_fd(),
+            path.parent(),
+            name,
+            "create symlink",
+            || rustix::fs::symlinkat(target, &*parent, name),
+        )?;
         meta.apply_at(parent.as_fd(), name, true, &mut self.modes)
             .map_err(|e| io_err(raw, "set owner, xattrs and times of symlink", e))
     }
@@ -465,9 +490,14 @@ impl Unpacker {
         let parent = self.parent(raw, path)?;
         let name = path.name();
         let mode = Mode::from_raw_mode(meta.mode & 0o777);
-        self.create_replacing(raw, parent.as_fd(), path.parent(), name, "create device node", || {
-            rustix::fs::mknodat(&*parent, name, file_type, mode, dev)
-        })?;
+        self.create_replacing(
+            raw,
+            parent.as_fd(),
+            path.parent(),
+            name,
+            "create device node",
+            || rustix::fs::mknodat(&*parent, name, file_type, mode, dev),
+        )?;
         meta.apply_at(parent.as_fd(), name, false, &mut self.modes)
             .map_err(|e| io_err(raw, "set owner, mode, xattrs and times of device node", e))
     }
@@ -482,9 +512,22 @@ impl Unpacker {
     ) -> Result<(), ExtractError> {
         let parent = self.parent(raw, path)?;
         let dev = rustix::fs::makedev(0, 0);
-        self.create_replacing(raw, parent.as_fd(), path.parent(), target, "create whiteout", || {
-            rustix::fs::mknodat(&*parent, target, FileType::CharacterDevice, Mode::empty(), dev)
-        })?;
+        self.create_replacing(
+            raw,
+            parent.as_fd(),
+            path.parent(),
+            target,
+            "create whiteout",
+            || {
+                rustix::fs::mknodat(
+                    &*parent,
+                    target,
+                    FileType::CharacterDevice,
+                    Mode::empty(),
+                    dev,
+                )
+            },
+        )?;
         let (uid, gid) = (
             Some(rustix::fs::Uid::from_raw(meta.uid)),
             Some(rustix::fs::Gid::from_raw(meta.gid)),
@@ -496,15 +539,24 @@ impl Unpacker {
     /// `.wh..wh..opq`: its directory hides the lower layers' contents.
     fn opaque(&mut self, raw: &[u8], path: &CleanPath) -> Result<(), ExtractError> {
         let dir = self.parent(raw, path)?;
-        rustix::fs::fsetxattr(&*dir, "trusted.overlay.opaque", b"y", XattrFlags::empty())
-            .map_err(|e| io_err(raw, "mark directory opaque (xattr trusted.overlay.opaque)", e))
+        rustix::fs::fsetxattr(&*dir, "trusted.overlay.opaque", b"y", XattrFlags::empty()).map_err(
+            |e| {
+                io_err(
+                    raw,
+                    "mark directory opaque (xattr trusted.overlay.opaque)",
+                    e,
+                )
+            },
+        )
     }
 
     /// Directory times, deepest first, each directory reopened inside the root; a directory that
     /// was replaced since is skipped.
     fn finish(&mut self) -> Result<(), ExtractError> {
-        let mut dirs: Vec<(Vec<u8>, Times)> = std::mem::take(&mut self.dir_times).into_iter().collect();
-        let depth = |p: &[u8]| p.iter().filter(|b| **b == b'/').count() + usize::from(!p.is_empty());
+        let mut dirs: Vec<(Vec<u8>, Times)> =
+            std::mem::take(&mut self.dir_times).into_iter().collect();
+        let depth =
+            |p: &[u8]| p.iter().filter(|b| **b == b'/').count() + usize::from(!p.is_empty());
         // Stable: siblings stay together and share their open parent.
         dirs.sort_by_key(|(p, _)| std::cmp::Reverse(depth(p)));
         for (lexical, times) in dirs {
@@ -527,7 +579,8 @@ impl Unpacker {
                 Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => continue,
                 Err(e) => return Err(io_err(&lexical, "open directory to set its times", e)),
             };
-            rustix::fs::futimens(&fd, &ts).map_err(|e| io_err(&lexical, "set directory times", e))?;
+            rustix::fs::futimens(&fd, &ts)
+                .map_err(|e| io_err(&lexical, "set directory times", e))?;
         }
         Ok(())
     }

@@ -86,7 +86,8 @@ impl Store {
         for e in fs::read_dir(&tmp).ctx("listing", &tmp)? {
             let e = e.ctx("listing", &tmp)?;
             stats.bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
-            remove_tree(&e.path()).or_else(|_| fs::remove_file(e.path()).ctx("removing", e.path()))?;
+            remove_tree(&e.path())
+                .or_else(|_| fs::remove_file(e.path()).ctx("removing", e.path()))?;
             stats.temp_files += 1;
         }
         Ok(stats)
@@ -97,7 +98,11 @@ impl Store {
         Ok(self
             .read_index()?
             .iter()
-            .filter(|d| d.annotations().as_ref().is_some_and(|a| a.contains_key(ANN_REF_NAME)))
+            .filter(|d| {
+                d.annotations()
+                    .as_ref()
+                    .is_some_and(|a| a.contains_key(ANN_REF_NAME))
+            })
             .count())
     }
 }

@@ -78,7 +78,11 @@ fn entry(img: &NewImage, tag: Option<&Reference>) -> Descriptor {
         ann.insert(ANN_REF_NAME.to_string(), t.to_string());
         ann.insert(ANN_CONTAINERD_NAME.to_string(), t.to_string());
     }
-    let mut d = Descriptor::new(img.media_type.clone(), img.manifest_size, img.manifest.clone());
+    let mut d = Descriptor::new(
+        img.media_type.clone(),
+        img.manifest_size,
+        img.manifest.clone(),
+    );
     d.set_annotations(Some(ann));
     d
 }
@@ -161,7 +165,9 @@ impl Store {
             if let Some(name) = ref_name(d) {
                 match Reference::parse(name) {
                     Ok(r) => img.tags.push(r),
-                    Err(e) => tracing::warn!("ignoring index entry with bad ref name {name:?}: {e}"),
+                    Err(e) => {
+                        tracing::warn!("ignoring index entry with bad ref name {name:?}: {e}")
+                    }
                 }
             }
         }
@@ -169,7 +175,11 @@ impl Store {
         for i in &mut out {
             i.tags.sort_by_key(|t| t.to_string());
         }
-        out.sort_by(|a, b| b.created.cmp(&a.created).then(a.id.digest().cmp(b.id.digest())));
+        out.sort_by(|a, b| {
+            b.created
+                .cmp(&a.created)
+                .then(a.id.digest().cmp(b.id.digest()))
+        });
         Ok(out)
     }
 
@@ -199,13 +209,23 @@ impl Store {
                 return pick(spec, found);
             }
             let full = r.with_default_tag().to_string();
-            if let Some(i) = images.iter().find(|i| i.tags.iter().any(|t| t.to_string() == full)) {
+            if let Some(i) = images
+                .iter()
+                .find(|i| i.tags.iter().any(|t| t.to_string() == full))
+            {
                 return Ok(i.clone());
             }
         }
-        let is_hex = !spec.is_empty() && spec.len() <= 64 && spec.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+        let is_hex = !spec.is_empty()
+            && spec.len() <= 64
+            && spec
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
         if is_hex {
-            let found: Vec<&Image> = images.iter().filter(|i| i.id.digest().starts_with(spec)).collect();
+            let found: Vec<&Image> = images
+                .iter()
+                .filter(|i| i.id.digest().starts_with(spec))
+                .collect();
             if !found.is_empty() {
                 return pick(spec, found);
             }
@@ -228,7 +248,8 @@ impl Store {
 
     pub fn config(&self, img: &Image) -> Result<ImageConfiguration> {
         let bytes = self.config_bytes(img)?;
-        serde_json::from_slice(&bytes).map_err(|e| StoreError::corrupt(format!("config {}", img.id), e))
+        serde_json::from_slice(&bytes)
+            .map_err(|e| StoreError::corrupt(format!("config {}", img.id), e))
     }
 
     /// Record a stored image (its manifest, config and layers already in the blob store) and
@@ -260,7 +281,11 @@ impl Store {
                 .find(|d| d.digest() == &img.manifest)
                 .cloned()
                 .ok_or_else(|| StoreError::ImageNotFound(source.to_string()))?;
-            retag(entries, &new_image_of(&d, img.id.clone()), Some(&target.with_default_tag()));
+            retag(
+                entries,
+                &new_image_of(&d, img.id.clone()),
+                Some(&target.with_default_tag()),
+            );
             Ok(())
         })?;
         self.resolve_image(&target.to_string())
@@ -321,10 +346,10 @@ impl Store {
         };
         for e in rd {
             let e = e.ctx("listing", &dir)?;
-            if let Ok(s) = fs::read_to_string(e.path().join("image")) {
-                if s.trim() == id.to_string() {
-                    out.push(e.file_name().to_string_lossy().chars().take(12).collect());
-                }
+            if let Ok(s) = fs::read_to_string(e.path().join("image"))
+                && s.trim() == id.as_ref()
+            {
+                out.push(e.file_name().to_string_lossy().chars().take(12).collect());
             }
         }
         out.sort();

@@ -53,15 +53,31 @@ pub fn go_rfc3339_nano(t: chrono::DateTime<chrono::Utc>) -> String {
     let base = t.format("%Y-%m-%dT%H:%M:%S").to_string();
     let nanos = format!("{:09}", t.timestamp_subsec_nanos());
     let frac = nanos.trim_end_matches('0');
-    if frac.is_empty() { format!("{base}Z") } else { format!("{base}.{frac}Z") }
+    if frac.is_empty() {
+        format!("{base}Z")
+    } else {
+        format!("{base}.{frac}Z")
+    }
 }
 
 /// Order the members of an image config's `config` object as Go's `v1.ImageConfig` (then
 /// Docker's extra fields), so Go tools re-marshal it to the same bytes.
 pub fn canonical_container_config(cfg: Map<String, Value>) -> Map<String, Value> {
     const ORDER: [&str; 14] = [
-        "User", "ExposedPorts", "Env", "Entrypoint", "Cmd", "Volumes", "WorkingDir", "Labels",
-        "StopSignal", "ArgsEscaped", "Healthcheck", "OnBuild", "Shell", "StopTimeout",
+        "User",
+        "ExposedPorts",
+        "Env",
+        "Entrypoint",
+        "Cmd",
+        "Volumes",
+        "WorkingDir",
+        "Labels",
+        "StopSignal",
+        "ArgsEscaped",
+        "Healthcheck",
+        "OnBuild",
+        "Shell",
+        "StopTimeout",
     ];
     let mut cfg = cfg;
     let mut out = Map::new();
@@ -134,15 +150,27 @@ pub(crate) fn store_layer_tar(store: &Store, input: impl Read, what: &str) -> Re
 
 impl Store {
     /// `import FILE|- [REPOSITORY[:TAG]]`.
-    pub fn import_rootfs(&self, input: impl Read, tag: Option<&Reference>, opts: &ImportOptions) -> Result<Image> {
+    pub fn import_rootfs(
+        &self,
+        input: impl Read,
+        tag: Option<&Reference>,
+        opts: &ImportOptions,
+    ) -> Result<Image> {
         // Fail on a bad --change before reading any input.
         let mut cfg = Map::new();
         apply_changes(&mut cfg, &opts.changes)?;
         let _writing = self.writer_lock()?;
-        let what = if opts.source == "-" { "standard input" } else { opts.source.as_str() };
+        let what = if opts.source == "-" {
+            "standard input"
+        } else {
+            opts.source.as_str()
+        };
         let layer = store_layer_tar(self, input, what)?;
         let created = now_rfc3339();
-        let comment = opts.message.clone().unwrap_or_else(|| format!("Imported from {}", opts.source));
+        let comment = opts
+            .message
+            .clone()
+            .unwrap_or_else(|| format!("Imported from {}", opts.source));
         let config = json!({
             "created": created,
             "architecture": host_arch(),
@@ -151,17 +179,23 @@ impl Store {
             "rootfs": {"type": "layers", "diff_ids": [layer.digest().to_string()]},
             "history": [{"created": created, "created_by": "berth import", "comment": comment}],
         });
-        let config_bytes = serde_json::to_vec(&config).map_err(|e| StoreError::invalid("image config", e.to_string()))?;
+        let config_bytes = serde_json::to_vec(&config)
+            .map_err(|e| StoreError::invalid("image config", e.to_string()))?;
         let (config_digest, config_size) = self.blobs().put_bytes(&config_bytes)?;
         let size = layer.size();
         let manifest = ImageManifestBuilder::default()
             .schema_version(2u32)
             .media_type(MediaType::ImageManifest)
-            .config(Descriptor::new(MediaType::ImageConfig, config_size, config_digest.clone()))
+            .config(Descriptor::new(
+                MediaType::ImageConfig,
+                config_size,
+                config_digest.clone(),
+            ))
             .layers(vec![layer])
             .build()
             .map_err(|e| StoreError::invalid("image manifest", e.to_string()))?;
-        let manifest_bytes = serde_json::to_vec(&manifest).map_err(|e| StoreError::invalid("image manifest", e.to_string()))?;
+        let manifest_bytes = serde_json::to_vec(&manifest)
+            .map_err(|e| StoreError::invalid("image manifest", e.to_string()))?;
         let (manifest_digest, manifest_size) = self.blobs().put_bytes(&manifest_bytes)?;
         let new = NewImage {
             manifest: manifest_digest,
@@ -173,6 +207,6 @@ impl Store {
         };
         let tags: Vec<Reference> = tag.into_iter().cloned().collect();
         self.add_image(&new, &tags)?;
-        self.resolve_image(&config_digest.to_string())
+        self.resolve_image(config_digest.as_ref())
     }
 }

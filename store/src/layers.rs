@@ -82,8 +82,13 @@ impl Store {
         let blob = self.blobs().open(layer.descriptor.digest())?;
         let compression = Compression::from_media_type(layer.descriptor.media_type());
         let what = format!("layer {}", layer.descriptor.digest());
-        let decoded = decoder(BufReader::with_capacity(1 << 20, blob), compression)
-            .map_err(|e| StoreError::BadArchive { what: what.clone(), reason: e.to_string() })?;
+        let decoded =
+            decoder(BufReader::with_capacity(1 << 20, blob), compression).map_err(|e| {
+                StoreError::BadArchive {
+                    what: what.clone(),
+                    reason: e.to_string(),
+                }
+            })?;
         let mut hashing = HashingReader::new(decoded);
         unpack_layer(&mut hashing, tmp.path())?;
         let (actual, _) = hashing.finish().map_err(|e| StoreError::BadArchive {
@@ -104,7 +109,10 @@ impl Store {
         match fs::rename(&tmp_path, &target) {
             Ok(()) => {}
             Err(e) if target.is_dir() => {
-                tracing::debug!("snapshot {} appeared meanwhile ({e}); using it", target.display());
+                tracing::debug!(
+                    "snapshot {} appeared meanwhile ({e}); using it",
+                    target.display()
+                );
                 remove_tree(&tmp_path)?;
             }
             Err(e) => {

@@ -151,8 +151,8 @@ impl Store {
             .manifests(entries.to_vec())
             .build()
             .map_err(|e| StoreError::invalid("index", e.to_string()))?;
-        let bytes = serde_json::to_vec(&index)
-            .map_err(|e| StoreError::invalid("index", e.to_string()))?;
+        let bytes =
+            serde_json::to_vec(&index).map_err(|e| StoreError::invalid("index", e.to_string()))?;
         self.write_atomic(&self.index_path(), &bytes)
     }
 
@@ -161,7 +161,8 @@ impl Store {
         let dir = path.parent().unwrap_or(Path::new("."));
         let mut tmp = tempfile::NamedTempFile::with_prefix_in(".tmp-", dir)
             .ctx("creating temp file in", dir)?;
-        tmp.write_all(bytes).ctx("writing", tmp.path().to_path_buf())?;
+        tmp.write_all(bytes)
+            .ctx("writing", tmp.path().to_path_buf())?;
         tmp.as_file().sync_all().ctx("syncing", path)?;
         tmp.persist(path)
             .map_err(|e| StoreError::io("replacing", path, e.error))?;

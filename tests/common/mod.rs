@@ -13,8 +13,15 @@ pub struct Env {
 
 impl Env {
     pub fn new() -> Env {
-        let base = std::env::var_os("BERTH_TEST_TMP").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
-        Env { dir: tempfile::Builder::new().prefix("berth-test-").tempdir_in(base).expect("temp dir") }
+        let base = std::env::var_os("BERTH_TEST_TMP")
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir);
+        Env {
+            dir: tempfile::Builder::new()
+                .prefix("berth-test-")
+                .tempdir_in(base)
+                .expect("temp dir"),
+        }
     }
 
     pub fn root(&self) -> PathBuf {
@@ -34,13 +41,21 @@ impl Env {
 
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.berth().args(args).output().expect("run berth");
-        assert!(out.status.success(), "berth {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "berth {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).expect("utf8")
     }
 
     pub fn fails(&self, args: &[&str]) -> Output {
         let out = self.berth().args(args).output().expect("run berth");
-        assert!(!out.status.success(), "berth {args:?} unexpectedly succeeded: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            !out.status.success(),
+            "berth {args:?} unexpectedly succeeded: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!err.contains("panicked"), "berth {args:?} panicked: {err}");
         out
@@ -52,7 +67,9 @@ impl Env {
         if !tar.exists() {
             busybox_rootfs_tar(&tar);
         }
-        self.ok(&["import", tar.to_str().unwrap(), tag]).trim().to_string()
+        self.ok(&["import", tar.to_str().unwrap(), tag])
+            .trim()
+            .to_string()
     }
 
     pub fn check_store(&self) {
@@ -96,22 +113,36 @@ pub fn busybox_rootfs_tar(out: &Path) {
     dir(&mut b, "tmp/", 0o1777);
     let busybox = std::fs::read(busybox_path()).unwrap();
     file(&mut b, "bin/busybox", 0o755, &busybox);
-    for applet in ["sh", "ls", "cat", "echo", "env", "id", "ps", "sleep", "true", "false", "mount", "hostname", "wget", "nc", "ip", "touch", "mkdir", "rm"] {
+    for applet in [
+        "sh", "ls", "cat", "echo", "env", "id", "ps", "sleep", "true", "false", "mount",
+        "hostname", "wget", "nc", "ip", "touch", "mkdir", "rm",
+    ] {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Symlink);
         h.set_mode(0o777);
         h.set_size(0);
         h.set_mtime(1_700_000_000);
-        b.append_link(&mut h, format!("bin/{applet}"), "busybox").unwrap();
+        b.append_link(&mut h, format!("bin/{applet}"), "busybox")
+            .unwrap();
     }
     file(&mut b, "etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\napp:x:1000:1000:app:/home/app:/bin/sh\n");
-    file(&mut b, "etc/group", 0o644, b"root:x:0:\nnobody:x:65534:\napp:x:1000:\n");
+    file(
+        &mut b,
+        "etc/group",
+        0o644,
+        b"root:x:0:\nnobody:x:65534:\napp:x:1000:\n",
+    );
     b.finish().unwrap();
 }
 
 /// Whether a peer tool is installed; in CI (env CI set) a missing peer fails the test.
 pub fn have(tool: &str) -> bool {
-    let found = std::process::Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().map(|o| o.status.success()).unwrap_or(false);
+    let found = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
     if !found {
         assert!(std::env::var_os("CI").is_none(), "{tool} is required in CI");
         eprintln!("skipping: {tool} is not installed");

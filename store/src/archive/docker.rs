@@ -47,10 +47,10 @@ fn parse_repo_tags(item: &ManifestItem) -> Result<Vec<Reference>> {
                 printable(&e.to_string()),
             )
         })?;
-        if let Some(r) = normalize_tag(&r) {
-            if !out.contains(&r) {
-                out.push(r);
-            }
+        if let Some(r) = normalize_tag(&r)
+            && !out.contains(&r)
+        {
+            out.push(r);
         }
     }
     Ok(out)

@@ -66,6 +66,24 @@ fn bad_archive(reason: impl std::fmt::Display) -> StoreError {
     }
 }
 
+/// A tar header that does not parse. The tar crate quotes the damaged header bytes, which are
+/// noise to a user; keep its words, drop the bytes.
+fn bad_header(after: Option<&str>, e: &io::Error) -> StoreError {
+    let msg = e.to_string();
+    let detail = match msg.split(": ").next().unwrap_or_default() {
+        "failed to read entire block" => "it ends in the middle of a tar header (truncated?)",
+        d if d.chars().all(|c| c.is_ascii_graphic() || c == ' ') => d,
+        _ => "unreadable tar header",
+    };
+    match after {
+        None => StoreError::BadArchive {
+            what: "the input".into(),
+            reason: format!("{detail} (expected a tar archive, plain or gzip/zstd-compressed)"),
+        },
+        Some(last) => bad_archive(format!("damaged after entry {last}: {detail}")),
+    }
+}
+
 impl Ingested {
     pub fn has(&self, path: &str) -> bool {
         self.members.contains_key(path)
@@ -214,9 +232,10 @@ pub(super) fn ingest(store: &Store, input: &mut dyn Read) -> Result<Ingested> {
     let mut out = Ingested::default();
     let mut metadata_total = 0u64;
     let mut seen = 0usize;
+    let mut last: Option<String> = None;
     let entries = archive.entries().map_err(bad_archive)?;
     for entry in entries {
-        let mut entry = entry.map_err(bad_archive)?;
+        let mut entry = entry.map_err(|e| bad_header(last.as_deref(), &e))?;
         seen += 1;
         let raw_path = entry
             .path()
@@ -225,6 +244,7 @@ pub(super) fn ingest(store: &Store, input: &mut dyn Read) -> Result<Ingested> {
         let Some(path) = normalize(&raw_path) else {
             continue;
         };
+        last = Some(path.clone());
         let size = entry.size();
         match entry.header().entry_type() {
             tar::EntryType::Regular | tar::EntryType::Continuous => {}

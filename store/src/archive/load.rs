@@ -46,10 +46,18 @@ pub fn load(store: &Store, input: &mut dyn Read) -> Result<Vec<Loaded>> {
 }
 
 fn plan(store: &Store, ing: &Ingested) -> Result<Vec<Plan>> {
-    let plans = if ing.has(INDEX_JSON) {
+    let oci = if ing.has(INDEX_JSON) {
         oci::plan(store, ing)?
+    } else {
+        Vec::new()
+    };
+    // A Docker 25 archive whose index.json lists no images may still have them in manifest.json.
+    let plans = if !oci.is_empty() {
+        oci
     } else if ing.has(MANIFEST_JSON) {
         docker::plan(store, ing)?
+    } else if ing.has(INDEX_JSON) {
+        Vec::new()
     } else if ing.has(super::REPOSITORIES) {
         return Err(StoreError::Unsupported {
             what: "image archive".into(),

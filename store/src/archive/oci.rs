@@ -101,7 +101,7 @@ fn tag_of(d: &Descriptor) -> Option<Reference> {
 /// Check that the blob a descriptor names arrived in the archive, with the size it claims
 /// (its digest was verified as it streamed in).
 fn check_blob(ing: &Ingested, d: &Descriptor, what: &str) -> Result<()> {
-    parse_sha256(&d.digest().to_string())?;
+    parse_sha256(d.digest().as_ref())?;
     let path = blob_path(d.digest());
     let Some(b) = ing.blob(&path) else {
         return Err(StoreError::invalid(

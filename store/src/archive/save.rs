@@ -60,10 +60,10 @@ pub fn save(store: &Store, specs: &[String], out: &mut dyn Write) -> Result<Vec<
                     selected.len() - 1
                 }
             };
-            if let Some(t) = tag {
-                if !selected[pos].tags.contains(&t) {
-                    selected[pos].tags.push(t);
-                }
+            if let Some(t) = tag
+                && !selected[pos].tags.contains(&t)
+            {
+                selected[pos].tags.push(t);
             }
         }
     }
@@ -118,19 +118,15 @@ pub fn save(store: &Store, specs: &[String], out: &mut dyn Write) -> Result<Vec<
             }))));
             if let Some(top) = manifest.layers().last() {
                 repositories
-                    .entry(t.familiar_name().to_string())
+                    .entry(t.familiar_name())
                     .or_default()
                     .insert(tag, top.digest().digest().to_string());
             }
         }
         items.push(ManifestItem {
             config: blob_path(manifest.config().digest()),
-            repo_tags: (!s.tags.is_empty()).then(|| {
-                s.tags
-                    .iter()
-                    .map(|t| t.familiar_string().to_string())
-                    .collect()
-            }),
+            repo_tags: (!s.tags.is_empty())
+                .then(|| s.tags.iter().map(|t| t.familiar_string()).collect()),
             layers: manifest
                 .layers()
                 .iter()
@@ -176,28 +172,28 @@ fn to_json<T: serde::Serialize>(v: &T) -> Result<Vec<u8>> {
 
 /// The images one spec names, each with the tag to write for it (if any).
 fn select(store: &Store, all: &[Image], spec: &str) -> Result<Vec<(Image, Option<Reference>)>> {
-    if let Ok(r) = Reference::parse(spec) {
-        if r.digest().is_none() {
-            if r.tag().is_some() {
-                let img = store.resolve_image(spec)?;
-                let full = r.with_default_tag();
-                let tag = img.tags.iter().find(|t| **t == full).cloned();
-                return Ok(vec![(img, tag)]);
-            }
-            // A bare name: every tag of that repository, as `docker save busybox` does.
-            let repo = r.repository().to_string();
-            let mut out = Vec::new();
-            for img in all {
-                for t in &img.tags {
-                    if t.repository().to_string() == repo {
-                        out.push((img.clone(), Some(t.clone())));
-                    }
+    if let Ok(r) = Reference::parse(spec)
+        && r.digest().is_none()
+    {
+        if r.tag().is_some() {
+            let img = store.resolve_image(spec)?;
+            let full = r.with_default_tag();
+            let tag = img.tags.iter().find(|t| **t == full).cloned();
+            return Ok(vec![(img, tag)]);
+        }
+        // A bare name: every tag of that repository, as `docker save busybox` does.
+        let repo = r.repository();
+        let mut out = Vec::new();
+        for img in all {
+            for t in &img.tags {
+                if t.repository() == repo {
+                    out.push((img.clone(), Some(t.clone())));
                 }
             }
-            if !out.is_empty() {
-                out.sort_by_key(|(_, t)| t.as_ref().map(|t| t.to_string()));
-                return Ok(out);
-            }
+        }
+        if !out.is_empty() {
+            out.sort_by_key(|(_, t)| t.as_ref().map(|t| t.to_string()));
+            return Ok(out);
         }
     }
     // An ID, an ID prefix or name@digest: the image, without tags (as Docker).

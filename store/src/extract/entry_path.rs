@@ -122,7 +122,11 @@ pub(super) enum Whiteout<'a> {
 
 pub(super) fn classify(path: &CleanPath) -> Whiteout<'_> {
     // Fast exit for the overwhelmingly common case.
-    if !path.bytes.windows(WHITEOUT_PREFIX.len()).any(|w| w == WHITEOUT_PREFIX) {
+    if !path
+        .bytes
+        .windows(WHITEOUT_PREFIX.len())
+        .any(|w| w == WHITEOUT_PREFIX)
+    {
         return Whiteout::None;
     }
     if path.in_aufs_metadata() {

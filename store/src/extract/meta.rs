@@ -46,9 +46,7 @@ impl ModePolicy {
 
     /// Whether an entry created with `mode` needs an explicit chmod (after its chown).
     pub(super) fn needs_chmod(&self, mode: u32) -> bool {
-        self.always
-            || mode & SPECIAL_BITS != 0
-            || self.umask.is_none_or(|umask| mode & umask != 0)
+        self.always || mode & SPECIAL_BITS != 0 || self.umask.is_none_or(|umask| mode & umask != 0)
     }
 
     fn saw_default_acl(&mut self) {
@@ -121,10 +119,7 @@ impl Meta {
     }
 
     fn owner(&self) -> (Option<Uid>, Option<Gid>) {
-        (
-            Some(Uid::from_raw(self.uid)),
-            Some(Gid::from_raw(self.gid)),
-        )
+        (Some(Uid::from_raw(self.uid)), Some(Gid::from_raw(self.gid)))
     }
 
     /// Owner, mode and xattrs on an open file or directory. `created_with_mode` says whether it was
@@ -169,7 +164,8 @@ impl Meta {
                 continue;
             }
             let path = proc_path(parent, name);
-            let set = rustix::fs::lsetxattr(path.as_slice(), n.as_slice(), value, XattrFlags::empty());
+            let set =
+                rustix::fs::lsetxattr(path.as_slice(), n.as_slice(), value, XattrFlags::empty());
             tolerate_xattr(set, n)?;
         }
         rustix::fs::utimensat(
@@ -203,7 +199,11 @@ pub(super) fn numeric<T: Default>(
 ) -> Result<T, FieldError> {
     match parsed {
         Ok(v) => Ok(v),
-        Err(_) if header.as_bytes()[field_range(field)].iter().all(|b| *b == 0 || *b == b' ') => {
+        Err(_)
+            if header.as_bytes()[field_range(field)]
+                .iter()
+                .all(|b| *b == 0 || *b == b' ') =>
+        {
             Ok(T::default())
         }
         Err(e) => Err((field, e)),
@@ -246,11 +246,20 @@ fn pax_time(v: &[u8]) -> Option<Timespec> {
         nsec += i64::from(d - b'0') * 10i64.pow(8 - i as u32);
     }
     Some(if !neg {
-        Timespec { tv_sec: secs, tv_nsec: nsec }
+        Timespec {
+            tv_sec: secs,
+            tv_nsec: nsec,
+        }
     } else if nsec == 0 {
-        Timespec { tv_sec: -secs, tv_nsec: 0 }
+        Timespec {
+            tv_sec: -secs,
+            tv_nsec: 0,
+        }
     } else {
-        Timespec { tv_sec: -secs - 1, tv_nsec: 1_000_000_000 - nsec }
+        Timespec {
+            tv_sec: -secs - 1,
+            tv_nsec: 1_000_000_000 - nsec,
+        }
     })
 }
 
@@ -322,7 +331,10 @@ mod tests {
     use super::*;
 
     fn ts(s: i64, n: i64) -> Option<Timespec> {
-        Some(Timespec { tv_sec: s, tv_nsec: n })
+        Some(Timespec {
+            tv_sec: s,
+            tv_nsec: n,
+        })
     }
 
     #[test]
@@ -340,12 +352,18 @@ mod tests {
 
     #[test]
     fn chmod_policy() {
-        let p = ModePolicy { umask: Some(0o022), always: false };
+        let p = ModePolicy {
+            umask: Some(0o022),
+            always: false,
+        };
         assert!(!p.needs_chmod(0o755));
         assert!(!p.needs_chmod(0o600));
         assert!(p.needs_chmod(0o777));
         assert!(p.needs_chmod(0o4755));
-        let unknown = ModePolicy { umask: None, always: false };
+        let unknown = ModePolicy {
+            umask: None,
+            always: false,
+        };
         assert!(unknown.needs_chmod(0o644));
     }
 }

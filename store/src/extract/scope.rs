@@ -127,7 +127,9 @@ impl Scope {
             Ok(fd) => Some(fd),
             // No openat2 (old kernel, or a seccomp profile that hides it): walk from now on.
             Err(Errno::NOSYS | Errno::PERM | Errno::INVAL | Errno::TOOBIG) => {
-                tracing::debug!("openat2 unavailable; resolving layer paths component by component");
+                tracing::debug!(
+                    "openat2 unavailable; resolving layer paths component by component"
+                );
                 self.openat2 = false;
                 None
             }
@@ -179,11 +181,13 @@ impl Scope {
                 Err(Errno::NOENT) if create => {
                     match rustix::fs::mkdirat(at, comp.as_slice(), Mode::from_raw_mode(0o755)) {
                         Ok(()) => {
-                            let fd = rustix::fs::openat(at, comp.as_slice(), DIR_FLAGS, Mode::empty())
-                                .map_err(|e| ResolveError::Io("open new directory", e.into()))?;
+                            let fd =
+                                rustix::fs::openat(at, comp.as_slice(), DIR_FLAGS, Mode::empty())
+                                    .map_err(|e| ResolveError::Io("open new directory", e.into()))?;
                             if modes.needs_chmod(0o755) {
-                                rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o755))
-                                    .map_err(|e| ResolveError::Io("chmod new directory", e.into()))?;
+                                rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o755)).map_err(
+                                    |e| ResolveError::Io("chmod new directory", e.into()),
+                                )?;
                             }
                             cur = Some(fd);
                             real.push(comp);

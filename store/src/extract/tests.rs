@@ -98,7 +98,11 @@ impl Fixture {
             .map(|e| e.unwrap().file_name())
             .collect();
         names.sort();
-        assert_eq!(names, ["dest", "sentinel"], "something was created beside dest");
+        assert_eq!(
+            names,
+            ["dest", "sentinel"],
+            "something was created beside dest"
+        );
     }
 }
 
@@ -129,7 +133,11 @@ fn e(name: impl AsRef<[u8]>, kind: EntryType) -> E {
         kind,
         link: Vec::new(),
         data: Vec::new(),
-        mode: if kind == EntryType::Directory { 0o755 } else { 0o644 },
+        mode: if kind == EntryType::Directory {
+            0o755
+        } else {
+            0o644
+        },
         uid: 0,
         gid: 0,
         mtime: 1_600_000_000,
@@ -256,8 +264,14 @@ fn dotdot_escape_is_rejected_and_nothing_written_outside() {
     ] {
         let tar = tar_of([file("ok", "fine"), file(name, "pwned")]);
         let err = fx.unpack_checked(&tar).unwrap_err();
-        assert!(matches!(err, ExtractError::PathEscape { .. }), "{name}: {err}");
-        assert!(err.to_string().contains(name), "error names the entry: {err}");
+        assert!(
+            matches!(err, ExtractError::PathEscape { .. }),
+            "{name}: {err}"
+        );
+        assert!(
+            err.to_string().contains(name),
+            "error names the entry: {err}"
+        );
         fs::remove_dir_all(&fx.dest).unwrap();
         fs::create_dir(&fx.dest).unwrap();
     }
@@ -273,7 +287,13 @@ fn absolute_path_is_contained() {
     let fx = fixture();
     let tar = tar_of([file("/etc/x", "contained"), file("./etc/y", "too")]);
     let stats = fx.unpack_checked(&tar).unwrap();
-    assert_eq!(stats, UnpackStats { entries: 2, bytes: 12 });
+    assert_eq!(
+        stats,
+        UnpackStats {
+            entries: 2,
+            bytes: 12
+        }
+    );
     assert_eq!(fs::read(fx.dest.join("etc/x")).unwrap(), b"contained");
     assert_eq!(fs::read(fx.dest.join("etc/y")).unwrap(), b"too");
     // Missing parents are 0755 root directories.
@@ -304,9 +324,15 @@ fn absolute_symlink_out_then_write_through_stays_inside() {
     assert_eq!(fs::read(inside.join("file")).unwrap(), b"through");
     assert_eq!(fs::read(inside.join("keep")).unwrap(), b"overwritten?");
     assert!(inside.join("newdir").is_dir());
-    assert_eq!(fs::read(fx.dest.join("tmp").join(&unique)).unwrap(), b"through /tmp");
+    assert_eq!(
+        fs::read(fx.dest.join("tmp").join(&unique)).unwrap(),
+        b"through /tmp"
+    );
     assert!(meta(fx.dest.join("evil")).file_type().is_symlink());
-    assert_eq!(fs::read_link(fx.dest.join("evil")).unwrap(), Path::new(&outside));
+    assert_eq!(
+        fs::read_link(fx.dest.join("evil")).unwrap(),
+        Path::new(&outside)
+    );
 }
 
 #[test]
@@ -323,9 +349,15 @@ fn relative_symlink_climbing_out_then_write_through_stays_inside() {
     ]);
     fx.unpack_checked(&tar).unwrap();
     // `..` stops at the root, as in a chroot.
-    assert_eq!(fs::read(fx.dest.join("sentinel/keep")).unwrap(), b"pwned too");
+    assert_eq!(
+        fs::read(fx.dest.join("sentinel/keep")).unwrap(),
+        b"pwned too"
+    );
     assert_eq!(fs::read(fx.dest.join("a/x")).unwrap(), b"loop-free");
-    assert_eq!(fs::read_link(fx.dest.join("up")).unwrap(), Path::new("../../.."));
+    assert_eq!(
+        fs::read_link(fx.dest.join("up")).unwrap(),
+        Path::new("../../..")
+    );
 }
 
 #[test]
@@ -358,7 +390,10 @@ fn hard_links_out_of_the_root_are_rejected() {
             ],
             "missing",
         ),
-        (vec![symlink("up", "../.."), hardlink("pw", "up/etc/passwd")], "missing"),
+        (
+            vec![symlink("up", "../.."), hardlink("pw", "up/etc/passwd")],
+            "missing",
+        ),
         (vec![hardlink("pw", "nothing/here")], "missing"),
     ];
     for (entries, want) in cases {
@@ -403,12 +438,28 @@ fn hard_link_inside_shares_the_inode() {
 fn device_nodes_and_fifos_are_created_inside() {
     let fx = fixture();
     let tar = tar_of([
-        E { dev: (1, 3), mode: 0o666, ..e("dev/null", EntryType::Char) },
-        E { dev: (7, 0), mode: 0o660, gid: 6, ..e("dev/loop0", EntryType::Block) },
-        E { mode: 0o600, ..e("run/fifo", EntryType::Fifo) },
+        E {
+            dev: (1, 3),
+            mode: 0o666,
+            ..e("dev/null", EntryType::Char)
+        },
+        E {
+            dev: (7, 0),
+            mode: 0o660,
+            gid: 6,
+            ..e("dev/loop0", EntryType::Block)
+        },
+        E {
+            mode: 0o600,
+            ..e("run/fifo", EntryType::Fifo)
+        },
         // A device over a symlink to outside replaces the symlink.
         symlink("dev/zero", fx.sentinel.join("keep").to_str().unwrap()),
-        E { dev: (1, 5), mode: 0o666, ..e("dev/zero", EntryType::Char) },
+        E {
+            dev: (1, 5),
+            mode: 0o666,
+            ..e("dev/zero", EntryType::Char)
+        },
     ]);
     fx.unpack_checked(&tar).unwrap();
     let null = meta(fx.dest.join("dev/null"));
@@ -459,7 +510,11 @@ fn whiteouts_become_overlay_whiteouts() {
     assert_eq!(app.rdev(), 0);
     for d in ["usr", "var/cache", ""] {
         let p = fx.dest.join(d);
-        assert_eq!(xattr(&p, "trusted.overlay.opaque").as_deref(), Some(&b"y"[..]), "{d}");
+        assert_eq!(
+            xattr(&p, "trusted.overlay.opaque").as_deref(),
+            Some(&b"y"[..]),
+            "{d}"
+        );
     }
     assert_eq!(xattr(&fx.dest.join("etc"), "trusted.overlay.opaque"), None);
     assert!(!fx.dest.join("usr/.wh..wh..opq").exists());
@@ -469,7 +524,9 @@ fn whiteouts_become_overlay_whiteouts() {
     // A whiteout naming nothing is an error that names it.
     fs::remove_dir_all(&fx.dest).unwrap();
     fs::create_dir(&fx.dest).unwrap();
-    let err = fx.unpack_checked(&tar_of([file("a/.wh..", "")])).unwrap_err();
+    let err = fx
+        .unpack_checked(&tar_of([file("a/.wh..", "")]))
+        .unwrap_err();
     assert!(err.to_string().contains("a/.wh.."), "{err}");
 }
 
@@ -492,16 +549,25 @@ fn later_entries_replace_earlier_ones_without_writing_through() {
         symlink("l", "/etc/shadow"),
         dir("kept/"),
         file("kept/child", "survives"),
-        E { mode: 0o700, ..dir("kept/") },
+        E {
+            mode: 0o700,
+            ..dir("kept/")
+        },
     ]);
     fx.unpack_checked(&tar).unwrap();
     assert!(meta(fx.dest.join("f")).is_file());
-    assert_eq!(fs::read(fx.dest.join("f")).unwrap(), b"replaced the symlink");
+    assert_eq!(
+        fs::read(fx.dest.join("f")).unwrap(),
+        b"replaced the symlink"
+    );
     assert!(meta(fx.dest.join("d")).is_dir());
     assert_eq!(fs::read(fx.dest.join("d/x")).unwrap(), b"in a real dir");
     assert_eq!(fs::read(fx.dest.join("t")).unwrap(), b"file over dir tree");
     assert_eq!(fs::read(fx.dest.join("same")).unwrap(), b"two");
-    assert_eq!(fs::read_link(fx.dest.join("l")).unwrap(), Path::new("/etc/shadow"));
+    assert_eq!(
+        fs::read_link(fx.dest.join("l")).unwrap(),
+        Path::new("/etc/shadow")
+    );
     assert_eq!(fs::read(fx.dest.join("kept/child")).unwrap(), b"survives");
     assert_eq!(meta(fx.dest.join("kept")).mode() & 0o7777, 0o700);
 }
@@ -510,15 +576,40 @@ fn later_entries_replace_earlier_ones_without_writing_through() {
 fn modes_are_exact_including_special_bits() {
     let fx = fixture();
     let tar = tar_of([
-        E { mode: 0o4755, ..file("bin/su", "su") },
-        E { mode: 0o2755, ..file("bin/wall", "wall") },
-        E { mode: 0o0000, ..file("etc/shadow", "secret") },
-        E { mode: 0o0777, ..file("bin/all", "") },
-        E { mode: 0o1777, ..dir("tmp/") },
-        E { mode: 0o2775, ..dir("srv/") },
-        E { mode: 0o0555, ..dir("ro/") },
+        E {
+            mode: 0o4755,
+            ..file("bin/su", "su")
+        },
+        E {
+            mode: 0o2755,
+            ..file("bin/wall", "wall")
+        },
+        E {
+            mode: 0o0000,
+            ..file("etc/shadow", "secret")
+        },
+        E {
+            mode: 0o0777,
+            ..file("bin/all", "")
+        },
+        E {
+            mode: 0o1777,
+            ..dir("tmp/")
+        },
+        E {
+            mode: 0o2775,
+            ..dir("srv/")
+        },
+        E {
+            mode: 0o0555,
+            ..dir("ro/")
+        },
         file("ro/inside", "written after its dir became read-only"),
-        E { mode: 0o4755, uid: 1000, ..file("bin/suid-user", "") },
+        E {
+            mode: 0o4755,
+            uid: 1000,
+            ..file("bin/suid-user", "")
+        },
     ]);
     fx.unpack_checked(&tar).unwrap();
     for (p, want) in [
@@ -541,11 +632,31 @@ fn modes_are_exact_including_special_bits() {
 fn owners_are_kept() {
     let fx = fixture();
     let tar = tar_of([
-        E { uid: 1234, gid: 5678, ..file("home/u/file", "x") },
-        E { uid: 42, gid: 43, ..dir("home/u/") },
-        E { uid: 7, gid: 8, ..symlink("home/u/link", "/nowhere") },
-        E { uid: 65534, gid: 65534, ..file("nobody", "") },
-        E { uid: 3_000_000, gid: 3_000_001, ..file("big-ids", "") },
+        E {
+            uid: 1234,
+            gid: 5678,
+            ..file("home/u/file", "x")
+        },
+        E {
+            uid: 42,
+            gid: 43,
+            ..dir("home/u/")
+        },
+        E {
+            uid: 7,
+            gid: 8,
+            ..symlink("home/u/link", "/nowhere")
+        },
+        E {
+            uid: 65534,
+            gid: 65534,
+            ..file("nobody", "")
+        },
+        E {
+            uid: 3_000_000,
+            gid: 3_000_001,
+            ..file("big-ids", "")
+        },
     ]);
     fx.unpack_checked(&tar).unwrap();
     let ids = |p: &str| {
@@ -564,11 +675,26 @@ fn owners_are_kept() {
 fn mtimes_on_files_dirs_symlinks_and_the_root() {
     let fx = fixture();
     let tar = tar_of([
-        E { mtime: 1_000_000_001, ..dir("./") },
-        E { mtime: 1_100_000_000, ..dir("d/") },
-        E { mtime: 1_100_000_001, ..dir("d/e/") },
-        E { mtime: 1_000_000_000, ..file("d/e/f", "x") },
-        E { mtime: 1_200_000_000, ..symlink("d/l", "/bin/busybox") },
+        E {
+            mtime: 1_000_000_001,
+            ..dir("./")
+        },
+        E {
+            mtime: 1_100_000_000,
+            ..dir("d/")
+        },
+        E {
+            mtime: 1_100_000_001,
+            ..dir("d/e/")
+        },
+        E {
+            mtime: 1_000_000_000,
+            ..file("d/e/f", "x")
+        },
+        E {
+            mtime: 1_200_000_000,
+            ..symlink("d/l", "/bin/busybox")
+        },
         // Created after its parents' entries: must not disturb their times.
         file("d/e/late", "y"),
         E {
@@ -626,15 +752,24 @@ fn pax_xattrs_are_applied() {
     // Set after the chown, which would have cleared it.
     assert_eq!(xattr(&ping, "security.capability"), Some(cap));
     assert_eq!(xattr(&ping, "trusted.overlay.opaque"), None);
-    assert_eq!(xattr(&fx.dest.join("data"), "trusted.mark").as_deref(), Some(&b"dir"[..]));
-    assert_eq!(xattr(&fx.dest.join("lnk"), "trusted.mark").as_deref(), Some(&b"link"[..]));
+    assert_eq!(
+        xattr(&fx.dest.join("data"), "trusted.mark").as_deref(),
+        Some(&b"dir"[..])
+    );
+    assert_eq!(
+        xattr(&fx.dest.join("lnk"), "trusted.mark").as_deref(),
+        Some(&b"link"[..])
+    );
 }
 
 #[test]
 fn long_names_and_old_style_directories() {
     let fx = fixture();
     let long = format!("{}/{}", "d".repeat(150), "f".repeat(200));
-    let old_dir = E { flag: Some(0), ..file("olddir/", "") };
+    let old_dir = E {
+        flag: Some(0),
+        ..file("olddir/", "")
+    };
     let tar = tar_of([file(&long, "long"), old_dir, file("olddir/x", "")]);
     fx.unpack_checked(&tar).unwrap();
     assert_eq!(fs::read(fx.dest.join(&long)).unwrap(), b"long");
@@ -660,28 +795,55 @@ fn truncated_and_garbage_input_are_errors() {
     let tar = tar_of([file("a", vec![7u8; 10_000]), file("b", "second")]);
     // Inside a's data.
     let err = fx.unpack_checked(&tar[..512 + 5000]).unwrap_err();
-    assert!(matches!(err, ExtractError::Truncated { index: 1, expected: 10_000, got: 5000, .. }), "{err}");
-    assert!(err.to_string().starts_with("layer tar is truncated or corrupted at entry 1"), "{err}");
+    assert!(
+        matches!(
+            err,
+            ExtractError::Truncated {
+                index: 1,
+                expected: 10_000,
+                got: 5000,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .starts_with("layer tar is truncated or corrupted at entry 1"),
+        "{err}"
+    );
     fs::remove_dir_all(&fx.dest).unwrap();
     fs::create_dir(&fx.dest).unwrap();
     // Inside b's header.
     let err = fx.unpack_checked(&tar[..512 + 10_240 + 100]).unwrap_err();
-    assert!(matches!(err, ExtractError::Corrupt { index: 2, .. }), "{err}");
+    assert!(
+        matches!(err, ExtractError::Corrupt { index: 2, .. }),
+        "{err}"
+    );
     fs::remove_dir_all(&fx.dest).unwrap();
     fs::create_dir(&fx.dest).unwrap();
     // Inside the padding after a's data: the next header is missing mid-skip.
     let err = fx.unpack_checked(&tar[..512 + 10_100]).unwrap_err();
-    assert!(matches!(err, ExtractError::Corrupt { index: 2, .. }), "{err}");
+    assert!(
+        matches!(err, ExtractError::Corrupt { index: 2, .. }),
+        "{err}"
+    );
     fs::remove_dir_all(&fx.dest).unwrap();
     fs::create_dir(&fx.dest).unwrap();
     // Not a tar at all.
     let garbage: Vec<u8> = (0..4096u32).map(|i| (i * 7 + 13) as u8).collect();
     let err = fx.unpack_checked(&garbage).unwrap_err();
-    assert!(matches!(err, ExtractError::Corrupt { index: 1, .. }), "{err}");
+    assert!(
+        matches!(err, ExtractError::Corrupt { index: 1, .. }),
+        "{err}"
+    );
     // A header whose checksum is wrong.
     let mut bad = tar.clone();
     bad[0] ^= 1;
-    assert!(matches!(fx.unpack_checked(&bad), Err(ExtractError::Corrupt { .. })));
+    assert!(matches!(
+        fx.unpack_checked(&bad),
+        Err(ExtractError::Corrupt { .. })
+    ));
     // An empty stream is an empty layer.
     assert_eq!(fx.unpack_checked(&[]).unwrap(), UnpackStats::default());
 }
@@ -692,20 +854,32 @@ fn unsupported_and_invalid_entries_name_themselves() {
     let err = fx
         .unpack_checked(&tar_of([e("vol", EntryType::new(b'V'))]))
         .unwrap_err();
-    assert!(matches!(err, ExtractError::UnsupportedType { flag: 'V', .. }), "{err}");
+    assert!(
+        matches!(err, ExtractError::UnsupportedType { flag: 'V', .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("vol"), "{err}");
     let err = fx.unpack_checked(&tar_of([file("./", "")])).unwrap_err();
     assert!(matches!(err, ExtractError::InvalidPath { .. }), "{err}");
     let err = fx.unpack_checked(&tar_of([symlink("s", "")])).unwrap_err();
     assert!(matches!(err, ExtractError::InvalidPath { .. }), "{err}");
     let err = fx
-        .unpack_checked(&tar_of([E { pax: vec![("path".into(), b"a\0b".to_vec())], ..file("x", "") }]))
+        .unpack_checked(&tar_of([E {
+            pax: vec![("path".into(), b"a\0b".to_vec())],
+            ..file("x", "")
+        }]))
         .unwrap_err();
     assert!(matches!(err, ExtractError::InvalidPath { .. }), "{err}");
     let err = fx
-        .unpack_checked(&tar_of([E { pax: vec![("mtime".into(), b"soon".to_vec())], ..file("x", "") }]))
+        .unpack_checked(&tar_of([E {
+            pax: vec![("mtime".into(), b"soon".to_vec())],
+            ..file("x", "")
+        }]))
         .unwrap_err();
-    assert!(matches!(err, ExtractError::Header { field: "mtime", .. }), "{err}");
+    assert!(
+        matches!(err, ExtractError::Header { field: "mtime", .. }),
+        "{err}"
+    );
 }
 
 #[test]
@@ -718,14 +892,34 @@ fn stats_count_entries_and_bytes() {
         symlink("a/s", "one"),
     ]);
     let stats = fx.unpack_checked(&tar).unwrap();
-    assert_eq!(stats, UnpackStats { entries: 4, bytes: 3000 + 2 * 1024 * 1024 + 17 });
-    assert_eq!(fs::read(fx.dest.join("a/two")).unwrap(), vec![2u8; 2 * 1024 * 1024 + 17]);
+    assert_eq!(
+        stats,
+        UnpackStats {
+            entries: 4,
+            bytes: 3000 + 2 * 1024 * 1024 + 17
+        }
+    );
+    assert_eq!(
+        fs::read(fx.dest.join("a/two")).unwrap(),
+        vec![2u8; 2 * 1024 * 1024 + 17]
+    );
 }
 
 /// Names built from components that matter to path handling.
 fn arb_name() -> impl Strategy<Value = Vec<u8>> {
     let comp = prop::sample::select(vec![
-        "..", ".", "", "a", "b", "l", "/", ".wh.a", ".wh.l", ".wh..wh..opq", ".wh..wh.plnk", "tmp",
+        "..",
+        ".",
+        "",
+        "a",
+        "b",
+        "l",
+        "/",
+        ".wh.a",
+        ".wh.l",
+        ".wh..wh..opq",
+        ".wh..wh.plnk",
+        "tmp",
     ]);
     prop::collection::vec(comp, 1..6).prop_map(|c| c.join("/").into_bytes())
 }
@@ -741,15 +935,22 @@ fn arb_entry() -> impl Strategy<Value = E> {
         Just(b"/tmp".to_vec()),
         Just(b"../../..".to_vec()),
     ];
-    (arb_name(), 0..7u8, target, prop::collection::vec(any::<u8>(), 0..64)).prop_map(
-        |(name, kind, target, data)| match kind {
+    (
+        arb_name(),
+        0..7u8,
+        target,
+        prop::collection::vec(any::<u8>(), 0..64),
+    )
+        .prop_map(|(name, kind, target, data)| match kind {
             0 | 1 => file(name, data),
             2 => dir(name),
             3 | 4 => symlink(name, target),
             5 => hardlink(name, target),
-            _ => E { dev: (1, 3), ..e(name, EntryType::Char) },
-        },
-    )
+            _ => E {
+                dev: (1, 3),
+                ..e(name, EntryType::Char)
+            },
+        })
 }
 
 proptest! {
