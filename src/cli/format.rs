@@ -183,12 +183,24 @@ pub fn render(t: &Template, v: &Value) -> Result<String> {
         .map_err(|e| anyhow!("template: {e}"))
 }
 
-/// Print rows of `columns` (field, header) the way `--format` asks; rows are JSON objects.
-pub fn print_rows(
+/// A row of a listing: serialisable for `json` and templates, and able to give one column's text
+/// for the default table without building a JSON object.
+pub trait Row: serde::Serialize {
+    fn cell(&self, field: &str) -> String;
+}
+
+impl Row for Value {
+    fn cell(&self, field: &str) -> String {
+        cell(&self[field])
+    }
+}
+
+/// Print rows of `columns` (field, header) the way `--format` asks.
+pub fn print_rows<R: Row>(
     out: &mut impl Write,
     format: &Format,
     columns: &[(&str, &str)],
-    rows: &[Value],
+    rows: &[R],
 ) -> Result<()> {
     match format {
         Format::Json => {
@@ -208,7 +220,7 @@ pub fn print_rows(
                 lines.push(
                     columns
                         .iter()
-                        .map(|(f, _)| cell(&r[*f]))
+                        .map(|(f, _)| r.cell(f))
                         .collect::<Vec<_>>()
                         .join("\t"),
                 );
@@ -227,7 +239,7 @@ pub fn print_rows(
                 lines.push(render(&t, &Value::Object(headers))?);
             }
             for r in rows {
-                lines.push(render(&t, r)?);
+                lines.push(render(&t, &serde_json::to_value(r)?)?);
             }
             if *table {
                 write_aligned(out, &lines)?;

@@ -13,7 +13,7 @@ use berth_store::{Reference, Removal, Store};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
-use super::format::{Format, go_time, human_size, print_rows, render, since, template};
+use super::format::{Format, Row, go_time, human_size, print_rows, render, since, template};
 use super::open_store;
 
 #[derive(Subcommand, Debug)]
@@ -133,6 +133,7 @@ pub fn list(root: &Path, a: ListArgs) -> Result<ExitCode> {
     let after = created_bound("since")?;
     let mut rows = Vec::new();
     let mut ids = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for img in &images {
         if let Some((_, v)) = filters.iter().find(|(k, _)| k == "dangling") {
             let want = match v.as_str() {
@@ -193,9 +194,11 @@ pub fn list(root: &Path, a: ListArgs) -> Result<ExitCode> {
                 continue;
             }
             shown = true;
-            rows.push(image_row(img, t, a.no_trunc));
+            if !a.quiet {
+                rows.push(image_row(img, t, a.no_trunc));
+            }
         }
-        if shown && !ids.contains(&img.id) {
+        if shown && seen.insert(img.id.clone()) {
             ids.push(img.id.clone());
         }
     }
@@ -232,24 +235,66 @@ pub fn list(root: &Path, a: ListArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn image_row(img: &Image, tag: Option<&Reference>, no_trunc: bool) -> Value {
-    let (repo, t) = match tag {
+/// One line of `images`, with Docker's field names.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ImageRow {
+    containers: &'static str,
+    created_at: String,
+    created_since: String,
+    digest: String,
+    #[serde(rename = "ID")]
+    id: String,
+    repository: String,
+    shared_size: &'static str,
+    size: String,
+    tag: String,
+    unique_size: &'static str,
+    virtual_size: String,
+}
+
+impl Row for ImageRow {
+    fn cell(&self, field: &str) -> String {
+        match field {
+            "Repository" => self.repository.clone(),
+            "Tag" => self.tag.clone(),
+            "Digest" => self.digest.clone(),
+            "ID" => self.id.clone(),
+            "CreatedSince" => self.created_since.clone(),
+            "CreatedAt" => self.created_at.clone(),
+            "Size" => self.size.clone(),
+            _ => String::new(),
+        }
+    }
+}
+
+fn image_row(img: &Image, tag: Option<&Reference>, no_trunc: bool) -> ImageRow {
+    let (repository, tag_s) = match tag {
         Some(t) => (t.familiar_name(), t.tag().unwrap_or("<none>").to_string()),
         None => ("<none>".to_string(), "<none>".to_string()),
     };
-    json!({
-        "Containers": "N/A",
-        "CreatedAt": go_time(img.created.as_deref()),
-        "CreatedSince": since(img.created.as_deref()),
-        "Digest": if tag.is_some() { img.manifest.to_string() } else { "<none>".to_string() },
-        "ID": if no_trunc { img.id.to_string() } else { img.id.digest()[..12].to_string() },
-        "Repository": repo,
-        "SharedSize": "N/A",
-        "Size": human_size(img.size),
-        "Tag": t,
-        "UniqueSize": "N/A",
-        "VirtualSize": human_size(img.size),
-    })
+    let size = human_size(img.size);
+    ImageRow {
+        containers: "N/A",
+        created_at: go_time(img.created.as_deref()),
+        created_since: since(img.created.as_deref()),
+        digest: if tag.is_some() {
+            img.manifest.to_string()
+        } else {
+            "<none>".to_string()
+        },
+        id: if no_trunc {
+            img.id.to_string()
+        } else {
+            img.id.digest()[..12].to_string()
+        },
+        repository,
+        shared_size: "N/A",
+        virtual_size: size.clone(),
+        size,
+        tag: tag_s,
+        unique_size: "N/A",
+    }
 }
 
 #[derive(Args, Debug)]

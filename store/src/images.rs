@@ -5,7 +5,8 @@
 //! An image's ID is its config digest, as Docker's. Index entries carry the ID, creation time and
 //! size as annotations so that listing a thousand images reads one file.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 
 use oci_spec::image::{Descriptor, Digest, ImageConfiguration, ImageManifest, MediaType};
@@ -20,6 +21,35 @@ pub const ANN_CONTAINERD_NAME: &str = "io.containerd.image.name";
 const ANN_ID: &str = "dev.berth.image.id";
 const ANN_CREATED: &str = "dev.berth.image.created";
 const ANN_SIZE: &str = "dev.berth.image.size";
+
+#[derive(serde::Deserialize)]
+struct RawIndex<'a> {
+    #[serde(borrow, default)]
+    manifests: Vec<RawEntry<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct RawEntry<'a> {
+    #[serde(rename = "mediaType", borrow)]
+    media_type: Cow<'a, str>,
+    #[serde(borrow)]
+    digest: Cow<'a, str>,
+    size: u64,
+    #[serde(borrow, default)]
+    annotations: RawAnnotations<'a>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct RawAnnotations<'a> {
+    #[serde(rename = "org.opencontainers.image.ref.name", borrow)]
+    ref_name: Option<Cow<'a, str>>,
+    #[serde(rename = "dev.berth.image.id", borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(rename = "dev.berth.image.created", borrow)]
+    created: Option<Cow<'a, str>>,
+    #[serde(rename = "dev.berth.image.size", borrow)]
+    size: Option<Cow<'a, str>>,
+}
 
 /// One image as `images` lists it: a manifest and all the tags that point at it.
 #[derive(Debug, Clone, PartialEq)]
@@ -137,32 +167,41 @@ fn retag(entries: &mut Vec<Descriptor>, img: &NewImage, tag: Option<&Reference>)
 impl Store {
     /// All images, newest first, each with its tags.
     pub fn images(&self) -> Result<Vec<Image>> {
-        let entries = self.read_index()?;
-        let mut by_manifest: BTreeMap<String, Image> = BTreeMap::new();
-        for d in &entries {
-            let key = d.digest().to_string();
-            let img = match by_manifest.get_mut(&key) {
-                Some(i) => i,
-                None => {
-                    let ann = d.annotations().clone().unwrap_or_default();
-                    let id = match ann.get(ANN_ID) {
+        let path = self.index_path();
+        let bytes = fs::read(&path).ctx("reading", &path)?;
+        // A borrowed view of index.json: listing a thousand images must not allocate a
+        // HashMap per entry (see bench/images.sh).
+        let index: RawIndex = serde_json::from_slice(&bytes)
+            .map_err(|e| StoreError::corrupt(path.display().to_string(), e))?;
+        let mut by_manifest: HashMap<&str, Image> = HashMap::with_capacity(index.manifests.len());
+        for d in &index.manifests {
+            let img = match by_manifest.entry(&d.digest) {
+                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    let manifest = parse_sha256(&d.digest)?;
+                    let id = match &d.annotations.id {
                         Some(s) => parse_sha256(s)?,
                         // Entries written by other tools (skopeo copy into our layout): read the
                         // manifest to learn the ID.
-                        None => self.manifest(d.digest())?.config().digest().clone(),
+                        None => self.manifest(&manifest)?.config().digest().clone(),
                     };
-                    by_manifest.entry(key).or_insert(Image {
+                    v.insert(Image {
                         id,
-                        manifest: d.digest().clone(),
-                        manifest_size: d.size(),
-                        manifest_media_type: d.media_type().clone(),
-                        created: ann.get(ANN_CREATED).cloned(),
-                        size: ann.get(ANN_SIZE).and_then(|s| s.parse().ok()).unwrap_or(0),
+                        manifest,
+                        manifest_size: d.size,
+                        manifest_media_type: MediaType::from(d.media_type.as_ref()),
+                        created: d.annotations.created.as_deref().map(str::to_string),
+                        size: d
+                            .annotations
+                            .size
+                            .as_deref()
+                            .and_then(|s| s.parse().ok())
+                            .unwrap_or(0),
                         tags: Vec::new(),
                     })
                 }
             };
-            if let Some(name) = ref_name(d) {
+            if let Some(name) = &d.annotations.ref_name {
                 match Reference::parse(name) {
                     Ok(r) => img.tags.push(r),
                     Err(e) => {
@@ -173,7 +212,9 @@ impl Store {
         }
         let mut out: Vec<Image> = by_manifest.into_values().collect();
         for i in &mut out {
-            i.tags.sort_by_key(|t| t.to_string());
+            if i.tags.len() > 1 {
+                i.tags.sort_by_key(|t| t.to_string());
+            }
         }
         out.sort_by(|a, b| {
             b.created
