@@ -38,6 +38,11 @@ pub enum ImageCommand {
     Load(LoadArgs),
     /// Remove unused images
     Prune(PruneArgs),
+    /// Mount an image's filesystem read-only and print where
+    Mount(MountArgs),
+    /// Unmount images mounted with `image mount`
+    #[command(alias = "umount")]
+    Unmount(MountArgs),
 }
 
 pub fn run(root: &Path, c: ImageCommand) -> Result<ExitCode> {
@@ -51,6 +56,8 @@ pub fn run(root: &Path, c: ImageCommand) -> Result<ExitCode> {
         ImageCommand::Save(a) => save(root, a),
         ImageCommand::Load(a) => load(root, a),
         ImageCommand::Prune(a) => prune(root, a),
+        ImageCommand::Mount(a) => mount(root, a, true),
+        ImageCommand::Unmount(a) => mount(root, a, false),
     }
 }
 
@@ -731,5 +738,24 @@ pub fn prune(root: &Path, a: PruneArgs) -> Result<ExitCode> {
         "Total reclaimed space: {}",
         human_size(rep.swept.bytes)
     )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args, Debug)]
+pub struct MountArgs {
+    #[arg(required = true, value_name = "IMAGE")]
+    images: Vec<String>,
+}
+
+pub fn mount(root: &Path, a: MountArgs, mount: bool) -> Result<ExitCode> {
+    let store = open_store(root)?;
+    for spec in &a.images {
+        let img = store.resolve_image(spec)?;
+        if mount {
+            println!("{}", store.mount_image(&img)?.display());
+        } else if !store.unmount_image(&img)? {
+            bail!("image {spec} is not mounted");
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }

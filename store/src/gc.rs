@@ -36,7 +36,8 @@ impl Store {
         let mut doomed = HashSet::new();
         for img in &images {
             let dangling = img.tags.is_empty();
-            if (dangling || all) && self.containers_using(&img.id)?.is_empty() {
+            let mounted = crate::mount::is_mount_point(&self.mount_path(img));
+            if (dangling || all) && !mounted && self.containers_using(&img.id)?.is_empty() {
                 doomed.insert(img.manifest.clone());
                 removed.extend(img.tags.iter().cloned().map(Removal::Untagged));
                 removed.push(Removal::Deleted(img.id.clone()));

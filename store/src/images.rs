@@ -344,6 +344,19 @@ impl Store {
                 containers: users.join(", "),
             });
         }
+        if crate::mount::is_mount_point(&self.mount_path(&img)) {
+            if !force {
+                return Err(StoreError::Conflict {
+                    id: img.short_id().to_string(),
+                    reason: format!(
+                        "image is mounted at {}; run `berth image unmount {}` first",
+                        self.mount_path(&img).display(),
+                        img.short_id()
+                    ),
+                });
+            }
+            self.unmount_image(&img)?;
+        }
         let by_name = Reference::parse(spec).ok().filter(|r| {
             let full = r.with_default_tag().to_string();
             r.digest().is_none() && img.tags.iter().any(|t| t.to_string() == full)

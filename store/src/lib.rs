@@ -16,6 +16,7 @@ pub mod gc;
 pub mod images;
 pub mod import;
 pub mod layers;
+pub mod mount;
 pub mod reference;
 pub mod root;
 
