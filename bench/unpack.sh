@@ -75,8 +75,12 @@ size=$(stat -c %s "$tarf")
 entries=$(tar -tf "$tarf" | wc -l)
 echo "input: $tarf ($((size / 1048576)) MiB, $entries entries)"
 
+# Outputs go here instead of being deleted between runs (see the prepare step below).
+trash="$dir/trash"
+rm -rf "$trash" "$out" "$dir/check-tar" "$dir/check-berth"
+mkdir -p "$trash"
+
 # Same result? (owners, modes, sizes, mtimes, link targets, contents)
-rm -rf "$dir/check-tar" "$dir/check-berth"
 mkdir -p "$dir/check-tar" && tar -xf "$tarf" -C "$dir/check-tar"
 "$unpack" "$tarf" "$dir/check-berth"
 listing() { (cd "$1" && find . -printf '%p %y %m %U:%G %s %T@ %n %l\n' | sort); }
@@ -87,15 +91,26 @@ else
   echo "WARNING: trees differ:" >&2
   diff <(listing "$dir/check-tar") <(listing "$dir/check-berth") | head -20 >&2 || true
 fi
-rm -rf "$dir/check-tar" "$dir/check-berth"
+mv "$dir/check-tar" "$dir/check-berth" "$trash/"
 
-# The prepare step only removes the previous output (and flushes its writes, so one run's
-# writeback does not land in the next one's time); page cache is left warm for both.
+# The prepare step takes the previous output out of the way and flushes its writes (so one run's
+# writeback does not land in the next one's time); no cache is dropped, the tar stays warm.
+# By default the previous output is moved into $dir/trash and deleted after the last run:
+# on an ext4 without a journal (this VM's root fs) the inode allocator skips inodes freed in the
+# last 60-360 s (`recently_deleted`), so `rm -rf` of 50k files right before a run makes both tools
+# spend most of their time scanning inode bitmaps (runs swing between 16 and 37 s).
+# BENCH_PREPARE=rm removes it in the prepare step instead.
+if [ "${BENCH_PREPARE:-move}" = rm ]; then
+  prepare="rm -rf $out && mkdir -p $out && sync"
+else
+  prepare="if [ -d $out ]; then mv $out $trash/\$(date +%s%N); fi && mkdir -p $out && sync"
+fi
+echo "prepare: $prepare"
 hyperfine --warmup 1 --runs 5 --export-json "$dir/result.json" \
-  --prepare "rm -rf $out && mkdir -p $out && sync" \
+  --prepare "$prepare" \
   -n "tar -xf" "tar -xf $tarf -C $out" \
   -n "berth unpack" "$unpack $tarf $out"
-rm -rf "$out"
+rm -rf "$out" "$trash"
 
 python3 - "$dir/result.json" "$size" <<'PY'
 import json, statistics, sys

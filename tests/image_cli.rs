@@ -568,3 +568,42 @@ fn nix_is_root() -> bool {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
         .unwrap_or(false)
 }
+
+#[test]
+fn images_resolve_by_name_digest_id_and_prefix() {
+    let env = Env::new();
+    let id = env.import_busybox("busybox:1");
+    let digest = env
+        .ok(&["images", "--format", "{{.Digest}}"])
+        .trim()
+        .to_string();
+    assert!(digest.starts_with("sha256:"), "{digest}");
+    for spec in [
+        "busybox:1".to_string(),
+        "docker.io/library/busybox:1".to_string(),
+        format!("busybox@{digest}"),
+        id.clone(),
+        id[7..].to_string(),
+        id[7..17].to_string(),
+        digest.clone(),
+    ] {
+        assert_eq!(
+            env.ok(&["inspect", "-f", "{{.Id}}", &spec]).trim(),
+            id,
+            "{spec}"
+        );
+    }
+    // Another repository's name with this digest is not this image; latest is not 1.
+    for spec in [
+        format!("other@{digest}"),
+        "busybox".to_string(),
+        "busybox:2".to_string(),
+    ] {
+        let out = env.fails(&["inspect", &spec]);
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]", "{spec}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("No such image"),
+            "{spec}"
+        );
+    }
+}

@@ -513,10 +513,9 @@ pub fn inspect(root: &Path, a: InspectArgs) -> Result<ExitCode> {
                 writeln!(out, "{}", render(&t, d)?)?;
             }
         }
+        // Docker prints the array even when some (or all) names were not found.
         Format::Json | Format::Table => {
-            if !docs.is_empty() || !failed {
-                writeln!(out, "{}", serde_json::to_string_pretty(&docs)?)?;
-            }
+            writeln!(out, "{}", serde_json::to_string_pretty(&docs)?)?;
         }
     }
     Ok(if failed {

@@ -26,14 +26,15 @@ use std::io::{self, BufReader, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, XattrFlags};
 use rustix::io::Errno;
 
 use entry_path::{CleanPath, PathProblem, Whiteout};
 pub use error::ExtractError;
-use meta::{Meta, ModePolicy, Times};
-use scope::{ResolveError, Scope};
+use meta::{AtKind, Defaults, Meta, Times};
+use scope::{DirFd, ResolveError, Scope};
 
 /// What [`unpack_layer`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -71,10 +72,10 @@ fn unpack<R: Read>(reader: R, dest: &Path, walk_only: bool) -> Result<UnpackStat
     if walk_only {
         scope.disable_openat2();
     }
-    let modes = ModePolicy::detect(scope.root());
+    let defaults = Defaults::detect(scope.root().as_fd());
     let mut unpacker = Unpacker {
         scope,
-        modes,
+        defaults,
         dir_times: BTreeMap::new(),
         buf: vec![0; COPY_BUFFER],
         stats: UnpackStats::default(),
@@ -85,7 +86,7 @@ fn unpack<R: Read>(reader: R, dest: &Path, walk_only: bool) -> Result<UnpackStat
 
 struct Unpacker {
     scope: Scope,
-    modes: ModePolicy,
+    defaults: Defaults,
     /// Directory times, set at the end (deepest first) so that creating entries inside them does
     /// not change them again. Keyed by cleaned path.
     dir_times: BTreeMap<Vec<u8>, Times>,
@@ -230,9 +231,9 @@ impl Unpacker {
         &mut self,
         raw: &[u8],
         path: &CleanPath,
-    ) -> Result<std::rc::Rc<std::os::fd::OwnedFd>, ExtractError> {
+    ) -> Result<Rc<DirFd>, ExtractError> {
         self.scope
-            .dir(path.parent(), true, &self.modes)
+            .dir(path.parent(), true, &self.defaults)
             .map_err(|e| resolve_err(raw, e))
     }
 
@@ -345,7 +346,7 @@ impl Unpacker {
                 got,
             });
         }
-        meta.apply_fd(file.as_fd(), true, &mut self.modes)
+        meta.apply_fd(file.as_fd(), Some(&parent), &mut self.defaults)
             .map_err(|e| io_err(raw, "set owner, mode and xattrs", e))?;
         rustix::fs::futimens(&file, &meta.times.timestamps())
             .map_err(|e| io_err(raw, "set times", e))?;
@@ -355,7 +356,7 @@ impl Unpacker {
 
     fn directory(&mut self, raw: &[u8], path: CleanPath, meta: &Meta) -> Result<(), ExtractError> {
         if path.is_root() {
-            meta.apply_fd(self.scope.root(), false, &mut self.modes)
+            meta.apply_fd(self.scope.root().as_fd(), None, &mut self.defaults)
                 .map_err(|e| io_err(raw, "set owner, mode and xattrs of the layer root", e))?;
             self.dir_times.insert(Vec::new(), meta.times);
             return Ok(());
@@ -385,10 +386,11 @@ impl Unpacker {
             },
             Err(e) => return Err(io_err(raw, "create directory", e)),
         };
-        meta.apply_fd(fd.as_fd(), created, &mut self.modes)
+        meta.apply_fd(fd.as_fd(), created.then_some(&*parent), &mut self.defaults)
             .map_err(|e| io_err(raw, "set owner, mode and xattrs", e))?;
         self.dir_times.insert(path.as_bytes().to_vec(), meta.times);
-        self.scope.remember(path.into_bytes(), fd);
+        let dir = DirFd::new(fd, meta.mode & 0o2000 != 0, meta.gid);
+        self.scope.remember(path.into_bytes(), dir);
         Ok(())
     }
 
@@ -413,7 +415,7 @@ impl Unpacker {
             "create symlink",
             || rustix::fs::symlinkat(target, &*parent, name),
         )?;
-        meta.apply_at(parent.as_fd(), name, true, &mut self.modes)
+        meta.apply_at(&parent, name, AtKind::Symlink, &mut self.defaults)
             .map_err(|e| io_err(raw, "set owner, xattrs and times of symlink", e))
     }
 
@@ -440,7 +442,7 @@ impl Unpacker {
         if target.is_root() {
             return Err(invalid(raw, "hard link to the layer root"));
         }
-        let tparent = match self.scope.dir(target.parent(), false, &self.modes) {
+        let tparent = match self.scope.dir(target.parent(), false, &self.defaults) {
             Ok(fd) => fd,
             Err(ResolveError::Missing | ResolveError::NotDirectory(_)) => return Err(missing()),
             Err(e) => return Err(resolve_err(raw, e)),
@@ -475,7 +477,7 @@ impl Unpacker {
             Err(e) => return Err(io_err(raw, "create hard link", e)),
         }
         // As Docker: the link's header metadata is applied to the (shared) inode.
-        meta.apply_at(parent.as_fd(), name, false, &mut self.modes)
+        meta.apply_at(&parent, name, AtKind::HardLink, &mut self.defaults)
             .map_err(|e| io_err(raw, "set owner, mode, xattrs and times of hard link", e))
     }
 
@@ -498,7 +500,7 @@ impl Unpacker {
             "create device node",
             || rustix::fs::mknodat(&*parent, name, file_type, mode, dev),
         )?;
-        meta.apply_at(parent.as_fd(), name, false, &mut self.modes)
+        meta.apply_at(&parent, name, AtKind::Node, &mut self.defaults)
             .map_err(|e| io_err(raw, "set owner, mode, xattrs and times of device node", e))
     }
 
@@ -562,14 +564,14 @@ impl Unpacker {
         for (lexical, times) in dirs {
             let ts = times.timestamps();
             if lexical.is_empty() {
-                rustix::fs::futimens(self.scope.root(), &ts)
+                rustix::fs::futimens(self.scope.root().as_fd(), &ts)
                     .map_err(|e| io_err(b"./", "set times of the layer root", e))?;
                 continue;
             }
             let Ok(path) = CleanPath::new(&lexical) else {
                 continue;
             };
-            let parent = match self.scope.dir(path.parent(), false, &self.modes) {
+            let parent = match self.scope.dir(path.parent(), false, &self.defaults) {
                 Ok(fd) => fd,
                 Err(ResolveError::Missing | ResolveError::NotDirectory(_)) => continue,
                 Err(e) => return Err(resolve_err(&lexical, e)),

@@ -243,8 +243,10 @@ impl Store {
                 let found: Vec<&Image> = images
                     .iter()
                     .filter(|i| {
+                        // `name@digest` names the image only within that repository (or an
+                        // untagged image, which has no repository to disagree with).
                         i.manifest.to_string() == d
-                            && (i.tags.iter().any(|t| t.repository() == repo) || r.tag().is_none())
+                            && (i.tags.is_empty() || i.tags.iter().any(|t| t.repository() == repo))
                     })
                     .collect();
                 return pick(spec, found);

@@ -11,6 +11,8 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use rustix::fs::{AtFlags, Gid, Mode, OFlags, Timespec, Timestamps, Uid, XattrFlags};
 use rustix::io::Errno;
 
+use super::scope::DirFd;
+
 /// Permission bits plus setuid/setgid/sticky.
 const MODE_MASK: u32 = 0o7777;
 const SPECIAL_BITS: u32 = 0o7000;
@@ -19,16 +21,20 @@ const SPECIAL_BITS: u32 = 0o7000;
 const OVERLAY_XATTR_PREFIX: &[u8] = b"trusted.overlay.";
 const DEFAULT_ACL_XATTR: &[u8] = b"system.posix_acl_default";
 
-/// Decides whether a mode given at creation already came out right, to save a `chmod` per file.
-pub(super) struct ModePolicy {
+/// What a new entry gets without being told (our owner, its mode less the umask), so that a
+/// `chown` or `chmod` that would change nothing is skipped: most layer files are root's and 0644
+/// or 0755, and these calls would otherwise be a third of the syscalls per file.
+pub(super) struct Defaults {
     umask: Option<u32>,
     /// A default ACL replaces the umask for new entries below it: then always chmod.
-    always: bool,
+    always_chmod: bool,
+    uid: u32,
+    gid: u32,
 }
 
-impl ModePolicy {
-    /// Reads the umask without changing it (`/proc/self/status`), and whether the layer root has a
-    /// default ACL.
+impl Defaults {
+    /// Reads the umask without changing it (`/proc/self/status`), our ids, and whether the layer
+    /// root has a default ACL.
     pub(super) fn detect(root: BorrowedFd<'_>) -> Self {
         let umask = std::fs::read_to_string("/proc/self/status")
             .ok()
@@ -41,16 +47,29 @@ impl ModePolicy {
             rustix::fs::fgetxattr_query(root, DEFAULT_ACL_XATTR),
             Err(Errno::NODATA | Errno::OPNOTSUPP)
         );
-        ModePolicy { umask, always }
+        Defaults {
+            umask,
+            always_chmod: always,
+            uid: rustix::process::geteuid().as_raw(),
+            gid: rustix::process::getegid().as_raw(),
+        }
     }
 
     /// Whether an entry created with `mode` needs an explicit chmod (after its chown).
     pub(super) fn needs_chmod(&self, mode: u32) -> bool {
-        self.always || mode & SPECIAL_BITS != 0 || self.umask.is_none_or(|umask| mode & umask != 0)
+        self.always_chmod
+            || mode & SPECIAL_BITS != 0
+            || self.umask.is_none_or(|umask| mode & umask != 0)
+    }
+
+    /// Whether an entry just created in `parent` needs a chown to be `uid:gid`.
+    fn needs_chown(&self, uid: u32, gid: u32, parent: &DirFd) -> bool {
+        let inherited_gid = if parent.setgid { parent.gid } else { self.gid };
+        !(uid == self.uid && gid == inherited_gid)
     }
 
     fn saw_default_acl(&mut self) {
-        self.always = true;
+        self.always_chmod = true;
     }
 }
 
@@ -67,6 +86,17 @@ impl Times {
             last_modification: self.mtime,
         }
     }
+}
+
+/// What [`Meta::apply_at`] is applied to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum AtKind {
+    /// A symlink just created (Linux has no symlink modes).
+    Symlink,
+    /// A device node or FIFO just created with the entry's mode.
+    Node,
+    /// A new name for an existing inode (which may even be a symlink).
+    HardLink,
 }
 
 pub(super) struct Meta {
@@ -122,21 +152,25 @@ impl Meta {
         (Some(Uid::from_raw(self.uid)), Some(Gid::from_raw(self.gid)))
     }
 
-    /// Owner, mode and xattrs on an open file or directory. `created_with_mode` says whether it was
-    /// just created with `self.mode` (then the chmod may be redundant).
+    /// Owner, mode and xattrs on an open file or directory. `fresh_in` is the directory it was
+    /// just created in with `self.mode` (then chown and chmod may be redundant), `None` for an
+    /// entry that existed before.
     pub(super) fn apply_fd(
         &self,
         fd: BorrowedFd<'_>,
-        created_with_mode: bool,
-        modes: &mut ModePolicy,
+        fresh_in: Option<&DirFd>,
+        defaults: &mut Defaults,
     ) -> io::Result<()> {
-        let (uid, gid) = self.owner();
-        rustix::fs::fchown(fd, uid, gid)?;
-        if !created_with_mode || modes.needs_chmod(self.mode) {
+        if fresh_in.is_none_or(|parent| defaults.needs_chown(self.uid, self.gid, parent)) {
+            let (uid, gid) = self.owner();
+            rustix::fs::fchown(fd, uid, gid)?;
+        }
+        // A directory made in a setgid directory is setgid itself, whatever its mode said.
+        if fresh_in.is_none_or(|parent| parent.setgid) || defaults.needs_chmod(self.mode) {
             rustix::fs::fchmod(fd, Mode::from_raw_mode(self.mode))?;
         }
         for (name, value) in &self.xattrs {
-            if skip_xattr(name, modes) {
+            if skip_xattr(name, defaults) {
                 continue;
             }
             let set = rustix::fs::fsetxattr(fd, name.as_slice(), value, XattrFlags::empty());
@@ -149,23 +183,27 @@ impl Meta {
     /// symlink: for symlinks, devices, FIFOs and hard links.
     pub(super) fn apply_at(
         &self,
-        parent: BorrowedFd<'_>,
+        parent: &DirFd,
         name: &[u8],
-        symlink: bool,
-        modes: &mut ModePolicy,
+        kind: AtKind,
+        defaults: &mut Defaults,
     ) -> io::Result<()> {
-        let (uid, gid) = self.owner();
-        rustix::fs::chownat(parent, name, uid, gid, AtFlags::SYMLINK_NOFOLLOW)?;
-        if !symlink {
-            chmod_nofollow(parent, name, self.mode)?;
+        let fresh = kind != AtKind::HardLink;
+        if !fresh || defaults.needs_chown(self.uid, self.gid, parent) {
+            let (uid, gid) = self.owner();
+            rustix::fs::chownat(parent, name, uid, gid, AtFlags::SYMLINK_NOFOLLOW)?;
+        }
+        match kind {
+            AtKind::Symlink => {}
+            AtKind::Node if !defaults.needs_chmod(self.mode) => {}
+            AtKind::Node | AtKind::HardLink => chmod_nofollow(parent.as_fd(), name, self.mode)?,
         }
         for (n, value) in &self.xattrs {
-            if skip_xattr(n, modes) {
+            if skip_xattr(n, defaults) {
                 continue;
             }
-            let path = proc_path(parent, name);
-            let set =
-                rustix::fs::lsetxattr(path.as_slice(), n.as_slice(), value, XattrFlags::empty());
+            let path = proc_path(parent.as_fd(), name);
+            let set = rustix::fs::lsetxattr(path.as_slice(), n.as_slice(), value, XattrFlags::empty());
             tolerate_xattr(set, n)?;
         }
         rustix::fs::utimensat(
@@ -178,7 +216,6 @@ impl Meta {
     }
 }
 
-/// Where a numeric field sits in a ustar/GNU header.
 fn field_range(field: &str) -> std::ops::Range<usize> {
     match field {
         "mode" => 100..108,
@@ -263,7 +300,7 @@ fn pax_time(v: &[u8]) -> Option<Timespec> {
     })
 }
 
-fn skip_xattr(name: &[u8], modes: &mut ModePolicy) -> bool {
+fn skip_xattr(name: &[u8], modes: &mut Defaults) -> bool {
     if name.starts_with(OVERLAY_XATTR_PREFIX) {
         tracing::warn!(
             xattr = %String::from_utf8_lossy(name),
@@ -352,17 +389,21 @@ mod tests {
 
     #[test]
     fn chmod_policy() {
-        let p = ModePolicy {
+        let p = Defaults {
             umask: Some(0o022),
-            always: false,
+            always_chmod: false,
+            uid: 0,
+            gid: 0,
         };
         assert!(!p.needs_chmod(0o755));
         assert!(!p.needs_chmod(0o600));
         assert!(p.needs_chmod(0o777));
         assert!(p.needs_chmod(0o4755));
-        let unknown = ModePolicy {
+        let unknown = Defaults {
             umask: None,
-            always: false,
+            always_chmod: false,
+            uid: 0,
+            gid: 0,
         };
         assert!(unknown.needs_chmod(0o644));
     }

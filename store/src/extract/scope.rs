@@ -17,7 +17,7 @@ use std::rc::Rc;
 use rustix::fs::{AtFlags, Dir, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
-use super::meta::ModePolicy;
+use super::meta::Defaults;
 
 /// Linux's own limit on symlinks followed in one resolution.
 const MAX_SYMLINKS: u32 = 40;
@@ -28,6 +28,36 @@ const DIR_FLAGS: OFlags = OFlags::RDONLY
     .union(OFlags::DIRECTORY)
     .union(OFlags::NOFOLLOW)
     .union(OFlags::CLOEXEC);
+
+/// An open directory, and what entries created in it inherit: its group if it is setgid (then a
+/// new directory is setgid too). Knowing this lets a redundant chown or chmod be skipped.
+pub(super) struct DirFd {
+    fd: OwnedFd,
+    pub(super) setgid: bool,
+    pub(super) gid: u32,
+}
+
+impl DirFd {
+    pub(super) fn new(fd: OwnedFd, setgid: bool, gid: u32) -> Self {
+        DirFd { fd, setgid, gid }
+    }
+
+    /// Looks both up on the directory itself.
+    fn stat(fd: OwnedFd) -> io::Result<Self> {
+        let st = rustix::fs::fstat(&fd)?;
+        Ok(DirFd {
+            fd,
+            setgid: st.st_mode & 0o2000 != 0,
+            gid: st.st_gid,
+        })
+    }
+}
+
+impl AsFd for DirFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
 
 /// Why a directory could not be resolved.
 #[derive(Debug)]
@@ -44,10 +74,10 @@ pub(super) enum ResolveError {
 }
 
 pub(super) struct Scope {
-    root: Rc<OwnedFd>,
+    root: Rc<DirFd>,
     openat2: bool,
     /// Lexical directory path -> open directory, most recently used last.
-    cache: Vec<(Vec<u8>, Rc<OwnedFd>)>,
+    cache: Vec<(Vec<u8>, Rc<DirFd>)>,
 }
 
 impl Scope {
@@ -58,7 +88,7 @@ impl Scope {
             Mode::empty(),
         )?;
         Ok(Scope {
-            root: Rc::new(root),
+            root: Rc::new(DirFd::stat(root)?),
             openat2: true,
             cache: Vec::with_capacity(CACHE_SIZE + 1),
         })
@@ -69,8 +99,8 @@ impl Scope {
         self.openat2 = false;
     }
 
-    pub(super) fn root(&self) -> BorrowedFd<'_> {
-        self.root.as_fd()
+    pub(super) fn root(&self) -> Rc<DirFd> {
+        self.root.clone()
     }
 
     /// Opens the directory at `lexical` (a cleaned path, no `..`), resolved inside the root.
@@ -78,8 +108,8 @@ impl Scope {
         &mut self,
         lexical: &[u8],
         create: bool,
-        modes: &ModePolicy,
-    ) -> Result<Rc<OwnedFd>, ResolveError> {
+        modes: &Defaults,
+    ) -> Result<Rc<DirFd>, ResolveError> {
         if lexical.is_empty() {
             return Ok(self.root.clone());
         }
@@ -93,24 +123,25 @@ impl Scope {
             Some(fd) => fd,
             None => self.walk(lexical, create, modes)?,
         };
-        let fd = Rc::new(fd);
-        self.remember_rc(lexical.to_vec(), fd.clone());
-        Ok(fd)
+        let dir = DirFd::stat(fd).map_err(|e| ResolveError::Io("stat directory", e))?;
+        let dir = Rc::new(dir);
+        self.remember_rc(lexical.to_vec(), dir.clone());
+        Ok(dir)
     }
 
     /// Keeps a directory this module's caller just created or opened at `lexical` (its parent
     /// resolved by [`Scope::dir`], its own name opened with `O_NOFOLLOW`).
-    pub(super) fn remember(&mut self, lexical: Vec<u8>, fd: OwnedFd) {
+    pub(super) fn remember(&mut self, lexical: Vec<u8>, dir: DirFd) {
         if lexical.is_empty() {
             return;
         }
         if let Some(i) = self.cache.iter().position(|(p, _)| *p == lexical) {
             self.cache.remove(i);
         }
-        self.remember_rc(lexical, Rc::new(fd));
+        self.remember_rc(lexical, Rc::new(dir));
     }
 
-    fn remember_rc(&mut self, lexical: Vec<u8>, fd: Rc<OwnedFd>) {
+    fn remember_rc(&mut self, lexical: Vec<u8>, fd: Rc<DirFd>) {
         if self.cache.len() >= CACHE_SIZE {
             self.cache.remove(0);
         }
@@ -142,7 +173,7 @@ impl Scope {
         &self,
         lexical: &[u8],
         create: bool,
-        modes: &ModePolicy,
+        modes: &Defaults,
     ) -> Result<OwnedFd, ResolveError> {
         // Components still to visit, next one last.
         let mut todo: Vec<Vec<u8>> = lexical
@@ -222,7 +253,7 @@ impl Scope {
         }
         match cur {
             Some(fd) => Ok(fd),
-            None => rustix::fs::openat(&*self.root, ".", DIR_FLAGS, Mode::empty())
+            None => rustix::fs::openat(self.root.as_fd(), ".", DIR_FLAGS, Mode::empty())
                 .map_err(|e| ResolveError::Io("open layer root", e.into())),
         }
     }

@@ -672,6 +672,32 @@ fn owners_are_kept() {
 }
 
 #[test]
+fn setgid_directories_do_not_leak_their_group_or_bit() {
+    let fx = fixture();
+    let tar = tar_of([
+        E { mode: 0o2775, gid: 50, ..dir("shared/") },
+        file("shared/root-file", "x"),
+        dir("shared/sub/"),
+        E { gid: 50, ..file("shared/staff-file", "y") },
+        E { mode: 0o2755, gid: 0, ..dir("own/") },
+        dir("own/plain/"),
+        file("implicit/parent/of/file", ""),
+    ]);
+    fx.unpack_checked(&tar).unwrap();
+    let m = |p: &str| {
+        let m = meta(fx.dest.join(p));
+        (m.mode() & 0o7777, m.gid())
+    };
+    assert_eq!(m("shared"), (0o2775, 50));
+    assert_eq!(m("shared/root-file"), (0o644, 0));
+    assert_eq!(m("shared/sub"), (0o755, 0));
+    assert_eq!(m("shared/staff-file"), (0o644, 50));
+    assert_eq!(m("own"), (0o2755, 0));
+    assert_eq!(m("own/plain"), (0o755, 0));
+    assert_eq!(m("implicit/parent/of"), (0o755, 0));
+}
+
+#[test]
 fn mtimes_on_files_dirs_symlinks_and_the_root() {
     let fx = fixture();
     let tar = tar_of([
