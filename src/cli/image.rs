@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 
 use super::format::{Format, Row, go_time, human_size, print_rows, render, since, template};
 use super::open_store;
+use super::progress::ProgressReader;
 
 #[derive(Subcommand, Debug)]
 pub enum ImageCommand {
@@ -345,10 +346,16 @@ pub fn import(root: &Path, a: ImportArgs) -> Result<ExitCode> {
         source: a.file.clone(),
     };
     let img = if a.file == "-" {
-        store.import_rootfs(io::stdin().lock(), tag.as_ref(), &opts)?
+        let input = ProgressReader::new(io::stdin().lock(), None, "importing");
+        store.import_rootfs(input, tag.as_ref(), &opts)?
     } else {
         let f = File::open(&a.file).with_context(|| format!("cannot open {}", a.file))?;
-        store.import_rootfs(f, tag.as_ref(), &opts)?
+        let size = f.metadata().ok().map(|m| m.len());
+        store.import_rootfs(
+            ProgressReader::new(f, size, "importing"),
+            tag.as_ref(),
+            &opts,
+        )?
     };
     println!("{}", img.id);
     Ok(ExitCode::SUCCESS)
@@ -669,14 +676,18 @@ pub struct LoadArgs {
 pub fn load(root: &Path, a: LoadArgs) -> Result<ExitCode> {
     let store = open_store(root)?;
     let mut input: Box<dyn Read> = match &a.input {
-        Some(p) => Box::new(File::open(p).with_context(|| format!("cannot open {}", p.display()))?),
+        Some(p) => {
+            let f = File::open(p).with_context(|| format!("cannot open {}", p.display()))?;
+            let size = f.metadata().ok().map(|m| m.len());
+            Box::new(ProgressReader::new(f, size, "loading"))
+        }
         None => {
             if io::stdin().is_terminal() {
                 bail!(
                     "requested load from stdin, but stdin is empty; use -i FILE or redirect a file"
                 );
             }
-            Box::new(io::stdin().lock())
+            Box::new(ProgressReader::new(io::stdin().lock(), None, "loading"))
         }
     };
     let loaded = berth_store::archive::load(&store, &mut input)?;

@@ -2,6 +2,7 @@
 
 mod format;
 mod image;
+mod progress;
 mod system;
 
 use std::path::PathBuf;
