@@ -3,6 +3,8 @@
 mod format;
 mod image;
 mod progress;
+mod registry;
+mod remote;
 mod system;
 
 use std::path::PathBuf;
@@ -56,6 +58,17 @@ pub enum Command {
     Save(image::SaveArgs),
     /// Load an image from a tar archive or STDIN
     Load(image::LoadArgs),
+    /// Run or manage an OCI registry
+    #[command(subcommand)]
+    Registry(registry::RegistryCommand),
+    /// Upload an image to a registry
+    Push(remote::PushArgs),
+    /// Download an image from a registry
+    Pull(remote::PullArgs),
+    /// Log in to a registry
+    Login(remote::LoginArgs),
+    /// Log out from a registry
+    Logout(remote::LogoutArgs),
     /// Display system-wide information
     Info(system::InfoArgs),
     /// Show the berth version information
@@ -92,6 +105,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::History(a) => image::history(&root, a),
         Command::Save(a) => image::save(&root, a),
         Command::Load(a) => image::load(&root, a),
+        Command::Registry(c) => registry::run(&root, c),
+        Command::Push(a) => remote::push(&root, a),
+        Command::Pull(a) => remote::pull(&root, a),
+        Command::Login(a) => remote::login(a),
+        Command::Logout(a) => remote::logout(a),
         Command::Info(a) => system::info(&root, a),
         Command::Version(a) => system::version(a),
     }

@@ -1,0 +1,1 @@
+//! berth-registry: the OCI distribution server (being written).
