@@ -1,44 +1,195 @@
-//! `push`, `pull`, `login`, `logout` (being written).
+//! `push`, `pull`, `login`, `logout`: argument handling and Docker's output; the work is in
+//! `berth_store::remote`.
 
+use std::collections::HashMap;
+use std::io::{self, IsTerminal, Read};
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
+use berth_store::remote::{self, Credentials, Options, Progress, Quiet};
 use clap::Args;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::open_store;
 
 #[derive(Args, Debug)]
 pub struct PushArgs {
     /// NAME[:TAG]
     image: String,
+    /// Speak plain HTTP to this registry (HOST[:PORT] or CIDR); repeatable
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    insecure: Vec<String>,
+    /// Suppress progress output
+    #[arg(short, long)]
+    quiet: bool,
+    /// Layers uploaded at once
+    #[arg(long, default_value_t = 3)]
+    jobs: usize,
 }
 
 #[derive(Args, Debug)]
 pub struct PullArgs {
     /// NAME[:TAG|@DIGEST]
     image: String,
+    /// Speak plain HTTP to this registry (HOST[:PORT] or CIDR); repeatable
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    insecure: Vec<String>,
+    /// Suppress progress output
+    #[arg(short, long)]
+    quiet: bool,
+    /// Layers downloaded at once
+    #[arg(long, default_value_t = 3)]
+    jobs: usize,
 }
 
 #[derive(Args, Debug)]
 pub struct LoginArgs {
-    /// Registry server
+    /// Registry server (default: Docker Hub)
     server: Option<String>,
+    /// Username
+    #[arg(short, long)]
+    username: Option<String>,
+    /// Password (prefer --password-stdin)
+    #[arg(short, long, conflicts_with = "password_stdin")]
+    password: Option<String>,
+    /// Take the password from stdin
+    #[arg(long)]
+    password_stdin: bool,
+    /// Speak plain HTTP to this registry (HOST[:PORT] or CIDR); repeatable
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    insecure: Vec<String>,
 }
 
 #[derive(Args, Debug)]
 pub struct LogoutArgs {
-    /// Registry server
+    /// Registry server (default: Docker Hub)
     server: Option<String>,
 }
 
-pub fn push(_root: &Path, a: PushArgs) -> Result<ExitCode> {
-    bail!("push {} : not implemented yet", a.image)
+/// One bar per blob on stderr, like Docker's per-layer lines.
+struct Bars {
+    multi: MultiProgress,
+    bars: Mutex<HashMap<String, ProgressBar>>,
 }
-pub fn pull(_root: &Path, a: PullArgs) -> Result<ExitCode> {
-    bail!("pull {}: not implemented yet", a.image)
+
+impl Bars {
+    fn bar(&self, id: &str) -> ProgressBar {
+        let mut bars = self.bars.lock().unwrap_or_else(|p| p.into_inner());
+        bars.entry(id.to_string())
+            .or_insert_with(|| {
+                let b = self.multi.add(ProgressBar::new(0));
+                b.set_style(
+                    ProgressStyle::with_template(
+                        "{prefix}: {msg} {wide_bar} {bytes}/{total_bytes}",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+                );
+                b.set_prefix(id.to_string());
+                b
+            })
+            .clone()
+    }
 }
+
+impl Progress for Bars {
+    fn begin(&self, id: &str, action: &str, total: Option<u64>) {
+        let b = self.bar(id);
+        b.set_message(action.to_string());
+        if let Some(t) = total {
+            b.set_length(t);
+            b.set_position(0);
+        }
+    }
+    fn advance(&self, id: &str, bytes: u64) {
+        self.bar(id).inc(bytes);
+    }
+    fn end(&self, id: &str, status: &str) {
+        let b = self.bar(id);
+        b.set_style(
+            ProgressStyle::with_template("{prefix}: {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        b.finish_with_message(status.to_string());
+    }
+}
+
+fn progress(quiet: bool) -> Arc<dyn Progress> {
+    if quiet || !io::stderr().is_terminal() {
+        return Arc::new(Quiet);
+    }
+    Arc::new(Bars {
+        multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(8)),
+        bars: Mutex::new(HashMap::new()),
+    })
+}
+
+pub fn push(root: &Path, a: PushArgs) -> Result<ExitCode> {
+    let store = open_store(root)?;
+    let mut opts = Options::for_root(&store, &a.insecure)?;
+    opts.jobs = a.jobs;
+    let out = remote::push(&store, &a.image, &opts, progress(a.quiet))
+        .with_context(|| format!("push {}", a.image))?;
+    println!("{}: digest: {} size: {}", out.tag, out.digest, out.size);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn pull(root: &Path, a: PullArgs) -> Result<ExitCode> {
+    let store = open_store(root)?;
+    let mut opts = Options::for_root(&store, &a.insecure)?;
+    opts.jobs = a.jobs;
+    let out = remote::pull(&store, &a.image, &opts, progress(a.quiet))
+        .with_context(|| format!("pull {}", a.image))?;
+    let shown = out.reference.familiar_string();
+    println!("Digest: {}", out.digest);
+    if out.updated {
+        println!("Status: Downloaded newer image for {shown}");
+    } else {
+        println!("Status: Image is up to date for {shown}");
+    }
+    println!("{}", out.reference);
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn login(a: LoginArgs) -> Result<ExitCode> {
-    bail!("login {:?}: not implemented yet", a.server)
+    let server = a.server.unwrap_or_else(|| "docker.io".to_string());
+    let username = match a.username {
+        Some(u) => u,
+        None => bail!("login {server}: a username is required (-u USER)"),
+    };
+    let password = if a.password_stdin {
+        let mut p = String::new();
+        io::stdin()
+            .read_to_string(&mut p)
+            .context("reading the password from stdin")?;
+        p.trim_end_matches(['\n', '\r']).to_string()
+    } else if let Some(p) = a.password {
+        eprintln!("WARNING! Using --password via the CLI is insecure. Use --password-stdin.");
+        p
+    } else {
+        bail!("login {server}: a password is required (-p PASSWORD or --password-stdin)")
+    };
+    if password.is_empty() {
+        bail!("login {server}: the password is empty");
+    }
+    let creds = Credentials { username, password };
+    remote::verify_login(&server, &creds, &a.insecure)
+        .with_context(|| format!("login {server}"))?;
+    let file = remote::auth::store(&server, &creds).with_context(|| format!("login {server}"))?;
+    eprintln!("Credentials saved to {}", file.display());
+    println!("Login Succeeded");
+    Ok(ExitCode::SUCCESS)
 }
+
 pub fn logout(a: LogoutArgs) -> Result<ExitCode> {
-    bail!("logout {:?}: not implemented yet", a.server)
+    let server = a.server.unwrap_or_else(|| "docker.io".to_string());
+    let shown = remote::endpoint::canonical_domain(&server);
+    if remote::auth::erase(&server).with_context(|| format!("logout {server}"))? {
+        println!("Removing login credentials for {shown}");
+    } else {
+        println!("Not logged in to {shown}");
+    }
+    Ok(ExitCode::SUCCESS)
 }

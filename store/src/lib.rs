@@ -18,6 +18,7 @@ pub mod import;
 pub mod layers;
 pub mod mount;
 pub mod reference;
+pub mod remote;
 pub mod root;
 
 pub use error::{Result, StoreError};

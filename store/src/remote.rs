@@ -1,0 +1,222 @@
+//! Push and pull between this store and registries speaking the OCI distribution API, and the
+//! credentials `login` keeps for them.
+//!
+//! The library is async inside (`tokio`, `oci-client`, `reqwest`); the entry points here are
+//! synchronous and run a short-lived runtime, as the CLI and builder are synchronous.
+//!
+//! - `endpoint`: registry names, Docker Hub's API host, HTTP for loopback and insecure registries
+//! - `auth`: berth's and Docker's credential files
+//! - `client`: one authenticated session with a repository
+//! - `upload`: chunked uploads with resume, cross-repo mount
+//! - `state`: compressed digests of plain layers and where blobs were seen, between runs
+//! - `push`, `pull`
+
+pub mod auth;
+pub mod client;
+pub mod endpoint;
+pub mod error;
+pub mod pull;
+pub mod push;
+pub mod state;
+pub mod upload;
+
+use std::sync::Arc;
+
+pub use auth::Credentials;
+pub use error::RemoteError;
+pub use pull::PullOutcome;
+pub use push::PushOutcome;
+
+use crate::root::Store;
+use error::Result;
+
+/// Settings shared by push and pull.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `--insecure-registry` entries plus the config file's.
+    pub insecure: Vec<String>,
+    /// Blobs transferred at once.
+    pub jobs: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            insecure: Vec::new(),
+            jobs: 3,
+        }
+    }
+}
+
+impl Options {
+    /// Defaults plus the `insecure-registries` of `<root>/config.json` or `/etc/berth/config.json`.
+    pub fn for_root(store: &Store, insecure: &[String]) -> Result<Options> {
+        let mut list = insecure.to_vec();
+        list.extend(endpoint::configured_insecure(store.root()).map_err(RemoteError::Config)?);
+        Ok(Options {
+            insecure: list,
+            ..Options::default()
+        })
+    }
+}
+
+/// Per-blob progress; `id` is the 12-character short digest Docker shows.
+pub trait Progress: Send + Sync {
+    fn begin(&self, _id: &str, _action: &str, _total: Option<u64>) {}
+    fn advance(&self, _id: &str, _bytes: u64) {}
+    fn end(&self, _id: &str, _status: &str) {}
+}
+
+/// Progress that shows nothing.
+pub struct Quiet;
+impl Progress for Quiet {}
+
+/// `sha256:0123456789ab…` → `0123456789ab`.
+pub fn short(digest: &str) -> &str {
+    let hex = digest.split_once(':').map_or(digest, |(_, h)| h);
+    &hex[..hex.len().min(12)]
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| RemoteError::Other(format!("starting async runtime: {e}")))
+}
+
+/// Upload image `spec` (a local reference) to the registry its name points at.
+pub fn push(
+    store: &Store,
+    spec: &str,
+    opts: &Options,
+    progress: Arc<dyn Progress>,
+) -> Result<PushOutcome> {
+    runtime()?.block_on(push::push(store, spec, opts, progress))
+}
+
+/// Download `spec` (`name[:tag]` or `name@digest`) into the store and tag it.
+pub fn pull(
+    store: &Store,
+    spec: &str,
+    opts: &Options,
+    progress: Arc<dyn Progress>,
+) -> Result<PullOutcome> {
+    runtime()?.block_on(pull::pull(store, spec, opts, progress))
+}
+
+/// Check credentials against `server` (basic or bearer-token challenge) without storing them.
+pub fn verify_login(server: &str, creds: &Credentials, insecure: &[String]) -> Result<()> {
+    let ep = endpoint::Endpoint::new(server, insecure);
+    runtime()?.block_on(async {
+        let http = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(30))
+            .timeout(std::time::Duration::from_secs(60))
+            .build()
+            .map_err(|e| RemoteError::Other(format!("HTTP client: {e}")))?;
+        let unreachable = |e: reqwest::Error| RemoteError::Unreachable {
+            registry: ep.domain.clone(),
+            reason: error::transport_reason(&e),
+        };
+        let bad = || RemoteError::BadCredentials {
+            registry: ep.domain.clone(),
+        };
+        let res = http.get(ep.base_url()).send().await.map_err(unreachable)?;
+        if res.status().is_success() {
+            return Ok(());
+        }
+        let challenge = res
+            .headers()
+            .get(reqwest::header::WWW_AUTHENTICATE)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        if res.status() != reqwest::StatusCode::UNAUTHORIZED {
+            return Err(RemoteError::Registry {
+                what: format!("login to {}", ep.domain),
+                detail: format!("HTTP {} from {}", res.status().as_u16(), ep.base_url()),
+            });
+        }
+        let ok = if let Some(params) = challenge
+            .strip_prefix("Bearer ")
+            .or_else(|| challenge.strip_prefix("bearer "))
+        {
+            let param = |k: &str| challenge_param(params, k);
+            let realm = param("realm").ok_or_else(|| RemoteError::Registry {
+                what: format!("login to {}", ep.domain),
+                detail: "bearer challenge without realm".into(),
+            })?;
+            let mut q = vec![("account", creds.username.clone())];
+            if let Some(sv) = param("service") {
+                q.push(("service", sv));
+            }
+            http.get(realm)
+                .query(&q)
+                .basic_auth(&creds.username, Some(&creds.password))
+                .send()
+                .await
+                .map_err(unreachable)?
+                .status()
+                .is_success()
+        } else {
+            http.get(ep.base_url())
+                .basic_auth(&creds.username, Some(&creds.password))
+                .send()
+                .await
+                .map_err(unreachable)?
+                .status()
+                .is_success()
+        };
+        if ok { Ok(()) } else { Err(bad()) }
+    })
+}
+
+/// `key="value"` from a `WWW-Authenticate` parameter list.
+fn challenge_param(params: &str, key: &str) -> Option<String> {
+    let mut rest = params;
+    while !rest.is_empty() {
+        let (k, after) = rest.split_once('=')?;
+        let k = k.trim().trim_start_matches(',').trim();
+        let (v, tail) = if let Some(a) = after.strip_prefix('"') {
+            let end = a.find('"')?;
+            (&a[..end], &a[end + 1..])
+        } else {
+            after.split_once(',').unwrap_or((after, ""))
+        };
+        if k.eq_ignore_ascii_case(key) {
+            return Some(v.to_string());
+        }
+        rest = tail.trim_start_matches(',');
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenge_params() {
+        let p = r#"realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:a/b:pull,push""#;
+        assert_eq!(
+            challenge_param(p, "realm").unwrap(),
+            "https://auth.docker.io/token"
+        );
+        assert_eq!(challenge_param(p, "service").unwrap(), "registry.docker.io");
+        assert_eq!(
+            challenge_param(p, "scope").unwrap(),
+            "repository:a/b:pull,push"
+        );
+        assert_eq!(
+            challenge_param("realm=x,service=y", "service").unwrap(),
+            "y"
+        );
+        assert_eq!(challenge_param(p, "nope"), None);
+    }
+
+    #[test]
+    fn short_digests() {
+        assert_eq!(short("sha256:0123456789abcdef"), "0123456789ab");
+        assert_eq!(short("abc"), "abc");
+    }
+}

@@ -1,0 +1,315 @@
+//! `pull`: manifest (an image index resolves to this platform's manifest), config and layers,
+//! each streamed into the blob store and verified against its digest before it becomes
+//! visible; the tag is written last, so a failed pull leaves no tag and no partial blob.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use oci_client::RegistryOperation;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::images::NewImage;
+use crate::reference::Reference;
+use crate::root::Store;
+
+use super::client::Session;
+use super::endpoint::Endpoint;
+use super::error::{RemoteError, Result};
+use super::state::State;
+use super::{Options, Progress, short};
+
+const ATTEMPTS: u32 = 3;
+
+#[derive(Debug, Clone)]
+pub struct PullOutcome {
+    pub reference: Reference,
+    /// Digest of what the reference named (the index, for a multi-platform image).
+    pub digest: String,
+    pub image_id: String,
+    /// False when the reference already pointed at this manifest.
+    pub updated: bool,
+}
+
+fn is_index(v: &Value) -> bool {
+    let mt = v["mediaType"].as_str().unwrap_or_default();
+    mt.contains("index") || mt.contains("manifest.list") || v.get("manifests").is_some()
+}
+
+/// The index entry for `os`/`arch` (linux/<host arch>), else the only entry.
+pub fn pick_platform(index: &Value, os: &str, arch: &str) -> Option<(String, String)> {
+    let entries = index["manifests"].as_array()?;
+    let entry = |e: &Value| {
+        Some((
+            e["digest"].as_str()?.to_string(),
+            e["mediaType"].as_str().unwrap_or_default().to_string(),
+        ))
+    };
+    entries
+        .iter()
+        .find(|e| {
+            e["platform"]["os"].as_str() == Some(os)
+                && e["platform"]["architecture"].as_str() == Some(arch)
+        })
+        .and_then(entry)
+        .or_else(|| match entries.as_slice() {
+            [only] => entry(only),
+            _ => None,
+        })
+}
+
+fn check_digest(what: &str, expected: &str, actual: &str) -> Result<()> {
+    if expected != actual {
+        return Err(RemoteError::DigestMismatch {
+            what: what.to_string(),
+            expected: expected.to_string(),
+            actual: actual.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Stream one blob into the store, verifying it; retried from the start on a transport error.
+async fn fetch_blob(
+    store: &Store,
+    s: &Session,
+    digest: &str,
+    size: u64,
+    progress: &Arc<dyn Progress>,
+) -> Result<()> {
+    let d = crate::digest::parse_sha256(digest)?;
+    let id = short(digest).to_string();
+    if store.blobs().contains(&d) {
+        progress.end(&id, "Already exists");
+        return Ok(());
+    }
+    let mut attempt = 0;
+    loop {
+        progress.begin(&id, "Downloading", Some(size));
+        match fetch_once(store, s, &d, size, &id, progress).await {
+            Ok(()) => {
+                progress.end(&id, "Pull complete");
+                return Ok(());
+            }
+            Err(RemoteError::Unreachable { .. }) if attempt + 1 < ATTEMPTS => {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(500 << attempt)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn fetch_once(
+    store: &Store,
+    s: &Session,
+    d: &oci_spec::image::Digest,
+    size: u64,
+    id: &str,
+    progress: &Arc<dyn Progress>,
+) -> Result<()> {
+    let digest = d.to_string();
+    let mut stream = s.blob_stream(&digest, size).await?;
+    let writer = store.blobs().writer()?;
+    let (tx, mut rx) = mpsc::channel::<bytes::Bytes>(8);
+    let expected = d.clone();
+    let sink = tokio::task::spawn_blocking(move || -> crate::Result<()> {
+        use std::io::Write;
+        let mut w = writer;
+        while let Some(b) = rx.blocking_recv() {
+            w.write_all(&b)
+                .map_err(|e| crate::StoreError::io("writing blob", "tmp", e))?;
+        }
+        w.commit(Some(&expected)).map(|_| ())
+    });
+    let mut failed = None;
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(b) => {
+                progress.advance(id, b.len() as u64);
+                if tx.send(b).await.is_err() {
+                    break;
+                }
+            }
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    if let Some(e) = failed {
+        drop(tx);
+        sink.abort();
+        // The digest check in the stream reports a mismatch as an I/O error of its own.
+        let msg = e.to_string();
+        if msg.to_ascii_lowercase().contains("digest") {
+            return Err(RemoteError::Other(format!("fetching blob {digest}: {msg}")));
+        }
+        return Err(s.unreachable(&e));
+    }
+    drop(tx);
+    sink.await
+        .map_err(|e| RemoteError::Other(format!("storing blob {digest}: {e}")))?
+        .map_err(|e| match e {
+            crate::StoreError::DigestMismatch {
+                expected, actual, ..
+            } => RemoteError::DigestMismatch {
+                what: format!("blob from {}", s.endpoint.domain),
+                expected,
+                actual,
+            },
+            other => other.into(),
+        })
+}
+
+pub(super) async fn pull(
+    store: &Store,
+    spec: &str,
+    opts: &Options,
+    progress: Arc<dyn Progress>,
+) -> Result<PullOutcome> {
+    let target = Reference::parse_normalized(spec).map_err(crate::StoreError::from)?;
+    let shown = target.familiar_string();
+    let endpoint = Endpoint::new(target.domain(), &opts.insecure);
+    let creds = super::auth::lookup(&endpoint.domain)?;
+    let s = Session::connect(endpoint, target.path(), creds, RegistryOperation::Pull).await?;
+
+    let wanted = match (target.digest(), target.tag()) {
+        (Some(d), _) => d.to_string(),
+        (None, Some(t)) => t.to_string(),
+        (None, None) => "latest".to_string(),
+    };
+    let (bytes, digest) = s.get_manifest(&wanted, &shown).await?;
+    if let Some(d) = target.digest() {
+        check_digest(&format!("manifest of {shown}"), d.as_ref(), &digest)?;
+    }
+    let top: Value = serde_json::from_slice(&bytes).map_err(|e| RemoteError::Unsupported {
+        what: format!("manifest of {shown}"),
+        reason: e.to_string(),
+    })?;
+    let (manifest_bytes, manifest_digest, manifest) = if is_index(&top) {
+        let arch = crate::import::host_arch();
+        let (d, _) = pick_platform(&top, "linux", arch).ok_or_else(|| RemoteError::NoPlatform {
+            reference: shown.clone(),
+            platform: format!("linux/{arch}"),
+        })?;
+        let (b, got) = s.get_manifest(&d, &format!("{shown} ({d})")).await?;
+        check_digest(&format!("platform manifest of {shown}"), &d, &got)?;
+        let v: Value = serde_json::from_slice(&b).map_err(|e| RemoteError::Unsupported {
+            what: format!("manifest of {shown}"),
+            reason: e.to_string(),
+        })?;
+        (b, got, v)
+    } else {
+        (bytes, digest.clone(), top)
+    };
+    if manifest["schemaVersion"].as_u64() != Some(2) || manifest.get("config").is_none() {
+        return Err(RemoteError::Unsupported {
+            what: format!("manifest of {shown}"),
+            reason: "only image manifests with schemaVersion 2 can be pulled".into(),
+        });
+    }
+
+    let tagged = target.digest().is_none().then(|| target.with_default_tag());
+    let before = tagged
+        .as_ref()
+        .and_then(|t| store.resolve_image(&t.to_string()).ok())
+        .map(|i| i.manifest.to_string());
+
+    let _writing = store.writer_lock()?;
+    let config_digest = manifest["config"]["digest"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let config_size = manifest["config"]["size"].as_u64().unwrap_or(0);
+    let layers: Vec<(String, u64)> = manifest["layers"]
+        .as_array()
+        .map(|l| {
+            l.iter()
+                .map(|d| {
+                    (
+                        d["digest"].as_str().unwrap_or("").to_string(),
+                        d["size"].as_u64().unwrap_or(0),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    for (d, _) in &layers {
+        progress.begin(short(d), "Pulling fs layer", None);
+    }
+    let fetched: Vec<Result<()>> = futures::stream::iter(
+        layers
+            .iter()
+            .map(|(d, n)| fetch_blob(store, &s, d, *n, &progress)),
+    )
+    .buffer_unordered(opts.jobs.max(1))
+    .collect()
+    .await;
+    for r in fetched {
+        r?;
+    }
+    fetch_blob(store, &s, &config_digest, config_size, &progress).await?;
+    let config_d = crate::digest::parse_sha256(&config_digest)?;
+    let config: Value =
+        serde_json::from_slice(&store.blobs().read_verified(&config_d)?).map_err(|e| {
+            RemoteError::Unsupported {
+                what: format!("image config of {shown}"),
+                reason: e.to_string(),
+            }
+        })?;
+    let (md, msize) = store.blobs().put_bytes(&manifest_bytes)?;
+    check_digest("stored manifest", &manifest_digest, md.as_ref())?;
+    let media_type = manifest["mediaType"]
+        .as_str()
+        .unwrap_or("application/vnd.oci.image.manifest.v1+json");
+    let img = NewImage {
+        manifest: md.clone(),
+        manifest_size: msize,
+        media_type: oci_spec::image::MediaType::from(media_type),
+        config: config_d.clone(),
+        created: config["created"].as_str().map(str::to_string),
+        size: layers.iter().map(|(_, n)| n).sum(),
+    };
+    let tags: Vec<Reference> = tagged.iter().cloned().collect();
+    store.add_image(&img, &tags)?;
+    let here = format!("{}/{}", s.endpoint.domain, s.repo);
+    State::update(store, |st| {
+        for (d, _) in &layers {
+            st.note_location(d, &here);
+        }
+        st.note_location(&config_digest, &here);
+    })?;
+    Ok(PullOutcome {
+        reference: target,
+        digest,
+        image_id: config_digest,
+        updated: before.as_deref() != Some(md.to_string().as_str()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn platform_selection() {
+        let idx: Value = serde_json::from_str(
+            r#"{"manifests": [
+                {"digest": "sha256:arm", "mediaType": "m", "platform": {"os": "linux", "architecture": "arm64"}},
+                {"digest": "sha256:amd", "mediaType": "m", "platform": {"os": "linux", "architecture": "amd64"}}
+            ]}"#,
+        )
+        .unwrap();
+        assert!(is_index(&idx));
+        assert_eq!(
+            pick_platform(&idx, "linux", "amd64").unwrap().0,
+            "sha256:amd"
+        );
+        assert_eq!(pick_platform(&idx, "linux", "s390x"), None);
+        let one: Value =
+            serde_json::from_str(r#"{"manifests": [{"digest": "sha256:x", "platform": {"os": "linux", "architecture": "riscv64"}}]}"#)
+                .unwrap();
+        assert_eq!(pick_platform(&one, "linux", "amd64").unwrap().0, "sha256:x");
+    }
+}

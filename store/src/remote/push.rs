@@ -1,0 +1,262 @@
+//! `push`: layers (gzip-compressed on the way up when stored plain), config, then the manifest.
+//!
+//! An uncompressed layer is read from the blob store, gzipped on a blocking thread and streamed
+//! into chunked PATCHes while the compressed bytes are hashed; the upload ends with
+//! `PUT ?digest=` once the digest is known, so nothing is staged on disk. The compressed digest
+//! is remembered per diff ID (`state`), so a later push HEADs it and skips the compression.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use oci_client::RegistryOperation;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::compression::Compression;
+use crate::reference::Reference;
+use crate::root::Store;
+
+use super::client::Session;
+use super::endpoint::Endpoint;
+use super::error::{RemoteError, Result};
+use super::state::{Compressed, State};
+use super::upload::{self, ChunkSender, Mount, Source};
+use super::{Options, Progress, short};
+
+const OCI_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+const DOCKER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+
+#[derive(Debug, Clone)]
+pub struct PushOutcome {
+    /// What was pushed, as typed after normalisation.
+    pub reference: Reference,
+    pub tag: String,
+    pub digest: String,
+    pub size: u64,
+}
+
+struct Ctx<'a> {
+    store: &'a Store,
+    s: &'a Session,
+    progress: &'a Arc<dyn Progress>,
+    /// `domain/repo`, as `state` records locations.
+    here: String,
+}
+
+impl Ctx<'_> {
+    /// Make sure the registry has `digest` without uploading it: HEAD, then mounts from other
+    /// repositories of this registry known to hold it. Any mount failure just means "upload".
+    async fn present(&self, id: &str, digest: &str) -> Result<bool> {
+        if self.s.blob_exists(digest).await? {
+            self.progress.end(id, "Layer already exists");
+            return Ok(true);
+        }
+        let sources =
+            State::load(self.store)?.mount_sources(digest, &self.s.endpoint.domain, &self.s.repo);
+        for from in sources {
+            match upload::mount(self.s, digest, &from).await {
+                Ok(Mount::Mounted) => {
+                    self.progress.end(id, &format!("Mounted from {from}"));
+                    return Ok(true);
+                }
+                Ok(Mount::NotMounted) => {}
+                Err(e) => tracing::debug!("mount of {digest} from {from}: {e}"),
+            }
+        }
+        Ok(false)
+    }
+
+    /// Upload a blob the store holds as it is.
+    async fn upload_file(&self, id: &str, digest: &str, size: u64) -> Result<()> {
+        let d = crate::digest::parse_sha256(digest)?;
+        let path = self.store.blobs().path(&d);
+        self.progress.begin(id, "Pushing", Some(size));
+        let p = self.progress.clone();
+        let idc = id.to_string();
+        let adv = move |n: u64| p.advance(&idc, n);
+        upload::upload(
+            self.s,
+            &format!("uploading blob {digest}"),
+            Source::File { path, offset: 0 },
+            Some(digest),
+            async { Ok((String::new(), 0)) },
+            &adv,
+        )
+        .await?;
+        self.progress.end(id, "Pushed");
+        Ok(())
+    }
+
+    /// Gzip a stored plain layer into an upload; returns the compressed digest and size.
+    async fn upload_gzipped(&self, id: &str, diff_id: &str, size: u64) -> Result<(String, u64)> {
+        let d = crate::digest::parse_sha256(diff_id)?;
+        let file = self.store.blobs().open(&d)?;
+        let (tx, rx) = mpsc::channel(2);
+        let worker = tokio::task::spawn_blocking(move || -> std::io::Result<(String, u64)> {
+            let mut enc =
+                flate2::write::GzEncoder::new(ChunkSender::new(tx), flate2::Compression::default());
+            let mut r = std::io::BufReader::with_capacity(1 << 20, file);
+            match std::io::copy(&mut r, &mut enc).and_then(|_| enc.finish()) {
+                Ok(sender) => sender.finish(),
+                Err(e) => Err(e),
+            }
+        });
+        // Progress counts compressed bytes sent against the plain size: a lower bound.
+        self.progress.begin(id, "Pushing", Some(size));
+        let p = self.progress.clone();
+        let idc = id.to_string();
+        let adv = move |n: u64| p.advance(&idc, n);
+        let what = format!("uploading layer {diff_id} (gzip)");
+        let digest_of = async {
+            worker
+                .await
+                .map_err(|e| RemoteError::Other(format!("compressing layer {diff_id}: {e}")))?
+                .map_err(|e| RemoteError::Other(format!("compressing layer {diff_id}: {e}")))
+        };
+        let out = upload::upload(self.s, &what, Source::Channel(rx), None, digest_of, &adv).await?;
+        self.progress.end(id, "Pushed");
+        Ok(out)
+    }
+
+    /// Push one layer; returns the descriptor fields (media type, digest, size) to put in the
+    /// manifest.
+    async fn layer(&self, desc: &Value, diff_id: &str) -> Result<(String, String, u64)> {
+        let mt = desc["mediaType"].as_str().unwrap_or_default().to_string();
+        let digest = desc["digest"].as_str().unwrap_or_default().to_string();
+        let size = desc["size"].as_u64().unwrap_or(0);
+        let id = short(&digest).to_string();
+        let comp = Compression::from_media_type(&oci_spec::image::MediaType::from(mt.as_str()));
+        if comp != Compression::None {
+            if !self.present(&id, &digest).await? {
+                self.upload_file(&id, &digest, size).await?;
+            }
+            self.note(&digest)?;
+            return Ok((mt, digest, size));
+        }
+        let gz_type = if mt.starts_with("application/vnd.docker.") {
+            DOCKER_GZIP
+        } else {
+            OCI_GZIP
+        };
+        let known = State::load(self.store)?.compressed.get(diff_id).cloned();
+        if let Some(k) = &known
+            && self.present(&id, &k.digest).await?
+        {
+            self.note(&k.digest)?;
+            return Ok((gz_type.to_string(), k.digest.clone(), k.size));
+        }
+        let (cd, cs) = self.upload_gzipped(&id, diff_id, size).await?;
+        State::update(self.store, |s| {
+            s.compressed.insert(
+                diff_id.to_string(),
+                Compressed {
+                    digest: cd.clone(),
+                    size: cs,
+                    media_type: gz_type.to_string(),
+                },
+            );
+            s.note_location(&cd, &self.here);
+        })?;
+        Ok((gz_type.to_string(), cd, cs))
+    }
+
+    fn note(&self, digest: &str) -> Result<()> {
+        State::update(self.store, |s| s.note_location(digest, &self.here))
+    }
+}
+
+pub(super) async fn push(
+    store: &Store,
+    spec: &str,
+    opts: &Options,
+    progress: Arc<dyn Progress>,
+) -> Result<PushOutcome> {
+    let img = store.resolve_image(spec)?;
+    let target = Reference::parse_normalized(spec).map_err(crate::StoreError::from)?;
+    if target.digest().is_some() {
+        return Err(RemoteError::Unsupported {
+            what: format!("push of {spec}"),
+            reason: "a digest cannot be pushed to; push NAME[:TAG]".into(),
+        });
+    }
+    let tag = target.tag().unwrap_or("latest").to_string();
+    let endpoint = Endpoint::new(target.domain(), &opts.insecure);
+    let creds = super::auth::lookup(&endpoint.domain)?;
+    let s = Session::connect(endpoint, target.path(), creds, RegistryOperation::Push).await?;
+    let _writing = store.writer_lock()?;
+
+    let manifest_bytes = store.blobs().read_verified(&img.manifest)?;
+    let mut manifest: Value = serde_json::from_slice(&manifest_bytes)
+        .map_err(|e| crate::StoreError::corrupt(format!("manifest {}", img.manifest), e))?;
+    let layers = store.layers(&img)?;
+    let descs: Vec<Value> = manifest["layers"].as_array().cloned().unwrap_or_default();
+    if descs.len() != layers.len() {
+        return Err(crate::StoreError::corrupt(
+            format!("image {}", img.short_id()),
+            "manifest and config disagree on the layer count",
+        )
+        .into());
+    }
+    let ctx = Ctx {
+        store,
+        s: &s,
+        progress: &progress,
+        here: format!("{}/{}", s.endpoint.domain, s.repo),
+    };
+    for d in &descs {
+        progress.begin(short(d["digest"].as_str().unwrap_or("")), "Preparing", None);
+    }
+    let results: Vec<Result<(String, String, u64)>> = futures::stream::iter(
+        descs
+            .iter()
+            .zip(&layers)
+            .map(|(d, l)| ctx.layer(d, l.diff_id.as_ref())),
+    )
+    .buffered(opts.jobs.max(1))
+    .collect()
+    .await;
+    let mut changed = false;
+    let mut new_layers = Vec::with_capacity(descs.len());
+    for (mut d, r) in descs.into_iter().zip(results) {
+        let (mt, digest, size) = r?;
+        if d["digest"].as_str() != Some(digest.as_str()) {
+            changed = true;
+            d["mediaType"] = Value::String(mt);
+            d["digest"] = Value::String(digest);
+            d["size"] = Value::from(size);
+        }
+        new_layers.push(d);
+    }
+
+    let config = img.id.to_string();
+    let config_size = store.blobs().size(&img.id)?;
+    let cid = short(&config).to_string();
+    if !ctx.present(&cid, &config).await? {
+        ctx.upload_file(&cid, &config, config_size).await?;
+    }
+    ctx.note(&config)?;
+
+    let media_type = manifest["mediaType"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| img.manifest_media_type.to_string());
+    let body = if changed {
+        manifest["layers"] = Value::Array(new_layers);
+        if media_type == DOCKER_MANIFEST || manifest.get("mediaType").is_some() {
+            manifest["mediaType"] = Value::String(media_type.clone());
+        }
+        serde_json::to_vec(&manifest).expect("manifest serializes")
+    } else {
+        manifest_bytes
+    };
+    let digest = crate::digest::sha256_of(&body).to_string();
+    let size = body.len() as u64;
+    s.put_manifest(&tag, body, &media_type).await?;
+    Ok(PushOutcome {
+        reference: target,
+        tag,
+        digest,
+        size,
+    })
+}
