@@ -9,8 +9,9 @@
 //!
 //! Speed matters (a layer is unpacked on every pull): per entry there is no `lstat` of parents
 //! (recently used parents stay open, the rest are opened in one `openat2`), files are created with
-//! `O_CREAT|O_EXCL` and only on `EEXIST` is the old entry removed, data moves in 1 MiB writes,
-//! and a `chmod` happens only when the creation mode cannot have come out right.
+//! `O_CREAT|O_EXCL` and only on `EEXIST` is the old entry removed, data moves in writes of up to
+//! 1 MiB, and `chown`/`chmod` happen only when creation cannot have got them right already. A
+//! typical file costs `openat`, `write`, `utimensat`, `close` (GNU tar: about twice as many).
 
 mod entry_path;
 mod error;
@@ -227,11 +228,7 @@ impl Unpacker {
         }
     }
 
-    fn parent(
-        &mut self,
-        raw: &[u8],
-        path: &CleanPath,
-    ) -> Result<Rc<DirFd>, ExtractError> {
+    fn parent(&mut self, raw: &[u8], path: &CleanPath) -> Result<Rc<DirFd>, ExtractError> {
         self.scope
             .dir(path.parent(), true, &self.defaults)
             .map_err(|e| resolve_err(raw, e))
@@ -437,7 +434,9 @@ impl Unpacker {
         let target = match CleanPath::new(target_raw) {
             Ok(t) => t,
             Err(PathProblem::Escape) => return Err(escape()),
-            Err(_) => return Err(missing()),
+            Err(PathProblem::Nul | PathProblem::TooLong) => {
+                return Err(invalid(raw, "hard link target is not a valid name"));
+            }
         };
         if target.is_root() {
             return Err(invalid(raw, "hard link to the layer root"));

@@ -203,7 +203,8 @@ impl Meta {
                 continue;
             }
             let path = proc_path(parent.as_fd(), name);
-            let set = rustix::fs::lsetxattr(path.as_slice(), n.as_slice(), value, XattrFlags::empty());
+            let set =
+                rustix::fs::lsetxattr(path.as_slice(), n.as_slice(), value, XattrFlags::empty());
             tolerate_xattr(set, n)?;
         }
         rustix::fs::utimensat(
@@ -300,7 +301,7 @@ fn pax_time(v: &[u8]) -> Option<Timespec> {
     })
 }
 
-fn skip_xattr(name: &[u8], modes: &mut Defaults) -> bool {
+fn skip_xattr(name: &[u8], defaults: &mut Defaults) -> bool {
     if name.starts_with(OVERLAY_XATTR_PREFIX) {
         tracing::warn!(
             xattr = %String::from_utf8_lossy(name),
@@ -309,7 +310,7 @@ fn skip_xattr(name: &[u8], modes: &mut Defaults) -> bool {
         return true;
     }
     if name == DEFAULT_ACL_XATTR {
-        modes.saw_default_acl();
+        defaults.saw_default_acl();
     }
     false
 }

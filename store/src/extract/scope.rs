@@ -108,7 +108,7 @@ impl Scope {
         &mut self,
         lexical: &[u8],
         create: bool,
-        modes: &Defaults,
+        defaults: &Defaults,
     ) -> Result<Rc<DirFd>, ResolveError> {
         if lexical.is_empty() {
             return Ok(self.root.clone());
@@ -121,7 +121,7 @@ impl Scope {
         }
         let fd = match self.open_beneath(lexical) {
             Some(fd) => fd,
-            None => self.walk(lexical, create, modes)?,
+            None => self.walk(lexical, create, defaults)?,
         };
         let dir = DirFd::stat(fd).map_err(|e| ResolveError::Io("stat directory", e))?;
         let dir = Rc::new(dir);
@@ -173,7 +173,7 @@ impl Scope {
         &self,
         lexical: &[u8],
         create: bool,
-        modes: &Defaults,
+        defaults: &Defaults,
     ) -> Result<OwnedFd, ResolveError> {
         // Components still to visit, next one last.
         let mut todo: Vec<Vec<u8>> = lexical
@@ -215,7 +215,7 @@ impl Scope {
                             let fd =
                                 rustix::fs::openat(at, comp.as_slice(), DIR_FLAGS, Mode::empty())
                                     .map_err(|e| ResolveError::Io("open new directory", e.into()))?;
-                            if modes.needs_chmod(0o755) {
+                            if defaults.needs_chmod(0o755) {
                                 rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o755)).map_err(
                                     |e| ResolveError::Io("chmod new directory", e.into()),
                                 )?;
