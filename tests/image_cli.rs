@@ -98,6 +98,7 @@ fn import_list_inspect_history() {
     assert_eq!(doc["Config"]["Labels"]["team"], "core");
     assert!(doc["Config"]["ExposedPorts"]["80/tcp"].is_object());
     assert_eq!(doc["RootFS"]["Type"], "layers");
+    assert_eq!(doc["History"][0]["comment"], "hello import");
     assert_eq!(doc["RootFS"]["Layers"].as_array().unwrap().len(), 1);
     assert_eq!(doc["Os"], "linux");
     assert!(doc["Size"].as_u64().unwrap() > 100_000);

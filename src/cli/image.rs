@@ -485,6 +485,7 @@ pub fn inspect_json(store: &Store, img: &Image) -> Result<Value> {
         "Size": img.size,
         "GraphDriver": {"Name": "overlay", "Data": {"LowerDirs": snapshots.join(":")}},
         "RootFS": {"Type": "layers", "Layers": layers},
+        "History": cfg.get("history").cloned().unwrap_or(json!([])),
         "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"},
         "Descriptor": {"mediaType": img.manifest_media_type.to_string(), "digest": img.manifest.to_string(), "size": img.manifest_size},
     }))
