@@ -1,1 +1,16 @@
-//! berth-registry: the OCI distribution server (being written).
+//! berth-registry: an OCI distribution server. `endpoint` parses paths into typed endpoints,
+//! `routes` holds the thin handlers, `storage` the trait and its filesystem backend, `manifest`
+//! the push-time validation, `error` the one table of error codes and statuses.
+
+pub mod auth;
+pub mod config;
+pub mod endpoint;
+pub mod error;
+pub mod manifest;
+pub mod range;
+pub mod routes;
+pub mod server;
+pub mod storage;
+
+pub use config::{Config, FileConfig};
+pub use server::{ServeError, serve, serve_blocking};

@@ -1,19 +1,108 @@
-//! `berth registry …`: the OCI distribution server (being written).
+//! `berth registry …`: run the OCI distribution server.
 
-use std::path::Path;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Result, bail};
-use clap::Subcommand;
+use anyhow::{Context, Result};
+use berth_registry::{Config, FileConfig};
+use clap::{Args, Subcommand};
 
 #[derive(Subcommand, Debug)]
 pub enum RegistryCommand {
     /// Serve the OCI distribution API
-    Serve,
+    Serve(ServeArgs),
+    /// Add or replace USER in an htpasswd file (bcrypt); the password is read from stdin
+    Htpasswd(HtpasswdArgs),
 }
 
-pub fn run(_root: &Path, c: RegistryCommand) -> Result<ExitCode> {
+#[derive(Args, Debug)]
+pub struct HtpasswdArgs {
+    /// User name
+    pub user: String,
+    /// htpasswd file to update [default: <root>/registry/htpasswd]
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port) [default: 127.0.0.1:5000]
+    #[arg(long)]
+    pub addr: Option<String>,
+    /// Storage directory [default: <root>/registry]
+    #[arg(long)]
+    pub storage: Option<PathBuf>,
+    /// Settings file (TOML: addr, storage, read-only); flags override it
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Refuse every write (405 UNSUPPORTED)
+    #[arg(long)]
+    pub read_only: bool,
+    /// Require basic auth from this htpasswd file (bcrypt entries)
+    #[arg(long)]
+    pub htpasswd: Option<PathBuf>,
+    /// Serve HTTPS with this PEM certificate chain (needs --tls-key)
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+pub fn run(root: &Path, c: RegistryCommand) -> Result<ExitCode> {
     match c {
-        RegistryCommand::Serve => bail!("berth registry serve is not implemented yet"),
+        RegistryCommand::Serve(a) => serve(root, a),
+        RegistryCommand::Htpasswd(a) => htpasswd(root, a),
     }
+}
+
+fn serve(root: &Path, a: ServeArgs) -> Result<ExitCode> {
+    let file = match &a.config {
+        Some(p) => FileConfig::load(p)?,
+        None => FileConfig::default(),
+    };
+    let cfg = Config {
+        addr: a
+            .addr
+            .or(file.addr)
+            .unwrap_or_else(|| "127.0.0.1:5000".to_string()),
+        storage: a
+            .storage
+            .or(file.storage)
+            .unwrap_or_else(|| root.join("registry")),
+        read_only: a.read_only || file.read_only.unwrap_or(false),
+        htpasswd: a.htpasswd.or(file.htpasswd),
+        tls: match (a.tls_cert.or(file.tls_cert), a.tls_key.or(file.tls_key)) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => anyhow::bail!("TLS needs both a certificate and a key (--tls-cert, --tls-key)"),
+        },
+    };
+    let storage = cfg.storage.clone();
+    berth_registry::serve_blocking(cfg, |addr, tls| {
+        let mut out = std::io::stdout().lock();
+        let scheme = if tls { "https" } else { "http" };
+        let _ = writeln!(out, "listening on {scheme}://{addr}");
+        let _ = out.flush();
+    })
+    .with_context(|| format!("registry with storage {}", storage.display()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn htpasswd(root: &Path, a: HtpasswdArgs) -> Result<ExitCode> {
+    let file = a
+        .file
+        .unwrap_or_else(|| root.join("registry").join("htpasswd"));
+    let mut password = String::new();
+    std::io::stdin()
+        .read_line(&mut password)
+        .context("reading the password from stdin")?;
+    let password = password.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        anyhow::bail!("empty password on stdin");
+    }
+    berth_registry::auth::set_password(&file, &a.user, password)?;
+    eprintln!("set password for {} in {}", a.user, file.display());
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,203 @@
+//! Running the server: bind, serve with a small tokio runtime, one access-log line per request on
+//! stderr, `Docker-Distribution-API-Version` on every response, graceful shutdown on SIGTERM/SIGINT
+//! (stop accepting, let requests in flight finish).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::HttpBody as _;
+use axum::extract::Request;
+use axum::http::HeaderValue;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+
+use axum::extract::State;
+use axum::response::IntoResponse;
+
+use crate::auth::{Htpasswd, REALM};
+use crate::config::Config;
+use crate::error::{ErrorKind, RegistryError};
+use crate::routes::{App, router};
+use crate::storage::StorageError;
+use crate::storage::fs::FsStorage;
+
+/// How long an untouched upload session is kept.
+const UPLOAD_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("opening storage: {0}")]
+    Storage(#[from] StorageError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("starting the runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("loading htpasswd: {0}")]
+    Auth(#[from] crate::auth::AuthError),
+    #[error("loading TLS certificate/key: {0}")]
+    Tls(std::io::Error),
+    #[error("serving: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Serve until SIGTERM/SIGINT. `on_ready` gets the bound address (the real port for `:0`) and
+/// whether it speaks TLS.
+pub fn serve_blocking(
+    cfg: Config,
+    on_ready: impl FnOnce(SocketAddr, bool),
+) -> Result<(), ServeError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(64)
+        .enable_all()
+        .build()
+        .map_err(ServeError::Runtime)?;
+    rt.block_on(serve(cfg, on_ready))
+}
+
+pub async fn serve(cfg: Config, on_ready: impl FnOnce(SocketAddr, bool)) -> Result<(), ServeError> {
+    let storage = FsStorage::open(&cfg.storage)?;
+    // Sessions a client abandoned are dropped after a day, checked at start and hourly.
+    let purge = |st: &FsStorage| match st.purge_stale_uploads(UPLOAD_MAX_AGE) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("removed {n} stale upload sessions"),
+        Err(e) => tracing::warn!("purging stale uploads: {e}"),
+    };
+    purge(&storage);
+    let htpasswd = cfg.htpasswd.as_deref().map(Htpasswd::load).transpose()?;
+    let app = Arc::new(App {
+        storage,
+        read_only: cfg.read_only,
+    });
+    let listener = tokio::net::TcpListener::bind(&cfg.addr)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: cfg.addr.clone(),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(ServeError::Serve)?;
+    let sweeper = app.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let app = sweeper.clone();
+            let _ = tokio::task::spawn_blocking(move || purge(&app.storage)).await;
+        }
+    });
+    let router = router(app)
+        .layer(middleware::from_fn_with_state(htpasswd, require_auth))
+        .layer(middleware::from_fn(log_and_version));
+    let Some((cert, key)) = &cfg.tls else {
+        on_ready(addr, false);
+        return axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .map_err(ServeError::Serve);
+    };
+    // Both rustls backends may be compiled in; pick one explicitly (an error only means a
+    // provider is already installed).
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+        .await
+        .map_err(ServeError::Tls)?;
+    let handle = axum_server::Handle::new();
+    let on_signal = handle.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        on_signal.graceful_shutdown(None);
+    });
+    let std_listener = listener.into_std().map_err(ServeError::Serve)?;
+    let server =
+        axum_server::tls_rustls::from_tcp_rustls(std_listener, tls).map_err(ServeError::Serve)?;
+    on_ready(addr, true);
+    server
+        .handle(handle)
+        .serve(router.into_make_service())
+        .await
+        .map_err(ServeError::Serve)
+}
+
+async fn log_and_version(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
+    let mut resp = next.run(req).await;
+    resp.headers_mut().insert(
+        "docker-distribution-api-version",
+        HeaderValue::from_static("registry/2.0"),
+    );
+    let bytes = resp
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .or_else(|| resp.body().size_hint().exact())
+        .unwrap_or(0);
+    eprintln!(
+        "{method} {path} {} {bytes} {:.3}ms",
+        resp.status().as_u16(),
+        start.elapsed().as_secs_f64() * 1000.0
+    );
+    resp
+}
+
+/// With an htpasswd file, `/v2…` needs basic credentials (`/healthz` stays open).
+async fn require_auth(
+    State(htpasswd): State<Option<Arc<Htpasswd>>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let Some(h) = htpasswd else {
+        return next.run(req).await;
+    };
+    if !req.uri().path().starts_with("/v2") {
+        return next.run(req).await;
+    }
+    let header = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    // bcrypt is slow by design: keep it off the async workers, and only pay it once per
+    // credentials.
+    let ok = h.known_good(header.as_deref())
+        || tokio::task::spawn_blocking(move || h.check(header.as_deref()))
+            .await
+            .unwrap_or(false);
+    if ok {
+        return next.run(req).await;
+    }
+    RegistryError::bare(ErrorKind::Unauthorized)
+        .with_header(
+            axum::http::header::WWW_AUTHENTICATE,
+            &format!("Basic realm=\"{REALM}\""),
+        )
+        .into_response()
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = term => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}

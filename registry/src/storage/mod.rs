@@ -1,0 +1,173 @@
+//! What the registry stores, behind one trait: blobs (content-addressed, shared by all
+//! repositories), per-repository blob links, manifests, tags, referrers and upload sessions.
+//! The filesystem backend ([`fs::FsStorage`]) is the default.
+
+pub mod fs;
+mod layout;
+mod sink;
+
+use std::future::Future;
+use std::io;
+use std::path::PathBuf;
+use std::pin::Pin;
+
+use bytes::Bytes;
+use futures::Stream;
+use oci_spec::image::{Descriptor, Digest};
+use tokio::io::AsyncRead;
+use uuid::Uuid;
+
+use crate::endpoint::{Name, Reference, Tag};
+
+pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("request body failed: {0}")]
+    Body(io::Error),
+    #[error("content has digest {actual}, not {expected}")]
+    DigestMismatch { expected: Digest, actual: Digest },
+    #[error("expected {expected} bytes, received {actual}")]
+    SizeMismatch { expected: u64, actual: u64 },
+    #[error("chunk starts at {start} but the upload holds {offset} bytes")]
+    RangeMismatch { start: u64, offset: u64 },
+    #[error("upload {0} unknown")]
+    UploadUnknown(Uuid),
+    #[error("corrupt registry data at {path}: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+}
+
+pub type StorageResult<T> = Result<T, StorageError>;
+
+/// An open blob, positioned at the start of the requested range.
+pub struct BlobRead {
+    /// Size of the whole blob.
+    pub size: u64,
+    pub reader: Box<dyn AsyncRead + Send + Unpin>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoredManifest {
+    pub digest: Digest,
+    pub media_type: String,
+    pub bytes: Bytes,
+}
+
+/// A manifest to store: its exact bytes, the media type it was pushed as, and what the referrers
+/// API reports for it when it has a subject.
+pub struct NewManifest {
+    pub digest: Digest,
+    pub media_type: String,
+    pub bytes: Bytes,
+    pub subject: Option<(Digest, Descriptor)>,
+}
+
+/// The storage every backend provides. Nothing becomes visible under a digest before its bytes
+/// were verified against it; every write is atomic.
+pub trait Storage: Send + Sync + 'static {
+    /// Size of `digest` if it is linked into `repo`.
+    fn blob_size(
+        &self,
+        repo: &Name,
+        digest: &Digest,
+    ) -> impl Future<Output = StorageResult<Option<u64>>> + Send;
+    /// Open `digest` (linked into `repo`) at byte `start`.
+    fn blob_open(
+        &self,
+        repo: &Name,
+        digest: &Digest,
+        start: u64,
+    ) -> impl Future<Output = StorageResult<Option<BlobRead>>> + Send;
+    /// Link `digest` into `repo` if `from` has it; false when it does not.
+    fn blob_mount(
+        &self,
+        repo: &Name,
+        from: &Name,
+        digest: &Digest,
+    ) -> impl Future<Output = StorageResult<bool>> + Send;
+    /// Unlink `digest` from `repo`; false when it was not linked.
+    fn blob_delete(
+        &self,
+        repo: &Name,
+        digest: &Digest,
+    ) -> impl Future<Output = StorageResult<bool>> + Send;
+    /// Store a whole blob from one body, verifying it against `digest`; returns its size.
+    fn blob_put(
+        &self,
+        repo: &Name,
+        digest: &Digest,
+        body: ByteStream,
+        len: Option<u64>,
+    ) -> impl Future<Output = StorageResult<u64>> + Send;
+
+    fn upload_start(&self, repo: &Name) -> impl Future<Output = StorageResult<Uuid>> + Send;
+    /// Bytes received so far, or None for an unknown session.
+    fn upload_offset(
+        &self,
+        repo: &Name,
+        id: Uuid,
+    ) -> impl Future<Output = StorageResult<Option<u64>>> + Send;
+    /// Append a chunk. `start` (from `Content-Range`) must equal the current offset; `len` (the
+    /// chunk's declared length) must match what arrives, else the chunk is discarded.
+    fn upload_append(
+        &self,
+        repo: &Name,
+        id: Uuid,
+        start: Option<u64>,
+        body: ByteStream,
+        len: Option<u64>,
+    ) -> impl Future<Output = StorageResult<u64>> + Send;
+    /// Verify the session's bytes against `digest`, publish the blob and link it; returns its size.
+    fn upload_finish(
+        &self,
+        repo: &Name,
+        id: Uuid,
+        digest: &Digest,
+    ) -> impl Future<Output = StorageResult<u64>> + Send;
+    fn upload_cancel(
+        &self,
+        repo: &Name,
+        id: Uuid,
+    ) -> impl Future<Output = StorageResult<bool>> + Send;
+
+    fn manifest_get(
+        &self,
+        repo: &Name,
+        reference: &Reference,
+    ) -> impl Future<Output = StorageResult<Option<StoredManifest>>> + Send;
+    fn manifest_exists(
+        &self,
+        repo: &Name,
+        digest: &Digest,
+    ) -> impl Future<Output = StorageResult<bool>> + Send;
+    /// Store a manifest and point `tags` at it.
+    fn manifest_put(
+        &self,
+        repo: &Name,
+        manifest: NewManifest,
+        tags: Vec<Tag>,
+    ) -> impl Future<Output = StorageResult<()>> + Send;
+    /// Remove a manifest, the tags pointing at it and its referrers entry.
+    fn manifest_delete(
+        &self,
+        repo: &Name,
+        digest: &Digest,
+    ) -> impl Future<Output = StorageResult<bool>> + Send;
+    fn tag_delete(
+        &self,
+        repo: &Name,
+        tag: &Tag,
+    ) -> impl Future<Output = StorageResult<bool>> + Send;
+    /// Sorted tags, or None when the repository does not exist.
+    fn tags(&self, repo: &Name) -> impl Future<Output = StorageResult<Option<Vec<String>>>> + Send;
+    /// Sorted repository names.
+    fn repositories(&self) -> impl Future<Output = StorageResult<Vec<String>>> + Send;
+    /// Descriptors of the manifests in `repo` whose subject is `digest`.
+    fn referrers(
+        &self,
+        repo: &Name,
+        digest: &Digest,
+    ) -> impl Future<Output = StorageResult<Vec<Descriptor>>> + Send;
+}

@@ -1,0 +1,350 @@
+//! `berth registry serve` against a real peer: skopeo pushes an OCI layout into it and pulls it
+//! back byte-identical; a second copy converts to Docker schema2 inside the registry (exercising
+//! cross-repository mount and the Docker media types).
+
+#[path = "registry_client.rs"]
+mod client;
+
+use std::path::Path;
+use std::process::Command;
+
+use client::*;
+use tempfile::TempDir;
+
+fn have_skopeo() -> bool {
+    let found = Command::new("skopeo")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(std::env::var_os("CI").is_none(), "skopeo is required in CI");
+        eprintln!("skipping: skopeo not installed");
+    }
+    found
+}
+
+fn write_blob(layout: &Path, bytes: &[u8]) -> String {
+    let d = digest_of(bytes);
+    let hex = d.trim_start_matches("sha256:");
+    std::fs::write(layout.join("blobs/sha256").join(hex), bytes).unwrap();
+    d
+}
+
+/// A minimal OCI image layout with one uncompressed layer, tagged `t`; returns the manifest digest.
+fn make_layout(layout: &Path) -> String {
+    std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
+    std::fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    let mut b = tar::Builder::new(Vec::new());
+    let content: Vec<u8> = (0..300_000u32).map(|i| (i % 241) as u8).collect();
+    let mut h = tar::Header::new_gnu();
+    h.set_size(content.len() as u64);
+    h.set_mode(0o644);
+    h.set_cksum();
+    b.append_data(&mut h, "data.bin", content.as_slice())
+        .unwrap();
+    let tar = b.into_inner().unwrap();
+    // Compressed, as a registry push would make it anyway (skopeo gzips uncompressed layers).
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &tar).unwrap();
+    let layer = gz.finish().unwrap();
+    let diff_id = digest_of(&tar);
+    let ld = write_blob(layout, &layer);
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","config":{{}},"rootfs":{{"type":"layers","diff_ids":["{diff_id}"]}}}}"#
+    );
+    let cd = write_blob(layout, config.as_bytes());
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{cd}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{ld}","size":{}}}]}}"#,
+        config.len(),
+        layer.len()
+    );
+    let md = write_blob(layout, manifest.as_bytes());
+    let index = format!(
+        r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"{md}","size":{},"annotations":{{"org.opencontainers.image.ref.name":"t"}}}}]}}"#,
+        manifest.len()
+    );
+    std::fs::write(layout.join("index.json"), index).unwrap();
+    md
+}
+
+fn skopeo(args: &[&str]) {
+    let out = Command::new("skopeo")
+        .args(args)
+        .output()
+        .expect("run skopeo");
+    assert!(
+        out.status.success(),
+        "skopeo {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn layout_manifest_digest(layout: &Path) -> String {
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn skopeo_push_and_pull_round_trip() {
+    if !have_skopeo() {
+        return;
+    }
+    let dir = TempDir::new().unwrap();
+    let s = Server::start(&dir.path().join("storage"), &[]);
+    let built = dir.path().join("built");
+    make_layout(&built);
+    // The source layout is what skopeo itself writes from ours.
+    let src = dir.path().join("src");
+    skopeo(&[
+        "copy",
+        &format!("oci:{}:t", built.display()),
+        &format!("oci:{}:t", src.display()),
+    ]);
+    let md = layout_manifest_digest(&src);
+    let reg = format!("docker://127.0.0.1:{}", s.port);
+    let src_ref = format!("oci:{}:t", src.display());
+    skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        &src_ref,
+        &format!("{reg}/x/y:tag"),
+    ]);
+
+    let r = s.get("/v2/x/y/manifests/tag");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("docker-content-digest"), Some(md.as_str()));
+    assert_eq!(r.header("content-type"), Some(OCI_MANIFEST));
+
+    let back = dir.path().join("back");
+    skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        &format!("{reg}/x/y:tag"),
+        &format!("oci:{}:t", back.display()),
+    ]);
+    assert_eq!(
+        layout_manifest_digest(&back),
+        md,
+        "identical manifest after the round trip"
+    );
+
+    // Registry to registry, converted to Docker schema2 on the way.
+    skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        "--dest-tls-verify=false",
+        "--format",
+        "v2s2",
+        &format!("{reg}/x/y:tag"),
+        &format!("{reg}/other/z:v2s2"),
+    ]);
+    let r = s.get("/v2/other/z/manifests/v2s2");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some(DOCKER_MANIFEST));
+    let out = Command::new("skopeo")
+        .args([
+            "inspect",
+            "--tls-verify=false",
+            "--raw",
+            &format!("{reg}/other/z:v2s2"),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(out.stdout, r.body);
+    // Layer and config are shared by both repositories; each manifest is stored once.
+    assert_eq!(s.stored_blobs().len(), 4);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let log = s.access_log();
+    assert!(
+        log.lines()
+            .any(|l| l.starts_with("POST /v2/other/z/blobs/uploads/?")
+                && l.contains("mount=")
+                && l.contains(" 201 ")),
+        "skopeo mounted the layer from x/y: {log}"
+    );
+}
+
+#[test]
+fn skopeo_push_with_basic_auth() {
+    if !have_skopeo() {
+        return;
+    }
+    let dir = TempDir::new().unwrap();
+    let file = dir.path().join("htpasswd");
+    let out = assert_cmd::Command::cargo_bin("berth")
+        .unwrap()
+        .args([
+            "registry",
+            "htpasswd",
+            "ci",
+            "--file",
+            file.to_str().unwrap(),
+        ])
+        .write_stdin("hunter2\n")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let s = Server::start(
+        &dir.path().join("storage"),
+        &["--htpasswd", file.to_str().unwrap()],
+    );
+    let src = dir.path().join("src");
+    make_layout(&src);
+    let dest = format!("docker://127.0.0.1:{}/auth/app:v1", s.port);
+    let src_ref = format!("oci:{}:t", src.display());
+    let denied = Command::new("skopeo")
+        .args([
+            "copy",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            "ci:wrong",
+            &src_ref,
+            &dest,
+        ])
+        .output()
+        .unwrap();
+    assert!(!denied.status.success(), "wrong password must be refused");
+    skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        "ci:hunter2",
+        &src_ref,
+        &dest,
+    ]);
+    let out = Command::new("skopeo")
+        .args([
+            "inspect",
+            "--tls-verify=false",
+            "--creds",
+            "ci:hunter2",
+            "--raw",
+            &dest,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(m["schemaVersion"], 2);
+}
+
+fn have(tool: &str) -> bool {
+    let found = Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+        || Command::new(tool)
+            .arg("version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(std::env::var_os("CI").is_none(), "{tool} is required in CI");
+        eprintln!("skipping: {tool} not installed");
+    }
+    found
+}
+
+#[test]
+fn tls_with_a_self_signed_certificate() {
+    if !have("openssl") || !have("curl") || !have_skopeo() {
+        return;
+    }
+    let dir = TempDir::new().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+        ])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = Server::start(
+        &dir.path().join("storage"),
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let out = Command::new("curl")
+        .args(["-s", "-i", "--cacert", cert.to_str().unwrap()])
+        .arg(format!("https://127.0.0.1:{}/v2/", s.port))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    assert!(text.starts_with("http/") && text.contains(" 200"), "{text}");
+    assert!(
+        text.contains("docker-distribution-api-version: registry/2.0"),
+        "{text}"
+    );
+    // Plain HTTP is not spoken on the TLS port.
+    let plain = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!("http://127.0.0.1:{}/v2/", s.port))
+        .output()
+        .unwrap();
+    assert_ne!(String::from_utf8_lossy(&plain.stdout), "200");
+    // skopeo pushes over TLS, verifying against the certificate.
+    let certs = dir.path().join("certs.d");
+    std::fs::create_dir_all(&certs).unwrap();
+    std::fs::copy(&cert, certs.join("ca.crt")).unwrap();
+    let src = dir.path().join("src");
+    let md = make_layout(&src);
+    skopeo(&[
+        "copy",
+        "--dest-cert-dir",
+        certs.to_str().unwrap(),
+        &format!("oci:{}:t", src.display()),
+        &format!("docker://127.0.0.1:{}/tls/app:v1", s.port),
+    ]);
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--cacert",
+            cert.to_str().unwrap(),
+        ])
+        .arg(format!(
+            "https://127.0.0.1:{}/v2/tls/app/manifests/v1",
+            s.port
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+    let _ = md;
+}
