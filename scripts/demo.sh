@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job, end to end, on a fresh Debian machine as root: build berth, import a busybox base
-# image from Debian's busybox-static, list, inspect, save and load it, and verify the store.
+# image from Debian's busybox-static, list, inspect, save and load it, serve a registry on
+# loopback, push the image to it and pull it into a second state root, and verify the stores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -8,7 +9,12 @@ cargo build --release --quiet
 berth="$PWD/target/release/berth"
 work=$(mktemp -d /tmp/berth-demo.XXXXXX)
 root="$work/root"
-trap 'rm -rf "$work"' EXIT
+registry_pid=
+cleanup() {
+  [ -n "$registry_pid" ] && kill "$registry_pid" 2>/dev/null && wait "$registry_pid" 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
 
 # A busybox root filesystem.
 mkdir -p "$work/rootfs/bin" "$work/rootfs/etc" "$work/rootfs/tmp"
@@ -28,4 +34,17 @@ skopeo inspect "oci:$root/images:docker.io/library/busybox:demo" | head -5
 "$berth" --root "$work/root2" load -i "$work/busybox-save.tar"
 "$berth" --root "$work/root2" images
 "$berth" --root "$work/root2" system check
+
+# A registry on loopback: push there, pull into a third root.
+"$berth" --root "$root" registry serve --addr 127.0.0.1:0 --storage "$work/registry" \
+  >"$work/registry.out" 2>"$work/registry.log" &
+registry_pid=$!
+for _ in $(seq 50); do grep -q listening "$work/registry.out" 2>/dev/null && break; sleep 0.1; done
+addr=$(sed -n 's|^listening on http://||p' "$work/registry.out")
+"$berth" --root "$root" tag busybox:demo "$addr/demo/busybox:1"
+"$berth" --root "$root" push "$addr/demo/busybox:1"
+"$berth" --root "$work/root3" pull "$addr/demo/busybox:1"
+"$berth" --root "$work/root3" inspect --format '{{.Id}}' "$addr/demo/busybox:1"
+skopeo inspect --tls-verify=false "docker://$addr/demo/busybox:1" | head -3
+"$berth" --root "$work/root3" system check
 "$berth" --root "$root" info
