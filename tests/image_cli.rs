@@ -228,7 +228,26 @@ fn rmi_refuses_an_image_a_container_uses() {
         "{}",
         String::from_utf8_lossy(&err.stderr)
     );
-    env.ok(&["rmi", "-f", "used"]);
+    // A second name is only untagged, container or not.
+    env.ok(&["tag", "used", "used:two"]);
+    assert_eq!(env.ok(&["rmi", "used:two"]).trim(), "Untagged: used:two");
+    // Forced: the name goes, the image and its blobs stay for the container (as Docker).
+    let blobs_before = std::fs::read_dir(env.root().join("images/blobs/sha256"))
+        .unwrap()
+        .count();
+    let out = env.ok(&["rmi", "-f", "used"]);
+    assert_eq!(out.trim(), "Untagged: used:latest");
+    assert_eq!(env.ok(&["images", "-q", "--no-trunc"]).trim(), id);
+    assert_eq!(
+        std::fs::read_dir(env.root().join("images/blobs/sha256"))
+            .unwrap()
+            .count(),
+        blobs_before
+    );
+    // Prune leaves it too while the container exists.
+    env.ok(&["image", "prune", "-a", "-f"]);
+    assert_eq!(env.ok(&["images", "-q", "--no-trunc"]).trim(), id);
+    env.check_store();
 }
 
 #[test]
@@ -607,4 +626,44 @@ fn images_resolve_by_name_digest_id_and_prefix() {
             "{spec}"
         );
     }
+}
+
+#[test]
+fn a_large_failed_import_leaves_no_temp_file_and_bad_ids_are_refused() {
+    let env = Env::new();
+    // Bigger than the blob writer's 1 MiB chunk, so the writer thread is involved.
+    let big = env.path("big.tar");
+    {
+        let mut b = tar::Builder::new(std::fs::File::create(&big).unwrap());
+        let data: Vec<u8> = (0..4 << 20).map(|i: u32| (i * 31 % 251) as u8).collect();
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, "data.bin", &data[..]).unwrap();
+        b.finish().unwrap();
+    }
+    let bytes = std::fs::read(&big).unwrap();
+    std::fs::write(env.path("cut.tar"), &bytes[..3 << 20]).unwrap();
+    let out = env.fails(&["import", env.path("cut.tar").to_str().unwrap(), "cut"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a valid tar"));
+    assert_eq!(
+        std::fs::read_dir(env.root().join("tmp")).unwrap().count(),
+        0
+    );
+    env.import_busybox("one");
+    for spec in ["sha256:", "sha256:XYZ"] {
+        let out = env.fails(&["rmi", spec]);
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("invalid digest"),
+            "{spec}"
+        );
+    }
+    let out = env.fails(&[
+        "import",
+        env.path("busybox.tar").to_str().unwrap(),
+        &format!("x@sha256:{}", "a".repeat(64)),
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("digest"));
+    assert_eq!(env.ok(&["images", "-q"]).lines().count(), 1);
+    env.check_store();
 }

@@ -88,19 +88,44 @@ pub struct ListArgs {
 
 /// `path.Match`-style glob: `*` and `?` do not cross `/`.
 fn glob(pattern: &str, s: &str) -> bool {
-    fn m(p: &[char], s: &[char]) -> bool {
-        match (p.first(), s.first()) {
-            (None, None) => true,
-            (Some('*'), _) => m(&p[1..], s) || (!s.is_empty() && s[0] != '/' && m(p, &s[1..])),
-            (Some('?'), Some(c)) if *c != '/' => m(&p[1..], &s[1..]),
-            (Some(a), Some(b)) if a == b => m(&p[1..], &s[1..]),
-            _ => false,
+    // Dynamic programming over (pattern, text) suffixes: linear in their product, where
+    // backtracking on `*` would be exponential for hostile patterns.
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = s.chars().collect();
+    // next[j]: does p[i+1..] match t[j..]
+    let mut next = vec![false; t.len() + 1];
+    next[t.len()] = true;
+    for i in (0..p.len()).rev() {
+        let mut cur = vec![false; t.len() + 1];
+        for j in (0..=t.len()).rev() {
+            cur[j] = match p[i] {
+                '*' => next[j] || (j < t.len() && t[j] != '/' && cur[j + 1]),
+                '?' => j < t.len() && t[j] != '/' && next[j + 1],
+                c => j < t.len() && t[j] == c && next[j + 1],
+            };
         }
+        next = cur;
     }
-    m(
-        &pattern.chars().collect::<Vec<_>>(),
-        &s.chars().collect::<Vec<_>>(),
-    )
+    next[0]
+}
+
+#[cfg(test)]
+mod glob_tests {
+    use super::glob;
+
+    #[test]
+    fn matches_like_path_match() {
+        assert!(glob("busy*", "busybox"));
+        assert!(glob("*/app", "team/app"));
+        assert!(!glob("*", "team/app"));
+        assert!(glob("b?sybox", "busybox"));
+        assert!(!glob("b?sybox", "bsybox"));
+        assert!(glob("", ""));
+        assert!(!glob("x", ""));
+        // Hostile patterns stay fast.
+        let name = "a".repeat(60);
+        assert!(!glob("*a*a*a*a*a*a*a*a*a*a*a*a*b", &name));
+    }
 }
 
 fn reference_matches(pattern: &str, tag: &Reference) -> bool {
@@ -131,9 +156,9 @@ pub fn list(root: &Path, a: ListArgs) -> Result<ExitCode> {
     if let Some(r) = &a.reference {
         filters.push(("reference".into(), r.clone()));
     }
-    let created_bound = |key: &str| -> Result<Option<String>> {
+    let created_bound = |key: &str| -> Result<Option<chrono::DateTime<chrono::Utc>>> {
         match filters.iter().find(|(k, _)| k == key) {
-            Some((_, v)) => Ok(store.resolve_image(v)?.created.clone()),
+            Some((_, v)) => Ok(store.resolve_image(v)?.created_time()),
             None => Ok(None),
         }
     };
@@ -155,13 +180,13 @@ pub fn list(root: &Path, a: ListArgs) -> Result<ExitCode> {
         }
         if before
             .as_ref()
-            .is_some_and(|b| img.created.as_ref() >= Some(b))
+            .is_some_and(|b| img.created_time().as_ref() >= Some(b))
         {
             continue;
         }
         if after
             .as_ref()
-            .is_some_and(|b| img.created.as_ref() <= Some(b))
+            .is_some_and(|b| img.created_time().as_ref() <= Some(b))
         {
             continue;
         }
@@ -197,7 +222,7 @@ pub fn list(root: &Path, a: ListArgs) -> Result<ExitCode> {
         let mut shown = false;
         for t in tags {
             if !ref_patterns.is_empty()
-                && !t.is_some_and(|t| ref_patterns.iter().all(|p| reference_matches(p, t)))
+                && !t.is_some_and(|t| ref_patterns.iter().any(|p| reference_matches(p, t)))
             {
                 continue;
             }

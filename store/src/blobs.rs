@@ -180,6 +180,17 @@ impl BlobWriter {
     }
 }
 
+impl Drop for BlobWriter {
+    /// An abandoned writer (an error upstream) must not leave its temp file behind: stop the
+    /// worker and let it drop the file before the process moves on or exits.
+    fn drop(&mut self) {
+        if let Sink::Piped { tx, worker, .. } = std::mem::replace(&mut self.sink, Sink::Failed) {
+            drop(tx);
+            let _ = worker.join();
+        }
+    }
+}
+
 impl Write for BlobWriter {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         let room = CHUNK - self.buf.len();

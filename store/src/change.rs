@@ -137,6 +137,7 @@ fn port(change: &str, p: &str) -> Result<String> {
 
 /// Apply `changes` to a Docker/OCI `config` object (the image config's `config` member).
 pub fn apply_changes(config: &mut Map<String, Value>, changes: &[String]) -> Result<()> {
+    let mut cmd_set = false;
     for change in changes {
         let t = change.trim();
         let (instr, rest) = t.split_once(char::is_whitespace).unwrap_or((t, ""));
@@ -144,11 +145,15 @@ pub fn apply_changes(config: &mut Map<String, Value>, changes: &[String]) -> Res
         match instr.to_ascii_uppercase().as_str() {
             "CMD" => {
                 config.insert("Cmd".into(), json!(command(change, rest)?));
+                cmd_set = true;
             }
             "ENTRYPOINT" => {
                 config.insert("Entrypoint".into(), json!(command(change, rest)?));
-                // As in a Dockerfile, a new ENTRYPOINT resets an inherited CMD.
-                config.remove("Cmd");
+                // As in a Dockerfile, a new ENTRYPOINT resets an inherited CMD, but not one
+                // these changes set.
+                if !cmd_set {
+                    config.remove("Cmd");
+                }
             }
             "ENV" => {
                 let mut env: Vec<String> = config
@@ -298,10 +303,14 @@ mod tests {
     }
 
     #[test]
-    fn entrypoint_resets_cmd() {
-        let m = apply(&["CMD x", r#"ENTRYPOINT ["/bin/app"]"#]).unwrap();
-        assert!(m.get("Cmd").is_none());
+    fn entrypoint_resets_only_an_inherited_cmd() {
+        let m = apply(&[r#"CMD ["-v"]"#, r#"ENTRYPOINT ["/bin/app"]"#]).unwrap();
+        assert_eq!(m["Cmd"], json!(["-v"]));
         assert_eq!(m["Entrypoint"], json!(["/bin/app"]));
+        let mut inherited = Map::new();
+        inherited.insert("Cmd".into(), json!(["sh"]));
+        apply_changes(&mut inherited, &[r#"ENTRYPOINT ["/bin/app"]"#.to_string()]).unwrap();
+        assert!(inherited.get("Cmd").is_none());
     }
 
     #[test]

@@ -191,6 +191,8 @@ fn compare(root: &Path, path: &str, exp: &Expect) -> Option<String> {
 
 impl Store {
     pub fn check(&self) -> Result<CheckReport> {
+        // Shared with writers, exclusive with gc: a concurrent sweep cannot fake damage.
+        let _quiet = self.writer_lock()?;
         let mut rep = CheckReport::default();
         let (blobs, stray) = self.blobs().list()?;
         for p in stray {

@@ -59,9 +59,8 @@ impl Store {
         let live = self.referenced_blobs()?;
         let mut live_snapshots = HashSet::new();
         for img in self.images()? {
-            if let Ok(layers) = self.layers(&img) {
-                live_snapshots.extend(layers.into_iter().map(|l| l.diff_id.digest().to_string()));
-            }
+            let layers = self.layers(&img)?;
+            live_snapshots.extend(layers.into_iter().map(|l| l.diff_id.digest().to_string()));
         }
         let (blobs, _) = self.blobs().list()?;
         for d in blobs {

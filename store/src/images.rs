@@ -67,6 +67,14 @@ pub struct Image {
 }
 
 impl Image {
+    /// Creation time, parsed (configs carry any RFC 3339 offset and precision).
+    pub fn created_time(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.created
+            .as_deref()
+            .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
+            .map(|t| t.with_timezone(&chrono::Utc))
+    }
+
     pub fn short_id(&self) -> &str {
         &self.id.digest()[..12]
     }
@@ -217,8 +225,8 @@ impl Store {
             }
         }
         out.sort_by(|a, b| {
-            b.created
-                .cmp(&a.created)
+            b.created_time()
+                .cmp(&a.created_time())
                 .then(a.id.digest().cmp(b.id.digest()))
         });
         Ok(out)
@@ -229,6 +237,12 @@ impl Store {
     pub fn resolve_image(&self, spec: &str) -> Result<Image> {
         let images = self.images()?;
         if let Some(hex) = spec.strip_prefix("sha256:") {
+            if hex.is_empty() || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+                return Err(StoreError::InvalidDigest {
+                    digest: spec.to_string(),
+                    reason: "expected sha256: followed by lowercase hex".into(),
+                });
+            }
             let found: Vec<&Image> = images
                 .iter()
                 .filter(|i| i.id.digest().starts_with(hex) || i.manifest.digest() == hex)
@@ -298,6 +312,12 @@ impl Store {
     /// Record a stored image (its manifest, config and layers already in the blob store) and
     /// point `tags` at it. Without tags the image is kept as a dangling entry.
     pub fn add_image(&self, img: &NewImage, tags: &[Reference]) -> Result<()> {
+        if let Some(t) = tags.iter().find(|t| t.digest().is_some()) {
+            return Err(StoreError::invalid(
+                format!("name {}", t.familiar_string()),
+                "cannot name an image with a digest reference; use NAME[:TAG]",
+            ));
+        }
         self.update_index(|entries| {
             if tags.is_empty() {
                 retag(entries, img, None);
@@ -311,6 +331,8 @@ impl Store {
 
     /// `tag SOURCE TARGET`.
     pub fn tag_image(&self, source: &str, target: &Reference) -> Result<Image> {
+        // Shared with writers, exclusive with prune/rmi: a sweep never deletes a just-tagged image.
+        let _writing = self.writer_lock()?;
         let img = self.resolve_image(source)?;
         if target.digest().is_some() {
             return Err(StoreError::invalid(
@@ -339,14 +361,24 @@ impl Store {
     pub fn remove_image(&self, spec: &str, force: bool) -> Result<Vec<Removal>> {
         let _gc = self.gc_lock()?;
         let img = self.resolve_image(spec)?;
-        let users = self.containers_using(&img.id)?;
+        let by_name = Reference::parse(spec).ok().filter(|r| {
+            let full = r.with_default_tag().to_string();
+            r.digest().is_none() && img.tags.iter().any(|t| t.to_string() == full)
+        });
+        // Removing one of several names only untags, whoever uses the image (as Docker).
+        let only_untag = by_name.is_some() && img.tags.len() > 1;
+        let users = if only_untag {
+            Vec::new()
+        } else {
+            self.containers_using(&img.id)?
+        };
         if !users.is_empty() && !force {
             return Err(StoreError::InUse {
                 id: img.short_id().to_string(),
                 containers: users.join(", "),
             });
         }
-        if crate::mount::is_mount_point(&self.mount_path(&img)) {
+        if !only_untag && crate::mount::is_mount_point(&self.mount_path(&img)) {
             if !force {
                 return Err(StoreError::Conflict {
                     id: img.short_id().to_string(),
@@ -359,12 +391,18 @@ impl Store {
             }
             self.unmount_image(&img)?;
         }
-        let by_name = Reference::parse(spec).ok().filter(|r| {
-            let full = r.with_default_tag().to_string();
-            r.digest().is_none() && img.tags.iter().any(|t| t.to_string() == full)
-        });
         let mut events = Vec::new();
         self.update_index(|entries| {
+            // Decide from the index as it is now, not from the listing read before the lock.
+            let names: Vec<String> = entries
+                .iter()
+                .filter(|d| d.digest() == &img.manifest)
+                .filter_map(|d| ref_name(d).map(str::to_string))
+                .collect();
+            let kept = entries
+                .iter()
+                .find(|d| d.digest() == &img.manifest)
+                .cloned();
             if let Some(r) = &by_name {
                 let full = r.with_default_tag().to_string();
                 entries.retain(|d| ref_name(d) != Some(full.as_str()));
@@ -373,14 +411,24 @@ impl Store {
                     return Ok(());
                 }
             } else {
-                if img.tags.len() > 1 && !force {
+                if names.len() > 1 && !force {
                     return Err(StoreError::Conflict {
                         id: img.short_id().to_string(),
                         reason: "image is referenced in multiple repositories".into(),
                     });
                 }
                 entries.retain(|d| d.digest() != &img.manifest);
-                events.extend(img.tags.iter().cloned().map(Removal::Untagged));
+                for n in names.iter().filter_map(|n| Reference::parse(n).ok()) {
+                    events.push(Removal::Untagged(n));
+                }
+            }
+            // A container still uses it (forced): Docker keeps it as an untagged image so the
+            // container's layers stay.
+            if !users.is_empty() {
+                if let Some(d) = kept {
+                    retag(entries, &new_image_of(&d, img.id.clone()), None);
+                }
+                return Ok(());
             }
             events.push(Removal::Deleted(img.id.clone()));
             Ok(())
@@ -417,11 +465,11 @@ impl Store {
         let mut live = HashSet::new();
         for d in self.read_index()? {
             live.insert(d.digest().to_string());
-            if let Ok(m) = self.manifest(d.digest()) {
-                live.insert(m.config().digest().to_string());
-                for l in m.layers() {
-                    live.insert(l.digest().to_string());
-                }
+            // An unreadable manifest must stop a sweep, not make its blobs look unused.
+            let m = self.manifest(d.digest())?;
+            live.insert(m.config().digest().to_string());
+            for l in m.layers() {
+                live.insert(l.digest().to_string());
             }
         }
         Ok(live)

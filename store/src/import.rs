@@ -113,9 +113,20 @@ impl<R: Read> Read for Tee<'_, R> {
 /// Stream a tar (any supported compression) into a new uncompressed layer blob, checking that it
 /// is a well-formed tar. Returns the layer descriptor (digest == diff ID).
 pub(crate) fn store_layer_tar(store: &Store, input: impl Read, what: &str) -> Result<Descriptor> {
+    // Entry names from the archive end up in the reason: keep the message on one line.
     let bad = |reason: String| StoreError::BadArchive {
         what: what.to_string(),
-        reason,
+        reason: reason
+            .chars()
+            .flat_map(|c| {
+                let esc: Vec<char> = if c.is_control() {
+                    c.escape_default().collect()
+                } else {
+                    vec![c]
+                };
+                esc
+            })
+            .collect(),
     };
     let (_, decoded) = auto_decoder(input).map_err(|e| bad(e.to_string()))?;
     let mut writer = store.blobs().writer()?;

@@ -53,6 +53,10 @@ impl Store {
         ] {
             fs::create_dir_all(d).ctx("creating state directory", d)?;
         }
+        // Mount points and mountinfo are absolute and symlink-free; so must our paths be.
+        let root = fs::canonicalize(&root).ctx("resolving state root", &root)?;
+        let layout = root.join("images");
+        let blobs_dir = layout.join("blobs").join("sha256");
         let store = Store {
             blobs: BlobStore::new(blobs_dir, root.join("tmp")),
             root,
