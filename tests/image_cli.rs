@@ -399,7 +399,7 @@ fn bad_input_is_refused_and_store_is_unchanged() {
                 "-i".into(),
                 env.path("truncated.tar").display().to_string(),
             ],
-            "",
+            "truncated",
         ),
         (vec!["inspect".into(), "nothere".into()], "No such image"),
     ];

@@ -137,6 +137,10 @@ fn whiteouts_hide_lower_files_on_a_real_overlay_and_snapshots_are_shared() {
         .unwrap()
         .collect();
     assert_eq!(snaps.len(), 1);
+    assert_eq!(
+        snaps[0].as_ref().unwrap().file_name().to_str(),
+        Some(&sha(&base)[7..])
+    );
     env.check_store();
 }
 
