@@ -1,11 +1,13 @@
 //! berth-registry: an OCI distribution server. `endpoint` parses paths into typed endpoints,
 //! `routes` holds the thin handlers, `storage` the trait and its filesystem backend, `manifest`
-//! the push-time validation, `error` the one table of error codes and statuses.
+//! the push-time validation, `gc` the mark-and-sweep of unreferenced blobs, `error` the one table
+//! of error codes and statuses.
 
 pub mod auth;
 pub mod config;
 pub mod endpoint;
 pub mod error;
+pub mod gc;
 pub mod manifest;
 pub mod range;
 pub mod routes;

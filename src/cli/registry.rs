@@ -1,4 +1,4 @@
-//! `berth registry …`: run the OCI distribution server.
+//! `berth registry …`: run the OCI distribution server, collect its garbage.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -14,6 +14,25 @@ pub enum RegistryCommand {
     Serve(ServeArgs),
     /// Add or replace USER in an htpasswd file (bcrypt); the password is read from stdin
     Htpasswd(HtpasswdArgs),
+    /// Delete blobs no manifest references and abandoned uploads (filesystem storage)
+    Gc(GcArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct GcArgs {
+    /// Print what would be deleted, delete nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Storage directory [default: <root>/registry]
+    #[arg(long)]
+    pub storage: Option<PathBuf>,
+    /// Settings file (TOML); its `storage` is used unless --storage is given
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Keep anything written more recently than this, referenced or not, so a push racing the
+    /// collection survives (e.g. 0s, 30m, 1h, 7d)
+    #[arg(long, default_value = "1h", value_parser = berth_registry::gc::parse_duration)]
+    pub grace: std::time::Duration,
 }
 
 #[derive(Args, Debug)]
@@ -54,7 +73,30 @@ pub fn run(root: &Path, c: RegistryCommand) -> Result<ExitCode> {
     match c {
         RegistryCommand::Serve(a) => serve(root, a),
         RegistryCommand::Htpasswd(a) => htpasswd(root, a),
+        RegistryCommand::Gc(a) => gc(root, a),
     }
+}
+
+fn gc(root: &Path, a: GcArgs) -> Result<ExitCode> {
+    let file = match &a.config {
+        Some(p) => FileConfig::load(p)?,
+        None => FileConfig::default(),
+    };
+    let storage = a
+        .storage
+        .or(file.storage)
+        .unwrap_or_else(|| root.join("registry"));
+    let opts = berth_registry::gc::Options {
+        dry_run: a.dry_run,
+        grace: a.grace,
+    };
+    let mut out = std::io::stdout().lock();
+    let summary = berth_registry::gc::collect(&storage, opts, |s| {
+        let _ = writeln!(out, "{}", s.line(opts.dry_run));
+    })
+    .with_context(|| format!("collecting garbage in {}", storage.display()))?;
+    writeln!(out, "{}", summary.line(opts.dry_run))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn serve(root: &Path, a: ServeArgs) -> Result<ExitCode> {

@@ -3,6 +3,7 @@
 //! The filesystem backend ([`fs::FsStorage`]) is the default.
 
 pub mod fs;
+pub mod inventory;
 mod layout;
 mod sink;
 

@@ -1,0 +1,177 @@
+//! A synchronous view of what the filesystem backend stores, for garbage collection: list
+//! repositories, manifests, tags, referrers, blobs, links and upload sessions (with the mtimes
+//! the grace period is judged by), and remove blobs, links and sessions. It reads the layout
+//! `fs.rs` writes and never creates anything, so pointing it at a wrong directory changes nothing.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use oci_spec::image::Digest;
+use uuid::Uuid;
+
+use super::StorageResult;
+use super::layout::{Layout, io_at, not_found_is_none, remove_if_exists};
+use crate::endpoint::{Name, parse_digest};
+
+/// Something stored, with its last modification time (None when it could not be read).
+#[derive(Debug, Clone)]
+pub struct Stamped<T> {
+    pub item: T,
+    pub mtime: Option<SystemTime>,
+}
+
+pub struct Inventory {
+    l: Layout,
+}
+
+fn mtime(p: &Path) -> Option<SystemTime> {
+    fs::symlink_metadata(p).and_then(|m| m.modified()).ok()
+}
+
+/// File names of `dir` (empty when it does not exist).
+fn names(dir: &Path) -> StorageResult<Vec<(String, PathBuf)>> {
+    let Some(entries) = not_found_is_none(fs::read_dir(dir), dir)? else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for e in entries {
+        let e = e.map_err(io_at(dir))?;
+        if let Some(n) = e.file_name().to_str() {
+            out.push((n.to_string(), e.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Digests named by the `<hex>` files of `dir`; stray names are not ours and are skipped.
+fn digests_in(dir: &Path) -> StorageResult<Vec<Stamped<Digest>>> {
+    Ok(names(dir)?
+        .into_iter()
+        .filter_map(|(n, p)| {
+            let d = parse_digest(&format!("sha256:{n}")).ok()?;
+            Some(Stamped {
+                item: d,
+                mtime: mtime(&p),
+            })
+        })
+        .collect())
+}
+
+impl Inventory {
+    /// Open an existing storage root; None for a directory that does not look like one.
+    pub fn open(root: &Path) -> Option<Inventory> {
+        ["blobs/sha256", "repositories"]
+            .iter()
+            .all(|d| root.join(d).is_dir())
+            .then(|| Inventory {
+                l: Layout {
+                    root: root.to_path_buf(),
+                },
+            })
+    }
+
+    /// Every repository (a directory holding `_manifests` or `_layers`), sorted.
+    pub fn repositories(&self) -> StorageResult<Vec<Name>> {
+        let mut out = Vec::new();
+        let mut stack = vec![(self.l.root.join("repositories"), String::new())];
+        while let Some((dir, name)) = stack.pop() {
+            let mut is_repo = false;
+            for (n, p) in names(&dir)? {
+                if n == "_manifests" || n == "_layers" {
+                    is_repo = true;
+                } else if !n.starts_with('_') && p.is_dir() {
+                    let child = if name.is_empty() {
+                        n
+                    } else {
+                        format!("{name}/{n}")
+                    };
+                    stack.push((p, child));
+                }
+            }
+            if is_repo && let Ok(n) = Name::parse(&name) {
+                out.push(n);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Manifests linked into `repo`, tagged or not.
+    pub fn revisions(&self, repo: &Name) -> StorageResult<Vec<Stamped<Digest>>> {
+        digests_in(&self.l.repo(repo).join("_manifests/revisions/sha256"))
+    }
+
+    pub fn has_revision(&self, repo: &Name, d: &Digest) -> bool {
+        self.l.revision(repo, d).exists()
+    }
+
+    /// The digests `repo`'s tags point at.
+    pub fn tag_targets(&self, repo: &Name) -> StorageResult<Vec<Digest>> {
+        let mut out = Vec::new();
+        for (_, p) in names(&self.l.tags_dir(repo))? {
+            if let Some(d) = self.l.read_digest_file(&p)? {
+                out.push(d);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Manifests in `repo` recorded as having `subject` as their subject.
+    pub fn referrers_of(&self, repo: &Name, subject: &Digest) -> StorageResult<Vec<Digest>> {
+        let dir = self.l.referrers_dir(repo, subject);
+        Ok(digests_in(&dir)?.into_iter().map(|s| s.item).collect())
+    }
+
+    /// A stored blob's bytes (None when it is not stored).
+    pub fn read_blob(&self, d: &Digest) -> StorageResult<Option<Vec<u8>>> {
+        let p = self.l.blob(d);
+        not_found_is_none(fs::read(&p), &p)
+    }
+
+    /// Every stored blob.
+    pub fn blobs(&self) -> StorageResult<Vec<Stamped<Digest>>> {
+        let mut out = Vec::new();
+        for (_, prefix) in names(&self.l.root.join("blobs/sha256"))? {
+            if prefix.is_dir() {
+                out.extend(digests_in(&prefix)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Blobs linked into `repo`.
+    pub fn links(&self, repo: &Name) -> StorageResult<Vec<Stamped<Digest>>> {
+        digests_in(&self.l.repo(repo).join("_layers/sha256"))
+    }
+
+    pub fn remove_blob(&self, d: &Digest) -> StorageResult<bool> {
+        remove_if_exists(&self.l.blob(d))
+    }
+
+    pub fn remove_link(&self, repo: &Name, d: &Digest) -> StorageResult<bool> {
+        remove_if_exists(&self.l.layer_link(repo, d))
+    }
+
+    /// Upload sessions of `repo`, stamped with the last time any of their files changed.
+    pub fn uploads(&self, repo: &Name) -> StorageResult<Vec<Stamped<Uuid>>> {
+        let dir = self.l.repo(repo).join("_uploads");
+        Ok(names(&dir)?
+            .into_iter()
+            .filter_map(|(n, p)| {
+                let id = Uuid::parse_str(&n).ok()?;
+                let mtime = [p.clone(), p.join("state"), p.join("data")]
+                    .iter()
+                    .filter_map(|f| mtime(f))
+                    .max();
+                Some(Stamped { item: id, mtime })
+            })
+            .collect())
+    }
+
+    pub fn remove_upload(&self, repo: &Name, id: Uuid) -> StorageResult<bool> {
+        let dir = self.l.upload(repo, id);
+        Ok(not_found_is_none(fs::remove_dir_all(&dir), &dir)?.is_some())
+    }
+}
