@@ -4,24 +4,14 @@
 
 #[path = "registry_client.rs"]
 mod client;
+mod common;
 
 use std::path::Path;
 use std::process::Command;
 
 use client::*;
+use common::have;
 use tempfile::TempDir;
-
-fn have_skopeo() -> bool {
-    let found = Command::new("skopeo")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(std::env::var_os("CI").is_none(), "skopeo is required in CI");
-        eprintln!("skipping: skopeo not installed");
-    }
-    found
-}
 
 fn write_blob(layout: &Path, bytes: &[u8]) -> String {
     let d = digest_of(bytes);
@@ -95,7 +85,7 @@ fn layout_manifest_digest(layout: &Path) -> String {
 
 #[test]
 fn skopeo_push_and_pull_round_trip() {
-    if !have_skopeo() {
+    if !have("skopeo") {
         return;
     }
     let dir = TempDir::new().unwrap();
@@ -176,7 +166,7 @@ fn skopeo_push_and_pull_round_trip() {
 
 #[test]
 fn skopeo_push_with_basic_auth() {
-    if !have_skopeo() {
+    if !have("skopeo") {
         return;
     }
     let dir = TempDir::new().unwrap();
@@ -242,25 +232,9 @@ fn skopeo_push_with_basic_auth() {
     assert_eq!(m["schemaVersion"], 2);
 }
 
-fn have(tool: &str) -> bool {
-    let found = Command::new(tool)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-        || Command::new(tool)
-            .arg("version")
-            .output()
-            .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(std::env::var_os("CI").is_none(), "{tool} is required in CI");
-        eprintln!("skipping: {tool} not installed");
-    }
-    found
-}
-
 #[test]
 fn tls_with_a_self_signed_certificate() {
-    if !have("openssl") || !have("curl") || !have_skopeo() {
+    if !have("openssl") || !have("curl") || !have("skopeo") {
         return;
     }
     let dir = TempDir::new().unwrap();

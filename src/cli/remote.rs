@@ -14,34 +14,42 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::open_store;
 
+/// Flags push and pull share.
 #[derive(Args, Debug)]
-pub struct PushArgs {
-    /// NAME[:TAG]
-    image: String,
+struct TransferArgs {
     /// Speak plain HTTP to this registry (HOST[:PORT] or CIDR); repeatable
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     insecure: Vec<String>,
     /// Suppress progress output
     #[arg(short, long)]
     quiet: bool,
-    /// Layers uploaded at once
+    /// Layers transferred at once
     #[arg(long, default_value_t = 3)]
     jobs: usize,
+}
+
+impl TransferArgs {
+    fn options(&self, store: &berth_store::Store) -> Result<Options> {
+        let mut opts = Options::for_root(store, &self.insecure)?;
+        opts.jobs = self.jobs;
+        Ok(opts)
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct PushArgs {
+    /// NAME[:TAG]
+    image: String,
+    #[command(flatten)]
+    transfer: TransferArgs,
 }
 
 #[derive(Args, Debug)]
 pub struct PullArgs {
     /// NAME[:TAG|@DIGEST]
     image: String,
-    /// Speak plain HTTP to this registry (HOST[:PORT] or CIDR); repeatable
-    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
-    insecure: Vec<String>,
-    /// Suppress progress output
-    #[arg(short, long)]
-    quiet: bool,
-    /// Layers downloaded at once
-    #[arg(long, default_value_t = 3)]
-    jobs: usize,
+    #[command(flatten)]
+    transfer: TransferArgs,
 }
 
 #[derive(Args, Debug)]
@@ -128,9 +136,8 @@ fn progress(quiet: bool) -> Arc<dyn Progress> {
 
 pub fn push(root: &Path, a: PushArgs) -> Result<ExitCode> {
     let store = open_store(root)?;
-    let mut opts = Options::for_root(&store, &a.insecure)?;
-    opts.jobs = a.jobs;
-    let out = remote::push(&store, &a.image, &opts, progress(a.quiet))
+    let opts = a.transfer.options(&store)?;
+    let out = remote::push(&store, &a.image, &opts, progress(a.transfer.quiet))
         .with_context(|| format!("push {}", a.image))?;
     println!("{}: digest: {} size: {}", out.tag, out.digest, out.size);
     Ok(ExitCode::SUCCESS)
@@ -138,9 +145,8 @@ pub fn push(root: &Path, a: PushArgs) -> Result<ExitCode> {
 
 pub fn pull(root: &Path, a: PullArgs) -> Result<ExitCode> {
     let store = open_store(root)?;
-    let mut opts = Options::for_root(&store, &a.insecure)?;
-    opts.jobs = a.jobs;
-    let out = remote::pull(&store, &a.image, &opts, progress(a.quiet))
+    let opts = a.transfer.options(&store)?;
+    let out = remote::pull(&store, &a.image, &opts, progress(a.transfer.quiet))
         .with_context(|| format!("pull {}", a.image))?;
     let shown = out.reference.familiar_string();
     println!("Digest: {}", out.digest);

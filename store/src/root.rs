@@ -42,7 +42,10 @@ impl Drop for LockGuard {
 impl Store {
     /// Open (creating when missing) the state root at `root`.
     pub fn open(root: impl AsRef<Path>) -> Result<Store> {
-        let root = root.as_ref().to_path_buf();
+        let given = root.as_ref();
+        fs::create_dir_all(given).ctx("creating state directory", given)?;
+        // Mount points and mountinfo are absolute and symlink-free; so must our paths be.
+        let root = fs::canonicalize(given).ctx("resolving state root", given)?;
         let layout = root.join("images");
         let blobs_dir = layout.join("blobs").join("sha256");
         for d in [
@@ -53,10 +56,6 @@ impl Store {
         ] {
             fs::create_dir_all(d).ctx("creating state directory", d)?;
         }
-        // Mount points and mountinfo are absolute and symlink-free; so must our paths be.
-        let root = fs::canonicalize(&root).ctx("resolving state root", &root)?;
-        let layout = root.join("images");
-        let blobs_dir = layout.join("blobs").join("sha256");
         let store = Store {
             blobs: BlobStore::new(blobs_dir, root.join("tmp")),
             root,
