@@ -232,7 +232,10 @@ pub fn print_rows<R: Row>(
             let mut lines = Vec::new();
             if *table {
                 // Docker renders the header by running the template over the column headers.
-                let headers: serde_json::Map<String, Value> = header_names()
+                let mut names = header_names();
+                names.retain(|(k, _)| !columns.iter().any(|(f, _)| f == k));
+                names.extend(columns.iter().copied());
+                let headers: serde_json::Map<String, Value> = names
                     .into_iter()
                     .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
                     .collect();

@@ -13,7 +13,7 @@ use berth_store::{Reference, Removal, Store};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
-use super::format::{Format, Row, go_time, human_size, print_rows, render, since, template};
+use super::format::{Format, Row, go_time, human_size, print_rows, since};
 use super::open_store;
 use super::progress::ProgressReader;
 
@@ -52,7 +52,10 @@ pub fn run(root: &Path, c: ImageCommand) -> Result<ExitCode> {
         ImageCommand::Import(a) => import(root, a),
         ImageCommand::Tag(a) => tag(root, a),
         ImageCommand::Rm(a) => rm(root, a),
-        ImageCommand::Inspect(a) => inspect(root, a),
+        ImageCommand::Inspect(mut a) => {
+            a.kind = Some("image".into());
+            inspect(root, a)
+        }
         ImageCommand::History(a) => history(root, a),
         ImageCommand::Save(a) => save(root, a),
         ImageCommand::Load(a) => load(root, a),
@@ -447,13 +450,13 @@ pub struct InspectArgs {
     /// Format output using a Go template or json
     #[arg(short, long)]
     format: Option<String>,
-    /// Only images are known to this version (accepted for Docker compatibility)
+    /// Only inspect objects of the given type: container or image
     #[arg(long = "type")]
     kind: Option<String>,
     /// Display total file sizes (accepted for Docker compatibility)
     #[arg(short, long)]
     size: bool,
-    #[arg(required = true, value_name = "IMAGE")]
+    #[arg(required = true, value_name = "NAME|ID")]
     names: Vec<String>,
 }
 
@@ -517,15 +520,26 @@ pub fn inspect_json(store: &Store, img: &Image) -> Result<Value> {
 }
 
 pub fn inspect(root: &Path, a: InspectArgs) -> Result<ExitCode> {
-    if let Some(k) = &a.kind
-        && k != "image"
-    {
-        bail!("unsupported --type {k:?}: this version of berth only inspects images");
-    }
+    let (containers, images) = match a.kind.as_deref() {
+        None => (true, true),
+        Some("container") => (true, false),
+        Some("image") => (false, true),
+        Some(k) => bail!("unsupported --type {k:?}: use container or image"),
+    };
     let store = open_store(root)?;
     let mut docs = Vec::new();
     let mut failed = false;
     for n in &a.names {
+        // Docker's `inspect` tries containers first, then images.
+        if containers && let Some(doc) = super::container::find_for_inspect(root, n) {
+            docs.push(doc);
+            continue;
+        }
+        if !images {
+            eprintln!("Error: No such container: {n}");
+            failed = true;
+            continue;
+        }
         match store
             .resolve_image(n)
             .map_err(anyhow::Error::from)
@@ -533,24 +547,16 @@ pub fn inspect(root: &Path, a: InspectArgs) -> Result<ExitCode> {
         {
             Ok(v) => docs.push(v),
             Err(e) => {
-                eprintln!("Error: {e:#}");
+                if containers {
+                    eprintln!("Error: No such object: {n}");
+                } else {
+                    eprintln!("Error: {e:#}");
+                }
                 failed = true;
             }
         }
     }
-    let mut out = io::stdout().lock();
-    match Format::parse(a.format.as_deref()) {
-        Format::Template { tmpl, .. } => {
-            let t = template(&tmpl)?;
-            for d in &docs {
-                writeln!(out, "{}", render(&t, d)?)?;
-            }
-        }
-        // Docker prints the array even when some (or all) names were not found.
-        Format::Json | Format::Table => {
-            writeln!(out, "{}", serde_json::to_string_pretty(&docs)?)?;
-        }
-    }
+    super::container::print_docs(&docs, a.format.as_deref())?;
     Ok(if failed {
         ExitCode::from(1)
     } else {

@@ -1,5 +1,6 @@
 //! The command line: Docker's command and flag names, dispatched to the library crates.
 
+mod container;
 mod format;
 mod image;
 mod progress;
@@ -27,7 +28,7 @@ pub struct Cli {
     #[arg(long, global = true, env = "BERTH_ROOT", default_value = berth_store::root::DEFAULT_ROOT)]
     pub root: PathBuf,
     /// Log level: trace, debug, info, warn, error (or RUST_LOG)
-    #[arg(short = 'l', long, global = true)]
+    #[arg(short = 'l', long)]
     pub log_level: Option<String>,
     #[command(subcommand)]
     pub command: Command,
@@ -69,6 +70,37 @@ pub enum Command {
     Login(remote::LoginArgs),
     /// Log out from a registry
     Logout(remote::LogoutArgs),
+    /// Manage containers
+    #[command(subcommand)]
+    Container(container::ContainerCommand),
+    /// Create and run a new container from an image
+    #[command(disable_help_flag = true)]
+    Run(container::RunArgs),
+    /// Create a new container
+    #[command(disable_help_flag = true)]
+    Create(container::CreateArgs),
+    /// Start one or more stopped containers
+    Start(container::StartArgs),
+    /// Stop one or more running containers
+    Stop(container::StopArgs),
+    /// Restart one or more containers
+    Restart(container::StopArgs),
+    /// Kill one or more running containers
+    Kill(container::KillArgs),
+    /// Remove one or more containers
+    Rm(container::RmArgs),
+    /// List containers
+    Ps(container::PsArgs),
+    /// Block until one or more containers stop, then print their exit codes
+    Wait(container::WaitArgs),
+    /// Fetch the logs of a container
+    Logs(container::LogsArgs),
+    /// Execute a command in a running container
+    Exec(container::ExecArgs),
+    /// Rename a container
+    Rename(container::RenameArgs),
+    #[command(name = "__supervise", hide = true)]
+    Supervise(container::SuperviseArgs),
     /// Display system-wide information
     Info(system::InfoArgs),
     /// Show the berth version information
@@ -79,7 +111,9 @@ pub fn init_logging(level: Option<&str>) {
     use tracing_subscriber::EnvFilter;
     let filter = match level {
         Some(l) => EnvFilter::new(if l == "fatal" { "error" } else { l }),
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+        // libcontainer logs its own view of failures that berth reports in one line.
+        None => EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| EnvFilter::new("warn,libcontainer=off,libcgroups=off")),
     };
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -110,6 +144,20 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Pull(a) => remote::pull(&root, a),
         Command::Login(a) => remote::login(a),
         Command::Logout(a) => remote::logout(a),
+        Command::Container(c) => container::run_group(&root, c),
+        Command::Run(a) => container::run(&root, a),
+        Command::Create(a) => container::create(&root, a),
+        Command::Start(a) => container::start(&root, a),
+        Command::Stop(a) => container::stop(&root, a),
+        Command::Restart(a) => container::restart(&root, a),
+        Command::Kill(a) => container::kill(&root, a),
+        Command::Rm(a) => container::rm(&root, a),
+        Command::Ps(a) => container::ps(&root, a),
+        Command::Wait(a) => container::wait(&root, a),
+        Command::Logs(a) => container::logs(&root, a),
+        Command::Exec(a) => container::exec(&root, a),
+        Command::Rename(a) => container::rename(&root, a),
+        Command::Supervise(a) => container::supervise(&root, a),
         Command::Info(a) => system::info(&root, a),
         Command::Version(a) => system::version(a),
     }

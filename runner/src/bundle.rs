@@ -1,0 +1,383 @@
+//! Image config + run options -> an OCI runtime bundle (`bundle/config.json`), with Docker's
+//! defaults: its capability set, masked and read-only `/proc` paths, read-only `/sys`, its device
+//! rules, the /etc/hostname, /etc/hosts and /etc/resolv.conf files it generates, and limits as
+//! cgroup resources. The spec is assembled as JSON and parsed into `oci_spec::runtime::Spec`, the
+//! one vocabulary every runtime (embedded or external) reads.
+
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{Capability, Spec};
+use serde_json::{Value, json};
+
+use crate::error::{Result, RunnerError};
+use crate::state::ContainerRecord;
+use crate::user::ResolvedUser;
+
+/// Docker's default capabilities (moby's `oci/caps/defaults.go`).
+pub const DEFAULT_CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+const MASKED_PATHS: &[&str] = &[
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/interrupts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+const READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// Docker refuses memory limits below this.
+pub const MIN_MEMORY: i64 = 6 * 1024 * 1024;
+
+/// How the container's network namespace is set up.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NetworkMode {
+    /// Its own, empty namespace (only `lo`).
+    None,
+    /// The host's namespace.
+    Host,
+    /// Another container's namespace, by path (`/proc/PID/ns/net`).
+    Join(PathBuf),
+}
+
+/// A mount that run options add (volumes, binds, tmpfs), already resolved to host paths.
+#[derive(Debug, Clone)]
+pub struct ExtraMount {
+    pub destination: String,
+    pub kind: String,
+    pub source: String,
+    pub options: Vec<String>,
+}
+
+/// Everything `spec` needs beyond the container record.
+pub struct BundleInput<'a> {
+    pub record: &'a ContainerRecord,
+    pub rootfs: &'a Path,
+    pub user: &'a ResolvedUser,
+    pub args: Vec<String>,
+    pub network: NetworkMode,
+    pub cgroups_path: String,
+    pub hostname_file: &'a Path,
+    pub hosts_file: &'a Path,
+    pub resolv_conf: &'a Path,
+    pub mounts: Vec<ExtraMount>,
+    pub cgroup_v2: bool,
+    /// Initial terminal size (rows, cols) for `-t`.
+    pub console_size: Option<(u16, u16)>,
+}
+
+/// Parse a capability name as Docker accepts it (`NET_ADMIN`, `cap_net_admin`, `ALL`).
+pub fn parse_capability(name: &str) -> Result<String> {
+    let upper = name.trim().to_ascii_uppercase();
+    if upper == "ALL" {
+        return Ok(upper);
+    }
+    let full = if upper.starts_with("CAP_") {
+        upper
+    } else {
+        format!("CAP_{upper}")
+    };
+    serde_json::from_value::<Capability>(Value::String(full.clone()))
+        .map(|_| full)
+        .map_err(|_| RunnerError::invalid("capability", format!("unknown capability: {name:?}")))
+}
+
+fn all_caps() -> Vec<String> {
+    // Every capability oci-spec knows, by round-tripping its names.
+    let mut out = Vec::new();
+    for name in [
+        "CAP_AUDIT_CONTROL",
+        "CAP_AUDIT_READ",
+        "CAP_AUDIT_WRITE",
+        "CAP_BLOCK_SUSPEND",
+        "CAP_BPF",
+        "CAP_CHECKPOINT_RESTORE",
+        "CAP_CHOWN",
+        "CAP_DAC_OVERRIDE",
+        "CAP_DAC_READ_SEARCH",
+        "CAP_FOWNER",
+        "CAP_FSETID",
+        "CAP_IPC_LOCK",
+        "CAP_IPC_OWNER",
+        "CAP_KILL",
+        "CAP_LEASE",
+        "CAP_LINUX_IMMUTABLE",
+        "CAP_MAC_ADMIN",
+        "CAP_MAC_OVERRIDE",
+        "CAP_MKNOD",
+        "CAP_NET_ADMIN",
+        "CAP_NET_BIND_SERVICE",
+        "CAP_NET_BROADCAST",
+        "CAP_NET_RAW",
+        "CAP_PERFMON",
+        "CAP_SETGID",
+        "CAP_SETFCAP",
+        "CAP_SETPCAP",
+        "CAP_SETUID",
+        "CAP_SYS_ADMIN",
+        "CAP_SYS_BOOT",
+        "CAP_SYS_CHROOT",
+        "CAP_SYS_MODULE",
+        "CAP_SYS_NICE",
+        "CAP_SYS_PACCT",
+        "CAP_SYS_PTRACE",
+        "CAP_SYS_RAWIO",
+        "CAP_SYS_RESOURCE",
+        "CAP_SYS_TIME",
+        "CAP_SYS_TTY_CONFIG",
+        "CAP_SYSLOG",
+        "CAP_WAKE_ALARM",
+    ] {
+        if serde_json::from_value::<Capability>(Value::String(name.into())).is_ok() {
+            out.push(name.to_string());
+        }
+    }
+    out
+}
+
+/// The effective capability set: Docker's defaults (or all, when privileged), plus `--cap-add`,
+/// minus `--cap-drop` (`ALL` on either side as Docker treats it).
+pub fn capabilities(privileged: bool, add: &[String], drop: &[String]) -> Result<Vec<String>> {
+    let add: Vec<String> = add
+        .iter()
+        .map(|c| parse_capability(c))
+        .collect::<Result<_>>()?;
+    let drop: Vec<String> = drop
+        .iter()
+        .map(|c| parse_capability(c))
+        .collect::<Result<_>>()?;
+    if privileged || add.iter().any(|c| c == "ALL") {
+        let all = all_caps();
+        if privileged {
+            return Ok(all);
+        }
+        return Ok(all.into_iter().filter(|c| !drop.contains(c)).collect());
+    }
+    let mut caps: Vec<String> = if drop.iter().any(|c| c == "ALL") {
+        Vec::new()
+    } else {
+        DEFAULT_CAPS
+            .iter()
+            .map(|c| c.to_string())
+            .filter(|c| !drop.contains(c))
+            .collect()
+    };
+    for c in add {
+        if !caps.contains(&c) {
+            caps.push(c);
+        }
+    }
+    Ok(caps)
+}
+
+fn bind(dest: &str, src: &Path, ro: bool) -> Value {
+    let mut options = vec!["rbind", "rprivate"];
+    if ro {
+        options.push("ro");
+    }
+    json!({"destination": dest, "type": "bind", "source": src, "options": options})
+}
+
+/// Build the runtime spec.
+pub fn spec(input: &BundleInput) -> Result<Spec> {
+    let rec = input.record;
+    let hc = &rec.host_config;
+    let cfg = &rec.config;
+    let caps = capabilities(hc.privileged, &hc.cap_add, &hc.cap_drop)?;
+    let no_new_privs = hc.security_opt.iter().any(|o| {
+        matches!(
+            o.as_str(),
+            "no-new-privileges" | "no-new-privileges:true" | "no-new-privileges=true"
+        )
+    });
+
+    let mut env = cfg.env.clone();
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", input.user.home));
+    }
+    let mut process = json!({
+        "terminal": cfg.tty,
+        "user": {
+            "uid": input.user.uid,
+            "gid": input.user.gid,
+            "additionalGids": input.user.additional_gids,
+        },
+        "args": input.args,
+        "env": env,
+        "cwd": if cfg.working_dir.is_empty() { "/" } else { cfg.working_dir.as_str() },
+        "capabilities": {
+            "bounding": caps, "effective": caps, "permitted": caps,
+        },
+        "noNewPrivileges": no_new_privs,
+    });
+    if let (true, Some((rows, cols))) = (cfg.tty, input.console_size) {
+        process["consoleSize"] = json!({"height": rows, "width": cols});
+    }
+
+    let sys_ro = !hc.privileged;
+    let mut mounts = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": if sys_ro { vec!["nosuid", "noexec", "nodev", "ro"] } else { vec!["nosuid", "noexec", "nodev"] }}),
+        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": if sys_ro { vec!["nosuid", "noexec", "nodev", "relatime", "ro"] } else { vec!["nosuid", "noexec", "nodev", "relatime"] }}),
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+    ];
+    let user_dests: Vec<&str> = input
+        .mounts
+        .iter()
+        .map(|m| m.destination.as_str())
+        .collect();
+    for (dest, file) in [
+        ("/etc/resolv.conf", input.resolv_conf),
+        ("/etc/hostname", input.hostname_file),
+        ("/etc/hosts", input.hosts_file),
+    ] {
+        if !user_dests.contains(&dest) {
+            mounts.push(bind(dest, file, false));
+        }
+    }
+    for m in &input.mounts {
+        mounts.push(json!({
+            "destination": m.destination, "type": m.kind, "source": m.source, "options": m.options,
+        }));
+    }
+
+    let mut namespaces = vec![
+        json!({"type": "pid"}),
+        json!({"type": "ipc"}),
+        json!({"type": "uts"}),
+        json!({"type": "mount"}),
+    ];
+    match &input.network {
+        NetworkMode::None => namespaces.push(json!({"type": "network"})),
+        NetworkMode::Host => {}
+        NetworkMode::Join(path) => namespaces.push(json!({"type": "network", "path": path})),
+    }
+    if input.cgroup_v2 {
+        namespaces.push(json!({"type": "cgroup"}));
+    }
+
+    let devices = if hc.privileged {
+        json!([{"allow": true, "access": "rwm"}])
+    } else {
+        let c = |major: i64, minor: Option<i64>| match minor {
+            Some(minor) => {
+                json!({"allow": true, "type": "c", "major": major, "minor": minor, "access": "rwm"})
+            }
+            None => json!({"allow": true, "type": "c", "major": major, "access": "rwm"}),
+        };
+        json!([
+            {"allow": false, "access": "rwm"},
+            {"allow": true, "type": "c", "access": "m"},
+            {"allow": true, "type": "b", "access": "m"},
+            c(1, Some(3)), c(1, Some(5)), c(1, Some(7)), c(1, Some(8)), c(1, Some(9)),
+            c(5, Some(0)), c(5, Some(1)), c(5, Some(2)), c(136, None), c(10, Some(200)),
+        ])
+    };
+    let mut resources = json!({"devices": devices});
+    if hc.memory > 0 {
+        resources["memory"] = json!({"limit": hc.memory});
+        if hc.memory_swap != 0 {
+            resources["memory"]["swap"] = json!(hc.memory_swap);
+        }
+    }
+    if hc.nano_cpus > 0 {
+        let period: i64 = 100_000;
+        resources["cpu"] =
+            json!({"quota": hc.nano_cpus * period / 1_000_000_000, "period": period});
+    }
+    if let Some(p) = hc.pids_limit
+        && p > 0
+    {
+        resources["pids"] = json!({"limit": p});
+    }
+
+    let mut linux = json!({
+        "namespaces": namespaces,
+        "resources": resources,
+        "cgroupsPath": input.cgroups_path,
+    });
+    if !hc.privileged {
+        linux["maskedPaths"] = json!(MASKED_PATHS);
+        linux["readonlyPaths"] = json!(READONLY_PATHS);
+    }
+
+    let spec = json!({
+        "ociVersion": "1.2.0",
+        "process": process,
+        "root": {"path": input.rootfs, "readonly": hc.readonly_rootfs},
+        "hostname": cfg.hostname,
+        "mounts": mounts,
+        "linux": linux,
+    });
+    serde_json::from_value(spec).map_err(|e| {
+        RunnerError::invalid("runtime spec", format!("berth built an invalid spec: {e}"))
+    })
+}
+
+/// Write `spec` as `DIR/config.json`.
+pub fn write(dir: &Path, spec: &Spec) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| RunnerError::io("creating", dir, e))?;
+    crate::state::write_json(&dir.join("config.json"), spec)
+}
+
+/// The argv a container runs: Docker's ENTRYPOINT/CMD combination is already applied when the
+/// record is made, so this is `Path` + `Args`.
+pub fn argv(rec: &ContainerRecord) -> Vec<String> {
+    std::iter::once(rec.path.clone())
+        .chain(rec.args.iter().cloned())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_caps_match_docker_and_add_drop_apply() {
+        let c = capabilities(false, &[], &[]).unwrap();
+        assert_eq!(c.len(), 14);
+        let c = capabilities(false, &["net_admin".into()], &["CHOWN".into()]).unwrap();
+        assert!(c.contains(&"CAP_NET_ADMIN".to_string()));
+        assert!(!c.contains(&"CAP_CHOWN".to_string()));
+        let c = capabilities(false, &["NET_RAW".into()], &["ALL".into()]).unwrap();
+        assert_eq!(c, vec!["CAP_NET_RAW".to_string()]);
+        assert!(
+            capabilities(true, &[], &[])
+                .unwrap()
+                .contains(&"CAP_SYS_ADMIN".to_string())
+        );
+        let err = capabilities(false, &["BOGUS".into()], &[]).unwrap_err();
+        assert!(err.to_string().contains("BOGUS"), "{err}");
+    }
+}

@@ -1,0 +1,27 @@
+//! berth-runner: containers from images.
+//!
+//! A container is a directory `ROOT/containers/<id>/` holding its configuration (`config.json`,
+//! Docker-shaped), its state (`state.json`), the image it was made from (`image`, which the store
+//! reads to refuse removing an image in use), its filesystem (`upper/`, `work/`, mounted at
+//! `rootfs/`), its runtime bundle (`bundle/config.json`) and its log. A detached container is
+//! watched by a supervisor (berth re-executed); the sandbox that actually starts processes lives in
+//! `sandbox`, the only module with `unsafe`.
+
+pub mod bundle;
+pub mod cgroups;
+pub mod container;
+pub mod error;
+pub mod exec;
+pub mod logs;
+pub mod names;
+pub mod rootfs;
+pub mod sandbox;
+pub mod signal;
+pub mod state;
+pub mod stdio;
+pub mod supervisor;
+pub mod terminal;
+pub mod user;
+
+pub use container::{Container, Runner};
+pub use error::{Result, RunnerError};

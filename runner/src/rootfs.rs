@@ -1,0 +1,134 @@
+//! A container's root filesystem: the image's snapshots stacked read-only under the container's
+//! own upper directory with overlayfs, mounted at `containers/<id>/rootfs`. The upper directory
+//! *is* the container's change set (`diff`, `commit`), so it outlives the mount: a stopped
+//! container keeps its changes and is mounted again when it starts.
+
+use std::ffi::CString;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use berth_store::mount::is_mount_point;
+use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
+
+use crate::error::{IoContext, Result, RunnerError};
+
+/// Mount `lowers` (bottom layer first) + `upper`/`work` at `target`; idempotent.
+pub fn mount_overlay(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> Result<()> {
+    if is_mount_point(target) {
+        return Ok(());
+    }
+    fs::create_dir_all(upper).ctx("creating", upper)?;
+    fs::create_dir_all(work).ctx("creating", work)?;
+    fs::create_dir_all(target).ctx("creating", target)?;
+    let escape = |p: &Path| {
+        p.to_string_lossy()
+            .replace('\\', "\\\\")
+            .replace(':', "\\:")
+            .replace(',', "\\,")
+    };
+    let empty;
+    let lowers: Vec<String> = if lowers.is_empty() {
+        // overlayfs needs a lower directory; an image without layers (FROM scratch) has none.
+        empty = upper.with_file_name("empty");
+        fs::create_dir_all(&empty).ctx("creating", &empty)?;
+        vec![escape(&empty)]
+    } else {
+        // overlayfs lists the topmost lower directory first.
+        lowers.iter().rev().map(|p| escape(p)).collect()
+    };
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lowers.join(":"),
+        escape(upper),
+        escape(work)
+    );
+    if data.len() >= 4096 {
+        return Err(RunnerError::Unsupported(format!(
+            "the image has {} layers, more than one overlay mount can stack here",
+            lowers.len()
+        )));
+    }
+    let data = CString::new(data)
+        .map_err(|_| RunnerError::invalid("layer path", "contains a NUL byte"))?;
+    rustix::mount::mount(
+        "overlay",
+        target,
+        "overlay",
+        MountFlags::empty(),
+        Some(data.as_c_str()),
+    )
+    .map_err(|e| {
+        RunnerError::io(
+            "mounting the container's root filesystem at",
+            target,
+            e.into(),
+        )
+    })?;
+    // Private, so the mount does not propagate into the container's or anyone else's namespace.
+    let _ = rustix::mount::mount_change(target, MountPropagationFlags::PRIVATE);
+    Ok(())
+}
+
+/// Unmount whatever is mounted at `target` (lazily when busy); `Ok(false)` when nothing was.
+pub fn unmount(target: &Path) -> Result<bool> {
+    if !is_mount_point(target) {
+        return Ok(false);
+    }
+    match rustix::mount::unmount(target, UnmountFlags::empty()) {
+        Ok(()) => Ok(true),
+        Err(rustix::io::Errno::BUSY) => {
+            rustix::mount::unmount(target, UnmountFlags::DETACH)
+                .map_err(|e| RunnerError::io("unmounting", target, e.into()))?;
+            Ok(true)
+        }
+        Err(e) => Err(RunnerError::io("unmounting", target, e.into())),
+    }
+}
+
+/// Unmount every mount at or below `dir` (deepest first): volumes and binds a runtime left behind.
+pub fn unmount_all_under(dir: &Path) -> Result<()> {
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+        return Ok(());
+    };
+    let prefix = dir.to_string_lossy().into_owned();
+    let mut mounts: Vec<String> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(unescape_mountinfo)
+        .filter(|m| m == &prefix || m.starts_with(&format!("{prefix}/")))
+        .collect();
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    mounts.dedup();
+    for m in mounts {
+        let p = PathBuf::from(&m);
+        if let Err(e) = rustix::mount::unmount(&p, UnmountFlags::DETACH)
+            && e != rustix::io::Errno::INVAL
+        {
+            return Err(RunnerError::io("unmounting", p, e.into()));
+        }
+    }
+    Ok(())
+}
+
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b
+            .get(i + 1..i + 4)
+            .and_then(|d| std::str::from_utf8(d).ok())
+            .and_then(|d| u8::from_str_radix(d, 8).ok());
+        match (b[i], octal) {
+            (b'\\', Some(n)) => {
+                out.push(n);
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}

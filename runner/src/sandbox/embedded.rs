@@ -1,0 +1,134 @@
+//! The embedded sandbox: youki's `libcontainer`, in this process. Its state lives under
+//! `ROOT/runtime/<id>/`. Cgroups are managed directly (never through systemd).
+
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use libcontainer::container::Container;
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::syscall::syscall::SyscallType;
+
+use super::{ExecOutcome, Io, Sandbox};
+use crate::error::{Result, RunnerError};
+
+pub struct Embedded {
+    root: PathBuf,
+}
+
+impl Embedded {
+    pub fn new(root: PathBuf) -> Result<Embedded> {
+        std::fs::create_dir_all(&root).map_err(|e| RunnerError::io("creating", &root, e))?;
+        Ok(Embedded { root })
+    }
+
+    fn builder(&self, id: &str, io: Io) -> Result<ContainerBuilder> {
+        let mut b = ContainerBuilder::new(id.to_string(), SyscallType::default())
+            .with_root_path(&self.root)
+            .map_err(err)?;
+        match io {
+            Io::Fds {
+                stdin,
+                stdout,
+                stderr,
+            } => {
+                b = b.with_stdin(stdin).with_stdout(stdout).with_stderr(stderr);
+            }
+            Io::Console(path) => b = b.with_console_socket(Some(path)),
+        }
+        Ok(b)
+    }
+}
+
+/// libcontainer's errors, with the two that Docker gives their own exit codes picked out.
+fn err(e: libcontainer::error::LibcontainerError) -> RunnerError {
+    let msg = error_chain(&e);
+    if let Some(rest) = msg.split("executable '").nth(1)
+        && let Some(cmd) = rest.split('\'').next()
+    {
+        if msg.contains("not found in $PATH") {
+            return RunnerError::CommandNotFound {
+                command: cmd.to_string(),
+            };
+        }
+        if msg.contains("does not have correct permissions") {
+            return RunnerError::CommandNotExecutable {
+                command: cmd.to_string(),
+            };
+        }
+    }
+    RunnerError::Sandbox(msg)
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let t = s.to_string();
+        if !msg.contains(&t) {
+            msg.push_str(": ");
+            msg.push_str(&t);
+        }
+        src = s.source();
+    }
+    msg
+}
+
+impl Sandbox for Embedded {
+    fn start(&self, id: &str, bundle: &Path, io: Io) -> Result<i32> {
+        // A stale runtime directory (a crashed supervisor) would make create fail.
+        if self.root.join(id).exists() {
+            let _ = self.delete(id);
+        }
+        let mut container = self
+            .builder(id, io)?
+            .validate_id()
+            .map_err(err)?
+            .as_init(bundle)
+            .with_systemd(false)
+            .with_detach(true)
+            .build()
+            .map_err(|e| {
+                let _ = self.delete(id);
+                err(e)
+            })?;
+        let pid = container
+            .pid()
+            .map(|p| p.as_raw())
+            .ok_or_else(|| RunnerError::Sandbox("the runtime reported no init process".into()))?;
+        if let Err(e) = container.start() {
+            let _ = self.delete(id);
+            return Err(err(e));
+        }
+        Ok(pid)
+    }
+
+    fn exec(&self, id: &str, process: &Path, io: Io, detach: bool) -> Result<ExecOutcome> {
+        let pid = self
+            .builder(id, io)?
+            .as_tenant()
+            .with_process(Some(process))
+            .with_detach(true)
+            .build()
+            .map_err(err)?;
+        let _ = detach;
+        Ok(ExecOutcome::Pid(pid.as_raw()))
+    }
+
+    fn delete(&self, id: &str) -> Result<()> {
+        let dir = self.root.join(id);
+        if !dir.exists() {
+            return Ok(());
+        }
+        match Container::load(dir.clone()) {
+            Ok(mut c) => c.delete(true).map_err(err)?,
+            Err(_) => {
+                // A half-created container without a readable state: nothing runs in it.
+                std::fs::remove_dir_all(&dir).map_err(|e| RunnerError::io("removing", &dir, e))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[allow(dead_code)]
+fn _assert_fd(_: OwnedFd) {}

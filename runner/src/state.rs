@@ -1,0 +1,467 @@
+//! What is stored for each container: its configuration (`config.json`, in the shape Docker's
+//! `inspect` shows, so inspect is a read and a merge) and its state (`state.json`, rewritten by the
+//! supervisor at each transition). Writes go to a temp file, are synced and renamed over the old
+//! file; read-modify-write cycles hold the container's lock file.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{IoContext, Result, RunnerError};
+
+/// Go's zero time, which Docker shows for "never".
+pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+
+/// Docker's `Config` of a container.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ContainerConfig {
+    pub hostname: String,
+    pub domainname: String,
+    pub user: String,
+    pub attach_stdin: bool,
+    pub attach_stdout: bool,
+    pub attach_stderr: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exposed_ports: Option<BTreeMap<String, serde_json::Value>>,
+    pub tty: bool,
+    pub open_stdin: bool,
+    pub stdin_once: bool,
+    pub env: Vec<String>,
+    pub cmd: Option<Vec<String>>,
+    pub image: String,
+    pub volumes: Option<BTreeMap<String, serde_json::Value>>,
+    pub working_dir: String,
+    pub entrypoint: Option<Vec<String>>,
+    pub on_build: Option<Vec<String>>,
+    pub labels: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_timeout: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct RestartPolicy {
+    pub name: String,
+    pub maximum_retry_count: i64,
+}
+
+/// A `--mount`/`-v`/`--tmpfs` request, as Docker's HostConfig.Mounts holds it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct MountRequest {
+    /// bind, volume or tmpfs.
+    #[serde(rename = "Type")]
+    pub kind: String,
+    pub source: String,
+    pub target: String,
+    pub read_only: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tmpfs_options: Option<String>,
+}
+
+/// Docker's `HostConfig` of a container (the fields berth implements).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct HostConfig {
+    pub binds: Vec<String>,
+    pub network_mode: String,
+    pub restart_policy: RestartPolicy,
+    pub auto_remove: bool,
+    pub volumes_from: Vec<String>,
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub dns: Vec<String>,
+    pub extra_hosts: Vec<String>,
+    pub privileged: bool,
+    pub readonly_rootfs: bool,
+    pub security_opt: Vec<String>,
+    pub tmpfs: BTreeMap<String, String>,
+    pub runtime: String,
+    pub init: Option<bool>,
+    pub memory: i64,
+    pub memory_swap: i64,
+    pub nano_cpus: i64,
+    pub pids_limit: Option<i64>,
+    pub mounts: Vec<MountRequest>,
+}
+
+/// One mount of a created container as `inspect` lists it under `Mounts`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct MountPoint {
+    #[serde(rename = "Type")]
+    pub kind: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    pub source: String,
+    pub destination: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub driver: String,
+    pub mode: String,
+    #[serde(rename = "RW")]
+    pub rw: bool,
+    pub propagation: String,
+}
+
+/// The fixed part of a container: written once at create (and on rename).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ContainerRecord {
+    pub id: String,
+    pub created: String,
+    pub path: String,
+    pub args: Vec<String>,
+    /// The image ID (`sha256:…`).
+    pub image: String,
+    pub name: String,
+    pub config: ContainerConfig,
+    pub host_config: HostConfig,
+    pub mounts: Vec<MountPoint>,
+    /// Where the sandbox runs it: "" for the embedded sandbox, else an OCI runtime binary.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub runtime_path: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    #[default]
+    Created,
+    Running,
+    Paused,
+    Restarting,
+    Removing,
+    Exited,
+    Dead,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Restarting => "restarting",
+            Status::Removing => "removing",
+            Status::Exited => "exited",
+            Status::Dead => "dead",
+        }
+    }
+}
+
+/// The changing part: rewritten at every transition.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct State {
+    pub status: Status,
+    pub running: bool,
+    pub paused: bool,
+    pub restarting: bool,
+    #[serde(rename = "OOMKilled")]
+    pub oom_killed: bool,
+    pub dead: bool,
+    pub pid: i32,
+    pub exit_code: i32,
+    pub error: String,
+    pub started_at: String,
+    pub finished_at: String,
+    pub restart_count: u32,
+    /// berth's own bookkeeping, not shown by inspect.
+    #[serde(rename = "berth")]
+    pub internal: Internal,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            status: Status::Created,
+            running: false,
+            paused: false,
+            restarting: false,
+            oom_killed: false,
+            dead: false,
+            pid: 0,
+            exit_code: 0,
+            error: String::new(),
+            started_at: ZERO_TIME.into(),
+            finished_at: ZERO_TIME.into(),
+            restart_count: 0,
+            internal: Internal::default(),
+        }
+    }
+}
+
+/// Process identities that survive PID reuse: a PID plus its start time (field 22 of
+/// `/proc/PID/stat`), so a recycled PID is never mistaken for the container or its supervisor.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Internal {
+    pub pid_start: u64,
+    pub supervisor_pid: i32,
+    pub supervisor_start: u64,
+    /// Set by `stop`/`kill`/`rm`, so the restart policy does not bring it back (Docker's rule).
+    pub manually_stopped: bool,
+    /// The cgroup the container runs in, for OOM accounting and cleanup.
+    pub cgroup: String,
+    /// Host mounts the supervisor set up (rootfs overlay), to undo when the container stops.
+    pub rootfs_mounted: bool,
+}
+
+impl State {
+    pub fn set_running(&mut self, pid: i32, pid_start: u64, now: &str) {
+        self.status = Status::Running;
+        self.running = true;
+        self.restarting = false;
+        self.dead = false;
+        self.oom_killed = false;
+        self.pid = pid;
+        self.internal.pid_start = pid_start;
+        self.exit_code = 0;
+        self.error.clear();
+        self.started_at = now.into();
+    }
+
+    pub fn set_exited(&mut self, code: i32, oom: bool, now: &str) {
+        self.status = Status::Exited;
+        self.running = false;
+        self.restarting = false;
+        self.pid = 0;
+        self.internal.pid_start = 0;
+        self.exit_code = code;
+        self.oom_killed = oom;
+        self.finished_at = now.into();
+    }
+
+    /// `Up 3 minutes` / `Exited (0) 2 seconds ago` / `Created`, as `docker ps` shows it.
+    pub fn describe(&self, now: chrono::DateTime<chrono::Utc>) -> String {
+        let since = |t: &str| {
+            chrono::DateTime::parse_from_rfc3339(t)
+                .ok()
+                .map(|t| human_duration(now.signed_duration_since(t.with_timezone(&chrono::Utc))))
+        };
+        match self.status {
+            Status::Running => format!("Up {}", since(&self.started_at).unwrap_or_default()),
+            Status::Paused => format!(
+                "Up {} (Paused)",
+                since(&self.started_at).unwrap_or_default()
+            ),
+            Status::Restarting => format!(
+                "Restarting ({}) {} ago",
+                self.exit_code,
+                since(&self.finished_at).unwrap_or_default()
+            ),
+            Status::Exited if self.finished_at != ZERO_TIME => format!(
+                "Exited ({}) {} ago",
+                self.exit_code,
+                since(&self.finished_at).unwrap_or_default()
+            ),
+            Status::Exited => format!("Exited ({})", self.exit_code),
+            Status::Created => "Created".into(),
+            Status::Removing => "Removal In Progress".into(),
+            Status::Dead => "Dead".into(),
+        }
+    }
+}
+
+/// Docker's `units.HumanDuration`.
+pub fn human_duration(d: chrono::TimeDelta) -> String {
+    let secs = d.num_seconds();
+    if secs < 1 {
+        return "Less than a second".into();
+    }
+    if secs == 1 {
+        return "1 second".into();
+    }
+    if secs < 60 {
+        return format!("{secs} seconds");
+    }
+    let mins = d.num_minutes();
+    if mins == 1 {
+        return "About a minute".into();
+    }
+    if mins < 60 {
+        return format!("{mins} minutes");
+    }
+    let hours = (d.num_seconds() as f64 / 3600.0).round() as i64;
+    if hours == 1 {
+        return "About an hour".into();
+    }
+    if hours < 48 {
+        return format!("{hours} hours");
+    }
+    if hours < 24 * 7 * 2 {
+        return format!("{} days", hours / 24);
+    }
+    if hours < 24 * 30 * 2 {
+        return format!("{} weeks", hours / 24 / 7);
+    }
+    if hours < 24 * 365 * 2 {
+        return format!("{} months", hours / 24 / 30);
+    }
+    format!("{} years", hours / 24 / 365)
+}
+
+/// The current time as Docker prints it (RFC 3339, nanoseconds, UTC).
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+/// Write `value` as JSON to `path` atomically (temp file, fsync, rename).
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let bytes = serde_json::to_vec(value)
+        .map_err(|e| RunnerError::invalid(path.display().to_string(), e.to_string()))?;
+    write_atomic(path, &bytes)
+}
+
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp =
+        tempfile::NamedTempFile::with_prefix_in(".tmp-", dir).ctx("creating temp file in", dir)?;
+    tmp.write_all(bytes)
+        .ctx("writing", tmp.path().to_path_buf())?;
+    tmp.as_file().sync_all().ctx("syncing", path)?;
+    tmp.persist(path)
+        .map_err(|e| RunnerError::io("replacing", path, e.error))?;
+    Ok(())
+}
+
+pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+    let bytes = fs::read(path).ctx("reading", path)?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        RunnerError::invalid(
+            format!("container file {}", path.display()),
+            format!("{e} (the file is damaged; `berth rm -f` removes the container)"),
+        )
+    })
+}
+
+/// An exclusive advisory lock on a file, released on drop.
+pub struct FileLock {
+    _file: fs::File,
+}
+
+impl FileLock {
+    pub fn acquire(path: &Path) -> Result<FileLock> {
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(path)
+            .ctx("opening lock file", path)?;
+        file.lock().ctx("locking", path)?;
+        Ok(FileLock { _file: file })
+    }
+}
+
+/// Start time of a process in clock ticks since boot (field 22 of /proc/PID/stat), or None when
+/// there is no such process.
+pub fn process_start_time(pid: i32) -> Option<u64> {
+    if pid <= 0 {
+        return None;
+    }
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and parentheses: fields resume after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split(' ');
+    // rest starts at field 3 (state); a zombie is as good as gone.
+    if fields.next()? == "Z" {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
+}
+
+/// Whether the process `pid` that started at `start` is still there.
+pub fn process_alive(pid: i32, start: u64) -> bool {
+    start != 0 && process_start_time(pid) == Some(start)
+}
+
+/// Paths inside a container's directory.
+#[derive(Debug, Clone)]
+pub struct ContainerPaths {
+    pub dir: PathBuf,
+}
+
+impl ContainerPaths {
+    pub fn config(&self) -> PathBuf {
+        self.dir.join("config.json")
+    }
+    pub fn state(&self) -> PathBuf {
+        self.dir.join("state.json")
+    }
+    pub fn lock(&self) -> PathBuf {
+        self.dir.join("lock")
+    }
+    pub fn image(&self) -> PathBuf {
+        self.dir.join("image")
+    }
+    pub fn upper(&self) -> PathBuf {
+        self.dir.join("upper")
+    }
+    pub fn work(&self) -> PathBuf {
+        self.dir.join("work")
+    }
+    pub fn rootfs(&self) -> PathBuf {
+        self.dir.join("rootfs")
+    }
+    pub fn bundle(&self) -> PathBuf {
+        self.dir.join("bundle")
+    }
+    pub fn log(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}-json.log"))
+    }
+    pub fn hostname(&self) -> PathBuf {
+        self.dir.join("hostname")
+    }
+    pub fn hosts(&self) -> PathBuf {
+        self.dir.join("hosts")
+    }
+    pub fn resolv_conf(&self) -> PathBuf {
+        self.dir.join("resolv.conf")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_process_start_time_is_known() {
+        let me = std::process::id() as i32;
+        let t = process_start_time(me).expect("own stat");
+        assert!(process_alive(me, t));
+        assert!(!process_alive(me, t + 1));
+        assert!(!process_alive(-1, t));
+    }
+
+    #[test]
+    fn human_durations_match_docker() {
+        let s = |n| human_duration(chrono::TimeDelta::seconds(n));
+        assert_eq!(s(0), "Less than a second");
+        assert_eq!(s(1), "1 second");
+        assert_eq!(s(59), "59 seconds");
+        assert_eq!(s(60), "About a minute");
+        assert_eq!(s(120), "2 minutes");
+        assert_eq!(s(3600), "About an hour");
+        assert_eq!(s(3 * 3600), "3 hours");
+        assert_eq!(s(3 * 86400), "3 days");
+    }
+
+    #[test]
+    fn state_round_trips_with_docker_field_names() {
+        let mut st = State::default();
+        st.set_running(42, 7, "2026-01-01T00:00:00Z");
+        let v = serde_json::to_value(&st).unwrap();
+        assert_eq!(v["Status"], "running");
+        assert_eq!(v["Pid"], 42);
+        assert_eq!(v["OOMKilled"], false);
+        let back: State = serde_json::from_value(v).unwrap();
+        assert_eq!(back.internal.pid_start, 7);
+    }
+}

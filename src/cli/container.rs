@@ -1,0 +1,964 @@
+//! Container commands: `run`, `create`, `start`, `stop`, `restart`, `kill`, `rm`, `ps`, `wait`,
+//! `logs`, `exec`, `rename`, `container prune`, `container inspect`, and the same under
+//! `berth container …`; plus the hidden supervisor entry point.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Result, anyhow, bail};
+use berth_runner::container::CreateOptions;
+use berth_runner::logs::LogOptions;
+use berth_runner::state::Status;
+use berth_runner::{Container, Runner, RunnerError};
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+use super::format::{Format, Row, print_rows, render, template};
+use super::open_store;
+
+#[derive(Subcommand, Debug)]
+pub enum ContainerCommand {
+    /// Create and run a new container from an image
+    #[command(disable_help_flag = true)]
+    Run(RunArgs),
+    /// Create a new container
+    #[command(disable_help_flag = true)]
+    Create(CreateArgs),
+    /// Start one or more stopped containers
+    Start(StartArgs),
+    /// Stop one or more running containers
+    Stop(StopArgs),
+    /// Restart one or more containers
+    Restart(StopArgs),
+    /// Kill one or more running containers
+    Kill(KillArgs),
+    /// Remove one or more containers
+    #[command(alias = "remove")]
+    Rm(RmArgs),
+    /// List containers
+    #[command(alias = "list", alias = "ps")]
+    Ls(PsArgs),
+    /// Display detailed information on one or more containers
+    Inspect(InspectArgs),
+    /// Block until one or more containers stop, then print their exit codes
+    Wait(WaitArgs),
+    /// Fetch the logs of a container
+    Logs(LogsArgs),
+    /// Execute a command in a running container
+    Exec(ExecArgs),
+    /// Rename a container
+    Rename(RenameArgs),
+    /// Remove all stopped containers
+    Prune(PruneArgs),
+}
+
+pub fn run_group(root: &Path, c: ContainerCommand) -> Result<ExitCode> {
+    match c {
+        ContainerCommand::Run(a) => run(root, a),
+        ContainerCommand::Create(a) => create(root, a),
+        ContainerCommand::Start(a) => start(root, a),
+        ContainerCommand::Stop(a) => stop(root, a),
+        ContainerCommand::Restart(a) => restart(root, a),
+        ContainerCommand::Kill(a) => kill(root, a),
+        ContainerCommand::Rm(a) => rm(root, a),
+        ContainerCommand::Ls(a) => ps(root, a),
+        ContainerCommand::Inspect(a) => inspect(root, a),
+        ContainerCommand::Wait(a) => wait(root, a),
+        ContainerCommand::Logs(a) => logs(root, a),
+        ContainerCommand::Exec(a) => exec(root, a),
+        ContainerCommand::Rename(a) => rename(root, a),
+        ContainerCommand::Prune(a) => prune(root, a),
+    }
+}
+
+fn runner(root: &Path) -> Result<Runner> {
+    Ok(Runner::open(open_store(root)?)?)
+}
+
+/// A runner error as Docker's CLI reports it: message on stderr, its exit code.
+fn fail(e: RunnerError) -> ExitCode {
+    eprintln!("Error: {e}");
+    ExitCode::from(e.exit_code())
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CreateArgs {
+    /// Print help (-h is --hostname, as in Docker)
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
+    /// Assign a name to the container
+    #[arg(long)]
+    name: Option<String>,
+    /// Set environment variables
+    #[arg(short = 'e', long = "env")]
+    env: Vec<String>,
+    /// Read in a file of environment variables
+    #[arg(long = "env-file")]
+    env_file: Vec<PathBuf>,
+    /// Working directory inside the container
+    #[arg(short = 'w', long = "workdir")]
+    workdir: Option<String>,
+    /// Username or UID (format: <name|uid>[:<group|gid>])
+    #[arg(short = 'u', long)]
+    user: Option<String>,
+    /// Overwrite the default ENTRYPOINT of the image
+    #[arg(long)]
+    entrypoint: Option<String>,
+    /// Container host name
+    #[arg(short = 'h', long)]
+    hostname: Option<String>,
+    /// Set meta data on a container
+    #[arg(short = 'l', long = "label")]
+    label: Vec<String>,
+    /// Allocate a pseudo-TTY
+    #[arg(short = 't', long)]
+    tty: bool,
+    /// Keep STDIN open even if not attached
+    #[arg(short = 'i', long)]
+    interactive: bool,
+    /// Automatically remove the container when it exits
+    #[arg(long)]
+    rm: bool,
+    /// Run an init inside the container that forwards signals and reaps processes
+    #[arg(long)]
+    init: bool,
+    /// Signal to stop the container
+    #[arg(long = "stop-signal")]
+    stop_signal: Option<String>,
+    /// Timeout (in seconds) to stop a container
+    #[arg(long = "stop-timeout", allow_hyphen_values = true)]
+    stop_timeout: Option<i64>,
+    /// Restart policy to apply when a container exits (no, on-failure[:N], always, unless-stopped)
+    #[arg(long)]
+    restart: Option<String>,
+    /// Memory limit
+    #[arg(short = 'm', long)]
+    memory: Option<String>,
+    /// Swap limit equal to memory plus swap: -1 to enable unlimited swap
+    #[arg(long = "memory-swap", allow_hyphen_values = true)]
+    memory_swap: Option<String>,
+    /// Number of CPUs
+    #[arg(long)]
+    cpus: Option<String>,
+    /// Tune container pids limit (set -1 for unlimited)
+    #[arg(long = "pids-limit", allow_hyphen_values = true)]
+    pids_limit: Option<i64>,
+    /// Connect a container to a network: none, host, container:<name|id>
+    #[arg(long = "network", alias = "net")]
+    network: Option<String>,
+    /// Add Linux capabilities
+    #[arg(long = "cap-add")]
+    cap_add: Vec<String>,
+    /// Drop Linux capabilities
+    #[arg(long = "cap-drop")]
+    cap_drop: Vec<String>,
+    /// Give extended privileges to this container
+    #[arg(long)]
+    privileged: bool,
+    /// Mount the container's root filesystem as read only
+    #[arg(long = "read-only")]
+    read_only: bool,
+    /// Security options (no-new-privileges)
+    #[arg(long = "security-opt")]
+    security_opt: Vec<String>,
+    /// Set custom DNS servers
+    #[arg(long)]
+    dns: Vec<String>,
+    /// Add a custom host-to-IP mapping (host:ip)
+    #[arg(long = "add-host")]
+    add_host: Vec<String>,
+    /// Bind mount a volume
+    #[arg(short = 'v', long = "volume")]
+    volume: Vec<String>,
+    /// Attach a filesystem mount to the container
+    #[arg(long = "mount")]
+    mount: Vec<String>,
+    /// Mount a tmpfs directory
+    #[arg(long)]
+    tmpfs: Vec<String>,
+    /// Mount volumes from the specified container(s)
+    #[arg(long = "volumes-from")]
+    volumes_from: Vec<String>,
+    /// Runtime to use for this container: an OCI runtime binary (crun, runc, …) or "berth"
+    #[arg(long)]
+    runtime: Option<String>,
+    /// The image to create the container from
+    image: String,
+    /// The command and its arguments
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+impl CreateArgs {
+    fn options(&self, attach: bool) -> CreateOptions {
+        CreateOptions {
+            image: self.image.clone(),
+            name: self.name.clone(),
+            command: self.command.clone(),
+            entrypoint: self.entrypoint.clone(),
+            env: self.env.clone(),
+            env_files: self.env_file.clone(),
+            workdir: self.workdir.clone(),
+            user: self.user.clone(),
+            hostname: self.hostname.clone(),
+            labels: self.label.clone(),
+            tty: self.tty,
+            interactive: self.interactive,
+            attach,
+            auto_remove: self.rm,
+            init: self.init,
+            stop_signal: self.stop_signal.clone(),
+            stop_timeout: self.stop_timeout,
+            restart: self.restart.clone(),
+            memory: self.memory.clone(),
+            memory_swap: self.memory_swap.clone(),
+            cpus: self.cpus.clone(),
+            pids_limit: self.pids_limit,
+            network: self.network.clone(),
+            cap_add: self.cap_add.clone(),
+            cap_drop: self.cap_drop.clone(),
+            privileged: self.privileged,
+            read_only: self.read_only,
+            security_opt: self.security_opt.clone(),
+            dns: self.dns.clone(),
+            add_host: self.add_host.clone(),
+            volumes: self.volume.clone(),
+            mounts: self.mount.clone(),
+            tmpfs: self.tmpfs.clone(),
+            volumes_from: self.volumes_from.clone(),
+            runtime: self.runtime.clone(),
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Run container in background and print container ID
+    #[arg(short = 'd', long)]
+    detach: bool,
+    #[command(flatten)]
+    create: CreateArgs,
+}
+
+pub fn create(root: &Path, a: CreateArgs) -> Result<ExitCode> {
+    let r = runner(root)?;
+    match r.create(&a.options(false)) {
+        Ok(c) => {
+            println!("{}", c.id());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => Ok(fail(e)),
+    }
+}
+
+pub fn run(root: &Path, a: RunArgs) -> Result<ExitCode> {
+    let r = runner(root)?;
+    let c = match r.create(&a.create.options(!a.detach)) {
+        Ok(c) => c,
+        Err(e) => return Ok(fail(e)),
+    };
+    if a.detach {
+        match r.spawn_supervisor(&c, false) {
+            Ok(_) => {
+                println!("{}", c.id());
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => Ok(fail(e)),
+        }
+    } else {
+        // The supervisor prints its own errors on the shared stderr.
+        let code = r.spawn_supervisor(&c, true).map_err(|e| anyhow!(e))?;
+        Ok(ExitCode::from(code.clamp(0, 255) as u8))
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct StartArgs {
+    /// Attach STDOUT/STDERR and forward signals
+    #[arg(short = 'a', long)]
+    attach: bool,
+    /// Attach container's STDIN
+    #[arg(short = 'i', long)]
+    interactive: bool,
+    #[arg(required = true, value_name = "CONTAINER")]
+    containers: Vec<String>,
+}
+
+pub fn start(root: &Path, a: StartArgs) -> Result<ExitCode> {
+    let r = runner(root)?;
+    let mut code = ExitCode::SUCCESS;
+    let attach = a.attach || a.interactive;
+    if attach && a.containers.len() > 1 {
+        bail!("you cannot start and attach multiple containers at once");
+    }
+    for n in &a.containers {
+        let res = r.get(n).and_then(|c| {
+            if c.is_running() {
+                return Ok(0);
+            }
+            r.spawn_supervisor(&c, attach)
+        });
+        match res {
+            Ok(c) if attach => return Ok(ExitCode::from(c.clamp(0, 255) as u8)),
+            Ok(_) => println!("{n}"),
+            Err(e) => {
+                eprintln!("Error response from daemon: {e}");
+                code = ExitCode::from(1);
+            }
+        }
+    }
+    Ok(code)
+}
+
+#[derive(Args, Debug)]
+pub struct StopArgs {
+    /// Seconds to wait before killing the container
+    #[arg(
+        short = 't',
+        long = "time",
+        alias = "timeout",
+        allow_hyphen_values = true
+    )]
+    time: Option<i64>,
+    /// Signal to send to the container
+    #[arg(short = 's', long)]
+    signal: Option<String>,
+    #[arg(required = true, value_name = "CONTAINER")]
+    containers: Vec<String>,
+}
+
+fn each(names: &[String], mut f: impl FnMut(&str) -> berth_runner::Result<()>) -> ExitCode {
+    let mut code = ExitCode::SUCCESS;
+    for n in names {
+        match f(n) {
+            Ok(()) => println!("{n}"),
+            Err(e) => {
+                eprintln!("Error response from daemon: {e}");
+                code = ExitCode::from(1);
+            }
+        }
+    }
+    code
+}
+
+pub fn stop(root: &Path, a: StopArgs) -> Result<ExitCode> {
+    let r = runner(root)?;
+    Ok(each(&a.containers, |n| {
+        let mut c = r.get(n)?;
+        if let Some(s) = &a.signal {
+            let sig = berth_runner::signal::parse(s)?;
+            r.update_state(&mut c, |st| st.internal.manually_stopped = true)?;
+            r.signal(&c, sig)?;
+            let secs = a.time.or(c.record.config.stop_timeout).unwrap_or(10);
+            if secs < 0 || !r.wait_stopped(&mut c, std::time::Duration::from_secs(secs as u64))? {
+                r.signal(&c, berth_runner::signal::SIGKILL)?;
+                r.wait_stopped(&mut c, std::time::Duration::from_secs(10))?;
+            }
+            return Ok(());
+        }
+        r.stop(&mut c, a.time)
+    }))
+}
+
+pub fn restart(root: &Path, a: StopArgs) -> Result<ExitCode> {
+    let r = runner(root)?;
+    Ok(each(&a.containers, |n| {
+        let mut c = r.get(n)?;
+        r.stop(&mut c, a.time)?;
+        r.reload(&mut c)?;
+        r.spawn_supervisor(&c, false).map(|_| ())
+    }))
+}
+
+#[derive(Args, Debug)]
+pub struct KillArgs {
+    /// Signal to send to the container
+    #[arg(short = 's', long, default_value = "KILL")]
+    signal: String,
+    #[arg(required = true, value_name = "CONTAINER")]
+    containers: Vec<String>,
+}
+
+pub fn kill(root: &Path, a: KillArgs) -> Result<ExitCode> {
+    let r = runner(root)?;
+    let sig = berth_runner::signal::parse(&a.signal)?;
+    Ok(each(&a.containers, |n| {
+        let mut c = r.get(n)?;
+        r.kill(&mut c, sig)
+    }))
+}
+
+#[derive(Args, Debug)]
+pub struct RmArgs {
+    /// Force the removal of a running container (uses SIGKILL)
+    #[arg(short = 'f', long)]
+    force: bool,
+    /// Remove anonymous volumes associated with the container
+    #[arg(short = 'v', long)]
+    volumes: bool,
+    #[arg(required = true, value_name = "CONTAINER")]
+    containers: Vec<String>,
+}
+
+pub fn rm(root: &Path, a: RmArgs) -> Result<ExitCode> {
+    let r = runner(root)?;
+    Ok(each(&a.containers, |n| {
+        let mut c = r.get(n)?;
+        r.remove(&mut c, a.force)
+    }))
+}
+
+#[derive(Args, Debug)]
+pub struct PruneArgs {
+    /// Do not prompt for confirmation
+    #[arg(short = 'f', long)]
+    force: bool,
+    /// Provide filter values (label=KEY[=VALUE])
+    #[arg(long = "filter")]
+    filter: Vec<String>,
+}
+
+pub fn prune(root: &Path, a: PruneArgs) -> Result<ExitCode> {
+    let r = runner(root)?;
+    let filters = Filters::parse(&a.filter)?;
+    let mut out = io::stdout().lock();
+    writeln!(out, "Deleted Containers:")?;
+    let mut code = ExitCode::SUCCESS;
+    for mut c in r.list()? {
+        if c.is_running() || !filters.matches(&c) {
+            continue;
+        }
+        match r.remove(&mut c, false) {
+            Ok(()) => writeln!(out, "{}", c.id())?,
+            Err(e) => {
+                eprintln!("Error: {e}");
+                code = ExitCode::from(1);
+            }
+        }
+    }
+    writeln!(out)?;
+    let _ = a.force;
+    Ok(code)
+}
+
+#[derive(Args, Debug)]
+pub struct PsArgs {
+    /// Show all containers (default shows just running)
+    #[arg(short, long)]
+    all: bool,
+    /// Only display container IDs
+    #[arg(short, long)]
+    quiet: bool,
+    /// Filter output based on conditions provided
+    #[arg(short, long = "filter")]
+    filter: Vec<String>,
+    /// Format output: table, json, or a Go template
+    #[arg(long)]
+    format: Option<String>,
+    /// Don't truncate output
+    #[arg(long)]
+    no_trunc: bool,
+    /// Show n last created containers (includes all states)
+    #[arg(short = 'n', long = "last", default_value_t = -1, allow_hyphen_values = true)]
+    last: i64,
+    /// Show the latest created container (includes all states)
+    #[arg(short = 'l', long)]
+    latest: bool,
+    /// Display total file sizes (accepted for Docker compatibility)
+    #[arg(short, long)]
+    size: bool,
+}
+
+/// `ps --filter`: Docker's keys that make sense here.
+struct Filters {
+    items: Vec<(String, String)>,
+}
+
+impl Filters {
+    fn parse(raw: &[String]) -> Result<Filters> {
+        let mut items = Vec::new();
+        for f in raw {
+            let (k, v) = f
+                .split_once('=')
+                .ok_or_else(|| anyhow!("bad format of filter (expected name=value): {f}"))?;
+            match k {
+                "id" | "name" | "status" | "label" | "exited" | "ancestor" | "before" | "since" => {
+                }
+                _ => bail!("invalid filter '{k}'"),
+            }
+            if k == "status"
+                && !matches!(
+                    v,
+                    "created"
+                        | "restarting"
+                        | "running"
+                        | "removing"
+                        | "paused"
+                        | "exited"
+                        | "dead"
+                )
+            {
+                bail!("invalid filter 'status={v}'");
+            }
+            items.push((k.to_string(), v.to_string()));
+        }
+        Ok(Filters { items })
+    }
+
+    fn has(&self, key: &str) -> bool {
+        self.items.iter().any(|(k, _)| k == key)
+    }
+
+    /// Filters with the same key are OR'd, different keys AND'd (Docker's rule).
+    fn matches(&self, c: &Container) -> bool {
+        let keys: std::collections::BTreeSet<&str> =
+            self.items.iter().map(|(k, _)| k.as_str()).collect();
+        keys.into_iter().all(|key| {
+            self.items
+                .iter()
+                .filter(|(k, _)| k == key)
+                .any(|(_, v)| match key {
+                    "id" => c.id().starts_with(v.as_str()),
+                    "name" => c.name().contains(v.as_str()),
+                    "status" => c.state.status.as_str() == v,
+                    "exited" => {
+                        c.state.status == Status::Exited
+                            && v.parse::<i32>().ok() == Some(c.state.exit_code)
+                    }
+                    "label" => match v.split_once('=') {
+                        Some((lk, lv)) => {
+                            c.record.config.labels.get(lk).map(String::as_str) == Some(lv)
+                        }
+                        None => c.record.config.labels.contains_key(v.as_str()),
+                    },
+                    "ancestor" => {
+                        c.record.config.image == *v
+                            || c.record
+                                .image
+                                .trim_start_matches("sha256:")
+                                .starts_with(v.trim_start_matches("sha256:"))
+                    }
+                    _ => true,
+                })
+        })
+    }
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct PsRow {
+    command: String,
+    created_at: String,
+    #[serde(rename = "ID")]
+    id: String,
+    image: String,
+    labels: String,
+    local_volumes: String,
+    mounts: String,
+    names: String,
+    networks: String,
+    ports: String,
+    running_for: String,
+    size: String,
+    state: String,
+    status: String,
+}
+
+impl Row for PsRow {
+    fn cell(&self, field: &str) -> String {
+        match field {
+            "ID" => self.id.clone(),
+            "Image" => self.image.clone(),
+            "Command" => self.command.clone(),
+            "RunningFor" => self.running_for.clone(),
+            "Status" => self.status.clone(),
+            "Ports" => self.ports.clone(),
+            "Names" => self.names.clone(),
+            "State" => self.state.clone(),
+            "CreatedAt" => self.created_at.clone(),
+            "Labels" => self.labels.clone(),
+            _ => String::new(),
+        }
+    }
+}
+
+fn ps_row(c: &Container, no_trunc: bool, now: chrono::DateTime<chrono::Utc>) -> PsRow {
+    let mut command = std::iter::once(c.record.path.as_str())
+        .chain(c.record.args.iter().map(String::as_str))
+        .collect::<Vec<_>>()
+        .join(" ");
+    if !no_trunc && command.chars().count() > 20 {
+        command = format!("{}…", command.chars().take(19).collect::<String>());
+    }
+    let created = chrono::DateTime::parse_from_rfc3339(&c.record.created).ok();
+    PsRow {
+        command: format!("\"{command}\""),
+        created_at: created
+            .map(|t| {
+                t.with_timezone(&chrono::Utc)
+                    .format("%Y-%m-%d %H:%M:%S +0000 UTC")
+                    .to_string()
+            })
+            .unwrap_or_default(),
+        id: if no_trunc {
+            c.id().to_string()
+        } else {
+            c.short_id().to_string()
+        },
+        image: c.record.config.image.clone(),
+        labels: c
+            .record
+            .config
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(","),
+        local_volumes: "0".into(),
+        mounts: String::new(),
+        names: c.name().to_string(),
+        networks: c.record.host_config.network_mode.clone(),
+        ports: String::new(),
+        running_for: created
+            .map(|t| {
+                format!(
+                    "{} ago",
+                    berth_runner::state::human_duration(
+                        now.signed_duration_since(t.with_timezone(&chrono::Utc))
+                    )
+                )
+            })
+            .unwrap_or_default(),
+        size: String::new(),
+        state: c.state.status.as_str().to_string(),
+        status: c.state.describe(now),
+    }
+}
+
+pub fn ps(root: &Path, a: PsArgs) -> Result<ExitCode> {
+    let r = runner(root)?;
+    let filters = Filters::parse(&a.filter)?;
+    let all = a.all || a.last >= 0 || a.latest || filters.has("status") || filters.has("exited");
+    let mut list: Vec<Container> = r
+        .list()?
+        .into_iter()
+        .filter(|c| all || c.is_running())
+        .filter(|c| filters.matches(c))
+        .collect();
+    if a.latest {
+        list.truncate(1);
+    } else if a.last >= 0 {
+        list.truncate(a.last as usize);
+    }
+    let mut out = io::stdout().lock();
+    if a.quiet {
+        for c in &list {
+            writeln!(out, "{}", if a.no_trunc { c.id() } else { c.short_id() })?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let now = chrono::Utc::now();
+    let rows: Vec<PsRow> = list.iter().map(|c| ps_row(c, a.no_trunc, now)).collect();
+    let columns = [
+        ("ID", "CONTAINER ID"),
+        ("Image", "IMAGE"),
+        ("Command", "COMMAND"),
+        ("RunningFor", "CREATED"),
+        ("Status", "STATUS"),
+        ("Ports", "PORTS"),
+        ("Names", "NAMES"),
+    ];
+    print_rows(
+        &mut out,
+        &Format::parse(a.format.as_deref()),
+        &columns,
+        &rows,
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// Format output using a Go template or json
+    #[arg(short, long)]
+    format: Option<String>,
+    /// Display total file sizes (accepted for Docker compatibility)
+    #[arg(short, long)]
+    size: bool,
+    #[arg(required = true, value_name = "CONTAINER")]
+    containers: Vec<String>,
+}
+
+/// Docker's container inspect document.
+pub fn inspect_json(c: &Container) -> Value {
+    let rec = &c.record;
+    let mut state = serde_json::to_value(&c.state).unwrap_or(Value::Null);
+    if let Some(o) = state.as_object_mut() {
+        o.remove("berth");
+        o.remove("RestartCount");
+    }
+    let mut host_config = serde_json::to_value(&rec.host_config).unwrap_or(Value::Null);
+    if let Some(o) = host_config.as_object_mut() {
+        o.insert("NanoCpus".into(), json!(rec.host_config.nano_cpus));
+        o.insert(
+            "ReadonlyRootfs".into(),
+            json!(rec.host_config.readonly_rootfs),
+        );
+        o.insert(
+            "LogConfig".into(),
+            json!({"Type": "json-file", "Config": {}}),
+        );
+    }
+    json!({
+        "Id": rec.id,
+        "Created": rec.created,
+        "Path": rec.path,
+        "Args": rec.args,
+        "State": state,
+        "Image": rec.image,
+        "ResolvConfPath": c.paths.resolv_conf(),
+        "HostnamePath": c.paths.hostname(),
+        "HostsPath": c.paths.hosts(),
+        "LogPath": c.log_path(),
+        "Name": format!("/{}", rec.name),
+        "RestartCount": c.state.restart_count,
+        "Driver": "overlay",
+        "Platform": "linux",
+        "MountLabel": "",
+        "ProcessLabel": "",
+        "AppArmorProfile": "",
+        "ExecIDs": null,
+        "HostConfig": host_config,
+        "GraphDriver": {
+            "Name": "overlay",
+            "Data": {
+                "UpperDir": c.paths.upper(),
+                "WorkDir": c.paths.work(),
+                "MergedDir": c.paths.rootfs(),
+            }
+        },
+        "Mounts": rec.mounts,
+        "Config": rec.config,
+        "NetworkSettings": {
+            "Bridge": "", "SandboxID": "", "HairpinMode": false, "Ports": {},
+            "SandboxKey": if c.state.pid > 0 { format!("/proc/{}/ns/net", c.state.pid) } else { String::new() },
+            "IPAddress": "", "Gateway": "", "MacAddress": "",
+            "Networks": { rec.host_config.network_mode.clone(): {} },
+        },
+    })
+}
+
+/// Look `name` up as a container (for the top-level `inspect`, which tries containers first).
+pub fn find_for_inspect(root: &Path, name: &str) -> Option<Value> {
+    let r = runner(root).ok()?;
+    r.get(name).ok().map(|c| inspect_json(&c))
+}
+
+pub fn inspect(root: &Path, a: InspectArgs) -> Result<ExitCode> {
+    let r = runner(root)?;
+    let mut docs = Vec::new();
+    let mut failed = false;
+    for n in &a.containers {
+        match r.get(n) {
+            Ok(c) => docs.push(inspect_json(&c)),
+            Err(e) => {
+                eprintln!("Error: {e}");
+                failed = true;
+            }
+        }
+    }
+    print_docs(&docs, a.format.as_deref())?;
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+pub fn print_docs(docs: &[Value], format: Option<&str>) -> Result<()> {
+    let mut out = io::stdout().lock();
+    match Format::parse(format) {
+        Format::Template { tmpl, .. } => {
+            let t = template(&tmpl)?;
+            for d in docs {
+                writeln!(out, "{}", render(&t, d)?)?;
+            }
+        }
+        Format::Json | Format::Table => writeln!(out, "{}", serde_json::to_string_pretty(docs)?)?,
+    }
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct WaitArgs {
+    #[arg(required = true, value_name = "CONTAINER")]
+    containers: Vec<String>,
+}
+
+pub fn wait(root: &Path, a: WaitArgs) -> Result<ExitCode> {
+    let r = runner(root)?;
+    let mut code = ExitCode::SUCCESS;
+    for n in &a.containers {
+        match r.get(n).and_then(|mut c| r.wait(&mut c)) {
+            Ok(exit) => println!("{exit}"),
+            Err(e) => {
+                eprintln!("Error response from daemon: {e}");
+                code = ExitCode::from(1);
+            }
+        }
+    }
+    Ok(code)
+}
+
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    /// Follow log output
+    #[arg(short = 'f', long)]
+    follow: bool,
+    /// Number of lines to show from the end of the logs ("all" for everything)
+    #[arg(short = 'n', long = "tail", default_value = "all")]
+    tail: String,
+    /// Show timestamps
+    #[arg(short = 't', long)]
+    timestamps: bool,
+    /// Show logs since timestamp (e.g. "2013-01-02T13:23:37Z") or relative (e.g. "42m")
+    #[arg(long)]
+    since: Option<String>,
+    /// Show logs before a timestamp or relative time
+    #[arg(long)]
+    until: Option<String>,
+    /// Show extra details (accepted for Docker compatibility)
+    #[arg(long)]
+    details: bool,
+    container: String,
+}
+
+pub fn logs(root: &Path, a: LogsArgs) -> Result<ExitCode> {
+    let r = runner(root)?;
+    let c = match r.get(&a.container) {
+        Ok(c) => c,
+        Err(e) => return Ok(fail(e)),
+    };
+    let now = chrono::Utc::now();
+    let tail = match a.tail.as_str() {
+        "all" | "" => None,
+        n => match n.parse::<i64>() {
+            Ok(n) if n < 0 => None,
+            Ok(n) => Some(n as usize),
+            Err(_) => bail!("invalid --tail {n:?}: give a number or \"all\""),
+        },
+    };
+    let parse = |s: &Option<String>| -> Result<_> {
+        s.as_deref()
+            .map(|s| {
+                berth_runner::logs::parse_since(s, now)
+                    .map_err(|e| anyhow!("invalid time {s:?}: {e}"))
+            })
+            .transpose()
+    };
+    let opts = LogOptions {
+        follow: a.follow,
+        tail,
+        since: parse(&a.since)?,
+        until: parse(&a.until)?,
+        timestamps: a.timestamps,
+    };
+    let id = c.id().to_string();
+    let still_running = || {
+        r.get(&id)
+            .map(|c| matches!(c.state.status, Status::Running | Status::Restarting))
+            .unwrap_or(false)
+    };
+    let stdout = io::stdout();
+    let stderr = io::stderr();
+    let mut o = stdout.lock();
+    let mut e = stderr.lock();
+    berth_runner::logs::read_logs(&c.log_path(), &opts, &mut o, &mut e, &still_running)?;
+    let _ = a.details;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args, Debug)]
+pub struct ExecArgs {
+    /// Detached mode: run command in the background
+    #[arg(short = 'd', long)]
+    detach: bool,
+    /// Set environment variables
+    #[arg(short = 'e', long = "env")]
+    env: Vec<String>,
+    /// Read in a file of environment variables
+    #[arg(long = "env-file")]
+    env_file: Vec<PathBuf>,
+    /// Keep STDIN open even if not attached
+    #[arg(short = 'i', long)]
+    interactive: bool,
+    /// Allocate a pseudo-TTY
+    #[arg(short = 't', long)]
+    tty: bool,
+    /// Username or UID (format: "<name|uid>[:<group|gid>]")
+    #[arg(short = 'u', long)]
+    user: Option<String>,
+    /// Working directory inside the container
+    #[arg(short = 'w', long)]
+    workdir: Option<String>,
+    /// Give extended privileges to the command
+    #[arg(long)]
+    privileged: bool,
+    container: String,
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+pub fn exec(root: &Path, a: ExecArgs) -> Result<ExitCode> {
+    let r = runner(root)?;
+    let c = match r.get(&a.container) {
+        Ok(c) => c,
+        Err(e) => return Ok(fail(e)),
+    };
+    let opts = berth_runner::exec::ExecOptions {
+        command: a.command,
+        env: a.env,
+        env_files: a.env_file,
+        workdir: a.workdir,
+        user: a.user,
+        tty: a.tty,
+        interactive: a.interactive,
+        detach: a.detach,
+        privileged: a.privileged,
+    };
+    match berth_runner::exec::exec(&r, &c, &opts) {
+        Ok(code) => Ok(ExitCode::from(code.clamp(0, 255) as u8)),
+        Err(e) => Ok(fail(e)),
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct RenameArgs {
+    container: String,
+    new_name: String,
+}
+
+pub fn rename(root: &Path, a: RenameArgs) -> Result<ExitCode> {
+    let r = runner(root)?;
+    match r
+        .get(&a.container)
+        .and_then(|mut c| r.rename(&mut c, &a.new_name))
+    {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) => Ok(fail(e)),
+    }
+}
+
+/// The hidden supervisor entry point (`berth __supervise ID [--attach]`).
+#[derive(Args, Debug)]
+pub struct SuperviseArgs {
+    id: String,
+    #[arg(long)]
+    attach: bool,
+}
+
+pub fn supervise(root: &Path, a: SuperviseArgs) -> Result<ExitCode> {
+    let code = berth_runner::supervisor::main(root, &a.id, a.attach);
+    Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}
