@@ -742,6 +742,140 @@ fn referrers_api() {
     assert_eq!(s.get("/v2/ref/app/referrers/sha256:bad").status, 400);
 }
 
+/// Push a referrer of `subject` to `repo` with `artifact_type` and an annotation of `pad` bytes;
+/// returns its digest.
+fn push_referrer(
+    s: &Server,
+    repo: &str,
+    subject: (&str, usize),
+    artifact_type: &str,
+    i: usize,
+    pad: usize,
+) -> String {
+    let cd = s.push_blob(repo, b"{}");
+    let extra = format!(
+        r#","artifactType":"{artifact_type}","subject":{{"mediaType":"{OCI_MANIFEST}","digest":"{}","size":{}}},"annotations":{{"n":"{i}","pad":"{}"}}"#,
+        subject.0,
+        subject.1,
+        "x".repeat(pad)
+    );
+    let art = manifest_json(OCI_MANIFEST, (&cd, 2), &[], &extra);
+    let d = digest_of(art.as_bytes());
+    let r = s.req(
+        "PUT",
+        &format!("/v2/{repo}/manifests/{d}"),
+        &[("Content-Type", OCI_MANIFEST)],
+        art.as_bytes(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    d
+}
+
+/// Follow `Link: <…>; rel="next"` from `first`; returns each page's response.
+fn follow_pages(s: &Server, first: &str) -> Vec<Resp> {
+    let mut pages = Vec::new();
+    let mut next = Some(first.to_string());
+    while let Some(url) = next.take() {
+        assert!(pages.len() < 50, "endless pagination");
+        let r = s.get(&url);
+        assert_eq!(r.status, 200, "{url}: {}", r.text());
+        if let Some(link) = r.header("link") {
+            assert!(link.ends_with(r#">; rel="next""#), "{link}");
+            let target = &link[1..link.find('>').unwrap()];
+            next = Some(target.to_string());
+        }
+        pages.push(r);
+    }
+    pages
+}
+
+#[test]
+fn referrers_too_large_for_one_index_are_paged_with_link() {
+    let (_d, s) = server();
+    let (subject, m) = push_image(&s, "big/refs", "v1", b"layer", OCI_MANIFEST);
+    // Six referrers of ~900 KiB of annotations each: ~5.3 MiB of descriptors, more than one
+    // index (a manifest, ≤ 4 MiB) may hold.
+    let mut pushed: Vec<String> = (0..6)
+        .map(|i| {
+            push_referrer(
+                &s,
+                "big/refs",
+                (&subject, m.len()),
+                "application/vnd.example.sbom",
+                i,
+                900 << 10,
+            )
+        })
+        .collect();
+    pushed.sort();
+
+    let pages = follow_pages(&s, &format!("/v2/big/refs/referrers/{subject}"));
+    assert!(
+        pages.len() >= 2,
+        "one page of {} bytes",
+        pages[0].body.len()
+    );
+    let mut seen = Vec::new();
+    for p in &pages {
+        assert_eq!(p.header("content-type"), Some(OCI_INDEX));
+        assert!(p.body.len() <= 4 << 20, "page of {} bytes", p.body.len());
+        let index = p.json();
+        assert_eq!(index["schemaVersion"], 2);
+        assert_eq!(index["mediaType"], OCI_INDEX);
+        let ms = index["manifests"].as_array().unwrap();
+        assert!(!ms.is_empty());
+        for d in ms {
+            assert_eq!(d["annotations"]["pad"].as_str().unwrap().len(), 900 << 10);
+            seen.push(d["digest"].as_str().unwrap().to_string());
+        }
+    }
+    // Every referrer exactly once, in digest order across pages; the last page has no Link.
+    assert_eq!(seen, pushed);
+    assert!(pages.last().unwrap().header("link").is_none());
+
+    // `n` pages by count; the Link keeps `n` and the artifactType filter.
+    let other = push_referrer(
+        &s,
+        "big/refs",
+        (&subject, m.len()),
+        "application/vnd.example.sig+json",
+        9,
+        10,
+    );
+    let first = s.get(&format!("/v2/big/refs/referrers/{subject}?n=2"));
+    assert_eq!(first.json()["manifests"].as_array().unwrap().len(), 2);
+    let link = first.header("link").unwrap();
+    assert!(
+        link.contains("n=2") && link.contains("last=sha256:"),
+        "{link}"
+    );
+    let pages = follow_pages(
+        &s,
+        &format!("/v2/big/refs/referrers/{subject}?n=1&artifactType=application/vnd.example.sbom"),
+    );
+    assert_eq!(pages.len(), 6);
+    for p in &pages {
+        assert_eq!(p.header("oci-filters-applied"), Some("artifactType"));
+        let ms = p.json()["manifests"].as_array().unwrap().clone();
+        assert_eq!(ms.len(), 1);
+        assert_eq!(ms[0]["artifactType"], "application/vnd.example.sbom");
+    }
+    let pages = follow_pages(
+        &s,
+        &format!(
+            "/v2/big/refs/referrers/{subject}?n=1&artifactType=application/vnd.example.sig%2Bjson"
+        ),
+    );
+    assert_eq!(pages.len(), 1);
+    assert_eq!(pages[0].json()["manifests"][0]["digest"], other.as_str());
+    // A small list stays on one page, with no Link.
+    let r = s.get(&format!("/v2/big/refs/referrers/{other}"));
+    assert_eq!(r.json()["manifests"], serde_json::json!([]));
+    assert!(r.header("link").is_none());
+    let r = s.get(&format!("/v2/big/refs/referrers/{subject}?n=x"));
+    assert_eq!(r.status, 400);
+}
+
 #[test]
 fn invalid_names() {
     let (_d, s) = server();

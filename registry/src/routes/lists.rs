@@ -1,15 +1,16 @@
 //! Listings: tags (end-8), the catalog, and referrers (end-12), with `n`/`last` pagination and a
-//! `Link: <…>; rel="next"` header when more remain.
+//! `Link: <…>; rel="next"` header when more remain. Referrers are also paged by size: a page is
+//! an image index, and one larger than a manifest may be could not be read back as one.
 
 use axum::Json;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use oci_spec::image::Digest;
+use oci_spec::image::{Descriptor, Digest};
 use serde_json::json;
 
 use crate::endpoint::{Name, query_get};
 use crate::error::{ErrorKind, RegistryError, Result};
-use crate::manifest::OCI_INDEX;
+use crate::manifest::{MAX_MANIFEST_BYTES, OCI_INDEX};
 use crate::storage::Storage;
 
 /// One page of a listing and, when more remain, `(n, last)` for the next.
@@ -18,15 +19,7 @@ type Page = (Vec<String>, Option<(usize, String)>);
 /// Apply `last` (exclusive start) and `n` (page size) to a sorted list; the second value is the
 /// `last` for the next page, when there is one.
 fn paginate(items: Vec<String>, q: &[(String, String)]) -> Result<Page> {
-    let n = match query_get(q, "n") {
-        None | Some("") => None,
-        Some(s) => Some(s.parse::<usize>().map_err(|_| {
-            RegistryError::new(
-                ErrorKind::PaginationInvalid,
-                format!("n={s:?} is not a non-negative integer"),
-            )
-        })?),
-    };
+    let n = page_size(q)?;
     let mut rest: Vec<String> = match query_get(q, "last") {
         Some(last) if !last.is_empty() => items.into_iter().filter(|t| t.as_str() > last).collect(),
         _ => items,
@@ -43,6 +36,52 @@ fn paginate(items: Vec<String>, q: &[(String, String)]) -> Result<Page> {
         }
         _ => Ok((rest, None)),
     }
+}
+
+/// The `n` query parameter, when given.
+fn page_size(q: &[(String, String)]) -> Result<Option<usize>> {
+    match query_get(q, "n") {
+        None | Some("") => Ok(None),
+        Some(s) => s.parse::<usize>().map(Some).map_err(|_| {
+            RegistryError::new(
+                ErrorKind::PaginationInvalid,
+                format!("n={s:?} is not a non-negative integer"),
+            )
+        }),
+    }
+}
+
+/// The most a referrers page's `manifests` may take when serialized: the page must fit the
+/// manifest size limit with room for the index around it.
+const REFERRERS_PAGE_BYTES: usize = MAX_MANIFEST_BYTES - 1024;
+
+/// How many of `list` (sorted, after `last`) go on this page: at most `n`, within
+/// `budget` bytes of JSON, and at least one when any remain (a descriptor comes from a manifest
+/// within the size limit, so it fits a page of its own).
+fn referrers_page_len(list: &[Descriptor], n: Option<usize>, budget: usize) -> usize {
+    let max = n.unwrap_or(usize::MAX).min(list.len());
+    let mut used = 0;
+    for (i, d) in list.iter().take(max).enumerate() {
+        let len = serde_json::to_vec(d).map_or(0, |v| v.len()) + 1;
+        if i > 0 && used + len > budget {
+            return i;
+        }
+        used += len;
+    }
+    max
+}
+
+/// Percent-encode a query value (everything but RFC 3986's unreserved characters and `/`, `:`).
+fn query_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/:".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 fn with_link(mut resp: Response, base: &str, next: Option<(usize, String)>) -> Response {
@@ -77,6 +116,8 @@ pub async fn catalog<S: Storage>(st: &S, q: &[(String, String)]) -> Result<Respo
 
 // GET /v2/<name>/referrers/<digest>                          200 image index (never 404) (end-12a)
 // GET /v2/<name>/referrers/<digest>?artifactType=<type>      200, OCI-Filters-Applied: artifactType (end-12b)
+// Pages: sorted by digest; when the rest does not fit one index (or `n`), `Link: <…?last=<digest>>;
+// rel="next"` points at the next page, keeping the filter.
 pub async fn referrers<S: Storage>(
     st: &S,
     name: &Name,
@@ -92,6 +133,13 @@ pub async fn referrers<S: Storage>(
                 .is_some_and(|t| t.to_string() == a)
         });
     }
+    if let Some(last) = query_get(q, "last").filter(|l| !l.is_empty()) {
+        list.retain(|desc| desc.digest().to_string().as_str() > last);
+    }
+    let n = page_size(q)?;
+    let len = referrers_page_len(&list, n, REFERRERS_PAGE_BYTES);
+    let next = (len < list.len() && len > 0).then(|| list[len - 1].digest().to_string());
+    list.truncate(len);
     let body = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": list});
     let mut resp = Json(body).into_response();
     resp.headers_mut()
@@ -101,6 +149,19 @@ pub async fn referrers<S: Storage>(
             "oci-filters-applied",
             HeaderValue::from_static("artifactType"),
         );
+    }
+    if let Some(last) = next {
+        let mut link = format!("</v2/{name}/referrers/{d}?last={}", query_escape(&last));
+        if let Some(n) = n {
+            link.push_str(&format!("&n={n}"));
+        }
+        if let Some(a) = filter {
+            link.push_str(&format!("&artifactType={}", query_escape(a)));
+        }
+        link.push_str(">; rel=\"next\"");
+        if let Ok(v) = HeaderValue::from_str(&link) {
+            resp.headers_mut().insert(header::LINK, v);
+        }
     }
     Ok(resp)
 }
@@ -132,6 +193,33 @@ mod tests {
         assert_eq!(
             paginate(items, &q("n=-1")).unwrap_err().kind,
             ErrorKind::PaginationInvalid
+        );
+    }
+
+    #[test]
+    fn referrers_pages_by_count_and_size() {
+        let desc = |i: u8, pad: usize| -> Descriptor {
+            serde_json::from_value(json!({
+                "mediaType": OCI_INDEX,
+                "digest": format!("sha256:{}", hex::encode([i; 32])),
+                "size": 1,
+                "annotations": {"pad": "x".repeat(pad)},
+            }))
+            .unwrap()
+        };
+        let list: Vec<Descriptor> = (0..4).map(|i| desc(i, 1000)).collect();
+        let one = serde_json::to_vec(&list[0]).unwrap().len() + 1;
+        assert_eq!(referrers_page_len(&list, None, usize::MAX), 4);
+        assert_eq!(referrers_page_len(&list, Some(3), usize::MAX), 3);
+        assert_eq!(referrers_page_len(&list, Some(0), usize::MAX), 0);
+        assert_eq!(referrers_page_len(&list, None, 2 * one), 2);
+        assert_eq!(referrers_page_len(&list, None, 2 * one - 1), 1);
+        // A descriptor larger than the budget still makes a page of its own.
+        assert_eq!(referrers_page_len(&list, None, 10), 1);
+        assert_eq!(referrers_page_len(&[], None, 10), 0);
+        assert_eq!(
+            query_escape("application/vnd.a+json x"),
+            "application/vnd.a%2Bjson%20x"
         );
     }
 }
