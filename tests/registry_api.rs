@@ -877,6 +877,56 @@ fn referrers_too_large_for_one_index_are_paged_with_link() {
 }
 
 #[test]
+fn upload_sessions_announce_chunk_min_length() {
+    let (_d, s) = server();
+    // Default: 1 MiB, on every response that opens a session.
+    let r = s.req(
+        "POST",
+        "/v2/c/blobs/uploads/",
+        &[("Content-Length", "0")],
+        b"",
+    );
+    assert_eq!(r.status, 202);
+    assert_eq!(r.header("oci-chunk-min-length"), Some("1048576"));
+    let d = digest_of(b"nowhere");
+    let r = s.req(
+        "POST",
+        &format!("/v2/c/blobs/uploads/?mount={d}&from=other"),
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 202);
+    assert_eq!(r.header("oci-chunk-min-length"), Some("1048576"));
+    // Not on a completed monolithic POST, nor on PATCH.
+    let r = s.req(
+        "POST",
+        &format!("/v2/c/blobs/uploads/?digest={}", digest_of(b"abc")),
+        &[],
+        b"abc",
+    );
+    assert_eq!(r.status, 201);
+    assert!(r.header("oci-chunk-min-length").is_none());
+
+    let dir = TempDir::new().unwrap();
+    let s = Server::start(&dir.path().join("s"), &["--chunk-min-length", "5242880"]);
+    let r = s.req("POST", "/v2/c/blobs/uploads/", &[], b"");
+    assert_eq!(r.header("oci-chunk-min-length"), Some("5242880"));
+    // Smaller chunks are still accepted: the minimum is advice to clients.
+    let loc = r.header("location").unwrap().to_string();
+    let r = s.req("PATCH", &loc, &[("Content-Range", "0-2")], b"abc");
+    assert_eq!(r.status, 202);
+    assert!(r.header("oci-chunk-min-length").is_none());
+
+    let dir = TempDir::new().unwrap();
+    let cfg = dir.path().join("registry.toml");
+    std::fs::write(&cfg, "chunk-min-length = 0\n").unwrap();
+    let s = Server::start(&dir.path().join("s"), &["--config", cfg.to_str().unwrap()]);
+    let r = s.req("POST", "/v2/c/blobs/uploads/", &[], b"");
+    assert_eq!(r.status, 202);
+    assert!(r.header("oci-chunk-min-length").is_none());
+}
+
+#[test]
 fn invalid_names() {
     let (_d, s) = server();
     for path in [

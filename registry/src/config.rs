@@ -1,5 +1,6 @@
 //! Server settings: from flags, or from a `registry.toml` with the same names
-//! (`addr`, `storage`, `read-only`, `htpasswd`, `tls-cert`, `tls-key`); flags win over the file.
+//! (`addr`, `storage`, `read-only`, `htpasswd`, `tls-cert`, `tls-key`, `chunk-min-length`); flags
+//! win over the file.
 
 use std::path::{Path, PathBuf};
 
@@ -15,7 +16,13 @@ pub struct Config {
     pub htpasswd: Option<PathBuf>,
     /// PEM certificate chain and private key: serve HTTPS instead of HTTP.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// `OCI-Chunk-Min-Length` announced when an upload session opens; 0 announces none.
+    pub chunk_min_length: u64,
 }
+
+/// Every PATCH costs an fsync of the session's data and of its state file, so ask clients for
+/// chunks of at least this much (the spec makes it a SHOULD for them; smaller ones still work).
+pub const DEFAULT_CHUNK_MIN_LENGTH: u64 = 1 << 20;
 
 /// `registry.toml`: every field optional.
 #[derive(Debug, Default, Deserialize, PartialEq)]
@@ -28,6 +35,7 @@ pub struct FileConfig {
     pub htpasswd: Option<PathBuf>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    pub chunk_min_length: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,7 +72,7 @@ mod tests {
     #[test]
     fn parses_and_rejects_unknown_keys() {
         let c: FileConfig =
-            toml::from_str("addr = \"127.0.0.1:0\"\nstorage = \"/x\"\nread-only = true\nhtpasswd = \"/h\"\ntls-cert = \"/c\"\ntls-key = \"/k\"\n").unwrap();
+            toml::from_str("addr = \"127.0.0.1:0\"\nstorage = \"/x\"\nread-only = true\nhtpasswd = \"/h\"\ntls-cert = \"/c\"\ntls-key = \"/k\"\nchunk-min-length = 5242880\n").unwrap();
         assert_eq!(
             c,
             FileConfig {
@@ -74,6 +82,7 @@ mod tests {
                 htpasswd: Some("/h".into()),
                 tls_cert: Some("/c".into()),
                 tls_key: Some("/k".into()),
+                chunk_min_length: Some(5 << 20),
             }
         );
         let c: FileConfig = toml::from_str("read_only = false").unwrap();

@@ -72,6 +72,7 @@ pub async fn serve(cfg: Config, on_ready: impl FnOnce(SocketAddr, bool)) -> Resu
     let app = Arc::new(App {
         storage,
         read_only: cfg.read_only,
+        chunk_min_length: cfg.chunk_min_length,
     });
     let listener = tokio::net::TcpListener::bind(&cfg.addr)
         .await

@@ -67,6 +67,10 @@ pub struct ServeArgs {
     /// PEM private key for --tls-cert
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Smallest chunk (bytes) clients are asked to PATCH, sent as OCI-Chunk-Min-Length when an
+    /// upload opens; 0 sends none [default: 1048576]
+    #[arg(long, value_name = "BYTES")]
+    pub chunk_min_length: Option<u64>,
 }
 
 pub fn run(root: &Path, c: RegistryCommand) -> Result<ExitCode> {
@@ -120,6 +124,10 @@ fn serve(root: &Path, a: ServeArgs) -> Result<ExitCode> {
             (None, None) => None,
             _ => anyhow::bail!("TLS needs both a certificate and a key (--tls-cert, --tls-key)"),
         },
+        chunk_min_length: a
+            .chunk_min_length
+            .or(file.chunk_min_length)
+            .unwrap_or(berth_registry::config::DEFAULT_CHUNK_MIN_LENGTH),
     };
     let storage = cfg.storage.clone();
     berth_registry::serve_blocking(cfg, |addr, tls| {

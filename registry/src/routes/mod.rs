@@ -25,6 +25,8 @@ use crate::storage::{ByteStream, Storage, StorageError};
 pub struct App<S> {
     pub storage: S,
     pub read_only: bool,
+    /// Sent as `OCI-Chunk-Min-Length` when an upload session opens (0: not sent).
+    pub chunk_min_length: u64,
 }
 
 pub fn router<S: Storage>(app: Arc<App<S>>) -> Router {
@@ -68,7 +70,9 @@ async fn route<S: Storage>(app: &App<S>, req: Request) -> Result<Response> {
             blobs::get(st, &n, &d, req.headers(), head).await
         }
         (Route::Blob(n, d), Method::DELETE) => blobs::delete(st, &n, &d).await,
-        (Route::UploadStart(n), Method::POST) => uploads::start(st, &n, &query, req).await,
+        (Route::UploadStart(n), Method::POST) => {
+            uploads::start(st, &n, &query, app.chunk_min_length, req).await
+        }
         (Route::Upload(n, id), Method::GET) => uploads::status(st, &n, id).await,
         (Route::Upload(n, id), Method::PATCH) => uploads::patch(st, &n, id, req).await,
         (Route::Upload(n, id), Method::PUT) => uploads::put(st, &n, id, &query, req).await,

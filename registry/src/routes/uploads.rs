@@ -76,7 +76,8 @@ fn chunk_len(h: &HeaderMap, cr: Option<ContentRange>) -> Result<Option<u64>> {
     }
 }
 
-// POST /v2/<name>/blobs/uploads/                          202 Location, Docker-Upload-UUID, Range (end-4a)
+// POST /v2/<name>/blobs/uploads/                          202 Location, Docker-Upload-UUID, Range,
+//                                                         OCI-Chunk-Min-Length (end-4a)
 // POST /v2/<name>/blobs/uploads/?digest=<digest>          201 Location | 400 DIGEST_INVALID (end-4b)
 // POST /v2/<name>/blobs/uploads/?digest-algorithm=<alg>   202 | 400 for other than sha256 (end-4c)
 // POST /v2/<name>/blobs/uploads/?mount=<digest>&from=<other_name>
@@ -85,6 +86,7 @@ pub async fn start<S: Storage>(
     st: &S,
     name: &Name,
     q: &[(String, String)],
+    chunk_min_length: u64,
     req: Request,
 ) -> Result<Response> {
     if let Some(m) = query_get(q, "mount") {
@@ -111,7 +113,11 @@ pub async fn start<S: Storage>(
         ));
     }
     let id = st.upload_start(name).await?;
-    Ok(empty(StatusCode::ACCEPTED, &session_headers(name, id, 0)))
+    let mut headers = session_headers(name, id, 0);
+    if chunk_min_length > 0 {
+        headers.push(("oci-chunk-min-length", chunk_min_length.to_string()));
+    }
+    Ok(empty(StatusCode::ACCEPTED, &headers))
 }
 
 // GET <blob-push-location>                                 204 Location, Range | 404 BLOB_UPLOAD_UNKNOWN (end-13)
