@@ -8,6 +8,7 @@
 //! - `auth`: berth's and Docker's credential files
 //! - `client`: one authenticated session with a repository
 //! - `upload`: chunked uploads with resume, cross-repo mount
+//! - `gzip`: parallel gzip of plain layers on their way up
 //! - `state`: compressed digests of plain layers and where blobs were seen, between runs
 //! - `push`, `pull`
 
@@ -15,6 +16,7 @@ pub mod auth;
 pub mod client;
 pub mod endpoint;
 pub mod error;
+pub mod gzip;
 pub mod pull;
 pub mod push;
 pub mod state;

@@ -1,7 +1,8 @@
 //! `push`: layers (gzip-compressed on the way up when stored plain), config, then the manifest.
 //!
-//! An uncompressed layer is read from the blob store, gzipped on a blocking thread and streamed
-//! into chunked PATCHes while the compressed bytes are hashed; the upload ends with
+//! An uncompressed layer is read from the blob store, gzipped on every CPU (`gzip`, one gzip
+//! member made of blocks compressed in parallel) and streamed into chunked PATCHes while the
+//! compressed bytes are hashed; the upload ends with
 //! `PUT ?digest=` once the digest is known, so nothing is staged on disk. The compressed digest
 //! is remembered per diff ID (`state`), so a later push HEADs it and skips the compression.
 
@@ -19,6 +20,7 @@ use crate::root::Store;
 use super::client::Session;
 use super::endpoint::Endpoint;
 use super::error::{RemoteError, Result};
+use super::gzip;
 use super::state::{Compressed, State};
 use super::upload::{self, ChunkSender, Mount, Source};
 use super::{Options, Progress, short};
@@ -92,15 +94,10 @@ impl Ctx<'_> {
     async fn upload_gzipped(&self, id: &str, diff_id: &str, size: u64) -> Result<(String, u64)> {
         let d = crate::digest::parse_sha256(diff_id)?;
         let file = self.store.blobs().open(&d)?;
-        let (tx, rx) = mpsc::channel(2);
+        // Pieces of `upload::PIECE`: at most this many wait for the uploader.
+        let (tx, rx) = mpsc::channel(8);
         let worker = tokio::task::spawn_blocking(move || -> std::io::Result<(String, u64)> {
-            let mut enc =
-                flate2::write::GzEncoder::new(ChunkSender::new(tx), flate2::Compression::default());
-            let mut r = std::io::BufReader::with_capacity(1 << 20, file);
-            match std::io::copy(&mut r, &mut enc).and_then(|_| enc.finish()) {
-                Ok(sender) => sender.finish(),
-                Err(e) => Err(e),
-            }
+            gzip::compress(file, ChunkSender::new(tx), gzip::threads())?.finish()
         });
         // Progress counts compressed bytes sent against the plain size: a lower bound.
         self.progress.begin(id, "Pushing", Some(size));

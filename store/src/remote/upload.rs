@@ -1,7 +1,8 @@
 //! Blob uploads over plain `reqwest`: one session per blob (POST, PATCH chunks with
 //! `Content-Range`, PUT `?digest=`), cross-repo mount, and resume.
 //!
-//! Chunks are at least [`CHUNK`] bytes (the last may be shorter), whatever the source yields.
+//! Chunks are at least [`CHUNK`] bytes (the last may be shorter), whatever the source yields,
+//! or the registry's `OCI-Chunk-Min-Length` when it asks for more (up to [`MAX_CHUNK`]).
 //! When a PATCH fails in transport or with a 5xx, the session's offset is read back with a GET
 //! (its `Range` header) and the upload continues from there: the chunk in flight is kept in
 //! memory, so a stream that cannot be re-read (gzip on the way up) resumes too. There is no
@@ -21,34 +22,57 @@ use super::client::Session;
 use super::error::{RemoteError, Result};
 
 pub const CHUNK: usize = 8 << 20;
+/// The most a registry's `OCI-Chunk-Min-Length` can make us hold in memory per upload: a chunk is
+/// kept until the registry acknowledges it, so resume works on a stream that cannot be re-read.
+pub const MAX_CHUNK: usize = 64 << 20;
+/// What a [`ChunkSender`] hands over at a time; the uploader joins pieces into chunks.
+pub const PIECE: usize = 1 << 20;
 const ATTEMPTS: u32 = 5;
 
 /// A source of upload chunks.
 pub enum Source {
     /// A file already in the blob store, read from `offset` on.
     File { path: PathBuf, offset: u64 },
-    /// Chunks produced by another thread (the compressor), already re-chunked.
+    /// Pieces produced by another thread (the compressor).
     Channel(mpsc::Receiver<io::Result<Bytes>>),
 }
 
 impl Source {
-    async fn next(&mut self) -> io::Result<Option<Bytes>> {
+    /// The next chunk: `want` bytes, or what is left when less; `None` at the end.
+    async fn next(&mut self, want: usize) -> io::Result<Option<Bytes>> {
         match self {
             Source::File { path, offset } => {
                 use tokio::io::{AsyncReadExt, AsyncSeekExt};
                 let mut f = tokio::fs::File::open(&path).await?;
                 f.seek(io::SeekFrom::Start(*offset)).await?;
-                let mut buf = Vec::with_capacity(CHUNK);
-                (&mut f).take(CHUNK as u64).read_to_end(&mut buf).await?;
+                let mut buf = Vec::with_capacity(want);
+                (&mut f).take(want as u64).read_to_end(&mut buf).await?;
                 *offset += buf.len() as u64;
                 Ok((!buf.is_empty()).then(|| Bytes::from(buf)))
             }
-            Source::Channel(rx) => rx.recv().await.transpose(),
+            Source::Channel(rx) => {
+                let mut buf = Vec::new();
+                while buf.len() < want {
+                    match rx.recv().await.transpose()? {
+                        None => break,
+                        Some(piece) if buf.is_empty() && piece.len() >= want => {
+                            return Ok(Some(piece));
+                        }
+                        Some(piece) => {
+                            if buf.is_empty() {
+                                buf.reserve_exact(want.max(piece.len()));
+                            }
+                            buf.extend_from_slice(&piece);
+                        }
+                    }
+                }
+                Ok((!buf.is_empty()).then(|| Bytes::from(buf)))
+            }
         }
     }
 }
 
-/// A `Write` that gathers bytes into [`CHUNK`]-sized pieces, hashes them and hands them to the
+/// A `Write` that gathers bytes into [`PIECE`]-sized pieces, hashes them and hands them to the
 /// async uploader; used from a blocking thread.
 pub struct ChunkSender {
     buf: Vec<u8>,
@@ -60,7 +84,7 @@ pub struct ChunkSender {
 impl ChunkSender {
     pub fn new(tx: mpsc::Sender<io::Result<Bytes>>) -> Self {
         ChunkSender {
-            buf: Vec::with_capacity(CHUNK),
+            buf: Vec::with_capacity(PIECE),
             tx,
             hasher: Sha256::new(),
             size: 0,
@@ -68,7 +92,7 @@ impl ChunkSender {
     }
 
     fn send(&mut self) -> io::Result<()> {
-        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(PIECE));
         self.hasher.update(&chunk);
         self.size += chunk.len() as u64;
         self.tx
@@ -95,9 +119,9 @@ impl ChunkSender {
 
 impl Write for ChunkSender {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let n = data.len().min(CHUNK - self.buf.len());
+        let n = data.len().min(PIECE - self.buf.len());
         self.buf.extend_from_slice(&data[..n]);
-        if self.buf.len() == CHUNK {
+        if self.buf.len() == PIECE {
             self.send()?;
         }
         Ok(n)
@@ -154,8 +178,24 @@ pub async fn mount(s: &Session, digest: &str, from: &str) -> Result<Mount> {
     Ok(Mount::NotMounted)
 }
 
-/// Open an upload session; returns its URL.
-async fn begin(s: &Session, what: &str) -> Result<String> {
+/// The chunk size for a session whose POST answered with `headers`: ours, or the registry's
+/// `OCI-Chunk-Min-Length` when larger (capped at [`MAX_CHUNK`]).
+pub fn chunk_size(headers: &reqwest::header::HeaderMap) -> usize {
+    let min = headers
+        .get("oci-chunk-min-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    if min > MAX_CHUNK as u64 {
+        tracing::warn!(
+            "registry asks for chunks of at least {min} bytes; sending {MAX_CHUNK}-byte chunks"
+        );
+    }
+    CHUNK.max(min.min(MAX_CHUNK as u64) as usize)
+}
+
+/// Open an upload session; returns its URL and the chunk size to use.
+async fn begin(s: &Session, what: &str) -> Result<(String, usize)> {
     let mut attempt = 0;
     loop {
         let r = async {
@@ -168,10 +208,11 @@ async fn begin(s: &Session, what: &str) -> Result<String> {
             if res.status() != reqwest::StatusCode::ACCEPTED {
                 return Err(s.status_error(what, res).await);
             }
-            location(s, &res).ok_or_else(|| RemoteError::Registry {
+            let loc = location(s, &res).ok_or_else(|| RemoteError::Registry {
                 what: what.into(),
                 detail: "upload session has no Location".into(),
-            })
+            })?;
+            Ok((loc, chunk_size(res.headers())))
         }
         .await;
         match r {
@@ -246,10 +287,10 @@ pub async fn upload<F>(
 where
     F: std::future::Future<Output = Result<(String, u64)>>,
 {
-    let mut loc = begin(s, what).await?;
+    let (mut loc, want) = begin(s, what).await?;
     let mut offset: u64 = 0;
     while let Some(chunk) = src
-        .next()
+        .next(want)
         .await
         .map_err(|e| RemoteError::Other(format!("{what}: reading: {e}")))?
     {
@@ -348,7 +389,7 @@ mod tests {
     #[test]
     fn chunk_sender_rechunks_and_hashes() {
         let (tx, mut rx) = mpsc::channel(64);
-        let data: Vec<u8> = (0..(2 * CHUNK + 123)).map(|i| (i % 253) as u8).collect();
+        let data: Vec<u8> = (0..(2 * PIECE + 123)).map(|i| (i % 253) as u8).collect();
         let t = std::thread::spawn(move || {
             let mut w = ChunkSender::new(tx);
             for piece in data.chunks(4096) {
@@ -363,8 +404,37 @@ mod tests {
             all.extend_from_slice(&c);
         }
         let (d, n) = t.join().unwrap();
-        assert_eq!(sizes, vec![CHUNK, CHUNK, 123]);
+        assert_eq!(sizes, vec![PIECE, PIECE, 123]);
         assert_eq!(n, all.len() as u64);
         assert_eq!(d, crate::digest::sha256_of(&all).to_string());
+    }
+
+    #[test]
+    fn chunk_size_honours_the_registry_minimum() {
+        let h = |v: &str| {
+            let mut m = reqwest::header::HeaderMap::new();
+            m.insert("oci-chunk-min-length", v.parse().unwrap());
+            m
+        };
+        assert_eq!(chunk_size(&reqwest::header::HeaderMap::new()), CHUNK);
+        assert_eq!(chunk_size(&h("1024")), CHUNK);
+        assert_eq!(chunk_size(&h("20971520")), 20 << 20);
+        assert_eq!(chunk_size(&h("99999999999")), MAX_CHUNK);
+        assert_eq!(chunk_size(&h("junk")), CHUNK);
+    }
+
+    #[tokio::test]
+    async fn channel_pieces_are_joined_into_chunks_of_the_wanted_size() {
+        let (tx, rx) = mpsc::channel(64);
+        for n in [PIECE, PIECE, PIECE, 10] {
+            tx.send(Ok(Bytes::from(vec![1u8; n]))).await.unwrap();
+        }
+        drop(tx);
+        let mut src = Source::Channel(rx);
+        let mut sizes = Vec::new();
+        while let Some(c) = src.next(2 * PIECE).await.unwrap() {
+            sizes.push(c.len());
+        }
+        assert_eq!(sizes, vec![2 * PIECE, PIECE + 10]);
     }
 }
