@@ -276,6 +276,11 @@ impl Runner {
             ));
         }
 
+        let image_volumes: Vec<String> = ic.volumes().clone().unwrap_or_default();
+        let (mount_points, mount_requests) = crate::volumes::plan(self, opts, &image_volumes)?;
+        let mut host_config = host_config;
+        host_config.mounts = mount_requests;
+
         let record = ContainerRecord {
             id: id.clone(),
             created: now_rfc3339(),
@@ -285,7 +290,7 @@ impl Runner {
             name,
             config,
             host_config,
-            mounts: Vec::new(),
+            mounts: mount_points,
             runtime_path: match &opts.runtime {
                 Some(r) if r != "berth" => {
                     crate::sandbox::External::new(self.root(), r).map(|_| r.clone())?
@@ -527,7 +532,7 @@ impl Runner {
     }
 
     /// Docker's `rm`.
-    pub fn remove(&self, c: &mut Container, force: bool) -> Result<()> {
+    pub fn remove(&self, c: &mut Container, force: bool, volumes: bool) -> Result<()> {
         if c.is_running() {
             if !force {
                 return Err(RunnerError::Conflict(format!(
@@ -552,12 +557,14 @@ impl Runner {
                 Err(_) => return Ok(()),
             }
         }
-        self.destroy(c)
+        self.destroy(c, volumes)
     }
 
-    /// Remove a stopped container's host resources and directory (the supervisor's `--rm`).
-    pub fn destroy(&self, c: &Container) -> Result<()> {
+    /// Remove a stopped container's host resources and directory (the supervisor's `--rm`, which
+    /// also removes its anonymous volumes).
+    pub fn destroy(&self, c: &Container, volumes: bool) -> Result<()> {
         self.cleanup(c)?;
+        crate::volumes::release(self, c, volumes)?;
         let dir = &c.paths.dir;
         // Renamed first, so a concurrent `ps` never reads half a directory.
         let doomed = self.dir.join(format!(".rm-{}", c.record.id));

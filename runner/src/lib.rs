@@ -22,6 +22,7 @@ pub mod stdio;
 pub mod supervisor;
 pub mod terminal;
 pub mod user;
+pub mod volumes;
 
 pub use container::{Container, Runner};
 pub use error::{Result, RunnerError};

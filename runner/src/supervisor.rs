@@ -185,7 +185,7 @@ fn supervise(
                 });
                 if first {
                     if c.record.host_config.auto_remove {
-                        let _ = runner.destroy(&c);
+                        let _ = runner.destroy(&c, true);
                     }
                     return Err(e);
                 }
@@ -249,7 +249,7 @@ fn supervise(
         s.internal.supervisor_start = 0;
     });
     if c.record.host_config.auto_remove {
-        runner.destroy(&c)?;
+        runner.destroy(&c, true)?;
     }
     Ok(code)
 }
@@ -309,6 +309,7 @@ fn start_once(
     let rootfs = p.rootfs();
     crate::rootfs::mount_overlay(&lowers, &p.upper(), &p.work(), &rootfs)?;
     let network = network_mode(runner, c)?;
+    let mounts = crate::volumes::prepare(runner, c, &rootfs)?;
     write_etc_files(c, &network)?;
     let user = crate::user::resolve_user(&rootfs, &c.record.config.user)
         .map_err(|e| RunnerError::invalid("user", e.to_string()))?;
@@ -332,7 +333,7 @@ fn start_once(
         hostname_file: &p.hostname(),
         hosts_file: &p.hosts(),
         resolv_conf: &p.resolv_conf(),
-        mounts: Vec::new(),
+        mounts,
         cgroup_v2: crate::cgroups::is_v2(),
         console_size,
     })?;

@@ -405,7 +405,7 @@ pub fn rm(root: &Path, a: RmArgs) -> Result<ExitCode> {
     let r = runner(root)?;
     Ok(each(&a.containers, |n| {
         let mut c = r.get(n)?;
-        r.remove(&mut c, a.force)
+        r.remove(&mut c, a.force, a.volumes)
     }))
 }
 
@@ -429,7 +429,7 @@ pub fn prune(root: &Path, a: PruneArgs) -> Result<ExitCode> {
         if c.is_running() || !filters.matches(&c) {
             continue;
         }
-        match r.remove(&mut c, false) {
+        match r.remove(&mut c, false, false) {
             Ok(()) => writeln!(out, "{}", c.id())?,
             Err(e) => {
                 eprintln!("Error: {e}");

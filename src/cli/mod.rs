@@ -7,6 +7,7 @@ mod progress;
 mod registry;
 mod remote;
 mod system;
+mod volume;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -73,6 +74,9 @@ pub enum Command {
     /// Manage containers
     #[command(subcommand)]
     Container(container::ContainerCommand),
+    /// Manage volumes
+    #[command(subcommand)]
+    Volume(volume::VolumeCommand),
     /// Create and run a new container from an image
     #[command(disable_help_flag = true)]
     Run(container::RunArgs),
@@ -145,6 +149,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Login(a) => remote::login(a),
         Command::Logout(a) => remote::logout(a),
         Command::Container(c) => container::run_group(&root, c),
+        Command::Volume(c) => volume::run(&root, c),
         Command::Run(a) => container::run(&root, a),
         Command::Create(a) => container::create(&root, a),
         Command::Start(a) => container::start(&root, a),
