@@ -19,6 +19,8 @@ pub enum RunnerError {
     Store(#[from] berth_store::StoreError),
     #[error("No such container: {0}")]
     NotFound(String),
+    #[error("get {0}: no such volume")]
+    NoSuchVolume(String),
     #[error(
         "container reference {input:?} is ambiguous: it matches {count} containers; give more of the ID"
     )]

@@ -63,6 +63,16 @@ pub struct MountRequest {
     pub read_only: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tmpfs_options: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub volume_options: Option<VolumeOptions>,
+}
+
+/// Docker's `VolumeOptions` of a `--mount type=volume`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct VolumeOptions {
+    pub no_copy: bool,
+    pub labels: BTreeMap<String, String>,
 }
 
 /// Docker's `HostConfig` of a container (the fields berth implements).
