@@ -110,57 +110,70 @@ pub fn parse_capability(name: &str) -> Result<String> {
         .map_err(|_| RunnerError::invalid("capability", format!("unknown capability: {name:?}")))
 }
 
+/// Capability names by number (linux/capability.h).
+const CAP_NAMES: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+/// Every capability this process can hand on: its bounding set (root may lack some, e.g. in a
+/// VM or a container), restricted to the names oci-spec knows. `--privileged` and `--cap-add ALL`
+/// mean these, as they do for Docker.
 fn all_caps() -> Vec<String> {
-    // Every capability oci-spec knows, by round-tripping its names.
-    let mut out = Vec::new();
-    for name in [
-        "CAP_AUDIT_CONTROL",
-        "CAP_AUDIT_READ",
-        "CAP_AUDIT_WRITE",
-        "CAP_BLOCK_SUSPEND",
-        "CAP_BPF",
-        "CAP_CHECKPOINT_RESTORE",
-        "CAP_CHOWN",
-        "CAP_DAC_OVERRIDE",
-        "CAP_DAC_READ_SEARCH",
-        "CAP_FOWNER",
-        "CAP_FSETID",
-        "CAP_IPC_LOCK",
-        "CAP_IPC_OWNER",
-        "CAP_KILL",
-        "CAP_LEASE",
-        "CAP_LINUX_IMMUTABLE",
-        "CAP_MAC_ADMIN",
-        "CAP_MAC_OVERRIDE",
-        "CAP_MKNOD",
-        "CAP_NET_ADMIN",
-        "CAP_NET_BIND_SERVICE",
-        "CAP_NET_BROADCAST",
-        "CAP_NET_RAW",
-        "CAP_PERFMON",
-        "CAP_SETGID",
-        "CAP_SETFCAP",
-        "CAP_SETPCAP",
-        "CAP_SETUID",
-        "CAP_SYS_ADMIN",
-        "CAP_SYS_BOOT",
-        "CAP_SYS_CHROOT",
-        "CAP_SYS_MODULE",
-        "CAP_SYS_NICE",
-        "CAP_SYS_PACCT",
-        "CAP_SYS_PTRACE",
-        "CAP_SYS_RAWIO",
-        "CAP_SYS_RESOURCE",
-        "CAP_SYS_TIME",
-        "CAP_SYS_TTY_CONFIG",
-        "CAP_SYSLOG",
-        "CAP_WAKE_ALARM",
-    ] {
-        if serde_json::from_value::<Capability>(Value::String(name.into())).is_ok() {
-            out.push(name.to_string());
-        }
-    }
-    out
+    let bounding = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapBnd:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(u64::MAX);
+    CAP_NAMES
+        .iter()
+        .enumerate()
+        .filter(|(bit, _)| bounding & (1u64 << bit) != 0)
+        .map(|(_, n)| n.to_string())
+        .filter(|n| serde_json::from_value::<Capability>(Value::String(n.clone())).is_ok())
+        .collect()
 }
 
 /// The effective capability set: Docker's defaults (or all, when privileged), plus `--cap-add`,
@@ -333,7 +346,7 @@ pub fn spec(input: &BundleInput) -> Result<Spec> {
     }
 
     let spec = json!({
-        "ociVersion": "1.2.0",
+        "ociVersion": "1.0.2",
         "process": process,
         "root": {"path": input.rootfs, "readonly": hc.readonly_rootfs},
         "hostname": cfg.hostname,

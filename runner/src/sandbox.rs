@@ -30,8 +30,15 @@ pub enum Io {
 }
 
 pub trait Sandbox {
-    /// Create and start the container `id` from `bundle`; returns the init PID.
-    fn start(&self, id: &str, bundle: &Path, io: Io) -> Result<i32>;
+    /// Create and start the container `id` from `bundle`; returns the init PID. `prestart` runs
+    /// between create and start with the init PID (the namespaces exist, the command has not run).
+    fn start(
+        &self,
+        id: &str,
+        bundle: &Path,
+        io: Io,
+        prestart: &dyn Fn(i32) -> Result<()>,
+    ) -> Result<i32>;
     /// Start `process.json` inside the running container `id`; returns its PID (a child of the
     /// caller for the embedded sandbox). External runtimes run it to completion when not
     /// detached and return `Err` or the exit status through `ExecOutcome`.
@@ -55,6 +62,23 @@ pub fn for_runtime(state_root: &Path, runtime: &str) -> Result<Box<dyn Sandbox>>
     } else {
         Ok(Box::new(External::new(state_root, runtime)?))
     }
+}
+
+/// Bring up the loopback interface in the network namespace of `pid`, as Docker does for every
+/// container with a namespace of its own.
+pub fn loopback_up(pid: i32) -> Result<()> {
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net=/proc/{pid}/ns/net"))
+        .args(["ip", "link", "set", "lo", "up"])
+        .output()
+        .map_err(|e| RunnerError::io("running", "nsenter (util-linux) and ip (iproute2)", e))?;
+    if !out.status.success() {
+        return Err(RunnerError::Sandbox(format!(
+            "bringing up the container's loopback interface: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
 }
 
 /// Wait for a child process; its exit code in Docker's convention (128+signal when killed).

@@ -323,12 +323,13 @@ fn start_once(
     let console_size = (attach && c.record.config.tty)
         .then(crate::terminal::stdin_size)
         .flatten();
+    let network_for_spec = network.clone();
     let spec = bundle::spec(&BundleInput {
         record: &c.record,
         rootfs: &rootfs,
         user: &user,
         args: bundle::argv(&c.record),
-        network,
+        network: network_for_spec,
         cgroups_path: cgroups_path.clone(),
         hostname_file: &p.hostname(),
         hosts_file: &p.hosts(),
@@ -343,7 +344,14 @@ fn start_once(
         .io
         .take()
         .ok_or_else(|| RunnerError::Sandbox("no stdio".into()))?;
-    let pid = sandbox.start(&c.record.id, &p.bundle(), io)?;
+    let own_netns = network == NetworkMode::None;
+    let prestart = |pid: i32| {
+        if own_netns {
+            crate::sandbox::loopback_up(pid)?;
+        }
+        Ok(())
+    };
+    let pid = sandbox.start(&c.record.id, &p.bundle(), io, &prestart)?;
     let copiers = plumbing.connect(Some(log), attach)?;
     let start = process_start_time(pid).unwrap_or(0);
     runner.update_state(c, |s| {

@@ -61,6 +61,26 @@ impl Env {
         out
     }
 
+    /// The process IDs of this Env's container supervisors and inits (from their state files).
+    pub fn container_pids(&self) -> Vec<i32> {
+        let mut pids = Vec::new();
+        let Ok(rd) = std::fs::read_dir(self.root().join("containers")) else {
+            return pids;
+        };
+        for e in rd.flatten() {
+            if let Ok(s) = std::fs::read_to_string(e.path().join("state.json"))
+                && let Ok(v) = serde_json::from_str::<serde_json::Value>(&s)
+            {
+                for p in [&v["Pid"], &v["berth"]["supervisor_pid"]] {
+                    if let Some(p) = p.as_i64().filter(|p| *p > 0) {
+                        pids.push(p as i32);
+                    }
+                }
+            }
+        }
+        pids
+    }
+
     /// Import the busybox rootfs as `tag`; returns the image ID.
     pub fn import_busybox(&self, tag: &str) -> String {
         let tar = self.path("busybox.tar");
@@ -75,6 +95,25 @@ impl Env {
     pub fn check_store(&self) {
         let out = self.ok(&["system", "check"]);
         assert!(out.contains("no problems"), "system check: {out}");
+    }
+}
+
+impl Drop for Env {
+    /// Containers a test left behind are removed (force), so no supervisor, mount or cgroup
+    /// outlives the test's state root.
+    fn drop(&mut self) {
+        if !self.root().join("containers").is_dir() {
+            return;
+        }
+        if let Ok(out) = self.berth().args(["ps", "-aq", "--no-trunc"]).output() {
+            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .map(String::from)
+                .collect();
+            if !ids.is_empty() {
+                let _ = self.berth().arg("rm").arg("-f").args(&ids).output();
+            }
+        }
     }
 }
 
@@ -115,7 +154,8 @@ pub fn busybox_rootfs_tar(out: &Path) {
     file(&mut b, "bin/busybox", 0o755, &busybox);
     for applet in [
         "sh", "ls", "cat", "echo", "env", "id", "ps", "sleep", "true", "false", "mount",
-        "hostname", "wget", "nc", "ip", "touch", "mkdir", "rm",
+        "hostname", "wget", "nc", "ip", "touch", "mkdir", "rm", "tr", "head", "grep", "dd", "kill",
+        "seq", "wc", "stat",
     ] {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Symlink);

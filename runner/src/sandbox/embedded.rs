@@ -74,7 +74,13 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 impl Sandbox for Embedded {
-    fn start(&self, id: &str, bundle: &Path, io: Io) -> Result<i32> {
+    fn start(
+        &self,
+        id: &str,
+        bundle: &Path,
+        io: Io,
+        prestart: &dyn Fn(i32) -> Result<()>,
+    ) -> Result<i32> {
         // A stale runtime directory (a crashed supervisor) would make create fail.
         if self.root.join(id).exists() {
             let _ = self.delete(id);
@@ -95,6 +101,10 @@ impl Sandbox for Embedded {
             .pid()
             .map(|p| p.as_raw())
             .ok_or_else(|| RunnerError::Sandbox("the runtime reported no init process".into()))?;
+        if let Err(e) = prestart(pid) {
+            let _ = self.delete(id);
+            return Err(e);
+        }
         if let Err(e) = container.start() {
             let _ = self.delete(id);
             return Err(err(e));

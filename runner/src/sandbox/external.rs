@@ -25,9 +25,39 @@ impl External {
     }
 
     fn command(&self) -> Command {
-        let mut c = Command::new(&self.binary);
+        let mut c = if crun_needs_private_cgroup_view(&self.binary) {
+            // crun refuses a hybrid host whose cgroup2 mount holds controllers. It runs here in a
+            // mount namespace of its own without that mount, so it sees plain cgroup v1 (the
+            // container's own mount namespace is cloned from that one).
+            let mut c = Command::new("unshare");
+            c.args(["--mount", "--propagation", "private", "sh", "-c"])
+                .arg("umount -l /sys/fs/cgroup/unified 2>/dev/null; exec \"$0\" \"$@\"")
+                .arg(&self.binary);
+            c
+        } else {
+            Command::new(&self.binary)
+        };
         c.arg("--root").arg(&self.root);
         c
+    }
+
+    /// The runtime's own log for `id` (its errors; the container's stderr is not ours to read).
+    fn log_path(&self, id: &str) -> PathBuf {
+        self.root.join(format!("{id}.log"))
+    }
+
+    fn logged_error(&self, id: &str) -> String {
+        let text = std::fs::read_to_string(self.log_path(id)).unwrap_or_default();
+        // crun writes JSON lines with --log-format=json; plain lines otherwise.
+        text.lines()
+            .filter_map(|l| {
+                serde_json::from_str::<serde_json::Value>(l)
+                    .ok()
+                    .and_then(|v| v["msg"].as_str().map(String::from))
+                    .or_else(|| (!l.trim().is_empty()).then(|| l.trim().to_string()))
+            })
+            .last()
+            .unwrap_or_default()
     }
 
     fn run(&self, mut cmd: Command, what: &str) -> Result<()> {
@@ -58,6 +88,25 @@ impl External {
             }
         )))
     }
+}
+
+/// crun's message for a missing command: "executable file `foo` not found in $PATH: …".
+fn not_found_command(msg: &str) -> Option<String> {
+    if !msg.contains("not found") {
+        return None;
+    }
+    msg.split('`').nth(1).map(String::from)
+}
+
+/// Whether `binary` is crun on a hybrid host whose cgroup2 mount holds controllers.
+fn crun_needs_private_cgroup_view(binary: &Path) -> bool {
+    let is_crun = binary
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().contains("crun"));
+    is_crun
+        && !crate::cgroups::is_v2()
+        && std::fs::read_to_string("/sys/fs/cgroup/unified/cgroup.controllers")
+            .is_ok_and(|c| !c.trim().is_empty())
 }
 
 /// `crun` → the `crun` on PATH; a path is taken as it is.
@@ -103,12 +152,21 @@ fn stdio(io: Io, cmd: &mut Command) {
 }
 
 impl Sandbox for External {
-    fn start(&self, id: &str, bundle: &Path, io: Io) -> Result<i32> {
+    fn start(
+        &self,
+        id: &str,
+        bundle: &Path,
+        io: Io,
+        prestart: &dyn Fn(i32) -> Result<()>,
+    ) -> Result<i32> {
         let _ = self.delete(id);
         let pid_file = bundle.join("init.pid");
         let _ = std::fs::remove_file(&pid_file);
+        let _ = std::fs::remove_file(self.log_path(id));
         let mut create = self.command();
         create
+            .arg(format!("--log={}", self.log_path(id).display()))
+            .arg("--log-format=json")
             .arg("create")
             .arg("--bundle")
             .arg(bundle)
@@ -130,15 +188,24 @@ impl Sandbox for External {
         .output()
         .map_err(|e| RunnerError::io("running", &self.binary, e))?;
         if !out.status.success() {
+            let logged = self.logged_error(id);
             let _ = self.delete(id);
+            let msg = if !logged.is_empty() {
+                logged
+            } else {
+                String::from_utf8_lossy(&out.stderr).trim().to_string()
+            };
+            if let Some(cmd) = not_found_command(&msg) {
+                return Err(RunnerError::CommandNotFound { command: cmd });
+            }
             return Err(RunnerError::Sandbox(format!(
                 "{} create failed ({}){}",
                 self.binary.display(),
                 out.status,
-                if out.stderr.is_empty() {
+                if msg.is_empty() {
                     String::new()
                 } else {
-                    format!(": {}", String::from_utf8_lossy(&out.stderr).trim())
+                    format!(": {msg}")
                 }
             )));
         }
@@ -147,6 +214,10 @@ impl Sandbox for External {
             .trim()
             .parse()
             .map_err(|_| RunnerError::Sandbox("the runtime wrote no pid".into()))?;
+        if let Err(e) = prestart(pid) {
+            let _ = self.delete(id);
+            return Err(e);
+        }
         let mut start = self.command();
         start.arg("start").arg(id);
         if let Err(e) = self.run(start, "start") {

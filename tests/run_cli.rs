@@ -1,0 +1,796 @@
+//! `berth run` and the container lifecycle, end to end against the real kernel: isolation seen
+//! from inside, Docker's exit codes, detached containers with their supervisor, logs, exec,
+//! limits, restart policies, an external runtime, and crash recovery.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Env;
+use serde_json::Value;
+
+fn env_with_image() -> Env {
+    let env = Env::new();
+    env.import_busybox("bb:1");
+    env
+}
+
+fn run_out(env: &Env, args: &[&str]) -> (i32, String, String) {
+    let out = env.berth().args(args).output().expect("run berth");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn inspect(env: &Env, name: &str) -> Value {
+    let out = env.ok(&["inspect", "--type", "container", name]);
+    let v: Value = serde_json::from_str(&out).expect("inspect json");
+    v[0].clone()
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn mounts_under(env: &Env) -> Vec<String> {
+    let root = env.root().canonicalize().unwrap_or(env.root());
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with(&*root.to_string_lossy()))
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn isolation_seen_from_inside() {
+    let env = env_with_image();
+    let marker = env.path("host-only-marker");
+    std::fs::write(&marker, "secret").unwrap();
+    let script = format!(
+        "echo pid1=$(cat /proc/1/cmdline | tr '\\0' ' '); \
+         echo procs=$(ps -o pid= 2>/dev/null | wc -l || ps | wc -l); \
+         echo host=$(hostname); \
+         mkdir -p /tmp/m; mount -t tmpfs none /tmp/m 2>/dev/null && echo mount=ok || echo mount=denied; \
+         busybox reboot -f 2>/dev/null && echo reboot=ok || echo reboot=denied; \
+         test -e {} && echo marker=visible || echo marker=hidden; \
+         echo sys=$(touch /sys/x 2>&1 | grep -c 'Read-only'); \
+         cat /proc/kcore 2>/dev/null | head -c 1 | wc -c",
+        marker.display()
+    );
+    let (code, out, err) = run_out(
+        &env,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--hostname",
+            "box1",
+            "bb:1",
+            "sh",
+            "-c",
+            &script,
+        ],
+    );
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    assert!(out.contains("pid1=sh -c"), "{out}");
+    assert!(out.contains("host=box1"), "{out}");
+    assert!(out.contains("mount=denied"), "{out}");
+    assert!(out.contains("reboot=denied"), "{out}");
+    assert!(out.contains("marker=hidden"), "{out}");
+    assert!(out.contains("sys=1"), "{out}");
+    // /proc/kcore is masked: reading it yields nothing.
+    assert!(out.trim_end().ends_with('0'), "{out}");
+    // Only the container's own processes: sh and ps (and the pipeline's helpers).
+    let (code, out, _) = run_out(&env, &["run", "--rm", "--network", "none", "bb:1", "ps"]);
+    assert_eq!(code, 0);
+    let procs: Vec<&str> = out.lines().skip(1).collect();
+    assert_eq!(procs.len(), 1, "ps sees only itself: {out}");
+    assert!(procs[0].trim_start().starts_with("1 "), "{out}");
+    assert!(mounts_under(&env).is_empty(), "{:?}", mounts_under(&env));
+}
+
+#[test]
+fn privileged_and_capabilities() {
+    let env = env_with_image();
+    let (code, out, _) = run_out(
+        &env,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--privileged",
+            "bb:1",
+            "sh",
+            "-c",
+            "mkdir -p /tmp/m && mount -t tmpfs none /tmp/m && echo mounted",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("mounted"));
+    let (code, out, _) = run_out(
+        &env,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--cap-add",
+            "SYS_ADMIN",
+            "bb:1",
+            "sh",
+            "-c",
+            "grep CapEff /proc/self/status",
+        ],
+    );
+    assert_eq!(code, 0);
+    // Docker's 14 default capabilities plus CAP_SYS_ADMIN (bit 21).
+    let eff = u64::from_str_radix(out.split_whitespace().last().unwrap(), 16).unwrap();
+    assert_eq!(eff & (1 << 21), 1 << 21, "{out}");
+    assert_eq!(eff.count_ones(), 15, "{out}");
+    let (_, out, _) = run_out(
+        &env,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--cap-drop",
+            "ALL",
+            "bb:1",
+            "sh",
+            "-c",
+            "grep CapEff /proc/self/status",
+        ],
+    );
+    assert!(out.contains("0000000000000000"), "{out}");
+    let (_, out, _) = run_out(
+        &env,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--security-opt",
+            "no-new-privileges",
+            "bb:1",
+            "sh",
+            "-c",
+            "grep NoNewPrivs /proc/self/status",
+        ],
+    );
+    assert!(out.contains("NoNewPrivs:\t1"), "{out}");
+    let (code, out, _) = run_out(
+        &env,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--read-only",
+            "bb:1",
+            "sh",
+            "-c",
+            "touch /x 2>&1; echo rc=$?",
+        ],
+    );
+    assert_eq!(code, 0);
+    assert!(out.contains("Read-only file system"), "{out}");
+    env.fails(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--cap-add",
+        "BOGUS",
+        "bb:1",
+        "true",
+    ]);
+}
+
+#[test]
+fn exit_codes_and_command_rules() {
+    let env = env_with_image();
+    let (code, _, _) = run_out(
+        &env,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "bb:1",
+            "sh",
+            "-c",
+            "exit 42",
+        ],
+    );
+    assert_eq!(code, 42);
+    let (code, _, err) = run_out(
+        &env,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "bb:1",
+            "no-such-command",
+        ],
+    );
+    assert_eq!(code, 127, "{err}");
+    assert!(err.contains("executable file not found in $PATH"), "{err}");
+    assert!(err.contains("no-such-command"), "{err}");
+    // PID 1 ignores signals it has no handler for, even SIGKILL from inside (as under Docker).
+    let (code, _, _) = run_out(
+        &env,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "bb:1",
+            "sh",
+            "-c",
+            "kill -9 $$; exit 4",
+        ],
+    );
+    assert_eq!(code, 4);
+    // --entrypoint drops the image's CMD; arguments become CMD.
+    let (_, out, _) = run_out(
+        &env,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--entrypoint",
+            "echo",
+            "bb:1",
+            "a",
+            "b",
+        ],
+    );
+    assert_eq!(out, "a b\n");
+    // Environment: image, -e, --env-file; user and workdir.
+    let envfile = env.path("env.list");
+    std::fs::write(&envfile, "# comment\nFROM_FILE=yes\n\nBOTH=file\n").unwrap();
+    let (code, out, err) = run_out(
+        &env,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--env-file",
+            envfile.to_str().unwrap(),
+            "-e",
+            "BOTH=flag",
+            "-u",
+            "app",
+            "-w",
+            "/tmp/work",
+            "bb:1",
+            "sh",
+            "-c",
+            "echo $FROM_FILE $BOTH $(id -u):$(id -g) $(pwd) $HOME $PATH",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out.trim(),
+        "yes flag 1000:1000 /tmp/work /home/app /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    );
+    let (code, _, err) = run_out(
+        &env,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "-u",
+            "nosuchuser",
+            "bb:1",
+            "true",
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("nosuchuser"), "{err}");
+    // A container with --rm leaves nothing.
+    assert_eq!(env.ok(&["ps", "-aq"]).trim(), "");
+}
+
+#[test]
+fn bad_input_leaves_nothing() {
+    let env = env_with_image();
+    for args in [
+        vec!["run", "--network", "none", "no-such-image", "true"],
+        vec!["run", "--network", "none", "-m", "1m", "bb:1", "true"],
+        vec![
+            "run",
+            "--network",
+            "none",
+            "--restart",
+            "sometimes",
+            "bb:1",
+            "true",
+        ],
+        vec![
+            "run",
+            "--network",
+            "none",
+            "--rm",
+            "--restart",
+            "always",
+            "bb:1",
+            "true",
+        ],
+        vec!["run", "--network", "none", "--cpus", "abc", "bb:1", "true"],
+        vec![
+            "run",
+            "--network",
+            "none",
+            "--name",
+            "bad name",
+            "bb:1",
+            "true",
+        ],
+        vec!["run", "bb:1", "true"],
+    ] {
+        let out = env.fails(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.starts_with("Error"), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: one line: {err}");
+    }
+    let err = String::from_utf8_lossy(
+        &env.fails(&["run", "--network", "none", "-m", "1m", "bb:1", "true"])
+            .stderr,
+    )
+    .into_owned();
+    assert!(err.contains("Minimum memory limit allowed is 6MB"), "{err}");
+    let err = String::from_utf8_lossy(&env.fails(&["run", "bb:1", "true"]).stderr).into_owned();
+    assert!(
+        err.contains("--network none"),
+        "bridge mode says what to use instead: {err}"
+    );
+    assert_eq!(env.ok(&["ps", "-aq"]).trim(), "");
+    // Names are unique.
+    env.ok(&[
+        "create",
+        "--network",
+        "none",
+        "--name",
+        "one",
+        "bb:1",
+        "true",
+    ]);
+    let err = String::from_utf8_lossy(
+        &env.fails(&[
+            "create",
+            "--network",
+            "none",
+            "--name",
+            "one",
+            "bb:1",
+            "true",
+        ])
+        .stderr,
+    )
+    .into_owned();
+    assert!(err.contains("is already in use"), "{err}");
+    assert_eq!(env.ok(&["ps", "-aq"]).lines().count(), 1);
+}
+
+#[test]
+fn detached_lifecycle_logs_exec_stop_rm() {
+    let env = env_with_image();
+    let id = env
+        .ok(&["run", "-d", "--name", "ticker", "--network", "none", "--label", "team=a", "bb:1", "sh", "-c",
+              "echo started; echo oops >&2; trap 'echo bye; exit 0' TERM; while true; do sleep 0.1; done"])
+        .trim()
+        .to_string();
+    assert_eq!(id.len(), 64);
+    wait_for("log line", || {
+        env.ok(&["logs", "ticker"]).contains("started")
+    });
+    let ps = env.ok(&["ps", "--format", "{{.Names}} {{.State}} {{.Labels}}"]);
+    assert_eq!(ps.trim(), "ticker running team=a");
+    let json: Value =
+        serde_json::from_str(env.ok(&["ps", "--format", "json"]).lines().next().unwrap()).unwrap();
+    assert_eq!(json["Names"], "ticker");
+    // stdout and stderr are kept apart.
+    let out = env.berth().args(["logs", "ticker"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "started\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "oops\n");
+    let ts = env.ok(&["logs", "-t", "--tail", "1", "ticker"]);
+    assert!(
+        ts.starts_with("20") && ts.contains("Z started") || ts.is_empty(),
+        "{ts}"
+    );
+    // inspect: Docker's shape.
+    let v = inspect(&env, "ticker");
+    assert_eq!(v["State"]["Status"], "running");
+    assert_eq!(v["Name"], "/ticker");
+    assert_eq!(v["Id"], id);
+    let pid = v["State"]["Pid"].as_i64().unwrap();
+    assert!(pid > 0 && std::path::Path::new(&format!("/proc/{pid}")).exists());
+    assert_eq!(
+        env.ok(&["inspect", "--format", "{{.State.Pid}}", "ticker"])
+            .trim(),
+        pid.to_string()
+    );
+    // exec joins the container: same hostname, sees its PID 1.
+    let out = env.ok(&[
+        "exec",
+        "ticker",
+        "sh",
+        "-c",
+        "cat /proc/1/cmdline | tr '\\0' ' '; hostname",
+    ]);
+    assert!(out.starts_with("sh -c echo started"), "{out}");
+    assert!(out.contains(&id[..12]), "{out}");
+    let (code, _, _) = run_out(&env, &["exec", "ticker", "sh", "-c", "exit 5"]);
+    assert_eq!(code, 5);
+    let out = env.ok(&[
+        "exec",
+        "-e",
+        "X=1",
+        "-w",
+        "/tmp",
+        "-u",
+        "1000",
+        "ticker",
+        "sh",
+        "-c",
+        "echo $X $(pwd) $(id -u)",
+    ]);
+    assert_eq!(out.trim(), "1 /tmp 1000");
+    // rm of a running container needs -f.
+    let err = String::from_utf8_lossy(&env.fails(&["rm", "ticker"]).stderr).into_owned();
+    assert!(err.contains("container is running"), "{err}");
+    // stop: the trap runs, exit 0, the log has its last words.
+    env.ok(&["stop", "ticker"]);
+    let v = inspect(&env, "ticker");
+    assert_eq!(v["State"]["Status"], "exited");
+    assert_eq!(v["State"]["ExitCode"], 0);
+    assert!(env.ok(&["logs", "ticker"]).contains("bye"));
+    assert_eq!(env.ok(&["wait", "ticker"]).trim(), "0");
+    assert_eq!(env.ok(&["ps", "-q"]).trim(), "");
+    assert_eq!(
+        env.ok(&["ps", "-aq", "--filter", "status=exited"]).trim(),
+        &id[..12]
+    );
+    // start again, then rename and kill.
+    env.ok(&["start", "ticker"]);
+    assert_eq!(inspect(&env, "ticker")["State"]["Status"], "running");
+    env.ok(&["rename", "ticker", "tocker"]);
+    env.ok(&["kill", "tocker"]);
+    let v = inspect(&env, "tocker");
+    assert_eq!(v["State"]["ExitCode"], 137);
+    env.ok(&["rm", "tocker"]);
+    env.fails(&["inspect", "--type", "container", "tocker"]);
+    assert!(mounts_under(&env).is_empty(), "{:?}", mounts_under(&env));
+    assert!(!std::path::Path::new(&format!("/sys/fs/cgroup/pids/berth/{id}")).exists());
+}
+
+#[test]
+fn restart_policy_and_auto_remove() {
+    let env = env_with_image();
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "flaky",
+        "--network",
+        "none",
+        "--restart",
+        "on-failure:2",
+        "bb:1",
+        "sh",
+        "-c",
+        "exit 3",
+    ]);
+    wait_for("two restarts then exit", || {
+        let v = inspect(&env, "flaky");
+        v["State"]["Status"] == "exited" && v["RestartCount"] == 2
+    });
+    assert_eq!(inspect(&env, "flaky")["State"]["ExitCode"], 3);
+    // always + stop: stop wins.
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "steady",
+        "--network",
+        "none",
+        "--restart",
+        "always",
+        "bb:1",
+        "sh",
+        "-c",
+        "sleep 0.2",
+    ]);
+    wait_for("a restart", || {
+        inspect(&env, "steady")["RestartCount"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1
+    });
+    env.ok(&["stop", "-t", "1", "steady"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let v = inspect(&env, "steady");
+    assert_eq!(v["State"]["Status"], "exited", "{v}");
+    // -d --rm: gone after exit.
+    env.ok(&[
+        "run",
+        "-d",
+        "--rm",
+        "--name",
+        "brief",
+        "--network",
+        "none",
+        "bb:1",
+        "true",
+    ]);
+    wait_for("auto-removal", || {
+        !env.ok(&["ps", "-a", "--format", "{{.Names}}"])
+            .contains("brief")
+    });
+}
+
+#[test]
+fn memory_and_pids_limits() {
+    let env = env_with_image();
+    // Hold 64 MiB in the shell under a 16 MiB limit: the kernel kills it; Docker reports 137
+    // and OOMKilled.
+    let (code, _, err) = run_out(
+        &env,
+        &[
+            "run",
+            "--name",
+            "hog",
+            "--network",
+            "none",
+            "-m",
+            "16m",
+            "--memory-swap",
+            "16m",
+            "bb:1",
+            "sh",
+            "-c",
+            "x=$(dd if=/dev/zero bs=1M count=64 2>/dev/null | tr '\\0' a); echo ${#x}",
+        ],
+    );
+    assert_eq!(code, 137, "{err}");
+    let v = inspect(&env, "hog");
+    assert_eq!(v["State"]["OOMKilled"], true);
+    assert_eq!(v["State"]["ExitCode"], 137);
+    // Without a limit the same command completes.
+    let (code, out, _) = run_out(
+        &env,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "bb:1",
+            "sh",
+            "-c",
+            "x=$(dd if=/dev/zero bs=1M count=64 2>/dev/null | tr '\\0' a); echo ${#x}",
+        ],
+    );
+    assert_eq!(code, 0);
+    assert_eq!(out.trim(), (64 << 20).to_string());
+    // Eight background processes under a limit of five: fork fails inside; without it, fine.
+    let script = "for i in 1 2 3 4 5 6 7 8; do sleep 1 & done; wait";
+    let (code, _, err) = run_out(
+        &env,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--pids-limit",
+            "5",
+            "bb:1",
+            "sh",
+            "-c",
+            script,
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("fork"), "{err}");
+    let (code, _, err) = run_out(
+        &env,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "bb:1",
+            "sh",
+            "-c",
+            script,
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&env.ok(&["inspect", "hog"])).unwrap();
+    assert_eq!(v[0]["HostConfig"]["Memory"], 16 << 20);
+}
+
+#[test]
+fn external_runtime_crun() {
+    if !common::have("crun") {
+        return;
+    }
+    let env = env_with_image();
+    let (code, out, err) = run_out(
+        &env,
+        &[
+            "run",
+            "--rm",
+            "--runtime",
+            "crun",
+            "--network",
+            "none",
+            "bb:1",
+            "sh",
+            "-c",
+            "echo via crun; cat /proc/1/cmdline | tr '\\0' ' '",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("via crun\nsh -c"), "{out}");
+    env.ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        "crun",
+        "--name",
+        "c1",
+        "--network",
+        "none",
+        "bb:1",
+        "sleep",
+        "30",
+    ]);
+    assert_eq!(env.ok(&["exec", "c1", "echo", "hi"]).trim(), "hi");
+    env.ok(&["rm", "-f", "c1"]);
+    assert!(mounts_under(&env).is_empty());
+}
+
+#[test]
+fn killed_supervisor_and_init_are_reported_truthfully() {
+    let env = env_with_image();
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "victim",
+        "--network",
+        "none",
+        "bb:1",
+        "sleep",
+        "300",
+    ]);
+    let st: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            std::fs::read_dir(env.root().join("containers"))
+                .unwrap()
+                .flatten()
+                .next()
+                .unwrap()
+                .path()
+                .join("state.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let sup = st["berth"]["supervisor_pid"].as_i64().unwrap() as i32;
+    let init = st["Pid"].as_i64().unwrap() as i32;
+    // kill -9 both (only processes this test started).
+    unsafe_free_kill(sup);
+    unsafe_free_kill(init);
+    wait_for("state correction", || {
+        inspect(&env, "victim")["State"]["Status"] == "exited"
+    });
+    assert_ne!(inspect(&env, "victim")["State"]["ExitCode"], 0);
+    env.ok(&["rm", "victim"]);
+    assert!(mounts_under(&env).is_empty(), "{:?}", mounts_under(&env));
+    // The same container name can be reused.
+    env.ok(&[
+        "create",
+        "--network",
+        "none",
+        "--name",
+        "victim",
+        "bb:1",
+        "true",
+    ]);
+}
+
+fn unsafe_free_kill(pid: i32) {
+    let _ = std::process::Command::new("kill")
+        .arg("-9")
+        .arg(pid.to_string())
+        .status();
+}
+
+#[test]
+fn network_modes_host_and_container() {
+    let env = env_with_image();
+    let host_name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let (_, out, _) = run_out(
+        &env,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "host",
+            "bb:1",
+            "sh",
+            "-c",
+            "ls /sys/class/net | wc -l; cat /etc/hostname",
+        ],
+    );
+    let host_ifaces = std::fs::read_dir("/sys/class/net").unwrap().count();
+    assert_eq!(
+        out.lines().next().unwrap().trim(),
+        host_ifaces.to_string(),
+        "{out}"
+    );
+    assert_eq!(out.lines().nth(1).unwrap().trim(), host_name.trim());
+    let (_, out, _) = run_out(
+        &env,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "bb:1",
+            "ls",
+            "/sys/class/net",
+        ],
+    );
+    assert_eq!(out.trim(), "lo");
+    // container:<name> shares the network namespace: a server on its localhost answers.
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "srv",
+        "--network",
+        "none",
+        "bb:1",
+        "sh",
+        "-c",
+        "while true; do echo pong | nc -l -p 7777; done",
+    ]);
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, out, err) = run_out(
+        &env,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "container:srv",
+            "bb:1",
+            "sh",
+            "-c",
+            "echo ping | nc 127.0.0.1 7777",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("pong"), "{out}");
+    env.ok(&["rm", "-f", "srv"]);
+}
