@@ -401,31 +401,36 @@ fn parse_time_z(s: &[u8]) -> Option<DateTime<Utc>> {
     {
         return None;
     }
-    let mut nanos = 0u32;
-    let mut i = 19;
-    if s[i] == b'.' {
-        i += 1;
-        let mut digits = 0;
-        while i < s.len() && s[i].is_ascii_digit() {
-            if digits < 9 {
-                nanos = nanos * 10 + u32::from(s[i] - b'0');
-                digits += 1;
-            }
-            i += 1;
-        }
-        if digits == 0 {
-            return None;
-        }
-        nanos *= 10u32.pow(9 - digits);
-    }
-    if &s[i..] != b"Z" {
-        return None;
-    }
+    let nanos = parse_fraction_z(&s[19..])?;
     let date = NaiveDate::from_ymd_opt(num(0..4)? as i32, num(5..7)?, num(8..10)?)?;
     Some(
         date.and_hms_nano_opt(num(11..13)?, num(14..16)?, num(17..19)?, nanos)?
             .and_utc(),
     )
+}
+
+/// The end of a `…Z` time after the seconds: `Z` or `.digits Z`, as nanoseconds (digits past
+/// the ninth are dropped, as Go does).
+fn parse_fraction_z(s: &[u8]) -> Option<u32> {
+    let Some(frac) = s.strip_prefix(b".") else {
+        return (s == b"Z").then_some(0);
+    };
+    let digits = frac.strip_suffix(b"Z")?;
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n = digits.len().min(9);
+    let v = digits[..n]
+        .iter()
+        .fold(0u32, |acc, &c| acc * 10 + u32::from(c - b'0'));
+    Some(v * 10u32.pow(9 - n as u32))
+}
+
+/// The last whole second seen in `…Z` form. Entries come in bursts within one second, so most
+/// times only need their fraction parsed, and `--timestamps` can copy the seconds as they are.
+struct SecondCache {
+    key: [u8; 19],
+    at: DateTime<Utc>,
 }
 
 /// What `berth logs` was asked for.
@@ -628,6 +633,7 @@ struct EntryReader<'o, 'a> {
     /// An entry after `until` was seen: stop.
     done: bool,
     corrupt: u64,
+    second: Option<SecondCache>,
 }
 
 /// Corrupt lines are reported one by one up to this many, then only counted.
@@ -642,6 +648,7 @@ impl<'o, 'a> EntryReader<'o, 'a> {
             need_time,
             done: false,
             corrupt: 0,
+            second: None,
         }
     }
 
@@ -706,7 +713,7 @@ impl<'o, 'a> EntryReader<'o, 'a> {
     /// Applies the time filters, switches the output stream and writes the timestamp prefix.
     fn entry_head(&mut self, stream: Stream, time: &[u8]) -> io::Result<Head> {
         if self.need_time {
-            let Some(t) = parse_time(time) else {
+            let Some((t, z_form)) = self.time_of(time) else {
                 self.corrupt_line(&format!("bad time {:?}", String::from_utf8_lossy(time)));
                 return Ok(Head::Skip);
             };
@@ -721,15 +728,44 @@ impl<'o, 'a> EntryReader<'o, 'a> {
             let entry_start = self.out.buf.len();
             if self.opts.timestamps {
                 let mut tbuf = [0u8; 40];
-                let n = format_rfc3339_fixed(&t, &mut tbuf);
-                self.out.buf.extend_from_slice(&tbuf[..n]);
-                self.out.buf.push(b' ');
+                let n = if z_form {
+                    // The entry's own seconds are already in the output form.
+                    tbuf[..19].copy_from_slice(&time[..19]);
+                    tbuf[19] = b'.';
+                    write_digits(&mut tbuf[20..29], t.nanosecond() % 1_000_000_000);
+                    tbuf[29] = b'Z';
+                    30
+                } else {
+                    format_rfc3339_fixed(&t, &mut tbuf)
+                };
+                tbuf[n] = b' ';
+                self.out.buf.extend_from_slice(&tbuf[..=n]);
             }
             Ok(Head::Write(entry_start))
         } else {
             self.out.switch(stream)?;
             Ok(Head::Write(self.out.buf.len()))
         }
+    }
+
+    /// The entry's time, and whether it is in UTC `…Z` form (its first 19 bytes then are the
+    /// seconds in output form).
+    fn time_of(&mut self, time: &[u8]) -> Option<(DateTime<Utc>, bool)> {
+        if let (Some(c), Some(head)) = (&self.second, time.first_chunk::<19>())
+            && *head == c.key
+            && let Some(nanos) = parse_fraction_z(&time[19..])
+        {
+            return Some((c.at.with_nanosecond(nanos)?, true));
+        }
+        if let Some(t) = parse_time_z(time) {
+            let key = *time.first_chunk::<19>()?;
+            self.second = Some(SecondCache {
+                key,
+                at: t.with_nanosecond(0)?,
+            });
+            return Some((t, true));
+        }
+        parse_time(time).map(|t| (t, false))
     }
 
     fn corrupt_line(&mut self, why: &str) {
@@ -1346,6 +1382,40 @@ mod tests {
             ..opts()
         };
         assert_eq!(lines_out(&path, &o), ["line 8", "line 9"]);
+    }
+
+    #[test]
+    fn entries_within_one_second_keep_their_fractions() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("log");
+        let times = [
+            "08:00:00Z",
+            "08:00:00.5Z",
+            "08:00:00.25Z",
+            "08:00:00.123456789123Z",
+            "08:00:01.1Z",
+            "08:00:00.75Z",
+        ];
+        let text: String = times
+            .iter()
+            .enumerate()
+            .map(|(i, t)| entry(&format!("{i}\n"), "stdout", &format!("2026-11-23T{t}")))
+            .collect();
+        std::fs::write(&path, text).expect("write");
+        let o = LogOptions {
+            timestamps: true,
+            since: Some(utc("2026-11-23T08:00:00.25Z")),
+            ..opts()
+        };
+        assert_eq!(
+            lines_out(&path, &o),
+            [
+                "2026-11-23T08:00:00.500000000Z 1",
+                "2026-11-23T08:00:00.250000000Z 2",
+                "2026-11-23T08:00:01.100000000Z 4",
+                "2026-11-23T08:00:00.750000000Z 5",
+            ]
+        );
     }
 
     #[test]
