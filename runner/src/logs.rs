@@ -430,7 +430,14 @@ fn parse_fraction_z(s: &[u8]) -> Option<u32> {
 /// times only need their fraction parsed, and `--timestamps` can copy the seconds as they are.
 struct SecondCache {
     key: [u8; 19],
-    at: DateTime<Utc>,
+    secs: i64,
+}
+
+/// A time as (Unix seconds, nanoseconds): compared per entry, far cheaper than `DateTime`.
+type Stamp = (i64, u32);
+
+fn stamp(t: &DateTime<Utc>) -> Stamp {
+    (t.timestamp(), t.nanosecond() % 1_000_000_000)
 }
 
 /// What `berth logs` was asked for.
@@ -634,6 +641,8 @@ struct EntryReader<'o, 'a> {
     done: bool,
     corrupt: u64,
     second: Option<SecondCache>,
+    since: Option<Stamp>,
+    until: Option<Stamp>,
 }
 
 /// Corrupt lines are reported one by one up to this many, then only counted.
@@ -649,6 +658,8 @@ impl<'o, 'a> EntryReader<'o, 'a> {
             done: false,
             corrupt: 0,
             second: None,
+            since: opts.since.as_ref().map(stamp),
+            until: opts.until.as_ref().map(stamp),
         }
     }
 
@@ -717,10 +728,10 @@ impl<'o, 'a> EntryReader<'o, 'a> {
                 self.corrupt_line(&format!("bad time {:?}", String::from_utf8_lossy(time)));
                 return Ok(Head::Skip);
             };
-            if self.opts.since.is_some_and(|s| t < s) {
+            if self.since.is_some_and(|s| t < s) {
                 return Ok(Head::Skip);
             }
-            if self.opts.until.is_some_and(|u| t > u) {
+            if self.until.is_some_and(|u| t > u) {
                 self.done = true;
                 return Ok(Head::Skip);
             }
@@ -732,10 +743,13 @@ impl<'o, 'a> EntryReader<'o, 'a> {
                     // The entry's own seconds are already in the output form.
                     tbuf[..19].copy_from_slice(&time[..19]);
                     tbuf[19] = b'.';
-                    write_digits(&mut tbuf[20..29], t.nanosecond() % 1_000_000_000);
+                    write_digits(&mut tbuf[20..29], t.1);
                     tbuf[29] = b'Z';
                     30
                 } else {
+                    let Some(t) = DateTime::from_timestamp(t.0, t.1) else {
+                        return Ok(Head::Skip);
+                    };
                     format_rfc3339_fixed(&t, &mut tbuf)
                 };
                 tbuf[n] = b' ';
@@ -750,22 +764,20 @@ impl<'o, 'a> EntryReader<'o, 'a> {
 
     /// The entry's time, and whether it is in UTC `…Z` form (its first 19 bytes then are the
     /// seconds in output form).
-    fn time_of(&mut self, time: &[u8]) -> Option<(DateTime<Utc>, bool)> {
+    fn time_of(&mut self, time: &[u8]) -> Option<(Stamp, bool)> {
         if let (Some(c), Some(head)) = (&self.second, time.first_chunk::<19>())
             && *head == c.key
             && let Some(nanos) = parse_fraction_z(&time[19..])
         {
-            return Some((c.at.with_nanosecond(nanos)?, true));
+            return Some(((c.secs, nanos), true));
         }
         if let Some(t) = parse_time_z(time) {
             let key = *time.first_chunk::<19>()?;
-            self.second = Some(SecondCache {
-                key,
-                at: t.with_nanosecond(0)?,
-            });
+            let t = stamp(&t);
+            self.second = Some(SecondCache { key, secs: t.0 });
             return Some((t, true));
         }
-        parse_time(time).map(|t| (t, false))
+        parse_time(time).map(|t| (stamp(&t), false))
     }
 
     fn corrupt_line(&mut self, why: &str) {
