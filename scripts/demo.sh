@@ -47,4 +47,18 @@ addr=$(sed -n 's|^listening on http://||p' "$work/registry.out")
 "$berth" --root "$work/root3" inspect --format '{{.Id}}' "$addr/demo/busybox:1"
 skopeo inspect --tls-verify=false "docker://$addr/demo/busybox:1" | head -3
 "$berth" --root "$work/root3" system check
+
+# Run the pulled image: foreground, then detached with logs, exec, a volume, stop and rm.
+"$berth" --root "$work/root3" run --rm --network none "$addr/demo/busybox:1" sh -c 'echo hello from $(hostname); cat /proc/1/cmdline | tr "\0" " "; echo'
+"$berth" --root "$work/root3" run -d --name ticker --network none -v demo-data:/data "$addr/demo/busybox:1" \
+  sh -c 'trap "exit 0" TERM; i=0; while true; do echo tick $i | tee -a /data/ticks; i=$((i+1)); sleep 0.2; done'
+sleep 1
+"$berth" --root "$work/root3" ps
+"$berth" --root "$work/root3" logs --tail 2 ticker
+"$berth" --root "$work/root3" exec ticker sh -c 'ps; wc -l /data/ticks'
+"$berth" --root "$work/root3" stop ticker
+"$berth" --root "$work/root3" inspect --format '{{.State.Status}} exit={{.State.ExitCode}}' ticker
+"$berth" --root "$work/root3" rm ticker
+"$berth" --root "$work/root3" run --rm --network none -v demo-data:/data "$addr/demo/busybox:1" sh -c "wc -l /data/ticks"
+"$berth" --root "$work/root3" volume rm demo-data
 "$berth" --root "$root" info

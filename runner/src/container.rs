@@ -276,6 +276,17 @@ impl Runner {
             ));
         }
 
+        // Everything that can fail on its own comes before volumes are created, so a failed
+        // create leaves no volume behind.
+        let runtime_path = match &opts.runtime {
+            Some(r) if r != "berth" => {
+                crate::sandbox::External::new(self.root(), r).map(|_| r.clone())?
+            }
+            _ => String::new(),
+        };
+        // Unpack the image's layers now, as Docker's create prepares the filesystem.
+        self.store.ensure_snapshots(&img)?;
+
         let image_volumes: Vec<String> = ic.volumes().clone().unwrap_or_default();
         let (mount_points, mount_requests) = crate::volumes::plan(self, opts, &image_volumes)?;
         let mut host_config = host_config;
@@ -291,16 +302,8 @@ impl Runner {
             config,
             host_config,
             mounts: mount_points,
-            runtime_path: match &opts.runtime {
-                Some(r) if r != "berth" => {
-                    crate::sandbox::External::new(self.root(), r).map(|_| r.clone())?
-                }
-                _ => String::new(),
-            },
+            runtime_path,
         };
-
-        // Unpack the image's layers now, as Docker's create prepares the filesystem.
-        self.store.ensure_snapshots(&img)?;
 
         // Built in a temp directory and renamed, so a half-created container is never listed.
         let tmp = self.dir.join(format!(".tmp-{id}"));

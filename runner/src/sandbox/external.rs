@@ -56,7 +56,7 @@ impl External {
                     .and_then(|v| v["msg"].as_str().map(String::from))
                     .or_else(|| (!l.trim().is_empty()).then(|| l.trim().to_string()))
             })
-            .last()
+            .next_back()
             .unwrap_or_default()
     }
 
