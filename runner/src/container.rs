@@ -586,8 +586,11 @@ impl Runner {
         {
             tracing::warn!("releasing the runtime state of {}: {e}", c.short_id());
         }
+        tracing::debug!("cleanup: runtime state released");
         crate::cgroups::remove(&crate::cgroups::path_for(&c.record.id));
+        tracing::debug!("cleanup: cgroups removed");
         crate::rootfs::unmount_all_under(&c.paths.dir)?;
+        tracing::debug!("cleanup: unmounted");
         Ok(())
     }
 

@@ -65,18 +65,52 @@ pub fn for_runtime(state_root: &Path, runtime: &str) -> Result<Box<dyn Sandbox>>
 }
 
 /// Bring up the loopback interface in the network namespace of `pid`, as Docker does for every
-/// container with a namespace of its own.
+/// container with a namespace of its own: one rtnetlink RTM_NEWLINK (ifindex 1 is always `lo`)
+/// on a socket opened inside that namespace by a short-lived thread.
 pub fn loopback_up(pid: i32) -> Result<()> {
-    let out = std::process::Command::new("nsenter")
-        .arg(format!("--net=/proc/{pid}/ns/net"))
-        .args(["ip", "link", "set", "lo", "up"])
-        .output()
-        .map_err(|e| RunnerError::io("running", "nsenter (util-linux) and ip (iproute2)", e))?;
-    if !out.status.success() {
-        return Err(RunnerError::Sandbox(format!(
-            "bringing up the container's loopback interface: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+    use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketType, recv, send, socket};
+    use rustix::thread::{LinkNameSpaceType, move_into_link_name_space};
+    let ns_path = format!("/proc/{pid}/ns/net");
+    let ns = std::fs::File::open(&ns_path).map_err(|e| RunnerError::io("opening", &ns_path, e))?;
+    let sock = std::thread::spawn(move || -> std::io::Result<OwnedFd> {
+        use std::os::fd::AsFd;
+        move_into_link_name_space(ns.as_fd(), Some(LinkNameSpaceType::Network))?;
+        // Protocol None is NETLINK_ROUTE.
+        Ok(socket(AddressFamily::NETLINK, SocketType::RAW, None)?)
+    })
+    .join()
+    .map_err(|_| RunnerError::Sandbox("the netlink thread panicked".into()))?
+    .map_err(|e| RunnerError::Sandbox(format!("opening a netlink socket in the container: {e}")))?;
+    const RTM_NEWLINK: u16 = 16;
+    const NLM_F_REQUEST: u16 = 1;
+    const NLM_F_ACK: u16 = 4;
+    const NLMSG_ERROR: u16 = 2;
+    const IFF_UP: u32 = 1;
+    let mut msg = Vec::with_capacity(32);
+    msg.extend_from_slice(&32u32.to_ne_bytes()); // nlmsg_len
+    msg.extend_from_slice(&RTM_NEWLINK.to_ne_bytes());
+    msg.extend_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
+    msg.extend_from_slice(&1u32.to_ne_bytes()); // seq
+    msg.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel assigns it
+    msg.extend_from_slice(&[0, 0]); // ifi_family AF_UNSPEC, padding
+    msg.extend_from_slice(&0u16.to_ne_bytes()); // ifi_type
+    msg.extend_from_slice(&1i32.to_ne_bytes()); // ifi_index: lo
+    msg.extend_from_slice(&IFF_UP.to_ne_bytes()); // ifi_flags
+    msg.extend_from_slice(&IFF_UP.to_ne_bytes()); // ifi_change
+    let err = |e: rustix::io::Errno| {
+        RunnerError::Sandbox(format!(
+            "bringing up the container's loopback interface: {e}"
+        ))
+    };
+    send(&sock, &msg, SendFlags::empty()).map_err(err)?;
+    let mut buf = [0u8; 1024];
+    let (n, _) = recv(&sock, &mut buf, RecvFlags::empty()).map_err(err)?;
+    // The ACK is an NLMSG_ERROR whose error field (after the 16-byte header) is 0.
+    if n >= 20 && u16::from_ne_bytes([buf[4], buf[5]]) == NLMSG_ERROR {
+        let code = i32::from_ne_bytes([buf[16], buf[17], buf[18], buf[19]]);
+        if code != 0 {
+            return Err(err(rustix::io::Errno::from_raw_os_error(-code)));
+        }
     }
     Ok(())
 }

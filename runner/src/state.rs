@@ -330,12 +330,25 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
 }
 
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_replacing(path, bytes, true)
+}
+
+/// Replace a file that is regenerated at every start (the bundle, /etc/hosts and friends):
+/// atomic like [`write_atomic`] but not synced, as a crash loses nothing that the next start
+/// would not write again.
+pub fn write_regenerated(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_replacing(path, bytes, false)
+}
+
+fn write_replacing(path: &Path, bytes: &[u8], sync: bool) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp =
         tempfile::NamedTempFile::with_prefix_in(".tmp-", dir).ctx("creating temp file in", dir)?;
     tmp.write_all(bytes)
         .ctx("writing", tmp.path().to_path_buf())?;
-    tmp.as_file().sync_all().ctx("syncing", path)?;
+    if sync {
+        tmp.as_file().sync_all().ctx("syncing", path)?;
+    }
     tmp.persist(path)
         .map_err(|e| RunnerError::io("replacing", path, e.error))?;
     Ok(())

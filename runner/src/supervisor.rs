@@ -202,11 +202,13 @@ fn supervise(
             first = false;
         }
         let code = crate::sandbox::wait_child(pid).unwrap_or(255);
+        tracing::debug!("container exited with {code}");
         current.store(0, Ordering::SeqCst);
         copiers.finish();
         let cgroup = crate::cgroups::path_for(&c.record.id);
         let oom = crate::cgroups::oom_kills(&cgroup) > 0;
         let _ = runner.cleanup(&c);
+        tracing::debug!("released runtime state, cgroup and mounts");
         runner.reload(&mut c).ok();
         let restart = should_restart(&c, code);
         runner.update_state(&mut c, |s| {
@@ -302,12 +304,14 @@ fn start_once(
     log: Arc<LogFile>,
     attach: bool,
 ) -> Result<(i32, crate::stdio::Copiers)> {
+    tracing::debug!("start: preparing {}", c.short_id());
     let store = runner.store();
     let img = store.resolve_image(&c.record.image)?;
     let lowers = store.ensure_snapshots(&img)?;
     let p = c.paths.clone();
     let rootfs = p.rootfs();
     crate::rootfs::mount_overlay(&lowers, &p.upper(), &p.work(), &rootfs)?;
+    tracing::debug!("start: rootfs mounted");
     let network = network_mode(runner, c)?;
     let mounts = crate::volumes::prepare(runner, c, &rootfs)?;
     write_etc_files(c, &network)?;
@@ -339,6 +343,7 @@ fn start_once(
         console_size,
     })?;
     bundle::write(&p.bundle(), &spec)?;
+    tracing::debug!("start: bundle written");
     let mut plumbing = Plumbing::new(c.record.config.tty, c.record.config.open_stdin)?;
     let io = plumbing
         .io
@@ -352,6 +357,7 @@ fn start_once(
         Ok(())
     };
     let pid = sandbox.start(&c.record.id, &p.bundle(), io, &prestart)?;
+    tracing::debug!("start: sandbox started pid {pid}");
     let copiers = plumbing.connect(Some(log), attach)?;
     let start = process_start_time(pid).unwrap_or(0);
     runner.update_state(c, |s| {
@@ -405,7 +411,7 @@ fn write_etc_files(c: &Container, network: &NetworkMode) -> Result<()> {
     } else {
         hostname.clone()
     };
-    crate::state::write_atomic(&p.hostname(), format!("{name}\n").as_bytes())?;
+    crate::state::write_regenerated(&p.hostname(), format!("{name}\n").as_bytes())?;
     let mut hosts = if host_mode {
         std::fs::read_to_string("/etc/hosts").unwrap_or_default()
     } else {
@@ -420,7 +426,7 @@ fn write_etc_files(c: &Container, network: &NetworkMode) -> Result<()> {
     if !host_mode {
         hosts.push_str(&format!("127.0.1.1\t{hostname}\n"));
     }
-    crate::state::write_atomic(&p.hosts(), hosts.as_bytes())?;
+    crate::state::write_regenerated(&p.hosts(), hosts.as_bytes())?;
     let mut resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     if !c.record.host_config.dns.is_empty() {
         resolv = c
@@ -431,6 +437,6 @@ fn write_etc_files(c: &Container, network: &NetworkMode) -> Result<()> {
             .map(|d| format!("nameserver {d}\n"))
             .collect();
     }
-    crate::state::write_atomic(&p.resolv_conf(), resolv.as_bytes())?;
+    crate::state::write_regenerated(&p.resolv_conf(), resolv.as_bytes())?;
     Ok(())
 }

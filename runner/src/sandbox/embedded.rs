@@ -101,10 +101,12 @@ impl Sandbox for Embedded {
             .pid()
             .map(|p| p.as_raw())
             .ok_or_else(|| RunnerError::Sandbox("the runtime reported no init process".into()))?;
+        tracing::debug!("sandbox: container created");
         if let Err(e) = prestart(pid) {
             let _ = self.delete(id);
             return Err(e);
         }
+        tracing::debug!("sandbox: prestart done");
         if let Err(e) = container.start() {
             let _ = self.delete(id);
             return Err(err(e));
