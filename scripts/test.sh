@@ -7,3 +7,5 @@ export CI="${CI:-true}"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo nextest run --workspace --no-fail-fast --failure-output final
+# Containers, mounts and cgroups the tests made must all be gone.
+bash scripts/leaks.sh

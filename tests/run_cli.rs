@@ -794,3 +794,51 @@ fn network_modes_host_and_container() {
     assert!(out.contains("pong"), "{out}");
     env.ok(&["rm", "-f", "srv"]);
 }
+
+#[test]
+fn init_runs_as_pid_one_and_forwards_signals() {
+    if !common::have("tini-static") {
+        return;
+    }
+    let env = env_with_image();
+    let (code, out, err) = run_out(
+        &env,
+        &[
+            "run",
+            "--rm",
+            "--init",
+            "--network",
+            "none",
+            "bb:1",
+            "sh",
+            "-c",
+            "cat /proc/1/cmdline | tr '\\0' ' '; echo; echo $$",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        "/sbin/docker-init -- sh -c cat /proc/1/cmdline | tr '\\0' ' '; echo; echo $$ \n2\n"
+    );
+    // Under an init the shell is not PID 1, so SIGTERM ends it at once (exit 143), no 10 s wait.
+    env.ok(&[
+        "run",
+        "-d",
+        "--init",
+        "--name",
+        "inited",
+        "--network",
+        "none",
+        "bb:1",
+        "sleep",
+        "300",
+    ]);
+    let start = Instant::now();
+    env.ok(&["stop", "inited"]);
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "stop took {:?}",
+        start.elapsed()
+    );
+    assert_eq!(inspect(&env, "inited")["State"]["ExitCode"], 143);
+}

@@ -232,6 +232,13 @@ pub fn spec(input: &BundleInput) -> Result<Spec> {
         )
     });
 
+    let mut args = input.args.clone();
+    let mut init_mount = None;
+    if hc.init == Some(true) {
+        let bin = init_binary()?;
+        args.splice(0..0, [INIT_DEST.to_string(), "--".to_string()]);
+        init_mount = Some(bind(INIT_DEST, &bin, true));
+    }
     let mut env = cfg.env.clone();
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         env.push(format!("HOME={}", input.user.home));
@@ -243,7 +250,7 @@ pub fn spec(input: &BundleInput) -> Result<Spec> {
             "gid": input.user.gid,
             "additionalGids": input.user.additional_gids,
         },
-        "args": input.args,
+        "args": args,
         "env": env,
         "cwd": if cfg.working_dir.is_empty() { "/" } else { cfg.working_dir.as_str() },
         "capabilities": {
@@ -279,6 +286,7 @@ pub fn spec(input: &BundleInput) -> Result<Spec> {
             mounts.push(bind(dest, file, false));
         }
     }
+    mounts.extend(init_mount);
     for m in &input.mounts {
         mounts.push(json!({
             "destination": m.destination, "type": m.kind, "source": m.source, "options": m.options,
@@ -356,6 +364,37 @@ pub fn spec(input: &BundleInput) -> Result<Spec> {
     serde_json::from_value(spec).map_err(|e| {
         RunnerError::invalid("runtime spec", format!("berth built an invalid spec: {e}"))
     })
+}
+
+/// Where an init binary goes inside the container, as Docker mounts it for `--init`.
+pub const INIT_DEST: &str = "/sbin/docker-init";
+
+/// The init binary for `--init`: `BERTH_INIT_PATH`, else a static `docker-init`, `tini-static`
+/// or `catatonit` on PATH (Debian's `tini` package has tini-static). It runs inside the
+/// container's filesystem, so it must not need the host's shared libraries.
+pub fn init_binary() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("BERTH_INIT_PATH") {
+        let p = PathBuf::from(p);
+        if p.is_file() {
+            return Ok(p);
+        }
+        return Err(RunnerError::invalid(
+            "BERTH_INIT_PATH",
+            format!("{} does not exist", p.display()),
+        ));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for name in ["docker-init", "tini-static", "catatonit"] {
+        for dir in std::env::split_paths(&path) {
+            let p = dir.join(name);
+            if p.is_file() {
+                return Ok(p);
+            }
+        }
+    }
+    Err(RunnerError::Unsupported(
+        "--init needs a static init binary: install Debian's tini package (tini-static) or set BERTH_INIT_PATH".into(),
+    ))
 }
 
 /// Write `spec` as `DIR/config.json`.

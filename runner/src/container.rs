@@ -287,7 +287,11 @@ impl Runner {
         // Unpack the image's layers now, as Docker's create prepares the filesystem.
         self.store.ensure_snapshots(&img)?;
 
+        if opts.init {
+            crate::bundle::init_binary()?;
+        }
         let image_volumes: Vec<String> = ic.volumes().clone().unwrap_or_default();
+
         let (mount_points, mount_requests) = crate::volumes::plan(self, opts, &image_volumes)?;
         let mut host_config = host_config;
         host_config.mounts = mount_requests;
