@@ -8,6 +8,7 @@ pub mod archive;
 pub mod blobs;
 pub mod change;
 pub mod check;
+pub mod commit;
 pub mod compression;
 pub mod digest;
 pub mod error;

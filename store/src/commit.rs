@@ -1,0 +1,296 @@
+//! A new image made of a parent image plus one layer: `commit` (a container's changes) and,
+//! later, the builder (each filesystem step). The layer tar is stored uncompressed (digest ==
+//! diff ID) as `import` stores its layer; the parent's config is kept member for member (fields
+//! berth does not know included), its `config` replaced, the layer's diff ID and a history entry
+//! appended, and the result written in the member order Go tools produce.
+
+use std::io::{self, Read, Write};
+
+use oci_spec::image::{Descriptor, ImageManifestBuilder, MediaType};
+use serde_json::{Map, Value, json};
+
+use crate::blobs::BlobWriter;
+use crate::error::{Result, StoreError};
+use crate::images::{Image, NewImage};
+use crate::import::{canonical_container_config, host_arch, now_rfc3339};
+use crate::reference::Reference;
+use crate::root::Store;
+
+/// What the new image says about itself.
+#[derive(Debug, Clone, Default)]
+pub struct CommitConfig {
+    /// The image config's `config` object (Docker's container config fields: Cmd, Env, …).
+    pub config: Map<String, Value>,
+    /// History: `created_by`.
+    pub created_by: String,
+    /// History `comment` (`commit -m`).
+    pub comment: Option<String>,
+    /// `author` of the image and of its history entry (`commit -a`).
+    pub author: Option<String>,
+    /// The image config's top-level `container` (the committed container's ID), as Docker.
+    pub container: Option<String>,
+}
+
+/// Copies what it reads into the blob being written.
+struct Tee<'a, R> {
+    inner: R,
+    out: &'a mut BlobWriter,
+    failed: Option<io::Error>,
+}
+
+impl<R: Read> Read for Tee<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Err(e) = self.out.write_all(&buf[..n]) {
+            let kind = e.kind();
+            self.failed = Some(e);
+            return Err(io::Error::new(kind, "writing to the store failed"));
+        }
+        Ok(n)
+    }
+}
+
+impl Store {
+    /// Store `layer` (an uncompressed tar, possibly with no members) on top of `parent` (None:
+    /// an image with this one layer), with `cfg`; tag it with `tags`. Returns the new image.
+    pub fn commit_layer(
+        &self,
+        parent: Option<&Image>,
+        layer: impl Read,
+        cfg: &CommitConfig,
+        tags: &[Reference],
+    ) -> Result<Image> {
+        let _writing = self.writer_lock()?;
+        let (mut config, mut layers) = match parent {
+            Some(p) => {
+                let bytes = self.config_bytes(p)?;
+                let v: Map<String, Value> = serde_json::from_slice(&bytes)
+                    .map_err(|e| StoreError::corrupt(format!("config {}", p.id), e))?;
+                (v, self.manifest(&p.manifest)?.layers().clone())
+            }
+            None => (Map::new(), Vec::new()),
+        };
+
+        // The layer: verified to be a tar while it is hashed and written.
+        let mut writer = self.blobs().writer()?;
+        let mut tee = Tee {
+            inner: layer,
+            out: &mut writer,
+            failed: None,
+        };
+        let walked = (|| -> io::Result<()> {
+            let mut archive = tar::Archive::new(&mut tee);
+            for e in archive.entries()? {
+                e?;
+            }
+            io::copy(&mut archive.into_inner(), &mut io::sink())?;
+            Ok(())
+        })();
+        if let Some(e) = tee.failed.take() {
+            return Err(StoreError::io("writing layer into", self.tmp_dir(), e));
+        }
+        walked.map_err(|e| StoreError::BadArchive {
+            what: "the new layer".into(),
+            reason: e.to_string(),
+        })?;
+        let (layer_digest, layer_size) = writer.commit(None)?;
+
+        let created = now_rfc3339();
+        config.insert("created".into(), json!(created));
+        match &cfg.author {
+            Some(a) => {
+                config.insert("author".into(), json!(a));
+            }
+            None => {
+                config.remove("author");
+            }
+        }
+        if let Some(c) = &cfg.container {
+            config.insert("container".into(), json!(c));
+        }
+        config
+            .entry("architecture")
+            .or_insert_with(|| json!(host_arch()));
+        config.entry("os").or_insert_with(|| json!("linux"));
+        config.insert(
+            "config".into(),
+            Value::Object(canonical_container_config(cfg.config.clone())),
+        );
+        // Docker's own copy of the container config at build time: stale for the new image.
+        config.remove("container_config");
+        let mut diff_ids: Vec<Value> = config
+            .get("rootfs")
+            .and_then(|r| r.get("diff_ids"))
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        diff_ids.push(json!(layer_digest.to_string()));
+        config.insert(
+            "rootfs".into(),
+            json!({"type": "layers", "diff_ids": diff_ids}),
+        );
+        let mut entry = Map::new();
+        entry.insert("created".into(), json!(created));
+        if let Some(a) = &cfg.author {
+            entry.insert("author".into(), json!(a));
+        }
+        entry.insert("created_by".into(), json!(cfg.created_by));
+        if let Some(c) = &cfg.comment {
+            entry.insert("comment".into(), json!(c));
+        }
+        let mut history: Vec<Value> = config
+            .get("history")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        history.push(Value::Object(entry));
+        config.insert("history".into(), Value::Array(history));
+        let config = canonical_image_config(config);
+
+        let config_bytes = serde_json::to_vec(&config)
+            .map_err(|e| StoreError::invalid("image config", e.to_string()))?;
+        let (config_digest, config_size) = self.blobs().put_bytes(&config_bytes)?;
+        layers.push(Descriptor::new(
+            MediaType::ImageLayer,
+            layer_size,
+            layer_digest,
+        ));
+        let size = layers.iter().map(|l| l.size()).sum();
+        let manifest = ImageManifestBuilder::default()
+            .schema_version(2u32)
+            .media_type(MediaType::ImageManifest)
+            .config(Descriptor::new(
+                MediaType::ImageConfig,
+                config_size,
+                config_digest.clone(),
+            ))
+            .layers(layers)
+            .build()
+            .map_err(|e| StoreError::invalid("image manifest", e.to_string()))?;
+        let manifest_bytes = serde_json::to_vec(&manifest)
+            .map_err(|e| StoreError::invalid("image manifest", e.to_string()))?;
+        let (manifest_digest, manifest_size) = self.blobs().put_bytes(&manifest_bytes)?;
+        let new = NewImage {
+            manifest: manifest_digest,
+            manifest_size,
+            media_type: MediaType::ImageManifest,
+            config: config_digest.clone(),
+            created: Some(created),
+            size,
+        };
+        self.add_image(&new, tags)?;
+        self.resolve_image(config_digest.as_ref())
+    }
+}
+
+/// The image config's members in the order of Go's `v1.Image` (then anything else), so Go tools
+/// re-marshal it to the same bytes.
+fn canonical_image_config(mut cfg: Map<String, Value>) -> Map<String, Value> {
+    const ORDER: [&str; 12] = [
+        "created",
+        "author",
+        "architecture",
+        "variant",
+        "os",
+        "os.version",
+        "os.features",
+        "config",
+        "rootfs",
+        "history",
+        "container",
+        "docker_version",
+    ];
+    let mut out = Map::new();
+    for k in ORDER {
+        if let Some(v) = cfg.remove(k) {
+            out.insert(k.to_string(), v);
+        }
+    }
+    out.extend(cfg);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            b.append_data(&mut h, name, *data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn commit_appends_a_layer_and_history_to_the_parent() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let base = store
+            .import_rootfs(
+                &tar_of(&[("a", b"1")])[..],
+                Some(&Reference::parse("base").unwrap()),
+                &crate::import::ImportOptions {
+                    changes: vec!["ENV A=1".into()],
+                    source: "-".into(),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let mut cfg = Map::new();
+        cfg.insert("Cmd".into(), json!(["sh"]));
+        cfg.insert("Env".into(), json!(["A=1"]));
+        let img = store
+            .commit_layer(
+                Some(&base),
+                &tar_of(&[("b", b"2"), (".wh.a", b"")])[..],
+                &CommitConfig {
+                    config: cfg,
+                    created_by: "sh".into(),
+                    comment: Some("msg".into()),
+                    author: Some("me".into()),
+                    container: Some("abc".into()),
+                },
+                &[Reference::parse("new:1").unwrap()],
+            )
+            .unwrap();
+        let c = store.config(&img).unwrap();
+        assert_eq!(c.rootfs().diff_ids().len(), 2);
+        assert_eq!(c.history().as_ref().unwrap().len(), 2);
+        assert_eq!(c.author().as_deref(), Some("me"));
+        let h = c.history().as_ref().unwrap()[1].clone();
+        assert_eq!(h.comment().as_deref(), Some("msg"));
+        assert_eq!(
+            c.config().as_ref().unwrap().cmd().as_deref(),
+            Some(&["sh".to_string()][..])
+        );
+        assert_eq!(store.layers(&img).unwrap().len(), 2);
+        assert_eq!(store.resolve_image("new:1").unwrap().id, img.id);
+        // The new layer unpacks, its whiteout included.
+        let snaps = store.ensure_snapshots(&img).unwrap();
+        assert_eq!(std::fs::read(snaps[1].join("b")).unwrap(), b"2");
+    }
+
+    #[test]
+    fn an_empty_layer_is_fine_and_a_broken_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let empty = tar::Builder::new(Vec::new()).into_inner().unwrap();
+        let img = store
+            .commit_layer(None, &empty[..], &CommitConfig::default(), &[])
+            .unwrap();
+        assert_eq!(store.layers(&img).unwrap().len(), 1);
+        let err = store
+            .commit_layer(
+                None,
+                &b"not a tar at all, clearly"[..],
+                &CommitConfig::default(),
+                &[],
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("new layer"), "{err}");
+    }
+}
