@@ -7,11 +7,15 @@
 //! watched by a supervisor (berth re-executed); the sandbox that actually starts processes lives in
 //! `sandbox`, the only module with `unsafe`.
 
+pub mod archive;
 pub mod bundle;
 pub mod cgroups;
+pub mod changes;
 pub mod container;
+pub mod copy;
 pub mod error;
 pub mod exec;
+pub mod fsview;
 pub mod logs;
 pub mod names;
 pub mod rootfs;
@@ -21,6 +25,7 @@ pub mod state;
 pub mod stdio;
 pub mod supervisor;
 pub mod terminal;
+pub mod top;
 pub mod user;
 pub mod volumes;
 

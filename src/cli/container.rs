@@ -51,6 +51,16 @@ pub enum ContainerCommand {
     Rename(RenameArgs),
     /// Remove all stopped containers
     Prune(PruneArgs),
+    /// Copy files/folders between a container and the local filesystem
+    Cp(super::container_fs::CpArgs),
+    /// Export a container's filesystem as a tar archive
+    Export(super::container_fs::ExportArgs),
+    /// Inspect changes to files or directories on a container's filesystem
+    Diff(super::container_fs::DiffArgs),
+    /// Create a new image from a container's changes
+    Commit(super::container_fs::CommitArgs),
+    /// Display the running processes of a container
+    Top(super::container_fs::TopArgs),
 }
 
 pub fn run_group(root: &Path, c: ContainerCommand) -> Result<ExitCode> {
@@ -69,6 +79,11 @@ pub fn run_group(root: &Path, c: ContainerCommand) -> Result<ExitCode> {
         ContainerCommand::Exec(a) => exec(root, a),
         ContainerCommand::Rename(a) => rename(root, a),
         ContainerCommand::Prune(a) => prune(root, a),
+        ContainerCommand::Cp(a) => super::container_fs::cp(root, a),
+        ContainerCommand::Export(a) => super::container_fs::export(root, a),
+        ContainerCommand::Diff(a) => super::container_fs::diff(root, a),
+        ContainerCommand::Commit(a) => super::container_fs::commit(root, a),
+        ContainerCommand::Top(a) => super::container_fs::top(root, a),
     }
 }
 

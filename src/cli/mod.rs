@@ -1,6 +1,7 @@
 //! The command line: Docker's command and flag names, dispatched to the library crates.
 
 mod container;
+mod container_fs;
 mod format;
 mod image;
 mod progress;
@@ -103,6 +104,16 @@ pub enum Command {
     Exec(container::ExecArgs),
     /// Rename a container
     Rename(container::RenameArgs),
+    /// Copy files/folders between a container and the local filesystem
+    Cp(container_fs::CpArgs),
+    /// Export a container's filesystem as a tar archive
+    Export(container_fs::ExportArgs),
+    /// Inspect changes to files or directories on a container's filesystem
+    Diff(container_fs::DiffArgs),
+    /// Create a new image from a container's changes
+    Commit(container_fs::CommitArgs),
+    /// Display the running processes of a container
+    Top(container_fs::TopArgs),
     #[command(name = "__supervise", hide = true)]
     Supervise(container::SuperviseArgs),
     /// Display system-wide information
@@ -162,6 +173,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Logs(a) => container::logs(&root, a),
         Command::Exec(a) => container::exec(&root, a),
         Command::Rename(a) => container::rename(&root, a),
+        Command::Cp(a) => container_fs::cp(&root, a),
+        Command::Export(a) => container_fs::export(&root, a),
+        Command::Diff(a) => container_fs::diff(&root, a),
+        Command::Commit(a) => container_fs::commit(&root, a),
+        Command::Top(a) => container_fs::top(&root, a),
         Command::Supervise(a) => container::supervise(&root, a),
         Command::Info(a) => system::info(&root, a),
         Command::Version(a) => system::version(a),

@@ -1,0 +1,160 @@
+//! A container's filesystem as one open directory, for `cp` and `export`, without touching its
+//! mounts: a running container is reached through `/proc/PID/root` (its own mount namespace,
+//! volumes and binds included); otherwise the image's snapshots and the upper directory are
+//! mounted as a *detached* overlay (`fsopen`/`fsmount`): no mount point, invisible to everyone
+//! else, gone when the descriptor is closed, so a crash can leak nothing.
+//!
+//! Paths are resolved with `openat2(RESOLVE_IN_ROOT)`: symlinks and `..` inside the container
+//! stay inside it.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+
+use rustix::fs::{Mode, OFlags, ResolveFlags};
+use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags};
+
+use crate::container::{Container, Runner};
+use crate::error::{Result, RunnerError};
+use crate::state::{Status, process_alive};
+
+/// What the view shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    /// The image plus the container's changes, read-only, without volumes (`export`).
+    Layers,
+    /// What the container sees (`cp` from it).
+    Read,
+    /// What the container sees, writable (`cp` into it).
+    Write,
+}
+
+pub struct ContainerFs {
+    root: OwnedFd,
+}
+
+impl ContainerFs {
+    pub fn open(runner: &Runner, c: &Container, view: View) -> Result<ContainerFs> {
+        let running = c.state.status == Status::Running
+            && process_alive(c.state.pid, c.state.internal.pid_start);
+        if running && view != View::Layers {
+            let path = format!("/proc/{}/root", c.state.pid);
+            let root = rustix::fs::open(
+                &path,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| {
+                RunnerError::io("opening the container's filesystem at", path, e.into())
+            })?;
+            return Ok(ContainerFs { root });
+        }
+        let store = runner.store();
+        let img = store.resolve_image(&c.record.image)?;
+        let lowers = store.ensure_snapshots(&img)?;
+        let upper = c.paths.upper();
+        let root = if view == View::Write {
+            let mut lowers = lowers;
+            if lowers.is_empty() {
+                // overlayfs needs a lower directory; an image without layers has none.
+                let empty = c.paths.dir.join("empty");
+                std::fs::create_dir_all(&empty)
+                    .map_err(|e| RunnerError::io("creating", &empty, e))?;
+                lowers.push(empty);
+            }
+            overlay(&lowers, Some((&upper, &c.paths.work())))?
+        } else {
+            let mut stack = lowers.clone();
+            stack.push(upper);
+            overlay(&stack, None)?
+        };
+        Ok(ContainerFs { root })
+    }
+
+    pub fn root(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.root.as_fd()
+    }
+}
+
+fn escape(p: &std::path::Path) -> String {
+    p.to_string_lossy()
+        .replace('\\', "\\\\")
+        .replace(':', "\\:")
+}
+
+/// A detached overlay of `lowers` (bottom first), writable through `upper` when given.
+fn overlay(lowers: &[PathBuf], upper: Option<(&PathBuf, &PathBuf)>) -> Result<OwnedFd> {
+    let fail = |what: &'static str, e: rustix::io::Errno| {
+        RunnerError::io(what, "the container's filesystem", e.into())
+    };
+    let fs = rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)
+        .map_err(|e| fail("opening an overlay for", e))?;
+    let stack: Vec<String> = lowers.iter().rev().map(|p| escape(p)).collect();
+    let set = |k: &str, v: &str| {
+        rustix::mount::fsconfig_set_string(&fs, k, v).map_err(|e| fail("configuring", e))
+    };
+    set("lowerdir", &stack.join(":"))?;
+    if let Some((upper, work)) = upper {
+        std::fs::create_dir_all(work).map_err(|e| RunnerError::io("creating", work, e))?;
+        set("upperdir", &upper.to_string_lossy())?;
+        set("workdir", &work.to_string_lossy())?;
+    }
+    rustix::mount::fsconfig_create(&fs).map_err(|e| fail("mounting", e))?;
+    let flags = if upper.is_some() {
+        MountAttrFlags::empty()
+    } else {
+        MountAttrFlags::MOUNT_ATTR_RDONLY
+    };
+    rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, flags)
+        .map_err(|e| fail("mounting", e))
+}
+
+/// Resolution inside a tree: `openat2` with `RESOLVE_IN_ROOT` for a container, plain lookups
+/// for the host.
+#[derive(Clone, Copy)]
+pub struct Tree<'a> {
+    pub root: std::os::fd::BorrowedFd<'a>,
+    pub contained: bool,
+}
+
+impl Tree<'_> {
+    pub fn host() -> Tree<'static> {
+        Tree {
+            root: rustix::fs::CWD,
+            contained: false,
+        }
+    }
+
+    /// Open `path` (relative to the root, or to the current directory on the host).
+    pub fn open(&self, path: &str, flags: OFlags) -> std::io::Result<OwnedFd> {
+        let path = if path.is_empty() { "." } else { path };
+        if self.contained {
+            Ok(rustix::fs::openat2(
+                self.root,
+                path,
+                flags | OFlags::CLOEXEC,
+                Mode::empty(),
+                ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+            )?)
+        } else {
+            Ok(rustix::fs::openat(
+                self.root,
+                path,
+                flags | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?)
+        }
+    }
+}
+
+/// `export`: the container's filesystem (image and changes, no volumes) as a tar on `out`.
+pub fn export(runner: &Runner, c: &Container, out: impl std::io::Write) -> Result<()> {
+    let fs = ContainerFs::open(runner, c, View::Layers)?;
+    let root = rustix::fs::openat(fs.root(), ".", crate::archive::DIR_FLAGS, Mode::empty())
+        .map_err(|e| RunnerError::io("opening", "the container's filesystem", e.into()))?;
+    let mut tw = crate::archive::TreeWriter::new(out);
+    tw.append_tree(root.as_fd(), b"", &mut |_, _| true)
+        .map_err(|e| RunnerError::io("exporting", c.name().to_string(), e))?;
+    tw.finish()
+        .map_err(|e| RunnerError::io("exporting", c.name().to_string(), e))?;
+    Ok(())
+}
