@@ -401,7 +401,7 @@ fn bad_input_is_refused_and_store_is_unchanged() {
             ],
             "truncated",
         ),
-        (vec!["inspect".into(), "nothere".into()], "No such image"),
+        (vec!["inspect".into(), "nothere".into()], "No such object"),
     ];
     for (args, frag) in cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -621,8 +621,9 @@ fn images_resolve_by_name_digest_id_and_prefix() {
     ] {
         let out = env.fails(&["inspect", &spec]);
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]", "{spec}");
+        // Docker's `inspect` looks for containers and images: "No such object".
         assert!(
-            String::from_utf8_lossy(&out.stderr).contains("No such image"),
+            String::from_utf8_lossy(&out.stderr).contains("No such object"),
             "{spec}"
         );
     }

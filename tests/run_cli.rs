@@ -842,3 +842,55 @@ fn init_runs_as_pid_one_and_forwards_signals() {
     );
     assert_eq!(inspect(&env, "inited")["State"]["ExitCode"], 143);
 }
+
+#[test]
+fn default_seccomp_filter_blocks_what_docker_blocks() {
+    let env = env_with_image();
+    let script = "busybox unshare -U true 2>/dev/null; echo userns=$?; \
+                  busybox unshare -n true 2>/dev/null; echo netns=$?; \
+                  grep Seccomp: /proc/self/status";
+    let (code, out, err) = run_out(
+        &env,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "bb:1",
+            "sh",
+            "-c",
+            script,
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("userns=1"), "{out}");
+    assert!(out.contains("netns=1"), "{out}");
+    assert!(out.contains("Seccomp:\t2"), "filter mode: {out}");
+    // With CAP_SYS_ADMIN (Docker allows unshare then), and unconfined / privileged: no filter.
+    let (_, out, _) = run_out(
+        &env,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--cap-add",
+            "SYS_ADMIN",
+            "bb:1",
+            "sh",
+            "-c",
+            script,
+        ],
+    );
+    assert!(out.contains("netns=0"), "{out}");
+    for flag in [
+        ["--security-opt", "seccomp=unconfined"],
+        ["--privileged", "--read-only"],
+    ] {
+        let mut args = vec!["run", "--rm", "--network", "none"];
+        args.extend(flag);
+        args.extend(["bb:1", "sh", "-c", "grep Seccomp: /proc/self/status"]);
+        let (_, out, _) = run_out(&env, &args);
+        assert!(out.contains("Seccomp:\t0"), "{flag:?}: {out}");
+    }
+}

@@ -256,8 +256,12 @@ pub fn spec(input: &BundleInput) -> Result<Spec> {
         "capabilities": {
             "bounding": caps, "effective": caps, "permitted": caps,
         },
-        "noNewPrivileges": no_new_privs,
     });
+    // Only when set: libcontainer loads seccomp after dropping capabilities whenever the field
+    // is present, even as `false`, which then fails without no_new_privs.
+    if no_new_privs {
+        process["noNewPrivileges"] = json!(true);
+    }
     if let (true, Some((rows, cols))) = (cfg.tty, input.console_size) {
         process["consoleSize"] = json!({"height": rows, "width": cols});
     }
@@ -348,6 +352,9 @@ pub fn spec(input: &BundleInput) -> Result<Spec> {
         "resources": resources,
         "cgroupsPath": input.cgroups_path,
     });
+    if let Some(seccomp) = crate::seccomp::profile(hc.privileged, &hc.security_opt, &caps)? {
+        linux["seccomp"] = seccomp;
+    }
     if !hc.privileged {
         linux["maskedPaths"] = json!(MASKED_PATHS);
         linux["readonlyPaths"] = json!(READONLY_PATHS);

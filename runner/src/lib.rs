@@ -20,6 +20,7 @@ pub mod logs;
 pub mod names;
 pub mod rootfs;
 pub mod sandbox;
+pub mod seccomp;
 pub mod signal;
 pub mod state;
 pub mod stdio;
