@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 cargo build --release --quiet
 berth="$PWD/target/release/berth"
 dir=${BENCH_DIR:-/var/tmp/berth-bench}/run
+umount "$dir/podman/overlay" 2>/dev/null || true   # podman leaves its storage bind-mounted
 rm -rf "$dir"; mkdir -p "$dir/rootfs/bin" "$dir/rootfs/etc"
 cp "$(command -v busybox)" "$dir/rootfs/bin/busybox"
 for a in sh true echo sleep; do ln -s busybox "$dir/rootfs/bin/$a"; done
@@ -28,7 +29,8 @@ fi
 
 podman_cmd=""
 if command -v podman >/dev/null; then
-  podman --root "$dir/podman" --runroot "$dir/podman-run" load -i <("$berth" --root "$root" save bench/bb:1) >/dev/null 2>&1 || true
+  "$berth" --root "$root" save -o "$dir/bb-save.tar" bench/bb:1
+  podman --root "$dir/podman" --runroot "$dir/podman-run" load -i "$dir/bb-save.tar" >/dev/null 2>&1 || true
   podman_cmd="podman --root $dir/podman --runroot $dir/podman-run run --rm --network none bench/bb:1 true"
 fi
 
@@ -44,3 +46,4 @@ hyperfine "${args[@]}" || hyperfine "${args[@]/-N/}"
 for i in $(seq 1 100); do "$berth" --root "$root" create --network none bench/bb:1 true >/dev/null; done
 hyperfine -N --warmup 5 --runs 50 "$berth --root $root ps -a"
 "$berth" --root "$root" rm $("$berth" --root "$root" ps -aq) >/dev/null
+umount "$dir/podman/overlay" 2>/dev/null || true

@@ -894,3 +894,111 @@ fn default_seccomp_filter_blocks_what_docker_blocks() {
         assert!(out.contains("Seccomp:\t0"), "{flag:?}: {out}");
     }
 }
+
+#[test]
+fn tty_is_a_real_terminal() {
+    if !common::have("script") {
+        return;
+    }
+    let env = env_with_image();
+    let berth = assert_cmd::cargo::cargo_bin("berth");
+    let cmd = format!(
+        "{} --root {} run --rm -t --network none bb:1 sh -c 'tty; echo term=$TERM; test -t 0 && echo stdin-is-tty'",
+        berth.display(),
+        env.root().display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("/dev/pts/"), "{text}");
+    assert!(text.contains("term=xterm"), "{text}");
+    assert!(text.contains("stdin-is-tty"), "{text}");
+}
+
+#[test]
+fn logs_follow_until_the_container_exits() {
+    let env = env_with_image();
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "talker",
+        "--network",
+        "none",
+        "bb:1",
+        "sh",
+        "-c",
+        "for i in 1 2 3; do echo line $i; sleep 0.3; done",
+    ]);
+    let start = Instant::now();
+    let out = env.ok(&["logs", "-f", "talker"]);
+    assert_eq!(out, "line 1\nline 2\nline 3\n");
+    assert!(start.elapsed() < Duration::from_secs(10));
+    assert_eq!(env.ok(&["logs", "--tail", "1", "talker"]), "line 3\n");
+}
+
+#[test]
+fn cpu_limit_reaches_the_cgroup() {
+    let env = env_with_image();
+    let (code, out, err) = run_out(
+        &env,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--cpus",
+            "0.5",
+            "bb:1",
+            "sh",
+            "-c",
+            "cat /sys/fs/cgroup/cpu.max 2>/dev/null || cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.trim().starts_with("50000"), "{out}");
+}
+
+#[test]
+fn killing_the_cli_during_run_detached_leaves_a_true_state() {
+    let env = env_with_image();
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("berth"))
+        .arg("--root")
+        .arg(env.root())
+        .args([
+            "run",
+            "-d",
+            "--name",
+            "orphan",
+            "--network",
+            "none",
+            "bb:1",
+            "sleep",
+            "60",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(30));
+    let _ = child.kill();
+    let _ = child.wait();
+    // Whatever point it was killed at, the state is true and rm -f cleans everything.
+    std::thread::sleep(Duration::from_millis(300));
+    let ps = env.ok(&["ps", "-a", "--format", "{{.Names}} {{.State}}"]);
+    for line in ps.lines() {
+        let state = line.split_whitespace().nth(1).unwrap_or("");
+        assert!(["created", "running", "exited"].contains(&state), "{ps}");
+        if state == "running" {
+            let pid = inspect(&env, "orphan")["State"]["Pid"].as_i64().unwrap();
+            assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+        }
+    }
+    if !ps.is_empty() {
+        env.ok(&["rm", "-f", "orphan"]);
+    }
+    assert!(mounts_under(&env).is_empty(), "{:?}", mounts_under(&env));
+}

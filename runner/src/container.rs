@@ -358,6 +358,18 @@ impl Runner {
             let e = e.ctx("listing", &self.dir)?;
             let name = e.file_name().to_string_lossy().into_owned();
             if name.starts_with('.') {
+                // A create or rm that was killed half-way leaves a `.tmp-`/`.rm-` directory;
+                // one untouched for a minute is nobody's any more.
+                let stale = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > Duration::from_secs(60));
+                if stale && (name.starts_with(".tmp-") || name.starts_with(".rm-")) {
+                    let _ = crate::rootfs::unmount_all_under(&e.path());
+                    let _ = fs::remove_dir_all(e.path());
+                }
                 continue;
             }
             match self.load(&name) {
