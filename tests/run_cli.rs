@@ -1002,3 +1002,37 @@ fn killing_the_cli_during_run_detached_leaves_a_true_state() {
     }
     assert!(mounts_under(&env).is_empty(), "{:?}", mounts_under(&env));
 }
+
+#[test]
+fn foreground_run_passes_signals_to_the_container() {
+    let env = env_with_image();
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("berth"))
+        .arg("--root")
+        .arg(env.root())
+        .args([
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "bb:1",
+            "sh",
+            "-c",
+            "trap 'echo got TERM; exit 7' TERM; echo ready; while true; do sleep 0.1; done",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut first = [0u8; 6];
+    std::io::Read::read_exact(&mut out, &mut first).unwrap();
+    assert_eq!(&first, b"ready\n");
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(rest, "got TERM\n");
+    assert_eq!(status.code(), Some(7));
+}
