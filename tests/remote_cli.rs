@@ -242,6 +242,85 @@ fn push_to_another_repository_mounts_shared_blobs() {
 }
 
 #[test]
+fn push_all_tags_pushes_every_tag_and_a_bare_name_pushes_latest() {
+    let Some(reg) = Registry::start() else { return };
+    let a = Env::new();
+    let repo = format!("{}/multi/app", reg.addr);
+    a.import_busybox(&format!("{repo}:1"));
+    a.ok(&["tag", &format!("{repo}:1"), &format!("{repo}:2")]);
+    a.ok(&[
+        "tag",
+        &format!("{repo}:1"),
+        &format!("{}/elsewhere:9", reg.addr),
+    ]);
+
+    // Docker pushes :latest for a bare name, and says so when there is none.
+    let out = a.fails(&["push", &repo]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("tag does not exist: {repo}:latest")),
+        "{err}"
+    );
+    let out = a.fails(&["push", "--all-tags", &format!("{repo}:1")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("tag can't be used with --all-tags/-a"),
+        "{err}"
+    );
+    let none = format!("{}/no/such", reg.addr);
+    let out = a.fails(&["push", "-a", &none]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "An image does not exist locally with the tag: {none}"
+        )),
+        "{err}"
+    );
+    assert_eq!(reg.count("PUT", "/manifests/"), 0, "{}", reg.log());
+
+    let out = a.ok(&["push", "--all-tags", &repo]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(lines[0].starts_with("1: digest: sha256:"), "{out}");
+    assert!(lines[1].starts_with("2: digest: sha256:"), "{out}");
+    assert_eq!(lines[0][1..], lines[1][1..], "one image, one digest: {out}");
+    // The blobs the tags share went up once; each tag got its manifest; other repositories'
+    // tags were left alone.
+    assert_eq!(
+        reg.count("PATCH", "/multi/app/blobs/uploads/"),
+        2,
+        "{}",
+        reg.log()
+    );
+    assert_eq!(
+        reg.count("PUT", "/multi/app/manifests/1"),
+        1,
+        "{}",
+        reg.log()
+    );
+    assert_eq!(
+        reg.count("PUT", "/multi/app/manifests/2"),
+        1,
+        "{}",
+        reg.log()
+    );
+    assert_eq!(reg.count("PUT", "/manifests/"), 2, "{}", reg.log());
+
+    a.ok(&["tag", &format!("{repo}:1"), &repo]);
+    let out = a.ok(&["push", &repo]);
+    assert!(out.starts_with("latest: digest: sha256:"), "{out}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert_eq!(reg.count("PUT", "/multi/app/manifests/latest"), 1);
+
+    let b = Env::new();
+    b.ok(&["pull", &format!("{repo}:2")]);
+    assert_eq!(
+        id_of(&b, &format!("{repo}:2")),
+        id_of(&a, &format!("{repo}:1"))
+    );
+}
+
+#[test]
 fn skopeo_reads_what_berth_pushed_and_berth_pulls_what_skopeo_copied() {
     let Some(reg) = Registry::start() else { return };
     if !have("skopeo") {

@@ -38,8 +38,11 @@ impl TransferArgs {
 
 #[derive(Args, Debug)]
 pub struct PushArgs {
-    /// NAME[:TAG]
+    /// NAME[:TAG] (NAME alone pushes NAME:latest)
     image: String,
+    /// Push all tags of the repository NAME
+    #[arg(short = 'a', long = "all-tags")]
+    all_tags: bool,
     #[command(flatten)]
     transfer: TransferArgs,
 }
@@ -137,9 +140,15 @@ fn progress(quiet: bool) -> Arc<dyn Progress> {
 pub fn push(root: &Path, a: PushArgs) -> Result<ExitCode> {
     let store = open_store(root)?;
     let opts = a.transfer.options(&store)?;
-    let out = remote::push(&store, &a.image, &opts, progress(a.transfer.quiet))
-        .with_context(|| format!("push {}", a.image))?;
-    println!("{}: digest: {} size: {}", out.tag, out.digest, out.size);
+    let outs = if a.all_tags {
+        remote::push_all_tags(&store, &a.image, &opts, progress(a.transfer.quiet))
+    } else {
+        remote::push(&store, &a.image, &opts, progress(a.transfer.quiet)).map(|o| vec![o])
+    }
+    .with_context(|| format!("push {}", a.image))?;
+    for out in outs {
+        println!("{}: digest: {} size: {}", out.tag, out.digest, out.size);
+    }
     Ok(ExitCode::SUCCESS)
 }
 

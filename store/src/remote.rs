@@ -97,6 +97,16 @@ pub fn push(
     runtime()?.block_on(push::push(store, spec, opts, progress))
 }
 
+/// Upload every local tag of repository `spec` (a name without tag), in tag order.
+pub fn push_all_tags(
+    store: &Store,
+    spec: &str,
+    opts: &Options,
+    progress: Arc<dyn Progress>,
+) -> Result<Vec<PushOutcome>> {
+    runtime()?.block_on(push::push_all(store, spec, opts, progress))
+}
+
 /// Download `spec` (`name[:tag]` or `name@digest`) into the store and tag it.
 pub fn pull(
     store: &Store,

@@ -12,6 +12,12 @@ pub enum RemoteError {
     Unauthorized { registry: String },
     #[error("unauthorized: incorrect username or password for {registry}")]
     BadCredentials { registry: String },
+    /// Docker's words for `push NAME[:TAG]` when no local image has that tag.
+    #[error("tag does not exist: {0}")]
+    TagNotFound(String),
+    /// Docker's words for `push --all-tags NAME` when the repository has no local tag.
+    #[error("An image does not exist locally with the tag: {0}")]
+    NoLocalTags(String),
     #[error("manifest unknown: {reference} not found in the registry")]
     ManifestUnknown { reference: String },
     #[error("{what}: {detail}")]

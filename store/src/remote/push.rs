@@ -14,6 +14,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::compression::Compression;
+use crate::images::Image;
 use crate::reference::Reference;
 use crate::root::Store;
 
@@ -163,13 +164,29 @@ impl Ctx<'_> {
     }
 }
 
+/// The local image `target` (a tagged reference) names; Docker's wording when there is none.
+fn local_tag(store: &Store, target: &Reference) -> Result<Image> {
+    match store.resolve_image(&target.to_string()) {
+        Err(crate::StoreError::ImageNotFound(_)) => {
+            Err(RemoteError::TagNotFound(target.familiar_string()))
+        }
+        r => Ok(r?),
+    }
+}
+
+async fn connect(target: &Reference, opts: &Options) -> Result<Session> {
+    let endpoint = Endpoint::new(target.domain(), &opts.insecure);
+    let creds = super::auth::lookup(&endpoint.domain)?;
+    Session::connect(endpoint, target.path(), creds, RegistryOperation::Push).await
+}
+
+/// `push NAME[:TAG]`: a name alone pushes `:latest`, as Docker's CLI does since `-a` exists.
 pub(super) async fn push(
     store: &Store,
     spec: &str,
     opts: &Options,
     progress: Arc<dyn Progress>,
 ) -> Result<PushOutcome> {
-    let img = store.resolve_image(spec)?;
     let target = Reference::parse_normalized(spec).map_err(crate::StoreError::from)?;
     if target.digest().is_some() {
         return Err(RemoteError::Unsupported {
@@ -177,16 +194,63 @@ pub(super) async fn push(
             reason: "a digest cannot be pushed to; push NAME[:TAG]".into(),
         });
     }
-    let tag = target.tag().unwrap_or("latest").to_string();
-    let endpoint = Endpoint::new(target.domain(), &opts.insecure);
-    let creds = super::auth::lookup(&endpoint.domain)?;
-    let s = Session::connect(endpoint, target.path(), creds, RegistryOperation::Push).await?;
+    let img = local_tag(store, &target)?;
+    let s = connect(&target, opts).await?;
     let _writing = store.writer_lock()?;
+    push_image(store, &s, &img, target, opts, &progress).await
+}
 
+/// `push --all-tags NAME`: every local tag of the repository, in tag order, over one session.
+/// Blobs the tags share go up once: the later tags find them with HEAD.
+pub(super) async fn push_all(
+    store: &Store,
+    spec: &str,
+    opts: &Options,
+    progress: Arc<dyn Progress>,
+) -> Result<Vec<PushOutcome>> {
+    let repo = Reference::parse(spec).map_err(crate::StoreError::from)?;
+    if !repo.is_name_only() {
+        return Err(RemoteError::Unsupported {
+            what: format!("push of {spec}"),
+            reason: "tag can't be used with --all-tags/-a".into(),
+        });
+    }
+    let name = repo.repository();
+    let mut tagged: Vec<(Reference, Image)> = Vec::new();
+    for img in store.images()? {
+        for t in &img.tags {
+            if t.repository() == name && t.tag().is_some() && t.digest().is_none() {
+                tagged.push((t.clone(), img.clone()));
+            }
+        }
+    }
+    if tagged.is_empty() {
+        return Err(RemoteError::NoLocalTags(repo.familiar_name()));
+    }
+    tagged.sort_by(|a, b| a.0.tag().cmp(&b.0.tag()));
+    let s = connect(&tagged[0].0, opts).await?;
+    let _writing = store.writer_lock()?;
+    let mut out = Vec::with_capacity(tagged.len());
+    for (target, img) in tagged {
+        out.push(push_image(store, &s, &img, target, opts, &progress).await?);
+    }
+    Ok(out)
+}
+
+/// Layers, config and manifest of `img` to `target` (tagged) over `s`.
+async fn push_image(
+    store: &Store,
+    s: &Session,
+    img: &Image,
+    target: Reference,
+    opts: &Options,
+    progress: &Arc<dyn Progress>,
+) -> Result<PushOutcome> {
+    let tag = target.tag().unwrap_or("latest").to_string();
     let manifest_bytes = store.blobs().read_verified(&img.manifest)?;
     let mut manifest: Value = serde_json::from_slice(&manifest_bytes)
         .map_err(|e| crate::StoreError::corrupt(format!("manifest {}", img.manifest), e))?;
-    let layers = store.layers(&img)?;
+    let layers = store.layers(img)?;
     let descs: Vec<Value> = manifest["layers"].as_array().cloned().unwrap_or_default();
     if descs.len() != layers.len() {
         return Err(crate::StoreError::corrupt(
@@ -197,8 +261,8 @@ pub(super) async fn push(
     }
     let ctx = Ctx {
         store,
-        s: &s,
-        progress: &progress,
+        s,
+        progress,
         here: format!("{}/{}", s.endpoint.domain, s.repo),
     };
     for d in &descs {
