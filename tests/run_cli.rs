@@ -188,6 +188,39 @@ fn privileged_and_capabilities() {
     );
     assert_eq!(code, 0);
     assert!(out.contains("Read-only file system"), "{out}");
+    // --privileged hands the host's devices over; the default set has none of them.
+    if std::path::Path::new("/dev/kmsg").exists() {
+        let probe = "test -c /dev/kmsg && echo has-kmsg || echo no-kmsg";
+        let (_, out, _) = run_out(
+            &env,
+            &[
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                "--privileged",
+                "bb:1",
+                "sh",
+                "-c",
+                probe,
+            ],
+        );
+        assert_eq!(out.trim(), "has-kmsg");
+        let (_, out, _) = run_out(
+            &env,
+            &[
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                "bb:1",
+                "sh",
+                "-c",
+                probe,
+            ],
+        );
+        assert_eq!(out.trim(), "no-kmsg");
+    }
     env.fails(&[
         "run",
         "--rm",

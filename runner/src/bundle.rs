@@ -219,6 +219,53 @@ fn bind(dest: &str, src: &Path, ro: bool) -> Value {
     json!({"destination": dest, "type": "bind", "source": src, "options": options})
 }
 
+/// Every device node under the host's /dev, as `--privileged` hands them to the container
+/// (Docker's `HostDevices`: the pts, shm, mqueue and fd directories and the console left out).
+fn host_devices() -> Vec<Value> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    fn walk(dir: &Path, out: &mut Vec<Value>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let path = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            let ft = meta.file_type();
+            if ft.is_dir() {
+                if !matches!(
+                    name.as_str(),
+                    "pts" | "shm" | "fd" | "mqueue" | ".lxc" | ".lxd-mounts" | ".udev"
+                ) {
+                    walk(&path, out);
+                }
+                continue;
+            }
+            let kind = if ft.is_char_device() {
+                "c"
+            } else if ft.is_block_device() {
+                "b"
+            } else {
+                continue;
+            };
+            if path == Path::new("/dev/console") {
+                continue;
+            }
+            let rdev = meta.rdev();
+            out.push(json!({
+                "path": path, "type": kind,
+                "major": rustix::fs::major(rdev), "minor": rustix::fs::minor(rdev),
+                "fileMode": meta.mode() & 0o7777, "uid": meta.uid(), "gid": meta.gid(),
+            }));
+        }
+    }
+    let mut out = Vec::new();
+    walk(Path::new("/dev"), &mut out);
+    out
+}
+
 /// Build the runtime spec.
 pub fn spec(input: &BundleInput) -> Result<Spec> {
     let rec = input.record;
@@ -352,6 +399,9 @@ pub fn spec(input: &BundleInput) -> Result<Spec> {
         "resources": resources,
         "cgroupsPath": input.cgroups_path,
     });
+    if hc.privileged {
+        linux["devices"] = Value::Array(host_devices());
+    }
     if let Some(seccomp) = crate::seccomp::profile(hc.privileged, &hc.security_opt, &caps)? {
         linux["seccomp"] = seccomp;
     }
