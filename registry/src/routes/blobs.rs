@@ -4,16 +4,12 @@ use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use oci_spec::image::Digest;
-use tokio::io::AsyncReadExt;
-use tokio_util::io::ReaderStream;
 
 use super::empty;
 use crate::endpoint::Name;
 use crate::error::{ErrorKind, RegistryError, Result};
 use crate::range::{RangeRequest, parse_range};
 use crate::storage::Storage;
-
-const READ_BUF: usize = 256 << 10;
 
 fn unknown(d: &Digest) -> RegistryError {
     RegistryError::new(
@@ -58,10 +54,10 @@ pub async fn get<S: Storage>(
             .with_header(header::CONTENT_RANGE, &format!("bytes */{size}")));
         }
     };
-    let Some(blob) = st.blob_open(name, d, start).await? else {
+    let Some(blob) = st.blob_open(name, d, start, len).await? else {
         return Err(unknown(d));
     };
-    let body = Body::from_stream(ReaderStream::with_capacity(blob.reader.take(len), READ_BUF));
+    let body = Body::from_stream(blob.body);
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
     let hm = resp.headers_mut();

@@ -144,6 +144,7 @@ impl Storage for FsStorage {
         repo: &Name,
         digest: &Digest,
         start: u64,
+        len: u64,
     ) -> StorageResult<Option<BlobRead>> {
         let (l, repo, d) = (self.layout(), repo.clone(), digest.clone());
         blocking(move || {
@@ -157,9 +158,10 @@ impl Storage for FsStorage {
             let size = f.metadata().map_err(io_at(&p))?.len();
             f.seek(SeekFrom::Start(start.min(size)))
                 .map_err(io_at(&p))?;
+            let start = start.min(size);
             Ok(Some(BlobRead {
                 size,
-                reader: Box::new(tokio::fs::File::from_std(f)),
+                body: super::chunks::file_chunks(f, start, len.min(size - start)),
             }))
         })
         .await

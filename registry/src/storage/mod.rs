@@ -2,6 +2,7 @@
 //! repositories), per-repository blob links, manifests, tags, referrers and upload sessions.
 //! The filesystem backend ([`fs::FsStorage`]) is the default.
 
+pub mod chunks;
 pub mod fs;
 pub mod inventory;
 mod layout;
@@ -15,7 +16,6 @@ use std::pin::Pin;
 use bytes::Bytes;
 use futures::Stream;
 use oci_spec::image::{Descriptor, Digest};
-use tokio::io::AsyncRead;
 use uuid::Uuid;
 
 use crate::endpoint::{Name, Reference, Tag};
@@ -42,11 +42,12 @@ pub enum StorageError {
 
 pub type StorageResult<T> = Result<T, StorageError>;
 
-/// An open blob, positioned at the start of the requested range.
+/// The requested range of an open blob.
 pub struct BlobRead {
     /// Size of the whole blob.
     pub size: u64,
-    pub reader: Box<dyn AsyncRead + Send + Unpin>,
+    /// Exactly the requested bytes; ends with an error if the blob turns out shorter.
+    pub body: ByteStream,
 }
 
 #[derive(Debug, Clone)]
@@ -74,12 +75,14 @@ pub trait Storage: Send + Sync + 'static {
         repo: &Name,
         digest: &Digest,
     ) -> impl Future<Output = StorageResult<Option<u64>>> + Send;
-    /// Open `digest` (linked into `repo`) at byte `start`.
+    /// `len` bytes of `digest` (linked into `repo`) from byte `start`, which the caller has
+    /// checked against the size.
     fn blob_open(
         &self,
         repo: &Name,
         digest: &Digest,
         start: u64,
+        len: u64,
     ) -> impl Future<Output = StorageResult<Option<BlobRead>>> + Send;
     /// Link `digest` into `repo` if `from` has it; false when it does not.
     fn blob_mount(
