@@ -160,6 +160,7 @@ fn supervise(
     let sandbox = crate::sandbox::for_runtime(root, &c.record.runtime_path)?;
     let log = LogFile::open(&c.log_path()).ctx("opening log", c.log_path())?;
     let current = Arc::new(AtomicI32::new(0));
+    let mut signals = Some(catch_signals()?);
     let mut backoff = Duration::from_millis(100);
     let mut first = true;
     let code = loop {
@@ -185,7 +186,7 @@ fn supervise(
                 });
                 if first {
                     if c.record.host_config.auto_remove {
-                        let _ = runner.destroy(&c, true);
+                        let _ = runner.remove_released(&c, true);
                     }
                     return Err(e);
                 }
@@ -195,10 +196,13 @@ fn supervise(
         current.store(pid, Ordering::SeqCst);
         if first {
             signal_ready(ready);
-            forward_signals(
-                current.clone(),
-                copiers.master().and_then(|m| m.try_clone().ok()),
-            );
+            if let Some(signals) = signals.take() {
+                forward_signals(
+                    signals,
+                    current.clone(),
+                    copiers.master().and_then(|m| m.try_clone().ok()),
+                );
+            }
             first = false;
         }
         let code = crate::sandbox::wait_child(pid).unwrap_or(255);
@@ -251,7 +255,7 @@ fn supervise(
         s.internal.supervisor_start = 0;
     });
     if c.record.host_config.auto_remove {
-        runner.destroy(&c, true)?;
+        runner.remove_released(&c, true)?;
     }
     Ok(code)
 }
@@ -272,14 +276,25 @@ fn should_restart(c: &Container, code: i32) -> bool {
     }
 }
 
-/// Signals sent to the supervisor go to the container; a resized terminal resizes its pty.
-fn forward_signals(current: Arc<AtomicI32>, master: Option<std::os::fd::OwnedFd>) {
+fn catch_signals() -> Result<signal_hook::iterator::Signals> {
     use signal_hook::consts::*;
-    let Ok(mut signals) = signal_hook::iterator::Signals::new([
+    signal_hook::iterator::Signals::new([
         SIGINT, SIGQUIT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2, SIGWINCH,
-    ]) else {
-        return;
-    };
+    ])
+    .map_err(|e| RunnerError::Sandbox(format!("installing signal handlers: {e}")))
+}
+
+/// Signals sent to the supervisor go to the container; a resized terminal resizes its pty.
+///
+/// The handlers are installed by [`catch_signals`] before the container starts (no thread yet:
+/// the sandbox forks), so a signal that arrives in between waits in signal-hook's pipe instead of
+/// killing the supervisor; this thread, started once the container runs, delivers it.
+fn forward_signals(
+    mut signals: signal_hook::iterator::Signals,
+    current: Arc<AtomicI32>,
+    master: Option<std::os::fd::OwnedFd>,
+) {
+    use signal_hook::consts::*;
     std::thread::spawn(move || {
         for s in signals.forever() {
             if s == SIGWINCH {
