@@ -583,6 +583,13 @@ impl Runner {
     /// also removes its anonymous volumes).
     pub fn destroy(&self, c: &Container, volumes: bool) -> Result<()> {
         self.cleanup(c)?;
+        self.remove_released(c, volumes)
+    }
+
+    /// The second half of [`Runner::destroy`], for a caller that has just run
+    /// [`Runner::cleanup`] itself (the supervisor, after the container exited): volumes and the
+    /// container's directory.
+    pub fn remove_released(&self, c: &Container, volumes: bool) -> Result<()> {
         crate::volumes::release(self, c, volumes)?;
         let dir = &c.paths.dir;
         // Renamed first, so a concurrent `ps` never reads half a directory.

@@ -114,56 +114,39 @@ pub fn exec(runner: &Runner, c: &Container, o: &ExecOptions) -> Result<i32> {
     result
 }
 
+/// This process's stdout and stderr (and stdin when `interactive`, else /dev/null), duplicated.
+fn own_stdio(interactive: bool) -> Result<Io> {
+    let dup = |fd: std::os::fd::BorrowedFd<'_>| {
+        fd.try_clone_to_owned()
+            .map_err(|e| RunnerError::Sandbox(format!("duplicating stdio: {e}")))
+    };
+    Ok(Io::Fds {
+        stdin: if interactive {
+            dup(rustix::stdio::stdin())?
+        } else {
+            std::fs::File::open("/dev/null")
+                .map_err(|e| RunnerError::io("opening", "/dev/null", e))?
+                .into()
+        },
+        stdout: dup(rustix::stdio::stdout())?,
+        stderr: dup(rustix::stdio::stderr())?,
+    })
+}
+
 fn run(runner: &Runner, c: &Container, o: &ExecOptions, process: &std::path::Path) -> Result<i32> {
     let sandbox = crate::sandbox::for_runtime(runner.root(), &c.record.runtime_path)?;
     let external = !c.record.runtime_path.is_empty();
     let attach = !o.detach;
-    // External runtimes proxy a terminal themselves when attached.
-    let (io, plumbing) = if external {
-        let dup = |fd: std::os::fd::BorrowedFd<'_>| {
-            fd.try_clone_to_owned()
-                .map_err(|e| RunnerError::Sandbox(format!("duplicating stdio: {e}")))
-        };
-        (
-            Io::Fds {
-                stdin: if o.interactive {
-                    dup(rustix::stdio::stdin())?
-                } else {
-                    std::fs::File::open("/dev/null")
-                        .map_err(|e| RunnerError::io("opening", "/dev/null", e))?
-                        .into()
-                },
-                stdout: dup(rustix::stdio::stdout())?,
-                stderr: dup(rustix::stdio::stderr())?,
-            },
-            None,
-        )
-    } else if o.tty || !attach {
+    // External runtimes proxy a terminal themselves when attached; an attached exec without a
+    // terminal uses our own streams directly; otherwise the streams go through a pty or pipes.
+    let (io, plumbing) = if external || (!o.tty && attach) {
+        (own_stdio(o.interactive)?, None)
+    } else {
         let mut p = Plumbing::new(o.tty, o.interactive && attach)?;
         let io =
             p.io.take()
                 .ok_or_else(|| RunnerError::Sandbox("no stdio".into()))?;
         (io, Some(p))
-    } else {
-        // Not a terminal and attached: the process uses our own streams directly.
-        let dup = |fd: std::os::fd::BorrowedFd<'_>| {
-            fd.try_clone_to_owned()
-                .map_err(|e| RunnerError::Sandbox(format!("duplicating stdio: {e}")))
-        };
-        (
-            Io::Fds {
-                stdin: if o.interactive {
-                    dup(rustix::stdio::stdin())?
-                } else {
-                    std::fs::File::open("/dev/null")
-                        .map_err(|e| RunnerError::io("opening", "/dev/null", e))?
-                        .into()
-                },
-                stdout: dup(rustix::stdio::stdout())?,
-                stderr: dup(rustix::stdio::stderr())?,
-            },
-            None,
-        )
     };
     let _raw = (o.tty && attach && !external)
         .then(crate::terminal::RawMode::stdin)

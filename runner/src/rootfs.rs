@@ -87,14 +87,9 @@ pub fn unmount(target: &Path) -> Result<bool> {
 
 /// Unmount every mount at or below `dir` (deepest first): volumes and binds a runtime left behind.
 pub fn unmount_all_under(dir: &Path) -> Result<()> {
-    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
-        return Ok(());
-    };
     let prefix = dir.to_string_lossy().into_owned();
-    let mut mounts: Vec<String> = info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(unescape_mountinfo)
+    let mut mounts: Vec<String> = berth_store::mount::mount_points()
+        .into_iter()
         .filter(|m| m == &prefix || m.starts_with(&format!("{prefix}/")))
         .collect();
     mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
@@ -108,27 +103,4 @@ pub fn unmount_all_under(dir: &Path) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn unescape_mountinfo(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let octal = b
-            .get(i + 1..i + 4)
-            .and_then(|d| std::str::from_utf8(d).ok())
-            .and_then(|d| u8::from_str_radix(d, 8).ok());
-        match (b[i], octal) {
-            (b'\\', Some(n)) => {
-                out.push(n);
-                i += 4;
-            }
-            (c, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }

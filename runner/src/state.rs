@@ -247,74 +247,6 @@ impl State {
         self.oom_killed = oom;
         self.finished_at = now.into();
     }
-
-    /// `Up 3 minutes` / `Exited (0) 2 seconds ago` / `Created`, as `docker ps` shows it.
-    pub fn describe(&self, now: chrono::DateTime<chrono::Utc>) -> String {
-        let since = |t: &str| {
-            chrono::DateTime::parse_from_rfc3339(t)
-                .ok()
-                .map(|t| human_duration(now.signed_duration_since(t.with_timezone(&chrono::Utc))))
-        };
-        match self.status {
-            Status::Running => format!("Up {}", since(&self.started_at).unwrap_or_default()),
-            Status::Paused => format!(
-                "Up {} (Paused)",
-                since(&self.started_at).unwrap_or_default()
-            ),
-            Status::Restarting => format!(
-                "Restarting ({}) {} ago",
-                self.exit_code,
-                since(&self.finished_at).unwrap_or_default()
-            ),
-            Status::Exited if self.finished_at != ZERO_TIME => format!(
-                "Exited ({}) {} ago",
-                self.exit_code,
-                since(&self.finished_at).unwrap_or_default()
-            ),
-            Status::Exited => format!("Exited ({})", self.exit_code),
-            Status::Created => "Created".into(),
-            Status::Removing => "Removal In Progress".into(),
-            Status::Dead => "Dead".into(),
-        }
-    }
-}
-
-/// Docker's `units.HumanDuration`.
-pub fn human_duration(d: chrono::TimeDelta) -> String {
-    let secs = d.num_seconds();
-    if secs < 1 {
-        return "Less than a second".into();
-    }
-    if secs == 1 {
-        return "1 second".into();
-    }
-    if secs < 60 {
-        return format!("{secs} seconds");
-    }
-    let mins = d.num_minutes();
-    if mins == 1 {
-        return "About a minute".into();
-    }
-    if mins < 60 {
-        return format!("{mins} minutes");
-    }
-    let hours = (d.num_seconds() as f64 / 3600.0).round() as i64;
-    if hours == 1 {
-        return "About an hour".into();
-    }
-    if hours < 48 {
-        return format!("{hours} hours");
-    }
-    if hours < 24 * 7 * 2 {
-        return format!("{} days", hours / 24);
-    }
-    if hours < 24 * 30 * 2 {
-        return format!("{} weeks", hours / 24 / 7);
-    }
-    if hours < 24 * 365 * 2 {
-        return format!("{} months", hours / 24 / 30);
-    }
-    format!("{} years", hours / 24 / 365)
 }
 
 /// The current time as Docker prints it (RFC 3339, nanoseconds, UTC).
@@ -461,19 +393,6 @@ mod tests {
         assert!(process_alive(me, t));
         assert!(!process_alive(me, t + 1));
         assert!(!process_alive(-1, t));
-    }
-
-    #[test]
-    fn human_durations_match_docker() {
-        let s = |n| human_duration(chrono::TimeDelta::seconds(n));
-        assert_eq!(s(0), "Less than a second");
-        assert_eq!(s(1), "1 second");
-        assert_eq!(s(59), "59 seconds");
-        assert_eq!(s(60), "About a minute");
-        assert_eq!(s(120), "2 minutes");
-        assert_eq!(s(3600), "About an hour");
-        assert_eq!(s(3 * 3600), "3 hours");
-        assert_eq!(s(3 * 86400), "3 days");
     }
 
     #[test]

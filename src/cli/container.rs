@@ -639,7 +639,7 @@ fn ps_row(c: &Container, no_trunc: bool, now: chrono::DateTime<chrono::Utc>) -> 
             .map(|t| {
                 format!(
                     "{} ago",
-                    berth_runner::state::human_duration(
+                    super::format::human_duration(
                         now.signed_duration_since(t.with_timezone(&chrono::Utc))
                     )
                 )
@@ -647,7 +647,37 @@ fn ps_row(c: &Container, no_trunc: bool, now: chrono::DateTime<chrono::Utc>) -> 
             .unwrap_or_default(),
         size: String::new(),
         state: c.state.status.as_str().to_string(),
-        status: c.state.describe(now),
+        status: describe(&c.state, now),
+    }
+}
+
+/// `Up 3 minutes` / `Exited (0) 2 seconds ago` / `Created`, as `docker ps` shows it.
+fn describe(st: &berth_runner::state::State, now: chrono::DateTime<chrono::Utc>) -> String {
+    let since = |t: &str| {
+        chrono::DateTime::parse_from_rfc3339(t)
+            .ok()
+            .map(|t| {
+                super::format::human_duration(
+                    now.signed_duration_since(t.with_timezone(&chrono::Utc)),
+                )
+            })
+            .unwrap_or_default()
+    };
+    match st.status {
+        Status::Running => format!("Up {}", since(&st.started_at)),
+        Status::Paused => format!("Up {} (Paused)", since(&st.started_at)),
+        Status::Restarting => format!(
+            "Restarting ({}) {} ago",
+            st.exit_code,
+            since(&st.finished_at)
+        ),
+        Status::Exited if st.finished_at != berth_runner::state::ZERO_TIME => {
+            format!("Exited ({}) {} ago", st.exit_code, since(&st.finished_at))
+        }
+        Status::Exited => format!("Exited ({})", st.exit_code),
+        Status::Created => "Created".into(),
+        Status::Removing => "Removal In Progress".into(),
+        Status::Dead => "Dead".into(),
     }
 }
 

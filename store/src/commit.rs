@@ -4,14 +4,14 @@
 //! berth does not know included), its `config` replaced, the layer's diff ID and a history entry
 //! appended, and the result written in the member order Go tools produce.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 
 use oci_spec::image::{Descriptor, ImageManifestBuilder, MediaType};
 use serde_json::{Map, Value, json};
 
-use crate::blobs::BlobWriter;
 use crate::error::{Result, StoreError};
 use crate::images::{Image, NewImage};
+use crate::import::Tee;
 use crate::import::{canonical_container_config, host_arch, now_rfc3339};
 use crate::reference::Reference;
 use crate::root::Store;
@@ -29,25 +29,6 @@ pub struct CommitConfig {
     pub author: Option<String>,
     /// The image config's top-level `container` (the committed container's ID), as Docker.
     pub container: Option<String>,
-}
-
-/// Copies what it reads into the blob being written.
-struct Tee<'a, R> {
-    inner: R,
-    out: &'a mut BlobWriter,
-    failed: Option<io::Error>,
-}
-
-impl<R: Read> Read for Tee<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if let Err(e) = self.out.write_all(&buf[..n]) {
-            let kind = e.kind();
-            self.failed = Some(e);
-            return Err(io::Error::new(kind, "writing to the store failed"));
-        }
-        Ok(n)
-    }
 }
 
 impl Store {
@@ -76,7 +57,7 @@ impl Store {
         let mut tee = Tee {
             inner: layer,
             out: &mut writer,
-            failed: None,
+            err: None,
         };
         let walked = (|| -> io::Result<()> {
             let mut archive = tar::Archive::new(&mut tee);
@@ -86,7 +67,7 @@ impl Store {
             io::copy(&mut archive.into_inner(), &mut io::sink())?;
             Ok(())
         })();
-        if let Some(e) = tee.failed.take() {
+        if let Some(e) = tee.err.take() {
             return Err(StoreError::io("writing layer into", self.tmp_dir(), e));
         }
         walked.map_err(|e| StoreError::BadArchive {

@@ -91,10 +91,10 @@ pub fn canonical_container_config(cfg: Map<String, Value>) -> Map<String, Value>
 }
 
 /// Reads from `inner` and copies every byte read into the blob being written.
-struct Tee<'a, R> {
-    inner: R,
-    out: &'a mut BlobWriter,
-    err: Option<io::Error>,
+pub(crate) struct Tee<'a, R> {
+    pub(crate) inner: R,
+    pub(crate) out: &'a mut BlobWriter,
+    pub(crate) err: Option<io::Error>,
 }
 
 impl<R: Read> Read for Tee<'_, R> {

@@ -11,15 +11,21 @@ use crate::error::{IoContext, Result, StoreError};
 use crate::images::Image;
 use crate::root::Store;
 
-/// Whether `path` is a mount point (an entry of /proc/self/mountinfo).
-pub fn is_mount_point(path: &Path) -> bool {
+/// Every mount point of this process's mount namespace (/proc/self/mountinfo, unescaped).
+pub fn mount_points() -> Vec<String> {
     let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
+        return Vec::new();
     };
-    let want = path.to_string_lossy();
     info.lines()
         .filter_map(|l| l.split(' ').nth(4))
-        .any(|mp| unescape_mountinfo(mp) == want)
+        .map(unescape_mountinfo)
+        .collect()
+}
+
+/// Whether `path` is a mount point (an entry of /proc/self/mountinfo).
+pub fn is_mount_point(path: &Path) -> bool {
+    let want = path.to_string_lossy();
+    mount_points().iter().any(|mp| *mp == want)
 }
 
 fn unescape_mountinfo(s: &str) -> String {
