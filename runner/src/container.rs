@@ -59,6 +59,18 @@ pub struct CreateOptions {
     pub tmpfs: Vec<String>,
     pub volumes_from: Vec<String>,
     pub runtime: Option<String>,
+    /// `-p`, `-P`, `--expose`.
+    pub publish: Vec<String>,
+    pub publish_all: bool,
+    pub expose: Vec<String>,
+    /// `--link NAME[:ALIAS]`.
+    pub links: Vec<String>,
+    /// `--network-alias`, `--ip`, `--mac-address`: for the first network.
+    pub network_aliases: Vec<String>,
+    pub ip: Option<String>,
+    pub mac_address: Option<String>,
+    pub dns_search: Vec<String>,
+    pub dns_option: Vec<String>,
 }
 
 /// One container: its record, its state and where it lives.
@@ -129,7 +141,8 @@ impl Runner {
         let image_config = self.store.config(&img)?;
         let ic = image_config.config().clone().unwrap_or_default();
 
-        let host_config = host_config(opts)?;
+        let mut host_config = host_config(opts)?;
+        let networking_config = self.networking_config(opts, &mut host_config)?;
         // Entrypoint and command: Docker's rules. `--entrypoint` replaces the image's entrypoint
         // and drops its CMD; arguments after the image replace CMD.
         let entrypoint: Vec<String> = match &opts.entrypoint {
@@ -204,6 +217,12 @@ impl Runner {
             }
             None => names::generate_name(&|n| existing.iter().any(|c| c.record.name == n)),
         };
+        // `--link` as Docker stores it: "/target:/me/alias".
+        for l in host_config.links.iter_mut() {
+            if let Some((t, alias)) = l.split_once(':') {
+                *l = format!("{t}:/{name}/{alias}");
+            }
+        }
         let id = names::new_id();
         let hostname = opts
             .hostname
@@ -231,11 +250,11 @@ impl Runner {
             attach_stdin: opts.attach && opts.interactive,
             attach_stdout: opts.attach,
             attach_stderr: opts.attach,
-            exposed_ports: ic.exposed_ports().as_ref().map(|p| {
-                p.iter()
-                    .map(|k| (k.clone(), serde_json::json!({})))
-                    .collect()
-            }),
+            exposed_ports: exposed_ports(
+                ic.exposed_ports().as_deref().unwrap_or_default(),
+                &opts.expose,
+                &host_config.port_bindings,
+            )?,
             tty: opts.tty,
             open_stdin: opts.interactive,
             stdin_once: opts.interactive && opts.attach,
@@ -293,7 +312,6 @@ impl Runner {
         let image_volumes: Vec<String> = ic.volumes().clone().unwrap_or_default();
 
         let (mount_points, mount_requests) = crate::volumes::plan(self, opts, &image_volumes)?;
-        let mut host_config = host_config;
         host_config.mounts = mount_requests;
 
         let record = ContainerRecord {
@@ -306,6 +324,7 @@ impl Runner {
             config,
             host_config,
             mounts: mount_points,
+            networking_config,
             runtime_path,
         };
 
@@ -332,6 +351,111 @@ impl Runner {
             state: State::default(),
             paths,
         })
+    }
+
+    /// The network a new container joins (`--network`) with its endpoint settings (aliases,
+    /// `--ip`, `--mac-address`), and `--link` targets checked; port bindings are dropped where
+    /// the network mode has no ports of its own, as Docker does.
+    fn networking_config(
+        &self,
+        o: &CreateOptions,
+        hc: &mut HostConfig,
+    ) -> Result<BTreeMap<String, crate::state::EndpointSettings>> {
+        use crate::state::{EndpointIpamConfig, EndpointSettings};
+        let mode = hc.network_mode.clone();
+        let mut out = BTreeMap::new();
+        for l in &o.links {
+            let (target, _) = l.split_once(':').unwrap_or((l.as_str(), ""));
+            let t = self.get(target).map_err(|_| {
+                RunnerError::invalid("--link", format!("could not get container for {target}"))
+            })?;
+            let alias = l.split_once(':').map(|(_, a)| a).unwrap_or(t.name());
+            crate::network::validate_alias(alias)?;
+            hc.links.push(format!("/{}:{alias}", t.name()));
+        }
+        let own = !(mode == "none" || mode == "host" || mode.starts_with("container:"));
+        if !own {
+            if !o.network_aliases.is_empty() || o.ip.is_some() || o.mac_address.is_some() {
+                return Err(RunnerError::invalid(
+                    "options",
+                    format!(
+                        "--network-alias, --ip and --mac-address need a bridge network, not --network {mode}"
+                    ),
+                ));
+            }
+            if !hc.links.is_empty() {
+                return Err(RunnerError::invalid(
+                    "options",
+                    format!("conflicting options: {mode} type networking can't be used with links"),
+                ));
+            }
+            if let Some(other) = mode.strip_prefix("container:") {
+                self.get(other)?;
+                if !hc.port_bindings.is_empty() || hc.publish_all_ports {
+                    return Err(RunnerError::invalid(
+                        "options",
+                        "conflicting options: port publishing and the container type network mode",
+                    ));
+                }
+            }
+            // Docker: "Published ports are discarded when using host network mode".
+            hc.port_bindings.clear();
+            hc.publish_all_ports = false;
+            return Ok(out);
+        }
+        let nets = crate::network::Networks::open(self.root())?;
+        let n = nets.get(&mode)?;
+        for a in &o.network_aliases {
+            crate::network::validate_alias(a)?;
+        }
+        if n.is_default && !o.network_aliases.is_empty() {
+            return Err(RunnerError::invalid(
+                "--network-alias",
+                "network-scoped alias is supported only for containers in user defined networks",
+            ));
+        }
+        let ip = match &o.ip {
+            Some(ip) => {
+                let v: std::net::Ipv4Addr = ip.parse().map_err(|_| {
+                    RunnerError::invalid("--ip", format!("{ip:?} is not an IPv4 address"))
+                })?;
+                if n.is_default {
+                    return Err(RunnerError::invalid(
+                        "--ip",
+                        "user specified IP address is supported on user defined networks only",
+                    ));
+                }
+                if !n.subnet.contains(v) {
+                    return Err(RunnerError::invalid(
+                        "--ip",
+                        format!("{v} is not in the subnet {} of network {}", n.subnet, n.name()),
+                    ));
+                }
+                Some(EndpointIpamConfig {
+                    ipv4_address: v.to_string(),
+                })
+            }
+            None => None,
+        };
+        let mac = match &o.mac_address {
+            Some(m) => {
+                let m = crate::network::ipam::parse_mac(m)
+                    .map_err(|e| RunnerError::invalid("--mac-address", e))?;
+                crate::network::ipam::format_mac(&m)
+            }
+            None => String::new(),
+        };
+        out.insert(
+            n.name().to_string(),
+            EndpointSettings {
+                ipam_config: ip,
+                aliases: (!o.network_aliases.is_empty()).then(|| o.network_aliases.clone()),
+                mac_address: mac,
+                network_id: n.id().to_string(),
+                ..Default::default()
+            },
+        );
+        Ok(out)
     }
 
     /// Load one container by its full ID (no liveness correction).
@@ -458,8 +582,18 @@ impl Runner {
         st.internal.supervisor_start = 0;
         write_json(&c.paths.state(), &st)?;
         c.state = st;
-        // Its runtime state, cgroup and mounts are released on the next start or on rm.
+        drop(_lock);
+        // Its network goes now (addresses, NAT entries); its runtime state, cgroup and mounts
+        // are released on the next start or on rm.
+        self.release_network(c);
+        self.reload_quiet(c);
         Ok(())
+    }
+
+    fn reload_quiet(&self, c: &mut Container) {
+        if let Ok(fresh) = self.load(&c.record.id) {
+            c.state = fresh.state;
+        }
     }
 
     /// Change a container's state under its lock.
@@ -614,7 +748,45 @@ impl Runner {
         tracing::debug!("cleanup: cgroups removed");
         crate::rootfs::unmount_all_under(&c.paths.dir)?;
         tracing::debug!("cleanup: unmounted");
+        self.release_network(c);
         Ok(())
+    }
+
+    /// Release a stopped container's network: its endpoints (addresses, veths) and the NAT
+    /// entries of its published ports that nobody holds any more (a supervisor that died
+    /// without cleaning up; a live one removes its own).
+    pub fn release_network(&self, c: &Container) {
+        if let Ok(nets) = crate::network::Networks::open(self.root())
+            && let Err(e) = nets.release_all(c.id())
+        {
+            tracing::warn!("releasing the network of {}: {e}", c.short_id());
+        }
+        let Ok(mut st) = read_json::<State>(&c.paths.state()) else {
+            return;
+        };
+        if st.internal.published.is_empty() && st.networks.is_empty() && st.ports.is_empty() {
+            return;
+        }
+        let stale: Vec<crate::state::Published> = st
+            .internal
+            .published
+            .iter()
+            .filter(|p| crate::network::ports::is_free(p))
+            .cloned()
+            .collect();
+        let table = crate::network::nft::table_name(self.root());
+        crate::network::nft::remove_ports(&table, &stale);
+        let _lock = FileLock::acquire(&c.paths.lock());
+        if let Ok(fresh) = read_json::<State>(&c.paths.state()) {
+            st = fresh;
+        }
+        if st.running && process_alive(st.internal.supervisor_pid, st.internal.supervisor_start) {
+            return;
+        }
+        st.internal.published.clear();
+        st.networks.clear();
+        st.ports.clear();
+        let _ = write_json(&c.paths.state(), &st);
     }
 
     /// Docker's `rename`.
@@ -632,6 +804,9 @@ impl Runner {
         let mut rec: ContainerRecord = read_json(&c.paths.config())?;
         rec.name = new_name.to_string();
         write_json(&c.paths.config(), &rec)?;
+        if let Ok(nets) = crate::network::Networks::open(self.root()) {
+            let _ = nets.rename(&rec.id, new_name);
+        }
         c.record = rec;
         Ok(())
     }
@@ -785,10 +960,15 @@ fn host_config(o: &CreateOptions) -> Result<HostConfig> {
             "Conflicting options: --restart and --rm",
         ));
     }
-    let network_mode = o.network.clone().unwrap_or_else(|| "bridge".into());
-    if !(matches!(network_mode.as_str(), "none" | "host") || network_mode.starts_with("container:"))
-    {
-        return Err(crate::supervisor::unsupported_network(&network_mode));
+    let network_mode = match o.network.as_deref() {
+        None | Some("") | Some("default") => "bridge".to_string(),
+        Some(n) => n.to_string(),
+    };
+    let mut port_bindings: BTreeMap<String, Vec<crate::state::PortBinding>> = BTreeMap::new();
+    for p in &o.publish {
+        for (k, b) in crate::network::ports::parse_publish(p)? {
+            port_bindings.entry(k).or_default().push(b);
+        }
     }
     for c in o.cap_add.iter().chain(&o.cap_drop) {
         crate::bundle::parse_capability(c)?;
@@ -839,7 +1019,42 @@ fn host_config(o: &CreateOptions) -> Result<HostConfig> {
         nano_cpus,
         pids_limit: o.pids_limit,
         mounts: Vec::new(),
+        port_bindings,
+        publish_all_ports: o.publish_all,
+        links: Vec::new(),
+        dns_search: o.dns_search.clone(),
+        dns_options: o.dns_option.clone(),
     })
+}
+
+/// The image's exposed ports plus `--expose` and the container ports of `-p` (Docker adds
+/// both to `Config.ExposedPorts`).
+fn exposed_ports(
+    image: &[String],
+    expose: &[String],
+    bindings: &BTreeMap<String, Vec<crate::state::PortBinding>>,
+) -> Result<Option<BTreeMap<String, serde_json::Value>>> {
+    let mut out: BTreeMap<String, serde_json::Value> = image
+        .iter()
+        .map(|k| (k.clone(), serde_json::json!({})))
+        .collect();
+    for e in expose {
+        let (range, proto) = e.split_once('/').unwrap_or((e.as_str(), "tcp"));
+        let (a, b) = range.split_once('-').unwrap_or((range, range));
+        let bad = || RunnerError::invalid("--expose", format!("{e:?} is not a port or range"));
+        let (a, b): (u16, u16) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+        if a == 0 || b < a {
+            return Err(bad());
+        }
+        for p in a..=b {
+            let (p, proto) = crate::network::ports::parse_port_key(&format!("{p}/{proto}"))?;
+            out.insert(crate::network::ports::port_key(p, &proto), serde_json::json!({}));
+        }
+    }
+    for k in bindings.keys() {
+        out.insert(k.clone(), serde_json::json!({}));
+    }
+    Ok((!out.is_empty()).then_some(out))
 }
 
 /// `no`, `always`, `unless-stopped`, `on-failure[:N]`.

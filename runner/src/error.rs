@@ -19,6 +19,11 @@ pub enum RunnerError {
     Store(#[from] berth_store::StoreError),
     #[error("No such container: {0}")]
     NotFound(String),
+    #[error("network {0} not found")]
+    NoSuchNetwork(String),
+    /// Setting up a container's network failed (netlink, nftables).
+    #[error("network: {0}")]
+    Network(String),
     #[error("get {0}: no such volume")]
     NoSuchVolume(String),
     #[error(

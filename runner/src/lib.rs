@@ -18,6 +18,7 @@ pub mod exec;
 pub mod fsview;
 pub mod logs;
 pub mod names;
+pub mod network;
 pub mod rootfs;
 pub mod sandbox;
 pub mod seccomp;

@@ -99,6 +99,69 @@ pub struct HostConfig {
     pub nano_cpus: i64,
     pub pids_limit: Option<i64>,
     pub mounts: Vec<MountRequest>,
+    /// `-p`: "80/tcp" -> host bindings (an empty HostPort means a random port).
+    pub port_bindings: BTreeMap<String, Vec<PortBinding>>,
+    /// `-P`: every exposed port on a random host port.
+    pub publish_all_ports: bool,
+    /// `--link NAME:ALIAS` (stored as Docker does: "/name:/me/alias").
+    pub links: Vec<String>,
+    pub dns_search: Vec<String>,
+    pub dns_options: Vec<String>,
+}
+
+/// One host side of a published port.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct PortBinding {
+    pub host_ip: String,
+    pub host_port: String,
+}
+
+/// Docker's per-network endpoint settings: the configuration part at create/connect (aliases,
+/// requested address, MAC), the address part filled while the container runs.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct EndpointSettings {
+    #[serde(rename = "IPAMConfig")]
+    pub ipam_config: Option<EndpointIpamConfig>,
+    pub links: Option<Vec<String>>,
+    pub aliases: Option<Vec<String>>,
+    pub mac_address: String,
+    #[serde(rename = "NetworkID")]
+    pub network_id: String,
+    #[serde(rename = "EndpointID")]
+    pub endpoint_id: String,
+    pub gateway: String,
+    #[serde(rename = "IPAddress")]
+    pub ip_address: String,
+    #[serde(rename = "IPPrefixLen")]
+    pub ip_prefix_len: u8,
+    #[serde(rename = "IPv6Gateway")]
+    pub ipv6_gateway: String,
+    #[serde(rename = "GlobalIPv6Address")]
+    pub global_ipv6_address: String,
+    #[serde(rename = "GlobalIPv6PrefixLen")]
+    pub global_ipv6_prefix_len: u8,
+    #[serde(rename = "DNSNames")]
+    pub dns_names: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct EndpointIpamConfig {
+    #[serde(rename = "IPv4Address", skip_serializing_if = "String::is_empty")]
+    pub ipv4_address: String,
+}
+
+/// A published port as applied to the host's NAT table while the container runs.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct Published {
+    pub proto: String,
+    pub host_ip: String,
+    pub host_port: u16,
+    pub container_ip: String,
+    pub container_port: u16,
 }
 
 /// One mount of a created container as `inspect` lists it under `Mounts`.
@@ -133,6 +196,9 @@ pub struct ContainerRecord {
     pub config: ContainerConfig,
     pub host_config: HostConfig,
     pub mounts: Vec<MountPoint>,
+    /// The networks the container is attached to (name -> settings), as `--network` and
+    /// `network connect` configured them.
+    pub networking_config: BTreeMap<String, EndpointSettings>,
     /// Where the sandbox runs it: "" for the embedded sandbox, else an OCI runtime binary.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub runtime_path: String,
@@ -182,6 +248,12 @@ pub struct State {
     pub started_at: String,
     pub finished_at: String,
     pub restart_count: u32,
+    /// While running: each network's endpoint with its address (name -> settings).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub networks: BTreeMap<String, EndpointSettings>,
+    /// While running: the published ports, "80/tcp" -> the host bindings chosen.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub ports: BTreeMap<String, Vec<PortBinding>>,
     /// berth's own bookkeeping, not shown by inspect.
     #[serde(rename = "berth")]
     pub internal: Internal,
@@ -202,6 +274,8 @@ impl Default for State {
             started_at: ZERO_TIME.into(),
             finished_at: ZERO_TIME.into(),
             restart_count: 0,
+            networks: BTreeMap::new(),
+            ports: BTreeMap::new(),
             internal: Internal::default(),
         }
     }
@@ -221,6 +295,8 @@ pub struct Internal {
     pub cgroup: String,
     /// Host mounts the supervisor set up (rootfs overlay), to undo when the container stops.
     pub rootfs_mounted: bool,
+    /// NAT entries of published ports, to remove when the container stops.
+    pub published: Vec<Published>,
 }
 
 impl State {

@@ -163,11 +163,14 @@ fn supervise(
     let mut signals = Some(catch_signals()?);
     let mut backoff = Duration::from_millis(100);
     let mut first = true;
+    let mut ports: Option<crate::network::ports::Reservation> = None;
     let code = loop {
         let started = Instant::now();
-        let (pid, copiers) = match start_once(&runner, &mut c, &*sandbox, log.clone(), attach) {
+        let (pid, copiers) = match start_once(&runner, &mut c, &*sandbox, log.clone(), attach, &mut ports)
+        {
             Ok(r) => r,
             Err(e) => {
+                unpublish(&runner, &mut c);
                 let _ = runner.cleanup(&c);
                 let msg = e.to_string();
                 let code = e.exit_code() as i32;
@@ -211,6 +214,7 @@ fn supervise(
         copiers.finish();
         let cgroup = crate::cgroups::path_for(&c.record.id);
         let oom = crate::cgroups::oom_kills(&cgroup) > 0;
+        unpublish(&runner, &mut c);
         let _ = runner.cleanup(&c);
         tracing::debug!("released runtime state, cgroup and mounts");
         runner.reload(&mut c).ok();
@@ -258,6 +262,18 @@ fn supervise(
         runner.remove_released(&c, true)?;
     }
     Ok(code)
+}
+
+/// Remove the container's published ports from the NAT table (the supervisor still holds the
+/// host ports, so they are ours to remove).
+fn unpublish(runner: &Runner, c: &mut Container) {
+    let _ = runner.reload(c);
+    if c.state.internal.published.is_empty() {
+        return;
+    }
+    let table = crate::network::nft::table_name(runner.root());
+    crate::network::nft::remove_ports(&table, &c.state.internal.published);
+    let _ = runner.update_state(c, |s| s.internal.published.clear());
 }
 
 fn should_restart(c: &Container, code: i32) -> bool {
@@ -312,12 +328,14 @@ fn forward_signals(
 }
 
 /// Mount, write the bundle, start; returns the init PID and the running copies of its streams.
+/// `ports` holds the host ports reserved for the container's life (taken at the first start).
 fn start_once(
     runner: &Runner,
     c: &mut Container,
     sandbox: &dyn crate::sandbox::Sandbox,
     log: Arc<LogFile>,
     attach: bool,
+    ports: &mut Option<crate::network::ports::Reservation>,
 ) -> Result<(i32, crate::stdio::Copiers)> {
     tracing::debug!("start: preparing {}", c.short_id());
     let store = runner.store();
@@ -328,8 +346,42 @@ fn start_once(
     crate::rootfs::mount_overlay(&lowers, &p.upper(), &p.work(), &rootfs)?;
     tracing::debug!("start: rootfs mounted");
     let network = network_mode(runner, c)?;
+    let bridged = crate::network::attach::is_bridged(c);
+    let nets = if bridged {
+        Some(crate::network::Networks::open(runner.root())?)
+    } else {
+        None
+    };
+    if let Some(nets) = &nets
+        && ports.is_none()
+    {
+        let hc = &c.record.host_config;
+        let exposed: Vec<String> = c
+            .record
+            .config
+            .exposed_ports
+            .as_ref()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        *ports = Some(crate::network::ports::reserve(
+            &hc.port_bindings,
+            hc.publish_all_ports,
+            &exposed,
+            nets.config.default_bind_ip,
+        )?);
+    }
+    let (link_hosts, link_env) = if bridged {
+        crate::network::attach::links(runner, c)?
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let eps = match &nets {
+        Some(nets) => crate::network::attach::allocate(nets, c)?,
+        None => Vec::new(),
+    };
+    tracing::debug!("start: {} endpoint(s) allocated", eps.len());
     let mounts = crate::volumes::prepare(runner, c, &rootfs)?;
-    write_etc_files(c, &network)?;
+    let _dns_upstreams = write_etc_files(c, &network, &eps, &link_hosts, nets.as_ref())?;
     let user = crate::user::resolve_user(&rootfs, &c.record.config.user)
         .map_err(|e| RunnerError::invalid("user", e.to_string()))?;
     if !c.record.config.working_dir.is_empty() {
@@ -343,8 +395,19 @@ fn start_once(
         .then(crate::terminal::stdin_size)
         .flatten();
     let network_for_spec = network.clone();
+    let mut record = std::borrow::Cow::Borrowed(&c.record);
+    if !link_env.is_empty() {
+        let r = record.to_mut();
+        for e in link_env {
+            // The container's own variables win over the link's.
+            let k = e.split('=').next().unwrap_or_default();
+            if !r.config.env.iter().any(|x| x.split('=').next() == Some(k)) {
+                r.config.env.push(e);
+            }
+        }
+    }
     let spec = bundle::spec(&BundleInput {
-        record: &c.record,
+        record: &record,
         rootfs: &rootfs,
         user: &user,
         args: bundle::argv(&c.record),
@@ -366,8 +429,10 @@ fn start_once(
         .ok_or_else(|| RunnerError::Sandbox("no stdio".into()))?;
     let own_netns = network == NetworkMode::None;
     let prestart = |pid: i32| {
-        if own_netns {
-            crate::sandbox::loopback_up(pid)?;
+        match &nets {
+            Some(nets) if !eps.is_empty() => crate::network::attach::plug(nets, &eps, pid)?,
+            _ if own_netns => crate::sandbox::loopback_up(pid)?,
+            _ => {}
         }
         Ok(())
     };
@@ -375,11 +440,23 @@ fn start_once(
     tracing::debug!("start: sandbox started pid {pid}");
     let copiers = plumbing.connect(Some(log), attach)?;
     let start = process_start_time(pid).unwrap_or(0);
+    let published = match (ports.as_ref(), eps.first()) {
+        (Some(r), Some((_, ep))) => r.published(ep.ip),
+        _ => Vec::new(),
+    };
+    let state_nets = crate::network::attach::state_networks(c, &eps);
+    let state_ports = ports.as_ref().map(|r| r.ports.clone()).unwrap_or_default();
     runner.update_state(c, |s| {
         s.set_running(pid, start, &now_rfc3339());
         s.internal.cgroup = cgroups_path.clone();
         s.internal.rootfs_mounted = true;
+        s.internal.published = published.clone();
+        s.networks = state_nets;
+        s.ports = state_ports;
     })?;
+    if let Some(nets) = &nets {
+        crate::network::nft::add_ports(&nets.table, &published)?;
+    }
     Ok((pid, copiers))
 }
 
@@ -387,7 +464,9 @@ fn start_once(
 pub fn network_mode(runner: &Runner, c: &Container) -> Result<NetworkMode> {
     let mode = c.record.host_config.network_mode.as_str();
     match mode {
+        // Bridge networks: a namespace of its own, plugged in by the supervisor.
         "none" => Ok(NetworkMode::None),
+        m if crate::network::attach::is_bridged(c) && !m.is_empty() => Ok(NetworkMode::None),
         "host" => Ok(NetworkMode::Host),
         m if m.starts_with("container:") => {
             let other = runner.get(&m["container:".len()..])?;
@@ -403,19 +482,22 @@ pub fn network_mode(runner: &Runner, c: &Container) -> Result<NetworkMode> {
                 format!("/proc/{}/ns/net", other.state.pid).into(),
             ))
         }
-        other => Err(unsupported_network(other)),
+        other => Err(RunnerError::NoSuchNetwork(other.to_string())),
     }
 }
 
-pub fn unsupported_network(mode: &str) -> RunnerError {
-    RunnerError::Unsupported(format!(
-        "network mode {mode:?} is not available yet: bridge and user-defined networks are not implemented in this version of berth; use --network none, --network host or --network container:NAME"
-    ))
-}
-
-/// /etc/hostname, /etc/hosts and /etc/resolv.conf, as Docker generates them.
-fn write_etc_files(c: &Container, network: &NetworkMode) -> Result<()> {
+/// /etc/hostname, /etc/hosts and /etc/resolv.conf, as Docker generates them. Returns the
+/// upstream servers when the container's resolver is the embedded DNS server (127.0.0.11):
+/// on user-defined networks, or on the default bridge when the host only has a local stub.
+fn write_etc_files(
+    c: &Container,
+    network: &NetworkMode,
+    eps: &[(crate::network::Network, crate::network::Endpoint)],
+    link_hosts: &[String],
+    nets: Option<&crate::network::Networks>,
+) -> Result<Option<Vec<std::net::SocketAddr>>> {
     let p = &c.paths;
+    let hc = &c.record.host_config;
     let hostname = &c.record.config.hostname;
     let host_mode = *network == NetworkMode::Host;
     let name = if host_mode {
@@ -432,26 +514,118 @@ fn write_etc_files(c: &Container, network: &NetworkMode) -> Result<()> {
     } else {
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n".to_string()
     };
-    for h in &c.record.host_config.extra_hosts {
+    for h in &hc.extra_hosts {
         let (host, ip) = h
             .split_once(['=', ':'])
             .ok_or_else(|| RunnerError::invalid("--add-host", format!("{h:?}: use HOST:IP")))?;
+        let ip = if ip == "host-gateway" {
+            match (eps.first(), nets) {
+                (Some((n, _)), _) => n.gateway.to_string(),
+                (None, Some(nets)) => nets.config.gateway.to_string(),
+                _ => "127.0.0.1".to_string(),
+            }
+        } else {
+            ip.to_string()
+        };
         hosts.push_str(&format!("{ip}\t{host}\n"));
     }
+    for l in link_hosts {
+        hosts.push_str(l);
+        hosts.push('\n');
+    }
     if !host_mode {
-        hosts.push_str(&format!("127.0.1.1\t{hostname}\n"));
+        match eps.first() {
+            Some((_, ep)) => hosts.push_str(&format!("{}\t{hostname}\n", ep.ip)),
+            None => hosts.push_str(&format!("127.0.1.1\t{hostname}\n")),
+        }
     }
     crate::state::write_regenerated(&p.hosts(), hosts.as_bytes())?;
-    let mut resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    if !c.record.host_config.dns.is_empty() {
-        resolv = c
-            .record
-            .host_config
-            .dns
-            .iter()
-            .map(|d| format!("nameserver {d}\n"))
-            .collect();
+
+    let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let mut servers: Vec<String> = Vec::new();
+    let mut search: Vec<String> = Vec::new();
+    let mut options: Vec<String> = Vec::new();
+    for l in host_resolv.lines() {
+        let mut f = l.split_whitespace();
+        match f.next() {
+            Some("nameserver") => servers.extend(f.next().map(str::to_string)),
+            Some("search") | Some("domain") => search = f.map(str::to_string).collect(),
+            Some("options") => options.extend(f.map(str::to_string)),
+            _ => {}
+        }
     }
-    crate::state::write_regenerated(&p.resolv_conf(), resolv.as_bytes())?;
-    Ok(())
+    let daemon = nets.map(|n| &n.config);
+    if let Some(d) = daemon.filter(|d| !d.dns.is_empty()) {
+        servers = d.dns.clone();
+    }
+    if !hc.dns.is_empty() {
+        servers = hc.dns.clone();
+    }
+    if let Some(d) = daemon.filter(|d| !d.dns_search.is_empty()) {
+        search = d.dns_search.clone();
+    }
+    if !hc.dns_search.is_empty() {
+        search = hc.dns_search.clone();
+    }
+    if let Some(d) = daemon.filter(|d| !d.dns_opts.is_empty()) {
+        options = d.dns_opts.clone();
+    }
+    if !hc.dns_options.is_empty() {
+        options = hc.dns_options.clone();
+    }
+    if host_mode || (eps.is_empty() && hc.dns.is_empty()) {
+        // Host networking, none, another container's namespace: the host's file (or --dns).
+        let text = if hc.dns.is_empty() && hc.dns_search.is_empty() && hc.dns_options.is_empty() {
+            host_resolv
+        } else {
+            render_resolv(&servers, &search, &options)
+        };
+        crate::state::write_regenerated(&p.resolv_conf(), text.as_bytes())?;
+        return Ok(None);
+    }
+    let is_loopback = |s: &String| {
+        s.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+    };
+    let user_defined = eps.iter().any(|(n, _)| !n.is_default);
+    let reachable: Vec<String> = servers.iter().filter(|s| !is_loopback(s)).cloned().collect();
+    if !user_defined && !eps.is_empty() && !reachable.is_empty() {
+        // The default bridge, as Docker: the host's servers minus the ones only the host reaches.
+        let text = render_resolv(&reachable, &search, &options);
+        crate::state::write_regenerated(&p.resolv_conf(), text.as_bytes())?;
+        return Ok(None);
+    }
+    if eps.is_empty() {
+        crate::state::write_regenerated(
+            &p.resolv_conf(),
+            render_resolv(&servers, &search, &options).as_bytes(),
+        )?;
+        return Ok(None);
+    }
+    // The embedded server answers for the network's names and forwards the rest from the host.
+    let upstreams: Vec<std::net::SocketAddr> = servers
+        .iter()
+        .filter_map(|s| s.parse::<std::net::IpAddr>().ok())
+        .map(|ip| std::net::SocketAddr::new(ip, 53))
+        .collect();
+    if !options.iter().any(|o| o.starts_with("ndots:")) {
+        options.push("ndots:0".into());
+    }
+    let text = render_resolv(&["127.0.0.11".to_string()], &search, &options);
+    crate::state::write_regenerated(&p.resolv_conf(), text.as_bytes())?;
+    Ok(Some(upstreams))
+}
+
+fn render_resolv(servers: &[String], search: &[String], options: &[String]) -> String {
+    let mut t = String::new();
+    for s in servers {
+        t.push_str(&format!("nameserver {s}\n"));
+    }
+    if !search.is_empty() {
+        t.push_str(&format!("search {}\n", search.join(" ")));
+    }
+    if !options.is_empty() {
+        t.push_str(&format!("options {}\n", options.join(" ")));
+    }
+    t
 }

@@ -159,9 +159,31 @@ pub struct CreateArgs {
     /// Tune container pids limit (set -1 for unlimited)
     #[arg(long = "pids-limit", allow_hyphen_values = true)]
     pids_limit: Option<i64>,
-    /// Connect a container to a network: none, host, container:<name|id>
+    /// Connect a container to a network: bridge (the default), a network's name or ID, none,
+    /// host, container:<name|id>
     #[arg(long = "network", alias = "net")]
     network: Option<String>,
+    /// Add a network-scoped alias for the container
+    #[arg(long = "network-alias", alias = "net-alias")]
+    network_alias: Vec<String>,
+    /// IPv4 address (e.g., 172.30.100.104) on a user-defined network
+    #[arg(long)]
+    ip: Option<String>,
+    /// Container MAC address (e.g., 92:d0:c6:0a:29:33)
+    #[arg(long = "mac-address")]
+    mac_address: Option<String>,
+    /// Publish a container's port(s) to the host ([ip:][hostPort:]containerPort[/proto])
+    #[arg(short = 'p', long = "publish")]
+    publish: Vec<String>,
+    /// Publish all exposed ports to random ports
+    #[arg(short = 'P', long = "publish-all")]
+    publish_all: bool,
+    /// Expose a port or a range of ports
+    #[arg(long)]
+    expose: Vec<String>,
+    /// Add link to another container (name[:alias])
+    #[arg(long)]
+    link: Vec<String>,
     /// Add Linux capabilities
     #[arg(long = "cap-add")]
     cap_add: Vec<String>,
@@ -183,6 +205,12 @@ pub struct CreateArgs {
     /// Add a custom host-to-IP mapping (host:ip)
     #[arg(long = "add-host")]
     add_host: Vec<String>,
+    /// Set custom DNS search domains
+    #[arg(long = "dns-search")]
+    dns_search: Vec<String>,
+    /// Set DNS options
+    #[arg(long = "dns-option", alias = "dns-opt")]
+    dns_option: Vec<String>,
     /// Bind mount a volume
     #[arg(short = 'v', long = "volume")]
     volume: Vec<String>,
@@ -243,6 +271,15 @@ impl CreateArgs {
             tmpfs: self.tmpfs.clone(),
             volumes_from: self.volumes_from.clone(),
             runtime: self.runtime.clone(),
+            publish: self.publish.clone(),
+            publish_all: self.publish_all,
+            expose: self.expose.clone(),
+            links: self.link.clone(),
+            network_aliases: self.network_alias.clone(),
+            ip: self.ip.clone(),
+            mac_address: self.mac_address.clone(),
+            dns_search: self.dns_search.clone(),
+            dns_option: self.dns_option.clone(),
         }
     }
 }
@@ -598,6 +635,26 @@ impl Row for PsRow {
     }
 }
 
+/// The PORTS column: "0.0.0.0:8080->80/tcp, 53/udp" (exposed but unpublished ports bare).
+fn ports_text(c: &Container) -> String {
+    let mut out: Vec<String> = Vec::new();
+    if c.is_running() {
+        for (k, bs) in &c.state.ports {
+            for b in bs {
+                out.push(format!("{}:{}->{k}", b.host_ip, b.host_port));
+            }
+        }
+    }
+    if let Some(exp) = &c.record.config.exposed_ports {
+        for k in exp.keys() {
+            if !c.is_running() || !c.state.ports.contains_key(k) {
+                out.push(k.clone());
+            }
+        }
+    }
+    out.join(", ")
+}
+
 fn ps_row(c: &Container, no_trunc: bool, now: chrono::DateTime<chrono::Utc>) -> PsRow {
     let mut command = std::iter::once(c.record.path.as_str())
         .chain(c.record.args.iter().map(String::as_str))
@@ -633,8 +690,17 @@ fn ps_row(c: &Container, no_trunc: bool, now: chrono::DateTime<chrono::Utc>) -> 
         local_volumes: "0".into(),
         mounts: String::new(),
         names: c.name().to_string(),
-        networks: c.record.host_config.network_mode.clone(),
-        ports: String::new(),
+        networks: if c.record.networking_config.is_empty() {
+            c.record.host_config.network_mode.clone()
+        } else {
+            c.record
+                .networking_config
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(",")
+        },
+        ports: ports_text(c),
         running_for: created
             .map(|t| {
                 format!(
@@ -785,12 +851,61 @@ pub fn inspect_json(c: &Container) -> Value {
         },
         "Mounts": rec.mounts,
         "Config": rec.config,
-        "NetworkSettings": {
-            "Bridge": "", "SandboxID": "", "HairpinMode": false, "Ports": {},
-            "SandboxKey": if c.state.pid > 0 { format!("/proc/{}/ns/net", c.state.pid) } else { String::new() },
-            "IPAddress": "", "Gateway": "", "MacAddress": "",
-            "Networks": { rec.host_config.network_mode.clone(): {} },
-        },
+        "NetworkSettings": network_settings(c),
+    })
+}
+
+/// Docker's `NetworkSettings`: per-network endpoints (with addresses while running), published
+/// ports, and the default bridge's address at the top level as Docker shows it.
+fn network_settings(c: &Container) -> Value {
+    let rec = &c.record;
+    let running = c.is_running();
+    let mut networks = serde_json::Map::new();
+    for (name, cfg) in &rec.networking_config {
+        let es = if running {
+            c.state.networks.get(name).cloned().unwrap_or_else(|| cfg.clone())
+        } else {
+            cfg.clone()
+        };
+        networks.insert(name.clone(), serde_json::to_value(es).unwrap_or(Value::Null));
+    }
+    if rec.networking_config.is_empty() {
+        networks.insert(
+            rec.host_config.network_mode.clone(),
+            serde_json::to_value(berth_runner::state::EndpointSettings::default())
+                .unwrap_or(Value::Null),
+        );
+    }
+    let default = if running {
+        c.state.networks.get("bridge").cloned().unwrap_or_default()
+    } else {
+        Default::default()
+    };
+    let mut ports = serde_json::Map::new();
+    if let Some(exp) = &rec.config.exposed_ports {
+        for k in exp.keys() {
+            ports.insert(k.clone(), Value::Null);
+        }
+    }
+    if running {
+        for (k, bs) in &c.state.ports {
+            ports.insert(k.clone(), json!(bs));
+        }
+    }
+    json!({
+        "Bridge": "", "SandboxID": "", "HairpinMode": false,
+        "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0,
+        "Ports": ports,
+        "SandboxKey": if c.state.pid > 0 { format!("/proc/{}/ns/net", c.state.pid) } else { String::new() },
+        "SecondaryIPAddresses": null, "SecondaryIPv6Addresses": null,
+        "EndpointID": default.endpoint_id,
+        "Gateway": default.gateway,
+        "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
+        "IPAddress": default.ip_address,
+        "IPPrefixLen": default.ip_prefix_len,
+        "IPv6Gateway": "",
+        "MacAddress": default.mac_address,
+        "Networks": networks,
     })
 }
 

@@ -4,6 +4,7 @@ mod container;
 mod container_fs;
 mod format;
 mod image;
+mod network;
 mod progress;
 mod registry;
 mod remote;
@@ -78,6 +79,11 @@ pub enum Command {
     /// Manage volumes
     #[command(subcommand)]
     Volume(volume::VolumeCommand),
+    /// Manage networks
+    #[command(subcommand)]
+    Network(network::NetworkCommand),
+    /// List port mappings or a specific mapping for the container
+    Port(network::PortArgs),
     /// Create and run a new container from an image
     #[command(disable_help_flag = true)]
     Run(container::RunArgs),
@@ -161,6 +167,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Logout(a) => remote::logout(a),
         Command::Container(c) => container::run_group(&root, c),
         Command::Volume(c) => volume::run(&root, c),
+        Command::Network(c) => network::run(&root, c),
+        Command::Port(a) => network::port(&root, a),
         Command::Run(a) => container::run(&root, a),
         Command::Create(a) => container::create(&root, a),
         Command::Start(a) => container::start(&root, a),
