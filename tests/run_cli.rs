@@ -378,7 +378,8 @@ fn bad_input_leaves_nothing() {
             "bb:1",
             "true",
         ],
-        vec!["run", "bb:1", "true"],
+        vec!["run", "--network", "nosuchnet", "bb:1", "true"],
+        vec!["run", "-p", "70000:80", "bb:1", "true"],
     ] {
         let out = env.fails(&args);
         let err = String::from_utf8_lossy(&out.stderr);
@@ -391,11 +392,12 @@ fn bad_input_leaves_nothing() {
     )
     .into_owned();
     assert!(err.contains("Minimum memory limit allowed is 6MB"), "{err}");
-    let err = String::from_utf8_lossy(&env.fails(&["run", "bb:1", "true"]).stderr).into_owned();
-    assert!(
-        err.contains("--network none"),
-        "bridge mode says what to use instead: {err}"
-    );
+    let err = String::from_utf8_lossy(
+        &env.fails(&["run", "--network", "nosuchnet", "bb:1", "true"])
+            .stderr,
+    )
+    .into_owned();
+    assert!(err.contains("network nosuchnet not found"), "{err}");
     assert_eq!(env.ok(&["ps", "-aq"]).trim(), "");
     // Names are unique.
     env.ok(&[

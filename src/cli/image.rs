@@ -520,11 +520,12 @@ pub fn inspect_json(store: &Store, img: &Image) -> Result<Value> {
 }
 
 pub fn inspect(root: &Path, a: InspectArgs) -> Result<ExitCode> {
-    let (containers, images) = match a.kind.as_deref() {
-        None => (true, true),
-        Some("container") => (true, false),
-        Some("image") => (false, true),
-        Some(k) => bail!("unsupported --type {k:?}: use container or image"),
+    let (containers, images, others) = match a.kind.as_deref() {
+        None => (true, true, true),
+        Some("container") => (true, false, false),
+        Some("image") => (false, true, false),
+        Some("network") | Some("volume") => (false, false, true),
+        Some(k) => bail!("unsupported --type {k:?}: use container, image, network or volume"),
     };
     let store = open_store(root)?;
     let mut docs = Vec::new();
@@ -535,8 +536,16 @@ pub fn inspect(root: &Path, a: InspectArgs) -> Result<ExitCode> {
             docs.push(doc);
             continue;
         }
+        // Then networks and volumes, as Docker's does.
+        if others
+            && !(images && store.resolve_image(n).is_ok())
+            && let Some(doc) = super::network::find_for_inspect(root, n, a.kind.as_deref())
+        {
+            docs.push(doc);
+            continue;
+        }
         if !images {
-            eprintln!("Error: No such container: {n}");
+            eprintln!("Error: No such object: {n}");
             failed = true;
             continue;
         }

@@ -318,6 +318,22 @@ fn find_doc(r: &Runner, nets: &Networks, name: &str) -> Result<Value> {
     Ok(inspect_json(r, &nets.get(name)?))
 }
 
+/// Look `name` up as a network or a volume (for the top-level `inspect`).
+pub fn find_for_inspect(root: &Path, name: &str, kind: Option<&str>) -> Option<Value> {
+    if kind != Some("volume") {
+        let (r, nets) = open(root).ok()?;
+        if let Ok(d) = find_doc(&r, &nets, name) {
+            return Some(d);
+        }
+    }
+    if kind != Some("network") {
+        return berth_runner::volumes::store::get(root, name)
+            .ok()
+            .map(|v| v.inspect_json());
+    }
+    None
+}
+
 fn inspect(root: &Path, a: InspectArgs) -> Result<ExitCode> {
     let (r, nets) = open(root)?;
     let mut docs = Vec::new();

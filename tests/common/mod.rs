@@ -98,14 +98,74 @@ impl Env {
     }
 }
 
+impl Env {
+    /// An Env whose default bridge network is its own: a bridge name, a /24 and a pool for
+    /// `network create` derived from the test process's PID (nextest runs each test in its own
+    /// process, so tests running at once never share them). Dropping it removes its bridges and
+    /// its nftables table.
+    pub fn with_bridge() -> Env {
+        let env = Env::new();
+        let pid = std::process::id();
+        let (a, b) = (100 + ((pid >> 8) & 0x3f), pid & 0xff);
+        let pool = (16 + ((pid >> 8) & 0x0f), pid & 0xff);
+        std::fs::create_dir_all(env.root()).unwrap();
+        std::fs::write(
+            env.root().join("daemon.json"),
+            format!(
+                r#"{{"bridge":"{}","bip":"10.{a}.{b}.1/24","default-address-pools":[{{"base":"172.{}.{}.0/24","size":28}}]}}"#,
+                env.bridge(),
+                pool.0,
+                pool.1
+            ),
+        )
+        .unwrap();
+        env
+    }
+
+    /// The default bridge's device name of a [`Env::with_bridge`] root.
+    pub fn bridge(&self) -> String {
+        format!("bt{:x}", std::process::id())
+    }
+
+    /// The default bridge's subnet prefix ("10.A.B.") of a [`Env::with_bridge`] root.
+    pub fn subnet_prefix(&self) -> String {
+        let pid = std::process::id();
+        format!("10.{}.{}.", 100 + ((pid >> 8) & 0x3f), pid & 0xff)
+    }
+
+    /// The nftables table of this root (as berth names it).
+    pub fn nft_table(&self) -> String {
+        use sha2::Digest;
+        let h = hex::encode(sha2::Sha256::digest(
+            self.root().as_os_str().as_encoded_bytes(),
+        ));
+        format!("berth_{}", &h[..10])
+    }
+
+    /// The bridges this root's networks use.
+    pub fn bridges(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Ok(rd) = std::fs::read_dir(self.root().join("networks")) {
+            for e in rd.flatten() {
+                if let Ok(s) = std::fs::read_to_string(e.path().join("network.json"))
+                    && let Ok(v) = serde_json::from_str::<serde_json::Value>(&s)
+                    && let Some(b) = v["Options"]["com.docker.network.bridge.name"].as_str()
+                {
+                    out.push(b.to_string());
+                }
+            }
+        }
+        out
+    }
+}
+
 impl Drop for Env {
     /// Containers a test left behind are removed (force), so no supervisor, mount or cgroup
-    /// outlives the test's state root.
+    /// outlives the test's state root; so are its networks' bridges and nftables table.
     fn drop(&mut self) {
-        if !self.root().join("containers").is_dir() {
-            return;
-        }
-        if let Ok(out) = self.berth().args(["ps", "-aq", "--no-trunc"]).output() {
+        if self.root().join("containers").is_dir()
+            && let Ok(out) = self.berth().args(["ps", "-aq", "--no-trunc"]).output()
+        {
             let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
                 .split_whitespace()
                 .map(String::from)
@@ -113,6 +173,18 @@ impl Drop for Env {
             if !ids.is_empty() {
                 let _ = self.berth().arg("rm").arg("-f").args(&ids).output();
             }
+        }
+        if self.root().join("networks").is_dir() {
+            for b in self.bridges() {
+                let _ = std::process::Command::new("ip")
+                    .args(["link", "del", &b])
+                    .stderr(std::process::Stdio::null())
+                    .status();
+            }
+            let _ = std::process::Command::new("nft")
+                .args(["delete", "table", "ip", &self.nft_table()])
+                .stderr(std::process::Stdio::null())
+                .status();
         }
     }
 }

@@ -97,7 +97,8 @@ pub fn parse_publish(spec: &str) -> Result<Vec<(String, PortBinding)>> {
         return Err(bad("no container port".into()));
     }
     let (cs, ce) = parse_range(container).map_err(bad)?;
-    let host_range = if host.is_empty() {
+    // Host port 0 means any free port, as an empty one.
+    let host_range = if host.is_empty() || host == "0" {
         None
     } else {
         Some(parse_range(host).map_err(bad)?)
@@ -304,7 +305,7 @@ mod tests {
         );
         assert_eq!(p("9000-9010:80"), vec![("80/tcp".into(), "".into(), "9000-9010".into())]);
         assert_eq!(p("80-81").len(), 2);
-        for bad in ["", "x", "8080:", "0:80", "70000:80", "1:2:3:4", "80/icmp", "a.b:1:2", "8000-8002:80-81", "[::1]:80"] {
+        for bad in ["", "x", "8080:", "80:0", "70000:80", "1:2:3:4", "80/icmp", "a.b:1:2", "8000-8002:80-81", "[::1]:80"] {
             assert!(parse_publish(bad).is_err(), "{bad}");
         }
         assert!(matches!(parse_publish("[::1]:80:80"), Err(RunnerError::Unsupported(_))));
