@@ -219,6 +219,10 @@ fn published_ports_answer_on_loopback_and_from_outside_and_go_away() {
         outside.host_ip
     ));
     assert_eq!(String::from_utf8_lossy(&o.stdout), "hello-web\n");
+    // Hairpin: the container reaches its own published port through the gateway.
+    let gw = format!("{}1", env.subnet_prefix());
+    let got = env.ok(&["exec", "web", "wget", "-q", "-O", "-", &format!("http://{gw}:{any_port}/")]);
+    assert_eq!(got, "hello-web\n");
     // ps shows the mapping; inspect has Docker's Ports shape.
     let ps = env.ok(&["ps", "--format", "{{.Ports}}"]);
     assert!(ps.contains(&format!("0.0.0.0:{any_port}->80/tcp")), "{ps}");

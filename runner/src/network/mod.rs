@@ -662,7 +662,8 @@ impl Networks {
             host_veth: veth_name(container_id, &n.record.id),
             ifname: ifname.to_string(),
         };
-        write_json(&n.endpoint_path(container_id), &ep)?;
+        // Not synced: an endpoint only matters while its container runs, which a power loss ends.
+        write_endpoint(&n.endpoint_path(container_id), &ep)?;
         Ok(ep)
     }
 
@@ -689,6 +690,11 @@ impl Networks {
             },
         )
         .map_err(|e| net_err(&format!("creating the veth pair {}", ep.host_veth), e))?;
+        // Hairpin: a container reaching its own published port comes back through its port.
+        let _ = std::fs::write(
+            format!("/sys/class/net/{}/brport/hairpin_mode", ep.host_veth),
+            "1",
+        );
         let mut inner =
             netlink::Netlink::in_netns_of(pid).map_err(|e| net_err("entering the container's network namespace", e))?;
         let idx = inner
@@ -762,7 +768,7 @@ impl Networks {
         for (n, mut e) in self.attached(container_id)? {
             let _lock = n.lock()?;
             e.name = new_name.to_string();
-            write_json(&n.endpoint_path(container_id), &e)?;
+            write_endpoint(&n.endpoint_path(container_id), &e)?;
         }
         Ok(())
     }
@@ -835,6 +841,12 @@ pub fn validate_ifname(name: &str) -> std::result::Result<(), String> {
 fn veth_name(container_id: &str, network_id: &str) -> String {
     let h = hex::encode(Sha256::digest(format!("{container_id}/{network_id}").as_bytes()));
     format!("veth{}", &h[..11])
+}
+
+fn write_endpoint(path: &Path, ep: &Endpoint) -> Result<()> {
+    let bytes = serde_json::to_vec(ep)
+        .map_err(|e| RunnerError::invalid(path.display().to_string(), e.to_string()))?;
+    crate::state::write_regenerated(path, &bytes)
 }
 
 fn random_id() -> String {

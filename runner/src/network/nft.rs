@@ -8,11 +8,13 @@
 //!   map ports      { inet_proto . port : addr . port } published on every host address
 //!   map portsip    { addr . inet_proto . port : addr . port }  published on one host address
 //!   map nat_from   { ifname : verdict }                bridge -> its masquerade chain
+//!   map nat_to     { ifname : verdict }                bridge -> its hairpin chain
 //!   map fwd_from   { ifname : verdict }                bridge -> its isolation chain
 //!   map fwd_to     { ifname : verdict }                bridge -> its inbound chain (internal)
 //!   chain prerouting/output (nat): local destination -> DNAT through the port maps
 //!   chain postrouting (nat): host-originated (loopback) traffic into a bridge is masqueraded;
-//!                            traffic from a bridge leaving through another interface too
+//!                            so is a container reaching a published port that leads back into
+//!                            a bridge (hairpin), and traffic leaving a bridge for elsewhere
 //!   chain forward (filter): per-bridge isolation
 //! }
 //! ```
@@ -79,6 +81,7 @@ add set ip {t} bridges {{ type ifname; }}
 add map ip {t} ports {{ type inet_proto . inet_service : ipv4_addr . inet_service; }}
 add map ip {t} portsip {{ type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service; }}
 add map ip {t} nat_from {{ type ifname : verdict; }}
+add map ip {t} nat_to {{ type ifname : verdict; }}
 add map ip {t} fwd_from {{ type ifname : verdict; }}
 add map ip {t} fwd_to {{ type ifname : verdict; }}
 add chain ip {t} prerouting {{ type nat hook prerouting priority dstnat; policy accept; }}
@@ -92,6 +95,7 @@ add rule ip {t} output fib daddr type local dnat ip to meta l4proto . th dport m
 add chain ip {t} postrouting {{ type nat hook postrouting priority srcnat; policy accept; }}
 flush chain ip {t} postrouting
 add rule ip {t} postrouting oifname @bridges fib saddr type local masquerade
+add rule ip {t} postrouting oifname vmap @nat_to
 add rule ip {t} postrouting iifname vmap @nat_from
 add chain ip {t} forward {{ type filter hook forward priority filter; policy accept; }}
 flush chain ip {t} forward
@@ -109,9 +113,14 @@ fn short(n: &Network) -> &str {
 pub fn add_network(t: &str, n: &Network) -> Result<()> {
     let id = short(n);
     let br = &n.bridge;
+    let subnet = n.subnet;
     let mut s = skeleton(t);
     s.push_str(&format!(
         "add element ip {t} bridges {{ \"{br}\" }}
+add chain ip {t} hp-{id}
+flush chain ip {t} hp-{id}
+add rule ip {t} hp-{id} ct status dnat ip saddr {subnet} masquerade
+add element ip {t} nat_to {{ \"{br}\" : jump hp-{id} }}
 add chain ip {t} from-{id}
 flush chain ip {t} from-{id}
 add element ip {t} fwd_from {{ \"{br}\" : jump from-{id} }}
@@ -153,6 +162,8 @@ pub fn remove_network(t: &str, n: &Network) -> Result<()> {
         format!("delete element ip {t} fwd_from {{ \"{br}\" }}"),
         format!("delete element ip {t} fwd_to {{ \"{br}\" }}"),
         format!("delete element ip {t} nat_from {{ \"{br}\" }}"),
+        format!("delete element ip {t} nat_to {{ \"{br}\" }}"),
+        format!("flush chain ip {t} hp-{id}\ndelete chain ip {t} hp-{id}"),
         format!("delete element ip {t} bridges {{ \"{br}\" }}"),
         format!("flush chain ip {t} from-{id}\ndelete chain ip {t} from-{id}"),
         format!("flush chain ip {t} to-{id}\ndelete chain ip {t} to-{id}"),
