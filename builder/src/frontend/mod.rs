@@ -1,0 +1,2 @@
+//! The Dockerfile front end.
+pub mod lex;
