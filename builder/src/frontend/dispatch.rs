@@ -347,8 +347,7 @@ fn command(
                 }
                 // Bare keys are only judged once expanded (BuildKit skips them here), and a
                 // bad mount is the build's error, not the parser's.
-                let no_bare: Vec<&str> = spec.split(',').filter(|f| f.contains('=')).collect();
-                match mount::parse_mount(&no_bare.join(","), &mut |v| Ok(v.to_string())) {
+                match mount::parse_mount(spec, &mut |v| Ok(v.to_string()), true) {
                     Ok(m) => mounts.push(m),
                     Err(e) => problems.push(format!("RUN --mount={spec}: {e}")),
                 }

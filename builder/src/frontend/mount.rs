@@ -171,10 +171,13 @@ pub(crate) fn parse_size(v: &str) -> Option<u64> {
     (bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64).then_some(bytes as u64)
 }
 
-/// Parses one `--mount` value; `expand` is applied to every value but `type`'s.
+/// Parses one `--mount` value; `expand` is applied to every value but `type`'s. With
+/// `skip_bare`, fields without `=` are ignored, as BuildKit's parser does before expansion
+/// (they are judged when the mount is parsed again with variables expanded).
 pub fn parse_mount(
     spec: &str,
     expand: &mut dyn FnMut(&str) -> Result<String, String>,
+    skip_bare: bool,
 ) -> Result<Mount, String> {
     let fields = csv_fields(spec).map_err(|e| format!("failed to parse csv mounts: {e}"))?;
     let mut m = Mount {
@@ -199,6 +202,9 @@ pub fn parse_mount(
             None => (field.to_ascii_lowercase(), None),
         };
         let Some(value) = value else {
+            if skip_bare {
+                continue;
+            }
             match key.as_str() {
                 "readonly" | "ro" => {
                     m.read_only = true;
@@ -344,7 +350,7 @@ mod tests {
     use super::*;
 
     fn parse(s: &str) -> Result<Mount, String> {
-        parse_mount(s, &mut |v| Ok(v.to_string()))
+        parse_mount(s, &mut |v| Ok(v.to_string()), false)
     }
 
     #[test]
@@ -384,6 +390,10 @@ mod tests {
         assert!(parse("type=nfs,target=/x").is_err());
         assert!(parse("type=bind,target=/x,mode=0644").is_err());
         assert_eq!(parse("type=bind").unwrap().target, "");
+        assert!(parse("").is_err());
+        assert!(parse("type=cache,target=/x,z").is_err());
+        assert!(parse_mount("type=cache,target=/x,z", &mut |v| Ok(v.into()), true).is_ok());
+        assert!(parse_mount("ro", &mut |v| Ok(v.into()), true).is_ok());
         assert!(parse("type=cache,target=/x,sharing=weird").is_err());
         assert!(parse("type=cache,target=/x,bogus=1").is_err());
         assert!(parse("type=cache,target=/x,uid=abc").is_err());

@@ -377,14 +377,12 @@ impl Planner<'_> {
             Command::Run(run) => {
                 let mut mounts: Vec<Mount> = Vec::with_capacity(run.mount_specs.len());
                 for spec in &run.mount_specs {
-                    let mut failure = None;
-                    let m = parse_mount(spec, &mut |v| {
-                        self.lex.process_word(v, &scope).map_err(|e| {
-                            failure = Some(e.to_string());
-                            e.to_string()
-                        })
-                    })
-                    .map_err(|e| at(ins, format!("RUN --mount={spec}: {}", failure.clone().unwrap_or(e))))?;
+                    let m = parse_mount(
+                        spec,
+                        &mut |v| self.lex.process_word(v, &scope).map_err(|e| e.to_string()),
+                        false,
+                    )
+                    .map_err(|e| at(ins, format!("RUN --mount={spec}: {e}")))?;
                     if let Some(from) = &m.from {
                         self.add_from(work, ins, current, from)?;
                     }
