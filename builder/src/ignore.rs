@@ -291,7 +291,11 @@ impl Ignore {
     /// `if ignore.matches(d, true) && !ignore.may_match_inside(d) { skip }`.
     pub fn may_match_inside(&self, dir: &str) -> bool {
         let dir = clean(dir.trim_start_matches('/'));
-        let dir_parts: Vec<&str> = if dir == "." { Vec::new() } else { dir.split('/').collect() };
+        let dir_parts: Vec<&str> = if dir == "." {
+            Vec::new()
+        } else {
+            dir.split('/').collect()
+        };
         self.patterns
             .iter()
             .filter(|p| p.exclusion)
@@ -336,7 +340,10 @@ mod tests {
         assert!(i.matches("README.md", false));
         assert!(!i.matches("docs/README.md", false), "* does not cross /");
         assert!(i.matches("build", true));
-        assert!(i.matches("build/out/x", false), "children of an excluded dir");
+        assert!(
+            i.matches("build/out/x", false),
+            "children of an excluded dir"
+        );
         assert!(i.matches("tmp/a", false));
         assert!(i.matches("src/a/b/c.o", false));
         assert!(i.matches("src/c.o", false), "**/ matches no directory too");
@@ -393,7 +400,10 @@ mod tests {
         assert!(i.may_match_inside("vendor/keep"));
         assert!(!i.matches("vendor/keep/a.go", false));
         let i = ig("logs\n!**/important.log\n");
-        assert!(i.may_match_inside("logs"), "**/ exception may match anywhere");
+        assert!(
+            i.may_match_inside("logs"),
+            "**/ exception may match anywhere"
+        );
         assert!(!i.matches("logs/x/important.log", false));
         let i = ig("a\n!a/b/c\n");
         assert!(i.may_match_inside("a"));

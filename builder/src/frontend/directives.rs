@@ -71,9 +71,7 @@ fn match_directive(line: &str) -> Option<(String, String)> {
         return None;
     }
     let (name, rest) = rest.split_at(name_len);
-    let rest = rest
-        .trim_start_matches(is_re_space)
-        .strip_prefix('=')?;
+    let rest = rest.trim_start_matches(is_re_space).strip_prefix('=')?;
     if rest.is_empty() {
         return None;
     }
@@ -158,7 +156,10 @@ mod tests {
         let mut p = DirectiveParser::default();
         p.line("# unknown=1", 1).unwrap();
         p.line("# escape=`", 2).unwrap();
-        assert_eq!(p.directives.escape, '\\', "an unknown directive ends the block");
+        assert_eq!(
+            p.directives.escape, '\\',
+            "an unknown directive ends the block"
+        );
         let mut p = DirectiveParser::default();
         assert!(p.line("# escape=x", 1).is_err());
     }

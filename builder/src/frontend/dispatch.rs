@@ -9,10 +9,10 @@ use super::error::{self, ParseError, ParseErrorKind};
 use super::heredoc::{self, Heredoc};
 use super::instruction::{
     Arg, ArgDecl, Command, CommandLine, Copy, From, Healthcheck, Instruction, KeyValue, Keyword,
-    Network, Run, Security, Source,
+    Network, Onbuild, Run, Security, Source,
 };
 use super::mount;
-use super::parser::{split_command, RawLine};
+use super::parser::{RawLine, split_command};
 use super::words::{self, Json};
 
 #[derive(Clone, Copy, PartialEq)]
@@ -230,24 +230,26 @@ fn one_string(k: Keyword, args: &str) -> Result<String, String> {
     Ok(args.to_string())
 }
 
-const STAGE_NAME_HINT: &str = "a stage name starts with a letter and has only letters, digits, '-', '_' and '.'";
+const STAGE_NAME_HINT: &str =
+    "a stage name starts with a letter and has only letters, digits, '-', '_' and '.'";
 
 fn valid_stage_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_lowercase())
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'))
+        && chars
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'))
 }
 
-fn copy_args(
-    k: Keyword,
-    line: &RawLine,
-    flags: &Flags,
-) -> Result<Copy, String> {
+fn copy_args(k: Keyword, line: &RawLine, flags: &Flags) -> Result<Copy, String> {
     let (mut args, json) = json_or_words(k, &line.args)?;
     if args.len() < 2 {
         return Err(format!(
             "{k} requires at least two arguments, but only {} provided. Destination could not be determined.",
-            if args.is_empty() { "none was" } else { "one was" }
+            if args.is_empty() {
+                "none was"
+            } else {
+                "one was"
+            }
         ));
     }
     let dest = args.pop().unwrap_or_default();
@@ -259,7 +261,11 @@ fn copy_args(
     let sources = args
         .into_iter()
         .map(|src| {
-            let marker = if json { None } else { heredoc::parse_marker(&src) };
+            let marker = if json {
+                None
+            } else {
+                heredoc::parse_marker(&src)
+            };
             match marker {
                 Some(mut doc) => {
                     if let Some(found) = docs.get(doc.name.as_str()) {
@@ -333,7 +339,11 @@ fn command(
             let flags = take(parse_flags(
                 k,
                 &line.flags,
-                &[("mount", Strings), ("network", String), ("security", String)],
+                &[
+                    ("mount", Strings),
+                    ("network", String),
+                    ("security", String),
+                ],
             ));
             if args.is_empty() {
                 return Err("RUN requires at least one argument: the command to run".into());
@@ -536,8 +546,15 @@ fn command(
                 original: args.to_string(),
                 ..line.clone()
             };
-            let child = instruction(&child, escape).map_err(|e| e.kind.to_string())?;
-            Command::Onbuild(Box::new(child))
+            // BuildKit stores the trigger as text and only reads it when an image built on
+            // this one runs it, so a bad trigger is not an error here.
+            let trigger = instruction(&child, escape)
+                .map(Box::new)
+                .map_err(|e| e.kind.to_string());
+            Command::Onbuild(Onbuild {
+                expression: args.to_string(),
+                trigger,
+            })
         }
     })
 }
@@ -590,7 +607,9 @@ fn healthcheck(line: &RawLine, problems: &mut Vec<String>) -> Result<Command, St
             }
             Some(d) if d.is_zero() => None,
             Some(d) if d < Duration::from_millis(1) => {
-                problems.push(format!("HEALTHCHECK: Interval \"{name}\" cannot be less than 1ms"));
+                problems.push(format!(
+                    "HEALTHCHECK: Interval \"{name}\" cannot be less than 1ms"
+                ));
                 None
             }
             Some(d) => Some(d),

@@ -25,7 +25,9 @@ pub enum ParseErrorKind {
         suggestion: Option<&'static str>,
     },
     /// The file ended before a heredoc's terminator line.
-    #[error("unterminated heredoc: no line reading exactly `{name}` closes it before the end of the file")]
+    #[error(
+        "unterminated heredoc: no line reading exactly `{name}` closes it before the end of the file"
+    )]
     UnterminatedHeredoc {
         /// The terminator that was expected.
         name: String,
@@ -34,16 +36,22 @@ pub enum ParseErrorKind {
     #[error("file with no instructions")]
     NoInstructions,
     /// No FROM at all.
-    #[error("no FROM instruction: every build stage starts with FROM (only ARG may come before the first FROM)")]
+    #[error(
+        "no FROM instruction: every build stage starts with FROM (only ARG may come before the first FROM)"
+    )]
     NoFrom,
     /// An instruction other than ARG before the first FROM.
-    #[error("{instruction} before the first FROM: only ARG may come before FROM; add a FROM line above it")]
+    #[error(
+        "{instruction} before the first FROM: only ARG may come before FROM; add a FROM line above it"
+    )]
     BeforeFrom {
         /// The misplaced instruction.
         instruction: String,
     },
     /// The file ends in a line continuation with no instruction in it.
-    #[error("the file ends with a line continuation that has no instruction: remove the trailing escape character")]
+    #[error(
+        "the file ends with a line continuation that has no instruction: remove the trailing escape character"
+    )]
     EmptyContinuation,
     /// A bad parser directive.
     #[error("{0}")]
@@ -131,6 +139,9 @@ mod tests {
                 suggestion: suggest("RUNN"),
             },
         };
-        assert_eq!(e.to_string(), "Dockerfile:7:1: unknown instruction: RUNN (did you mean RUN?)");
+        assert_eq!(
+            e.to_string(),
+            "Dockerfile:7:1: unknown instruction: RUNN (did you mean RUN?)"
+        );
     }
 }

@@ -90,7 +90,10 @@ mod tests {
     #[test]
     fn markers() {
         let h = parse_marker("<<EOF").unwrap();
-        assert_eq!((h.name.as_str(), h.expand, h.chomp, h.fd), ("EOF", true, false, 0));
+        assert_eq!(
+            (h.name.as_str(), h.expand, h.chomp, h.fd),
+            ("EOF", true, false, 0)
+        );
         let h = parse_marker("<<-'END'").unwrap();
         assert_eq!((h.name.as_str(), h.expand, h.chomp), ("END", false, true));
         let h = parse_marker("3<<\"E\"OF").unwrap();

@@ -136,7 +136,7 @@ pub enum Command {
     Volume(Vec<String>),
     Copy(Copy),
     Add(Copy),
-    Onbuild(Box<Instruction>),
+    Onbuild(Onbuild),
     Healthcheck(Healthcheck),
     Stopsignal(String),
 }
@@ -267,6 +267,16 @@ pub struct Copy {
     pub keep_git_dir: bool,
     /// `--unpack` (ADD only), when given.
     pub unpack: Option<bool>,
+}
+
+/// `ONBUILD <instruction>`: a trigger recorded in the image for builds that start from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Onbuild {
+    /// The trigger as written (what the image config stores).
+    pub expression: String,
+    /// The trigger read as an instruction, or why it cannot be (which only matters when a
+    /// later build runs it).
+    pub trigger: Result<Box<Instruction>, String>,
 }
 
 /// `HEALTHCHECK NONE` or `HEALTHCHECK [options] CMD command`.

@@ -32,7 +32,9 @@ impl Env for BTreeMap<String, String> {
 impl Env for [(String, String)] {
     /// The first pair with that name wins, as in BuildKit's env lists.
     fn lookup(&self, name: &str) -> Option<&str> {
-        self.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -234,7 +236,10 @@ impl State<'_> {
         r
     }
 
-    fn process_stop_on_inner(&mut self, stop: Option<char>) -> Result<(String, Vec<String>), String> {
+    fn process_stop_on_inner(
+        &mut self,
+        stop: Option<char>,
+    ) -> Result<(String, Vec<String>), String> {
         let mut result = String::new();
         let mut words = Words::default();
         while let Some(ch) = self.peek() {
@@ -418,16 +423,28 @@ impl State<'_> {
             Some(s) => null_is_unset && s.is_empty(),
         };
         match ch {
-            '-' => Ok(if unset(&value) { word } else { value.unwrap_or_default() }),
+            '-' => Ok(if unset(&value) {
+                word
+            } else {
+                value.unwrap_or_default()
+            }),
             '+' => Ok(if unset(&value) { String::new() } else { word }),
             '?' => match value {
                 None => Err(format!(
                     "{name}: {}",
-                    if word.is_empty() { "is not allowed to be unset" } else { &word }
+                    if word.is_empty() {
+                        "is not allowed to be unset"
+                    } else {
+                        &word
+                    }
                 )),
                 Some(v) if null_is_unset && v.is_empty() => Err(format!(
                     "{name}: {}",
-                    if word.is_empty() { "is not allowed to be empty" } else { &word }
+                    if word.is_empty() {
+                        "is not allowed to be empty"
+                    } else {
+                        &word
+                    }
                 )),
                 Some(v) => Ok(v),
             },

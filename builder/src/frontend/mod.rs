@@ -25,7 +25,7 @@ pub use error::{ParseError, ParseErrorKind};
 pub use heredoc::Heredoc;
 pub use instruction::{
     Arg, ArgDecl, Command, CommandLine, Copy, From, Healthcheck, Instruction, KeyValue, Keyword,
-    Network, Run, Security, Source,
+    Network, Onbuild, Run, Security, Source,
 };
 pub use parser::Warning;
 

@@ -84,7 +84,9 @@ fn csv_fields(s: &str) -> Result<Vec<String>, String> {
             i += 1;
             loop {
                 match chars.get(i) {
-                    None => return Err(format!("extraneous or missing \" in quoted field of {s:?}")),
+                    None => {
+                        return Err(format!("extraneous or missing \" in quoted field of {s:?}"));
+                    }
                     Some('"') if chars.get(i + 1) == Some(&'"') => {
                         field.push('"');
                         i += 2;
@@ -134,13 +136,19 @@ fn parse_bool(key: &str, v: &str) -> Result<bool, String> {
     match v {
         "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
         "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
-        _ => Err(format!("invalid value for {key}: {v:?} (use true or false)")),
+        _ => Err(format!(
+            "invalid value for {key}: {v:?} (use true or false)"
+        )),
     }
 }
 
 fn parse_u32(key: &str, v: &str, radix: u32) -> Result<u32, String> {
     u32::from_str_radix(v, radix).map_err(|_| {
-        let what = if radix == 8 { "an octal number" } else { "a number" };
+        let what = if radix == 8 {
+            "an octal number"
+        } else {
+            "a number"
+        };
         format!("invalid value for {key}: {v:?} (expected {what})")
     })
 }
@@ -298,11 +306,21 @@ pub fn parse_mount(
         }
     }
 
-    let file_info_allowed = matches!(m.kind, MountType::Secret | MountType::Ssh | MountType::Cache);
+    let file_info_allowed = matches!(
+        m.kind,
+        MountType::Secret | MountType::Ssh | MountType::Cache
+    );
     if !file_info_allowed {
-        for (name, set) in [("mode", m.mode.is_some()), ("uid", m.uid.is_some()), ("gid", m.gid.is_some())] {
+        for (name, set) in [
+            ("mode", m.mode.is_some()),
+            ("uid", m.uid.is_some()),
+            ("gid", m.gid.is_some()),
+        ] {
             if set {
-                return Err(format!("{name} not allowed for {:?} type mounts", m.kind.as_str()));
+                return Err(format!(
+                    "{name} not allowed for {:?} type mounts",
+                    m.kind.as_str()
+                ));
             }
         }
     }
@@ -310,7 +328,10 @@ pub fn parse_mount(
         m.read_only = !matches!(m.kind, MountType::Cache | MountType::Tmpfs);
     }
     if m.sharing.is_some() && m.kind != MountType::Cache {
-        return Err(format!("invalid cache sharing set for {} mount", m.kind.as_str()));
+        return Err(format!(
+            "invalid cache sharing set for {} mount",
+            m.kind.as_str()
+        ));
     }
     match m.kind {
         MountType::Cache if m.sharing.is_none() => m.sharing = Some(Sharing::Shared),
@@ -386,7 +407,10 @@ mod tests {
 
     #[test]
     fn tmpfs_size_and_errors() {
-        assert_eq!(parse("type=tmpfs,target=/t,size=64m").unwrap().size, Some(64 << 20));
+        assert_eq!(
+            parse("type=tmpfs,target=/t,size=64m").unwrap().size,
+            Some(64 << 20)
+        );
         assert!(parse("type=nfs,target=/x").is_err());
         assert!(parse("type=bind,target=/x,mode=0644").is_err());
         assert_eq!(parse("type=bind").unwrap().target, "");
@@ -397,7 +421,10 @@ mod tests {
         assert!(parse("type=cache,target=/x,sharing=weird").is_err());
         assert!(parse("type=cache,target=/x,bogus=1").is_err());
         assert!(parse("type=cache,target=/x,uid=abc").is_err());
-        assert_eq!(parse("type=cache,target=/x,mode=0755").unwrap().mode, Some(0o755));
+        assert_eq!(
+            parse("type=cache,target=/x,mode=0755").unwrap().mode,
+            Some(0o755)
+        );
     }
 
     #[test]

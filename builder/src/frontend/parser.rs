@@ -131,7 +131,11 @@ pub(crate) fn parse_lines(source: &str) -> Result<Lines, ParseError> {
         let text = process_line(raw, true);
         current += 1;
         let start_line = current;
-        let column = trim_newline(raw).chars().take_while(|c| c.is_whitespace()).count() + 1;
+        let column = trim_newline(raw)
+            .chars()
+            .take_while(|c| c.is_whitespace())
+            .count()
+            + 1;
         let escape = directives.directives.escape;
 
         let (mut line, mut end) = trim_continuation(text, escape);
@@ -242,7 +246,10 @@ mod tests {
 
     #[test]
     fn escaped_escape_is_not_a_continuation() {
-        assert_eq!(summary("RUN echo \\\\\nCMD x"), vec!["RUN@1-1:echo \\\\", "CMD@2-2:x"]);
+        assert_eq!(
+            summary("RUN echo \\\\\nCMD x"),
+            vec!["RUN@1-1:echo \\\\", "CMD@2-2:x"]
+        );
     }
 
     #[test]
@@ -259,7 +266,10 @@ mod tests {
 
     #[test]
     fn continuation_at_eof_is_kept() {
-        assert_eq!(summary("FROM a\nRUN foo \\"), vec!["FROM@1-1:a", "RUN@2-2:foo"]);
+        assert_eq!(
+            summary("FROM a\nRUN foo \\"),
+            vec!["FROM@1-1:a", "RUN@2-2:foo"]
+        );
         let e = parse_lines("FROM a\n\\\n").err().unwrap();
         assert_eq!(e.kind, ParseErrorKind::EmptyContinuation);
         assert_eq!(e.line, 2);

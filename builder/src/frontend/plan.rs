@@ -12,10 +12,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::Dockerfile;
 use super::instruction::{Arg, Command, Copy, Instruction, KeyValue, Run, Source};
 use super::lex::{Env, LexError, Lexer};
-use super::mount::{parse_mount, Mount};
-use super::Dockerfile;
+use super::mount::{Mount, parse_mount};
 
 /// Options of a build that shape its plan.
 #[derive(Debug, Clone, Default)]
@@ -234,13 +234,24 @@ impl Planner<'_> {
         w.as_ref().map(|w| self.word(ins, w, scope)).transpose()
     }
 
-    fn resolve_from(&self, ins: &Instruction, current: usize, from: &str) -> Result<FromRef, PlanError> {
+    fn resolve_from(
+        &self,
+        ins: &Instruction,
+        current: usize,
+        from: &str,
+    ) -> Result<FromRef, PlanError> {
         let lower = from.to_ascii_lowercase();
-        if let Some(i) = self.names.iter().position(|n| n.as_deref() == Some(lower.as_str())) {
+        if let Some(i) = self
+            .names
+            .iter()
+            .position(|n| n.as_deref() == Some(lower.as_str()))
+        {
             if i == current {
                 return Err(at(
                     ins,
-                    format!("circular dependency detected on stage: {lower} (a stage cannot copy or mount from itself)"),
+                    format!(
+                        "circular dependency detected on stage: {lower} (a stage cannot copy or mount from itself)"
+                    ),
                 ));
             }
             return Ok(FromRef::Stage(i));
@@ -249,7 +260,10 @@ impl Planner<'_> {
             if i >= current {
                 return Err(at(
                     ins,
-                    format!("invalid from flag value {from}: refers to the current or a later build stage (stage {current} can only use stages 0 to {})", current.saturating_sub(1)),
+                    format!(
+                        "invalid from flag value {from}: refers to the current or a later build stage (stage {current} can only use stages 0 to {})",
+                        current.saturating_sub(1)
+                    ),
                 ));
             }
             return Ok(FromRef::Stage(i));
@@ -257,7 +271,13 @@ impl Planner<'_> {
         Ok(FromRef::Image(from.to_string()))
     }
 
-    fn add_from(&self, work: &mut StageWork, ins: &Instruction, current: usize, from: &str) -> Result<(), PlanError> {
+    fn add_from(
+        &self,
+        work: &mut StageWork,
+        ins: &Instruction,
+        current: usize,
+        from: &str,
+    ) -> Result<(), PlanError> {
         match self.resolve_from(ins, current, from)? {
             FromRef::Stage(i) => {
                 if !work.depends_on.contains(&i) {
@@ -274,7 +294,12 @@ impl Planner<'_> {
     }
 
     /// Expands one instruction of stage `current` and applies its effect on the scope.
-    fn step(&self, work: &mut StageWork, ins: &Instruction, current: usize) -> Result<(), PlanError> {
+    fn step(
+        &self,
+        work: &mut StageWork,
+        ins: &Instruction,
+        current: usize,
+    ) -> Result<(), PlanError> {
         let env_snapshot = work.env.clone();
         let args_snapshot = work.args.clone();
         let scope = Scope {
@@ -360,7 +385,11 @@ impl Planner<'_> {
             Command::Expose(ports) => {
                 let mut all = Vec::new();
                 for p in ports {
-                    all.extend(self.lex.process_words(p, &scope).map_err(|e| lex_err(ins, e))?);
+                    all.extend(
+                        self.lex
+                            .process_words(p, &scope)
+                            .map_err(|e| lex_err(ins, e))?,
+                    );
                 }
                 out.command = Command::Expose(all);
             }
@@ -453,18 +482,30 @@ pub fn plan(df: &Dockerfile, options: &PlanOptions) -> Result<Plan, PlanError> {
         .position(|i| matches!(i.command, Command::From(_)))
         .unwrap_or(df.instructions.len());
     for ins in &df.instructions[..first_from] {
-        let Command::Arg(arg) = &ins.command else { continue };
+        let Command::Arg(arg) = &ins.command else {
+            continue;
+        };
         for decl in &arg.args {
-            let scope_args: Vec<(String, String)> =
-                planner.meta.iter().chain(planner.auto.iter()).cloned().collect();
-            let scope = Scope { env: &[], args: &scope_args };
+            let scope_args: Vec<(String, String)> = planner
+                .meta
+                .iter()
+                .chain(planner.auto.iter())
+                .cloned()
+                .collect();
+            let scope = Scope {
+                env: &[],
+                args: &scope_args,
+            };
             let name = planner.word(ins, &decl.name, &scope)?;
             let default = planner.opt_word(ins, &decl.default, &scope)?;
             planner.meta_declared.insert(name.clone());
             match options.build_args.get(&name).cloned().or(default) {
                 Some(v) => set_var(&mut planner.meta, &name, v),
                 None if arg.required => {
-                    return Err(at(ins, format!("ARG {name} is required: pass --build-arg {name}=<value>")));
+                    return Err(at(
+                        ins,
+                        format!("ARG {name} is required: pass --build-arg {name}=<value>"),
+                    ));
                 }
                 None => planner.meta.retain(|(k, _)| *k != name),
             }
@@ -489,18 +530,33 @@ pub fn plan(df: &Dockerfile, options: &PlanOptions) -> Result<Plan, PlanError> {
     let mut errors: Vec<Option<PlanError>> = Vec::with_capacity(stage_bounds.len());
     // What each stage declared, for the unconsumed-args check.
     let mut stage_declared: Vec<BTreeSet<String>> = Vec::with_capacity(stage_bounds.len());
-    let from_scope_args: Vec<(String, String)> =
-        planner.meta.iter().chain(planner.auto.iter()).cloned().collect();
+    let from_scope_args: Vec<(String, String)> = planner
+        .meta
+        .iter()
+        .chain(planner.auto.iter())
+        .cloned()
+        .collect();
     for (index, &start) in stage_bounds.iter().enumerate() {
-        let end = stage_bounds.get(index + 1).copied().unwrap_or(df.instructions.len());
+        let end = stage_bounds
+            .get(index + 1)
+            .copied()
+            .unwrap_or(df.instructions.len());
         let from_ins = &df.instructions[start];
-        let Command::From(from) = &from_ins.command else { continue };
-        let scope = Scope { env: &[], args: &from_scope_args };
+        let Command::From(from) = &from_ins.command else {
+            continue;
+        };
+        let scope = Scope {
+            env: &[],
+            args: &from_scope_args,
+        };
         let image = planner.word(from_ins, &from.image, &scope)?;
         if image.is_empty() {
             return Err(at(
                 from_ins,
-                format!("base name ({}) should not be blank: give the variable a value with ARG before FROM or --build-arg", from.image),
+                format!(
+                    "base name ({}) should not be blank: give the variable a value with ARG before FROM or --build-arg",
+                    from.image
+                ),
             ));
         }
         let stage_platform = planner.opt_word(from_ins, &from.platform, &scope)?;
@@ -514,7 +570,12 @@ pub fn plan(df: &Dockerfile, options: &PlanOptions) -> Result<Plan, PlanError> {
             (Base::Stage(i), stages[i].env.clone(), vec![i], Vec::new())
         } else {
             let env = options.image_env.get(&image).cloned().unwrap_or_default();
-            (Base::Image(image.clone()), env, Vec::new(), vec![image.clone()])
+            (
+                Base::Image(image.clone()),
+                env,
+                Vec::new(),
+                vec![image.clone()],
+            )
         };
         env.dedup_by(|a, b| a.0 == b.0);
         let mut expanded_from = from_ins.clone();
@@ -558,10 +619,14 @@ pub fn plan(df: &Dockerfile, options: &PlanOptions) -> Result<Plan, PlanError> {
         None => stages.len().saturating_sub(1),
         Some(t) => {
             let lower = t.to_ascii_lowercase();
-            match stages.iter().position(|s| s.name.as_deref() == Some(lower.as_str())) {
+            match stages
+                .iter()
+                .position(|s| s.name.as_deref() == Some(lower.as_str()))
+            {
                 Some(i) => i,
                 None => {
-                    let names: Vec<&str> = stages.iter().filter_map(|s| s.name.as_deref()).collect();
+                    let names: Vec<&str> =
+                        stages.iter().filter_map(|s| s.name.as_deref()).collect();
                     return Err(PlanError::UnknownTarget {
                         target: t.clone(),
                         available: if names.is_empty() {

@@ -3,10 +3,15 @@
 use super::*;
 
 fn env() -> Vec<(String, String)> {
-    [("PWD", "/home"), ("SHELL", "bash"), ("KOREAN", "한국어"), ("NULL", "")]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    [
+        ("PWD", "/home"),
+        ("SHELL", "bash"),
+        ("KOREAN", "한국어"),
+        ("NULL", ""),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
 }
 
 /// `input | expected` per line; `error` means the word must be rejected.
@@ -207,7 +212,10 @@ fn words_table() {
 fn backtick_escape() {
     let lex = Lexer::new('`');
     let env = env();
-    assert_eq!(lex.process_word("C:\\path`$PWD", &env).unwrap(), "C:\\path$PWD");
+    assert_eq!(
+        lex.process_word("C:\\path`$PWD", &env).unwrap(),
+        "C:\\path$PWD"
+    );
     assert_eq!(lex.process_word("a` b", &env).unwrap(), "a b");
     assert_eq!(lex.process_word("\"a`\"b\"", &env).unwrap(), "a\"b");
 }
@@ -227,13 +235,21 @@ fn skip_unset_env_keeps_references() {
     let mut lex = Lexer::new('\\');
     lex.skip_unset_env = true;
     let env = env();
-    assert_eq!(lex.process_word("$X ${Y} ${Z:-d} $PWD", &env).unwrap(), "$X ${Y} ${Z:-d} /home");
+    assert_eq!(
+        lex.process_word("$X ${Y} ${Z:-d} $PWD", &env).unwrap(),
+        "$X ${Y} ${Z:-d} /home"
+    );
 }
 
 #[test]
 fn error_names_the_word_and_problem() {
     let err = Lexer::new('\\').process_word("a${B", &NoEnv).unwrap_err();
-    assert_eq!(err.to_string(), "failed to process \"a${B\": syntax error: missing '}'");
-    let err = Lexer::new('\\').process_word("${B:?must be set}", &NoEnv).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "failed to process \"a${B\": syntax error: missing '}'"
+    );
+    let err = Lexer::new('\\')
+        .process_word("${B:?must be set}", &NoEnv)
+        .unwrap_err();
     assert!(err.to_string().contains("B: must be set"), "{err}");
 }

@@ -1,10 +1,13 @@
 use super::*;
-use crate::frontend::{parse, CommandLine};
+use crate::frontend::{CommandLine, parse};
 
 fn plan_with(src: &str, args: &[(&str, &str)], target: Option<&str>) -> Result<Plan, PlanError> {
     let df = parse(src).expect("test Dockerfile parses");
     let options = PlanOptions {
-        build_args: args.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        build_args: args
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         target: target.map(str::to_string),
         ..PlanOptions::default()
     };
@@ -18,17 +21,21 @@ fn ok(src: &str) -> Plan {
 /// The value of `key` in the first LABEL of the stage.
 fn label(stage: &Stage, key: &str) -> String {
     for step in &stage.steps {
-        if let Command::Label(kvs) = &step.instruction.command {
-            if let Some(kv) = kvs.iter().find(|kv| kv.key == key) {
-                return kv.value.clone();
-            }
+        if let Command::Label(kvs) = &step.instruction.command
+            && let Some(kv) = kvs.iter().find(|kv| kv.key == key)
+        {
+            return kv.value.clone();
         }
     }
     panic!("no LABEL {key}");
 }
 
 fn env(stage: &Stage, key: &str) -> Option<String> {
-    stage.env.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+    stage
+        .env
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.clone())
 }
 
 #[test]
@@ -80,16 +87,35 @@ fn platform_args_are_automatic_in_from_and_declared_in_stages() {
     let p = plan(&df, &options).unwrap();
     assert_eq!(label(&p.stages[0], "a"), "arm64");
     assert_eq!(label(&p.stages[0], "v"), "v8");
-    assert_eq!(p.stages[0].platform.as_deref(), Some("linux/amd64"), "BUILDPLATFORM is the host");
+    assert_eq!(
+        p.stages[0].platform.as_deref(),
+        Some("linux/amd64"),
+        "BUILDPLATFORM is the host"
+    );
 }
 
 #[test]
 fn proxy_args_reach_run_undeclared_and_are_never_unconsumed() {
     let src = "FROM alpine\nARG DECLARED\nRUN env\n";
-    let p = plan_with(src, &[("HTTP_PROXY", "http://p:3128"), ("DECLARED", "1"), ("EXTRA", "x")], None).unwrap();
+    let p = plan_with(
+        src,
+        &[
+            ("HTTP_PROXY", "http://p:3128"),
+            ("DECLARED", "1"),
+            ("EXTRA", "x"),
+        ],
+        None,
+    )
+    .unwrap();
     let run = &p.stages[0].steps[1];
-    assert!(run.args.contains(&("HTTP_PROXY".to_string(), "http://p:3128".to_string())));
-    assert!(run.args.contains(&("DECLARED".to_string(), "1".to_string())));
+    assert!(
+        run.args
+            .contains(&("HTTP_PROXY".to_string(), "http://p:3128".to_string()))
+    );
+    assert!(
+        run.args
+            .contains(&("DECLARED".to_string(), "1".to_string()))
+    );
     assert_eq!(p.unconsumed_build_args, vec!["EXTRA"]);
     assert_eq!(
         p.unconsumed_warning().unwrap(),
@@ -138,20 +164,35 @@ fn run_cmd_entrypoint_are_not_expanded() {
             security: None,
         })
     );
-    assert_eq!(s.steps[2].instruction.command, Command::Cmd(CommandLine::Exec(vec!["echo".into(), "$X".into()])));
-    assert_eq!(s.steps[3].instruction.command, Command::Workdir("/w/1".into()));
+    assert_eq!(
+        s.steps[2].instruction.command,
+        Command::Cmd(CommandLine::Exec(vec!["echo".into(), "$X".into()]))
+    );
+    assert_eq!(
+        s.steps[3].instruction.command,
+        Command::Workdir("/w/1".into())
+    );
 }
 
 #[test]
 fn copy_expose_volume_user_are_expanded() {
     let src = "FROM a\nARG P=\"80 443\"\nARG D=/app\nARG U=app\nCOPY --chown=$U:$U --chmod=755 src/${U}.txt $D/\nEXPOSE $P 8080/tcp\nVOLUME $D/data\nUSER $U\nSTOPSIGNAL SIG${U}\n";
     let p = ok(src);
-    let cmds: Vec<&Command> = p.stages[0].steps.iter().map(|s| &s.instruction.command).collect();
-    let Command::Copy(c) = cmds[3] else { panic!("COPY") };
+    let cmds: Vec<&Command> = p.stages[0]
+        .steps
+        .iter()
+        .map(|s| &s.instruction.command)
+        .collect();
+    let Command::Copy(c) = cmds[3] else {
+        panic!("COPY")
+    };
     assert_eq!(c.sources, vec![Source::Path("src/app.txt".into())]);
     assert_eq!(c.dest, "/app/");
     assert_eq!(c.chown.as_deref(), Some("app:app"));
-    assert_eq!(cmds[4], &Command::Expose(vec!["80".into(), "443".into(), "8080/tcp".into()]));
+    assert_eq!(
+        cmds[4],
+        &Command::Expose(vec!["80".into(), "443".into(), "8080/tcp".into()])
+    );
     assert_eq!(cmds[5], &Command::Volume(vec!["/app/data".into()]));
     assert_eq!(cmds[6], &Command::User("app".into()));
     assert_eq!(cmds[7], &Command::Stopsignal("SIGapp".into()));
@@ -161,7 +202,9 @@ fn copy_expose_volume_user_are_expanded() {
 fn run_mounts_are_expanded_and_typed() {
     let src = "FROM a AS deps\nFROM b\nARG CACHE=/root/.cache\nARG SRC=deps\nRUN --mount=type=cache,target=$CACHE,id=c --mount=from=$SRC,target=/d make\n";
     let p = ok(src);
-    let Command::Run(run) = &p.stages[1].steps[2].instruction.command else { panic!("RUN") };
+    let Command::Run(run) = &p.stages[1].steps[2].instruction.command else {
+        panic!("RUN")
+    };
     assert_eq!(run.mounts.len(), 2);
     assert_eq!(run.mounts[0].target, "/root/.cache");
     assert_eq!(run.mounts[1].from.as_deref(), Some("deps"));
@@ -183,7 +226,11 @@ COPY --from=nginx:1 /etc/nginx /etc/nginx
 ";
     let p = ok(src);
     assert_eq!(p.target, 3);
-    let names: Vec<_> = p.stages.iter().map(|s| (s.name.clone().unwrap(), s.used)).collect();
+    let names: Vec<_> = p
+        .stages
+        .iter()
+        .map(|s| (s.name.clone().unwrap(), s.used))
+        .collect();
     assert_eq!(
         names,
         vec![
@@ -213,16 +260,24 @@ COPY --from=nginx:1 /etc/nginx /etc/nginx
 #[test]
 fn stage_env_is_inherited_by_a_child_stage() {
     let p = ok("FROM a AS base\nENV GOPATH=/go\nFROM base\nWORKDIR $GOPATH/src\n");
-    assert_eq!(p.stages[1].steps[0].instruction.command, Command::Workdir("/go/src".into()));
+    assert_eq!(
+        p.stages[1].steps[0].instruction.command,
+        Command::Workdir("/go/src".into())
+    );
 }
 
 #[test]
 fn image_env_is_used_when_known() {
     let df = parse("FROM golang:1\nWORKDIR $GOPATH/src\n").unwrap();
     let mut options = PlanOptions::default();
-    options.image_env.insert("golang:1".into(), vec![("GOPATH".into(), "/go".into())]);
+    options
+        .image_env
+        .insert("golang:1".into(), vec![("GOPATH".into(), "/go".into())]);
     let p = plan(&df, &options).unwrap();
-    assert_eq!(p.stages[0].steps[0].instruction.command, Command::Workdir("/go/src".into()));
+    assert_eq!(
+        p.stages[0].steps[0].instruction.command,
+        Command::Workdir("/go/src".into())
+    );
 }
 
 #[test]
@@ -235,13 +290,21 @@ fn a_stage_named_like_its_image_is_not_its_own_base() {
 #[test]
 fn bad_references_are_errors_with_lines() {
     let e = plan_with("FROM a\nCOPY --from=0 / /\n", &[], None).unwrap_err();
-    assert!(e.to_string().starts_with("Dockerfile:2:1: invalid from flag value 0"), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("Dockerfile:2:1: invalid from flag value 0"),
+        "{e}"
+    );
     let e = plan_with("FROM a AS x\nCOPY --from=x / /\n", &[], None).unwrap_err();
     assert!(e.to_string().contains("circular dependency"), "{e}");
     let e = plan_with("FROM a AS x\nCOPY --from=y / /\nFROM x AS y\n", &[], None).unwrap_err();
     assert!(e.to_string().contains("circular dependency"), "{e}");
     let e = plan_with("ARG IMG\nFROM $IMG\n", &[], None).unwrap_err();
-    assert!(e.to_string().starts_with("Dockerfile:2:1: base name ($IMG) should not be blank"), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("Dockerfile:2:1: base name ($IMG) should not be blank"),
+        "{e}"
+    );
     assert!(plan_with("ARG IMG\nFROM $IMG\n", &[("IMG", "alpine")], None).is_ok());
 }
 
@@ -249,7 +312,10 @@ fn bad_references_are_errors_with_lines() {
 fn expansion_errors_count_only_in_needed_stages() {
     let src = "FROM a AS broken\nWORKDIR ${X:?must be set}\nFROM b AS fine\n";
     let e = plan_with(src, &[], Some("broken")).unwrap_err();
-    assert_eq!(e.to_string(), "Dockerfile:2:1: WORKDIR: failed to process \"${X:?must be set}\": X: must be set");
+    assert_eq!(
+        e.to_string(),
+        "Dockerfile:2:1: WORKDIR: failed to process \"${X:?must be set}\": X: must be set"
+    );
     assert!(plan_with(src, &[], Some("fine")).is_ok());
 }
 
@@ -257,7 +323,11 @@ fn expansion_errors_count_only_in_needed_stages() {
 fn flag_problems_surface_from_the_plan() {
     let df = parse("FROM a\nCOPY --user=me a b\n").unwrap();
     let e = plan(&df, &PlanOptions::default()).unwrap_err();
-    assert!(e.to_string().starts_with("Dockerfile:2:1: COPY: unknown flag: --user"), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("Dockerfile:2:1: COPY: unknown flag: --user"),
+        "{e}"
+    );
     let df = parse("FROM a\nRUN --mount=type=cache,target=/c,z true\n").unwrap();
     assert!(plan(&df, &PlanOptions::default()).is_err());
 }
