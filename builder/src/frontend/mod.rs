@@ -12,6 +12,7 @@
 mod directives;
 mod dispatch;
 mod error;
+mod flags;
 mod heredoc;
 mod instruction;
 pub mod lex;

@@ -1,5 +1,5 @@
 use super::*;
-use crate::frontend::{CommandLine, parse};
+use crate::frontend::{Command, CommandLine, Run, Source, parse};
 
 fn plan_with(src: &str, args: &[(&str, &str)], target: Option<&str>) -> Result<Plan, PlanError> {
     let df = parse(src).expect("test Dockerfile parses");
