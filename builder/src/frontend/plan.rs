@@ -7,8 +7,14 @@
 //! `--build-arg` overrides any default; the platform ARGs (`TARGETPLATFORM`, `BUILDARCH`, …)
 //! are set automatically in the global scope and in a stage once declared; the proxy ARGs
 //! (`HTTP_PROXY`, …) reach RUN steps without being declared. ENV wins over an ARG of the
-//! same name. RUN, CMD, ENTRYPOINT, SHELL, HEALTHCHECK, MAINTAINER and ONBUILD are not
-//! expanded here (the shell or a later build does that).
+//! same name.
+//!
+//! Expanded, as BuildKit expands them: ENV and LABEL keys and values, ARG names and defaults,
+//! FROM's image and `--platform` (global scope only), COPY/ADD sources, destination,
+//! `--from`, `--chown`, `--chmod`, `--checksum`, `--exclude` and unquoted heredoc contents,
+//! EXPOSE (split into words), VOLUME, USER, WORKDIR, STOPSIGNAL, and RUN `--mount` values.
+//! RUN, CMD, ENTRYPOINT, SHELL, HEALTHCHECK, MAINTAINER and ONBUILD are not expanded here
+//! (the shell or a later build does that).
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -214,8 +214,18 @@ impl Planner<'_> {
             Command::Copy(c) | Command::Add(c) => {
                 let mut c2: Copy = c.clone();
                 for s in &mut c2.sources {
-                    if let Source::Path(p) = s {
-                        *p = self.word(ins, p, &scope)?;
+                    match s {
+                        Source::Path(p) => *p = self.word(ins, p, &scope)?,
+                        // An unquoted heredoc terminator means its content is expanded, with
+                        // quotes left alone (BuildKit's raw expansion, always with `\`).
+                        Source::Heredoc(h) if h.expand => {
+                            let mut raw = Lexer::new('\\');
+                            raw.skip_process_quotes = true;
+                            h.content = raw
+                                .process_word(&h.content, &scope)
+                                .map_err(|e| lex_err(ins, e))?;
+                        }
+                        Source::Heredoc(_) => {}
                     }
                 }
                 c2.dest = self.word(ins, &c.dest, &scope)?;

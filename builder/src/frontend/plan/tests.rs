@@ -346,3 +346,21 @@ fn backtick_escape_applies_to_expansion() {
     assert_eq!(env(&p.stages[0], "P").as_deref(), Some("C:\\dir"));
     assert_eq!(env(&p.stages[0], "D").as_deref(), Some("$HOME"));
 }
+
+#[test]
+fn copy_heredoc_content_is_expanded_unless_quoted() {
+    let src = "FROM a\nARG NAME=world\nCOPY <<A <<'B' /d/\nhello \"$NAME\"\nA\nraw $NAME\nB\n";
+    let p = ok(src);
+    let Command::Copy(c) = &p.stages[0].steps[1].instruction.command else {
+        panic!("COPY")
+    };
+    let contents: Vec<String> = c
+        .sources
+        .iter()
+        .map(|s| match s {
+            Source::Heredoc(h) => h.content.clone(),
+            Source::Path(p) => p.clone(),
+        })
+        .collect();
+    assert_eq!(contents, vec!["hello \"world\"\n", "raw $NAME\n"]);
+}
