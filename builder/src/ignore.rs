@@ -161,8 +161,8 @@ fn compile(text: &str) -> Result<Kind, String> {
     }
     Ok(match t {
         T::Exact => Kind::Exact,
-        T::Prefix => Kind::Prefix(text[..text.len() - 2].to_string()),
-        T::Suffix => Kind::Suffix(text[2..].to_string()),
+        T::Prefix => Kind::Prefix(text.strip_suffix("**").unwrap_or(text).to_string()),
+        T::Suffix => Kind::Suffix(text.strip_prefix("**").unwrap_or(text).to_string()),
         T::Regex => {
             re.push('$');
             Kind::Regex(Regex::new(&re).map_err(|e| e.to_string())?)
@@ -416,6 +416,16 @@ mod tests {
         let e = Ignore::parse("ok\n!\n").unwrap_err();
         assert!(e.to_string().starts_with(".dockerignore:2:"), "{e}");
         assert!(Ignore::parse("[z-a]\n").is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics(text in "[a-z*?!/\\\\.\\[\\]#\n -]{0,60}", path in "[a-z*./]{0,20}") {
+            if let Ok(i) = Ignore::parse(&text) {
+                let _ = i.matches(&path, false);
+                let _ = i.may_match_inside(&path);
+            }
+        }
     }
 
     #[test]
