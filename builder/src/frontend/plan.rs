@@ -1,0 +1,424 @@
+//! From a parsed Dockerfile to a build plan: stages with their bases, instructions with
+//! variables expanded where BuildKit expands them, ARG scoping, `--build-arg`, `--target`, and
+//! which stages the target needs.
+//!
+//! Scoping follows BuildKit: ARGs before the first FROM ("global" or meta args) are visible
+//! only in FROM lines unless a stage declares them again (`ARG NAME` takes the global value);
+//! `--build-arg` overrides any default; the platform ARGs (`TARGETPLATFORM`, `BUILDARCH`, …)
+//! are set automatically in the global scope and in a stage once declared; the proxy ARGs
+//! (`HTTP_PROXY`, …) reach RUN steps without being declared. ENV wins over an ARG of the
+//! same name.
+//!
+//! Expanded, as BuildKit expands them: ENV and LABEL keys and values, ARG names and defaults,
+//! FROM's image and `--platform` (global scope only), COPY/ADD sources, destination,
+//! `--from`, `--chown`, `--chmod`, `--checksum`, `--exclude` and unquoted heredoc contents,
+//! EXPOSE (split into words), VOLUME, USER, WORKDIR, STOPSIGNAL, and RUN `--mount` values.
+//! RUN, CMD, ENTRYPOINT, SHELL, HEALTHCHECK, MAINTAINER and ONBUILD are not expanded here
+//! (the shell or a later build does that).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+mod expand;
+
+use expand::{Planner, Scope, StageWork, at, set_var};
+
+use super::Dockerfile;
+use super::instruction::{Command, Instruction};
+use super::lex::Lexer;
+
+/// Options of a build that shape its plan.
+#[derive(Debug, Clone, Default)]
+pub struct PlanOptions {
+    /// `--build-arg NAME=VALUE`.
+    pub build_args: BTreeMap<String, String>,
+    /// `--target`: the stage to build; the last stage when `None`.
+    pub target: Option<String>,
+    /// `--platform` (`os/arch[/variant]`); `linux/amd64` when `None`.
+    pub platform: Option<String>,
+    /// The configured environment of base images, by reference as written in FROM after
+    /// expansion, when the caller knows it (variables an image defines can then be used in
+    /// its stage, as with BuildKit, which reads the image config first).
+    pub image_env: BTreeMap<String, Vec<(String, String)>>,
+}
+
+/// What a stage starts from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Base {
+    /// `FROM scratch`: an empty filesystem.
+    Scratch,
+    /// An image reference, as written after expansion.
+    Image(String),
+    /// An earlier stage, by index.
+    Stage(usize),
+}
+
+/// One instruction of a stage, expanded, with the build args in scope at that point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// The instruction with its expandable parts expanded.
+    pub instruction: Instruction,
+    /// Declared build args with a value at this point, plus proxy args given on the command
+    /// line: what a RUN here sees in its environment besides ENV.
+    pub args: Vec<(String, String)>,
+}
+
+/// A build stage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stage {
+    /// Position among the stages (what `COPY --from=0` means).
+    pub index: usize,
+    /// `AS name`, lower-cased.
+    pub name: Option<String>,
+    /// The FROM instruction, expanded.
+    pub from: Instruction,
+    pub base: Base,
+    /// `FROM --platform=…`, expanded.
+    pub platform: Option<String>,
+    /// The instructions after FROM.
+    pub steps: Vec<Step>,
+    /// Stages this one reads from: its base, `COPY --from`, `RUN --mount=from=`.
+    pub depends_on: Vec<usize>,
+    /// Images this one reads from (its base and `--from` images).
+    pub images: Vec<String>,
+    /// Whether the target needs this stage.
+    pub used: bool,
+    /// ENV at the end of the stage (inherited from a base stage or `image_env`, then ENV).
+    pub env: Vec<(String, String)>,
+}
+
+/// The build plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub stages: Vec<Stage>,
+    /// Index of the stage to build.
+    pub target: usize,
+    /// Global ARGs with their values (only those that have one).
+    pub global_args: Vec<(String, String)>,
+    /// `--build-arg`s no ARG declares (Docker warns: "One or more build-args [...] were not
+    /// consumed"); proxy args are never listed.
+    pub unconsumed_build_args: Vec<String>,
+    /// The target platform.
+    pub platform: String,
+}
+
+impl Plan {
+    /// The warning Docker prints for unconsumed build args, if any.
+    pub fn unconsumed_warning(&self) -> Option<String> {
+        (!self.unconsumed_build_args.is_empty()).then(|| {
+            format!(
+                "[Warning] One or more build-args [{}] were not consumed",
+                self.unconsumed_build_args.join(" ")
+            )
+        })
+    }
+}
+
+/// A Dockerfile that parses but cannot be planned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    /// `--target` names no stage.
+    #[error("target stage {target:?} could not be found; the stages are: {available}")]
+    UnknownTarget {
+        target: String,
+        /// The named stages, comma-separated.
+        available: String,
+    },
+    /// An instruction that cannot be expanded or resolved.
+    #[error("Dockerfile:{line}:{column}: {message}")]
+    Instruction {
+        line: usize,
+        column: usize,
+        message: String,
+    },
+}
+
+/// Args that reach RUN without being declared and stay out of the image history.
+pub const PROXY_ARGS: [&str; 10] = [
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "FTP_PROXY",
+    "ftp_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
+
+/// The platform ARGs BuildKit defines for `platform` (target) and the build host.
+fn platform_args(target: &str) -> Vec<(String, String)> {
+    fn parts(p: &str) -> (String, String, String) {
+        let mut it = p.split('/');
+        let os = it.next().unwrap_or_default().to_string();
+        let arch = it.next().unwrap_or_default().to_string();
+        let variant = it.next().unwrap_or_default().to_string();
+        (os, arch, variant)
+    }
+    let build = "linux/amd64";
+    let (tos, tarch, tvar) = parts(target);
+    let (bos, barch, bvar) = parts(build);
+    vec![
+        ("TARGETPLATFORM".into(), target.to_string()),
+        ("TARGETOS".into(), tos),
+        ("TARGETARCH".into(), tarch),
+        ("TARGETVARIANT".into(), tvar),
+        ("BUILDPLATFORM".into(), build.to_string()),
+        ("BUILDOS".into(), bos),
+        ("BUILDARCH".into(), barch),
+        ("BUILDVARIANT".into(), bvar),
+    ]
+}
+
+/// Plans a parsed Dockerfile. See the module documentation for the rules.
+pub fn plan(df: &Dockerfile, options: &PlanOptions) -> Result<Plan, PlanError> {
+    let platform = options
+        .platform
+        .clone()
+        .unwrap_or_else(|| "linux/amd64".to_string());
+    let mut auto = platform_args(&platform);
+    for (k, v) in auto.iter_mut() {
+        if let Some(o) = options.build_args.get(k.as_str()) {
+            *v = o.clone();
+        }
+    }
+    // BuildKit rejects bad flags when it reads the instructions for a build, in every stage.
+    if let Some(ins) = df.instructions.iter().find(|i| !i.flag_errors.is_empty()) {
+        return Err(at(ins, ins.flag_errors.join("; ")));
+    }
+    let lex = Lexer::new(df.escape());
+    let mut planner = Planner {
+        lex,
+        options,
+        meta: Vec::new(),
+        meta_declared: BTreeSet::new(),
+        auto,
+        names: Vec::new(),
+    };
+
+    // Global args, then the stage list.
+    let first_from = df
+        .instructions
+        .iter()
+        .position(|i| matches!(i.command, Command::From(_)))
+        .unwrap_or(df.instructions.len());
+    for ins in &df.instructions[..first_from] {
+        let Command::Arg(arg) = &ins.command else {
+            continue;
+        };
+        for decl in &arg.args {
+            let scope_args: Vec<(String, String)> = planner
+                .meta
+                .iter()
+                .chain(planner.auto.iter())
+                .cloned()
+                .collect();
+            let scope = Scope {
+                env: &[],
+                args: &scope_args,
+            };
+            let name = planner.word(ins, &decl.name, &scope)?;
+            let default = planner.opt_word(ins, &decl.default, &scope)?;
+            planner.meta_declared.insert(name.clone());
+            match options.build_args.get(&name).cloned().or(default) {
+                Some(v) => set_var(&mut planner.meta, &name, v),
+                None if arg.required => {
+                    return Err(at(
+                        ins,
+                        format!("ARG {name} is required: pass --build-arg {name}=<value>"),
+                    ));
+                }
+                None => planner.meta.retain(|(k, _)| *k != name),
+            }
+        }
+    }
+    let stage_bounds: Vec<usize> = df
+        .instructions
+        .iter()
+        .enumerate()
+        .filter(|(_, i)| matches!(i.command, Command::From(_)))
+        .map(|(n, _)| n)
+        .collect();
+    planner.names = stage_bounds
+        .iter()
+        .map(|&n| match &df.instructions[n].command {
+            Command::From(f) => f.name.clone(),
+            _ => None,
+        })
+        .collect();
+
+    let mut stages: Vec<Stage> = Vec::with_capacity(stage_bounds.len());
+    let mut errors: Vec<Option<PlanError>> = Vec::with_capacity(stage_bounds.len());
+    // What each stage declared, for the unconsumed-args check.
+    let mut stage_declared: Vec<BTreeSet<String>> = Vec::with_capacity(stage_bounds.len());
+    let from_scope_args: Vec<(String, String)> = planner
+        .meta
+        .iter()
+        .chain(planner.auto.iter())
+        .cloned()
+        .collect();
+    for (index, &start) in stage_bounds.iter().enumerate() {
+        let end = stage_bounds
+            .get(index + 1)
+            .copied()
+            .unwrap_or(df.instructions.len());
+        let from_ins = &df.instructions[start];
+        let Command::From(from) = &from_ins.command else {
+            continue;
+        };
+        let scope = Scope {
+            env: &[],
+            args: &from_scope_args,
+        };
+        let image = planner.word(from_ins, &from.image, &scope)?;
+        if image.is_empty() {
+            return Err(at(
+                from_ins,
+                format!(
+                    "base name ({}) should not be blank: give the variable a value with ARG before FROM or --build-arg",
+                    from.image
+                ),
+            ));
+        }
+        let stage_platform = planner.opt_word(from_ins, &from.platform, &scope)?;
+        let lower = image.to_ascii_lowercase();
+        let (base, mut env, depends_on, images) = if lower == "scratch" {
+            (Base::Scratch, Vec::new(), Vec::new(), Vec::new())
+        } else if let Some(i) = planner.names[..index]
+            .iter()
+            .position(|n| n.as_deref() == Some(lower.as_str()))
+        {
+            (Base::Stage(i), stages[i].env.clone(), vec![i], Vec::new())
+        } else {
+            let env = options.image_env.get(&image).cloned().unwrap_or_default();
+            (
+                Base::Image(image.clone()),
+                env,
+                Vec::new(),
+                vec![image.clone()],
+            )
+        };
+        env.dedup_by(|a, b| a.0 == b.0);
+        let mut expanded_from = from_ins.clone();
+        expanded_from.command = Command::From(super::instruction::From {
+            image: image.clone(),
+            name: from.name.clone(),
+            platform: stage_platform.clone(),
+        });
+        let mut work = StageWork {
+            env,
+            args: Vec::new(),
+            steps: Vec::new(),
+            depends_on,
+            images,
+            declared: BTreeSet::new(),
+        };
+        let mut error = None;
+        for ins in &df.instructions[start + 1..end] {
+            if let Err(e) = planner.step(&mut work, ins, index) {
+                error = Some(e);
+                break;
+            }
+        }
+        errors.push(error);
+        stages.push(Stage {
+            index,
+            name: from.name.clone(),
+            from: expanded_from,
+            base,
+            platform: stage_platform,
+            steps: work.steps,
+            depends_on: work.depends_on,
+            images: work.images,
+            used: false,
+            env: work.env,
+        });
+        stage_declared.push(work.declared);
+    }
+
+    let target = match &options.target {
+        None => stages.len().saturating_sub(1),
+        Some(t) => {
+            let lower = t.to_ascii_lowercase();
+            match stages
+                .iter()
+                .position(|s| s.name.as_deref() == Some(lower.as_str()))
+            {
+                Some(i) => i,
+                None => {
+                    let names: Vec<&str> =
+                        stages.iter().filter_map(|s| s.name.as_deref()).collect();
+                    return Err(PlanError::UnknownTarget {
+                        target: t.clone(),
+                        available: if names.is_empty() {
+                            "(none is named; name one with FROM <image> AS <name>)".into()
+                        } else {
+                            names.join(", ")
+                        },
+                    });
+                }
+            }
+        }
+    };
+
+    // Mark what the target needs, detecting cycles through later-stage references.
+    let mut state = vec![0u8; stages.len()]; // 0 new, 1 in progress, 2 done
+    let mut stack = vec![(target, 0usize)];
+    while let Some((s, next)) = stack.pop() {
+        if next == 0 {
+            if state[s] == 2 {
+                continue;
+            }
+            state[s] = 1;
+            stages[s].used = true;
+        }
+        if let Some(&d) = stages[s].depends_on.get(next) {
+            stack.push((s, next + 1));
+            match state.get(d) {
+                Some(1) => {
+                    return Err(at(
+                        &stages[s].from,
+                        format!(
+                            "circular dependency detected on stage: {}",
+                            stages[d].name.clone().unwrap_or_else(|| d.to_string())
+                        ),
+                    ));
+                }
+                Some(0) => stack.push((d, 0)),
+                _ => {}
+            }
+        } else {
+            state[s] = 2;
+        }
+    }
+    for (s, e) in stages.iter().zip(errors) {
+        if let Some(e) = e.filter(|_| s.used) {
+            return Err(e);
+        }
+    }
+
+    let unconsumed_build_args = options
+        .build_args
+        .keys()
+        .filter(|k| !PROXY_ARGS.contains(&k.as_str()))
+        .filter(|k| {
+            !planner.meta_declared.contains(k.as_str())
+                && !stages
+                    .iter()
+                    .zip(&stage_declared)
+                    .any(|(s, d)| s.used && d.contains(k.as_str()))
+        })
+        .cloned()
+        .collect();
+
+    Ok(Plan {
+        stages,
+        target,
+        global_args: planner.meta,
+        unconsumed_build_args,
+        platform,
+    })
+}
+
+#[cfg(test)]
+mod tests;
