@@ -441,3 +441,30 @@ fn network_inspect_and_ip_options() {
     env.ok(&["rm", "-f", "fx"]);
     env.ok(&["network", "rm", "fixed"]);
 }
+
+#[test]
+fn published_udp_port_answers() {
+    let env = setup();
+    let port = 20000 + (std::process::id() % 20000) as u16;
+    // A UDP echo server: the host's python3, bind-mounted read-only.
+    env.ok(&[
+        "run", "-d", "--name", "udp", "-p", &format!("{port}:53/udp"),
+        "-v", "/usr:/usr:ro", "-v", "/usr/lib:/lib:ro", "-v", "/usr/lib64:/lib64:ro",
+        "bb:1", "/usr/bin/python3", "-c",
+        "import socket\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.bind(('0.0.0.0',53))\nwhile True:\n    d,a=s.recvfrom(100)\n    s.sendto(b'pong '+d, a)",
+    ]);
+    assert_eq!(env.ok(&["port", "udp", "53/udp"]).trim(), format!("0.0.0.0:{port}"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    let mut buf = [0u8; 64];
+    let got = loop {
+        sock.send_to(b"ping", ("127.0.0.1", port)).unwrap();
+        if let Ok((n, _)) = sock.recv_from(&mut buf) {
+            break String::from_utf8_lossy(&buf[..n]).into_owned();
+        }
+        assert!(Instant::now() < deadline, "no UDP answer through the published port");
+    };
+    assert_eq!(got, "pong ping");
+    env.ok(&["rm", "-f", "udp"]);
+}
