@@ -307,6 +307,15 @@ fn user_defined_networks_isolate_resolve_names_and_connect() {
     assert!(out.contains("1 packets received"), "{out}");
     let cont = env.ok(&["network", "inspect", "-f", "{{len .Containers}}", "front"]);
     assert_eq!(cont.trim(), "2");
+    // The resolver is the embedded server; a restarted container's new address is what its
+    // name resolves to at once.
+    let conf = env.ok(&["exec", "db", "cat", "/etc/resolv.conf"]);
+    assert!(conf.contains("nameserver 127.0.0.11"), "{conf}");
+    env.ok(&["restart", "-t", "0", "db"]);
+    let new_ip = inspect(&env, "db", "{{.NetworkSettings.Networks.front.IPAddress}}");
+    assert_ne!(new_ip, db_ip, "a restart takes the next free address");
+    let out = env.ok(&["exec", "other", "nslookup", "db", "127.0.0.11"]);
+    assert!(out.contains(&new_ip) && !out.contains(&format!("{db_ip}\n")), "{out}");
     // A container's new address is what its name resolves to after a restart elsewhere.
     env.ok(&["network", "disconnect", "front", "other"]);
     let o = env.berth().args(["exec", "db", "ping", "-c1", "-W1", "helper"]).output().unwrap();

@@ -164,10 +164,18 @@ fn supervise(
     let mut backoff = Duration::from_millis(100);
     let mut first = true;
     let mut ports: Option<crate::network::ports::Reservation> = None;
+    let mut dns_stop: Option<Arc<std::sync::atomic::AtomicBool>> = None;
     let code = loop {
         let started = Instant::now();
-        let (pid, copiers) = match start_once(&runner, &mut c, &*sandbox, log.clone(), attach, &mut ports)
-        {
+        let (pid, copiers) = match start_once(
+            &runner,
+            &mut c,
+            &*sandbox,
+            log.clone(),
+            attach,
+            &mut ports,
+            &mut dns_stop,
+        ) {
             Ok(r) => r,
             Err(e) => {
                 unpublish(&runner, &mut c);
@@ -210,6 +218,9 @@ fn supervise(
         }
         let code = crate::sandbox::wait_child(pid).unwrap_or(255);
         tracing::debug!("container exited with {code}");
+        if let Some(stop) = dns_stop.take() {
+            stop.store(true, Ordering::SeqCst);
+        }
         current.store(0, Ordering::SeqCst);
         copiers.finish();
         let cgroup = crate::cgroups::path_for(&c.record.id);
@@ -336,6 +347,7 @@ fn start_once(
     log: Arc<LogFile>,
     attach: bool,
     ports: &mut Option<crate::network::ports::Reservation>,
+    dns_stop: &mut Option<Arc<std::sync::atomic::AtomicBool>>,
 ) -> Result<(i32, crate::stdio::Copiers)> {
     tracing::debug!("start: preparing {}", c.short_id());
     let store = runner.store();
@@ -381,7 +393,7 @@ fn start_once(
     };
     tracing::debug!("start: {} endpoint(s) allocated", eps.len());
     let mounts = crate::volumes::prepare(runner, c, &rootfs)?;
-    let _dns_upstreams = write_etc_files(c, &network, &eps, &link_hosts, nets.as_ref())?;
+    let dns_upstreams = write_etc_files(c, &network, &eps, &link_hosts, nets.as_ref())?;
     let user = crate::user::resolve_user(&rootfs, &c.record.config.user)
         .map_err(|e| RunnerError::invalid("user", e.to_string()))?;
     if !c.record.config.working_dir.is_empty() {
@@ -438,6 +450,11 @@ fn start_once(
     };
     let pid = sandbox.start(&c.record.id, &p.bundle(), io, &prestart)?;
     tracing::debug!("start: sandbox started pid {pid}");
+    if let Some(upstreams) = dns_upstreams {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        crate::network::attach::start_dns(runner.root(), c, pid, upstreams, stop.clone())?;
+        *dns_stop = Some(stop);
+    }
     let copiers = plumbing.connect(Some(log), attach)?;
     let start = process_start_time(pid).unwrap_or(0);
     let published = match (ports.as_ref(), eps.first()) {

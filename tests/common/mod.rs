@@ -227,7 +227,7 @@ pub fn busybox_rootfs_tar(out: &Path) {
     for applet in [
         "sh", "ls", "cat", "echo", "env", "id", "ps", "sleep", "true", "false", "mount",
         "hostname", "wget", "nc", "ip", "touch", "mkdir", "rm", "tr", "head", "grep", "dd", "kill",
-        "seq", "wc", "stat",
+        "seq", "wc", "stat", "ping", "nslookup",
     ] {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Symlink);

@@ -282,3 +282,90 @@ pub fn disconnect(runner: &Runner, c: &mut Container, network: &str) -> Result<(
         }
     })
 }
+
+/// The embedded DNS server's view for one container: the names (container name, short ID,
+/// aliases) on every network it has an endpoint on, read live from the endpoint records, so a
+/// container that joins, leaves or comes back with a new address is answered for at once.
+pub struct NetResolver {
+    networks_dir: std::path::PathBuf,
+    container_id: String,
+}
+
+impl NetResolver {
+    pub fn new(root: &std::path::Path, container_id: &str) -> NetResolver {
+        NetResolver {
+            networks_dir: root.join("networks"),
+            container_id: container_id.to_string(),
+        }
+    }
+
+    /// Endpoints on the networks this container is attached to (the default bridge has no
+    /// name resolution, as Docker's).
+    fn peers(&self) -> Vec<Endpoint> {
+        let mut out = Vec::new();
+        let Ok(rd) = std::fs::read_dir(&self.networks_dir) else {
+            return out;
+        };
+        for d in rd.flatten() {
+            let dir = d.path();
+            let eps = dir.join("endpoints");
+            if !eps.join(format!("{}.json", self.container_id)).exists() {
+                continue;
+            }
+            let is_default = crate::state::read_json::<super::NetworkRecord>(&dir.join("network.json"))
+                .map(|r| r.options.contains_key("com.docker.network.bridge.default_bridge"))
+                .unwrap_or(true);
+            if is_default {
+                continue;
+            }
+            let Ok(files) = std::fs::read_dir(&eps) else {
+                continue;
+            };
+            for f in files.flatten() {
+                if f.file_name().to_string_lossy().ends_with(".json")
+                    && let Ok(ep) = crate::state::read_json::<Endpoint>(&f.path())
+                {
+                    out.push(ep);
+                }
+            }
+        }
+        out
+    }
+}
+
+impl super::dns::Resolver for NetResolver {
+    fn lookup(&self, name: &str) -> Option<Vec<std::net::IpAddr>> {
+        let ips: Vec<std::net::IpAddr> = self
+            .peers()
+            .into_iter()
+            .filter(|e| {
+                e.name.eq_ignore_ascii_case(name)
+                    || e.container_id.get(..12).is_some_and(|s| s.eq_ignore_ascii_case(name))
+                    || e.aliases.iter().any(|a| a.eq_ignore_ascii_case(name))
+            })
+            .map(|e| std::net::IpAddr::V4(e.ip))
+            .collect();
+        (!ips.is_empty()).then_some(ips)
+    }
+
+    fn reverse(&self, ip: std::net::IpAddr) -> Option<String> {
+        self.peers()
+            .into_iter()
+            .find(|e| std::net::IpAddr::V4(e.ip) == ip)
+            .map(|e| e.name)
+    }
+}
+
+/// Serve DNS at 127.0.0.11 in the container whose init is `pid` until `stop` is set.
+pub fn start_dns(
+    root: &std::path::Path,
+    c: &Container,
+    pid: i32,
+    upstreams: Vec<std::net::SocketAddr>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Result<std::thread::JoinHandle<()>> {
+    let sockets = super::dns::bind_in_netns(pid)
+        .map_err(|e| RunnerError::Network(format!("starting the embedded DNS server: {e}")))?;
+    let resolver = std::sync::Arc::new(NetResolver::new(root, c.id()));
+    Ok(super::dns::serve(sockets, resolver, upstreams, stop))
+}

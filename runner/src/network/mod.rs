@@ -11,6 +11,7 @@
 
 pub mod config;
 pub mod attach;
+pub mod dns;
 pub mod ipam;
 pub mod netlink;
 pub mod nft;
