@@ -54,7 +54,9 @@ impl Outside {
         let www = tempfile::tempdir().unwrap();
         std::fs::write(www.path().join("index.html"), "outside\n").unwrap();
         let httpd = Command::new("ip")
-            .args(["netns", "exec", &ns, "busybox", "httpd", "-f", "-p", "8000", "-h"])
+            .args([
+                "netns", "exec", &ns, "busybox", "httpd", "-f", "-p", "8000", "-h",
+            ])
             .arg(www.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -71,9 +73,12 @@ impl Outside {
         // Wait until it listens.
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
-            if sh(&format!("ip netns exec {} sh -c 'cat /proc/net/tcp' | grep -q ':1F40 '", me.ns))
-                .status
-                .success()
+            if sh(&format!(
+                "ip netns exec {} sh -c 'cat /proc/net/tcp' | grep -q ':1F40 '",
+                me.ns
+            ))
+            .status
+            .success()
             {
                 break;
             }
@@ -94,7 +99,10 @@ impl Drop for Outside {
             let _ = h.kill();
             let _ = h.wait();
         }
-        let _ = sh(&format!("ip link del {}; ip netns del {}", self.host_if, self.ns));
+        let _ = sh(&format!(
+            "ip link del {}; ip netns del {}",
+            self.host_if, self.ns
+        ));
         let _ = self.www.path();
     }
 }
@@ -126,7 +134,14 @@ fn http_get(url: &str) -> String {
 fn default_bridge_gives_an_address_hosts_entry_and_nat_out() {
     let env = setup();
     let outside = Outside::new();
-    let out = env.ok(&["run", "--rm", "bb:1", "sh", "-c", "ip -4 -o addr show eth0; cat /etc/hosts; ip route"]);
+    let out = env.ok(&[
+        "run",
+        "--rm",
+        "bb:1",
+        "sh",
+        "-c",
+        "ip -4 -o addr show eth0; cat /etc/hosts; ip route",
+    ]);
     let prefix = env.subnet_prefix();
     assert!(out.contains(&format!("inet {prefix}")), "{out}");
     assert!(out.contains(&format!("default via {prefix}1")), "{out}");
@@ -140,7 +155,10 @@ fn default_bridge_gives_an_address_hosts_entry_and_nat_out() {
         .next()
         .unwrap()
         .to_string();
-    assert!(out.lines().any(|l| l.starts_with(&format!("{ip}\t"))), "{out}");
+    assert!(
+        out.lines().any(|l| l.starts_with(&format!("{ip}\t"))),
+        "{out}"
+    );
     // Outbound through masquerade: the outside namespace has no route to the bridge subnet.
     let got = env.ok(&[
         "run",
@@ -211,8 +229,14 @@ fn published_ports_answer_on_loopback_and_from_outside_and_go_away() {
         .next()
         .unwrap()
         .to_string();
-    assert_eq!(http_get(&format!("http://127.0.0.1:{any_port}/")), "hello-web\n");
-    assert_eq!(http_get(&format!("http://127.0.0.1:{lo_port}/")), "hello-web\n");
+    assert_eq!(
+        http_get(&format!("http://127.0.0.1:{any_port}/")),
+        "hello-web\n"
+    );
+    assert_eq!(
+        http_get(&format!("http://127.0.0.1:{lo_port}/")),
+        "hello-web\n"
+    );
     // From another namespace that routes to the host.
     let o = outside.exec(&format!(
         "busybox wget -q -O - http://{}:{any_port}/",
@@ -221,7 +245,15 @@ fn published_ports_answer_on_loopback_and_from_outside_and_go_away() {
     assert_eq!(String::from_utf8_lossy(&o.stdout), "hello-web\n");
     // Hairpin: the container reaches its own published port through the gateway.
     let gw = format!("{}1", env.subnet_prefix());
-    let got = env.ok(&["exec", "web", "wget", "-q", "-O", "-", &format!("http://{gw}:{any_port}/")]);
+    let got = env.ok(&[
+        "exec",
+        "web",
+        "wget",
+        "-q",
+        "-O",
+        "-",
+        &format!("http://{gw}:{any_port}/"),
+    ]);
     assert_eq!(got, "hello-web\n");
     // ps shows the mapping; inspect has Docker's Ports shape.
     let ps = env.ok(&["ps", "--format", "{{.Ports}}"]);
@@ -229,7 +261,15 @@ fn published_ports_answer_on_loopback_and_from_outside_and_go_away() {
     let pj = inspect(&env, "web", "{{json .NetworkSettings.Ports}}");
     assert!(pj.contains(&format!("\"HostPort\":\"{any_port}\"")), "{pj}");
     // A host port that is taken: a clear error, the container is not started.
-    let out = env.fails(&["run", "-d", "-p", &format!("{any_port}:80"), "bb:1", "sleep", "5"]);
+    let out = env.fails(&[
+        "run",
+        "-d",
+        "-p",
+        &format!("{any_port}:80"),
+        "bb:1",
+        "sleep",
+        "5",
+    ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("port is already allocated"), "{err}");
     assert_eq!(out.status.code(), Some(125));
@@ -273,31 +313,86 @@ fn user_defined_networks_isolate_resolve_names_and_connect() {
         assert!(ls.lines().any(|l| l == n), "{n} in {ls}");
     }
     // Bad input: clear errors, nothing made.
-    let subnet = env.ok(&["network", "inspect", "-f", "{{(index .IPAM.Config 0).Subnet}}", "front"]);
+    let subnet = env.ok(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{(index .IPAM.Config 0).Subnet}}",
+        "front",
+    ]);
     let subnet = subnet.trim();
     let err = String::from_utf8_lossy(
-        &env.fails(&["network", "create", "--subnet", subnet, "dup"]).stderr,
+        &env.fails(&["network", "create", "--subnet", subnet, "dup"])
+            .stderr,
     )
     .into_owned();
     assert!(err.contains("overlaps"), "{err}");
-    let err = String::from_utf8_lossy(&env.fails(&["network", "create", "front"]).stderr)
-        .into_owned();
+    let err =
+        String::from_utf8_lossy(&env.fails(&["network", "create", "front"]).stderr).into_owned();
     assert!(err.contains("already exists"), "{err}");
     env.fails(&["network", "create", "bad name"]);
-    env.fails(&["run", "--rm", "--network", "front", "--network-alias", "bad alias", "bb:1", "true"]);
+    env.fails(&[
+        "run",
+        "--rm",
+        "--network",
+        "front",
+        "--network-alias",
+        "bad alias",
+        "bb:1",
+        "true",
+    ]);
     env.fails(&["run", "--rm", "--network", "nope", "bb:1", "true"]);
     assert!(!env.ok(&["network", "ls", "-q"]).is_empty());
 
-    env.ok(&["run", "-d", "--name", "db", "--network", "front", "--network-alias", "database", "bb:1", "sleep", "60"]);
-    env.ok(&["run", "-d", "--name", "other", "--network", "back", "bb:1", "sleep", "60"]);
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "db",
+        "--network",
+        "front",
+        "--network-alias",
+        "database",
+        "bb:1",
+        "sleep",
+        "60",
+    ]);
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "other",
+        "--network",
+        "back",
+        "bb:1",
+        "sleep",
+        "60",
+    ]);
     let db_ip = inspect(&env, "db", "{{.NetworkSettings.Networks.front.IPAddress}}");
     assert!(db_ip.starts_with("172."), "{db_ip}");
     // Same network: reachable by name and alias.
-    let out = env.ok(&["run", "--rm", "--network", "front", "bb:1", "sh", "-c", "ping -c1 -W2 db && ping -c1 -W2 database && nslookup db 127.0.0.11"]);
+    let out = env.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "front",
+        "bb:1",
+        "sh",
+        "-c",
+        "ping -c1 -W2 db && ping -c1 -W2 database && nslookup db 127.0.0.11",
+    ]);
     assert!(out.contains(&db_ip), "{out}");
     // Different networks cannot reach each other.
-    let o = env.berth().args(["exec", "other", "ping", "-c1", "-W1", &db_ip]).output().unwrap();
-    assert!(!o.status.success(), "isolation: {}", String::from_utf8_lossy(&o.stdout));
+    let o = env
+        .berth()
+        .args(["exec", "other", "ping", "-c1", "-W1", &db_ip])
+        .output()
+        .unwrap();
+    assert!(
+        !o.status.success(),
+        "isolation: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
     // Connected to a common network, they can, by name too.
     env.ok(&["network", "connect", "--alias", "helper", "front", "other"]);
     let err = String::from_utf8_lossy(&env.fails(&["network", "connect", "front", "other"]).stderr)
@@ -315,15 +410,33 @@ fn user_defined_networks_isolate_resolve_names_and_connect() {
     let new_ip = inspect(&env, "db", "{{.NetworkSettings.Networks.front.IPAddress}}");
     assert_ne!(new_ip, db_ip, "a restart takes the next free address");
     let out = env.ok(&["exec", "other", "nslookup", "db", "127.0.0.11"]);
-    assert!(out.contains(&new_ip) && !out.contains(&format!("{db_ip}\n")), "{out}");
+    assert!(
+        out.contains(&new_ip) && !out.contains(&format!("{db_ip}\n")),
+        "{out}"
+    );
     // A container's new address is what its name resolves to after a restart elsewhere.
     env.ok(&["network", "disconnect", "front", "other"]);
-    let o = env.berth().args(["exec", "db", "ping", "-c1", "-W1", "helper"]).output().unwrap();
+    let o = env
+        .berth()
+        .args(["exec", "db", "ping", "-c1", "-W1", "helper"])
+        .output()
+        .unwrap();
     assert!(!o.status.success(), "name gone after disconnect");
     // Internal networks have no way out.
     let o = env
         .berth()
-        .args(["run", "--rm", "--network", "sealed", "bb:1", "wget", "-q", "-O", "-", &format!("http://{}:8000/", outside.ip)])
+        .args([
+            "run",
+            "--rm",
+            "--network",
+            "sealed",
+            "bb:1",
+            "wget",
+            "-q",
+            "-O",
+            "-",
+            &format!("http://{}:8000/", outside.ip),
+        ])
         .output()
         .unwrap();
     assert!(!o.status.success(), "internal network reached outside");
@@ -349,10 +462,24 @@ fn user_defined_networks_isolate_resolve_names_and_connect() {
 #[test]
 fn links_give_hosts_entries_and_legacy_env() {
     let env = setup();
-    env.ok(&["run", "-d", "--name", "db", "--expose", "5432", "-e", "SECRET=x", "bb:1", "sleep", "60"]);
+    env.ok(&[
+        "run", "-d", "--name", "db", "--expose", "5432", "-e", "SECRET=x", "bb:1", "sleep", "60",
+    ]);
     let ip = inspect(&env, "db", "{{.NetworkSettings.IPAddress}}");
-    let out = env.ok(&["run", "--rm", "--link", "db:pg", "bb:1", "sh", "-c", "env; cat /etc/hosts; ping -c1 -W2 pg"]);
-    assert!(out.contains(&format!("PG_PORT_5432_TCP_ADDR={ip}")), "{out}");
+    let out = env.ok(&[
+        "run",
+        "--rm",
+        "--link",
+        "db:pg",
+        "bb:1",
+        "sh",
+        "-c",
+        "env; cat /etc/hosts; ping -c1 -W2 pg",
+    ]);
+    assert!(
+        out.contains(&format!("PG_PORT_5432_TCP_ADDR={ip}")),
+        "{out}"
+    );
     assert!(out.contains("PG_ENV_SECRET=x"), "{out}");
     assert!(out.contains("PG_NAME=/"), "{out}");
     assert!(out.contains(&format!("{ip}\tpg")), "{out}");
@@ -372,7 +499,15 @@ fn concurrent_runs_get_distinct_addresses_and_crashes_release_them() {
                     .unwrap()
                     .arg("--root")
                     .arg(&root)
-                    .args(["run", "-d", "--name", &format!("c{i}"), "bb:1", "sleep", "60"])
+                    .args([
+                        "run",
+                        "-d",
+                        "--name",
+                        &format!("c{i}"),
+                        "bb:1",
+                        "sleep",
+                        "60",
+                    ])
                     .output()
                     .unwrap();
                 assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -402,7 +537,8 @@ fn concurrent_runs_get_distinct_addresses_and_crashes_release_them() {
     let pid = st[0]["State"]["Pid"].as_i64().unwrap();
     let id = st[0]["Id"].as_str().unwrap().to_string();
     let state: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(env.root().join("containers").join(&id).join("state.json")).unwrap(),
+        &std::fs::read_to_string(env.root().join("containers").join(&id).join("state.json"))
+            .unwrap(),
     )
     .unwrap();
     let sup = state["berth"]["supervisor_pid"].as_i64().unwrap();
@@ -423,7 +559,17 @@ fn concurrent_runs_get_distinct_addresses_and_crashes_release_them() {
 #[test]
 fn network_inspect_and_ip_options() {
     let env = setup();
-    env.ok(&["network", "create", "--subnet", "10.250.9.0/24", "--gateway", "10.250.9.254", "--label", "team=a", "fixed"]);
+    env.ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.250.9.0/24",
+        "--gateway",
+        "10.250.9.254",
+        "--label",
+        "team=a",
+        "fixed",
+    ]);
     let doc: serde_json::Value =
         serde_json::from_str(&env.ok(&["network", "inspect", "fixed"])).unwrap();
     let n = &doc[0];
@@ -431,17 +577,47 @@ fn network_inspect_and_ip_options() {
     assert_eq!(n["IPAM"]["Config"][0]["Subnet"], "10.250.9.0/24");
     assert_eq!(n["IPAM"]["Config"][0]["Gateway"], "10.250.9.254");
     assert_eq!(n["Labels"]["team"], "a");
-    env.ok(&["run", "-d", "--name", "fx", "--network", "fixed", "--ip", "10.250.9.77", "--mac-address", "02:42:aa:bb:cc:dd", "bb:1", "sleep", "60"]);
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "fx",
+        "--network",
+        "fixed",
+        "--ip",
+        "10.250.9.77",
+        "--mac-address",
+        "02:42:aa:bb:cc:dd",
+        "bb:1",
+        "sleep",
+        "60",
+    ]);
     let out = env.ok(&["exec", "fx", "ip", "-o", "addr", "show", "eth0"]);
     assert!(out.contains("10.250.9.77/24"), "{out}");
     let mac = env.ok(&["exec", "fx", "cat", "/sys/class/net/eth0/address"]);
     assert_eq!(mac.trim(), "02:42:aa:bb:cc:dd");
-    let c = env.ok(&["network", "inspect", "-f", "{{range .Containers}}{{.Name}} {{.IPv4Address}}{{end}}", "fixed"]);
+    let c = env.ok(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{range .Containers}}{{.Name}} {{.IPv4Address}}{{end}}",
+        "fixed",
+    ]);
     let c = c.trim();
     assert_eq!(c, "fx 10.250.9.77/24");
     // The address is taken: a clear error; --ip on the default bridge is refused.
     let err = String::from_utf8_lossy(
-        &env.fails(&["run", "--rm", "--network", "fixed", "--ip", "10.250.9.77", "bb:1", "true"]).stderr,
+        &env.fails(&[
+            "run",
+            "--rm",
+            "--network",
+            "fixed",
+            "--ip",
+            "10.250.9.77",
+            "bb:1",
+            "true",
+        ])
+        .stderr,
     )
     .into_owned();
     assert!(err.contains("already in use"), "{err}");
@@ -462,17 +638,24 @@ fn published_udp_port_answers() {
         "bb:1", "/usr/bin/python3", "-c",
         "import socket\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.bind(('0.0.0.0',53))\nwhile True:\n    d,a=s.recvfrom(100)\n    s.sendto(b'pong '+d, a)",
     ]);
-    assert_eq!(env.ok(&["port", "udp", "53/udp"]).trim(), format!("0.0.0.0:{port}"));
+    assert_eq!(
+        env.ok(&["port", "udp", "53/udp"]).trim(),
+        format!("0.0.0.0:{port}")
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
     let mut buf = [0u8; 64];
     let got = loop {
         sock.send_to(b"ping", ("127.0.0.1", port)).unwrap();
         if let Ok((n, _)) = sock.recv_from(&mut buf) {
             break String::from_utf8_lossy(&buf[..n]).into_owned();
         }
-        assert!(Instant::now() < deadline, "no UDP answer through the published port");
+        assert!(
+            Instant::now() < deadline,
+            "no UDP answer through the published port"
+        );
     };
     assert_eq!(got, "pong ping");
     env.ok(&["rm", "-f", "udp"]);

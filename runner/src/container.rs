@@ -428,7 +428,11 @@ impl Runner {
                 if !n.subnet.contains(v) {
                     return Err(RunnerError::invalid(
                         "--ip",
-                        format!("{v} is not in the subnet {} of network {}", n.subnet, n.name()),
+                        format!(
+                            "{v} is not in the subnet {} of network {}",
+                            n.subnet,
+                            n.name()
+                        ),
                     ));
                 }
                 Some(EndpointIpamConfig {
@@ -1048,7 +1052,10 @@ fn exposed_ports(
         }
         for p in a..=b {
             let (p, proto) = crate::network::ports::parse_port_key(&format!("{p}/{proto}"))?;
-            out.insert(crate::network::ports::port_key(p, &proto), serde_json::json!({}));
+            out.insert(
+                crate::network::ports::port_key(p, &proto),
+                serde_json::json!({}),
+            );
         }
     }
     for k in bindings.keys() {

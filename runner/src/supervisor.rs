@@ -605,7 +605,11 @@ fn write_etc_files(
             .is_ok_and(|ip| ip.is_loopback())
     };
     let user_defined = eps.iter().any(|(n, _)| !n.is_default);
-    let reachable: Vec<String> = servers.iter().filter(|s| !is_loopback(s)).cloned().collect();
+    let reachable: Vec<String> = servers
+        .iter()
+        .filter(|s| !is_loopback(s))
+        .cloned()
+        .collect();
     if !user_defined && !eps.is_empty() && !reachable.is_empty() {
         // The default bridge, as Docker: the host's servers minus the ones only the host reaches.
         let text = render_resolv(&reachable, &search, &options);

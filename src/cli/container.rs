@@ -863,11 +863,18 @@ fn network_settings(c: &Container) -> Value {
     let mut networks = serde_json::Map::new();
     for (name, cfg) in &rec.networking_config {
         let es = if running {
-            c.state.networks.get(name).cloned().unwrap_or_else(|| cfg.clone())
+            c.state
+                .networks
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| cfg.clone())
         } else {
             cfg.clone()
         };
-        networks.insert(name.clone(), serde_json::to_value(es).unwrap_or(Value::Null));
+        networks.insert(
+            name.clone(),
+            serde_json::to_value(es).unwrap_or(Value::Null),
+        );
     }
     if rec.networking_config.is_empty() {
         networks.insert(

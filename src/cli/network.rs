@@ -206,8 +206,12 @@ fn filter_matches(doc: &Value, filters: &BTreeMap<String, Vec<String>>) -> bool 
     filters.iter().all(|(k, vals)| {
         vals.iter().any(|want| match k.as_str() {
             "driver" => doc["Driver"] == want.as_str(),
-            "id" => doc["Id"].as_str().is_some_and(|i| i.starts_with(want.as_str())),
-            "name" => doc["Name"].as_str().is_some_and(|n| n.contains(want.as_str())),
+            "id" => doc["Id"]
+                .as_str()
+                .is_some_and(|i| i.starts_with(want.as_str())),
+            "name" => doc["Name"]
+                .as_str()
+                .is_some_and(|n| n.contains(want.as_str())),
             "label" => match want.split_once('=') {
                 Some((lk, lv)) => doc["Labels"][lk] == lv,
                 None => doc["Labels"].get(want.as_str()).is_some(),
@@ -256,7 +260,11 @@ fn list(root: &Path, a: ListArgs) -> Result<ExitCode> {
     let mut out = io::stdout().lock();
     let id = |d: &Value| {
         let id = d["Id"].as_str().unwrap_or_default().to_string();
-        if a.no_trunc { id } else { id.chars().take(12).collect() }
+        if a.no_trunc {
+            id
+        } else {
+            id.chars().take(12).collect()
+        }
     };
     if a.quiet {
         for d in &docs {
@@ -388,7 +396,10 @@ fn rm(root: &Path, a: RmArgs) -> Result<ExitCode> {
             }
             let n = nets.get(name)?;
             if n.is_default {
-                bail!("{} is a pre-defined network and cannot be removed", n.name());
+                bail!(
+                    "{} is a pre-defined network and cannot be removed",
+                    n.name()
+                );
             }
             let using = users(&r, &n)?;
             if !using.is_empty() {
@@ -445,10 +456,8 @@ fn prune(root: &Path, a: PruneArgs) -> Result<ExitCode> {
     }
     let (r, nets) = open(root)?;
     let mut removed = Vec::new();
-    let label_filters: BTreeMap<String, Vec<String>> = filters
-        .into_iter()
-        .filter(|(k, _)| k == "label")
-        .collect();
+    let label_filters: BTreeMap<String, Vec<String>> =
+        filters.into_iter().filter(|(k, _)| k == "label").collect();
     for n in nets.list()? {
         if n.is_default || !users(&r, &n)?.is_empty() {
             continue;

@@ -15,7 +15,10 @@ pub fn configured(c: &Container) -> Vec<(String, EndpointSettings)> {
     let mode = &c.record.host_config.network_mode;
     let cfg = &c.record.networking_config;
     let mut out: Vec<(String, EndpointSettings)> = Vec::new();
-    if let Some((k, v)) = cfg.iter().find(|(k, v)| *k == mode || v.network_id == *mode) {
+    if let Some((k, v)) = cfg
+        .iter()
+        .find(|(k, v)| *k == mode || v.network_id == *mode)
+    {
         out.push((k.clone(), v.clone()));
     }
     for (k, v) in cfg {
@@ -57,7 +60,12 @@ pub fn allocate(nets: &Networks, c: &Container) -> Result<Vec<(Network, Endpoint
     let mut out: Vec<(Network, Endpoint)> = Vec::new();
     let res = (|| {
         for (i, (name, es)) in configured(c).into_iter().enumerate() {
-            let n = nets.get(if es.network_id.is_empty() { &name } else { &es.network_id })
+            let n = nets
+                .get(if es.network_id.is_empty() {
+                    &name
+                } else {
+                    &es.network_id
+                })
                 .or_else(|_| nets.get(&name))?;
             let mut req = request(&es)?;
             // `--link` aliases resolve on user-defined networks as Docker's do.
@@ -91,7 +99,12 @@ pub fn plug(nets: &Networks, eps: &[(Network, Endpoint)], pid: i32) -> Result<()
 }
 
 /// The endpoint as `inspect` shows it under NetworkSettings.Networks.
-pub fn settings(n: &Network, ep: &Endpoint, cfg: &EndpointSettings, short_id: &str) -> EndpointSettings {
+pub fn settings(
+    n: &Network,
+    ep: &Endpoint,
+    cfg: &EndpointSettings,
+    short_id: &str,
+) -> EndpointSettings {
     let mut dns_names = vec![ep.name.clone(), short_id.to_string()];
     dns_names.extend(ep.aliases.iter().cloned());
     EndpointSettings {
@@ -184,7 +197,10 @@ pub fn links(runner: &Runner, c: &Container) -> Result<(Vec<String>, Vec<String>
 }
 
 /// The state's per-network settings for the endpoints just allocated.
-pub fn state_networks(c: &Container, eps: &[(Network, Endpoint)]) -> BTreeMap<String, EndpointSettings> {
+pub fn state_networks(
+    c: &Container,
+    eps: &[(Network, Endpoint)],
+) -> BTreeMap<String, EndpointSettings> {
     let cfg = &c.record.networking_config;
     eps.iter()
         .map(|(n, ep)| {
@@ -195,7 +211,10 @@ pub fn state_networks(c: &Container, eps: &[(Network, Endpoint)]) -> BTreeMap<St
 }
 
 /// Write a changed record under the container's lock.
-fn update_record(c: &mut Container, f: impl FnOnce(&mut crate::state::ContainerRecord)) -> Result<()> {
+fn update_record(
+    c: &mut Container,
+    f: impl FnOnce(&mut crate::state::ContainerRecord),
+) -> Result<()> {
     let _lock = crate::state::FileLock::acquire(&c.paths.lock())?;
     let mut rec: crate::state::ContainerRecord = crate::state::read_json(&c.paths.config())?;
     f(&mut rec);
@@ -206,7 +225,12 @@ fn update_record(c: &mut Container, f: impl FnOnce(&mut crate::state::ContainerR
 
 /// `network connect`: add the network to the container's configuration and, when it runs,
 /// plug it in now (eth1, eth2, ...; the first network keeps the default route).
-pub fn connect(runner: &Runner, c: &mut Container, network: &str, es: EndpointSettings) -> Result<()> {
+pub fn connect(
+    runner: &Runner,
+    c: &mut Container,
+    network: &str,
+    es: EndpointSettings,
+) -> Result<()> {
     if !is_bridged(c) {
         return Err(RunnerError::Conflict(format!(
             "container sharing network namespace with another container or host cannot be connected to any other network (container {} uses --network {})",
@@ -312,9 +336,13 @@ impl NetResolver {
             if !eps.join(format!("{}.json", self.container_id)).exists() {
                 continue;
             }
-            let is_default = crate::state::read_json::<super::NetworkRecord>(&dir.join("network.json"))
-                .map(|r| r.options.contains_key("com.docker.network.bridge.default_bridge"))
-                .unwrap_or(true);
+            let is_default =
+                crate::state::read_json::<super::NetworkRecord>(&dir.join("network.json"))
+                    .map(|r| {
+                        r.options
+                            .contains_key("com.docker.network.bridge.default_bridge")
+                    })
+                    .unwrap_or(true);
             if is_default {
                 continue;
             }
@@ -340,7 +368,9 @@ impl super::dns::Resolver for NetResolver {
             .into_iter()
             .filter(|e| {
                 e.name.eq_ignore_ascii_case(name)
-                    || e.container_id.get(..12).is_some_and(|s| s.eq_ignore_ascii_case(name))
+                    || e.container_id
+                        .get(..12)
+                        .is_some_and(|s| s.eq_ignore_ascii_case(name))
                     || e.aliases.iter().any(|a| a.eq_ignore_ascii_case(name))
             })
             .map(|e| std::net::IpAddr::V4(e.ip))

@@ -76,7 +76,8 @@ impl DaemonConfig {
         };
         let file: File = match &path {
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| RunnerError::io("reading", p, e))?;
+                let text =
+                    std::fs::read_to_string(p).map_err(|e| RunnerError::io("reading", p, e))?;
                 serde_json::from_str(&text).map_err(|e| {
                     RunnerError::invalid("daemon configuration", format!("{}: {e}", p.display()))
                 })?
@@ -101,30 +102,47 @@ impl DaemonConfig {
         };
         let (gateway, subnet) = match &f.bip {
             Some(b) => parse_cidr_addr(b).map_err(|m| at("bip", m))?,
-            None => (Ipv4Addr::new(10, 88, 0, 1), "10.88.0.0/16".parse().expect("literal")),
+            None => (
+                Ipv4Addr::new(10, 88, 0, 1),
+                "10.88.0.0/16".parse().expect("literal"),
+            ),
         };
         if !subnet.contains(gateway) || gateway == subnet.addr || gateway == subnet.broadcast() {
-            return Err(at("bip", format!("{gateway} is not a usable address of {subnet}")));
+            return Err(at(
+                "bip",
+                format!("{gateway} is not a usable address of {subnet}"),
+            ));
         }
         let fixed_cidr = match &f.fixed_cidr {
             Some(c) => {
                 let r: Subnet = c.parse().map_err(|m| at("fixed-cidr", m))?;
                 if !subnet.overlaps(&r) || r.prefix < subnet.prefix {
-                    return Err(at("fixed-cidr", format!("{r} is not inside the bridge's subnet {subnet}")));
+                    return Err(at(
+                        "fixed-cidr",
+                        format!("{r} is not inside the bridge's subnet {subnet}"),
+                    ));
                 }
                 Some(r)
             }
             None => None,
         };
         let default_gateway = match &f.default_gateway {
-            Some(g) => Some(g.parse().map_err(|_| at("default-gateway", format!("{g:?} is not an IPv4 address")))?),
+            Some(g) => Some(
+                g.parse()
+                    .map_err(|_| at("default-gateway", format!("{g:?} is not an IPv4 address")))?,
+            ),
             None => None,
         };
         let default_bind_ip = match &f.ip {
-            Some(ip) => ip.parse().map_err(|_| at("ip", format!("{ip:?} is not an IPv4 address")))?,
+            Some(ip) => ip
+                .parse()
+                .map_err(|_| at("ip", format!("{ip:?} is not an IPv4 address")))?,
             None => Ipv4Addr::UNSPECIFIED,
         };
-        let bridge = f.bridge.clone().unwrap_or_else(|| DEFAULT_BRIDGE.to_string());
+        let bridge = f
+            .bridge
+            .clone()
+            .unwrap_or_else(|| DEFAULT_BRIDGE.to_string());
         super::validate_ifname(&bridge).map_err(|m| at("bridge", m))?;
         if let Some(mtu) = f.mtu
             && !(68..=65535).contains(&mtu)

@@ -80,9 +80,12 @@ impl FromStr for Subnet {
 /// An address with its prefix (`10.88.0.1/16`, as `bip` is written).
 pub fn parse_cidr_addr(s: &str) -> Result<(Ipv4Addr, Subnet), String> {
     let net: Subnet = s.parse()?;
-    let ip: Ipv4Addr = s.split_once('/').map(|(a, _)| a).unwrap_or(s).parse().map_err(|_| {
-        format!("{s:?} is not an IPv4 address with a prefix length")
-    })?;
+    let ip: Ipv4Addr = s
+        .split_once('/')
+        .map(|(a, _)| a)
+        .unwrap_or(s)
+        .parse()
+        .map_err(|_| format!("{s:?} is not an IPv4 address with a prefix length"))?;
     Ok((ip, net))
 }
 
@@ -112,7 +115,10 @@ pub fn allocate(
         .filter(|a| (lo..=hi).contains(a))
         .map(|a| if a == hi { lo } else { a + 1 })
         .unwrap_or(lo);
-    (start..=hi).chain(lo..start).find(|v| usable(*v)).map(Ipv4Addr::from)
+    (start..=hi)
+        .chain(lo..start)
+        .find(|v| usable(*v))
+        .map(Ipv4Addr::from)
 }
 
 /// The IPv4 routes of the host's main table (`/proc/net/route`), except the default route:
@@ -166,7 +172,9 @@ pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
         m[i] = u8::from_str_radix(p, 16).map_err(|_| bad())?;
     }
     if m[0] & 1 == 1 {
-        return Err(format!("invalid MAC address {s:?}: it is a multicast address"));
+        return Err(format!(
+            "invalid MAC address {s:?}: it is a multicast address"
+        ));
     }
     Ok(m)
 }

@@ -9,8 +9,8 @@
 //! The default network `bridge` is made from the daemon configuration ([`config`]), so moving it
 //! off 10.88.0.0/16 is a settings change.
 
-pub mod config;
 pub mod attach;
+pub mod config;
 pub mod dns;
 pub mod ipam;
 pub mod netlink;
@@ -397,7 +397,10 @@ impl Networks {
         if let Some(m) = options.get(OPT_MTU)
             && !m.parse::<u32>().is_ok_and(|m| (68..=65535).contains(&m))
         {
-            return Err(RunnerError::invalid("mtu", format!("{m:?}: give 68..65535")));
+            return Err(RunnerError::invalid(
+                "mtu",
+                format!("{m:?}: give 68..65535"),
+            ));
         }
         let host_routes = ipam::host_routes();
         let taken: Vec<(String, Subnet)> = existing
@@ -565,11 +568,8 @@ impl Networks {
                 .map_err(|e| net_err(&format!("bringing {} up", n.bridge), e))?;
             // Published ports answer on the host's loopback through the kernel's NAT: packets
             // from 127.0.0.1 may leave through this bridge (masqueraded on the way).
-            netlink::sysctl(
-                &format!("net/ipv4/conf/{}/route_localnet", n.bridge),
-                "1",
-            )
-            .map_err(|e| net_err("enabling route_localnet on the bridge", e))?;
+            netlink::sysctl(&format!("net/ipv4/conf/{}/route_localnet", n.bridge), "1")
+                .map_err(|e| net_err("enabling route_localnet on the bridge", e))?;
             if !n.record.internal {
                 netlink::sysctl("net/ipv4/ip_forward", "1")
                     .map_err(|e| net_err("enabling IPv4 forwarding", e))?;
@@ -639,13 +639,14 @@ impl Networks {
                 let last = fs::read_to_string(&last_path)
                     .ok()
                     .and_then(|s| s.trim().parse().ok());
-                let ip = ipam::allocate(&n.subnet, &n.range, n.gateway, &used, last)
-                    .ok_or_else(|| {
+                let ip = ipam::allocate(&n.subnet, &n.range, n.gateway, &used, last).ok_or_else(
+                    || {
                         RunnerError::Conflict(format!(
                             "no available IPv4 addresses on network {} ({})",
                             n.record.name, n.range
                         ))
-                    })?;
+                    },
+                )?;
                 crate::state::write_regenerated(&last_path, ip.to_string().as_bytes())?;
                 ip
             }
@@ -696,8 +697,8 @@ impl Networks {
             format!("/sys/class/net/{}/brport/hairpin_mode", ep.host_veth),
             "1",
         );
-        let mut inner =
-            netlink::Netlink::in_netns_of(pid).map_err(|e| net_err("entering the container's network namespace", e))?;
+        let mut inner = netlink::Netlink::in_netns_of(pid)
+            .map_err(|e| net_err("entering the container's network namespace", e))?;
         let idx = inner
             .link_index(&ep.ifname)
             .map_err(|e| net_err("looking up the container's interface", e))?
@@ -787,7 +788,10 @@ pub fn pseudo_id(name: &str) -> String {
 
 /// Docker's rule for network names: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
 pub fn validate_network_name(name: &str) -> Result<()> {
-    let ok = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+    let ok = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric())
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
@@ -807,7 +811,8 @@ pub fn validate_alias(alias: &str) -> Result<()> {
         && alias.split('.').all(|l| {
             !l.is_empty()
                 && l.len() <= 63
-                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                && l.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
                 && !l.starts_with('-')
                 && !l.ends_with('-')
         });
@@ -828,7 +833,9 @@ pub fn validate_ifname(name: &str) -> std::result::Result<(), String> {
         || name.len() > 15
         || name == "."
         || name == ".."
-        || name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace())
+        || name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace())
     {
         return Err(format!(
             "{name:?} is not a valid interface name: 1 to 15 characters, no '/', ':' or spaces"
@@ -840,7 +847,9 @@ pub fn validate_ifname(name: &str) -> std::result::Result<(), String> {
 /// The host end of a container's veth pair on a network: stable for the pair (container,
 /// network), so cleanup finds it without a record.
 fn veth_name(container_id: &str, network_id: &str) -> String {
-    let h = hex::encode(Sha256::digest(format!("{container_id}/{network_id}").as_bytes()));
+    let h = hex::encode(Sha256::digest(
+        format!("{container_id}/{network_id}").as_bytes(),
+    ));
     format!("veth{}", &h[..11])
 }
 

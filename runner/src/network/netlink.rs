@@ -222,7 +222,8 @@ impl Netlink {
         peer: &VethPeer,
     ) -> io::Result<()> {
         let mut p = LinkMessage::default();
-        p.attributes.push(LinkAttribute::IfName(peer.name.to_string()));
+        p.attributes
+            .push(LinkAttribute::IfName(peer.name.to_string()));
         p.attributes
             .push(LinkAttribute::NetNsPid(peer.netns_pid as u32));
         if let Some(mtu) = mtu {
@@ -278,16 +279,16 @@ impl Netlink {
         let mut msg = LinkMessage::default();
         msg.attributes.push(LinkAttribute::IfName(name.to_string()));
         match self.request(RouteNetlinkMessage::GetLink(msg), 0) {
-            Ok(Some(RouteNetlinkMessage::NewLink(l))) => Ok(l.attributes.iter().find_map(|a| {
-                match a {
+            Ok(Some(RouteNetlinkMessage::NewLink(l))) => {
+                Ok(l.attributes.iter().find_map(|a| match a {
                     LinkAttribute::Address(b) if b.len() == 6 => {
                         let mut m = [0u8; 6];
                         m.copy_from_slice(b);
                         Some(m)
                     }
                     _ => None,
-                }
-            })),
+                }))
+            }
             Ok(_) => Ok(None),
             Err(e) if e.raw_os_error() == Some(libc_enodev()) => Ok(None),
             Err(e) => Err(e),

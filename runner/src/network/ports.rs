@@ -61,7 +61,9 @@ pub fn parse_publish(spec: &str) -> Result<Vec<(String, PortBinding)>> {
         None => (spec, "tcp".to_string()),
     };
     if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
-        return Err(bad(format!("unknown protocol {proto:?}: use tcp, udp or sctp")));
+        return Err(bad(format!(
+            "unknown protocol {proto:?}: use tcp, udp or sctp"
+        )));
     }
     // An IPv6 address is bracketed: [::1]:80:80.
     let (ip, rest) = if let Some(r) = rest.strip_prefix('[') {
@@ -185,11 +187,9 @@ fn bind(proto: &str, ip: Ipv4Addr, port: u16) -> std::io::Result<(OwnedFd, u16)>
     };
     let fd = socket_with(AddressFamily::INET, ty, SocketFlags::CLOEXEC, None)?;
     bind(&fd, &SocketAddrV4::new(ip, port))?;
-    let got = match getsockname(&fd)? {
-        a => std::net::SocketAddr::try_from(a)
-            .map(|s| s.port())
-            .unwrap_or(port),
-    };
+    let got = std::net::SocketAddr::try_from(getsockname(&fd)?)
+        .map(|s| s.port())
+        .unwrap_or(port);
     Ok((fd, got))
 }
 
@@ -285,7 +285,10 @@ mod tests {
 
     #[test]
     fn publish_specs_parse_as_docker() {
-        assert_eq!(p("8080:80"), vec![("80/tcp".into(), "".into(), "8080".into())]);
+        assert_eq!(
+            p("8080:80"),
+            vec![("80/tcp".into(), "".into(), "8080".into())]
+        );
         assert_eq!(p("80"), vec![("80/tcp".into(), "".into(), "".into())]);
         assert_eq!(
             p("127.0.0.1:8080:80"),
@@ -295,7 +298,10 @@ mod tests {
             p("127.0.0.1::80"),
             vec![("80/tcp".into(), "127.0.0.1".into(), "".into())]
         );
-        assert_eq!(p("5353:53/udp"), vec![("53/udp".into(), "".into(), "5353".into())]);
+        assert_eq!(
+            p("5353:53/udp"),
+            vec![("53/udp".into(), "".into(), "5353".into())]
+        );
         assert_eq!(
             p("8000-8001:80-81"),
             vec![
@@ -303,12 +309,29 @@ mod tests {
                 ("81/tcp".into(), "".into(), "8001".into())
             ]
         );
-        assert_eq!(p("9000-9010:80"), vec![("80/tcp".into(), "".into(), "9000-9010".into())]);
+        assert_eq!(
+            p("9000-9010:80"),
+            vec![("80/tcp".into(), "".into(), "9000-9010".into())]
+        );
         assert_eq!(p("80-81").len(), 2);
-        for bad in ["", "x", "8080:", "80:0", "70000:80", "1:2:3:4", "80/icmp", "a.b:1:2", "8000-8002:80-81", "[::1]:80"] {
+        for bad in [
+            "",
+            "x",
+            "8080:",
+            "80:0",
+            "70000:80",
+            "1:2:3:4",
+            "80/icmp",
+            "a.b:1:2",
+            "8000-8002:80-81",
+            "[::1]:80",
+        ] {
             assert!(parse_publish(bad).is_err(), "{bad}");
         }
-        assert!(matches!(parse_publish("[::1]:80:80"), Err(RunnerError::Unsupported(_))));
+        assert!(matches!(
+            parse_publish("[::1]:80:80"),
+            Err(RunnerError::Unsupported(_))
+        ));
     }
 
     #[test]
@@ -326,12 +349,20 @@ mod tests {
                 host_port: port.to_string(),
             }],
         );
-        let e = reserve(&b2, false, &[], Ipv4Addr::UNSPECIFIED).err().unwrap();
+        let e = reserve(&b2, false, &[], Ipv4Addr::UNSPECIFIED)
+            .err()
+            .unwrap();
         assert!(e.to_string().contains("already allocated"), "{e}");
         drop(r);
         assert!(reserve(&b2, false, &[], Ipv4Addr::UNSPECIFIED).is_ok());
         // -P takes every exposed port.
-        let all = reserve(&BTreeMap::new(), true, &["80/tcp".into(), "53/udp".into()], Ipv4Addr::LOCALHOST).unwrap();
+        let all = reserve(
+            &BTreeMap::new(),
+            true,
+            &["80/tcp".into(), "53/udp".into()],
+            Ipv4Addr::LOCALHOST,
+        )
+        .unwrap();
         assert_eq!(all.chosen.len(), 2);
     }
 }
