@@ -16,5 +16,19 @@ procs=$(pgrep -af "__supervise" | grep -F "$base/berth-test-" || true)
 if [ -n "$procs" ]; then
   echo "leak: supervisors still running:"; echo "$procs"; status=1
 fi
-[ $status -eq 0 ] && echo "leaks: none (mounts, cgroups, supervisors)"
+# Networking: test bridges (bt<pid>), berth's veths, outside namespaces (bo<pid>), test roots'
+# nftables tables.
+links=$(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 | grep -E '^(bt[0-9a-f]+|veth[0-9a-f]{11}|bo[0-9a-f]+h)$' || true)
+if [ -n "$links" ]; then
+  echo "leak: network links left:"; echo "$links"; status=1
+fi
+tables=$(nft list tables 2>/dev/null | grep -E '^table ip berth_' || true)
+if [ -n "$tables" ]; then
+  echo "leak: nftables tables left:"; echo "$tables"; status=1
+fi
+netns=$(ip netns list 2>/dev/null | grep -E '^bo[0-9a-f]+' || true)
+if [ -n "$netns" ]; then
+  echo "leak: network namespaces left:"; echo "$netns"; status=1
+fi
+[ $status -eq 0 ] && echo "leaks: none (mounts, cgroups, supervisors, links, nft tables, namespaces)"
 exit $status
