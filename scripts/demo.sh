@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job, end to end, on a fresh Debian machine as root: build berth, import a busybox base
 # image from Debian's busybox-static, list, inspect, save and load it, serve a registry on
-# loopback, push the image to it and pull it into a second state root, and verify the stores.
+# loopback, push the image to it and pull it into a second state root, verify the stores, and run
+# it: foreground, detached with logs/exec/volumes, and networked (published port, name lookup).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -12,6 +13,9 @@ root="$work/root"
 registry_pid=
 cleanup() {
   [ -n "$registry_pid" ] && kill "$registry_pid" 2>/dev/null && wait "$registry_pid" 2>/dev/null
+  "$berth" --root "$work/root3" rm -f web >/dev/null 2>&1
+  "$berth" --root "$work/root3" network rm demo-net >/dev/null 2>&1
+  nft delete table ip "berth_$(printf %s "$work/root3" | sha256sum | cut -c1-10)" 2>/dev/null
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -61,4 +65,16 @@ sleep 1
 "$berth" --root "$work/root3" rm ticker
 "$berth" --root "$work/root3" run --rm --network none -v demo-data:/data "$addr/demo/busybox:1" sh -c "wc -l /data/ticks"
 "$berth" --root "$work/root3" volume rm demo-data
+
+# Networking: a user-defined network, a published port on the host's loopback, and a second
+# container reaching the first by name through the embedded DNS server.
+"$berth" --root "$work/root3" network create demo-net
+"$berth" --root "$work/root3" run -d --name web --network demo-net -p 127.0.0.1:18080:80 "$addr/demo/busybox:1" \
+  sh -c 'mkdir /www && echo hello over the network > /www/index.html && exec httpd -f -p 80 -h /www'
+"$berth" --root "$work/root3" port web
+for _ in $(seq 50); do curl -sf http://127.0.0.1:18080/ && break; sleep 0.1; done
+"$berth" --root "$work/root3" run --rm --network demo-net "$addr/demo/busybox:1" sh -c 'wget -q -O - http://web/'
+"$berth" --root "$work/root3" network inspect -f '{{range .Containers}}{{.Name}} {{.IPv4Address}}{{end}}' demo-net
+"$berth" --root "$work/root3" rm -f web
+"$berth" --root "$work/root3" network rm demo-net
 "$berth" --root "$root" info
