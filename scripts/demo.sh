@@ -13,9 +13,9 @@ root="$work/root"
 registry_pid=
 cleanup() {
   [ -n "$registry_pid" ] && kill "$registry_pid" 2>/dev/null && wait "$registry_pid" 2>/dev/null
-  "$berth" --root "$work/root3" rm -f web >/dev/null 2>&1
-  "$berth" --root "$work/root3" network rm demo-net >/dev/null 2>&1
-  nft delete table ip "berth_$(printf %s "$work/root3" | sha256sum | cut -c1-10)" 2>/dev/null
+  "$berth" --root "$work/root3" rm -f web >/dev/null 2>&1 || true
+  "$berth" --root "$work/root3" network rm demo-net >/dev/null 2>&1 || true
+  nft delete table ip "berth_$(printf %s "$work/root3" | sha256sum | cut -c1-10)" 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT
