@@ -83,7 +83,7 @@ pub fn allocate(nets: &Networks, c: &Container) -> Result<Vec<(Network, Endpoint
     })();
     if let Err(e) = res {
         for (n, _) in &out {
-            let _ = nets.release(n, c.id());
+            let _ = nets.release(n, c.id(), false);
         }
         return Err(e);
     }
@@ -263,7 +263,7 @@ pub fn connect(
         let ifname = format!("eth{}", nets.attached(c.id())?.len());
         let ep = nets.allocate(&n, c.id(), c.name(), &ifname, &req)?;
         if let Err(e) = nets.plug(&n, &ep, c.state.pid, false) {
-            let _ = nets.release(&n, c.id());
+            let _ = nets.release(&n, c.id(), true);
             return Err(e);
         }
         let s = settings(&n, &ep, &es, c.short_id());
@@ -289,7 +289,7 @@ pub fn disconnect(runner: &Runner, c: &mut Container, network: &str) -> Result<(
             n.name()
         )));
     }
-    nets.release(&n, c.id())?;
+    nets.release(&n, c.id(), c.is_running())?;
     let name = n.name().to_string();
     runner.update_state(c, |st| {
         st.networks.remove(&name);

@@ -680,6 +680,7 @@ impl Networks {
             .ok_or_else(|| RunnerError::Sandbox(format!("bridge {} is gone", n.bridge)))?;
         // A pair of the same name from an earlier run of this container may linger.
         let _ = host.delete_link(&ep.host_veth);
+        tracing::debug!("plug: bridge checked");
         let mac = ipam::parse_mac(&ep.mac).ok();
         host.create_veth(
             &ep.host_veth,
@@ -692,6 +693,7 @@ impl Networks {
             },
         )
         .map_err(|e| net_err(&format!("creating the veth pair {}", ep.host_veth), e))?;
+        tracing::debug!("plug: veth created");
         // Hairpin: a container reaching its own published port comes back through its port.
         let _ = std::fs::write(
             format!("/sys/class/net/{}/brport/hairpin_mode", ep.host_veth),
@@ -699,6 +701,7 @@ impl Networks {
         );
         let mut inner = netlink::Netlink::in_netns_of(pid)
             .map_err(|e| net_err("entering the container's network namespace", e))?;
+        tracing::debug!("plug: in the container's namespace");
         let idx = inner
             .link_index(&ep.ifname)
             .map_err(|e| net_err("looking up the container's interface", e))?
@@ -714,6 +717,7 @@ impl Networks {
         inner
             .set_up(1)
             .map_err(|e| net_err("bringing the container's loopback up", e))?;
+        tracing::debug!("plug: address and links up");
         if default_route && let Some(gw) = ep.gateway {
             let gw = if n.is_default {
                 self.config.default_gateway.unwrap_or(gw)
@@ -727,15 +731,17 @@ impl Networks {
         Ok(())
     }
 
-    /// Release `container_id`'s endpoint on `n`: its veth (if the namespace did not take it
-    /// along) and its address.
-    pub fn release(&self, n: &Network, container_id: &str) -> Result<()> {
+    /// Release `container_id`'s endpoint on `n`: its address, and with `unplug` its veth pair
+    /// (a running container leaving the network). A stopped container's pair needs no work: the
+    /// kernel destroys it with the namespace, and deleting it ourselves would only wait for that
+    /// (an unregistration costs milliseconds of RCU grace periods on the exit path).
+    pub fn release(&self, n: &Network, container_id: &str, unplug: bool) -> Result<()> {
         let path = n.endpoint_path(container_id);
         let Some(ep) = n.endpoint(container_id) else {
             let _ = fs::remove_file(&path);
             return Ok(());
         };
-        if let Ok(mut nl) = netlink::Netlink::host() {
+        if unplug && let Ok(mut nl) = netlink::Netlink::host() {
             let _ = nl.delete_link(&ep.host_veth);
         }
         let _lock = n.lock()?;
@@ -746,11 +752,11 @@ impl Networks {
         }
     }
 
-    /// Release every endpoint `container_id` holds, on all networks.
+    /// Release every endpoint the stopped container `container_id` holds, on all networks.
     pub fn release_all(&self, container_id: &str) -> Result<()> {
         for n in self.list()? {
             if n.endpoint_path(container_id).exists() {
-                self.release(&n, container_id)?;
+                self.release(&n, container_id, false)?;
             }
         }
         Ok(())
