@@ -1071,3 +1071,63 @@ fn foreground_run_passes_signals_to_the_container() {
     assert_eq!(rest, "got TERM\n");
     assert_eq!(status.code(), Some(7));
 }
+
+#[test]
+fn pause_freezes_and_commit_pauses_while_reading() {
+    let env = Env::new();
+    env.import_busybox("bb:1");
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "pz",
+        "--network",
+        "none",
+        "bb:1",
+        "sh",
+        "-c",
+        "i=0; while true; do i=$((i+1)); echo $i > /tmp/n; sleep 0.02; done",
+    ]);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    env.ok(&["pause", "pz"]);
+    assert_eq!(
+        env.ok(&["inspect", "-f", "{{.State.Status}} {{.State.Paused}}", "pz"])
+            .trim(),
+        "paused true"
+    );
+    assert!(
+        env.ok(&["ps", "--format", "{{.Status}}"])
+            .contains("(Paused)")
+    );
+    // Frozen: the counter does not move (read from the host side of the overlay).
+    let id = env
+        .ok(&["inspect", "-f", "{{.Id}}", "pz"])
+        .trim()
+        .to_string();
+    let n = env.root().join("containers").join(&id).join("upper/tmp/n");
+    let a = std::fs::read_to_string(&n).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(std::fs::read_to_string(&n).unwrap(), a);
+    let err = String::from_utf8_lossy(&env.fails(&["pause", "pz"]).stderr).into_owned();
+    assert!(err.contains("already paused"), "{err}");
+    let err = String::from_utf8_lossy(&env.fails(&["exec", "pz", "true"]).stderr).into_owned();
+    assert!(err.contains("unpause the container before exec"), "{err}");
+    env.ok(&["unpause", "pz"]);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_ne!(std::fs::read_to_string(&n).unwrap(), a, "thawed");
+    env.fails(&["unpause", "pz"]);
+    // commit pauses while reading and thaws after.
+    env.ok(&["commit", "pz", "pz:img"]);
+    assert_eq!(
+        env.ok(&["inspect", "-f", "{{.State.Status}}", "pz"]).trim(),
+        "running"
+    );
+    // A paused container still stops (it is thawed to receive the signal).
+    env.ok(&["pause", "pz"]);
+    env.ok(&["stop", "-t", "1", "pz"]);
+    assert_eq!(
+        env.ok(&["inspect", "-f", "{{.State.Status}}", "pz"]).trim(),
+        "exited"
+    );
+    env.ok(&["rm", "pz"]);
+}

@@ -68,3 +68,45 @@ pub fn remove(rel: &str) {
         let _ = fs::remove_dir(&d);
     }
 }
+
+/// Freeze (`true`) or thaw the cgroup `rel` and wait until the kernel reports it done: v2
+/// `cgroup.freeze` / `cgroup.events`, v1 the freezer controller's `freezer.state`.
+pub fn freeze(rel: &str, frozen: bool) -> std::io::Result<()> {
+    let rel = rel.trim_start_matches('/');
+    let (file, value, done_file, done): (PathBuf, &str, PathBuf, &str) = if is_v2() {
+        let d = Path::new(ROOT).join(rel);
+        (
+            d.join("cgroup.freeze"),
+            if frozen { "1" } else { "0" },
+            d.join("cgroup.events"),
+            if frozen { "frozen 1" } else { "frozen 0" },
+        )
+    } else {
+        let d = Path::new(ROOT).join("freezer").join(rel);
+        let state = if frozen { "FROZEN" } else { "THAWED" };
+        (
+            d.join("freezer.state"),
+            state,
+            d.join("freezer.state"),
+            state,
+        )
+    };
+    fs::write(&file, value)?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let now = fs::read_to_string(&done_file)?;
+        if now.lines().any(|l| l.trim() == done) {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(std::io::Error::other(format!(
+                "the cgroup did not reach {done:?} within 10 s"
+            )));
+        }
+        if !is_v2() {
+            // v1 retries the transition on each write.
+            let _ = fs::write(&file, value);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}

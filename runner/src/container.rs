@@ -612,13 +612,69 @@ impl Runner {
 
     /// Send `signal` to the container's init (only if it is still the same process).
     pub fn signal(&self, c: &Container, signal: i32) -> Result<bool> {
-        if c.state.status != Status::Running
+        if !matches!(c.state.status, Status::Running | Status::Paused)
             || !process_alive(c.state.pid, c.state.internal.pid_start)
         {
             return Ok(false);
         }
         crate::signal::send(c.state.pid, signal)?;
+        if c.state.status == Status::Paused {
+            // A frozen container only receives the signal once thawed (Docker's stop and kill
+            // of a paused container do the same).
+            let mut c = c.clone();
+            self.set_paused(&mut c, false)?;
+        }
         Ok(true)
+    }
+
+    /// Docker's `pause`: freeze every process of a running container.
+    pub fn pause(&self, c: &mut Container) -> Result<()> {
+        match c.state.status {
+            Status::Paused => Err(RunnerError::Conflict(format!(
+                "Container {} is already paused",
+                c.id()
+            ))),
+            Status::Running => self.set_paused(c, true),
+            _ => Err(RunnerError::Conflict(format!(
+                "Container {} is not running",
+                c.id()
+            ))),
+        }
+    }
+
+    /// Docker's `unpause`.
+    pub fn unpause(&self, c: &mut Container) -> Result<()> {
+        if c.state.status != Status::Paused {
+            return Err(RunnerError::Conflict(format!(
+                "Container {} is not paused",
+                c.id()
+            )));
+        }
+        self.set_paused(c, false)
+    }
+
+    fn set_paused(&self, c: &mut Container, paused: bool) -> Result<()> {
+        let cg = if c.state.internal.cgroup.is_empty() {
+            crate::cgroups::path_for(c.id())
+        } else {
+            c.state.internal.cgroup.clone()
+        };
+        crate::cgroups::freeze(&cg, paused).map_err(|e| {
+            RunnerError::Sandbox(format!(
+                "{} container {}: {e}",
+                if paused { "pausing" } else { "unpausing" },
+                c.name()
+            ))
+        })?;
+        self.update_state(c, |s| {
+            if paused && s.status == Status::Running {
+                s.status = Status::Paused;
+                s.paused = true;
+            } else if !paused && s.status == Status::Paused {
+                s.status = Status::Running;
+                s.paused = false;
+            }
+        })
     }
 
     /// Docker's `kill`: send a signal to a running container.

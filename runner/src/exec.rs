@@ -29,6 +29,12 @@ pub struct ExecOptions {
 
 /// Run the exec; its exit code (0 at once when detached).
 pub fn exec(runner: &Runner, c: &Container, o: &ExecOptions) -> Result<i32> {
+    if c.state.status == Status::Paused {
+        return Err(RunnerError::Conflict(format!(
+            "Container {} is paused, unpause the container before exec",
+            c.id()
+        )));
+    }
     if c.state.status != Status::Running || !process_alive(c.state.pid, c.state.internal.pid_start)
     {
         return Err(RunnerError::Conflict(format!(

@@ -316,6 +316,7 @@ impl State {
     pub fn set_exited(&mut self, code: i32, oom: bool, now: &str) {
         self.status = Status::Exited;
         self.running = false;
+        self.paused = false;
         self.restarting = false;
         self.pid = 0;
         self.internal.pid_start = 0;

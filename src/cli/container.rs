@@ -442,6 +442,30 @@ pub fn kill(root: &Path, a: KillArgs) -> Result<ExitCode> {
 }
 
 #[derive(Args, Debug)]
+pub struct PauseArgs {
+    #[arg(required = true, value_name = "CONTAINER")]
+    containers: Vec<String>,
+}
+
+/// `pause`: freeze all processes of the containers (cgroup freezer).
+pub fn pause(root: &Path, a: PauseArgs) -> Result<ExitCode> {
+    let r = runner(root)?;
+    Ok(each(&a.containers, |n| {
+        let mut c = r.get(n)?;
+        r.pause(&mut c)
+    }))
+}
+
+/// `unpause`.
+pub fn unpause(root: &Path, a: PauseArgs) -> Result<ExitCode> {
+    let r = runner(root)?;
+    Ok(each(&a.containers, |n| {
+        let mut c = r.get(n)?;
+        r.unpause(&mut c)
+    }))
+}
+
+#[derive(Args, Debug)]
 pub struct RmArgs {
     /// Force the removal of a running container (uses SIGKILL)
     #[arg(short = 'f', long)]

@@ -210,7 +210,7 @@ pub struct CommitArgs {
     /// Commit message
     #[arg(short = 'm', long)]
     message: Option<String>,
-    /// Pause container during commit (accepted; berth reads the changes without pausing)
+    /// Pause container during commit (the default; -p=false to read its changes while it runs)
     #[arg(short = 'p', long, num_args = 0..=1, default_value = "true", default_missing_value = "true", action = clap::ArgAction::Set)]
     pause: bool,
     container: String,
@@ -276,7 +276,6 @@ fn committed_config(
 }
 
 pub fn commit(root: &Path, a: CommitArgs) -> Result<ExitCode> {
-    let _ = a.pause;
     let tags: Vec<Reference> = match &a.repository {
         Some(s) => {
             let r =
@@ -295,6 +294,14 @@ pub fn commit(root: &Path, a: CommitArgs) -> Result<ExitCode> {
         Ok(c) => c,
         Err(e) => return Ok(fail(e)),
     };
+    // -p (the default): the container is frozen while its changes are read, as Docker does.
+    let mut frozen = c.clone();
+    let paused = a.pause
+        && c.state.status == berth_runner::state::Status::Running
+        && match r.pause(&mut frozen) {
+            Ok(()) => true,
+            Err(e) => return Ok(fail(e)),
+        };
     let made = (|| -> std::result::Result<_, RunnerError> {
         let img = r.store().resolve_image(&c.record.image)?;
         let lowers = r.store().ensure_snapshots(&img)?;
@@ -324,6 +331,9 @@ pub fn commit(root: &Path, a: CommitArgs) -> Result<ExitCode> {
             &tags,
         )?)
     })();
+    if paused && let Err(e) = r.unpause(&mut frozen) {
+        eprintln!("Error: {e}");
+    }
     match made {
         Ok(img) => {
             println!("{}", img.id);

@@ -84,6 +84,10 @@ pub enum Command {
     Network(network::NetworkCommand),
     /// List port mappings or a specific mapping for the container
     Port(network::PortArgs),
+    /// Pause all processes within one or more containers
+    Pause(container::PauseArgs),
+    /// Unpause all processes within one or more containers
+    Unpause(container::PauseArgs),
     /// Create and run a new container from an image
     #[command(disable_help_flag = true)]
     Run(container::RunArgs),
@@ -169,6 +173,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Volume(c) => volume::run(&root, c),
         Command::Network(c) => network::run(&root, c),
         Command::Port(a) => network::port(&root, a),
+        Command::Pause(a) => container::pause(&root, a),
+        Command::Unpause(a) => container::unpause(&root, a),
         Command::Run(a) => container::run(&root, a),
         Command::Create(a) => container::create(&root, a),
         Command::Start(a) => container::start(&root, a),
