@@ -360,3 +360,84 @@ fn top_shows_the_containers_processes() {
     let e = env.fails(&["top", "tc"]);
     assert!(stderr(&e).contains("is not running"), "{}", stderr(&e));
 }
+
+#[test]
+fn cp_reaches_the_volumes_of_a_stopped_container() {
+    let env = Env::new();
+    env.import_busybox("bb:1");
+    let host = env.path("hostdir");
+    std::fs::create_dir_all(&host).unwrap();
+    std::fs::write(host.join("h.txt"), "fromhost\n").unwrap();
+    let bind = format!("{}:/hd", host.display());
+    env.ok(&[
+        "run",
+        "--name",
+        "vc",
+        "--network",
+        "none",
+        "-v",
+        "vdata:/data",
+        "-v",
+        &bind,
+        "bb:1",
+        "sh",
+        "-c",
+        "echo invol > /data/a.txt",
+    ]);
+    // Out of a named volume and a bind mount of the stopped container.
+    let out = env.path("a.txt");
+    env.ok(&["cp", "vc:/data/a.txt", out.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "invol\n");
+    let out2 = env.path("h.txt");
+    env.ok(&["cp", "vc:/hd/h.txt", out2.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(&out2).unwrap(), "fromhost\n");
+    // Into the volume: the next container using it sees the file.
+    let new = env.path("new.txt");
+    std::fs::write(&new, "new\n").unwrap();
+    env.ok(&["cp", new.to_str().unwrap(), "vc:/data/new.txt"]);
+    let got = env.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        "vdata:/data",
+        "bb:1",
+        "cat",
+        "/data/new.txt",
+    ]);
+    assert_eq!(got, "new\n");
+    // The container's own layer did not get it.
+    let id = env
+        .ok(&["inspect", "-f", "{{.Id}}", "vc"])
+        .trim()
+        .to_string();
+    assert!(
+        !env.root()
+            .join("containers")
+            .join(id)
+            .join("upper/data/new.txt")
+            .exists()
+    );
+    env.ok(&["rm", "-v", "vc"]);
+    env.ok(&["volume", "rm", "vdata"]);
+    // A read-only mount is not written through.
+    let ro = format!("{}:/ro:ro", host.display());
+    env.ok(&[
+        "create",
+        "--name",
+        "rc",
+        "--network",
+        "none",
+        "-v",
+        &ro,
+        "bb:1",
+        "true",
+    ]);
+    let err =
+        String::from_utf8_lossy(&env.fails(&["cp", new.to_str().unwrap(), "rc:/ro/x"]).stderr)
+            .into_owned();
+    assert!(err.contains("read-only"), "{err}");
+    assert!(!host.join("x").exists());
+    env.ok(&["rm", "rc"]);
+}

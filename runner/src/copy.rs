@@ -94,6 +94,22 @@ pub fn copy_to_container(
     if c.record.host_config.readonly_rootfs {
         return Err(msg("container rootfs is marked read-only"));
     }
+    // The mount the destination falls in (the deepest one), as Docker checks it.
+    let d = container_path(dest);
+    let under = |m: &&crate::state::MountPoint| {
+        let md = m.destination.trim_end_matches('/');
+        d == md || d.starts_with(&format!("{md}/"))
+    };
+    if let Some(m) = c
+        .record
+        .mounts
+        .iter()
+        .filter(under)
+        .max_by_key(|m| m.destination.len())
+        && !m.rw
+    {
+        return Err(msg("mounted volume is marked read-only"));
+    }
     let fs = ContainerFs::open(runner, c, View::Write)?;
     let tree = Tree {
         root: fs.root(),

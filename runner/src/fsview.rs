@@ -67,12 +67,77 @@ impl ContainerFs {
             stack.push(upper);
             overlay(&stack, None)?
         };
+        if view != View::Layers {
+            attach_mounts(&root, c, view)?;
+        }
         Ok(ContainerFs { root })
     }
 
     pub fn root(&self) -> std::os::fd::BorrowedFd<'_> {
         self.root.as_fd()
     }
+}
+
+/// A stopped container's volumes and bind mounts, attached to its detached overlay so `cp` sees
+/// (and writes into) them as the container would. Each mount point is resolved inside the
+/// container first (`RESOLVE_IN_ROOT`), so a symlink there cannot aim a mount at the host; a
+/// mount point that does not exist yet (never started) is left out.
+/// Read-only mounts are left out of a writable view (nothing may write through them; `cp`
+/// refuses such destinations by path first, as Docker does).
+fn attach_mounts(root: &OwnedFd, c: &Container, view: View) -> Result<()> {
+    use rustix::mount::{MoveMountFlags, OpenTreeFlags, move_mount, open_tree};
+    let mut mounts: Vec<&crate::state::MountPoint> = c
+        .record
+        .mounts
+        .iter()
+        .filter(|m| matches!(m.kind.as_str(), "bind" | "volume") && !m.source.is_empty())
+        .filter(|m| view != View::Write || m.rw)
+        .collect();
+    // Parents before children.
+    mounts.sort_by_key(|m| m.destination.matches('/').count());
+    let tree = Tree {
+        root: root.as_fd(),
+        contained: true,
+    };
+    for m in mounts {
+        let dest = m.destination.trim_start_matches('/');
+        let Ok(target) = tree.open(dest, OFlags::PATH) else {
+            continue;
+        };
+        let fail = |e: rustix::io::Errno| {
+            RunnerError::io(
+                "attaching the volume at",
+                m.destination.clone(),
+                std::io::Error::from(e),
+            )
+        };
+        let src = open_tree(
+            rustix::fs::CWD,
+            m.source.as_str(),
+            OpenTreeFlags::OPEN_TREE_CLONE
+                | OpenTreeFlags::OPEN_TREE_CLOEXEC
+                | OpenTreeFlags::AT_RECURSIVE,
+        )
+        .map_err(fail)?;
+        match move_mount(
+            src.as_fd(),
+            "",
+            target.as_fd(),
+            "",
+            MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+        ) {
+            Ok(()) => {}
+            // Kernels before 6.15 cannot mount onto a detached tree: the volume is left out.
+            Err(rustix::io::Errno::INVAL) => {
+                tracing::warn!(
+                    "this kernel cannot attach {} to a stopped container's view; cp sees the image there",
+                    m.destination
+                );
+            }
+            Err(e) => return Err(fail(e)),
+        }
+    }
+    Ok(())
 }
 
 fn escape(p: &std::path::Path) -> String {

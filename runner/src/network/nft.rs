@@ -99,6 +99,7 @@ add rule ip {t} postrouting oifname vmap @nat_to
 add rule ip {t} postrouting iifname vmap @nat_from
 add chain ip {t} forward {{ type filter hook forward priority filter; policy accept; }}
 flush chain ip {t} forward
+add rule ip {t} forward ct state established,related accept
 add rule ip {t} forward iifname vmap @fwd_from
 add rule ip {t} forward oifname vmap @fwd_to
 "
