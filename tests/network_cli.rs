@@ -670,3 +670,48 @@ fn published_udp_port_answers() {
     assert_eq!(got, "pong ping");
     env.ok(&["rm", "-f", "udp"]);
 }
+
+#[test]
+fn a_created_container_connected_to_a_second_network_starts_on_both() {
+    let env = setup();
+    env.ok(&["network", "create", "one"]);
+    env.ok(&["network", "create", "two"]);
+    env.ok(&[
+        "create",
+        "--name",
+        "both",
+        "--network",
+        "one",
+        "bb:1",
+        "sleep",
+        "60",
+    ]);
+    env.ok(&["network", "connect", "--alias", "second", "two", "both"]);
+    env.ok(&["start", "both"]);
+    let out = env.ok(&["exec", "both", "ip", "-o", "-4", "addr"]);
+    assert!(out.contains("eth0") && out.contains("eth1"), "{out}");
+    let nets = inspect(
+        &env,
+        "both",
+        "{{range $k, $v := .NetworkSettings.Networks}}{{$k}}={{$v.IPAddress}} {{end}}",
+    );
+    assert!(
+        nets.contains("one=172.") && nets.contains("two=172."),
+        "{nets}"
+    );
+    // Resolvable on the second network by its alias.
+    let got = env.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "two",
+        "bb:1",
+        "ping",
+        "-c1",
+        "-W2",
+        "second",
+    ]);
+    assert!(got.contains("1 packets received"), "{got}");
+    env.ok(&["rm", "-f", "both"]);
+    env.ok(&["network", "rm", "one", "two"]);
+}
