@@ -715,3 +715,98 @@ fn a_created_container_connected_to_a_second_network_starts_on_both() {
     env.ok(&["rm", "-f", "both"]);
     env.ok(&["network", "rm", "one", "two"]);
 }
+
+#[test]
+fn daemon_settings_move_the_default_network() {
+    let env = Env::new();
+    let pid = std::process::id();
+    let (a, b) = (100 + ((pid >> 8) & 0x3f), pid & 0xff);
+    let bridge = env.bridge();
+    std::fs::create_dir_all(env.root()).unwrap();
+    // fixed-cidr: addresses from the upper half only; mtu on both ends; --dns from the file.
+    std::fs::write(
+        env.root().join("daemon.json"),
+        format!(
+            r#"{{"bridge":"{bridge}","bip":"10.{a}.{b}.1/24","fixed-cidr":"10.{a}.{b}.128/25","mtu":1400,"dns":["10.{a}.{b}.53"]}}"#
+        ),
+    )
+    .unwrap();
+    env.import_busybox("bb:1");
+    let out = env.ok(&[
+        "run",
+        "--rm",
+        "bb:1",
+        "sh",
+        "-c",
+        "ip -o -4 addr show eth0; cat /sys/class/net/eth0/mtu; cat /etc/resolv.conf",
+    ]);
+    let ip: String = out
+        .split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let last: u32 = ip.rsplit('.').next().unwrap().parse().unwrap();
+    assert!(
+        ip.starts_with(&format!("10.{a}.{b}.")) && last >= 128,
+        "{out}"
+    );
+    assert!(out.lines().any(|l| l.trim() == "1400"), "{out}");
+    assert!(out.contains(&format!("nameserver 10.{a}.{b}.53")), "{out}");
+    let mtu = sh_ok(&format!("cat /sys/class/net/{bridge}/mtu"));
+    assert_eq!(mtu.trim(), "1400");
+    // A bad setting is a clear error naming the file.
+    std::fs::write(env.root().join("daemon.json"), r#"{"bip":"10.1.2.0/24"}"#).unwrap();
+    let err =
+        String::from_utf8_lossy(&env.fails(&["run", "--rm", "bb:1", "true"]).stderr).into_owned();
+    assert!(err.contains("daemon.json") && err.contains("bip"), "{err}");
+}
+
+#[test]
+fn a_crashed_supervisor_leaves_no_published_port_behind() {
+    let env = setup();
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "crash",
+        "-p",
+        "127.0.0.1::80",
+        "bb:1",
+        "sleep",
+        "60",
+    ]);
+    let map = sh_ok(&format!("nft list map ip {} portsip", env.nft_table()));
+    assert!(map.contains("elements"), "{map}");
+    let id = env
+        .ok(&["inspect", "-f", "{{.Id}}", "crash"])
+        .trim()
+        .to_string();
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(env.root().join("containers").join(&id).join("state.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let sup = state["berth"]["supervisor_pid"].as_i64().unwrap();
+    let init = state["Pid"].as_i64().unwrap();
+    sh(&format!("kill -9 {sup} {init}"));
+    std::thread::sleep(Duration::from_millis(300));
+    // The next command sees it dead and releases its address and its NAT entry.
+    let st = env.ok(&["inspect", "-f", "{{.State.Status}}", "crash"]);
+    assert_eq!(st.trim(), "exited");
+    let map = sh_ok(&format!("nft list map ip {} portsip", env.nft_table()));
+    assert!(!map.contains("elements"), "{map}");
+    assert!(
+        std::fs::read_dir(env.root().join("networks"))
+            .unwrap()
+            .flatten()
+            .all(|d| std::fs::read_dir(d.path().join("endpoints"))
+                .map(|r| r.count() == 0)
+                .unwrap_or(true)),
+        "endpoint left"
+    );
+    env.ok(&["rm", "crash"]);
+}

@@ -555,13 +555,17 @@ impl Networks {
         }
         let _lock = n.lock()?;
         let created = nl
-            .create_bridge(&n.bridge, n.mtu)
+            .create_bridge(&n.bridge)
             .map_err(|e| net_err(&format!("creating bridge {}", n.bridge), e))?;
         let idx = nl
             .link_index(&n.bridge)
             .map_err(|e| net_err("looking up the bridge", e))?
             .ok_or_else(|| RunnerError::Sandbox(format!("bridge {} vanished", n.bridge)))?;
         let mut setup = || -> Result<()> {
+            if let Some(mtu) = n.mtu {
+                nl.set_mtu(idx, mtu)
+                    .map_err(|e| net_err(&format!("setting the MTU of {}", n.bridge), e))?;
+            }
             nl.add_address(idx, IpAddr::V4(n.gateway), n.subnet.prefix)
                 .map_err(|e| net_err(&format!("adding {} to {}", n.gateway, n.bridge), e))?;
             nl.set_up(idx)

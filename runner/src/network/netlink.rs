@@ -121,28 +121,11 @@ impl Netlink {
         }
     }
 
-    /// The addresses (IPv4, with prefix length) on the link `index`.
-    pub fn link_exists_with_flags(&mut self, name: &str) -> io::Result<Option<(u32, bool)>> {
-        let mut msg = LinkMessage::default();
-        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
-        match self.request(RouteNetlinkMessage::GetLink(msg), 0) {
-            Ok(Some(RouteNetlinkMessage::NewLink(l))) => Ok(Some((
-                l.header.index,
-                l.header.flags.contains(LinkFlags::Up),
-            ))),
-            Ok(_) => Ok(None),
-            Err(e) if e.raw_os_error() == Some(libc_enodev()) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
     /// Create a bridge (`ip link add NAME type bridge`); `Ok(false)` when it exists already.
-    pub fn create_bridge(&mut self, name: &str, mtu: Option<u32>) -> io::Result<bool> {
+    /// Its MTU is set afterwards with [`Netlink::set_mtu`]: only a change pins it.
+    pub fn create_bridge(&mut self, name: &str) -> io::Result<bool> {
         let mut msg = LinkMessage::default();
         msg.attributes.push(LinkAttribute::IfName(name.to_string()));
-        if let Some(mtu) = mtu {
-            msg.attributes.push(LinkAttribute::Mtu(mtu));
-        }
         msg.attributes.push(LinkAttribute::LinkInfo(vec![
             LinkInfo::Kind(InfoKind::Bridge),
             // No STP and no forwarding delay: a new port forwards at once, as Docker's bridge.
@@ -167,6 +150,16 @@ impl Netlink {
         msg.header.index = index;
         msg.header.flags = LinkFlags::Up;
         msg.header.change_mask = LinkFlags::Up;
+        self.request(RouteNetlinkMessage::SetLink(msg), NLM_F_ACK)
+            .map(|_| ())
+    }
+
+    /// Set the MTU of the link `index` (on a bridge this pins it: the kernel stops following
+    /// its ports' MTU).
+    pub fn set_mtu(&mut self, index: u32, mtu: u32) -> io::Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes.push(LinkAttribute::Mtu(mtu));
         self.request(RouteNetlinkMessage::SetLink(msg), NLM_F_ACK)
             .map(|_| ())
     }
