@@ -18,7 +18,7 @@ if [ -n "$procs" ]; then
 fi
 # Networking: test bridges (bt<pid>), berth's veths, outside namespaces (bo<pid>), test roots'
 # nftables tables.
-links=$(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 | grep -E '^(bt[0-9a-f]+|veth[0-9a-f]{11}|bo[0-9a-f]+h)$' || true)
+links=$(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 | grep -E '^(bt[0-9a-f]+x[0-9]+|veth[0-9a-f]{11}|bo[0-9a-f]+h)$' || true)
 if [ -n "$links" ]; then
   echo "leak: network links left:"; echo "$links"; status=1
 fi

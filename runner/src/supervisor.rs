@@ -440,19 +440,29 @@ fn start_once(
         .take()
         .ok_or_else(|| RunnerError::Sandbox("no stdio".into()))?;
     let own_netns = network == NetworkMode::None;
+    // The DNS server's sockets are bound before the command runs, so its first lookup is
+    // queued for the server instead of refused.
+    let dns_sockets: std::cell::RefCell<Option<crate::network::dns::Sockets>> =
+        std::cell::RefCell::new(None);
     let prestart = |pid: i32| {
         match &nets {
             Some(nets) if !eps.is_empty() => crate::network::attach::plug(nets, &eps, pid)?,
             _ if own_netns => crate::sandbox::loopback_up(pid)?,
             _ => {}
         }
+        if dns_upstreams.is_some() {
+            let sockets = crate::network::dns::bind_in_netns(pid).map_err(|e| {
+                RunnerError::Network(format!("starting the embedded DNS server: {e}"))
+            })?;
+            *dns_sockets.borrow_mut() = Some(sockets);
+        }
         Ok(())
     };
     let pid = sandbox.start(&c.record.id, &p.bundle(), io, &prestart)?;
     tracing::debug!("start: sandbox started pid {pid}");
-    if let Some(upstreams) = dns_upstreams {
+    if let (Some(upstreams), Some(sockets)) = (dns_upstreams, dns_sockets.take()) {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        crate::network::attach::start_dns(runner.root(), c, pid, upstreams, stop.clone())?;
+        crate::network::attach::serve_dns(runner.root(), c, sockets, upstreams, stop.clone());
         *dns_stop = Some(stop);
     }
     let copiers = plumbing.connect(Some(log), attach)?;

@@ -9,19 +9,48 @@ use assert_cmd::Command;
 
 pub struct Env {
     pub dir: tempfile::TempDir,
+    /// Which Env of this test process it is (0 for the first): picks its bridge and subnet.
+    pub seq: u32,
 }
+
+static ENVS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 impl Env {
     pub fn new() -> Env {
         let base = std::env::var_os("BERTH_TEST_TMP")
             .map(PathBuf::from)
             .unwrap_or_else(std::env::temp_dir);
-        Env {
+        let env = Env {
             dir: tempfile::Builder::new()
                 .prefix("berth-test-")
                 .tempdir_in(base)
                 .expect("temp dir"),
+            seq: ENVS.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
+        };
+        // Every root gets a default network of its own (bridge name, subnet, pool for
+        // `network create`), so tests running at once never share a bridge.
+        if env.seq < 2 {
+            std::fs::create_dir_all(env.root()).unwrap();
+            let (a, b) = env.octets();
+            let pid = std::process::id();
+            let pool = (16 + ((pid >> 8) & 0x0f) + 16 * env.seq.min(1), pid & 0xff);
+            std::fs::write(
+                env.root().join("daemon.json"),
+                format!(
+                    r#"{{"bridge":"{}","bip":"10.{a}.{b}.1/24","default-address-pools":[{{"base":"172.{}.{}.0/24","size":28}}]}}"#,
+                    env.bridge(),
+                    pool.0,
+                    pool.1
+                ),
+            )
+            .unwrap();
         }
+        env
+    }
+
+    fn octets(&self) -> (u32, u32) {
+        let pid = std::process::id();
+        (100 + ((pid >> 8) & 0x3f) + 64 * self.seq, pid & 0xff)
     }
 
     pub fn root(&self) -> PathBuf {
@@ -104,33 +133,18 @@ impl Env {
     /// process, so tests running at once never share them). Dropping it removes its bridges and
     /// its nftables table.
     pub fn with_bridge() -> Env {
-        let env = Env::new();
-        let pid = std::process::id();
-        let (a, b) = (100 + ((pid >> 8) & 0x3f), pid & 0xff);
-        let pool = (16 + ((pid >> 8) & 0x0f), pid & 0xff);
-        std::fs::create_dir_all(env.root()).unwrap();
-        std::fs::write(
-            env.root().join("daemon.json"),
-            format!(
-                r#"{{"bridge":"{}","bip":"10.{a}.{b}.1/24","default-address-pools":[{{"base":"172.{}.{}.0/24","size":28}}]}}"#,
-                env.bridge(),
-                pool.0,
-                pool.1
-            ),
-        )
-        .unwrap();
-        env
+        Env::new()
     }
 
     /// The default bridge's device name of a [`Env::with_bridge`] root.
     pub fn bridge(&self) -> String {
-        format!("bt{:x}", std::process::id())
+        format!("bt{:x}x{}", std::process::id(), self.seq)
     }
 
     /// The default bridge's subnet prefix ("10.A.B.") of a [`Env::with_bridge`] root.
     pub fn subnet_prefix(&self) -> String {
-        let pid = std::process::id();
-        format!("10.{}.{}.", 100 + ((pid >> 8) & 0x3f), pid & 0xff)
+        let (a, b) = self.octets();
+        format!("10.{a}.{b}.")
     }
 
     /// The nftables table of this root (as berth names it).

@@ -386,16 +386,14 @@ impl super::dns::Resolver for NetResolver {
     }
 }
 
-/// Serve DNS at 127.0.0.11 in the container whose init is `pid` until `stop` is set.
-pub fn start_dns(
+/// Serve DNS for `c` on `sockets` (bound in its namespace) until `stop` is set.
+pub fn serve_dns(
     root: &std::path::Path,
     c: &Container,
-    pid: i32,
+    sockets: super::dns::Sockets,
     upstreams: Vec<std::net::SocketAddr>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> Result<std::thread::JoinHandle<()>> {
-    let sockets = super::dns::bind_in_netns(pid)
-        .map_err(|e| RunnerError::Network(format!("starting the embedded DNS server: {e}")))?;
+) -> std::thread::JoinHandle<()> {
     let resolver = std::sync::Arc::new(NetResolver::new(root, c.id()));
-    Ok(super::dns::serve(sockets, resolver, upstreams, stop))
+    super::dns::serve(sockets, resolver, upstreams, stop)
 }
