@@ -118,9 +118,12 @@ fn fetch_token(s: &Server, creds: Option<(&str, &str)>, scopes: &[&str]) -> Stri
     v["token"].as_str().expect("token").to_string()
 }
 
-fn with_token<'a>(t: &'a str, buf: &'a mut String) -> [(&'a str, &'a str); 1] {
-    *buf = format!("Bearer {t}");
-    [("Authorization", buf.as_str())]
+/// The Authorization header for a token (leaked: a test's few strings live as long as it).
+fn with_token(t: &str) -> [(&'static str, &'static str); 1] {
+    [(
+        "Authorization",
+        Box::leak(format!("Bearer {t}").into_boxed_str()),
+    )]
 }
 
 #[test]
@@ -188,7 +191,6 @@ fn challenges_name_the_scope_each_endpoint_needs() {
 fn built_in_token_server_grants_what_users_ask_and_scopes_are_enforced() {
     let dir = TempDir::new().unwrap();
     let s = token_server(&dir, &[]);
-    let mut buf = String::new();
 
     // Wrong credentials: 401 from the token server itself.
     let r = s.req(
@@ -220,7 +222,7 @@ fn built_in_token_server_grants_what_users_ask_and_scopes_are_enforced() {
     let push = v["token"].as_str().unwrap().to_string();
 
     // pull,push: a whole push works.
-    let h = with_token(&push, &mut buf);
+    let h = with_token(&push);
     let r = s.req("POST", "/v2/a/b/blobs/uploads/", &h, b"");
     assert_eq!(r.status, 202, "{}", r.text());
     let loc = r.header("location").unwrap().to_string();
@@ -261,7 +263,7 @@ fn built_in_token_server_grants_what_users_ask_and_scopes_are_enforced() {
 
     // A pull-only token reads but cannot push: 401 insufficient_scope naming pull,push.
     let pull = fetch_token(&s, Some(("bob", "builder")), &["repository:a/b:pull"]);
-    let h = with_token(&pull, &mut buf);
+    let h = with_token(&pull);
     assert_eq!(s.req("GET", "/v2/a/b/manifests/v1", &h, b"").status, 200);
     assert_eq!(
         s.req("GET", &format!("/v2/a/b/blobs/{d}"), &h, b"").body,
@@ -284,25 +286,16 @@ fn built_in_token_server_grants_what_users_ask_and_scopes_are_enforced() {
 
     // Catalog needs registry:catalog:*; users may ask for it.
     let cat = fetch_token(&s, Some(("bob", "builder")), &["registry:catalog:*"]);
-    let r = s.req("GET", "/v2/_catalog", &with_token(&cat, &mut buf), b"");
+    let r = s.req("GET", "/v2/_catalog", &with_token(&cat), b"");
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["repositories"], serde_json::json!(["a/b"]));
 
     // Anonymous requests get a token that grants nothing (no --auth-token-anonymous-pull).
     let anon = fetch_token(&s, None, &["repository:a/b:pull"]);
-    let r = s.req(
-        "GET",
-        "/v2/a/b/manifests/v1",
-        &with_token(&anon, &mut buf),
-        b"",
-    );
+    let r = s.req("GET", "/v2/a/b/manifests/v1", &with_token(&anon), b"");
     assert_eq!(r.status, 401);
     // ... but any valid token opens the base route.
-    assert_eq!(
-        s.req("GET", "/v2/", &with_token(&anon, &mut buf), b"")
-            .status,
-        200
-    );
+    assert_eq!(s.req("GET", "/v2/", &with_token(&anon), b"").status, 200);
     let log = s.access_log();
     assert!(log.contains("GET /token?service="), "{log}");
 }
@@ -311,7 +304,6 @@ fn built_in_token_server_grants_what_users_ask_and_scopes_are_enforced() {
 fn anonymous_pull_only_when_allowed() {
     let dir = TempDir::new().unwrap();
     let s = token_server(&dir, &["--auth-token-anonymous-pull"]);
-    let mut buf = String::new();
     let push = fetch_token(
         &s,
         Some(("alice", "wonderland")),
@@ -322,7 +314,7 @@ fn anonymous_pull_only_when_allowed() {
     let r = s.req(
         "POST",
         &format!("/v2/pub/x/blobs/uploads/?digest={d}"),
-        &with_token(&push, &mut buf),
+        &with_token(&push),
         &data,
     );
     assert_eq!(r.status, 201, "{}", r.text());
@@ -334,7 +326,7 @@ fn anonymous_pull_only_when_allowed() {
         serde_json::json!([{"type": "repository", "name": "pub/x", "actions": ["pull"]}])
     );
     assert_eq!(claims["sub"], "");
-    let h = with_token(&anon, &mut buf);
+    let h = with_token(&anon);
     assert_eq!(
         s.req("GET", &format!("/v2/pub/x/blobs/{d}"), &h, b"").body,
         data
@@ -349,8 +341,7 @@ fn anonymous_pull_only_when_allowed() {
     // The catalog is never anonymous.
     let anon = fetch_token(&s, None, &["registry:catalog:*"]);
     assert_eq!(
-        s.req("GET", "/v2/_catalog", &with_token(&anon, &mut buf), b"")
-            .status,
+        s.req("GET", "/v2/_catalog", &with_token(&anon), b"").status,
         401
     );
 }
@@ -421,14 +412,8 @@ fn outside_issuer_tokens_are_checked_for_signature_issuer_audience_and_time() {
             "access": [{"type": "repository", "name": "a", "actions": ["pull", "push"]}]
         })
     };
-    let mut buf = String::new();
     let good = sign(&key, claims(now() + 300, "example-issuer", "reg.example"));
-    let r = s.req(
-        "POST",
-        "/v2/a/blobs/uploads/",
-        &with_token(&good, &mut buf),
-        b"",
-    );
+    let r = s.req("POST", "/v2/a/blobs/uploads/", &with_token(&good), b"");
     assert_eq!(r.status, 202, "{}", r.text());
     for (what, token) in [
         (
@@ -449,7 +434,7 @@ fn outside_issuer_tokens_are_checked_for_signature_issuer_audience_and_time() {
         ),
         ("garbage", "a.b.c".to_string()),
     ] {
-        let r = s.req("GET", "/v2/a/tags/list", &with_token(&token, &mut buf), b"");
+        let r = s.req("GET", "/v2/a/tags/list", &with_token(&token), b"");
         assert_eq!(
             (r.status, r.code().as_str()),
             (401, "UNAUTHORIZED"),
@@ -466,7 +451,7 @@ fn outside_issuer_tokens_are_checked_for_signature_issuer_audience_and_time() {
     // Expired a few seconds ago is within distribution's leeway.
     let fresh = sign(&key, claims(now() - 5, "example-issuer", "reg.example"));
     assert_eq!(
-        s.req("GET", "/v2/a/tags/list", &with_token(&fresh, &mut buf), b"")
+        s.req("GET", "/v2/a/tags/list", &with_token(&fresh), b"")
             .status,
         404
     );
@@ -536,6 +521,19 @@ fn berth_login_push_and_pull_through_tokens() {
     a.ok(&["tag", &name, &again]);
     let out = run(&a, &["push", &again]);
     assert!(out.status.success(), "{}", stderr_of(&out));
+    // The layer was mounted, not uploaded: the first try is refused for want of scope on
+    // team/app, the retry with a token for both repositories lands.
+    let log = s.access_log();
+    let mounts: Vec<&str> = log
+        .lines()
+        .filter(|l| l.starts_with("POST /v2/team/copy/blobs/uploads/?mount="))
+        .collect();
+    assert!(mounts.iter().any(|l| l.contains(" 401 ")), "{log}");
+    assert!(mounts.iter().any(|l| l.contains(" 201 ")), "{log}");
+    assert!(
+        !log.lines().any(|l| l.starts_with("PATCH /v2/team/copy/")),
+        "nothing uploaded to the copy: {log}"
+    );
 
     let b = Env::new();
     let out = run(&b, &["pull", &name]);
@@ -682,16 +680,10 @@ fn skopeo_goes_through_the_token_flow() {
         .unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
     assert_eq!(b.ok(&["inspect", "-f", "{{.Id}}", &copied]).trim(), id);
-    let mut buf = String::new();
     let t = fetch_token(&s, Some(("bob", "builder")), &["repository:sk/denied:pull"]);
     assert_eq!(
-        s.req(
-            "GET",
-            "/v2/sk/denied/manifests/1",
-            &with_token(&t, &mut buf),
-            b""
-        )
-        .status,
+        s.req("GET", "/v2/sk/denied/manifests/1", &with_token(&t), b"")
+            .status,
         404,
         "nothing was pushed with wrong credentials"
     );

@@ -161,14 +161,18 @@ fn retryable(e: &RemoteError) -> bool {
 pub async fn mount(s: &Session, digest: &str, from: &str) -> Result<Mount> {
     s.fresh().await?;
     let post = |authz: Option<reqwest::header::HeaderValue>| {
-        let mut r = s
-            .request(Method::POST, &s.url("blobs/uploads/"))
-            .query(&[("mount", digest), ("from", from)])
-            .header(CONTENT_LENGTH, 0);
-        if let Some(a) = authz {
-            r = r.header(reqwest::header::AUTHORIZATION, a);
-        }
-        r.send()
+        let url = s.url("blobs/uploads/");
+        // `header` appends: a second Authorization would be ignored behind the session's.
+        let r = match authz {
+            Some(a) => s
+                .http
+                .request(Method::POST, &url)
+                .header(reqwest::header::AUTHORIZATION, a),
+            None => s.request(Method::POST, &url),
+        };
+        r.query(&[("mount", digest), ("from", from)])
+            .header(CONTENT_LENGTH, 0)
+            .send()
     };
     let mut res = post(None).await.map_err(|e| s.unreachable(&e))?;
     // A token registry wants pull on `from` too, which the session's token does not grant:
