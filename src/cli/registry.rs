@@ -11,7 +11,7 @@ use clap::{Args, Subcommand};
 #[derive(Subcommand, Debug)]
 pub enum RegistryCommand {
     /// Serve the OCI distribution API
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Add or replace USER in an htpasswd file (bcrypt); the password is read from stdin
     Htpasswd(HtpasswdArgs),
     /// Delete blobs no manifest references and abandoned uploads (filesystem storage)
@@ -98,7 +98,7 @@ pub struct ServeArgs {
 
 pub fn run(root: &Path, c: RegistryCommand) -> Result<ExitCode> {
     match c {
-        RegistryCommand::Serve(a) => serve(root, a),
+        RegistryCommand::Serve(a) => serve(root, *a),
         RegistryCommand::Htpasswd(a) => htpasswd(root, a),
         RegistryCommand::Gc(a) => gc(root, a),
     }
