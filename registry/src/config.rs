@@ -73,6 +73,9 @@ impl TokenConfig {
                 "the built-in token server (auth-token-key) checks users against an htpasswd file: set htpasswd".into(),
             );
         }
+        if !builtin && htpasswd {
+            return Err("with an outside token server (no auth-token-key) the registry accepts tokens only: htpasswd would be ignored, leave it out".into());
+        }
         if !builtin && anonymous_pull {
             return Err("auth-token-anonymous-pull is a setting of the built-in token server: set auth-token-key".into());
         }
@@ -247,5 +250,16 @@ mod tests {
         assert!(t.anonymous_pull);
         let e = asm(None, None, None, None, p("/k"), false, false).unwrap_err();
         assert!(e.contains("htpasswd"), "{e}");
+        let e = asm(
+            s("http://a/t"),
+            s("svc"),
+            s("iss"),
+            p("/r"),
+            None,
+            false,
+            true,
+        )
+        .unwrap_err();
+        assert!(e.contains("htpasswd would be ignored"), "{e}");
     }
 }
