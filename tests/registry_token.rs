@@ -688,3 +688,114 @@ fn skopeo_goes_through_the_token_flow() {
         "nothing was pushed with wrong credentials"
     );
 }
+
+/// Debian's docker-registry (distribution 2.8) trusting berth's token server: it finds the
+/// signing key by the token's `kid` among its root certificate bundle's keys.
+#[test]
+fn distribution_accepts_tokens_from_the_built_in_token_server() {
+    if !have("docker-registry") {
+        return;
+    }
+    let dir = TempDir::new().unwrap();
+    let (key, crt) = keypair(dir.path(), "issuer");
+    let h = htpasswd(dir.path());
+    let s = Server::start(
+        &dir.path().join("storage"),
+        &[
+            "--htpasswd",
+            h.to_str().unwrap(),
+            "--auth-token-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let cfg = dir.path().join("config.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "version: 0.1\nlog: {{level: info}}\nstorage: {{filesystem: {{rootdirectory: {}}}}}\nhttp: {{addr: {addr}}}\nauth:\n  token:\n    realm: http://127.0.0.1:{}/token\n    service: {SERVICE}\n    issuer: {SERVICE}\n    rootcertbundle: {}\n",
+            dir.path().join("dist").display(),
+            s.port,
+            crt.display()
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("dist.log");
+    let mut child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(&cfg)
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(dir.path().join("dist.err")).unwrap())
+        .spawn()
+        .expect("docker-registry");
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _guard = Kill(&mut child);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "docker-registry did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+
+    let a = Env::new();
+    let auth = a.path("auth.json");
+    let out = a
+        .berth()
+        .env("BERTH_AUTH_FILE", &auth)
+        .args(["login", "-u", "alice", "--password-stdin", &addr])
+        .write_stdin("wonderland\n")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let name = format!("{addr}/dist/app:1");
+    let id = a.import_busybox(&name);
+    let out = a
+        .berth()
+        .env("BERTH_AUTH_FILE", &auth)
+        .args(["push", &name])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        stderr_of(&out),
+        std::fs::read_to_string(dir.path().join("dist.err")).unwrap_or_default()
+    );
+    let b = Env::new();
+    let out = b
+        .berth()
+        .env("BERTH_AUTH_FILE", &auth)
+        .args(["pull", &name])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(b.ok(&["inspect", "-f", "{{.Id}}", &name]).trim(), id);
+    // Without credentials distribution refuses what the token server granted nothing for.
+    let c = Env::new();
+    let out = c
+        .berth()
+        .env("BERTH_AUTH_FILE", c.path("none.json"))
+        .env("DOCKER_CONFIG", c.path("docker"))
+        .args(["pull", &name])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr_of(&out).contains("unauthorized"),
+        "{}",
+        stderr_of(&out)
+    );
+}

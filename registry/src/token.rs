@@ -216,6 +216,72 @@ pub struct SigningKey {
     pub alg: Algorithm,
     pub key: EncodingKey,
     pub public: DecodingKey,
+    /// libtrust's key ID of the public key, sent as `kid`: distribution looks the signing key
+    /// up by it among its root certificates' keys, so it trusts our tokens too.
+    pub kid: String,
+}
+
+/// DER length octets.
+fn der_len(n: usize) -> Vec<u8> {
+    match n {
+        0..=0x7f => vec![n as u8],
+        0x80..=0xff => vec![0x81, n as u8],
+        _ => vec![0x82, (n >> 8) as u8, n as u8],
+    }
+}
+
+/// SubjectPublicKeyInfo of an RSA key given as PKCS#1 `RSAPublicKey`.
+fn rsa_spki(pkcs1: &[u8]) -> Vec<u8> {
+    // AlgorithmIdentifier { rsaEncryption, NULL }
+    const ALG: &[u8] = &[
+        0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00,
+    ];
+    let mut bits = vec![0x03];
+    bits.extend(der_len(pkcs1.len() + 1));
+    bits.push(0);
+    bits.extend_from_slice(pkcs1);
+    let mut out = vec![0x30];
+    out.extend(der_len(ALG.len() + bits.len()));
+    out.extend_from_slice(ALG);
+    out.extend(bits);
+    out
+}
+
+/// SubjectPublicKeyInfo of a P-256 or P-384 key given as its uncompressed point.
+fn ec_spki(point: &[u8], alg: Algorithm) -> Vec<u8> {
+    const P256: &[u8] = &[
+        0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08,
+        0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+    ];
+    const P384: &[u8] = &[
+        0x30, 0x76, 0x30, 0x10, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x05,
+        0x2b, 0x81, 0x04, 0x00, 0x22, 0x03, 0x62, 0x00,
+    ];
+    let mut out = if alg == Algorithm::ES384 { P384 } else { P256 }.to_vec();
+    out.extend_from_slice(point);
+    out
+}
+
+/// libtrust's key ID: the first 240 bits of the SPKI's sha256 in base32, in groups of four
+/// joined by `:` (`ABCD:EFGH:…`, 12 groups).
+pub fn key_id(spki: &[u8]) -> String {
+    use sha2::Digest as _;
+    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let hash = sha2::Sha256::digest(spki);
+    let mut chars = String::with_capacity(48);
+    // 30 bytes = 48 groups of 5 bits, no padding.
+    for chunk in hash[..30].chunks(5) {
+        let n = chunk.iter().fold(0u64, |acc, &b| (acc << 8) | b as u64);
+        for i in (0..8).rev() {
+            chars.push(ALPHABET[((n >> (i * 5)) & 31) as usize] as char);
+        }
+    }
+    chars
+        .as_bytes()
+        .chunks(4)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 impl SigningKey {
@@ -246,10 +312,12 @@ impl SigningKey {
             _ => None,
         };
         if let Some(pair) = rsa {
+            let pkcs1 = pair.public_key().as_ref();
             return Ok(SigningKey {
                 alg: Algorithm::RS256,
                 key: EncodingKey::from_rsa_pem(block.as_bytes()).map_err(|_| bad())?,
-                public: DecodingKey::from_rsa_der(pair.public_key().as_ref()),
+                public: DecodingKey::from_rsa_der(pkcs1),
+                kid: key_id(&rsa_spki(pkcs1)),
             });
         }
         for (curve, alg) in [
@@ -259,10 +327,12 @@ impl SigningKey {
             if let Ok(pair) = EcdsaKeyPair::from_private_key_der(curve, &der) {
                 // jsonwebtoken wants PKCS#8 for EC keys; SEC1 files are converted here.
                 let pkcs8 = pair.to_pkcs8v1().map_err(|_| bad())?;
+                let point = pair.public_key().as_ref();
                 return Ok(SigningKey {
                     alg,
                     key: EncodingKey::from_ec_der(pkcs8.as_ref()),
-                    public: DecodingKey::from_ec_der(pair.public_key().as_ref()),
+                    public: DecodingKey::from_ec_der(point),
+                    kid: key_id(&ec_spki(point, alg)),
                 });
             }
         }
@@ -272,6 +342,7 @@ impl SigningKey {
     pub fn sign(&self, claims: &Claims) -> Result<String, jsonwebtoken::errors::Error> {
         let mut header = jsonwebtoken::Header::new(self.alg);
         header.typ = Some("JWT".into());
+        header.kid = Some(self.kid.clone());
         jsonwebtoken::encode(&header, claims, &self.key)
     }
 }
@@ -402,6 +473,34 @@ mod tests {
             rsa_only.verify(Some(&bearer(&t))),
             Err(Rejection::Invalid("token signature invalid".into()))
         );
+    }
+
+    #[test]
+    fn key_ids_are_libtrusts_over_the_spki() {
+        let dir = tempfile::TempDir::new().unwrap();
+        for kind in ["rsa", "ec"] {
+            let (key, _) = keypair(dir.path(), kind);
+            let spki = dir.path().join(format!("{kind}.spki"));
+            openssl(
+                dir.path(),
+                &[
+                    "pkey",
+                    "-in",
+                    key.to_str().unwrap(),
+                    "-pubout",
+                    "-outform",
+                    "DER",
+                    "-out",
+                    spki.to_str().unwrap(),
+                ],
+            );
+            let k = SigningKey::load(&key).unwrap();
+            assert_eq!(k.kid, key_id(&std::fs::read(&spki).unwrap()), "{kind}");
+            assert_eq!(k.kid.len(), 59);
+            assert_eq!(k.kid.split(':').count(), 12);
+        }
+        // Base32 of a known hash prefix: sha256("") starts e3 b0 c4 42 98.
+        assert!(key_id(b"").starts_with("4OYM:IQUY:"));
     }
 
     #[test]
