@@ -212,7 +212,7 @@ mod tests {
             .unwrap();
         let v = crate::token::Verifier::new("svc".into(), "iss".into(), vec![i.key.public.clone()]);
         let granted = v.verify(Some(&format!("Bearer {t}"))).unwrap();
-        assert_eq!(granted, parse_scopes(["repository:a:pull"]));
+        assert_eq!(*granted, parse_scopes(["repository:a:pull"])[..]);
         let claims: serde_json::Value =
             jsonwebtoken::dangerous::insecure_decode::<serde_json::Value>(&t)
                 .unwrap()

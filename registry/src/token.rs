@@ -6,8 +6,12 @@
 //!
 //! Tokens are checked against every trusted key of the family their `alg` names (RS*/PS* with RSA
 //! keys, ES256/ES384 with EC keys); a `kid` or `x5c` header is not needed and not consulted.
+//! A client sends one token with many requests and a signature check costs more than serving a
+//! HEAD, so a verified token is remembered (by its sha256) until it expires.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use aws_lc_rs::signature::KeyPair as _;
 use base64::Engine as _;
@@ -45,9 +49,19 @@ pub enum Rejection {
 /// The claims this registry reads; `jsonwebtoken` checks `exp`, `nbf`, `iss` and `aud` itself.
 #[derive(Debug, Deserialize)]
 struct Granted {
+    exp: u64,
     #[serde(default)]
     access: Vec<Access>,
 }
+
+/// What a verified token grants, until when.
+struct Verified {
+    exp: u64,
+    access: Arc<[Access]>,
+}
+
+/// Tokens remembered at most; past it, expired ones are dropped, and all if none was.
+const CACHE_MAX: usize = 4096;
 
 /// The claims the built-in token server writes (distribution's `ClaimSet`).
 #[derive(Debug, Serialize)]
@@ -67,6 +81,7 @@ pub struct Verifier {
     pub service: String,
     pub issuer: String,
     keys: Vec<DecodingKey>,
+    verified: Mutex<HashMap<[u8; 32], Verified>>,
 }
 
 impl Verifier {
@@ -75,11 +90,12 @@ impl Verifier {
             service,
             issuer,
             keys,
+            verified: Mutex::new(HashMap::new()),
         }
     }
 
     /// The access an `Authorization` header's token grants, if the token is valid.
-    pub fn verify(&self, authorization: Option<&str>) -> Result<Vec<Access>, Rejection> {
+    pub fn verify(&self, authorization: Option<&str>) -> Result<Arc<[Access]>, Rejection> {
         let token = authorization
             .and_then(|h| {
                 let (scheme, rest) = h.trim().split_once(' ')?;
@@ -87,6 +103,43 @@ impl Verifier {
             })
             .filter(|t| !t.is_empty())
             .ok_or(Rejection::Missing)?;
+        use sha2::Digest as _;
+        let id: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        let now = jsonwebtoken::get_current_timestamp();
+        {
+            let mut cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+            match cache.get(&id) {
+                Some(v) if now <= v.exp.saturating_add(LEEWAY_SECS) => {
+                    return Ok(v.access.clone());
+                }
+                Some(_) => {
+                    cache.remove(&id);
+                    return Err(Rejection::Invalid("token expired".into()));
+                }
+                None => {}
+            }
+        }
+        let granted = self.check(token)?;
+        let access: Arc<[Access]> = granted.access.into();
+        let mut cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= CACHE_MAX {
+            cache.retain(|_, v| now <= v.exp.saturating_add(LEEWAY_SECS));
+            if cache.len() >= CACHE_MAX {
+                cache.clear();
+            }
+        }
+        cache.insert(
+            id,
+            Verified {
+                exp: granted.exp,
+                access: access.clone(),
+            },
+        );
+        Ok(access)
+    }
+
+    /// Signature and claims of one token, the slow way.
+    fn check(&self, token: &str) -> Result<Granted, Rejection> {
         let invalid = |why: &str| Rejection::Invalid(why.to_string());
         let header = jsonwebtoken::decode_header(token).map_err(|e| invalid(&e.to_string()))?;
         let alg = header.alg;
@@ -104,7 +157,7 @@ impl Verifier {
         let mut last = invalid("no trusted key of the token's algorithm family");
         for key in self.keys.iter().filter(|k| k.family() == alg.family()) {
             match jsonwebtoken::decode::<Granted>(token, key, &v) {
-                Ok(t) => return Ok(t.claims.access),
+                Ok(t) => return Ok(t.claims),
                 Err(e) => {
                     let why = match e.kind() {
                         JwtErrorKind::ExpiredSignature => "token expired".to_string(),
@@ -571,6 +624,44 @@ mod tests {
             v.verify(Some("Bearer garbage")),
             Err(Rejection::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn verified_tokens_are_remembered_until_they_expire() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let (key, crt) = keypair(dir.path(), "ec");
+        let signer = SigningKey::load(&key).unwrap();
+        let v = Verifier::new(
+            "svc".into(),
+            "issuer".into(),
+            load_public_keys(&crt).unwrap(),
+        );
+        let t = bearer(
+            &signer
+                .sign(&claims("repository:a:pull", now() + 300))
+                .unwrap(),
+        );
+        let first = v.verify(Some(&t)).unwrap();
+        let again = v.verify(Some(&t)).unwrap();
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "the second check is a cache hit"
+        );
+        // A remembered entry past its exp (and the leeway) is refused and forgotten.
+        let id: [u8; 32] = {
+            use sha2::Digest as _;
+            sha2::Sha256::digest(t.trim_start_matches("Bearer ").as_bytes()).into()
+        };
+        v.verified.lock().unwrap().get_mut(&id).unwrap().exp = now() - LEEWAY_SECS - 5;
+        assert_eq!(
+            v.verify(Some(&t)),
+            Err(Rejection::Invalid("token expired".into()))
+        );
+        assert!(v.verified.lock().unwrap().is_empty());
+        // Rejected tokens are not remembered.
+        let bad = bearer(&signer.sign(&claims("", now() - 600)).unwrap());
+        assert!(v.verify(Some(&bad)).is_err());
+        assert!(v.verified.lock().unwrap().is_empty());
     }
 
     #[test]
