@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # berth registry vs Debian's docker-registry (distribution) on the same machine, same run:
-#  1. manifest GET by tag, requests/s under 32 connections (wrk, 2 threads); rps/compare take
-#     `head` to send HEAD through a Lua script, which Debian's wrk cannot time (see below)
+#  1. manifest GET by tag, requests/s under 32 connections (wrk, 2 threads); manifest and blob
+#     HEAD under 32 connections with oha (`cargo install oha`; Debian's wrk cannot time HEAD, it
+#     waits for a body of the announced Content-Length), and the same blob HEAD on a berth
+#     registry in token mode (every request verifies an ES256 JWT)
 #  2. push (POST + monolithic PUT) of a 1 GiB random layer, then REPS pulls (GET) of it from
 #     each server, alternating: MiB/s median and min-max, server peak RSS
 # Usage: bench/registry.sh [seconds-per-wrk-run (default 10)] [layer MiB (default 1024)] [REPS (default 5)]
@@ -11,11 +13,11 @@ DUR=${1:-10}
 MIB=${2:-1024}
 REPS=${3:-5}
 cd "$(dirname "$0")/.."
-for t in wrk curl docker-registry sha256sum; do
+for t in wrk oha curl docker-registry sha256sum openssl; do
     command -v "$t" >/dev/null || { echo "missing $t" >&2; exit 1; }
 done
 cargo build --release -q -p berth
-BERTH=$PWD/target/release/berth
+BERTH=${CARGO_TARGET_DIR:-$PWD/target}/release/berth
 W=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$W"; }
@@ -64,11 +66,17 @@ make_image() { # port
     curl -sf -X PUT -H "Content-Type: $MT" --data-binary @"$W/manifest" "http://127.0.0.1:$1/v2/bench/app/manifests/latest" -o /dev/null
 }
 
-printf 'wrk.method = "HEAD"\n' >"$W/head.lua"
-rps() { # port path [head]
-    local script=()
-    [ "${3:-}" = head ] && script=(-s "$W/head.lua")
-    wrk -t2 -c32 -d"${DUR}s" "${script[@]}" -H "Accept: $MT" "http://127.0.0.1:$1$2" | awk '/Requests\/sec/ {print $2}'
+rps() { # port path [head [extra header]]
+    if [ "${3:-}" = head ]; then
+        local hdr=()
+        [ -n "${4:-}" ] && hdr=(-H "$4")
+        # oha's summary line: "  Requests/sec:  12345.6789"; a non-2xx answer would show in
+        # its status distribution, so check_head runs first.
+        oha -z "${DUR}s" -c 32 -m HEAD --no-tui -H "Accept: $MT" "${hdr[@]}" "http://127.0.0.1:$1$2" |
+            awk '/Requests\/sec/ {print $2}'
+    else
+        wrk -t2 -c32 -d"${DUR}s" -H "Accept: $MT" "http://127.0.0.1:$1$2" | awk '/Requests\/sec/ {print $2}'
+    fi
 }
 # wrk counts a response whatever its status; make sure each server answers 200 with no body
 check_head() { # port path
@@ -110,10 +118,26 @@ SMALL=/v2/bench/app/blobs/sha256:$(sha256sum "$W/small" | cut -d' ' -f1)
 for p in "$BERTH_PORT" "$DIST_PORT"; do
     check_head "$p" /v2/bench/app/manifests/latest; check_head "$p" "$SMALL"
 done
-echo "32 connections, ${DUR}s each, wrk -t2"
+echo "32 connections, ${DUR}s each, wrk -t2 (GET) and oha (HEAD)"
 compare "manifest GET by tag" /v2/bench/app/manifests/latest
-# HEAD: Debian's wrk waits for a body of Content-Length after a HEAD answer and times out
-# (0 req/s), so HEAD stays unmeasured until another load tool is packaged; see RESULTS.md.
+compare "manifest HEAD by tag" /v2/bench/app/manifests/latest head
+compare "blob HEAD" "$SMALL" head
+
+# Token mode: the same blob HEAD with a bearer token from the built-in token server.
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$W/token.key" 2>/dev/null
+echo bench | "$BERTH" --root "$W/root" registry htpasswd bench --file "$W/htpasswd" 2>/dev/null
+"$BERTH" registry serve --addr 127.0.0.1:0 --storage "$W/berth" --htpasswd "$W/htpasswd" \
+    --auth-token-key "$W/token.key" >"$W/token.out" 2>/dev/null &
+PIDS+=($!); TOKEN_PID=$!
+for _ in $(seq 100); do grep -q listening "$W/token.out" 2>/dev/null && break; sleep 0.05; done
+TOKEN_PORT=$(sed -n 's/.*127.0.0.1:\([0-9]*\).*/\1/p' "$W/token.out")
+TOKEN=$(curl -sf -u bench:bench "http://127.0.0.1:$TOKEN_PORT/token?service=berth-registry&scope=repository:bench/app:pull" |
+    sed -n 's/.*"token":"\([^"]*\)".*/\1/p')
+code=$(curl -s -I -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$TOKEN_PORT$SMALL")
+[ "$code" = 200 ] || { echo "token-mode HEAD answered $code" >&2; exit 1; }
+b=$(rps "$BERTH_PORT" "$SMALL" head); t=$(rps "$TOKEN_PORT" "$SMALL" head "Authorization: Bearer $TOKEN")
+printf '%-28s berth %9.0f  berth+token %9.0f req/s  ratio %5.2fx\n' "blob HEAD, token mode" "$b" "$t" "$(echo "$t / $b" | bc -l)"
+kill "$TOKEN_PID"; wait "$TOKEN_PID" 2>/dev/null || true
 
 head -c "${MIB}M" /dev/urandom >"$W/big"
 BIG_DIGEST=sha256:$(sha256sum "$W/big" | cut -d' ' -f1)

@@ -77,12 +77,13 @@ impl Htpasswd {
 
     /// Whether an `Authorization` header value carries valid basic credentials.
     pub fn check(&self, authorization: Option<&str>) -> bool {
-        let Some((user, password)) = authorization.and_then(parse_basic) else {
-            return false;
-        };
-        let Some(hash) = self.users.get(&user) else {
-            return false;
-        };
+        self.authenticate(authorization).is_some()
+    }
+
+    /// The user whose valid basic credentials an `Authorization` header value carries.
+    pub fn authenticate(&self, authorization: Option<&str>) -> Option<String> {
+        let (user, password) = authorization.and_then(parse_basic)?;
+        let hash = self.users.get(&user)?;
         let key = cache_key(&user, &password, hash);
         if self
             .verified
@@ -90,16 +91,16 @@ impl Htpasswd {
             .unwrap_or_else(|p| p.into_inner())
             .contains(&key)
         {
-            return true;
+            return Some(user);
         }
-        let ok = bcrypt::verify(&password, hash).unwrap_or(false);
-        if ok {
-            self.verified
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(key);
+        if !bcrypt::verify(&password, hash).unwrap_or(false) {
+            return None;
         }
-        ok
+        self.verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key);
+        Some(user)
     }
 }
 
@@ -196,6 +197,11 @@ mod tests {
         assert!(h.check(Some(&basic("alice", "new:pass"))));
         assert!(!h.check(Some(&basic("alice", "s3cret"))));
         assert!(h.check(Some(&basic("bob", "pw"))));
+        assert_eq!(
+            h.authenticate(Some(&basic("bob", "pw"))).as_deref(),
+            Some("bob")
+        );
+        assert_eq!(h.authenticate(Some(&basic("bob", "nope"))), None);
         assert!(!h.check(Some(&basic("carol", "pw"))));
         assert!(!h.check(None));
         assert!(!h.check(Some("Bearer x")));

@@ -1,6 +1,7 @@
 //! Running the server: bind, serve with a small tokio runtime, one access-log line per request on
 //! stderr, `Docker-Distribution-API-Version` on every response, graceful shutdown on SIGTERM/SIGINT
-//! (stop accepting, let requests in flight finish).
+//! (stop accepting, let requests in flight finish). Access control is one of: none, htpasswd basic
+//! auth, or bearer tokens (with the built-in token server at `/token` when it has a key).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,11 +17,15 @@ use axum::extract::State;
 use axum::response::IntoResponse;
 
 use crate::auth::{Htpasswd, REALM};
-use crate::config::Config;
+use crate::config::{Config, TokenConfig};
+use crate::endpoint::{Name, parse_query, parse_route, query_get};
 use crate::error::{ErrorKind, RegistryError};
+use crate::issuer::Issuer;
 use crate::routes::{App, router};
+use crate::scope;
 use crate::storage::StorageError;
 use crate::storage::fs::FsStorage;
+use crate::token::{self, Rejection, SigningKey, Verifier};
 
 /// How long an untouched upload session is kept.
 const UPLOAD_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
@@ -38,6 +43,10 @@ pub enum ServeError {
     Runtime(std::io::Error),
     #[error("loading htpasswd: {0}")]
     Auth(#[from] crate::auth::AuthError),
+    #[error("token auth: {0}")]
+    Token(#[from] crate::token::TokenError),
+    #[error("token auth: {0}")]
+    TokenConfig(String),
     #[error("loading TLS certificate/key: {0}")]
     Tls(std::io::Error),
     #[error("serving: {0}")]
@@ -91,8 +100,25 @@ pub async fn serve(cfg: Config, on_ready: impl FnOnce(SocketAddr, bool)) -> Resu
             let _ = tokio::task::spawn_blocking(move || purge(&app.storage)).await;
         }
     });
-    let router = router(app)
-        .layer(middleware::from_fn_with_state(htpasswd, require_auth))
+    let mut router = router(app);
+    let basic = match &cfg.token {
+        None => htpasswd,
+        Some(tc) => {
+            let (gate, issuer) = token_auth(tc, htpasswd, addr, cfg.tls.is_some())?;
+            if let Some(issuer) = issuer {
+                router = router.merge(
+                    axum::Router::new()
+                        .route("/token", axum::routing::get(crate::issuer::token))
+                        .with_state(issuer),
+                );
+            }
+            router = router.layer(middleware::from_fn_with_state(gate, require_token));
+            // htpasswd guards the token server only.
+            None
+        }
+    };
+    let router = router
+        .layer(middleware::from_fn_with_state(basic, require_auth))
         .layer(middleware::from_fn(log_and_version));
     let Some((cert, key)) = &cfg.tls else {
         on_ready(addr, false);
@@ -182,6 +208,103 @@ async fn require_auth(
         .with_header(
             axum::http::header::WWW_AUTHENTICATE,
             &format!("Basic realm=\"{REALM}\""),
+        )
+        .into_response()
+}
+
+/// What the token middleware needs: the verifier and where to send clients for tokens.
+struct TokenGate {
+    verifier: Verifier,
+    /// None: this registry's `/token`, at the scheme and `Host` the client used.
+    realm: Option<String>,
+    fallback_host: String,
+    tls: bool,
+}
+
+type TokenParts = (Arc<TokenGate>, Option<Arc<Issuer>>);
+
+fn token_auth(
+    tc: &TokenConfig,
+    htpasswd: Option<Arc<Htpasswd>>,
+    addr: SocketAddr,
+    tls: bool,
+) -> Result<TokenParts, ServeError> {
+    let mut keys = match &tc.rootcert {
+        Some(p) => token::load_public_keys(p)?,
+        None => Vec::new(),
+    };
+    let issuer = match &tc.key {
+        Some(p) => {
+            let key = SigningKey::load(p)?;
+            keys.push(key.public.clone());
+            let htpasswd = htpasswd.ok_or_else(|| {
+                ServeError::TokenConfig("the built-in token server needs an htpasswd file".into())
+            })?;
+            Some(Arc::new(Issuer {
+                key,
+                service: tc.service.clone(),
+                issuer: tc.issuer.clone(),
+                htpasswd,
+                anonymous_pull: tc.anonymous_pull,
+            }))
+        }
+        None => None,
+    };
+    let gate = Arc::new(TokenGate {
+        verifier: Verifier::new(tc.service.clone(), tc.issuer.clone(), keys),
+        realm: tc.realm.clone(),
+        fallback_host: addr.to_string(),
+        tls,
+    });
+    Ok((gate, issuer))
+}
+
+/// In token mode, `/v2…` needs a bearer token granting what the endpoint needs (`/healthz` and
+/// `/token` stay open).
+async fn require_token(State(gate): State<Arc<TokenGate>>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    if !(path == "/v2" || path.starts_with("/v2/")) {
+        return next.run(req).await;
+    }
+    // A path that does not parse needs only a valid token; its handler then says what is wrong.
+    let needed = match parse_route(path.strip_prefix("/v2/").unwrap_or("")) {
+        Ok(route) => {
+            let q = parse_query(req.uri().query()).unwrap_or_default();
+            let from = query_get(&q, "from").and_then(|f| Name::parse(f).ok());
+            scope::required(&route, req.method(), from.as_ref())
+        }
+        Err(_) => Vec::new(),
+    };
+    let header = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let (error, message) = match gate.verifier.verify(header) {
+        Ok(granted) if scope::satisfies(&granted, &needed) => return next.run(req).await,
+        Ok(_) => (
+            Some("insufficient_scope"),
+            format!(
+                "insufficient scope: the token does not grant {}",
+                scope::challenge_scope(&needed)
+            ),
+        ),
+        Err(Rejection::Missing) => (None, "authentication required".to_string()),
+        Err(Rejection::Invalid(why)) => (Some("invalid_token"), why),
+    };
+    let realm = gate.realm.clone().unwrap_or_else(|| {
+        let host = req
+            .headers()
+            .get(axum::http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .filter(|h| !h.is_empty() && !h.contains(['"', '/', ' ']))
+            .unwrap_or(&gate.fallback_host);
+        let scheme = if gate.tls { "https" } else { "http" };
+        format!("{scheme}://{host}/token")
+    });
+    RegistryError::new(ErrorKind::Unauthorized, message)
+        .with_header(
+            axum::http::header::WWW_AUTHENTICATE,
+            &token::challenge(&realm, &gate.verifier.service, &needed, error),
         )
         .into_response()
 }

@@ -11,7 +11,7 @@ use clap::{Args, Subcommand};
 #[derive(Subcommand, Debug)]
 pub enum RegistryCommand {
     /// Serve the OCI distribution API
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Add or replace USER in an htpasswd file (bcrypt); the password is read from stdin
     Htpasswd(HtpasswdArgs),
     /// Delete blobs no manifest references and abandoned uploads (filesystem storage)
@@ -52,7 +52,8 @@ pub struct ServeArgs {
     /// Storage directory [default: <root>/registry]
     #[arg(long)]
     pub storage: Option<PathBuf>,
-    /// Settings file (TOML: addr, storage, read-only); flags override it
+    /// Settings file (TOML, keys named as these flags: addr, storage, read-only, htpasswd,
+    /// auth-token-realm, …); flags override it
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Refuse every write (405 UNSUPPORTED)
@@ -71,11 +72,33 @@ pub struct ServeArgs {
     /// upload opens; 0 sends none [default: 1048576]
     #[arg(long, value_name = "BYTES")]
     pub chunk_min_length: Option<u64>,
+    /// Token auth: URL of the token server clients are sent to [default with --auth-token-key:
+    /// this registry's /token]
+    #[arg(long, value_name = "URL")]
+    pub auth_token_realm: Option<String>,
+    /// Token auth: the service name tokens must be issued for (`aud`) [default with
+    /// --auth-token-key: berth-registry]
+    #[arg(long, value_name = "NAME")]
+    pub auth_token_service: Option<String>,
+    /// Token auth: the issuer tokens must come from (`iss`) [default with --auth-token-key:
+    /// berth-registry]
+    #[arg(long, value_name = "NAME")]
+    pub auth_token_issuer: Option<String>,
+    /// Token auth: PEM certificates whose keys may sign tokens (RS256/ES256…)
+    #[arg(long, value_name = "PEM")]
+    pub auth_token_rootcert: Option<PathBuf>,
+    /// Token auth with the built-in token server at /token: its PEM private key (RSA or EC);
+    /// users are checked against --htpasswd
+    #[arg(long, value_name = "PEM")]
+    pub auth_token_key: Option<PathBuf>,
+    /// Built-in token server: grant pull to clients without credentials
+    #[arg(long)]
+    pub auth_token_anonymous_pull: bool,
 }
 
 pub fn run(root: &Path, c: RegistryCommand) -> Result<ExitCode> {
     match c {
-        RegistryCommand::Serve(a) => serve(root, a),
+        RegistryCommand::Serve(a) => serve(root, *a),
         RegistryCommand::Htpasswd(a) => htpasswd(root, a),
         RegistryCommand::Gc(a) => gc(root, a),
     }
@@ -108,6 +131,17 @@ fn serve(root: &Path, a: ServeArgs) -> Result<ExitCode> {
         Some(p) => FileConfig::load(p)?,
         None => FileConfig::default(),
     };
+    let htpasswd = a.htpasswd.or(file.htpasswd);
+    let token = berth_registry::config::TokenConfig::assemble(
+        a.auth_token_realm.or(file.auth_token_realm),
+        a.auth_token_service.or(file.auth_token_service),
+        a.auth_token_issuer.or(file.auth_token_issuer),
+        a.auth_token_rootcert.or(file.auth_token_rootcert),
+        a.auth_token_key.or(file.auth_token_key),
+        a.auth_token_anonymous_pull || file.auth_token_anonymous_pull.unwrap_or(false),
+        htpasswd.is_some(),
+    )
+    .map_err(anyhow::Error::msg)?;
     let cfg = Config {
         addr: a
             .addr
@@ -118,7 +152,7 @@ fn serve(root: &Path, a: ServeArgs) -> Result<ExitCode> {
             .or(file.storage)
             .unwrap_or_else(|| root.join("registry")),
         read_only: a.read_only || file.read_only.unwrap_or(false),
-        htpasswd: a.htpasswd.or(file.htpasswd),
+        htpasswd,
         tls: match (a.tls_cert.or(file.tls_cert), a.tls_key.or(file.tls_key)) {
             (Some(c), Some(k)) => Some((c, k)),
             (None, None) => None,
@@ -128,6 +162,7 @@ fn serve(root: &Path, a: ServeArgs) -> Result<ExitCode> {
             .chunk_min_length
             .or(file.chunk_min_length)
             .unwrap_or(berth_registry::config::DEFAULT_CHUNK_MIN_LENGTH),
+        token,
     };
     let storage = cfg.storage.clone();
     berth_registry::serve_blocking(cfg, |addr, tls| {

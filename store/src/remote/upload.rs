@@ -159,13 +159,29 @@ fn retryable(e: &RemoteError) -> bool {
 
 /// Try to mount `digest` from `from` (another repository of the same registry).
 pub async fn mount(s: &Session, digest: &str, from: &str) -> Result<Mount> {
-    let res = s
-        .request(Method::POST, &s.url("blobs/uploads/"))
-        .query(&[("mount", digest), ("from", from)])
-        .header(CONTENT_LENGTH, 0)
-        .send()
-        .await
-        .map_err(|e| s.unreachable(&e))?;
+    s.fresh().await?;
+    let post = |authz: Option<reqwest::header::HeaderValue>| {
+        let url = s.url("blobs/uploads/");
+        // `header` appends: a second Authorization would be ignored behind the session's.
+        let r = match authz {
+            Some(a) => s
+                .http
+                .request(Method::POST, &url)
+                .header(reqwest::header::AUTHORIZATION, a),
+            None => s.request(Method::POST, &url),
+        };
+        r.query(&[("mount", digest), ("from", from)])
+            .header(CONTENT_LENGTH, 0)
+            .send()
+    };
+    let mut res = post(None).await.map_err(|e| s.unreachable(&e))?;
+    // A token registry wants pull on `from` too, which the session's token does not grant:
+    // answer the challenge with a token for both repositories.
+    if res.status() == reqwest::StatusCode::UNAUTHORIZED
+        && let Some(authz) = s.token_for(&res).await
+    {
+        res = post(Some(authz)).await.map_err(|e| s.unreachable(&e))?;
+    }
     if res.status() == reqwest::StatusCode::CREATED {
         return Ok(Mount::Mounted);
     }
@@ -199,6 +215,7 @@ async fn begin(s: &Session, what: &str) -> Result<(String, usize)> {
     let mut attempt = 0;
     loop {
         let r = async {
+            s.fresh().await?;
             let res = s
                 .request(Method::POST, &s.url("blobs/uploads/"))
                 .header(CONTENT_LENGTH, 0)
@@ -227,6 +244,7 @@ async fn begin(s: &Session, what: &str) -> Result<(String, usize)> {
 
 /// The session's URL and how many bytes it holds (from the `Range: 0-<last>` header).
 async fn status(s: &Session, loc: &str, what: &str) -> Result<(String, u64)> {
+    s.fresh().await?;
     let res = s
         .request(Method::GET, loc)
         .send()
@@ -259,6 +277,7 @@ pub fn parse_range_end(r: &str) -> Option<u64> {
 
 async fn patch(s: &Session, loc: &str, start: u64, chunk: Bytes, what: &str) -> Result<String> {
     let end = start + chunk.len() as u64 - 1;
+    s.fresh().await?;
     let res = s
         .request(Method::PATCH, loc)
         .header(CONTENT_RANGE, format!("{start}-{end}"))
@@ -344,6 +363,7 @@ where
     let mut attempt = 0;
     loop {
         let r = async {
+            s.fresh().await?;
             let res = s
                 .request(Method::PUT, &loc)
                 .query(&[("digest", d.as_str())])

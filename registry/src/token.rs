@@ -1,0 +1,706 @@
+//! Bearer-token authentication (the distribution token spec): the keys tokens are checked
+//! against, the check itself (signature, `iss`, `aud`, `exp`/`nbf` with distribution's 60 s of
+//! leeway, then the `access` claim against what the request needs), the `WWW-Authenticate`
+//! challenge that sends clients to the token server, and the signing key of the built-in token
+//! server (`issuer`).
+//!
+//! Tokens are checked against every trusted key of the family their `alg` names (RS*/PS* with RSA
+//! keys, ES256/ES384 with EC keys); a `kid` or `x5c` header is not needed and not consulted.
+//! A client sends one token with many requests and a signature check costs more than serving a
+//! HEAD, so a verified token is remembered (by its sha256) until it expires.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use aws_lc_rs::signature::KeyPair as _;
+use base64::Engine as _;
+use jsonwebtoken::errors::ErrorKind as JwtErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::scope::{Access, challenge_scope};
+
+/// How far `exp` and `nbf` may be off, as distribution allows for clock skew.
+pub const LEEWAY_SECS: u64 = 60;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: no RSA or EC public key or certificate in it (PEM expected)")]
+    NoKeys { path: PathBuf },
+    #[error("{path}: not an RSA or EC (P-256, P-384) private key in PEM (PKCS#8, PKCS#1 or SEC1)")]
+    BadPrivateKey { path: PathBuf },
+}
+
+/// What a presented token turned out to be.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Rejection {
+    /// No `Authorization: Bearer …` at all.
+    Missing,
+    /// Malformed, badly signed, expired, for another service or from another issuer.
+    Invalid(String),
+}
+
+/// The claims this registry reads; `jsonwebtoken` checks `exp`, `nbf`, `iss` and `aud` itself.
+#[derive(Debug, Deserialize)]
+struct Granted {
+    exp: u64,
+    #[serde(default)]
+    access: Vec<Access>,
+}
+
+/// What a verified token grants, until when.
+struct Verified {
+    exp: u64,
+    access: Arc<[Access]>,
+}
+
+/// Tokens remembered at most; past it, expired ones are dropped, and all if none was.
+const CACHE_MAX: usize = 4096;
+
+/// The claims the built-in token server writes (distribution's `ClaimSet`).
+#[derive(Debug, Serialize)]
+pub struct Claims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: String,
+    pub exp: u64,
+    pub nbf: u64,
+    pub iat: u64,
+    pub jti: String,
+    pub access: Vec<Access>,
+}
+
+/// Public keys tokens may be signed with, and who must have issued them for whom.
+pub struct Verifier {
+    pub service: String,
+    pub issuer: String,
+    keys: Vec<DecodingKey>,
+    verified: Mutex<HashMap<[u8; 32], Verified>>,
+}
+
+impl Verifier {
+    pub fn new(service: String, issuer: String, keys: Vec<DecodingKey>) -> Verifier {
+        Verifier {
+            service,
+            issuer,
+            keys,
+            verified: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The access an `Authorization` header's token grants, if the token is valid.
+    pub fn verify(&self, authorization: Option<&str>) -> Result<Arc<[Access]>, Rejection> {
+        let token = authorization
+            .and_then(|h| {
+                let (scheme, rest) = h.trim().split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+            })
+            .filter(|t| !t.is_empty())
+            .ok_or(Rejection::Missing)?;
+        use sha2::Digest as _;
+        let id: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        let now = jsonwebtoken::get_current_timestamp();
+        {
+            let mut cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+            match cache.get(&id) {
+                Some(v) if now <= v.exp.saturating_add(LEEWAY_SECS) => {
+                    return Ok(v.access.clone());
+                }
+                Some(_) => {
+                    cache.remove(&id);
+                    return Err(Rejection::Invalid("token expired".into()));
+                }
+                None => {}
+            }
+        }
+        let granted = self.check(token)?;
+        let access: Arc<[Access]> = granted.access.into();
+        let mut cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= CACHE_MAX {
+            cache.retain(|_, v| now <= v.exp.saturating_add(LEEWAY_SECS));
+            if cache.len() >= CACHE_MAX {
+                cache.clear();
+            }
+        }
+        cache.insert(
+            id,
+            Verified {
+                exp: granted.exp,
+                access: access.clone(),
+            },
+        );
+        Ok(access)
+    }
+
+    /// Signature and claims of one token, the slow way.
+    fn check(&self, token: &str) -> Result<Granted, Rejection> {
+        let invalid = |why: &str| Rejection::Invalid(why.to_string());
+        let header = jsonwebtoken::decode_header(token).map_err(|e| invalid(&e.to_string()))?;
+        let alg = header.alg;
+        if !ALGORITHMS.contains(&alg) {
+            return Err(invalid(&format!(
+                "signature algorithm {alg:?} is not accepted"
+            )));
+        }
+        let mut v = Validation::new(alg);
+        v.leeway = LEEWAY_SECS;
+        v.validate_nbf = true;
+        v.set_issuer(&[&self.issuer]);
+        v.set_audience(&[&self.service]);
+        v.set_required_spec_claims(&["exp", "iss", "aud"]);
+        let mut last = invalid("no trusted key of the token's algorithm family");
+        for key in self.keys.iter().filter(|k| k.family() == alg.family()) {
+            match jsonwebtoken::decode::<Granted>(token, key, &v) {
+                Ok(t) => return Ok(t.claims),
+                Err(e) => {
+                    let why = match e.kind() {
+                        JwtErrorKind::ExpiredSignature => "token expired".to_string(),
+                        JwtErrorKind::ImmatureSignature => "token not valid yet".to_string(),
+                        JwtErrorKind::InvalidIssuer => "token from an untrusted issuer".to_string(),
+                        JwtErrorKind::InvalidAudience => "token for another service".to_string(),
+                        JwtErrorKind::InvalidSignature => "token signature invalid".to_string(),
+                        _ => format!("invalid token: {e}"),
+                    };
+                    // Only a bad signature may be another key's; anything else is final.
+                    if !matches!(e.kind(), JwtErrorKind::InvalidSignature) {
+                        return Err(Rejection::Invalid(why));
+                    }
+                    last = Rejection::Invalid(why);
+                }
+            }
+        }
+        Err(last)
+    }
+}
+
+/// Algorithms a token may be signed with: the asymmetric ones distribution accepts (never
+/// `none` or an HMAC, whose secret would be the public key).
+const ALGORITHMS: &[Algorithm] = &[
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+];
+
+/// `Bearer realm="…",service="…"[,scope="…"][,error="…"]`, as distribution writes it: the scope
+/// lists what the request needed, `error` is `invalid_token` for a rejected token and
+/// `insufficient_scope` for a valid one that does not grant enough.
+pub fn challenge(realm: &str, service: &str, needed: &[Access], error: Option<&str>) -> String {
+    let mut h = format!("Bearer realm={},service={}", quote(realm), quote(service));
+    if !needed.is_empty() {
+        h.push_str(&format!(",scope={}", quote(&challenge_scope(needed))));
+    }
+    if let Some(e) = error {
+        h.push_str(&format!(",error={}", quote(e)));
+    }
+    h
+}
+
+fn quote(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// PEM blocks (`-----BEGIN X-----` … `-----END X-----`) of a file, with their text.
+fn pem_blocks(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("-----BEGIN ") {
+        let after = &rest[start + 11..];
+        let Some(label_end) = after.find("-----") else {
+            break;
+        };
+        let label = after[..label_end].to_string();
+        let end_marker = format!("-----END {label}-----");
+        let Some(end) = after.find(&end_marker) else {
+            break;
+        };
+        let block_end = start + 11 + end + end_marker.len();
+        out.push((label, rest[start..block_end].to_string()));
+        rest = &rest[block_end..];
+    }
+    out
+}
+
+fn read(path: &Path) -> Result<String, TokenError> {
+    std::fs::read_to_string(path).map_err(|source| TokenError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// The public keys of every certificate (or public key) in a PEM bundle.
+pub fn load_public_keys(path: &Path) -> Result<Vec<DecodingKey>, TokenError> {
+    let text = read(path)?;
+    let keys: Vec<DecodingKey> = pem_blocks(&text)
+        .into_iter()
+        .filter(|(label, _)| {
+            matches!(
+                label.as_str(),
+                "CERTIFICATE" | "PUBLIC KEY" | "RSA PUBLIC KEY"
+            )
+        })
+        .filter_map(|(_, block)| {
+            let b = block.as_bytes();
+            DecodingKey::from_rsa_pem(b)
+                .or_else(|_| DecodingKey::from_ec_pem(b))
+                .ok()
+        })
+        .collect();
+    if keys.is_empty() {
+        return Err(TokenError::NoKeys {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(keys)
+}
+
+/// The built-in token server's private key, and its public half (trusted by the verifier too).
+pub struct SigningKey {
+    pub alg: Algorithm,
+    pub key: EncodingKey,
+    pub public: DecodingKey,
+    /// libtrust's key ID of the public key, sent as `kid`: distribution looks the signing key
+    /// up by it among its root certificates' keys, so it trusts our tokens too.
+    pub kid: String,
+}
+
+/// DER length octets.
+fn der_len(n: usize) -> Vec<u8> {
+    match n {
+        0..=0x7f => vec![n as u8],
+        0x80..=0xff => vec![0x81, n as u8],
+        _ => vec![0x82, (n >> 8) as u8, n as u8],
+    }
+}
+
+/// SubjectPublicKeyInfo of an RSA key given as PKCS#1 `RSAPublicKey`.
+fn rsa_spki(pkcs1: &[u8]) -> Vec<u8> {
+    // AlgorithmIdentifier { rsaEncryption, NULL }
+    const ALG: &[u8] = &[
+        0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00,
+    ];
+    let mut bits = vec![0x03];
+    bits.extend(der_len(pkcs1.len() + 1));
+    bits.push(0);
+    bits.extend_from_slice(pkcs1);
+    let mut out = vec![0x30];
+    out.extend(der_len(ALG.len() + bits.len()));
+    out.extend_from_slice(ALG);
+    out.extend(bits);
+    out
+}
+
+/// SubjectPublicKeyInfo of a P-256 or P-384 key given as its uncompressed point.
+fn ec_spki(point: &[u8], alg: Algorithm) -> Vec<u8> {
+    const P256: &[u8] = &[
+        0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08,
+        0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+    ];
+    const P384: &[u8] = &[
+        0x30, 0x76, 0x30, 0x10, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x05,
+        0x2b, 0x81, 0x04, 0x00, 0x22, 0x03, 0x62, 0x00,
+    ];
+    let mut out = if alg == Algorithm::ES384 { P384 } else { P256 }.to_vec();
+    out.extend_from_slice(point);
+    out
+}
+
+/// libtrust's key ID: the first 240 bits of the SPKI's sha256 in base32, in groups of four
+/// joined by `:` (`ABCD:EFGH:…`, 12 groups).
+pub fn key_id(spki: &[u8]) -> String {
+    use sha2::Digest as _;
+    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let hash = sha2::Sha256::digest(spki);
+    let mut chars = String::with_capacity(48);
+    // 30 bytes = 48 groups of 5 bits, no padding.
+    for chunk in hash[..30].chunks(5) {
+        let n = chunk.iter().fold(0u64, |acc, &b| (acc << 8) | b as u64);
+        for i in (0..8).rev() {
+            chars.push(ALPHABET[((n >> (i * 5)) & 31) as usize] as char);
+        }
+    }
+    chars
+        .as_bytes()
+        .chunks(4)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+impl SigningKey {
+    pub fn load(path: &Path) -> Result<SigningKey, TokenError> {
+        let text = read(path)?;
+        let bad = || TokenError::BadPrivateKey {
+            path: path.to_path_buf(),
+        };
+        let (label, block) = pem_blocks(&text)
+            .into_iter()
+            .find(|(l, _)| l.ends_with("PRIVATE KEY"))
+            .ok_or_else(bad)?;
+        let body: String = block
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .map(str::trim)
+            .collect();
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .map_err(|_| bad())?;
+        use aws_lc_rs::signature::{
+            ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair,
+            RsaKeyPair,
+        };
+        let rsa = match label.as_str() {
+            "RSA PRIVATE KEY" => RsaKeyPair::from_der(&der).ok(),
+            "PRIVATE KEY" => RsaKeyPair::from_pkcs8(&der).ok(),
+            _ => None,
+        };
+        if let Some(pair) = rsa {
+            let pkcs1 = pair.public_key().as_ref();
+            return Ok(SigningKey {
+                alg: Algorithm::RS256,
+                key: EncodingKey::from_rsa_pem(block.as_bytes()).map_err(|_| bad())?,
+                public: DecodingKey::from_rsa_der(pkcs1),
+                kid: key_id(&rsa_spki(pkcs1)),
+            });
+        }
+        for (curve, alg) in [
+            (&ECDSA_P256_SHA256_FIXED_SIGNING, Algorithm::ES256),
+            (&ECDSA_P384_SHA384_FIXED_SIGNING, Algorithm::ES384),
+        ] {
+            if let Ok(pair) = EcdsaKeyPair::from_private_key_der(curve, &der) {
+                // jsonwebtoken wants PKCS#8 for EC keys; SEC1 files are converted here.
+                let pkcs8 = pair.to_pkcs8v1().map_err(|_| bad())?;
+                let point = pair.public_key().as_ref();
+                return Ok(SigningKey {
+                    alg,
+                    key: EncodingKey::from_ec_der(pkcs8.as_ref()),
+                    public: DecodingKey::from_ec_der(point),
+                    kid: key_id(&ec_spki(point, alg)),
+                });
+            }
+        }
+        Err(bad())
+    }
+
+    pub fn sign(&self, claims: &Claims) -> Result<String, jsonwebtoken::errors::Error> {
+        let mut header = jsonwebtoken::Header::new(self.alg);
+        header.typ = Some("JWT".into());
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, claims, &self.key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::endpoint::Name;
+    use std::process::Command;
+
+    fn openssl(dir: &Path, args: &[&str]) {
+        let out = Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .expect("openssl is installed");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A key and a self-signed certificate for it: `rsa` or `ec`.
+    fn keypair(dir: &Path, kind: &str) -> (PathBuf, PathBuf) {
+        let key = dir.join(format!("{kind}.key"));
+        let crt = dir.join(format!("{kind}.crt"));
+        let keyopt: &[&str] = match kind {
+            "rsa" => &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
+            _ => &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        };
+        let mut args = vec!["genpkey"];
+        args.extend_from_slice(keyopt);
+        args.extend_from_slice(&["-out", key.to_str().unwrap()]);
+        openssl(dir, &args);
+        openssl(
+            dir,
+            &[
+                "req",
+                "-new",
+                "-x509",
+                "-key",
+                key.to_str().unwrap(),
+                "-out",
+                crt.to_str().unwrap(),
+                "-days",
+                "1",
+                "-subj",
+                "/CN=token",
+            ],
+        );
+        (key, crt)
+    }
+
+    fn now() -> u64 {
+        jsonwebtoken::get_current_timestamp()
+    }
+
+    fn claims(access: &str, exp: u64) -> Claims {
+        Claims {
+            iss: "issuer".into(),
+            sub: "alice".into(),
+            aud: "svc".into(),
+            exp,
+            nbf: now() - 5,
+            iat: now(),
+            jti: "1".into(),
+            access: crate::scope::parse_scopes([access]),
+        }
+    }
+
+    fn bearer(t: &str) -> String {
+        format!("Bearer {t}")
+    }
+
+    #[test]
+    fn tokens_signed_by_a_trusted_certificate_pass_and_others_do_not() {
+        let dir = tempfile::TempDir::new().unwrap();
+        for kind in ["rsa", "ec"] {
+            let (key, crt) = keypair(dir.path(), kind);
+            let signer = SigningKey::load(&key).unwrap();
+            let v = Verifier::new(
+                "svc".into(),
+                "issuer".into(),
+                load_public_keys(&crt).unwrap(),
+            );
+            let t = signer
+                .sign(&claims("repository:a/b:pull,push", now() + 300))
+                .unwrap();
+            let granted = v.verify(Some(&bearer(&t))).unwrap();
+            assert!(crate::scope::satisfies(
+                &granted,
+                &[Access::repository(
+                    &Name::parse("a/b").unwrap(),
+                    &["pull", "push"]
+                )]
+            ));
+            // The key's own public half verifies too.
+            let own = Verifier::new("svc".into(), "issuer".into(), vec![signer.public.clone()]);
+            assert!(own.verify(Some(&bearer(&t))).is_ok(), "{kind}");
+        }
+        // An RSA token against the EC certificate only: no key fits.
+        let rsa = SigningKey::load(&dir.path().join("rsa.key")).unwrap();
+        let ec_only = Verifier::new(
+            "svc".into(),
+            "issuer".into(),
+            load_public_keys(&dir.path().join("ec.crt")).unwrap(),
+        );
+        let t = rsa.sign(&claims("repository:a:pull", now() + 300)).unwrap();
+        assert!(matches!(
+            ec_only.verify(Some(&bearer(&t))),
+            Err(Rejection::Invalid(_))
+        ));
+        // Another RSA key than the certificate's: signature invalid.
+        let sub = dir.path().join("other");
+        std::fs::create_dir(&sub).unwrap();
+        let (other, _) = keypair(&sub, "rsa");
+        let rsa_only = Verifier::new(
+            "svc".into(),
+            "issuer".into(),
+            load_public_keys(&dir.path().join("rsa.crt")).unwrap(),
+        );
+        let t = SigningKey::load(&other)
+            .unwrap()
+            .sign(&claims("repository:a:pull", now() + 300))
+            .unwrap();
+        assert_eq!(
+            rsa_only.verify(Some(&bearer(&t))),
+            Err(Rejection::Invalid("token signature invalid".into()))
+        );
+    }
+
+    #[test]
+    fn key_ids_are_libtrusts_over_the_spki() {
+        let dir = tempfile::TempDir::new().unwrap();
+        for kind in ["rsa", "ec"] {
+            let (key, _) = keypair(dir.path(), kind);
+            let spki = dir.path().join(format!("{kind}.spki"));
+            openssl(
+                dir.path(),
+                &[
+                    "pkey",
+                    "-in",
+                    key.to_str().unwrap(),
+                    "-pubout",
+                    "-outform",
+                    "DER",
+                    "-out",
+                    spki.to_str().unwrap(),
+                ],
+            );
+            let k = SigningKey::load(&key).unwrap();
+            assert_eq!(k.kid, key_id(&std::fs::read(&spki).unwrap()), "{kind}");
+            assert_eq!(k.kid.len(), 59);
+            assert_eq!(k.kid.split(':').count(), 12);
+        }
+        // Base32 of a known hash prefix: sha256("") starts e3 b0 c4 42 98.
+        assert!(key_id(b"").starts_with("4OYM:IQUY:"));
+    }
+
+    #[test]
+    fn claims_are_checked() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let (key, crt) = keypair(dir.path(), "ec");
+        let signer = SigningKey::load(&key).unwrap();
+        let v = Verifier::new(
+            "svc".into(),
+            "issuer".into(),
+            load_public_keys(&crt).unwrap(),
+        );
+        let sign = |c: &Claims| bearer(&signer.sign(c).unwrap());
+        let reason = |h: &str| match v.verify(Some(h)) {
+            Err(Rejection::Invalid(why)) => why,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(reason(&sign(&claims("", now() - 120))), "token expired");
+        assert!(
+            v.verify(Some(&sign(&claims("", now() - 30)))).is_ok(),
+            "expired 30 s ago is within the leeway"
+        );
+        let mut c = claims("", now() + 300);
+        c.nbf = now() + 600;
+        assert_eq!(reason(&sign(&c)), "token not valid yet");
+        let mut c = claims("", now() + 300);
+        c.iss = "mallory".into();
+        assert_eq!(reason(&sign(&c)), "token from an untrusted issuer");
+        let mut c = claims("", now() + 300);
+        c.aud = "other-registry".into();
+        assert_eq!(reason(&sign(&c)), "token for another service");
+        // A tampered payload keeps the signature of the original.
+        let t = signer
+            .sign(&claims("repository:a:pull", now() + 300))
+            .unwrap();
+        let parts: Vec<&str> = t.split('.').collect();
+        let forged = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(
+            serde_json::to_vec(&serde_json::json!({
+                "iss": "issuer", "aud": "svc", "exp": now() + 300,
+                "access": [{"type": "repository", "name": "a", "actions": ["push"]}]
+            }))
+            .unwrap(),
+        );
+        assert_eq!(
+            reason(&bearer(&format!("{}.{forged}.{}", parts[0], parts[2]))),
+            "token signature invalid"
+        );
+        // alg "none" and an HMAC are refused whatever they claim.
+        let none = format!(
+            "{}.{}.",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r#"{"alg":"none"}"#),
+            parts[1]
+        );
+        assert!(matches!(
+            v.verify(Some(&bearer(&none))),
+            Err(Rejection::Invalid(_))
+        ));
+        let hs = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(Algorithm::HS256),
+            &claims("repository:a:push", now() + 300),
+            &EncodingKey::from_secret(b"k"),
+        )
+        .unwrap();
+        assert!(reason(&bearer(&hs)).contains("not accepted"));
+        assert_eq!(v.verify(None), Err(Rejection::Missing));
+        assert_eq!(v.verify(Some("Basic YTpi")), Err(Rejection::Missing));
+        assert!(matches!(
+            v.verify(Some("Bearer garbage")),
+            Err(Rejection::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn verified_tokens_are_remembered_until_they_expire() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let (key, crt) = keypair(dir.path(), "ec");
+        let signer = SigningKey::load(&key).unwrap();
+        let v = Verifier::new(
+            "svc".into(),
+            "issuer".into(),
+            load_public_keys(&crt).unwrap(),
+        );
+        let t = bearer(
+            &signer
+                .sign(&claims("repository:a:pull", now() + 300))
+                .unwrap(),
+        );
+        let first = v.verify(Some(&t)).unwrap();
+        let again = v.verify(Some(&t)).unwrap();
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "the second check is a cache hit"
+        );
+        // A remembered entry past its exp (and the leeway) is refused and forgotten.
+        let id: [u8; 32] = {
+            use sha2::Digest as _;
+            sha2::Sha256::digest(t.trim_start_matches("Bearer ").as_bytes()).into()
+        };
+        v.verified.lock().unwrap().get_mut(&id).unwrap().exp = now() - LEEWAY_SECS - 5;
+        assert_eq!(
+            v.verify(Some(&t)),
+            Err(Rejection::Invalid("token expired".into()))
+        );
+        assert!(v.verified.lock().unwrap().is_empty());
+        // Rejected tokens are not remembered.
+        let bad = bearer(&signer.sign(&claims("", now() - 600)).unwrap());
+        assert!(v.verify(Some(&bad)).is_err());
+        assert!(v.verified.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn challenges_name_scope_and_error() {
+        let n = Name::parse("a/b").unwrap();
+        assert_eq!(
+            challenge("http://h/token", "svc", &[], None),
+            r#"Bearer realm="http://h/token",service="svc""#
+        );
+        assert_eq!(
+            challenge(
+                "http://h/token",
+                "svc",
+                &[Access::repository(&n, &["pull", "push"])],
+                Some("insufficient_scope")
+            ),
+            r#"Bearer realm="http://h/token",service="svc",scope="repository:a/b:pull,push",error="insufficient_scope""#
+        );
+    }
+
+    #[test]
+    fn bad_key_files_are_named() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let f = dir.path().join("x.pem");
+        std::fs::write(&f, "not a pem").unwrap();
+        assert!(matches!(
+            load_public_keys(&f),
+            Err(TokenError::NoKeys { .. })
+        ));
+        assert!(matches!(
+            SigningKey::load(&f),
+            Err(TokenError::BadPrivateKey { .. })
+        ));
+        let missing = dir.path().join("missing.pem");
+        assert!(
+            load_public_keys(&missing)
+                .unwrap_err()
+                .to_string()
+                .contains("missing.pem")
+        );
+    }
+}
