@@ -152,7 +152,12 @@ pub fn copy_into(
             mkdir_all(&target, (0, 0))?;
             for rel in tree.walk(&sel.rel)? {
                 let sub = rel[sel.rel.len()..].trim_start_matches('/');
-                copy_entry(&tree.root.join(&rel), &target.join(sub), mode)?;
+                let dst = target.join(sub);
+                // An excluded directory's re-included child (`!logs/keep`) still needs it.
+                if let Some(parent) = dst.parent() {
+                    mkdir_all(parent, (0, 0))?;
+                }
+                copy_entry(&tree.root.join(&rel), &dst, mode)?;
             }
             continue;
         }
@@ -170,13 +175,9 @@ pub fn copy_into(
             resolve_in_root(rootfs, dest, false)
         };
         if mode.unpack && is_archive(&src)? {
-            let dir = if dest_dir_syntax || resolved.is_dir() {
-                resolved.clone()
-            } else {
-                resolved.clone()
-            };
-            mkdir_all(&dir, (0, 0))?;
-            unpack(&src, &dir)?;
+            // An archive unpacks into the destination, which is a directory then.
+            mkdir_all(&resolved, (0, 0))?;
+            unpack(&src, &resolved)?;
             continue;
         }
         // A symlink given as a source is followed.
