@@ -90,7 +90,7 @@ pub fn build(
                 .map_err(|source| BuildError::MissingImage {
                     reference: r.clone(),
                     line: stage.from.start_line,
-                    source,
+                    source: Box::new(source),
                 })?;
             let cfg = image_config(store, &img)?;
             let env = StageConfig::from_image(cfg).env();
@@ -526,7 +526,7 @@ impl Builder<'_> {
                                 BuildError::MissingImage {
                                     reference: f.clone(),
                                     line: ins.start_line,
-                                    source,
+                                    source: Box::new(source),
                                 }
                             })?,
                         };

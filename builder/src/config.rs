@@ -62,7 +62,7 @@ fn go_duration(ns: u128) -> String {
         return "0s".into();
     }
     if ns < 1_000_000_000 {
-        return if ns % 1_000_000 == 0 {
+        return if ns.is_multiple_of(1_000_000) {
             format!("{}ms", ns / 1_000_000)
         } else {
             format!("{}µs", ns as f64 / 1000.0)

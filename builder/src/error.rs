@@ -12,7 +12,7 @@ pub enum BuildError {
     #[error(transparent)]
     Ignore(#[from] crate::ignore::IgnoreError),
     #[error(transparent)]
-    Store(#[from] berth_store::StoreError),
+    Store(Box<berth_store::StoreError>),
     /// FROM or `--from` names an image that is not in the local store.
     #[error(
         "base image {reference:?} (Dockerfile:{line}) is not in the local store: pull it first (berth pull {reference})"
@@ -21,7 +21,7 @@ pub enum BuildError {
         reference: String,
         line: usize,
         #[source]
-        source: berth_store::StoreError,
+        source: Box<berth_store::StoreError>,
     },
     /// A COPY/ADD source that does not exist or is excluded.
     #[error("{path:?} not found in the {what} (or excluded by .dockerignore)")]
@@ -53,6 +53,12 @@ pub enum BuildError {
     },
     #[error("sandbox: {0}")]
     Exec(#[from] crate::exec::ExecError),
+}
+
+impl From<berth_store::StoreError> for BuildError {
+    fn from(e: berth_store::StoreError) -> Self {
+        BuildError::Store(Box::new(e))
+    }
 }
 
 impl BuildError {

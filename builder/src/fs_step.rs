@@ -22,7 +22,8 @@ use crate::ignore::Ignore;
 /// How many output lines a failed RUN reports.
 const TAIL_LINES: usize = 10;
 
-/// What a filesystem step does.
+/// What a filesystem step does (one per step, short-lived: its size does not matter).
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum FsOp {
     /// WORKDIR: create the directory (owned by USER).
