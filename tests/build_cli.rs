@@ -464,3 +464,72 @@ fn built_image_runs_under_podman() {
     let _ = podman(&["rm", "-f", "c"]);
     let _ = podman(&["rmi", "-a", "-f"]);
 }
+
+#[test]
+fn context_or_dockerfile_from_stdin() {
+    let env = Env::new();
+    base(&env);
+    let ctx = context(
+        &env,
+        "FROM bb:1\nCOPY a.txt /a.txt\nCMD [\"cat\", \"/a.txt\"]\n",
+        &[("a.txt", "from tar\n")],
+    );
+    // A tar context on stdin gives the image the directory gives.
+    let dir_id = quiet_id(&env, &["-t", "s:dir", ctx.to_str().unwrap()]);
+    let tar = std::process::Command::new("tar")
+        .args(["-C", ctx.to_str().unwrap(), "-cf", "-", "."])
+        .output()
+        .unwrap()
+        .stdout;
+    let out = env
+        .berth()
+        .args(["build", "-q", "-t", "s:tar", "-"])
+        .write_stdin(tar)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), dir_id);
+    assert_eq!(
+        env.ok(&["run", "--rm", "--network", "none", "s:tar"]),
+        "from tar\n"
+    );
+    // A lone Dockerfile on stdin (no context), and `-f -` with a directory context.
+    let out = env
+        .berth()
+        .args(["build", "-t", "s:lone", "-"])
+        .write_stdin("FROM bb:1\nRUN echo lone > /lone\n")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = env
+        .berth()
+        .args(["build", "-q", "-f", "-", ctx.to_str().unwrap()])
+        .write_stdin("FROM bb:1\nCOPY a.txt /b.txt\n")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(
+        env.ok(&["run", "--rm", "--network", "none", &id, "cat", "/b.txt"]),
+        "from tar\n"
+    );
+    // Nothing is left of the unpacked contexts.
+    assert_eq!(
+        fs::read_dir(env.root().join("builder/tmp"))
+            .unwrap()
+            .count(),
+        0
+    );
+}

@@ -430,9 +430,16 @@ impl Builder<'_> {
                     text: ins.original.trim().to_string(),
                 };
                 let progress = &mut *self.progress;
-                let layer = fs.run(cur, &op, &mut |b| progress.output(n, b))?;
-                match layer {
-                    Some(mut file) => self.commit(cur, Some(&mut file), created_by)?,
+                let out = fs.run(cur, &op, &mut |b| progress.output(n, b))?;
+                match out.layer {
+                    Some(mut file) => {
+                        let img = self.commit(cur, Some(&mut file), created_by)?;
+                        // The upper directory is the new layer's snapshot: no unpacking.
+                        if let Some(l) = self.store.layers(&img)?.last() {
+                            self.store.adopt_snapshot(&l.diff_id, &out.upper)?;
+                        }
+                        img
+                    }
                     None => self.commit(cur, None, created_by)?,
                 }
             }

@@ -281,6 +281,39 @@ impl SourceTree {
     }
 }
 
+/// What `berth build -` read from stdin: a context archive or a lone Dockerfile.
+pub enum StdinContext {
+    /// A tar (plain or gzip) now unpacked into the directory given.
+    Archive,
+    /// Not an archive: the Dockerfile itself, with an empty context (`docker build - < Dockerfile`).
+    Dockerfile(String),
+}
+
+/// Reads a build context given on stdin into `dir` (which must exist), as Docker does: a tar
+/// (optionally gzip-compressed) is unpacked, never writing outside `dir`; anything else is
+/// the Dockerfile.
+pub fn context_from_stdin(bytes: &[u8], dir: &Path) -> io::Result<StdinContext> {
+    let gz = bytes.len() >= 2 && bytes[0] == 0x1f && bytes[1] == 0x8b;
+    let tar = bytes.len() >= 262 && &bytes[257..262] == b"ustar";
+    if !gz && !tar {
+        return Ok(StdinContext::Dockerfile(
+            String::from_utf8_lossy(bytes).into_owned(),
+        ));
+    }
+    let reader: Box<dyn Read + '_> = if gz {
+        Box::new(flate2::read::GzDecoder::new(bytes))
+    } else {
+        Box::new(bytes)
+    };
+    let mut archive = tar::Archive::new(reader);
+    archive.set_preserve_permissions(true);
+    for entry in archive.entries()? {
+        // unpack_in refuses `..` and absolute paths.
+        entry?.unpack_in(dir)?;
+    }
+    Ok(StdinContext::Archive)
+}
+
 pub fn join_rel(dir: &str, name: &str) -> String {
     if dir.is_empty() {
         name.to_string()

@@ -19,6 +19,54 @@ use crate::error::BuildError;
 use crate::exec::{ExecError, Executor, NetworkMode, RunSpec};
 use crate::ignore::Ignore;
 
+/// Mount points the runtime creates when the image lacks them; the layer leaves them out
+/// (the runner's `changes` rule), so the upper directory drops them before it becomes the
+/// snapshot.
+const INIT_PATHS: [&str; 12] = [
+    "/dev/pts",
+    "/dev/shm",
+    "/dev/mqueue",
+    "/dev/console",
+    "/etc/hosts",
+    "/etc/hostname",
+    "/etc/resolv.conf",
+    "/etc/mtab",
+    "/proc",
+    "/sys",
+    "/dev",
+    "/etc",
+];
+
+/// What a filesystem step leaves: its layer tar (None when it changed nothing) and its upper
+/// directory, which is that layer in snapshot form, inside a scratch directory removed on drop.
+pub struct FsOutput {
+    pub layer: Option<File>,
+    pub upper: PathBuf,
+    _scratch: tempfile::TempDir,
+}
+
+/// Removes what the runtime made in `upper` (empty, absent from every lower), deepest first.
+fn strip_runtime_made(upper: &Path, lowers: &[PathBuf]) {
+    for p in INIT_PATHS {
+        let rel = p.trim_start_matches('/');
+        let host = upper.join(rel);
+        let Ok(md) = std::fs::symlink_metadata(&host) else {
+            continue;
+        };
+        if lowers
+            .iter()
+            .any(|l| l.join(rel).symlink_metadata().is_ok())
+        {
+            continue;
+        }
+        if md.is_file() && md.len() == 0 {
+            let _ = std::fs::remove_file(&host);
+        } else if md.is_dir() && std::fs::read_dir(&host).is_ok_and(|mut d| d.next().is_none()) {
+            let _ = std::fs::remove_dir(&host);
+        }
+    }
+}
+
 /// How many output lines a failed RUN reports.
 const TAIL_LINES: usize = 10;
 
@@ -107,14 +155,14 @@ impl<'a> FsStep<'a> {
         }
     }
 
-    /// Carries out `op` on `cur`; returns the layer tar (positioned at its start), or `None`
-    /// when the step changed nothing.
+    /// Carries out `op` on `cur`; returns the layer tar (positioned at its start; `None` when
+    /// the step changed nothing) and the upper directory.
     pub fn run(
         &self,
         cur: &StageResult,
         op: &FsOp,
         output: &mut dyn FnMut(&[u8]),
-    ) -> Result<Option<File>, BuildError> {
+    ) -> Result<FsOutput, BuildError> {
         let lowers = match &cur.image {
             Some(img) => self.store.ensure_snapshots(img)?,
             None => Vec::new(),
@@ -270,6 +318,13 @@ impl<'a> FsStep<'a> {
             .unwrap_or(false);
         file.seek(SeekFrom::Start(0))
             .map_err(|e| BuildError::io("reading back the layer in", &layer_tmp, e))?;
-        Ok((!empty).then_some(file))
+        if matches!(op, FsOp::Run { .. }) {
+            strip_runtime_made(&upper, &lowers);
+        }
+        Ok(FsOutput {
+            layer: (!empty).then_some(file),
+            upper,
+            _scratch: scratch,
+        })
     }
 }

@@ -65,10 +65,34 @@ pub fn build(root: &Path, a: BuildArgs) -> Result<ExitCode> {
             a.progress
         );
     }
-    if a.context == "-" {
-        bail!("a build context on stdin is not supported yet: give a directory");
-    }
-    let context = PathBuf::from(&a.context);
+    // `-`: a tar context (or a lone Dockerfile) on stdin, unpacked into a scratch directory
+    // that lives as long as the build.
+    let mut stdin_dockerfile = None;
+    let stdin_dir;
+    let context = if a.context == "-" {
+        if a.file.as_deref() == Some("-") {
+            bail!("the context and the Dockerfile cannot both come from stdin");
+        }
+        let tmp = root.join("builder").join("tmp");
+        std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        stdin_dir = tempfile::Builder::new()
+            .prefix("context-")
+            .tempdir_in(&tmp)
+            .with_context(|| format!("creating a directory in {}", tmp.display()))?;
+        let mut bytes = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut bytes)
+            .context("reading the build context from stdin")?;
+        match berth_builder::context::context_from_stdin(&bytes, stdin_dir.path())
+            .context("unpacking the build context from stdin")?
+        {
+            berth_builder::context::StdinContext::Archive => {}
+            berth_builder::context::StdinContext::Dockerfile(d) => stdin_dockerfile = Some(d),
+        }
+        stdin_dir.path().to_path_buf()
+    } else {
+        PathBuf::from(&a.context)
+    };
     if !context.is_dir() {
         bail!(
             "unable to prepare context: path {:?} not found or not a directory",
@@ -76,6 +100,17 @@ pub fn build(root: &Path, a: BuildArgs) -> Result<ExitCode> {
         );
     }
     let (dockerfile, dockerfile_path) = match a.file.as_deref() {
+        _ if stdin_dockerfile.is_some() => (
+            stdin_dockerfile.take().unwrap_or_default(),
+            context.join("Dockerfile"),
+        ),
+        // With a context on stdin, -f names a file inside it.
+        Some(f) if a.context == "-" => {
+            let p = context.join(f);
+            let s = std::fs::read_to_string(&p)
+                .with_context(|| format!("cannot read Dockerfile {f} in the context from stdin"))?;
+            (s, p)
+        }
         Some("-") => {
             let mut s = String::new();
             std::io::stdin()

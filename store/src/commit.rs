@@ -6,7 +6,7 @@
 
 use std::io::{self, Read};
 
-use oci_spec::image::{Descriptor, ImageManifestBuilder, MediaType};
+use oci_spec::image::{Descriptor, Digest, ImageManifestBuilder, MediaType};
 use serde_json::{Map, Value, json};
 
 use crate::error::{Result, StoreError};
@@ -112,6 +112,25 @@ impl Store {
         };
         self.add_image(&new, tags)?;
         self.resolve_image(img.id.as_ref())
+    }
+
+    /// Make `dir` — a layer's content already in snapshot form (overlay whiteouts), such as
+    /// the upper directory a build step wrote — the snapshot of `diff_id`, instead of unpacking
+    /// the layer again. `dir` is synced and renamed into place (it must be on the state root's
+    /// filesystem); when the snapshot exists already, `dir` is left alone for its owner to remove.
+    pub fn adopt_snapshot(&self, diff_id: &Digest, dir: &std::path::Path) -> Result<()> {
+        let _writing = self.writer_lock()?;
+        let target = self.snapshot_path(diff_id);
+        if target.is_dir() {
+            return Ok(());
+        }
+        let f = std::fs::File::open(dir).map_err(|e| StoreError::io("opening", dir, e))?;
+        rustix::fs::syncfs(&f).map_err(|e| StoreError::io("syncing", dir, e.into()))?;
+        match std::fs::rename(dir, &target) {
+            Ok(()) => crate::blobs::sync_dir(&self.snapshots_dir()),
+            Err(_) if target.is_dir() => Ok(()),
+            Err(e) => Err(StoreError::io("renaming snapshot to", target, e)),
+        }
     }
 
     /// Whether every blob `img` needs (manifest, config, layers) is still stored.
