@@ -533,3 +533,16 @@ fn context_or_dockerfile_from_stdin() {
         0
     );
 }
+
+#[test]
+fn run_heredocs_run_through_the_shell() {
+    let env = Env::new();
+    base(&env);
+    let df = "FROM bb:1\nRUN <<EOF\necho one > /one\necho two >> /one\nEOF\nRUN cat > /two <<-END && echo after >> /two\n\tindented\n\tEND\nCMD [\"cat\", \"/one\", \"/two\"]\n";
+    let ctx = context(&env, df, &[]);
+    build_ok(&env, &["-t", "hd:1", ctx.to_str().unwrap()]);
+    assert_eq!(
+        env.ok(&["run", "--rm", "--network", "none", "hd:1"]),
+        "one\ntwo\nindented\nafter\n"
+    );
+}

@@ -375,7 +375,7 @@ impl Builder<'_> {
                 if !run.mounts.is_empty() {
                     return Err(err("RUN --mount is not supported by berth yet".into()));
                 }
-                let argv = cur.config.argv(&run.command);
+                let argv = run_argv(&cur.config, &run.command, &ins.heredocs).map_err(err)?;
                 let args: Vec<(String, String)> = step
                     .args
                     .iter()
@@ -568,6 +568,41 @@ impl Builder<'_> {
             ignore: self.context.ignore.clone(),
         })
     }
+}
+
+/// RUN's argv, heredocs included as BuildKit runs them: a command that is one heredoc runs its
+/// content through the shell; otherwise the heredoc bodies follow the command line, so the
+/// shell reads them as its own heredocs.
+fn run_argv(
+    config: &StageConfig,
+    cmd: &crate::frontend::CommandLine,
+    heredocs: &[crate::frontend::Heredoc],
+) -> Result<Vec<String>, String> {
+    use crate::frontend::CommandLine;
+    let CommandLine::Shell(line) = cmd else {
+        return Ok(config.argv(cmd));
+    };
+    if heredocs.is_empty() {
+        return Ok(config.argv(cmd));
+    }
+    let single = heredocs.len() == 1
+        && crate::frontend::heredoc_marker(line.trim()).is_some_and(|h| h.name == heredocs[0].name);
+    let text = if single {
+        let data = heredocs[0].data();
+        if data.starts_with("#!") {
+            return Err("a heredoc with a #! line is not supported by berth yet".into());
+        }
+        data
+    } else {
+        let mut full = line.clone();
+        for h in heredocs {
+            full.push('\n');
+            full.push_str(&h.content);
+            full.push_str(&h.name);
+        }
+        full
+    };
+    Ok(config.argv(&CommandLine::Shell(text)))
 }
 
 fn from_is_context(from: &Option<String>) -> bool {
