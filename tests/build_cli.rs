@@ -227,6 +227,12 @@ fn rebuilds_are_cached_and_only_real_changes_rerun() {
     // --no-cache runs everything.
     let err = build_ok(&env, &["--no-cache", "-t", "t:3", c]);
     assert!(!err.contains("CACHED"), "{err}");
+
+    // builder prune forgets every step.
+    let out = env.ok(&["builder", "prune", "-f"]);
+    assert!(out.starts_with("Total:"), "{out}");
+    let err = build_ok(&env, &["-t", "t:1", c]);
+    assert_eq!(err.matches(" CACHED").count(), 1, "only FROM: {err}");
     no_mounts_left(&env);
 }
 

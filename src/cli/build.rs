@@ -325,3 +325,54 @@ impl Executor for SandboxExecutor {
         code
     }
 }
+
+/// `berth builder …`.
+#[derive(clap::Subcommand, Debug)]
+pub enum BuilderCommand {
+    /// Remove build cache
+    Prune(PruneArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PruneArgs {
+    /// Remove all unused build cache, not just dangling ones (berth's cache has no dangling
+    /// kind: both remove every record)
+    #[arg(short = 'a', long)]
+    all: bool,
+    /// Do not prompt for confirmation (berth never prompts)
+    #[arg(short = 'f', long)]
+    force: bool,
+}
+
+fn dir_size(p: &Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(p) else {
+        return 0;
+    };
+    rd.flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// Forget every cached step (and the context hash memo); the step images' blobs and snapshots
+/// then go with the next `image prune`.
+pub fn builder(root: &Path, c: BuilderCommand) -> Result<ExitCode> {
+    let BuilderCommand::Prune(a) = c;
+    let _ = (a.all, a.force);
+    let dir = root.join("builder");
+    let mut total = 0;
+    for p in [dir.join("cache"), dir.join("context-hashes.json")] {
+        if p.is_dir() {
+            total += dir_size(&p);
+            std::fs::remove_dir_all(&p).with_context(|| format!("removing {}", p.display()))?;
+        } else if let Ok(m) = std::fs::metadata(&p) {
+            total += m.len();
+            std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
+        }
+    }
+    println!("Total:\t{}", super::format::human_size(total));
+    Ok(ExitCode::SUCCESS)
+}

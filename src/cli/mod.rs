@@ -42,6 +42,9 @@ pub struct Cli {
 pub enum Command {
     /// Build an image from a Dockerfile
     Build(build::BuildArgs),
+    /// Manage builds
+    #[command(subcommand)]
+    Builder(build::BuilderCommand),
     /// Manage images
     #[command(subcommand)]
     Image(image::ImageCommand),
@@ -154,6 +157,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     let root = cli.root;
     match cli.command {
         Command::Build(a) => build::build(&root, a),
+        Command::Builder(c) => build::builder(&root, c),
         Command::Image(c) => image::run(&root, c),
         Command::System(c) => system::run(&root, c),
         Command::Images(a) => image::list(&root, a),
