@@ -552,3 +552,44 @@ fn run_heredocs_run_through_the_shell() {
         "one\ntwo\nindented\nafter\n"
     );
 }
+
+#[test]
+fn a_killed_build_leaves_nothing_the_next_build_does_not_clean() {
+    let env = Env::new();
+    base(&env);
+    let ctx = context(&env, "FROM bb:1\nRUN echo started; sleep 2\n", &[]);
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("berth"))
+        .arg("--root")
+        .arg(env.root())
+        .args(["build", "-t", "k:1", ctx.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the RUN step is running, then kill the build outright.
+    let mut err = child.stderr.take().unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(&seen).contains("started") {
+        let n = std::io::Read::read(&mut err, &mut buf).unwrap();
+        assert!(
+            n > 0,
+            "build ended early: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    env.fails(&["inspect", "k:1"]);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    // The next build unmounts and removes what the killed one left.
+    let ctx = context(&env, "FROM bb:1\nRUN true\n", &[]);
+    build_ok(&env, &["-t", "k:2", ctx.to_str().unwrap()]);
+    no_mounts_left(&env);
+    assert_eq!(
+        fs::read_dir(env.root().join("builder/tmp"))
+            .unwrap()
+            .count(),
+        0
+    );
+}

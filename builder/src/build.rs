@@ -71,6 +71,7 @@ pub fn build(
     progress: &mut dyn Progress,
 ) -> Result<Image, BuildError> {
     let df = parse(&opts.dockerfile)?;
+    crate::fs_step::clean_stale(store, exec);
     let mut plan_opts = PlanOptions {
         build_args: opts.build_args.clone(),
         target: opts.target.clone(),

@@ -42,7 +42,59 @@ const INIT_PATHS: [&str; 12] = [
 pub struct FsOutput {
     pub layer: Option<File>,
     pub upper: PathBuf,
+    // Field order is drop order: the lock goes only after the directory is removed.
     _scratch: tempfile::TempDir,
+    _lock: File,
+}
+
+/// Takes the lock that marks a scratch directory as in use (released when the file closes,
+/// however the process ends).
+fn lock_scratch(dir: &Path, blocking: bool) -> std::io::Result<File> {
+    use rustix::fs::{FlockOperation, flock};
+    let f = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("lock"))?;
+    let op = if blocking {
+        FlockOperation::LockExclusive
+    } else {
+        FlockOperation::NonBlockingLockExclusive
+    };
+    flock(&f, op)?;
+    Ok(f)
+}
+
+/// Unmounts and removes scratch directories no running build holds: what a build killed
+/// mid-step (Ctrl-C, SIGKILL) left behind.
+pub fn clean_stale(store: &Store, exec: &dyn Executor) {
+    let tmp_root = store.root().join("builder").join("tmp");
+    let Ok(rd) = std::fs::read_dir(&tmp_root) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let dir = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("step-") {
+            continue;
+        }
+        let Ok(_lock) = lock_scratch(&dir, false) else {
+            continue;
+        };
+        for m in ["source", "rootfs"] {
+            let _ = exec.unmount(&dir.join(m));
+        }
+        if let Err(err) = std::fs::remove_dir_all(&dir) {
+            warn_stale(&dir, &err);
+        }
+    }
+}
+
+fn warn_stale(dir: &Path, err: &std::io::Error) {
+    eprintln!(
+        "warning: cannot remove the stale build directory {}: {err}",
+        dir.display()
+    );
 }
 
 /// Removes what the runtime made in `upper` (empty, absent from every lower), deepest first.
@@ -173,6 +225,8 @@ impl<'a> FsStep<'a> {
             .prefix("step-")
             .tempdir_in(&tmp_root)
             .map_err(|e| BuildError::io("creating a scratch directory in", &tmp_root, e))?;
+        let lock = lock_scratch(scratch.path(), true)
+            .map_err(|e| BuildError::io("locking", scratch.path(), e))?;
         let (mounted, rootfs, upper) = self.mount(&lowers, scratch.path(), "rootfs")?;
         let io_err = |what: &'static str, p: &Path| {
             let p = p.to_path_buf();
@@ -325,6 +379,7 @@ impl<'a> FsStep<'a> {
             layer: (!empty).then_some(file),
             upper,
             _scratch: scratch,
+            _lock: lock,
         })
     }
 }
