@@ -1,9 +1,24 @@
 //! berth-builder: turns a Dockerfile and its build context into an image.
 //!
-//! So far this crate holds the front end only: [`frontend`] reads a Dockerfile exactly as
-//! BuildKit does (syntax, parser directives, heredocs, the shell-word lexer and variable
-//! expansion, ARG scoping, stages and `--target`), and [`ignore`] implements `.dockerignore`
-//! matching. Nothing here executes a step or writes an image yet.
+//! [`frontend`] reads a Dockerfile exactly as BuildKit does (syntax, parser directives,
+//! heredocs, the shell-word lexer and variable expansion, ARG scoping, stages and `--target`);
+//! [`ignore`] implements `.dockerignore` matching. [`build::build`] executes a plan: metadata
+//! instructions change the config, RUN runs through an [`exec::Executor`] (the CLI plugs the
+//! runner's sandbox in), COPY/ADD/WORKDIR write into an overlay whose upper directory becomes
+//! the layer, and every step is cached by content ([`cache`], [`context`]).
 
+pub mod build;
+pub mod cache;
+pub mod config;
+pub mod context;
+pub mod copy;
+pub mod error;
+pub mod exec;
 pub mod frontend;
+mod fs_step;
 pub mod ignore;
+pub mod progress;
+
+pub use build::{BuildOptions, build};
+pub use error::BuildError;
+pub use exec::{ExecError, Executor, NetworkMode, RunSpec};

@@ -1,5 +1,6 @@
 //! The command line: Docker's command and flag names, dispatched to the library crates.
 
+mod build;
 mod container;
 mod container_fs;
 mod format;
@@ -39,6 +40,11 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Build an image from a Dockerfile
+    Build(build::BuildArgs),
+    /// Manage builds
+    #[command(subcommand)]
+    Builder(build::BuilderCommand),
     /// Manage images
     #[command(subcommand)]
     Image(image::ImageCommand),
@@ -154,6 +160,8 @@ pub fn open_store(root: &std::path::Path) -> Result<Store> {
 pub fn run(cli: Cli) -> Result<ExitCode> {
     let root = cli.root;
     match cli.command {
+        Command::Build(a) => build::build(&root, a),
+        Command::Builder(c) => build::builder(&root, c),
         Command::Image(c) => image::run(&root, c),
         Command::System(c) => system::run(&root, c),
         Command::Images(a) => image::list(&root, a),

@@ -6,7 +6,7 @@
 
 use std::io::{self, Read};
 
-use oci_spec::image::{Descriptor, ImageManifestBuilder, MediaType};
+use oci_spec::image::{Descriptor, Digest, ImageManifestBuilder, MediaType};
 use serde_json::{Map, Value, json};
 
 use crate::error::{Result, StoreError};
@@ -31,6 +31,21 @@ pub struct CommitConfig {
     pub container: Option<String>,
 }
 
+/// A build step's result: what [`Store::commit_step`] records beside the config.
+#[derive(Debug, Clone, Default)]
+pub struct StepCommit {
+    /// The new image config's `config` object.
+    pub config: Map<String, Value>,
+    /// History: `created_by`.
+    pub created_by: String,
+    /// History `comment` (BuildKit writes `buildkit.dockerfile.v0`).
+    pub comment: Option<String>,
+    /// `MAINTAINER`: the image's `author`; `None` keeps the parent's.
+    pub author: Option<String>,
+    /// Top-level config members to set (`os`, `architecture`, …) when the parent has none.
+    pub defaults: Map<String, Value>,
+}
+
 impl Store {
     /// Store `layer` (an uncompressed tar, possibly with no members) on top of `parent` (None:
     /// an image with this one layer), with `cfg`; tag it with `tags`. Returns the new image.
@@ -42,6 +57,100 @@ impl Store {
         tags: &[Reference],
     ) -> Result<Image> {
         let _writing = self.writer_lock()?;
+        let new = self.write_image(parent, Some(layer), cfg, &Map::new())?;
+        self.add_image(&new, tags)?;
+        self.resolve_image(new.config.as_ref())
+    }
+
+    /// A build step: `parent` plus `layer` (or, with `None`, only a history entry marked
+    /// `empty_layer`), written to the blob store but not named in the index: the builder keeps
+    /// such images in its cache and names only the final one ([`Store::name_image`]).
+    pub fn commit_step(
+        &self,
+        parent: Option<&Image>,
+        layer: Option<&mut dyn Read>,
+        step: &StepCommit,
+    ) -> Result<Image> {
+        let _writing = self.writer_lock()?;
+        let author = match (&step.author, parent) {
+            (Some(a), _) => Some(a.clone()),
+            (None, Some(p)) => serde_json::from_slice::<Value>(&self.config_bytes(p)?)
+                .ok()
+                .and_then(|v| v.get("author").and_then(Value::as_str).map(str::to_string)),
+            (None, None) => None,
+        };
+        let cfg = CommitConfig {
+            config: step.config.clone(),
+            created_by: step.created_by.clone(),
+            comment: step.comment.clone(),
+            author,
+            container: None,
+        };
+        let new = self.write_image(parent, layer, &cfg, &step.defaults)?;
+        Ok(Image {
+            id: new.config.clone(),
+            manifest: new.manifest.clone(),
+            manifest_size: new.manifest_size,
+            manifest_media_type: new.media_type.clone(),
+            created: new.created.clone(),
+            size: new.size,
+            tags: Vec::new(),
+        })
+    }
+
+    /// Record `img` (made by [`Store::commit_step`]) in the index under `tags`, or as a dangling
+    /// image without tags.
+    pub fn name_image(&self, img: &Image, tags: &[Reference]) -> Result<Image> {
+        let _writing = self.writer_lock()?;
+        let new = NewImage {
+            manifest: img.manifest.clone(),
+            manifest_size: img.manifest_size,
+            media_type: img.manifest_media_type.clone(),
+            config: img.id.clone(),
+            created: img.created.clone(),
+            size: img.size,
+        };
+        self.add_image(&new, tags)?;
+        self.resolve_image(img.id.as_ref())
+    }
+
+    /// Make `dir` — a layer's content already in snapshot form (overlay whiteouts), such as
+    /// the upper directory a build step wrote — the snapshot of `diff_id`, instead of unpacking
+    /// the layer again. `dir` is synced and renamed into place (it must be on the state root's
+    /// filesystem); when the snapshot exists already, `dir` is left alone for its owner to remove.
+    pub fn adopt_snapshot(&self, diff_id: &Digest, dir: &std::path::Path) -> Result<()> {
+        let _writing = self.writer_lock()?;
+        let target = self.snapshot_path(diff_id);
+        if target.is_dir() {
+            return Ok(());
+        }
+        let f = std::fs::File::open(dir).map_err(|e| StoreError::io("opening", dir, e))?;
+        rustix::fs::syncfs(&f).map_err(|e| StoreError::io("syncing", dir, e.into()))?;
+        match std::fs::rename(dir, &target) {
+            Ok(()) => crate::blobs::sync_dir(&self.snapshots_dir()),
+            Err(_) if target.is_dir() => Ok(()),
+            Err(e) => Err(StoreError::io("renaming snapshot to", target, e)),
+        }
+    }
+
+    /// Whether every blob `img` needs (manifest, config, layers) is still stored.
+    pub fn image_complete(&self, img: &Image) -> bool {
+        if !self.blobs().contains(&img.manifest) || !self.blobs().contains(&img.id) {
+            return false;
+        }
+        match self.manifest(&img.manifest) {
+            Ok(m) => m.layers().iter().all(|l| self.blobs().contains(l.digest())),
+            Err(_) => false,
+        }
+    }
+
+    fn write_image<R: Read>(
+        &self,
+        parent: Option<&Image>,
+        layer: Option<R>,
+        cfg: &CommitConfig,
+        defaults: &Map<String, Value>,
+    ) -> Result<NewImage> {
         let (mut config, mut layers) = match parent {
             Some(p) => {
                 let bytes = self.config_bytes(p)?;
@@ -53,28 +162,33 @@ impl Store {
         };
 
         // The layer: verified to be a tar while it is hashed and written.
-        let mut writer = self.blobs().writer()?;
-        let mut tee = Tee {
-            inner: layer,
-            out: &mut writer,
-            err: None,
-        };
-        let walked = (|| -> io::Result<()> {
-            let mut archive = tar::Archive::new(&mut tee);
-            for e in archive.entries()? {
-                e?;
+        let new_layer = match layer {
+            Some(layer) => {
+                let mut writer = self.blobs().writer()?;
+                let mut tee = Tee {
+                    inner: layer,
+                    out: &mut writer,
+                    err: None,
+                };
+                let walked = (|| -> io::Result<()> {
+                    let mut archive = tar::Archive::new(&mut tee);
+                    for e in archive.entries()? {
+                        e?;
+                    }
+                    io::copy(&mut archive.into_inner(), &mut io::sink())?;
+                    Ok(())
+                })();
+                if let Some(e) = tee.err.take() {
+                    return Err(StoreError::io("writing layer into", self.tmp_dir(), e));
+                }
+                walked.map_err(|e| StoreError::BadArchive {
+                    what: "the new layer".into(),
+                    reason: e.to_string(),
+                })?;
+                Some(writer.commit(None)?)
             }
-            io::copy(&mut archive.into_inner(), &mut io::sink())?;
-            Ok(())
-        })();
-        if let Some(e) = tee.err.take() {
-            return Err(StoreError::io("writing layer into", self.tmp_dir(), e));
-        }
-        walked.map_err(|e| StoreError::BadArchive {
-            what: "the new layer".into(),
-            reason: e.to_string(),
-        })?;
-        let (layer_digest, layer_size) = writer.commit(None)?;
+            None => None,
+        };
 
         let created = now_rfc3339();
         config.insert("created".into(), json!(created));
@@ -88,6 +202,9 @@ impl Store {
         }
         if let Some(c) = &cfg.container {
             config.insert("container".into(), json!(c));
+        }
+        for (k, v) in defaults {
+            config.entry(k.clone()).or_insert_with(|| v.clone());
         }
         config
             .entry("architecture")
@@ -105,7 +222,9 @@ impl Store {
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default();
-        diff_ids.push(json!(layer_digest.to_string()));
+        if let Some((d, _)) = &new_layer {
+            diff_ids.push(json!(d.to_string()));
+        }
         config.insert(
             "rootfs".into(),
             json!({"type": "layers", "diff_ids": diff_ids}),
@@ -119,23 +238,31 @@ impl Store {
         if let Some(c) = &cfg.comment {
             entry.insert("comment".into(), json!(c));
         }
+        if new_layer.is_none() {
+            entry.insert("empty_layer".into(), json!(true));
+        }
         let mut history: Vec<Value> = config
             .get("history")
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default();
-        history.push(Value::Object(entry));
+        // A config-only change with nothing to say (`build --label`) adds no history entry.
+        if !(new_layer.is_none() && cfg.created_by.is_empty()) {
+            history.push(Value::Object(entry));
+        }
         config.insert("history".into(), Value::Array(history));
         let config = canonical_image_config(config);
 
         let config_bytes = serde_json::to_vec(&config)
             .map_err(|e| StoreError::invalid("image config", e.to_string()))?;
         let (config_digest, config_size) = self.blobs().put_bytes(&config_bytes)?;
-        layers.push(Descriptor::new(
-            MediaType::ImageLayer,
-            layer_size,
-            layer_digest,
-        ));
+        if let Some((layer_digest, layer_size)) = new_layer {
+            layers.push(Descriptor::new(
+                MediaType::ImageLayer,
+                layer_size,
+                layer_digest,
+            ));
+        }
         let size = layers.iter().map(|l| l.size()).sum();
         let manifest = ImageManifestBuilder::default()
             .schema_version(2u32)
@@ -151,16 +278,14 @@ impl Store {
         let manifest_bytes = serde_json::to_vec(&manifest)
             .map_err(|e| StoreError::invalid("image manifest", e.to_string()))?;
         let (manifest_digest, manifest_size) = self.blobs().put_bytes(&manifest_bytes)?;
-        let new = NewImage {
+        Ok(NewImage {
             manifest: manifest_digest,
             manifest_size,
             media_type: MediaType::ImageManifest,
-            config: config_digest.clone(),
+            config: config_digest,
             created: Some(created),
             size,
-        };
-        self.add_image(&new, tags)?;
-        self.resolve_image(config_digest.as_ref())
+        })
     }
 }
 

@@ -24,6 +24,11 @@ mod words;
 pub use directives::{Directive, Directives};
 pub use error::{ParseError, ParseErrorKind};
 pub use heredoc::Heredoc;
+
+/// Reads one word as a heredoc marker (`<<EOF`, `<<-"EOF"`, `3<<EOF`).
+pub fn heredoc_marker(word: &str) -> Option<Heredoc> {
+    heredoc::parse_marker(word)
+}
 pub use instruction::{
     Arg, ArgDecl, Command, CommandLine, Copy, From, Healthcheck, Instruction, KeyValue, Keyword,
     Network, Onbuild, Run, Security, Source,

@@ -1,0 +1,633 @@
+//! The build driver: plans the Dockerfile, then walks the stages the target needs in order,
+//! each step either found in the cache or carried out — metadata instructions change only the
+//! config, RUN/COPY/ADD/WORKDIR change the filesystem through [`fs_step`](crate::fs_step) —
+//! and committed as an (unnamed) image on top of the previous step. Only the final image is
+//! named in the store.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use berth_store::commit::StepCommit;
+use berth_store::{Image, Reference, Store};
+use serde_json::{Map, Value};
+
+use crate::cache::{Cache, KeyInputs};
+use crate::config::{StageConfig, run_created_by};
+use crate::context::{HashMemo, SourceTree};
+use crate::error::BuildError;
+use crate::exec::{Executor, NetworkMode};
+use crate::frontend::plan::{Base, PROXY_ARGS, PlanOptions, Stage, Step, plan};
+use crate::frontend::{Command, Copy, Instruction, Network, Source, parse};
+use crate::fs_step::{FsOp, FsStep};
+use crate::ignore::Ignore;
+use crate::progress::Progress;
+
+/// BuildKit's history comment.
+const COMMENT: &str = "buildkit.dockerfile.v0";
+
+/// What to build and how.
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    /// The context directory.
+    pub context: PathBuf,
+    /// The Dockerfile's text.
+    pub dockerfile: String,
+    /// Where the Dockerfile is (for `<Dockerfile>.dockerignore`); inside the context usually.
+    pub dockerfile_path: PathBuf,
+    pub build_args: BTreeMap<String, String>,
+    pub target: Option<String>,
+    pub no_cache: bool,
+    /// `--label`.
+    pub labels: Vec<(String, String)>,
+    pub tags: Vec<Reference>,
+}
+
+/// The result of a stage: its image (None for an empty `FROM scratch`), cache key and config.
+#[derive(Clone)]
+pub(crate) struct StageResult {
+    pub(crate) image: Option<Image>,
+    pub(crate) key: String,
+    pub(crate) config: StageConfig,
+}
+
+pub(crate) struct Builder<'a> {
+    pub(crate) store: &'a Store,
+    pub(crate) exec: &'a dyn Executor,
+    pub(crate) cache: Cache,
+    pub(crate) memo: HashMemo,
+    pub(crate) context: SourceTree,
+    pub(crate) no_cache: bool,
+    pub(crate) progress: &'a mut dyn Progress,
+    pub(crate) step_no: usize,
+    /// Stage names by index (`COPY --from=name`).
+    pub(crate) stage_names: Vec<Option<String>>,
+}
+
+/// Builds the image `opts` describes; returns it, named with `opts.tags`.
+pub fn build(
+    store: &Store,
+    exec: &dyn Executor,
+    opts: &BuildOptions,
+    progress: &mut dyn Progress,
+) -> Result<Image, BuildError> {
+    let df = parse(&opts.dockerfile)?;
+    crate::fs_step::clean_stale(store, exec);
+    let mut plan_opts = PlanOptions {
+        build_args: opts.build_args.clone(),
+        target: opts.target.clone(),
+        ..Default::default()
+    };
+    // A first plan names the base images; their ENV can be used in their stages, so the plan
+    // is made again knowing it.
+    let first = plan(&df, &plan_opts)?;
+    let mut bases: BTreeMap<String, Image> = BTreeMap::new();
+    for stage in first.stages.iter().filter(|s| s.used) {
+        for r in &stage.images {
+            if bases.contains_key(r) {
+                continue;
+            }
+            let img = store
+                .resolve_image(r)
+                .map_err(|source| BuildError::MissingImage {
+                    reference: r.clone(),
+                    line: stage.from.start_line,
+                    source: Box::new(source),
+                })?;
+            let cfg = image_config(store, &img)?;
+            let env = StageConfig::from_image(cfg).env();
+            plan_opts.image_env.insert(r.clone(), env);
+            bases.insert(r.clone(), img);
+        }
+    }
+    let plan = plan(&df, &plan_opts)?;
+    if let Some(w) = plan.unconsumed_warning() {
+        progress.note(&w);
+    }
+    let (ignore, _) = Ignore::for_build(&opts.context, &opts.dockerfile_path)?;
+    let mut b = Builder {
+        store,
+        exec,
+        cache: Cache::open(store.root()),
+        memo: HashMemo::load(store.root().join("builder").join("context-hashes.json")),
+        context: SourceTree {
+            root: opts.context.clone(),
+            ignore,
+            what: "build context".into(),
+        },
+        no_cache: opts.no_cache,
+        progress,
+        step_no: 0,
+        stage_names: plan.stages.iter().map(|s| s.name.clone()).collect(),
+    };
+    let multi = plan.stages.len() > 1;
+    let mut results: Vec<Option<StageResult>> = vec![None; plan.stages.len()];
+    for stage in plan.stages.iter().filter(|s| s.used) {
+        let r = b.stage(stage, multi, &results, &bases);
+        b.memo.save();
+        results[stage.index] = Some(r?);
+    }
+    let Some(mut last) = results[plan.target].take() else {
+        return Err(BuildError::Step {
+            line: 1,
+            instruction: "FROM".into(),
+            message: "the target stage was not built".into(),
+        });
+    };
+    if !opts.labels.is_empty() {
+        // `--label` changes the config without a history entry, as BuildKit does.
+        for (k, v) in &opts.labels {
+            last.config.add_label(k, v);
+        }
+        let inputs = KeyInputs {
+            parent: last.key.clone(),
+            text: "--label".into(),
+            instruction: format!("--label {:?}", opts.labels),
+            ..Default::default()
+        };
+        let img = match b.cached(&inputs) {
+            Some(img) => img,
+            None => {
+                let img = b.commit(&last, None, String::new())?;
+                b.cache.put(&inputs, &img);
+                img
+            }
+        };
+        last.image = Some(img);
+    }
+    let img = match last.image {
+        Some(img) => img,
+        // FROM scratch and nothing else: an image without layers.
+        None => b.commit(&last, None, String::new())?,
+    };
+    Ok(store.name_image(&img, &opts.tags)?)
+}
+
+pub(crate) fn image_config(store: &Store, img: &Image) -> Result<Map<String, Value>, BuildError> {
+    let bytes = store.config_bytes(img)?;
+    let v: Value = serde_json::from_slice(&bytes).map_err(|e| BuildError::Step {
+        line: 0,
+        instruction: "FROM".into(),
+        message: format!("image {} has an unreadable config: {e}", img.short_id()),
+    })?;
+    Ok(v.get("config")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default())
+}
+
+fn stage_title(stage: &Stage, multi: bool, k: usize, n: usize) -> String {
+    match (&stage.name, multi) {
+        (Some(name), _) => format!("{name} {k}/{n}"),
+        (None, true) => format!("stage-{} {k}/{n}", stage.index),
+        (None, false) => format!("{k}/{n}"),
+    }
+}
+
+impl Builder<'_> {
+    pub(crate) fn cached(&self, inputs: &KeyInputs) -> Option<Image> {
+        if self.no_cache {
+            return None;
+        }
+        self.cache
+            .get(&inputs.key())
+            .filter(|img| self.store.image_complete(img))
+    }
+
+    /// Commits `layer` (or none) on the stage's current image with its config.
+    pub(crate) fn commit(
+        &self,
+        cur: &StageResult,
+        layer: Option<&mut dyn std::io::Read>,
+        created_by: String,
+    ) -> Result<Image, BuildError> {
+        let step = StepCommit {
+            config: cur.config.config.clone(),
+            created_by,
+            comment: Some(COMMENT.into()),
+            author: cur.config.author.clone(),
+            ..Default::default()
+        };
+        Ok(self.store.commit_step(cur.image.as_ref(), layer, &step)?)
+    }
+
+    fn stage(
+        &mut self,
+        stage: &Stage,
+        multi: bool,
+        results: &[Option<StageResult>],
+        bases: &BTreeMap<String, Image>,
+    ) -> Result<StageResult, BuildError> {
+        let total = stage.steps.len() + 1;
+        self.step_no += 1;
+        let from_text = stage.from.original.trim().to_string();
+        self.progress.start(
+            self.step_no,
+            &format!("[{}] {from_text}", stage_title(stage, multi, 1, total)),
+        );
+        let mut cur = match &stage.base {
+            Base::Scratch => StageResult {
+                image: None,
+                key: KeyInputs {
+                    instruction: "FROM scratch".into(),
+                    ..Default::default()
+                }
+                .key(),
+                config: StageConfig::from_image(Map::new()),
+            },
+            Base::Image(r) => {
+                let img = bases.get(r).cloned().ok_or_else(|| BuildError::Step {
+                    line: stage.from.start_line,
+                    instruction: from_text.clone(),
+                    message: format!("base image {r} was not resolved"),
+                })?;
+                let cfg = image_config(self.store, &img)?;
+                StageResult {
+                    key: KeyInputs {
+                        instruction: format!("FROM {}", img.id),
+                        ..Default::default()
+                    }
+                    .key(),
+                    image: Some(img),
+                    config: StageConfig::from_image(cfg),
+                }
+            }
+            Base::Stage(i) => {
+                let mut r = results[*i].clone().ok_or_else(|| BuildError::Step {
+                    line: stage.from.start_line,
+                    instruction: from_text.clone(),
+                    message: format!("stage {i} was not built"),
+                })?;
+                r.config.cmd_set = false;
+                r.config.author = None;
+                r
+            }
+        };
+        // The base is local and resolved: nothing to do, as BuildKit reports a resolved base.
+        if self.no_cache {
+            self.progress.done(self.step_no);
+        } else {
+            self.progress.cached(self.step_no);
+        }
+        let mut ran = false;
+        for (i, step) in stage.steps.iter().enumerate() {
+            self.step_no += 1;
+            let n = self.step_no;
+            let text = step.instruction.original.trim().to_string();
+            self.progress.start(
+                n,
+                &format!("[{}] {text}", stage_title(stage, multi, i + 2, total)),
+            );
+            match self.step(&mut cur, step, results, bases, n, ran) {
+                Ok(true) => {
+                    ran = true;
+                    self.progress.done(n);
+                }
+                Ok(false) => self.progress.cached(n),
+                Err(e) => {
+                    self.progress.error(n, &e.to_string());
+                    return Err(e);
+                }
+            }
+        }
+        Ok(cur)
+    }
+
+    /// One step: applies it to `cur`. `Ok(true)` when it ran, `Ok(false)` when cached.
+    fn step(
+        &mut self,
+        cur: &mut StageResult,
+        step: &Step,
+        results: &[Option<StageResult>],
+        bases: &BTreeMap<String, Image>,
+        n: usize,
+        parent_ran: bool,
+    ) -> Result<bool, BuildError> {
+        let ins = &step.instruction;
+        let err = |message: String| BuildError::Step {
+            line: ins.start_line,
+            instruction: ins.original.trim().to_string(),
+            message,
+        };
+        let mut inputs = KeyInputs {
+            parent: cur.key.clone(),
+            text: ins.original.trim().to_string(),
+            instruction: format!("{:?}", ins.command),
+            ..Default::default()
+        };
+        // The config effect (always applied: later steps need it whether or not this one is
+        // cached), the history text, and what the filesystem needs, if anything.
+        let (created_by, op): (String, Option<FsOp>) = match &ins.command {
+            Command::Env(kvs) => {
+                for kv in kvs {
+                    cur.config.set_env(&kv.key, &kv.value);
+                }
+                (StageConfig::env_history(kvs), None)
+            }
+            Command::Arg(arg) => {
+                let parts: Vec<String> = arg
+                    .args
+                    .iter()
+                    .map(|d| match &d.default {
+                        Some(v) => format!("{}={v}", d.name),
+                        None => d.name.clone(),
+                    })
+                    .collect();
+                (format!("ARG {}", parts.join(" ")), None)
+            }
+            Command::Label(kvs) => {
+                let mut s = String::from("LABEL");
+                for kv in kvs {
+                    cur.config.add_label(&kv.key, &kv.value);
+                    s.push_str(&format!(" {}={}", kv.key, kv.value));
+                }
+                (s, None)
+            }
+            Command::Maintainer(m) => {
+                cur.config.author = Some(m.clone());
+                (format!("MAINTAINER {m}"), None)
+            }
+            Command::Expose(ports) => (cur.config.expose(ports).map_err(err)?, None),
+            Command::User(u) => {
+                cur.config.set_str("User", u);
+                (format!("USER {u}"), None)
+            }
+            Command::Volume(v) => (cur.config.add_volumes(v).map_err(err)?, None),
+            Command::Stopsignal(s) => {
+                cur.config.set_str("StopSignal", s);
+                (format!("STOPSIGNAL {s}"), None)
+            }
+            Command::Cmd(c) => (cur.config.set_cmd(c), None),
+            Command::Entrypoint(c) => (cur.config.set_entrypoint(c), None),
+            Command::Shell(s) => (cur.config.set_shell(s), None),
+            Command::Healthcheck(h) => (cur.config.set_healthcheck(h), None),
+            Command::Onbuild(o) => {
+                cur.config.add_onbuild(&o.expression);
+                (format!("ONBUILD {}", o.expression), None)
+            }
+            Command::Workdir(p) => {
+                let wd = cur.config.set_workdir(p);
+                let op = (wd != "/").then(|| FsOp::Mkdir {
+                    path: wd.clone(),
+                    user: cur.config.user(),
+                });
+                (format!("WORKDIR {wd}"), op)
+            }
+            Command::Run(run) => {
+                if !run.mounts.is_empty() {
+                    return Err(err("RUN --mount is not supported by berth yet".into()));
+                }
+                let argv = run_argv(&cur.config, &run.command, &ins.heredocs).map_err(err)?;
+                let args: Vec<(String, String)> = step
+                    .args
+                    .iter()
+                    .filter(|(k, _)| !PROXY_ARGS.contains(&k.as_str()))
+                    .cloned()
+                    .collect();
+                inputs.args = step.args.clone();
+                // ENV wins over an ARG of the same name.
+                let mut env = cur.config.env_list();
+                for (k, v) in &step.args {
+                    if !cur.config.env().iter().any(|(e, _)| e == k) {
+                        env.push(format!("{k}={v}"));
+                    }
+                }
+                let network = match run.network {
+                    Some(Network::Host) => NetworkMode::Host,
+                    _ => NetworkMode::None,
+                };
+                (
+                    run_created_by(&argv, &args),
+                    Some(FsOp::Run {
+                        argv,
+                        env,
+                        cwd: cur.config.workdir(),
+                        user: cur.config.user(),
+                        network,
+                    }),
+                )
+            }
+            Command::Copy(c) | Command::Add(c) => {
+                let is_add = matches!(ins.command, Command::Add(_));
+                let op = self.copy_op(cur, c, is_add, ins, results, bases, &mut inputs)?;
+                (copy_created_by(c, is_add), Some(op))
+            }
+            Command::From(_) => return Err(err("FROM inside a stage".into())),
+        };
+
+        if let Some(img) = self.cached(&inputs) {
+            cur.image = Some(img);
+            cur.key = inputs.key();
+            return Ok(false);
+        }
+        let reason = (!self.no_cache && !parent_ran).then(|| self.cache.explain(&inputs));
+        self.progress.miss(n, reason.as_deref());
+        let img = match op {
+            None => self.commit(cur, None, created_by)?,
+            Some(op) => {
+                let fs = FsStep {
+                    store: self.store,
+                    exec: self.exec,
+                    line: ins.start_line,
+                    text: ins.original.trim().to_string(),
+                };
+                let progress = &mut *self.progress;
+                let out = fs.run(cur, &op, &mut |b| progress.output(n, b))?;
+                match out.layer {
+                    Some(mut file) => {
+                        let img = self.commit(cur, Some(&mut file), created_by)?;
+                        // The upper directory is the new layer's snapshot: no unpacking.
+                        if let Some(l) = self.store.layers(&img)?.last() {
+                            self.store.adopt_snapshot(&l.diff_id, &out.upper)?;
+                        }
+                        img
+                    }
+                    None => self.commit(cur, None, created_by)?,
+                }
+            }
+        };
+        self.cache.put(&inputs, &img);
+        cur.image = Some(img);
+        cur.key = inputs.key();
+        Ok(true)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn copy_op(
+        &mut self,
+        cur: &StageResult,
+        c: &Copy,
+        is_add: bool,
+        ins: &Instruction,
+        results: &[Option<StageResult>],
+        bases: &BTreeMap<String, Image>,
+        inputs: &mut KeyInputs,
+    ) -> Result<FsOp, BuildError> {
+        let err = |message: String| BuildError::Step {
+            line: ins.start_line,
+            instruction: ins.original.trim().to_string(),
+            message,
+        };
+        let paths: Vec<&str> = c
+            .sources
+            .iter()
+            .filter_map(|s| match s {
+                Source::Path(p) => Some(p.as_str()),
+                Source::Heredoc(_) => None,
+            })
+            .collect();
+        if is_add
+            && paths.iter().any(|p| {
+                p.starts_with("http://") || p.starts_with("https://") || p.contains(".git")
+            })
+            && paths.iter().any(|p| p.contains("://"))
+        {
+            return Err(err(
+                "ADD from a URL or git is not supported by berth yet".into()
+            ));
+        }
+        if c.sources.iter().any(|s| matches!(s, Source::Heredoc(_))) {
+            return Err(err(
+                "COPY/ADD of heredocs is not supported by berth yet".into()
+            ));
+        }
+        if c.sources.len() > 1 && !c.dest.ends_with('/') {
+            return Err(err(
+                "When using COPY with more than one source file, the destination must be a directory and end with a /".into(),
+            ));
+        }
+        let chmod = c
+            .chmod
+            .as_deref()
+            .map(crate::copy::parse_chmod)
+            .transpose()
+            .map_err(err)?;
+        let dest = if c.dest.starts_with('/') {
+            c.dest.clone()
+        } else {
+            let wd = cur.config.workdir();
+            let mut d = format!("{}/{}", wd.trim_end_matches('/'), c.dest);
+            if c.dest == "." || c.dest.ends_with('/') {
+                d.push('/');
+            }
+            d
+        };
+        // Where the sources come from: the context, or another stage's or image's root.
+        let from = match &c.from {
+            None => None,
+            Some(f) => {
+                let lower = f.to_ascii_lowercase();
+                let index = self
+                    .stage_names
+                    .iter()
+                    .position(|n| n.as_deref() == Some(lower.as_str()))
+                    .or_else(|| f.parse::<usize>().ok());
+                let found = index.and_then(|i| results.get(i).cloned().flatten());
+                match found {
+                    Some(r) => {
+                        inputs.files.insert("--from".into(), r.key.clone());
+                        Some(r.image)
+                    }
+                    None => {
+                        let img = match bases.get(f) {
+                            Some(i) => i.clone(),
+                            None => self.store.resolve_image(f).map_err(|source| {
+                                BuildError::MissingImage {
+                                    reference: f.clone(),
+                                    line: ins.start_line,
+                                    source: Box::new(source),
+                                }
+                            })?,
+                        };
+                        inputs.files.insert("--from".into(), img.id.to_string());
+                        Some(Some(img))
+                    }
+                }
+            }
+        };
+        if from.is_none() {
+            for p in &paths {
+                let selected = self.context.select(p)?;
+                for sel in &selected {
+                    let hashes = self
+                        .context
+                        .hash_selection(sel, &mut self.memo)
+                        .map_err(|e| {
+                            BuildError::io("reading", self.context.root.join(&sel.rel), e)
+                        })?;
+                    inputs.files.extend(hashes);
+                }
+            }
+        }
+        Ok(FsOp::Copy {
+            sources: paths.iter().map(|s| s.to_string()).collect(),
+            from,
+            dest,
+            chown: c.chown.clone(),
+            chmod,
+            unpack: is_add && from_is_context(&c.from),
+            context_root: self.context.root.clone(),
+            ignore: self.context.ignore.clone(),
+        })
+    }
+}
+
+/// RUN's argv, heredocs included as BuildKit runs them: a command that is one heredoc runs its
+/// content through the shell; otherwise the heredoc bodies follow the command line, so the
+/// shell reads them as its own heredocs.
+fn run_argv(
+    config: &StageConfig,
+    cmd: &crate::frontend::CommandLine,
+    heredocs: &[crate::frontend::Heredoc],
+) -> Result<Vec<String>, String> {
+    use crate::frontend::CommandLine;
+    let CommandLine::Shell(line) = cmd else {
+        return Ok(config.argv(cmd));
+    };
+    if heredocs.is_empty() {
+        return Ok(config.argv(cmd));
+    }
+    let single = heredocs.len() == 1
+        && crate::frontend::heredoc_marker(line.trim()).is_some_and(|h| h.name == heredocs[0].name);
+    let text = if single {
+        let data = heredocs[0].data();
+        if data.starts_with("#!") {
+            return Err("a heredoc with a #! line is not supported by berth yet".into());
+        }
+        data
+    } else {
+        let mut full = line.clone();
+        for h in heredocs {
+            full.push('\n');
+            full.push_str(&h.content);
+            full.push_str(&h.name);
+        }
+        full
+    };
+    Ok(config.argv(&CommandLine::Shell(text)))
+}
+
+fn from_is_context(from: &Option<String>) -> bool {
+    from.is_none()
+}
+
+/// COPY/ADD history as BuildKit writes it.
+fn copy_created_by(c: &Copy, is_add: bool) -> String {
+    let mut s = String::from(if is_add { "ADD" } else { "COPY" });
+    if c.parents {
+        s.push_str(" --parents");
+    }
+    if let Some(o) = &c.chown {
+        s.push_str(&format!(" --chown={o}"));
+    }
+    if let Some(m) = &c.chmod {
+        s.push_str(&format!(" --chmod={m}"));
+    }
+    for src in &c.sources {
+        match src {
+            Source::Path(p) => s.push_str(&format!(" {p}")),
+            Source::Heredoc(h) => s.push_str(&format!(" <<{}", h.name)),
+        }
+    }
+    s.push_str(&format!(" {} # buildkit", c.dest));
+    s
+}

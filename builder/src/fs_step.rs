@@ -1,0 +1,385 @@
+//! Steps that change the filesystem (RUN, COPY/ADD, WORKDIR): the parent's snapshots are
+//! stacked under a fresh upper directory in a scratch directory under `ROOT/builder/tmp/`, the
+//! step works in the merged root, and after unmounting the upper directory *is* the layer diff
+//! (the executor writes it as a tar with OCI whiteouts). A step whose diff is empty yields no
+//! layer, as BuildKit's exporter drops empty layers. Mounts are undone and scratch removed on
+//! every path out, failures included.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use berth_store::{Image, Store};
+
+use crate::build::StageResult;
+use crate::context::SourceTree;
+use crate::copy::{CopyMode, copy_into, mkdir_all, resolve_chown, resolve_in_root};
+use crate::error::BuildError;
+use crate::exec::{ExecError, Executor, NetworkMode, RunSpec};
+use crate::ignore::Ignore;
+
+/// Mount points the runtime creates when the image lacks them; the layer leaves them out
+/// (the runner's `changes` rule), so the upper directory drops them before it becomes the
+/// snapshot.
+const INIT_PATHS: [&str; 12] = [
+    "/dev/pts",
+    "/dev/shm",
+    "/dev/mqueue",
+    "/dev/console",
+    "/etc/hosts",
+    "/etc/hostname",
+    "/etc/resolv.conf",
+    "/etc/mtab",
+    "/proc",
+    "/sys",
+    "/dev",
+    "/etc",
+];
+
+/// What a filesystem step leaves: its layer tar (None when it changed nothing) and its upper
+/// directory, which is that layer in snapshot form, inside a scratch directory removed on drop.
+pub struct FsOutput {
+    pub layer: Option<File>,
+    pub upper: PathBuf,
+    // Field order is drop order: the lock goes only after the directory is removed.
+    _scratch: tempfile::TempDir,
+    _lock: File,
+}
+
+/// Takes the lock that marks a scratch directory as in use (released when the file closes,
+/// however the process ends).
+fn lock_scratch(dir: &Path, blocking: bool) -> std::io::Result<File> {
+    use rustix::fs::{FlockOperation, flock};
+    let f = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("lock"))?;
+    let op = if blocking {
+        FlockOperation::LockExclusive
+    } else {
+        FlockOperation::NonBlockingLockExclusive
+    };
+    flock(&f, op)?;
+    Ok(f)
+}
+
+/// Unmounts and removes scratch directories no running build holds: what a build killed
+/// mid-step (Ctrl-C, SIGKILL) left behind.
+pub fn clean_stale(store: &Store, exec: &dyn Executor) {
+    let tmp_root = store.root().join("builder").join("tmp");
+    let Ok(rd) = std::fs::read_dir(&tmp_root) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let dir = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("step-") {
+            continue;
+        }
+        let Ok(_lock) = lock_scratch(&dir, false) else {
+            continue;
+        };
+        for m in ["source", "rootfs"] {
+            let _ = exec.unmount(&dir.join(m));
+        }
+        if let Err(err) = std::fs::remove_dir_all(&dir) {
+            warn_stale(&dir, &err);
+        }
+    }
+}
+
+fn warn_stale(dir: &Path, err: &std::io::Error) {
+    eprintln!(
+        "warning: cannot remove the stale build directory {}: {err}",
+        dir.display()
+    );
+}
+
+/// Removes what the runtime made in `upper` (empty, absent from every lower), deepest first.
+fn strip_runtime_made(upper: &Path, lowers: &[PathBuf]) {
+    for p in INIT_PATHS {
+        let rel = p.trim_start_matches('/');
+        let host = upper.join(rel);
+        let Ok(md) = std::fs::symlink_metadata(&host) else {
+            continue;
+        };
+        if lowers
+            .iter()
+            .any(|l| l.join(rel).symlink_metadata().is_ok())
+        {
+            continue;
+        }
+        if md.is_file() && md.len() == 0 {
+            let _ = std::fs::remove_file(&host);
+        } else if md.is_dir() && std::fs::read_dir(&host).is_ok_and(|mut d| d.next().is_none()) {
+            let _ = std::fs::remove_dir(&host);
+        }
+    }
+}
+
+/// How many output lines a failed RUN reports.
+const TAIL_LINES: usize = 10;
+
+/// What a filesystem step does (one per step, short-lived: its size does not matter).
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+pub enum FsOp {
+    /// WORKDIR: create the directory (owned by USER).
+    Mkdir { path: String, user: String },
+    Run {
+        argv: Vec<String>,
+        env: Vec<String>,
+        cwd: String,
+        user: String,
+        network: NetworkMode,
+    },
+    Copy {
+        sources: Vec<String>,
+        /// `--from`: `Some(image)` of a stage or image (`Some(None)`: an empty stage).
+        from: Option<Option<Image>>,
+        dest: String,
+        chown: Option<String>,
+        chmod: Option<u32>,
+        unpack: bool,
+        context_root: PathBuf,
+        ignore: Ignore,
+    },
+}
+
+pub struct FsStep<'a> {
+    pub store: &'a Store,
+    pub exec: &'a dyn Executor,
+    pub line: usize,
+    pub text: String,
+}
+
+/// Unmounts on drop (the explicit [`Mounted::release`] reports errors).
+struct Mounted<'a> {
+    exec: &'a dyn Executor,
+    target: PathBuf,
+    live: bool,
+}
+
+impl Mounted<'_> {
+    fn release(mut self) -> Result<(), ExecError> {
+        self.live = false;
+        self.exec.unmount(&self.target)
+    }
+}
+
+impl Drop for Mounted<'_> {
+    fn drop(&mut self) {
+        if self.live {
+            let _ = self.exec.unmount(&self.target);
+        }
+    }
+}
+
+impl<'a> FsStep<'a> {
+    fn mount(
+        &self,
+        lowers: &[PathBuf],
+        dir: &Path,
+        name: &str,
+    ) -> Result<(Mounted<'a>, PathBuf, PathBuf), BuildError> {
+        let upper = dir.join(format!("{name}-upper"));
+        let work = dir.join(format!("{name}-work"));
+        let target = dir.join(name);
+        self.exec.mount(lowers, &upper, &work, &target)?;
+        Ok((
+            Mounted {
+                exec: self.exec,
+                target: target.clone(),
+                live: true,
+            },
+            target,
+            upper,
+        ))
+    }
+
+    fn step_err(&self, message: String) -> BuildError {
+        BuildError::Step {
+            line: self.line,
+            instruction: self.text.clone(),
+            message,
+        }
+    }
+
+    /// Carries out `op` on `cur`; returns the layer tar (positioned at its start; `None` when
+    /// the step changed nothing) and the upper directory.
+    pub fn run(
+        &self,
+        cur: &StageResult,
+        op: &FsOp,
+        output: &mut dyn FnMut(&[u8]),
+    ) -> Result<FsOutput, BuildError> {
+        let lowers = match &cur.image {
+            Some(img) => self.store.ensure_snapshots(img)?,
+            None => Vec::new(),
+        };
+        let tmp_root = self.store.root().join("builder").join("tmp");
+        std::fs::create_dir_all(&tmp_root).map_err(|e| BuildError::io("creating", &tmp_root, e))?;
+        let scratch = tempfile::Builder::new()
+            .prefix("step-")
+            .tempdir_in(&tmp_root)
+            .map_err(|e| BuildError::io("creating a scratch directory in", &tmp_root, e))?;
+        let lock = lock_scratch(scratch.path(), true)
+            .map_err(|e| BuildError::io("locking", scratch.path(), e))?;
+        let (mounted, rootfs, upper) = self.mount(&lowers, scratch.path(), "rootfs")?;
+        let io_err = |what: &'static str, p: &Path| {
+            let p = p.to_path_buf();
+            move |e| BuildError::io(what, p, e)
+        };
+        match op {
+            FsOp::Mkdir { path, user } => {
+                let owner = if user.is_empty() {
+                    (0, 0)
+                } else {
+                    resolve_chown(&rootfs, user).unwrap_or((0, 0))
+                };
+                let host = resolve_in_root(&rootfs, path, true);
+                mkdir_all(&host, owner).map_err(io_err("creating", &host))?;
+            }
+            FsOp::Run {
+                argv,
+                env,
+                cwd,
+                user,
+                network,
+            } => {
+                let bundle = scratch.path().join("bundle");
+                std::fs::create_dir_all(&bundle).map_err(io_err("creating", &bundle))?;
+                let spec = RunSpec {
+                    rootfs: &rootfs,
+                    argv: argv.clone(),
+                    env: env.clone(),
+                    cwd: cwd.clone(),
+                    user: user.clone(),
+                    network: *network,
+                    scratch: &bundle,
+                };
+                let mut tail: VecDeque<String> = VecDeque::new();
+                let mut partial: Vec<u8> = Vec::new();
+                let code = self.exec.run(&spec, &mut |b| {
+                    output(b);
+                    for &c in b {
+                        if c == b'\n' {
+                            tail.push_back(String::from_utf8_lossy(&partial).into_owned());
+                            partial.clear();
+                            if tail.len() > TAIL_LINES {
+                                tail.pop_front();
+                            }
+                        } else {
+                            partial.push(c);
+                        }
+                    }
+                })?;
+                if !partial.is_empty() {
+                    tail.push_back(String::from_utf8_lossy(&partial).into_owned());
+                    if tail.len() > TAIL_LINES {
+                        tail.pop_front();
+                    }
+                }
+                if code != 0 {
+                    mounted.release()?;
+                    let tail = if tail.is_empty() {
+                        String::new()
+                    } else {
+                        let lines: Vec<String> = tail.iter().map(|l| format!("  > {l}")).collect();
+                        format!("\nlast output lines:\n{}", lines.join("\n"))
+                    };
+                    return Err(BuildError::RunFailed {
+                        line: self.line,
+                        command: argv.join(" "),
+                        code,
+                        tail,
+                    });
+                }
+            }
+            FsOp::Copy {
+                sources,
+                from,
+                dest,
+                chown,
+                chmod,
+                unpack,
+                context_root,
+                ignore,
+            } => {
+                let owner = match chown {
+                    Some(c) => resolve_chown(&rootfs, c).map_err(|m| self.step_err(m))?,
+                    None => (0, 0),
+                };
+                let mode = CopyMode {
+                    owner,
+                    chmod: *chmod,
+                    unpack: *unpack,
+                };
+                // Another stage's or image's root, mounted beside this one.
+                let mut src_mount = None;
+                let tree = match from {
+                    None => SourceTree {
+                        root: context_root.clone(),
+                        ignore: ignore.clone(),
+                        what: "build context".into(),
+                    },
+                    Some(img) => {
+                        let lowers = match img {
+                            Some(img) => self.store.ensure_snapshots(img)?,
+                            None => Vec::new(),
+                        };
+                        let (m, root, _) = self.mount(&lowers, scratch.path(), "source")?;
+                        src_mount = Some(m);
+                        SourceTree {
+                            root,
+                            ignore: Ignore::default(),
+                            what: "source stage or image".into(),
+                        }
+                    }
+                };
+                let mut any = false;
+                let mut all = Vec::new();
+                for s in sources {
+                    let sel = tree.select(s)?;
+                    any |= !sel.is_empty();
+                    all.extend(sel);
+                }
+                if !any && let Some(s) = sources.first() {
+                    return Err(BuildError::SourceNotFound {
+                        path: s.clone(),
+                        what: tree.what.clone(),
+                    });
+                }
+                copy_into(&tree, &all, &rootfs, dest, mode)
+                    .map_err(|e| self.step_err(format!("copying to {dest}: {e}")))?;
+                if let Some(m) = src_mount {
+                    m.release()?;
+                }
+            }
+        }
+        mounted.release()?;
+        let layer_tmp = self.store.tmp_dir();
+        let mut file = tempfile::tempfile_in(&layer_tmp)
+            .map_err(|e| BuildError::io("creating a temp file in", &layer_tmp, e))?;
+        self.exec.write_layer(&upper, &lowers, &mut file)?;
+        file.seek(SeekFrom::Start(0))
+            .map_err(|e| BuildError::io("reading back the layer in", &layer_tmp, e))?;
+        let empty = tar::Archive::new(&mut file)
+            .entries()
+            .map(|mut e| e.next().is_none())
+            .unwrap_or(false);
+        file.seek(SeekFrom::Start(0))
+            .map_err(|e| BuildError::io("reading back the layer in", &layer_tmp, e))?;
+        if matches!(op, FsOp::Run { .. }) {
+            strip_runtime_made(&upper, &lowers);
+        }
+        Ok(FsOutput {
+            layer: (!empty).then_some(file),
+            upper,
+            _scratch: scratch,
+            _lock: lock,
+        })
+    }
+}

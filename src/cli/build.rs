@@ -1,0 +1,378 @@
+//! `berth build`: Docker's flags, the builder's plan and cache, and the runner's sandbox plugged
+//! in as the builder's executor (RUN steps run in the embedded sandbox from this process, which
+//! has no other threads, as `exec` does).
+
+use std::io::{IsTerminal, Read};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use berth_builder::progress::{Plain, Progress, Quiet};
+use berth_builder::{BuildOptions, ExecError, Executor, NetworkMode, RunSpec};
+use berth_runner::bundle::{self, BundleInput};
+use berth_runner::sandbox::{Embedded, Io, Sandbox};
+use berth_runner::state::{ContainerConfig, ContainerRecord};
+use berth_store::Reference;
+use clap::Args;
+
+use super::open_store;
+
+#[derive(Args, Debug)]
+pub struct BuildArgs {
+    /// Name and optionally a tag (format: "name:tag")
+    #[arg(short = 't', long = "tag")]
+    tags: Vec<String>,
+    /// Name of the Dockerfile (default: "PATH/Dockerfile"; "-" reads it from stdin)
+    #[arg(short = 'f', long = "file")]
+    file: Option<String>,
+    /// Set build-time variables
+    #[arg(long = "build-arg")]
+    build_args: Vec<String>,
+    /// Set the target build stage to build
+    #[arg(long)]
+    target: Option<String>,
+    /// Do not use cache when building the image
+    #[arg(long)]
+    no_cache: bool,
+    /// Suppress the build output and print image ID on success
+    #[arg(short = 'q', long)]
+    quiet: bool,
+    /// Write the image ID to the file
+    #[arg(long)]
+    iidfile: Option<PathBuf>,
+    /// Set metadata for an image
+    #[arg(long = "label")]
+    labels: Vec<String>,
+    /// Set type of progress output ("auto", "plain", "tty")
+    #[arg(long, default_value = "auto")]
+    progress: String,
+    /// Build context directory
+    context: String,
+}
+
+fn split_kv(s: &str) -> (String, String) {
+    match s.split_once('=') {
+        Some((k, v)) => (k.to_string(), v.to_string()),
+        None => (s.to_string(), String::new()),
+    }
+}
+
+pub fn build(root: &Path, a: BuildArgs) -> Result<ExitCode> {
+    if !matches!(a.progress.as_str(), "auto" | "plain" | "tty" | "quiet") {
+        bail!(
+            "invalid --progress {:?}: use auto, plain or tty",
+            a.progress
+        );
+    }
+    // `-`: a tar context (or a lone Dockerfile) on stdin, unpacked into a scratch directory
+    // that lives as long as the build.
+    let mut stdin_dockerfile = None;
+    let stdin_dir;
+    let context = if a.context == "-" {
+        if a.file.as_deref() == Some("-") {
+            bail!("the context and the Dockerfile cannot both come from stdin");
+        }
+        let tmp = root.join("builder").join("tmp");
+        std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        stdin_dir = tempfile::Builder::new()
+            .prefix("context-")
+            .tempdir_in(&tmp)
+            .with_context(|| format!("creating a directory in {}", tmp.display()))?;
+        let mut bytes = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut bytes)
+            .context("reading the build context from stdin")?;
+        match berth_builder::context::context_from_stdin(&bytes, stdin_dir.path())
+            .context("unpacking the build context from stdin")?
+        {
+            berth_builder::context::StdinContext::Archive => {}
+            berth_builder::context::StdinContext::Dockerfile(d) => stdin_dockerfile = Some(d),
+        }
+        stdin_dir.path().to_path_buf()
+    } else {
+        PathBuf::from(&a.context)
+    };
+    if !context.is_dir() {
+        bail!(
+            "unable to prepare context: path {:?} not found or not a directory",
+            a.context
+        );
+    }
+    let (dockerfile, dockerfile_path) = match a.file.as_deref() {
+        _ if stdin_dockerfile.is_some() => (
+            stdin_dockerfile.take().unwrap_or_default(),
+            context.join("Dockerfile"),
+        ),
+        // With a context on stdin, -f names a file inside it.
+        Some(f) if a.context == "-" => {
+            let p = context.join(f);
+            let s = std::fs::read_to_string(&p)
+                .with_context(|| format!("cannot read Dockerfile {f} in the context from stdin"))?;
+            (s, p)
+        }
+        Some("-") => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("reading the Dockerfile from stdin")?;
+            (s, context.join("Dockerfile"))
+        }
+        Some(f) => {
+            let p = PathBuf::from(f);
+            let s = std::fs::read_to_string(&p)
+                .with_context(|| format!("cannot read Dockerfile {}", p.display()))?;
+            (s, p)
+        }
+        None => {
+            let p = context.join("Dockerfile");
+            let s = std::fs::read_to_string(&p)
+                .with_context(|| format!("cannot read Dockerfile {}", p.display()))?;
+            (s, p)
+        }
+    };
+    let tags = a
+        .tags
+        .iter()
+        .map(|t| {
+            Reference::parse(t)
+                .with_context(|| format!("invalid tag {t:?}"))
+                .map(|r| r.with_default_tag())
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let build_args = a
+        .build_args
+        .iter()
+        .map(|s| match s.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            // `--build-arg NAME` takes the value from the environment, as Docker does.
+            None => (s.clone(), std::env::var(s).unwrap_or_default()),
+        })
+        .collect();
+    let opts = BuildOptions {
+        context,
+        dockerfile,
+        dockerfile_path,
+        build_args,
+        target: a.target.clone(),
+        no_cache: a.no_cache,
+        labels: a.labels.iter().map(|l| split_kv(l)).collect(),
+        tags: tags.clone(),
+    };
+    let store = open_store(root)?;
+    let exec = SandboxExecutor {
+        root: root.to_path_buf(),
+    };
+    let mut plain;
+    let mut quiet = Quiet;
+    let progress: &mut dyn Progress = if a.quiet || a.progress == "quiet" {
+        &mut quiet
+    } else {
+        // tty mode prints the plain lines too (no redrawing yet); auto is plain when piped.
+        let _ = std::io::stderr().is_terminal();
+        plain = Plain::new(std::io::stderr());
+        &mut plain
+    };
+    let img = berth_builder::build(&store, &exec, &opts, progress)?;
+    progress.note(&format!("writing image {} done", img.id));
+    for t in &tags {
+        progress.note(&format!("naming to {t} done"));
+    }
+    if let Some(f) = &a.iidfile {
+        std::fs::write(f, img.id.to_string())
+            .with_context(|| format!("writing the image ID to {}", f.display()))?;
+    }
+    if a.quiet {
+        println!("{}", img.id);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The builder's executor: overlay mounts, the change walk and the embedded sandbox of the runner.
+struct SandboxExecutor {
+    root: PathBuf,
+}
+
+fn xerr(e: impl std::fmt::Display) -> ExecError {
+    ExecError(e.to_string())
+}
+
+impl Executor for SandboxExecutor {
+    fn mount(
+        &self,
+        lowers: &[PathBuf],
+        upper: &Path,
+        work: &Path,
+        target: &Path,
+    ) -> Result<(), ExecError> {
+        berth_runner::rootfs::mount_overlay(lowers, upper, work, target).map_err(xerr)
+    }
+
+    fn unmount(&self, target: &Path) -> Result<(), ExecError> {
+        berth_runner::rootfs::unmount(target)
+            .map(|_| ())
+            .map_err(xerr)
+    }
+
+    fn write_layer(
+        &self,
+        upper: &Path,
+        lowers: &[PathBuf],
+        out: &mut dyn std::io::Write,
+    ) -> Result<(), ExecError> {
+        berth_runner::changes::write_layer(upper, lowers, out).map_err(xerr)
+    }
+
+    fn run(&self, spec: &RunSpec<'_>, output: &mut dyn FnMut(&[u8])) -> Result<i32, ExecError> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let id = format!("build-{}-{nanos:x}", std::process::id());
+        // The working directory exists before the process starts in it (as BuildKit makes it).
+        let cwd_host = berth_builder::copy::resolve_in_root(spec.rootfs, &spec.cwd, true);
+        berth_builder::copy::mkdir_all(&cwd_host, (0, 0)).map_err(xerr)?;
+        let user = berth_runner::user::resolve_user(spec.rootfs, &spec.user).map_err(xerr)?;
+        let hostname = spec.scratch.join("hostname");
+        let hosts = spec.scratch.join("hosts");
+        let resolv = spec.scratch.join("resolv.conf");
+        let write = |p: &Path, s: &str| std::fs::write(p, s).map_err(xerr);
+        write(&hostname, "buildkitsandbox\n")?;
+        write(
+            &hosts,
+            "127.0.0.1\tlocalhost buildkitsandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+        )?;
+        let resolv_text = match spec.network {
+            NetworkMode::Host => std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+            NetworkMode::None => String::new(),
+        };
+        write(&resolv, &resolv_text)?;
+        let record = ContainerRecord {
+            id: id.clone(),
+            path: spec.argv.first().cloned().unwrap_or_default(),
+            args: spec.argv.iter().skip(1).cloned().collect(),
+            config: ContainerConfig {
+                hostname: "buildkitsandbox".into(),
+                user: spec.user.clone(),
+                env: spec.env.clone(),
+                working_dir: spec.cwd.clone(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let cgroups_path = berth_runner::cgroups::path_for(&id);
+        let oci = bundle::spec(&BundleInput {
+            record: &record,
+            rootfs: spec.rootfs,
+            user: &user,
+            args: spec.argv.clone(),
+            network: match spec.network {
+                NetworkMode::None => bundle::NetworkMode::None,
+                NetworkMode::Host => bundle::NetworkMode::Host,
+            },
+            cgroups_path: cgroups_path.clone(),
+            hostname_file: &hostname,
+            hosts_file: &hosts,
+            resolv_conf: &resolv,
+            mounts: Vec::new(),
+            cgroup_v2: berth_runner::cgroups::is_v2(),
+            console_size: None,
+        })
+        .map_err(xerr)?;
+        bundle::write(spec.scratch, &oci).map_err(xerr)?;
+        let sandbox = Embedded::new(self.root.join("runtime")).map_err(xerr)?;
+        let (mut reader, writer) = std::io::pipe().map_err(xerr)?;
+        let stderr: OwnedFd = writer.try_clone().map_err(xerr)?.into();
+        let stdout: OwnedFd = writer.into();
+        let stdin: OwnedFd = std::fs::File::open("/dev/null").map_err(xerr)?.into();
+        let own_netns = spec.network == NetworkMode::None;
+        let prestart = |pid: i32| {
+            if own_netns {
+                berth_runner::sandbox::loopback_up(pid)
+            } else {
+                Ok(())
+            }
+        };
+        let started = sandbox.start(
+            &id,
+            spec.scratch,
+            Io::Fds {
+                stdin,
+                stdout,
+                stderr,
+            },
+            &prestart,
+        );
+        let pid = match started {
+            Ok(pid) => pid,
+            Err(e) => {
+                berth_runner::cgroups::remove(&cgroups_path);
+                return Err(xerr(e));
+            }
+        };
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => output(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        let code = berth_runner::sandbox::wait_child(pid).map_err(xerr);
+        let _ = sandbox.delete(&id);
+        berth_runner::cgroups::remove(&cgroups_path);
+        code
+    }
+}
+
+/// `berth builder …`.
+#[derive(clap::Subcommand, Debug)]
+pub enum BuilderCommand {
+    /// Remove build cache
+    Prune(PruneArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PruneArgs {
+    /// Remove all unused build cache, not just dangling ones (berth's cache has no dangling
+    /// kind: both remove every record)
+    #[arg(short = 'a', long)]
+    all: bool,
+    /// Do not prompt for confirmation (berth never prompts)
+    #[arg(short = 'f', long)]
+    force: bool,
+}
+
+fn dir_size(p: &Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(p) else {
+        return 0;
+    };
+    rd.flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// Forget every cached step (and the context hash memo); the step images' blobs and snapshots
+/// then go with the next `image prune`.
+pub fn builder(root: &Path, c: BuilderCommand) -> Result<ExitCode> {
+    let BuilderCommand::Prune(a) = c;
+    let _ = (a.all, a.force);
+    let dir = root.join("builder");
+    let mut total = 0;
+    for p in [dir.join("cache"), dir.join("context-hashes.json")] {
+        if p.is_dir() {
+            total += dir_size(&p);
+            std::fs::remove_dir_all(&p).with_context(|| format!("removing {}", p.display()))?;
+        } else if let Ok(m) = std::fs::metadata(&p) {
+            total += m.len();
+            std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
+        }
+    }
+    println!("Total:\t{}", super::format::human_size(total));
+    Ok(ExitCode::SUCCESS)
+}
