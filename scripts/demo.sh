@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job, end to end, on a fresh Debian machine as root: build berth, import a busybox base
-# image from Debian's busybox-static, list, inspect, save and load it, serve a registry on
+# image from Debian's busybox-static, list, inspect, save and load it, build an image from a
+# Dockerfile on it (and rebuild from the cache), serve a registry on
 # loopback, push the image to it and pull it into a second state root, verify the stores, and run
 # it: foreground, detached with logs/exec/volumes, and networked (published port, name lookup).
 set -euo pipefail
@@ -39,6 +40,24 @@ skopeo inspect "oci:$root/images:docker.io/library/busybox:demo" | head -5
 "$berth" --root "$work/root2" images
 "$berth" --root "$work/root2" system check
 
+# Build an image from a Dockerfile on top of it (RUN in the sandbox, COPY from the context),
+# run it, and rebuild: every step is served from the cache.
+mkdir -p "$work/app"
+printf 'hello from a berth-built image\n' > "$work/app/greeting.txt"
+cat > "$work/app/Dockerfile" <<'EOF2'
+FROM busybox:demo
+ARG WHO=berth
+ENV APP_HOME=/app
+WORKDIR /app
+COPY greeting.txt .
+RUN echo "built by $WHO" > built-by.txt && ls -l /app
+CMD ["sh", "-c", "cat /app/greeting.txt /app/built-by.txt"]
+EOF2
+"$berth" --root "$root" build -t demo/app:1 "$work/app"
+"$berth" --root "$root" run --rm --network none demo/app:1
+"$berth" --root "$root" build -t demo/app:1 "$work/app"
+"$berth" --root "$root" history demo/app:1
+
 # A registry on loopback: push there, pull into a third root.
 "$berth" --root "$root" registry serve --addr 127.0.0.1:0 --storage "$work/registry" \
   >"$work/registry.out" 2>"$work/registry.log" &
@@ -47,7 +66,11 @@ for _ in $(seq 50); do grep -q listening "$work/registry.out" 2>/dev/null && bre
 addr=$(sed -n 's|^listening on http://||p' "$work/registry.out")
 "$berth" --root "$root" tag busybox:demo "$addr/demo/busybox:1"
 "$berth" --root "$root" push "$addr/demo/busybox:1"
+"$berth" --root "$root" tag demo/app:1 "$addr/demo/app:1"
+"$berth" --root "$root" push "$addr/demo/app:1"
 "$berth" --root "$work/root3" pull "$addr/demo/busybox:1"
+"$berth" --root "$work/root3" pull "$addr/demo/app:1"
+"$berth" --root "$work/root3" run --rm --network none "$addr/demo/app:1"
 "$berth" --root "$work/root3" inspect --format '{{.Id}}' "$addr/demo/busybox:1"
 skopeo inspect --tls-verify=false "docker://$addr/demo/busybox:1" | head -3
 "$berth" --root "$work/root3" system check
