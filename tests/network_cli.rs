@@ -2,7 +2,7 @@
 //! the test makes, published ports (host loopback and from the outside namespace), user-defined
 //! networks with isolation, connect/disconnect, name resolution, links, concurrent IPAM, and
 //! cleanup (no veth, NAT entry or address left). Each test has its own state root, bridge,
-//! subnets and nftables table (see `Env::with_bridge`); traffic stays on loopback and inside
+//! subnets and nftables table (see `Env::new`); traffic stays on loopback and inside
 //! what the test creates.
 
 mod common;
@@ -35,7 +35,8 @@ struct Outside {
     pub host_ip: String,
     pub ip: String,
     httpd: Option<Child>,
-    www: tempfile::TempDir,
+    /// The httpd's document root, kept until the namespace goes.
+    _www: tempfile::TempDir,
 }
 
 impl Outside {
@@ -68,7 +69,7 @@ impl Outside {
             host_ip,
             ip,
             httpd: Some(httpd),
-            www,
+            _www: www,
         };
         // Wait until it listens.
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -103,12 +104,11 @@ impl Drop for Outside {
             "ip link del {}; ip netns del {}",
             self.host_if, self.ns
         ));
-        let _ = self.www.path();
     }
 }
 
 fn setup() -> Env {
-    let env = Env::with_bridge();
+    let env = Env::new();
     env.import_busybox("bb:1");
     env
 }

@@ -73,7 +73,8 @@ pub fn remove(rel: &str) {
 /// `cgroup.freeze` / `cgroup.events`, v1 the freezer controller's `freezer.state`.
 pub fn freeze(rel: &str, frozen: bool) -> std::io::Result<()> {
     let rel = rel.trim_start_matches('/');
-    let (file, value, done_file, done): (PathBuf, &str, PathBuf, &str) = if is_v2() {
+    let v2 = is_v2();
+    let (file, value, done_file, done): (PathBuf, &str, PathBuf, &str) = if v2 {
         let d = Path::new(ROOT).join(rel);
         (
             d.join("cgroup.freeze"),
@@ -103,7 +104,7 @@ pub fn freeze(rel: &str, frozen: bool) -> std::io::Result<()> {
                 "the cgroup did not reach {done:?} within 10 s"
             )));
         }
-        if !is_v2() {
+        if !v2 {
             // v1 retries the transition on each write.
             let _ = fs::write(&file, value);
         }

@@ -472,7 +472,7 @@ fn start_once(
         _ => Vec::new(),
     };
     let state_nets = crate::network::attach::state_networks(c, &eps);
-    let state_ports = ports.as_ref().map(|r| r.ports.clone()).unwrap_or_default();
+    let state_ports = ports.as_ref().map(|r| r.ports()).unwrap_or_default();
     runner.update_state(c, |s| {
         s.set_running(pid, start, &now_rfc3339());
         s.internal.cgroup = cgroups_path.clone();

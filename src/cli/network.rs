@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 
 use super::format::{Format, Row, print_rows};
 use super::open_store;
+use super::volume::key_values;
 
 #[derive(Subcommand, Debug)]
 pub enum NetworkCommand {
@@ -52,16 +53,6 @@ fn open(root: &Path) -> Result<(Runner, Networks)> {
     let r = Runner::open(open_store(root)?)?;
     let n = Networks::open(root)?;
     Ok((r, n))
-}
-
-fn key_values(items: &[String]) -> BTreeMap<String, String> {
-    items
-        .iter()
-        .map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv.as_str(), ""));
-            (k.to_string(), v.to_string())
-        })
-        .collect()
 }
 
 #[derive(Args, Debug)]

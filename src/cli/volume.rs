@@ -45,7 +45,7 @@ fn runner(root: &Path) -> Result<Runner> {
 }
 
 /// `KEY=VALUE` list (a bare KEY has an empty value) into a map.
-fn key_values(items: &[String]) -> BTreeMap<String, String> {
+pub(super) fn key_values(items: &[String]) -> BTreeMap<String, String> {
     items
         .iter()
         .map(|kv| {

@@ -128,20 +128,12 @@ impl Env {
 }
 
 impl Env {
-    /// An Env whose default bridge network is its own: a bridge name, a /24 and a pool for
-    /// `network create` derived from the test process's PID (nextest runs each test in its own
-    /// process, so tests running at once never share them). Dropping it removes its bridges and
-    /// its nftables table.
-    pub fn with_bridge() -> Env {
-        Env::new()
-    }
-
-    /// The default bridge's device name of a [`Env::with_bridge`] root.
+    /// The default bridge's device name of this root.
     pub fn bridge(&self) -> String {
         format!("bt{:x}x{}", std::process::id(), self.seq)
     }
 
-    /// The default bridge's subnet prefix ("10.A.B.") of a [`Env::with_bridge`] root.
+    /// The default bridge's subnet prefix ("10.A.B.") of this root.
     pub fn subnet_prefix(&self) -> String {
         let (a, b) = self.octets();
         format!("10.{a}.{b}.")

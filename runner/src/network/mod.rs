@@ -545,12 +545,12 @@ impl Networks {
     /// Make sure the network's bridge exists with its address, and its NAT rules are in place.
     pub fn ensure_up(&self, n: &Network) -> Result<()> {
         let mut nl = netlink::Netlink::host().map_err(|e| net_err("opening netlink", e))?;
-        if let Some(idx) = nl
+        if nl
             .link_index(&n.bridge)
             .map_err(|e| net_err("looking up the bridge", e))?
+            .is_some()
         {
             // The bridge exists: set up by an earlier start (its rules go with it).
-            let _ = idx;
             return Ok(());
         }
         let _lock = n.lock()?;

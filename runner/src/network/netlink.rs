@@ -266,27 +266,6 @@ impl Netlink {
             Err(e) => Err(e),
         }
     }
-
-    /// The MAC address of the link `name`.
-    pub fn link_mac(&mut self, name: &str) -> io::Result<Option<[u8; 6]>> {
-        let mut msg = LinkMessage::default();
-        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
-        match self.request(RouteNetlinkMessage::GetLink(msg), 0) {
-            Ok(Some(RouteNetlinkMessage::NewLink(l))) => {
-                Ok(l.attributes.iter().find_map(|a| match a {
-                    LinkAttribute::Address(b) if b.len() == 6 => {
-                        let mut m = [0u8; 6];
-                        m.copy_from_slice(b);
-                        Some(m)
-                    }
-                    _ => None,
-                }))
-            }
-            Ok(_) => Ok(None),
-            Err(e) if e.raw_os_error() == Some(libc_enodev()) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
 }
 
 fn libc_enodev() -> i32 {

@@ -143,9 +143,7 @@ pub fn parse_publish(spec: &str) -> Result<Vec<(String, PortBinding)>> {
 /// The host ports a running container holds.
 pub struct Reservation {
     _sockets: Vec<OwnedFd>,
-    /// "80/tcp" -> the bindings chosen (what `inspect` shows under NetworkSettings.Ports).
-    pub ports: BTreeMap<String, Vec<PortBinding>>,
-    /// (container port, proto, host ip, host port) for the NAT rules.
+    /// (container port, proto, host ip, host port), in the order asked.
     pub chosen: Vec<(u16, String, Ipv4Addr, u16)>,
 }
 
@@ -153,9 +151,22 @@ impl Reservation {
     pub fn empty() -> Reservation {
         Reservation {
             _sockets: Vec::new(),
-            ports: BTreeMap::new(),
             chosen: Vec::new(),
         }
+    }
+
+    /// "80/tcp" -> the bindings chosen (what `inspect` shows under NetworkSettings.Ports).
+    pub fn ports(&self) -> BTreeMap<String, Vec<PortBinding>> {
+        let mut out: BTreeMap<String, Vec<PortBinding>> = BTreeMap::new();
+        for (cp, proto, ip, hp) in &self.chosen {
+            out.entry(port_key(*cp, proto))
+                .or_default()
+                .push(PortBinding {
+                    host_ip: ip.to_string(),
+                    host_port: hp.to_string(),
+                });
+        }
+        out
     }
 
     /// The NAT entries for the container at `ip`.
@@ -262,10 +273,6 @@ pub fn reserve(
             }));
         };
         r._sockets.push(fd);
-        r.ports.entry(key.clone()).or_default().push(PortBinding {
-            host_ip: ip.to_string(),
-            host_port: hp.to_string(),
-        });
         r.chosen.push((cport, proto, ip, hp));
     }
     Ok(r)
