@@ -210,7 +210,7 @@ mod tests {
         let t = i
             .issue(Some("alice"), parse_scopes(["repository:a:pull"]))
             .unwrap();
-        let v = crate::token::Verifier::new("svc".into(), "iss".into(), vec![i.key.public.clone()]);
+        let v = crate::token::Verifier::new("svc".into(), "iss".into(), vec![i.key.trusted()]);
         let granted = v.verify(Some(&format!("Bearer {t}"))).unwrap();
         assert_eq!(*granted, parse_scopes(["repository:a:pull"])[..]);
         let claims: serde_json::Value =

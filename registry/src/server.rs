@@ -236,7 +236,7 @@ fn token_auth(
     let issuer = match &tc.key {
         Some(p) => {
             let key = SigningKey::load(p)?;
-            keys.push(key.public.clone());
+            keys.push(key.trusted());
             let htpasswd = htpasswd.ok_or_else(|| {
                 ServeError::TokenConfig("the built-in token server needs an htpasswd file".into())
             })?;

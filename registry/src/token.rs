@@ -4,8 +4,11 @@
 //! challenge that sends clients to the token server, and the signing key of the built-in token
 //! server (`issuer`).
 //!
-//! Tokens are checked against every trusted key of the family their `alg` names (RS*/PS* with RSA
-//! keys, ES256/ES384 with EC keys); a `kid` or `x5c` header is not needed and not consulted.
+//! A token's key is picked as distribution picks it: by its `kid` header (libtrust's key ID of a
+//! trusted certificate's or public key's SPKI), or by the leaf certificate of its `x5c` header,
+//! which must itself be in the trusted bundle (berth does not walk chains up to a root: put the
+//! signing certificate in the bundle). A token with neither is checked against every trusted
+//! key of the family its `alg` names (RS*/PS* with RSA keys, ES256/ES384 with EC keys).
 //! A client sends one token with many requests and a signature check costs more than serving a
 //! HEAD, so a verified token is remembered (by its sha256) until it expires.
 
@@ -76,16 +79,29 @@ pub struct Claims {
     pub access: Vec<Access>,
 }
 
+/// A key tokens may be signed with, and its libtrust key ID when its SPKI could be read.
+#[derive(Clone)]
+pub struct TrustedKey {
+    pub kid: Option<String>,
+    pub key: DecodingKey,
+}
+
+impl std::fmt::Debug for TrustedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrustedKey").field("kid", &self.kid).finish()
+    }
+}
+
 /// Public keys tokens may be signed with, and who must have issued them for whom.
 pub struct Verifier {
     pub service: String,
     pub issuer: String,
-    keys: Vec<DecodingKey>,
+    keys: Vec<TrustedKey>,
     verified: Mutex<HashMap<[u8; 32], Verified>>,
 }
 
 impl Verifier {
-    pub fn new(service: String, issuer: String, keys: Vec<DecodingKey>) -> Verifier {
+    pub fn new(service: String, issuer: String, keys: Vec<TrustedKey>) -> Verifier {
         Verifier {
             service,
             issuer,
@@ -155,7 +171,37 @@ impl Verifier {
         v.set_audience(&[&self.service]);
         v.set_required_spec_claims(&["exp", "iss", "aud"]);
         let mut last = invalid("no trusted key of the token's algorithm family");
-        for key in self.keys.iter().filter(|k| k.family() == alg.family()) {
+        // The key the header names, if it names one: `x5c`'s leaf certificate, else `kid`.
+        let named: Option<String> = match (&header.x5c, &header.kid) {
+            (Some(chain), _) => {
+                let leaf = chain
+                    .first()
+                    .and_then(|c| base64::engine::general_purpose::STANDARD.decode(c).ok())
+                    .and_then(|der| cert_spki(&der).map(key_id))
+                    .ok_or_else(|| invalid("the token's x5c header holds no readable certificate"))?;
+                if !self.keys.iter().any(|k| k.kid.as_deref() == Some(leaf.as_str())) {
+                    return Err(invalid(
+                        "the token's x5c certificate is not in the trusted bundle",
+                    ));
+                }
+                Some(leaf)
+            }
+            (None, Some(kid)) if self.keys.iter().any(|k| k.kid.as_deref() == Some(kid)) => {
+                Some(kid.clone())
+            }
+            (None, Some(kid)) if self.keys.iter().all(|k| k.kid.is_some()) => {
+                return Err(invalid(&format!("token signed by an untrusted key ({kid})")));
+            }
+            _ => None,
+        };
+        let candidates = self.keys.iter().filter(|k| match &named {
+            Some(id) => k.kid.as_deref() == Some(id.as_str()),
+            None => true,
+        });
+        for key in candidates
+            .map(|k| &k.key)
+            .filter(|k| k.family() == alg.family())
+        {
             match jsonwebtoken::decode::<Granted>(token, key, &v) {
                 Ok(t) => return Ok(t.claims),
                 Err(e) => {
@@ -238,22 +284,29 @@ fn read(path: &Path) -> Result<String, TokenError> {
     })
 }
 
-/// The public keys of every certificate (or public key) in a PEM bundle.
-pub fn load_public_keys(path: &Path) -> Result<Vec<DecodingKey>, TokenError> {
+/// The public keys of every certificate (or public key) in a PEM bundle, with their key IDs.
+pub fn load_public_keys(path: &Path) -> Result<Vec<TrustedKey>, TokenError> {
     let text = read(path)?;
-    let keys: Vec<DecodingKey> = pem_blocks(&text)
+    let keys: Vec<TrustedKey> = pem_blocks(&text)
         .into_iter()
-        .filter(|(label, _)| {
-            matches!(
-                label.as_str(),
-                "CERTIFICATE" | "PUBLIC KEY" | "RSA PUBLIC KEY"
-            )
-        })
-        .filter_map(|(_, block)| {
+        .filter_map(|(label, block)| {
             let b = block.as_bytes();
-            DecodingKey::from_rsa_pem(b)
-                .or_else(|_| DecodingKey::from_ec_pem(b))
-                .ok()
+            let key = match label.as_str() {
+                "CERTIFICATE" | "PUBLIC KEY" | "RSA PUBLIC KEY" => DecodingKey::from_rsa_pem(b)
+                    .or_else(|_| DecodingKey::from_ec_pem(b))
+                    .ok()?,
+                _ => return None,
+            };
+            let der = pem_der(&block)?;
+            let spki = match label.as_str() {
+                "CERTIFICATE" => cert_spki(&der).map(<[u8]>::to_vec),
+                "PUBLIC KEY" => Some(der),
+                _ => Some(rsa_spki(&der)),
+            };
+            Some(TrustedKey {
+                kid: spki.map(|s| key_id(&s)),
+                key,
+            })
         })
         .collect();
     if keys.is_empty() {
@@ -262,6 +315,55 @@ pub fn load_public_keys(path: &Path) -> Result<Vec<DecodingKey>, TokenError> {
         });
     }
     Ok(keys)
+}
+
+/// The DER inside one PEM block.
+fn pem_der(block: &str) -> Option<Vec<u8>> {
+    let body: String = block
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .map(str::trim)
+        .collect();
+    base64::engine::general_purpose::STANDARD.decode(body).ok()
+}
+
+/// One DER element at the start of `der`: (tag, whole element, contents, rest).
+fn der_element(der: &[u8]) -> Option<(u8, &[u8], &[u8], &[u8])> {
+    let tag = *der.first()?;
+    let first = *der.get(1)?;
+    let (len, header) = if first < 0x80 {
+        (first as usize, 2)
+    } else {
+        let n = (first & 0x7f) as usize;
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let len = der
+            .get(2..2 + n)?
+            .iter()
+            .fold(0usize, |acc, &b| (acc << 8) | b as usize);
+        (len, 2 + n)
+    };
+    let end = header.checked_add(len)?;
+    let whole = der.get(..end)?;
+    Some((tag, whole, &whole[header..], &der[end..]))
+}
+
+/// The SubjectPublicKeyInfo of an X.509 certificate (DER): the seventh element of
+/// `tbsCertificate` counting the optional `[0]` version, the sixth without it.
+fn cert_spki(der: &[u8]) -> Option<&[u8]> {
+    let (_, _, cert, _) = der_element(der)?;
+    let (_, _, tbs, _) = der_element(cert)?;
+    let mut rest = tbs;
+    if rest.first() == Some(&0xa0) {
+        rest = der_element(rest)?.3;
+    }
+    // serialNumber, signature, issuer, validity, subject
+    for _ in 0..5 {
+        rest = der_element(rest)?.3;
+    }
+    let (tag, spki, _, _) = der_element(rest)?;
+    (tag == 0x30).then_some(spki)
 }
 
 /// The built-in token server's private key, and its public half (trusted by the verifier too).
@@ -392,6 +494,14 @@ impl SigningKey {
         Err(bad())
     }
 
+    /// The public half, as the verifier trusts it.
+    pub fn trusted(&self) -> TrustedKey {
+        TrustedKey {
+            kid: Some(self.kid.clone()),
+            key: self.public.clone(),
+        }
+    }
+
     pub fn sign(&self, claims: &Claims) -> Result<String, jsonwebtoken::errors::Error> {
         let mut header = jsonwebtoken::Header::new(self.alg);
         header.typ = Some("JWT".into());
@@ -494,7 +604,7 @@ mod tests {
                 )]
             ));
             // The key's own public half verifies too.
-            let own = Verifier::new("svc".into(), "issuer".into(), vec![signer.public.clone()]);
+            let own = Verifier::new("svc".into(), "issuer".into(), vec![signer.trusted()]);
             assert!(own.verify(Some(&bearer(&t))).is_ok(), "{kind}");
         }
         // An RSA token against the EC certificate only: no key fits.
@@ -522,17 +632,80 @@ mod tests {
             .unwrap()
             .sign(&claims("repository:a:pull", now() + 300))
             .unwrap();
+        let other_kid = SigningKey::load(&other).unwrap().kid;
         assert_eq!(
             rsa_only.verify(Some(&bearer(&t))),
+            Err(Rejection::Invalid(format!(
+                "token signed by an untrusted key ({other_kid})"
+            )))
+        );
+    }
+
+    /// Signs `c` with `key`'s algorithm and the header `edit` leaves.
+    fn sign_with(key: &SigningKey, c: &Claims, edit: impl Fn(&mut jsonwebtoken::Header)) -> String {
+        let mut h = jsonwebtoken::Header::new(key.alg);
+        edit(&mut h);
+        jsonwebtoken::encode(&h, c, &key.key).unwrap()
+    }
+
+    #[test]
+    fn the_key_is_picked_by_kid_or_x5c_and_tried_in_turn_without_them() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let (rsa_key, rsa_crt) = keypair(dir.path(), "rsa");
+        let (_, ec_crt) = keypair(dir.path(), "ec");
+        let sub = dir.path().join("second");
+        std::fs::create_dir(&sub).unwrap();
+        let (second_key, second_crt) = keypair(&sub, "rsa");
+        let bundle = dir.path().join("bundle.pem");
+        let text: String = [&rsa_crt, &ec_crt, &second_crt]
+            .iter()
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .collect();
+        std::fs::write(&bundle, text).unwrap();
+        let trusted = load_public_keys(&bundle).unwrap();
+        assert_eq!(trusted.len(), 3);
+        assert!(trusted.iter().all(|k| k.kid.is_some()));
+        let v = Verifier::new("svc".into(), "issuer".into(), trusted);
+        let second = SigningKey::load(&second_key).unwrap();
+        let c = claims("repository:a:pull", now() + 300);
+        // kid names the second certificate's key (the first RSA key is not tried).
+        assert!(v.verify(Some(&bearer(&second.sign(&c).unwrap()))).is_ok());
+        // No kid, no x5c: every RSA key in turn.
+        assert!(v.verify(Some(&bearer(&sign_with(&second, &c, |_| {})))).is_ok());
+        // x5c whose leaf is a trusted certificate.
+        let der = |p: &Path| pem_der(&std::fs::read_to_string(p).unwrap()).unwrap();
+        let b64 = |d: Vec<u8>| base64::engine::general_purpose::STANDARD.encode(d);
+        let leaf = b64(der(&second_crt));
+        let t = sign_with(&second, &c, |h| h.x5c = Some(vec![leaf.clone()]));
+        assert!(v.verify(Some(&bearer(&t))).is_ok());
+        // x5c naming a certificate outside the bundle, even when the key signed correctly.
+        let other = dir.path().join("third");
+        std::fs::create_dir(&other).unwrap();
+        let (third_key, third_crt) = keypair(&other, "rsa");
+        let third = SigningKey::load(&third_key).unwrap();
+        let t = sign_with(&third, &c, |h| h.x5c = Some(vec![b64(der(&third_crt))]));
+        assert_eq!(
+            v.verify(Some(&bearer(&t))),
+            Err(Rejection::Invalid(
+                "the token's x5c certificate is not in the trusted bundle".into()
+            ))
+        );
+        // x5c of a trusted certificate but signed by another key: the signature decides.
+        let t = sign_with(&third, &c, |h| h.x5c = Some(vec![leaf.clone()]));
+        assert_eq!(
+            v.verify(Some(&bearer(&t))),
             Err(Rejection::Invalid("token signature invalid".into()))
         );
+        let t = sign_with(&third, &c, |h| h.x5c = Some(vec!["!!".into()]));
+        assert!(matches!(v.verify(Some(&bearer(&t))), Err(Rejection::Invalid(_))));
+        let _ = rsa_key;
     }
 
     #[test]
     fn key_ids_are_libtrusts_over_the_spki() {
         let dir = tempfile::TempDir::new().unwrap();
         for kind in ["rsa", "ec"] {
-            let (key, _) = keypair(dir.path(), kind);
+            let (key, crt) = keypair(dir.path(), kind);
             let spki = dir.path().join(format!("{kind}.spki"));
             openssl(
                 dir.path(),
@@ -551,6 +724,9 @@ mod tests {
             assert_eq!(k.kid, key_id(&std::fs::read(&spki).unwrap()), "{kind}");
             assert_eq!(k.kid.len(), 59);
             assert_eq!(k.kid.split(':').count(), 12);
+            // The certificate's SPKI, read from its DER, gives the same ID.
+            let from_cert = load_public_keys(&crt).unwrap();
+            assert_eq!(from_cert[0].kid.as_deref(), Some(k.kid.as_str()), "{kind}");
         }
         // Base32 of a known hash prefix: sha256("") starts e3 b0 c4 42 98.
         assert!(key_id(b"").starts_with("4OYM:IQUY:"));
