@@ -346,6 +346,100 @@ fn anonymous_pull_only_when_allowed() {
     );
 }
 
+/// `POST /token` with a form body.
+fn post_token(s: &Server, form: &str) -> Resp {
+    s.req(
+        "POST",
+        "/token",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        form.as_bytes(),
+    )
+}
+
+#[test]
+fn oauth2_post_grants_password_and_refresh_tokens() {
+    let dir = TempDir::new().unwrap();
+    let s = token_server(&dir, &[]);
+    let form = format!(
+        "grant_type=password&username=alice&password=wonderland&service={SERVICE}\
+         &client_id=berth-test&access_type=offline&scope=repository%3Aa%2Fb%3Apull%2Cpush"
+    );
+    let r = post_token(&s, &form);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["scope"], "repository:a/b:pull,push");
+    assert_eq!(v["expires_in"], 300);
+    let access = v["access_token"].as_str().unwrap().to_string();
+    let refresh = v["refresh_token"]
+        .as_str()
+        .expect("refresh token")
+        .to_string();
+    // The access token works at the registry; the refresh token does not.
+    let data = b"oauth".to_vec();
+    let d = digest_of(&data);
+    let up = format!("/v2/a/b/blobs/uploads/?digest={d}");
+    assert_eq!(s.req("POST", &up, &with_token(&access), &data).status, 201);
+    let r = s.req(
+        "GET",
+        &format!("/v2/a/b/blobs/{d}"),
+        &with_token(&refresh),
+        b"",
+    );
+    assert_eq!(r.status, 401, "a refresh token is not an access token");
+    // The refresh token buys new access tokens, for the same user.
+    let r = post_token(
+        &s,
+        &format!(
+            "grant_type=refresh_token&refresh_token={refresh}&service={SERVICE}\
+             &client_id=berth-test&scope=repository:a/b:pull"
+        ),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let renewed = r.json()["access_token"].as_str().unwrap().to_string();
+    assert_eq!(token_claims(&renewed)["sub"], "alice");
+    assert!(r.json().get("refresh_token").is_none());
+    assert_eq!(
+        s.req(
+            "GET",
+            &format!("/v2/a/b/blobs/{d}"),
+            &with_token(&renewed),
+            b""
+        )
+        .body,
+        data
+    );
+    // Bad input, RFC 6749's answers.
+    for (form, status, error) in [
+        (
+            format!(
+                "grant_type=password&username=alice&password=nope&client_id=x&service={SERVICE}"
+            ),
+            400,
+            "invalid_grant",
+        ),
+        (
+            format!("grant_type=refresh_token&refresh_token={access}&client_id=x"),
+            400,
+            "invalid_grant",
+        ),
+        (
+            "grant_type=client_credentials&client_id=x".to_string(),
+            400,
+            "unsupported_grant_type",
+        ),
+        (
+            "grant_type=password&username=alice&password=wonderland".to_string(),
+            400,
+            "invalid_request",
+        ),
+        ("client_id=x".to_string(), 400, "invalid_request"),
+    ] {
+        let r = post_token(&s, &form);
+        assert_eq!(r.status, status, "{form}: {}", r.text());
+        assert_eq!(r.json()["error"], error, "{form}");
+    }
+}
+
 /// The claims of a JWT, unverified (for asserting on what the server issued).
 fn token_claims(t: &str) -> serde_json::Value {
     use base64::Engine as _;

@@ -75,6 +75,11 @@ impl Htpasswd {
             .contains(&key)
     }
 
+    /// Whether `user` has a line in the file.
+    pub fn has_user(&self, user: &str) -> bool {
+        self.users.contains_key(user)
+    }
+
     /// Whether an `Authorization` header value carries valid basic credentials.
     pub fn check(&self, authorization: Option<&str>) -> bool {
         self.authenticate(authorization).is_some()

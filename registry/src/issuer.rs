@@ -5,11 +5,18 @@
 //! credentials gets pull on repositories when anonymous pull is allowed, and nothing else (the
 //! registry then answers its requests with `insufficient_scope`, as Docker Hub does for private
 //! repositories). Wrong credentials are a 401, so `login` can tell them apart.
+//!
+//! `POST /token` is the OAuth2 form of the same request (the token spec's oauth.md, which
+//! Docker's client tries first when it holds a refresh token): `grant_type=password` with
+//! `username`/`password`, or `grant_type=refresh_token` with a refresh token this server issued
+//! for `access_type=offline` (signed like an access token, for the audience `SERVICE#refresh`,
+//! so the registry never takes it for an access token; refused once its user has left the
+//! htpasswd file). Errors follow RFC 6749 (`400 {"error":"invalid_grant",…}`).
 
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -22,6 +29,9 @@ use crate::token::{Claims, SigningKey};
 /// Lifetime of an issued token; clients fetch a new one per operation (distribution's default
 /// for its own token servers is the same five minutes).
 pub const TOKEN_TTL_SECS: u64 = 300;
+
+/// Lifetime of a refresh token (`access_type=offline`).
+pub const REFRESH_TTL_SECS: u64 = 30 * 24 * 3600;
 
 pub struct Issuer {
     pub key: SigningKey,
@@ -61,12 +71,55 @@ impl Issuer {
 
     /// A signed token for `user` granting `access`.
     pub fn issue(&self, user: Option<&str>, access: Vec<Access>) -> Result<String, RegistryError> {
+        self.sign(user, access, self.service.clone(), TOKEN_TTL_SECS)
+    }
+
+    fn refresh_audience(&self) -> String {
+        format!("{}#refresh", self.service)
+    }
+
+    /// A refresh token for `user` (grants nothing at the registry: another audience).
+    pub fn issue_refresh(&self, user: &str) -> Result<String, RegistryError> {
+        self.sign(
+            Some(user),
+            Vec::new(),
+            self.refresh_audience(),
+            REFRESH_TTL_SECS,
+        )
+    }
+
+    /// The user a refresh token this server issued names, if it is valid and the user is
+    /// still in the htpasswd file.
+    pub fn redeem_refresh(&self, token: &str) -> Option<String> {
+        #[derive(serde::Deserialize)]
+        struct Sub {
+            sub: String,
+        }
+        let mut v = jsonwebtoken::Validation::new(self.key.alg);
+        v.leeway = crate::token::LEEWAY_SECS;
+        v.set_issuer(&[&self.issuer]);
+        v.set_audience(&[self.refresh_audience()]);
+        v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        let sub = jsonwebtoken::decode::<Sub>(token, &self.key.public, &v)
+            .ok()?
+            .claims
+            .sub;
+        (!sub.is_empty() && self.htpasswd.has_user(&sub)).then_some(sub)
+    }
+
+    fn sign(
+        &self,
+        user: Option<&str>,
+        access: Vec<Access>,
+        aud: String,
+        ttl: u64,
+    ) -> Result<String, RegistryError> {
         let now = jsonwebtoken::get_current_timestamp();
         let claims = Claims {
             iss: self.issuer.clone(),
             sub: user.unwrap_or_default().to_string(),
-            aud: self.service.clone(),
-            exp: now + TOKEN_TTL_SECS,
+            aud,
+            exp: now + ttl,
             nbf: now,
             iat: now,
             jti: uuid::Uuid::new_v4().to_string(),
@@ -145,6 +198,127 @@ async fn respond(issuer: &Arc<Issuer>, req: Request) -> Result<Response, Registr
         "issued_at": issued_at,
     });
     Ok(([(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response())
+}
+
+/// An RFC 6749 error answer.
+fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
+    (
+        status,
+        [(header::CACHE_CONTROL, "no-store")],
+        axum::Json(json!({"error": error, "error_description": description})),
+    )
+        .into_response()
+}
+
+// POST /token   (application/x-www-form-urlencoded)
+// grant_type=password&username=…&password=…&service=…&client_id=…[&scope=…][&access_type=offline]
+// grant_type=refresh_token&refresh_token=…&service=…&client_id=…[&scope=…]
+pub async fn token_post(
+    State(issuer): State<Arc<Issuer>>,
+    axum::extract::RawForm(body): axum::extract::RawForm,
+) -> Response {
+    // A form body is encoded as a query string is.
+    let form = match parse_query(Some(&String::from_utf8_lossy(&body))) {
+        Ok(f) => f,
+        Err(_) => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "the form body is not valid application/x-www-form-urlencoded",
+            );
+        }
+    };
+    let get = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let bad = |d: &str| oauth_error(StatusCode::BAD_REQUEST, "invalid_request", d);
+    if get("client_id").is_none_or(str::is_empty) {
+        return bad("client_id is required");
+    }
+    if let Some(svc) = get("service")
+        && svc != issuer.service
+    {
+        return bad(&format!(
+            "this token server issues tokens for service {:?}, not {svc:?}",
+            issuer.service
+        ));
+    }
+    let user = match get("grant_type") {
+        Some("password") => {
+            let (Some(u), Some(p)) = (get("username"), get("password")) else {
+                return bad("grant_type=password needs username and password");
+            };
+            let basic = format!(
+                "Basic {}",
+                base64::Engine::encode(
+                    &base64::engine::general_purpose::STANDARD,
+                    format!("{u}:{p}")
+                )
+            );
+            let h = issuer.htpasswd.clone();
+            let user = tokio::task::spawn_blocking(move || h.authenticate(Some(&basic)))
+                .await
+                .ok()
+                .flatten();
+            match user {
+                Some(u) => u,
+                None => {
+                    return oauth_error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_grant",
+                        "incorrect username or password",
+                    );
+                }
+            }
+        }
+        Some("refresh_token") => {
+            let Some(t) = get("refresh_token") else {
+                return bad("grant_type=refresh_token needs refresh_token");
+            };
+            match issuer.redeem_refresh(t) {
+                Some(u) => u,
+                None => {
+                    return oauth_error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_grant",
+                        "the refresh token is invalid, expired or its user is gone",
+                    );
+                }
+            }
+        }
+        Some(other) => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                &format!("grant_type {other:?} is not supported: use password or refresh_token"),
+            );
+        }
+        None => return bad("grant_type is required"),
+    };
+    let asked = parse_scopes(get("scope"));
+    let granted = issuer.grant(Some(&user), &asked);
+    let scope = granted
+        .iter()
+        .map(Access::to_string)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let token = match issuer.issue(Some(&user), granted) {
+        Ok(t) => t,
+        Err(e) => return e.into_response(),
+    };
+    let issued_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let mut body = json!({
+        "access_token": token,
+        "token": token,
+        "scope": scope,
+        "expires_in": TOKEN_TTL_SECS,
+        "issued_at": issued_at,
+    });
+    if get("access_type") == Some("offline") {
+        match issuer.issue_refresh(&user) {
+            Ok(r) => body["refresh_token"] = json!(r),
+            Err(e) => return e.into_response(),
+        }
+    }
+    ([(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response()
 }
 
 #[cfg(test)]

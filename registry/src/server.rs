@@ -108,7 +108,11 @@ pub async fn serve(cfg: Config, on_ready: impl FnOnce(SocketAddr, bool)) -> Resu
             if let Some(issuer) = issuer {
                 router = router.merge(
                     axum::Router::new()
-                        .route("/token", axum::routing::get(crate::issuer::token))
+                        .route(
+                            "/token",
+                            axum::routing::get(crate::issuer::token)
+                                .post(crate::issuer::token_post),
+                        )
                         .with_state(issuer),
                 );
             }

@@ -88,7 +88,9 @@ pub struct TrustedKey {
 
 impl std::fmt::Debug for TrustedKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TrustedKey").field("kid", &self.kid).finish()
+        f.debug_struct("TrustedKey")
+            .field("kid", &self.kid)
+            .finish()
     }
 }
 
@@ -178,8 +180,14 @@ impl Verifier {
                     .first()
                     .and_then(|c| base64::engine::general_purpose::STANDARD.decode(c).ok())
                     .and_then(|der| cert_spki(&der).map(key_id))
-                    .ok_or_else(|| invalid("the token's x5c header holds no readable certificate"))?;
-                if !self.keys.iter().any(|k| k.kid.as_deref() == Some(leaf.as_str())) {
+                    .ok_or_else(|| {
+                        invalid("the token's x5c header holds no readable certificate")
+                    })?;
+                if !self
+                    .keys
+                    .iter()
+                    .any(|k| k.kid.as_deref() == Some(leaf.as_str()))
+                {
                     return Err(invalid(
                         "the token's x5c certificate is not in the trusted bundle",
                     ));
@@ -190,7 +198,9 @@ impl Verifier {
                 Some(kid.clone())
             }
             (None, Some(kid)) if self.keys.iter().all(|k| k.kid.is_some()) => {
-                return Err(invalid(&format!("token signed by an untrusted key ({kid})")));
+                return Err(invalid(&format!(
+                    "token signed by an untrusted key ({kid})"
+                )));
             }
             _ => None,
         };
@@ -671,7 +681,10 @@ mod tests {
         // kid names the second certificate's key (the first RSA key is not tried).
         assert!(v.verify(Some(&bearer(&second.sign(&c).unwrap()))).is_ok());
         // No kid, no x5c: every RSA key in turn.
-        assert!(v.verify(Some(&bearer(&sign_with(&second, &c, |_| {})))).is_ok());
+        assert!(
+            v.verify(Some(&bearer(&sign_with(&second, &c, |_| {}))))
+                .is_ok()
+        );
         // x5c whose leaf is a trusted certificate.
         let der = |p: &Path| pem_der(&std::fs::read_to_string(p).unwrap()).unwrap();
         let b64 = |d: Vec<u8>| base64::engine::general_purpose::STANDARD.encode(d);
@@ -697,7 +710,10 @@ mod tests {
             Err(Rejection::Invalid("token signature invalid".into()))
         );
         let t = sign_with(&third, &c, |h| h.x5c = Some(vec!["!!".into()]));
-        assert!(matches!(v.verify(Some(&bearer(&t))), Err(Rejection::Invalid(_))));
+        assert!(matches!(
+            v.verify(Some(&bearer(&t))),
+            Err(Rejection::Invalid(_))
+        ));
         let _ = rsa_key;
     }
 
