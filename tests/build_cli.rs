@@ -228,9 +228,24 @@ fn rebuilds_are_cached_and_only_real_changes_rerun() {
     let err = build_ok(&env, &["--no-cache", "-t", "t:3", c]);
     assert!(!err.contains("CACHED"), "{err}");
 
-    // builder prune forgets every step.
+    // image prune leaves the build cache alone (as Docker's): the step images are pinned.
+    env.ok(&["rmi", "t:2", "t:3"]);
+    env.ok(&["image", "prune", "-f"]);
+    let err = build_ok(&env, &["--build-arg", "V=2", "-t", "t:2", c]);
+    assert_eq!(err.matches(" CACHED").count(), 11, "{err}");
+    env.check_store();
+    let blobs = || {
+        fs::read_dir(env.root().join("images/blobs/sha256"))
+            .unwrap()
+            .count()
+    };
+    let before = blobs();
+
+    // builder prune forgets every step and frees what only the cache held.
     let out = env.ok(&["builder", "prune", "-f"]);
     assert!(out.starts_with("Total:"), "{out}");
+    assert!(blobs() < before, "builder prune swept no blob");
+    env.check_store();
     let err = build_ok(&env, &["-t", "t:1", c]);
     assert_eq!(err.matches(" CACHED").count(), 1, "only FROM: {err}");
     no_mounts_left(&env);

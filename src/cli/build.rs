@@ -357,8 +357,8 @@ fn dir_size(p: &Path) -> u64 {
         .sum()
 }
 
-/// Forget every cached step (and the context hash memo); the step images' blobs and snapshots
-/// then go with the next `image prune`.
+/// Forget every cached step (and the context hash memo), unpin the step images and sweep what
+/// nothing else holds (their blobs and snapshots, unless a named image shares them).
 pub fn builder(root: &Path, c: BuilderCommand) -> Result<ExitCode> {
     let BuilderCommand::Prune(a) = c;
     let _ = (a.all, a.force);
@@ -373,6 +373,9 @@ pub fn builder(root: &Path, c: BuilderCommand) -> Result<ExitCode> {
             std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
         }
     }
+    let store = open_store(root)?;
+    store.unpin_all(berth_store::commit::BUILDER_PINS)?;
+    total += store.sweep()?.bytes;
     println!("Total:\t{}", super::format::human_size(total));
     Ok(ExitCode::SUCCESS)
 }

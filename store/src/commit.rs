@@ -31,6 +31,9 @@ pub struct CommitConfig {
     pub container: Option<String>,
 }
 
+/// The pin holder of build step images (`builder prune` drops them).
+pub const BUILDER_PINS: &str = "builder";
+
 /// A build step's result: what [`Store::commit_step`] records beside the config.
 #[derive(Debug, Clone, Default)]
 pub struct StepCommit {
@@ -64,7 +67,8 @@ impl Store {
 
     /// A build step: `parent` plus `layer` (or, with `None`, only a history entry marked
     /// `empty_layer`), written to the blob store but not named in the index: the builder keeps
-    /// such images in its cache and names only the final one ([`Store::name_image`]).
+    /// such images in its cache and names only the final one ([`Store::name_image`]). The step
+    /// image is pinned ([`BUILDER_PINS`]) so garbage collection leaves the build cache alone.
     pub fn commit_step(
         &self,
         parent: Option<&Image>,
@@ -87,6 +91,8 @@ impl Store {
             container: None,
         };
         let new = self.write_image(parent, layer, &cfg, &step.defaults)?;
+        // Pinned before the writer lock goes: a sweep can never catch the step unlinked.
+        self.pin(BUILDER_PINS, &new.manifest)?;
         Ok(Image {
             id: new.config.clone(),
             manifest: new.manifest.clone(),

@@ -1,6 +1,11 @@
 //! Garbage collection: `image prune` drops dangling (or all) images, then every blob, snapshot
 //! and temp file that nothing in the index reaches is swept.
 //!
+//! Besides the index, *pins* keep images alive: `ROOT/pins/<holder>/<algorithm>-<hex>` names a
+//! manifest some other part of berth holds on to without naming it, as the builder holds every
+//! step image of its cache (so `image prune` leaves the build cache alone, as Docker's does;
+//! `builder prune` drops the builder's pins and sweeps).
+//!
 //! The sweep runs under the exclusive gc lock; every writer holds it shared from its first blob
 //! write until its index update, so a blob that is not linked *yet* is never swept.
 
@@ -53,6 +58,61 @@ impl Store {
         Ok(PruneReport { removed, swept })
     }
 
+    fn pins_dir(&self) -> std::path::PathBuf {
+        self.root().join("pins")
+    }
+
+    /// Keep the image of `manifest` (its manifest, config, layers and snapshots) from
+    /// garbage collection on behalf of `holder`, until [`Store::unpin_all`].
+    pub fn pin(&self, holder: &str, manifest: &oci_spec::image::Digest) -> Result<()> {
+        let dir = self.pins_dir().join(holder);
+        fs::create_dir_all(&dir).ctx("creating", &dir)?;
+        let p = dir.join(format!("{}-{}", manifest.algorithm(), manifest.digest()));
+        if !p.exists() {
+            fs::write(&p, b"").ctx("writing", &p)?;
+        }
+        Ok(())
+    }
+
+    /// Drop every pin of `holder`; what they kept goes with the next sweep.
+    pub fn unpin_all(&self, holder: &str) -> Result<()> {
+        let dir = self.pins_dir().join(holder);
+        match fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).ctx("removing", &dir),
+            _ => Ok(()),
+        }
+    }
+
+    /// Manifests pinned by anyone (whose blob is still stored).
+    pub(crate) fn pinned_manifests(&self) -> Result<Vec<oci_spec::image::Digest>> {
+        let mut out = Vec::new();
+        let root = self.pins_dir();
+        let Ok(holders) = fs::read_dir(&root) else {
+            return Ok(out);
+        };
+        for h in holders {
+            let h = h.ctx("listing", &root)?;
+            let Ok(pins) = fs::read_dir(h.path()) else {
+                continue;
+            };
+            for p in pins.flatten() {
+                let name = p.file_name().to_string_lossy().replacen('-', ":", 1);
+                if let Ok(d) = crate::digest::parse_sha256(&name)
+                    && self.blobs().contains(&d)
+                {
+                    out.push(d);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// `image prune`'s sweep on its own: what neither the index nor a pin reaches goes.
+    pub fn sweep(&self) -> Result<SweepStats> {
+        let _gc = self.gc_lock()?;
+        self.sweep_locked()
+    }
+
     /// Remove what the index does not reach. The caller holds the gc lock.
     pub(crate) fn sweep_locked(&self) -> Result<SweepStats> {
         let mut stats = SweepStats::default();
@@ -61,6 +121,15 @@ impl Store {
         for img in self.images()? {
             let layers = self.layers(&img)?;
             live_snapshots.extend(layers.into_iter().map(|l| l.diff_id.digest().to_string()));
+        }
+        for m in self.pinned_manifests()? {
+            let manifest = self.manifest(&m)?;
+            let bytes = self.blobs().read_verified(manifest.config().digest())?;
+            let cfg: oci_spec::image::ImageConfiguration = serde_json::from_slice(&bytes)
+                .map_err(|e| crate::StoreError::corrupt(format!("config of pinned {m}"), e))?;
+            for id in cfg.rootfs().diff_ids() {
+                live_snapshots.insert(id.trim_start_matches("sha256:").to_string());
+            }
         }
         let (blobs, _) = self.blobs().list()?;
         for d in blobs {

@@ -472,6 +472,14 @@ impl Store {
                 live.insert(l.digest().to_string());
             }
         }
+        for d in self.pinned_manifests()? {
+            live.insert(d.to_string());
+            let m = self.manifest(&d)?;
+            live.insert(m.config().digest().to_string());
+            for l in m.layers() {
+                live.insert(l.digest().to_string());
+            }
+        }
         Ok(live)
     }
 }
