@@ -568,19 +568,27 @@ fn run_heredocs_run_through_the_shell() {
     );
 }
 
-#[test]
-fn a_killed_build_leaves_nothing_the_next_build_does_not_clean() {
-    let env = Env::new();
-    base(&env);
-    let ctx = context(&env, "FROM bb:1\nRUN echo started; sleep 2\n", &[]);
+/// Starts `berth build` of a RUN that prints "started" and sleeps; returns it once the RUN runs.
+fn build_until_started(env: &Env, tag: &str, marker: &str) -> std::process::Child {
+    let ctx = context(
+        env,
+        &format!("FROM bb:1\nRUN echo started; exec sleep {marker}\n"),
+        &[],
+    );
     let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("berth"))
         .arg("--root")
         .arg(env.root())
-        .args(["build", "-t", "k:1", ctx.to_str().unwrap()])
+        .args([
+            "build",
+            "--progress",
+            "plain",
+            "-t",
+            tag,
+            ctx.to_str().unwrap(),
+        ])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait until the RUN step is running, then kill the build outright.
     let mut err = child.stderr.take().unwrap();
     let mut seen = Vec::new();
     let mut buf = [0u8; 256];
@@ -593,11 +601,78 @@ fn a_killed_build_leaves_nothing_the_next_build_does_not_clean() {
         );
         seen.extend_from_slice(&buf[..n]);
     }
+    // Keep reading in the background so the build never blocks on a full pipe.
+    std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut err, &mut rest);
+    });
+    child
+}
+
+/// Whether a process with exactly this command line (`sleep MARKER`) exists.
+fn sleeper_alive(marker: &str) -> bool {
+    fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        fs::read(e.path().join("cmdline"))
+            .is_ok_and(|c| c == format!("sleep\0{marker}\0").as_bytes())
+    })
+}
+
+/// Nothing of a step's container is left: its process, runtime state, cgroups (named
+/// `build-<berth pid>-…`).
+fn no_step_left(env: &Env, marker: &str, berth_pid: u32) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while sleeper_alive(marker) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(!sleeper_alive(marker), "the RUN's process survived");
+    let prefix = format!("build-{berth_pid}-");
+    let ours = |d: &std::path::Path| {
+        fs::read_dir(d)
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    assert_eq!(ours(&env.root().join("runtime")), 0, "runtime state left");
+    for c in fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        assert_eq!(ours(&c.path().join("berth")), 0, "cgroup left in {c:?}");
+    }
+}
+
+#[test]
+fn ctrl_c_stops_a_build_cleanly_and_a_killed_build_leaves_no_step_running() {
+    let env = Env::new();
+    base(&env);
+    // Ctrl-C (SIGINT): the RUN is stopped, exit 130, nothing tagged, nothing left at all.
+    let marker = format!("{}.{}", 3000 + std::process::id() % 1000, 1);
+    let mut child = build_until_started(&env, "k:1", &marker);
+    let t = std::time::Instant::now();
+    std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    assert!(t.elapsed() < std::time::Duration::from_secs(20));
+    env.fails(&["inspect", "k:1"]);
+    no_step_left(&env, &marker, child.id());
+    no_mounts_left(&env);
+    assert_eq!(
+        fs::read_dir(env.root().join("builder/tmp"))
+            .unwrap()
+            .count(),
+        0
+    );
+
+    // SIGKILL: the step dies with the build; its mounts go with the next build.
+    let marker = format!("{}.{}", 3000 + std::process::id() % 1000, 2);
+    let mut child = build_until_started(&env, "k:1", &marker);
     child.kill().unwrap();
     child.wait().unwrap();
     env.fails(&["inspect", "k:1"]);
-    std::thread::sleep(std::time::Duration::from_secs(2));
-    // The next build unmounts and removes what the killed one left.
+    no_step_left(&env, &marker, child.id());
     let ctx = context(&env, "FROM bb:1\nRUN true\n", &[]);
     build_ok(&env, &["-t", "k:2", ctx.to_str().unwrap()]);
     no_mounts_left(&env);

@@ -270,6 +270,9 @@ impl Builder<'_> {
         }
         let mut ran = false;
         for (i, step) in stage.steps.iter().enumerate() {
+            if self.exec.interrupted() {
+                return Err(BuildError::Interrupted);
+            }
             self.step_no += 1;
             let n = self.step_no;
             let text = step.instruction.original.trim().to_string();
@@ -283,6 +286,10 @@ impl Builder<'_> {
                     self.progress.done(n);
                 }
                 Ok(false) => self.progress.cached(n),
+                Err(_) if self.exec.interrupted() => {
+                    self.progress.error(n, "interrupted");
+                    return Err(BuildError::Interrupted);
+                }
                 Err(e) => {
                     self.progress.error(n, &e.to_string());
                     return Err(e);

@@ -53,6 +53,9 @@ pub enum BuildError {
     },
     #[error("sandbox: {0}")]
     Exec(#[from] crate::exec::ExecError),
+    /// Ctrl-C (SIGINT), SIGTERM or SIGHUP during the build.
+    #[error("the build was interrupted: nothing was tagged")]
+    Interrupted,
 }
 
 impl From<berth_store::StoreError> for BuildError {
@@ -72,6 +75,10 @@ impl BuildError {
 
     /// The exit code `berth build` ends with.
     pub fn exit_code(&self) -> u8 {
-        1
+        match self {
+            // 128 + SIGINT, as a shell reports a command it interrupted.
+            BuildError::Interrupted => 130,
+            _ => 1,
+        }
     }
 }

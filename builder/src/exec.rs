@@ -60,4 +60,8 @@ pub trait Executor {
         lowers: &[PathBuf],
         out: &mut dyn Write,
     ) -> Result<(), ExecError>;
+    /// Whether the user asked the build to stop (checked between steps).
+    fn interrupted(&self) -> bool {
+        false
+    }
 }

@@ -1,9 +1,8 @@
 //! `berth build`: Docker's flags, the builder's plan and cache, and the runner's sandbox plugged
-//! in as the builder's executor (RUN steps run in the embedded sandbox from this process, which
-//! has no other threads, as `exec` does).
+//! in as the builder's executor (each RUN step runs in a `berth __build-run` child, see
+//! [`super::build_sandbox`], so this process may have threads and Ctrl-C stops a build cleanly).
 
 use std::io::{IsTerminal, Read};
-use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -11,7 +10,6 @@ use anyhow::{Context, Result, bail};
 use berth_builder::progress::{Plain, Progress, Quiet};
 use berth_builder::{BuildOptions, ExecError, Executor, NetworkMode, RunSpec};
 use berth_runner::bundle::{self, BundleInput};
-use berth_runner::sandbox::{Embedded, Io, Sandbox};
 use berth_runner::state::{ContainerConfig, ContainerRecord};
 use berth_store::Reference;
 use clap::Args;
@@ -173,7 +171,16 @@ pub fn build(root: &Path, a: BuildArgs) -> Result<ExitCode> {
         plain = Plain::new(std::io::stderr());
         &mut plain
     };
-    let img = berth_builder::build(&store, &exec, &opts, progress)?;
+    // From here Ctrl-C stops the build cleanly (a second one ends it at once).
+    super::build_sandbox::Interrupt::install();
+    let img = match berth_builder::build(&store, &exec, &opts, progress) {
+        Ok(img) => img,
+        Err(e @ berth_builder::BuildError::Interrupted) => {
+            eprintln!("Error: {e}");
+            return Ok(ExitCode::from(e.exit_code()));
+        }
+        Err(e) => return Err(e.into()),
+    };
     progress.note(&format!("writing image {} done", img.id));
     for t in &tags {
         progress.note(&format!("naming to {t} done"));
@@ -221,6 +228,10 @@ impl Executor for SandboxExecutor {
         out: &mut dyn std::io::Write,
     ) -> Result<(), ExecError> {
         berth_runner::changes::write_layer(upper, lowers, out).map_err(xerr)
+    }
+
+    fn interrupted(&self) -> bool {
+        super::build_sandbox::Interrupt::get().is_some_and(|i| i.raised())
     }
 
     fn run(&self, spec: &RunSpec<'_>, output: &mut dyn FnMut(&[u8])) -> Result<i32, ExecError> {
@@ -280,49 +291,16 @@ impl Executor for SandboxExecutor {
         })
         .map_err(xerr)?;
         bundle::write(spec.scratch, &oci).map_err(xerr)?;
-        let sandbox = Embedded::new(self.root.join("runtime")).map_err(xerr)?;
-        let (mut reader, writer) = std::io::pipe().map_err(xerr)?;
-        let stderr: OwnedFd = writer.try_clone().map_err(xerr)?.into();
-        let stdout: OwnedFd = writer.into();
-        let stdin: OwnedFd = std::fs::File::open("/dev/null").map_err(xerr)?.into();
-        let own_netns = spec.network == NetworkMode::None;
-        let prestart = |pid: i32| {
-            if own_netns {
-                berth_runner::sandbox::loopback_up(pid)
-            } else {
-                Ok(())
-            }
-        };
-        let started = sandbox.start(
-            &id,
-            spec.scratch,
-            Io::Fds {
-                stdin,
-                stdout,
-                stderr,
+        super::build_sandbox::run_step(
+            &super::build_sandbox::StepRun {
+                state_root: &self.root,
+                id: &id,
+                bundle: spec.scratch,
+                cgroup: &cgroups_path,
+                loopback: spec.network == NetworkMode::None,
             },
-            &prestart,
-        );
-        let pid = match started {
-            Ok(pid) => pid,
-            Err(e) => {
-                berth_runner::cgroups::remove(&cgroups_path);
-                return Err(xerr(e));
-            }
-        };
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            match reader.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => output(&buf[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => break,
-            }
-        }
-        let code = berth_runner::sandbox::wait_child(pid).map_err(xerr);
-        let _ = sandbox.delete(&id);
-        berth_runner::cgroups::remove(&cgroups_path);
-        code
+            output,
+        )
     }
 }
 

@@ -1,6 +1,7 @@
 //! The command line: Docker's command and flag names, dispatched to the library crates.
 
 mod build;
+mod build_sandbox;
 mod container;
 mod container_fs;
 mod format;
@@ -132,6 +133,8 @@ pub enum Command {
     Top(container_fs::TopArgs),
     #[command(name = "__supervise", hide = true)]
     Supervise(container::SuperviseArgs),
+    #[command(name = "__build-run", hide = true)]
+    BuildRun(build_sandbox::BuildRunArgs),
     /// Display system-wide information
     Info(system::InfoArgs),
     /// Show the berth version information
@@ -201,6 +204,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Commit(a) => container_fs::commit(&root, a),
         Command::Top(a) => container_fs::top(&root, a),
         Command::Supervise(a) => container::supervise(&root, a),
+        Command::BuildRun(a) => build_sandbox::build_run(&root, a),
         Command::Info(a) => system::info(&root, a),
         Command::Version(a) => system::version(a),
     }

@@ -1,0 +1,273 @@
+//! RUN steps run in a child process, `berth __build-run`, which starts the step's bundle in
+//! the embedded sandbox, waits for it and cleans up. The embedded sandbox forks, so the process
+//! that starts it must have no other threads; the build process does not keep that promise
+//! (stages build in parallel, the tty view redraws on a timer), its child does.
+//!
+//! It also gives Ctrl-C a clean path. The build process catches SIGINT, SIGTERM and SIGHUP
+//! ([`Interrupt`]): a step's child is told to stop (SIGTERM), kills the step's processes,
+//! removes the container's runtime state and cgroup and exits; the builder then unwinds (its
+//! mounts and scratch directories go) and reports the interruption; nothing is tagged. A second
+//! Ctrl-C ends the build process at once. The child also dies with its parent
+//! (`PR_SET_PDEATHSIG`), so even a SIGKILLed build leaves no step running.
+
+use std::io::Read;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use anyhow::{Context, Result};
+use berth_builder::ExecError;
+use berth_runner::sandbox::{Embedded, Io, Sandbox};
+use clap::Args;
+use rustix::event::{PollFd, PollFlags, poll};
+use serde::{Deserialize, Serialize};
+
+const SIGNALS: [i32; 3] = [
+    signal_hook::consts::SIGINT,
+    signal_hook::consts::SIGTERM,
+    signal_hook::consts::SIGHUP,
+];
+
+/// The build process's interruption state: a flag for step boundaries and a pipe a RUN's
+/// wait polls.
+pub struct Interrupt {
+    flag: Arc<AtomicBool>,
+    wake: OwnedFd,
+}
+
+static INTERRUPT: OnceLock<Option<Interrupt>> = OnceLock::new();
+
+impl Interrupt {
+    /// Catch SIGINT/SIGTERM/SIGHUP for the rest of this process (once; None if that failed,
+    /// and the default actions stay).
+    pub fn install() -> Option<&'static Interrupt> {
+        INTERRUPT
+            .get_or_init(|| {
+                let flag = Arc::new(AtomicBool::new(false));
+                let (wake, notify) = std::io::pipe().ok()?;
+                for sig in SIGNALS {
+                    // A second signal ends the process at once (exit code 130).
+                    signal_hook::flag::register_conditional_shutdown(sig, 130, flag.clone())
+                        .ok()?;
+                    signal_hook::flag::register(sig, flag.clone()).ok()?;
+                    let n: OwnedFd = notify.try_clone().ok()?.into();
+                    signal_hook::low_level::pipe::register(sig, n).ok()?;
+                }
+                Some(Interrupt {
+                    flag,
+                    wake: wake.into(),
+                })
+            })
+            .as_ref()
+    }
+
+    pub fn get() -> Option<&'static Interrupt> {
+        INTERRUPT.get().and_then(Option::as_ref)
+    }
+
+    pub fn raised(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+}
+
+/// What the child reports on its stderr's last line.
+#[derive(Serialize, Deserialize)]
+struct Outcome {
+    code: Option<i32>,
+    error: Option<String>,
+}
+
+/// One step's process, as the executor describes it to the child.
+pub struct StepRun<'a> {
+    pub state_root: &'a Path,
+    pub id: &'a str,
+    pub bundle: &'a Path,
+    pub cgroup: &'a str,
+    /// Bring up `lo` in the step's own network namespace.
+    pub loopback: bool,
+}
+
+fn xerr(e: impl std::fmt::Display) -> ExecError {
+    ExecError(e.to_string())
+}
+
+/// Runs `step` in a `berth __build-run` child, its output (stdout and stderr merged) to
+/// `output`; the exit code in Docker's convention. An interruption stops the step and is an
+/// `Err` saying so.
+pub fn run_step(step: &StepRun<'_>, output: &mut dyn FnMut(&[u8])) -> Result<i32, ExecError> {
+    let interrupt = Interrupt::get();
+    if interrupt.is_some_and(Interrupt::raised) {
+        return Err(ExecError("the build was interrupted".into()));
+    }
+    let exe = std::env::current_exe().map_err(xerr)?;
+    let (mut out_r, out_w) = std::io::pipe().map_err(xerr)?;
+    let (mut err_r, err_w) = std::io::pipe().map_err(xerr)?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("--root")
+        .arg(step.state_root)
+        .args(["__build-run", "--id", step.id, "--cgroup", step.cgroup])
+        .arg("--bundle")
+        .arg(step.bundle);
+    if step.loopback {
+        cmd.arg("--loopback");
+    }
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(out_w))
+        .stderr(Stdio::from(err_w))
+        .spawn()
+        .map_err(|e| xerr(format!("starting the step's sandbox process: {e}")))?;
+    // The Command holds copies of the write ends until it is dropped.
+    drop(cmd);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut stopping = false;
+    loop {
+        let mut fds = vec![PollFd::new(&out_r, PollFlags::IN)];
+        if let Some(i) = interrupt.filter(|_| !stopping) {
+            fds.push(PollFd::new(&i.wake, PollFlags::IN));
+        }
+        match poll(&mut fds, None) {
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(xerr(format!("waiting for the step's output: {e}"))),
+        }
+        let woke = fds.get(1).is_some_and(|f| !f.revents().is_empty());
+        let readable = !fds[0].revents().is_empty();
+        drop(fds);
+        if woke {
+            stopping = true;
+            let _ = rustix::process::kill_process(
+                rustix::process::Pid::from_child(&child),
+                rustix::process::Signal::TERM,
+            );
+        }
+        if readable {
+            match out_r.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => output(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+    }
+    let mut report = String::new();
+    let _ = err_r.read_to_string(&mut report);
+    let _ = child.wait();
+    if stopping || interrupt.is_some_and(Interrupt::raised) {
+        return Err(ExecError("the build was interrupted".into()));
+    }
+    let outcome = report
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str::<Outcome>(l).ok());
+    match outcome {
+        Some(Outcome {
+            code: Some(code), ..
+        }) => Ok(code),
+        Some(Outcome { error: Some(e), .. }) => Err(ExecError(e)),
+        _ => Err(ExecError(format!(
+            "the step's sandbox process failed: {}",
+            report.trim()
+        ))),
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct BuildRunArgs {
+    #[arg(long)]
+    id: String,
+    #[arg(long)]
+    bundle: PathBuf,
+    #[arg(long)]
+    cgroup: String,
+    #[arg(long)]
+    loopback: bool,
+}
+
+/// `berth __build-run`: start the bundle, wait for it, clean up, report on stderr.
+pub fn build_run(root: &Path, a: BuildRunArgs) -> Result<ExitCode> {
+    let outcome = match child(root, &a) {
+        Ok(code) => Outcome {
+            code: Some(code),
+            error: None,
+        },
+        Err(e) => Outcome {
+            code: None,
+            error: Some(format!("{e:#}")),
+        },
+    };
+    eprintln!("{}", serde_json::to_string(&outcome)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn child(root: &Path, a: &BuildRunArgs) -> Result<i32> {
+    use rustix::process::{Pid, Signal, kill_process, set_parent_process_death_signal};
+    set_parent_process_death_signal(Some(Signal::TERM)).context("setting the death signal")?;
+    let (wake, notify) = std::io::pipe().context("creating a pipe")?;
+    for sig in SIGNALS {
+        let n: OwnedFd = notify.try_clone().context("duplicating a pipe")?.into();
+        signal_hook::low_level::pipe::register(sig, n).context("catching signals")?;
+    }
+    // The parent may have died before the death signal was set.
+    if rustix::process::getppid().is_none_or(|p| p.as_raw_nonzero().get() == 1) {
+        anyhow::bail!("the build process is gone");
+    }
+    let sandbox = Embedded::new(root.join("runtime"))?;
+    let stdout: OwnedFd = std::io::stdout().as_fd().try_clone_to_owned()?;
+    let stderr: OwnedFd = stdout.try_clone()?;
+    let stdin: OwnedFd = std::fs::File::open("/dev/null")?.into();
+    let loopback = a.loopback;
+    let prestart = |pid: i32| {
+        if loopback {
+            berth_runner::sandbox::loopback_up(pid)
+        } else {
+            Ok(())
+        }
+    };
+    let started = sandbox.start(
+        &a.id,
+        &a.bundle,
+        Io::Fds {
+            stdin,
+            stdout,
+            stderr,
+        },
+        &prestart,
+    );
+    let pid = match started {
+        Ok(pid) => pid,
+        Err(e) => {
+            let _ = sandbox.delete(&a.id);
+            berth_runner::cgroups::remove(&a.cgroup);
+            return Err(e.into());
+        }
+    };
+    // Wait for the step's init, or for a signal to stop it.
+    let init = Pid::from_raw(pid).context("invalid init pid")?;
+    let pidfd = rustix::process::pidfd_open(init, rustix::process::PidfdFlags::empty())
+        .context("watching the step's process")?;
+    loop {
+        let mut fds = [
+            PollFd::new(&pidfd, PollFlags::IN),
+            PollFd::new(&wake, PollFlags::IN),
+        ];
+        match poll(&mut fds, None) {
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+        if !fds[1].revents().is_empty() {
+            let _ = kill_process(init, Signal::KILL);
+        }
+        if !fds[0].revents().is_empty() {
+            break;
+        }
+    }
+    let code = berth_runner::sandbox::wait_child(pid);
+    // delete kills whatever the init left behind in the container.
+    let _ = sandbox.delete(&a.id);
+    berth_runner::cgroups::remove(&a.cgroup);
+    Ok(code?)
+}
