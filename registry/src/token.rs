@@ -337,8 +337,11 @@ fn pem_der(block: &str) -> Option<Vec<u8>> {
     base64::engine::general_purpose::STANDARD.decode(body).ok()
 }
 
-/// One DER element at the start of `der`: (tag, whole element, contents, rest).
-fn der_element(der: &[u8]) -> Option<(u8, &[u8], &[u8], &[u8])> {
+/// A DER element: (tag, whole element, contents, what follows it).
+type DerElement<'a> = (u8, &'a [u8], &'a [u8], &'a [u8]);
+
+/// One DER element at the start of `der`.
+fn der_element(der: &[u8]) -> Option<DerElement<'_>> {
     let tag = *der.first()?;
     let first = *der.get(1)?;
     let (len, header) = if first < 0x80 {
