@@ -72,7 +72,10 @@ fn files(env: &Env, image: &str, paths: &[&str]) -> Vec<(String, u32, u32, i64)>
 
 fn exists(env: &Env, image: &str, path: &str) -> bool {
     let root = PathBuf::from(env.ok(&["image", "mount", image]).trim());
-    let e = root.join(path.trim_start_matches('/')).symlink_metadata().is_ok();
+    let e = root
+        .join(path.trim_start_matches('/'))
+        .symlink_metadata()
+        .is_ok();
     env.ok(&["image", "unmount", image]);
     e
 }
@@ -114,7 +117,9 @@ impl Http {
     }
     fn hits(&self, path: &str, status: u16) -> usize {
         let log = self.log.lock().unwrap();
-        log.iter().filter(|(p, s)| p == path && *s == status).count()
+        log.iter()
+            .filter(|(p, s)| p == path && *s == status)
+            .count()
     }
 }
 
@@ -251,7 +256,10 @@ fn add_url_downloads_pins_revalidates_and_fails_clearly() {
         http.url("/plain")
     );
     let err = build_err(&env, &context(&env, "c2", &bad, &[]));
-    assert!(err.contains("digest mismatch") && err.contains("Dockerfile:2"), "{err}");
+    assert!(
+        err.contains("digest mismatch") && err.contains("Dockerfile:2"),
+        "{err}"
+    );
     let bad = format!("FROM bb:1\nRUN true\nADD {} /x\n", http.url("/missing"));
     let err = build_err(&env, &context(&env, "c3", &bad, &[]));
     assert!(err.contains("404") && err.contains("/missing"), "{err}");
@@ -302,16 +310,24 @@ fn add_git_checks_out_refs_subdirs_and_keeps_git_dir_on_request() {
     fs::write(work.join("a.txt"), "v2\n").unwrap();
     git(&work, &["commit", "-q", "-am", "two"]);
     let bare = srv.join("r.git");
-    git(&srv, &["clone", "-q", "--bare", work.to_str().unwrap(), "r.git"]);
+    git(
+        &srv,
+        &["clone", "-q", "--bare", work.to_str().unwrap(), "r.git"],
+    );
     git(&bare, &["update-server-info"]);
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
+    // git-daemon itself (not the `git` wrapper, which would leave it running when killed).
+    let exec_path = Command::new("git").arg("--exec-path").output().unwrap();
+    let exec_path = PathBuf::from(String::from_utf8_lossy(&exec_path.stdout).trim());
     let _daemon = Daemon(
-        Command::new("git")
-            .args(["daemon", "--export-all", "--reuseaddr", "--listen=127.0.0.1"])
+        Command::new(exec_path.join("git-daemon"))
+            .args(["--export-all", "--reuseaddr", "--listen=127.0.0.1"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
             .arg(format!("--port={port}"))
             .arg(format!("--base-path={}", srv.display()))
             .arg(&srv)
@@ -368,7 +384,11 @@ fn heredocs_become_files_and_bad_sources_are_refused() {
     let df = "FROM bb:1\nARG WHO=world\nCOPY <<EOF /greeting\nhello $WHO\nEOF\nCOPY --chmod=755 <<'RAW' <<-TABS /dir/\nraw $WHO\nRAW\n\ttabbed\n\tTABS\nADD --chown=1000:1000 <<EOF /added\nadded\nEOF\n";
     let ctx = context(&env, "ctx", df, &[]);
     build_ok(&env, &["-t", "h:1", ctx.to_str().unwrap()]);
-    let f = files(&env, "h:1", &["/greeting", "/dir/RAW", "/dir/TABS", "/added"]);
+    let f = files(
+        &env,
+        "h:1",
+        &["/greeting", "/dir/RAW", "/dir/TABS", "/added"],
+    );
     assert_eq!((f[0].0.as_str(), f[0].1), ("hello world\n", 0o644));
     assert_eq!((f[1].0.as_str(), f[1].1), ("raw $WHO\n", 0o755));
     assert_eq!((f[2].0.as_str(), f[2].1), ("tabbed\n", 0o755));
@@ -382,8 +402,14 @@ fn heredocs_become_files_and_bad_sources_are_refused() {
             "FROM bb:1\nADD --checksum=sha256:0000000000000000000000000000000000000000000000000000000000000000 a.txt /x\n",
             "checksum requires HTTP(S) or Git sources",
         ),
-        ("FROM bb:1\nADD ftp://example.com/f /x\n", "unsupported URL scheme \"ftp\""),
-        ("FROM bb:1\nCOPY http://127.0.0.1:1/f /x\n", "source can't be a URL for COPY"),
+        (
+            "FROM bb:1\nADD ftp://example.com/f /x\n",
+            "unsupported URL scheme \"ftp\"",
+        ),
+        (
+            "FROM bb:1\nCOPY http://127.0.0.1:1/f /x\n",
+            "source can't be a URL for COPY",
+        ),
     ] {
         let err = build_err(&env, &context(&env, "bad", df, &[("a.txt", "a")]));
         assert!(err.contains(want) && err.contains("Dockerfile:2"), "{err}");
@@ -395,9 +421,19 @@ fn onbuild_triggers_run_in_the_child_and_are_not_inherited() {
     let env = Env::new();
     env.import_busybox("bb:1");
     let base = "FROM bb:1\nONBUILD COPY a /a\nONBUILD RUN echo \"triggered $(cat /a)\" > /t\nONBUILD ENV FROM_TRIGGER=1\n";
-    build_ok(&env, &["-t", "onb:1", context(&env, "b", base, &[]).to_str().unwrap()]);
+    build_ok(
+        &env,
+        &[
+            "-t",
+            "onb:1",
+            context(&env, "b", base, &[]).to_str().unwrap(),
+        ],
+    );
     let cfg = env.ok(&["inspect", "-f", "{{json .Config.OnBuild}}", "onb:1"]);
-    assert!(cfg.contains("COPY a /a") && cfg.contains("ENV FROM_TRIGGER=1"), "{cfg}");
+    assert!(
+        cfg.contains("COPY a /a") && cfg.contains("ENV FROM_TRIGGER=1"),
+        "{cfg}"
+    );
 
     let child = "FROM onb:1\nRUN cat /t\n";
     let ctx = context(&env, "c", child, &[("a", "payload")]);
@@ -405,7 +441,10 @@ fn onbuild_triggers_run_in_the_child_and_are_not_inherited() {
     assert!(err.contains("[2/5] ONBUILD COPY a /a"), "{err}");
     assert!(err.contains("triggered payload"), "{err}");
     let f = files(&env, "child:1", &["/a", "/t"]);
-    assert_eq!((f[0].0.as_str(), f[1].0.as_str()), ("payload", "triggered payload\n"));
+    assert_eq!(
+        (f[0].0.as_str(), f[1].0.as_str()),
+        ("payload", "triggered payload\n")
+    );
     let onbuild = env.ok(&["inspect", "-f", "{{json .Config.OnBuild}}", "child:1"]);
     assert_eq!(onbuild.trim(), "null");
     let envs = env.ok(&["inspect", "-f", "{{json .Config.Env}}", "child:1"]);
@@ -443,7 +482,10 @@ fn missing_bases_are_pulled_from_their_registry_or_named() {
     let err = build_ok(&env, &["--pull", "-t", "p:1", ctx.to_str().unwrap()]);
     assert!(err.contains("Image is up to date"), "{err}");
 
-    for base in [format!("{reg}/lib/nothere:1"), "127.0.0.1:1/x:1".to_string()] {
+    for base in [
+        format!("{reg}/lib/nothere:1"),
+        "127.0.0.1:1/x:1".to_string(),
+    ] {
         let df = format!("FROM {base}\nRUN true\n");
         let err = build_err(&env, &context(&env, "bad", &df, &[]));
         assert!(

@@ -100,18 +100,23 @@ pub fn build(
                         _ => false,
                     })
                     .map_or(stage.from.start_line, |s| s.instruction.start_line);
-                let img = crate::base::resolve(store, r, opts.pull, progress).map_err(|reason| {
-                    BuildError::MissingImage {
-                        reference: r.clone(),
-                        line,
-                        reason,
-                    }
-                })?;
+                let img =
+                    crate::base::resolve(store, r, opts.pull, progress).map_err(|reason| {
+                        BuildError::MissingImage {
+                            reference: r.clone(),
+                            line,
+                            reason,
+                        }
+                    })?;
                 let cfg = image_config(store, &img)?;
                 let onbuild: Vec<String> = cfg
                     .get("OnBuild")
                     .and_then(Value::as_array)
-                    .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|v| v.as_str().map(str::to_string))
+                            .collect()
+                    })
                     .unwrap_or_default();
                 let env = StageConfig::from_image(cfg).env();
                 plan_opts.image_env.insert(r.clone(), env);
@@ -530,7 +535,9 @@ impl Builder<'_> {
                 .filter(|s| matches!(s, Source::Path(_)))
                 .count();
             if n != 1 {
-                return Err(err("checksum can't be specified for multiple sources".into()));
+                return Err(err(
+                    "checksum can't be specified for multiple sources".into()
+                ));
             }
             if remote_srcs.is_empty() {
                 return Err(err(

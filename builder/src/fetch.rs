@@ -202,10 +202,7 @@ mod tests {
             classify("https://example.com/f.tar.gz").unwrap(),
             SourceKind::Http
         );
-        assert_eq!(
-            classify("HTTP://example.com/a").unwrap(),
-            SourceKind::Http
-        );
+        assert_eq!(classify("HTTP://example.com/a").unwrap(), SourceKind::Http);
         assert!(matches!(
             classify("https://example.com/r.git#v1:sub").unwrap(),
             SourceKind::Git(g) if g.remote == "https://example.com/r.git"

@@ -372,7 +372,10 @@ impl<'a> FsStep<'a> {
                 }
                 for (i, r) in remote.iter().enumerate() {
                     let fetched = r
-                        .fetch(&scratch.path().join(format!("git-{i}")), &self.store.tmp_dir())
+                        .fetch(
+                            &scratch.path().join(format!("git-{i}")),
+                            &self.store.tmp_dir(),
+                        )
                         .map_err(|m| self.step_err(m))?;
                     match (fetched, r) {
                         (

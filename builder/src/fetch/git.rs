@@ -268,7 +268,14 @@ pub fn checkout(g: &GitRef, commit: &str, refname: Option<&str>, dir: &Path) -> 
     if g.submodules && dir.join(".gitmodules").is_file() {
         git(
             Some(dir),
-            &["submodule", "update", "-q", "--init", "--recursive", "--depth=1"],
+            &[
+                "submodule",
+                "update",
+                "-q",
+                "--init",
+                "--recursive",
+                "--depth=1",
+            ],
         )
         .map_err(|e| format!("checking out the submodules of {}: {e}", g.remote))?;
     }

@@ -145,8 +145,8 @@ pub fn download(
                 status
             ));
         }
-        let etag = header(&res, reqwest::header::ETAG)
-            .map(|t| t.trim_start_matches("W/").to_string());
+        let etag =
+            header(&res, reqwest::header::ETAG).map(|t| t.trim_start_matches("W/").to_string());
         let last_modified = header(&res, reqwest::header::LAST_MODIFIED);
         let mut file = tempfile::NamedTempFile::new_in(tmp)
             .map_err(|e| format!("creating a temp file in {}: {e}", tmp.display()))?;
@@ -169,7 +169,10 @@ pub fn download(
 }
 
 fn record_path(state: &Path, url: &str) -> std::path::PathBuf {
-    state.join(format!("{}.json", hex::encode(Sha256::digest(url.as_bytes()))))
+    state.join(format!(
+        "{}.json",
+        hex::encode(Sha256::digest(url.as_bytes()))
+    ))
 }
 
 /// Resolves an http source for the cache key, as BuildKit does: `--checksum` is the key;

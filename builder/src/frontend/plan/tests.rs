@@ -376,7 +376,10 @@ fn onbuild_triggers_run_first_at_the_from_line() {
     let p = plan(&df, &options).unwrap();
     let steps = &p.stages[0].steps;
     assert_eq!(steps.len(), 4);
-    assert_eq!(steps[0].instruction.original, "ONBUILD COPY --from=tools:2 /t /t");
+    assert_eq!(
+        steps[0].instruction.original,
+        "ONBUILD COPY --from=tools:2 /t /t"
+    );
     assert_eq!(steps[0].instruction.start_line, 1);
     // A trigger's --from image becomes one the stage reads.
     assert_eq!(p.stages[0].images, vec!["base:1", "tools:2"]);
@@ -386,12 +389,20 @@ fn onbuild_triggers_run_first_at_the_from_line() {
     for (t, want) in [
         ("ONBUILD RUN x", "Chaining ONBUILD"),
         ("FROM x", "FROM isn't allowed as an ONBUILD trigger"),
-        ("MAINTAINER me", "MAINTAINER isn't allowed as an ONBUILD trigger"),
+        (
+            "MAINTAINER me",
+            "MAINTAINER isn't allowed as an ONBUILD trigger",
+        ),
         ("RUNN x", "unknown instruction"),
     ] {
-        options.image_onbuild.insert("base:1".into(), vec![t.into()]);
+        options
+            .image_onbuild
+            .insert("base:1".into(), vec![t.into()]);
         let e = plan(&df, &options).unwrap_err().to_string();
-        assert!(e.starts_with("Dockerfile:1:") && e.contains(want), "{t}: {e}");
+        assert!(
+            e.starts_with("Dockerfile:1:") && e.contains(want),
+            "{t}: {e}"
+        );
     }
 }
 
