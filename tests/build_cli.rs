@@ -278,8 +278,8 @@ fn a_failing_run_reports_its_exit_code_and_tags_nothing() {
         "scratch directories left"
     );
 
-    // A missing base image is named.
-    let ctx = context(&env, "FROM nothere:7\nRUN true\n", &[]);
+    // A missing base image is named (on a loopback port nothing listens on: never Docker Hub).
+    let ctx = context(&env, "FROM 127.0.0.1:1/nothere:7\nRUN true\n", &[]);
     let (ok, _, err) = build(&env, &[ctx.to_str().unwrap()]);
     assert!(!ok);
     assert!(err.contains("nothere:7"), "{err}");

@@ -40,6 +40,8 @@ pub struct BuildOptions {
     /// `--label`.
     pub labels: Vec<(String, String)>,
     pub tags: Vec<Reference>,
+    /// `--pull`: pull base images even when they are in the local store.
+    pub pull: bool,
 }
 
 /// The result of a stage: its image (None for an empty `FROM scratch`), cache key and config.
@@ -77,29 +79,56 @@ pub fn build(
         target: opts.target.clone(),
         ..Default::default()
     };
-    // A first plan names the base images; their ENV can be used in their stages, so the plan
-    // is made again knowing it.
-    let first = plan(&df, &plan_opts)?;
+    // A first plan names the base images; their ENV can be used in their stages and their
+    // ONBUILD triggers run in them, so the plan is made again knowing them (and again if the
+    // triggers name more images).
     let mut bases: BTreeMap<String, Image> = BTreeMap::new();
-    for stage in first.stages.iter().filter(|s| s.used) {
-        for r in &stage.images {
-            if bases.contains_key(r) {
-                continue;
+    let plan = loop {
+        let p = plan(&df, &plan_opts)?;
+        let mut more = false;
+        for stage in p.stages.iter().filter(|s| s.used) {
+            for r in &stage.images {
+                if bases.contains_key(r) {
+                    continue;
+                }
+                // The line that names it: FROM, or the COPY --from that does.
+                let line = stage
+                    .steps
+                    .iter()
+                    .find(|s| match &s.instruction.command {
+                        Command::Copy(c) => c.from.as_deref() == Some(r.as_str()),
+                        _ => false,
+                    })
+                    .map_or(stage.from.start_line, |s| s.instruction.start_line);
+                let img =
+                    crate::base::resolve(store, r, opts.pull, progress).map_err(|reason| {
+                        BuildError::MissingImage {
+                            reference: r.clone(),
+                            line,
+                            reason,
+                        }
+                    })?;
+                let cfg = image_config(store, &img)?;
+                let onbuild: Vec<String> = cfg
+                    .get("OnBuild")
+                    .and_then(Value::as_array)
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|v| v.as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let env = StageConfig::from_image(cfg).env();
+                plan_opts.image_env.insert(r.clone(), env);
+                plan_opts.image_onbuild.insert(r.clone(), onbuild);
+                bases.insert(r.clone(), img);
+                more = true;
             }
-            let img = store
-                .resolve_image(r)
-                .map_err(|source| BuildError::MissingImage {
-                    reference: r.clone(),
-                    line: stage.from.start_line,
-                    source: Box::new(source),
-                })?;
-            let cfg = image_config(store, &img)?;
-            let env = StageConfig::from_image(cfg).env();
-            plan_opts.image_env.insert(r.clone(), env);
-            bases.insert(r.clone(), img);
         }
-    }
-    let plan = plan(&df, &plan_opts)?;
+        if !more {
+            break p;
+        }
+    };
     if let Some(w) = plan.unconsumed_warning() {
         progress.note(&w);
     }
@@ -262,6 +291,8 @@ impl Builder<'_> {
                 r
             }
         };
+        // ONBUILD triggers run in this stage (the plan put them first) and are not inherited.
+        cur.config.config.remove("OnBuild");
         // The base is local and resolved: nothing to do, as BuildKit reports a resolved base.
         if self.no_cache {
             self.progress.done(self.step_no);
@@ -474,29 +505,99 @@ impl Builder<'_> {
             instruction: ins.original.trim().to_string(),
             message,
         };
-        let paths: Vec<&str> = c
+        // Sources by kind: context (or --from) paths, URLs and git repositories (ADD only),
+        // and heredoc bodies.
+        let mut paths: Vec<&str> = Vec::new();
+        let mut remote_srcs: Vec<(&str, Option<crate::fetch::GitRef>)> = Vec::new();
+        for s in &c.sources {
+            let Source::Path(p) = s else { continue };
+            use crate::fetch::SourceKind;
+            match crate::fetch::classify(p).map_err(|m| err(format!("{p}: {m}")))? {
+                SourceKind::Local => paths.push(p),
+                SourceKind::Http if !is_add => {
+                    return Err(err(format!(
+                        "source can't be a URL for COPY ({p}): use ADD to download it"
+                    )));
+                }
+                SourceKind::Git(_) if !is_add => {
+                    return Err(err(format!(
+                        "source can't be a git ref for COPY ({p}): use ADD to fetch it"
+                    )));
+                }
+                SourceKind::Http => remote_srcs.push((p, None)),
+                SourceKind::Git(g) => remote_srcs.push((p, Some(g))),
+                // COPY reads any other string as a path, as BuildKit does.
+                SourceKind::BadScheme(_) if !is_add => paths.push(p),
+                SourceKind::BadScheme(scheme) => {
+                    return Err(err(format!(
+                        "unsupported URL scheme {scheme:?} in source {p:?}: ADD fetches http:// and https:// files and git repositories (git://, ssh://, git@host:path, https://host/repo.git)"
+                    )));
+                }
+            }
+        }
+        if c.checksum.is_some() {
+            let n = c
+                .sources
+                .iter()
+                .filter(|s| matches!(s, Source::Path(_)))
+                .count();
+            if n != 1 {
+                return Err(err(
+                    "checksum can't be specified for multiple sources".into()
+                ));
+            }
+            if remote_srcs.is_empty() {
+                return Err(err(
+                    "checksum requires HTTP(S) or Git sources: --checksum verifies a download, not a context file".into(),
+                ));
+            }
+        }
+        let mut remote = Vec::with_capacity(remote_srcs.len());
+        for (src, git) in remote_srcs {
+            let r = match git {
+                None => crate::fetch::http::resolve(
+                    src,
+                    c.checksum.as_deref(),
+                    c.unpack.unwrap_or(false),
+                    &self.store.root().join("builder").join("http"),
+                    &self.store.tmp_dir(),
+                )
+                .map_err(err)?,
+                Some(mut g) => {
+                    if c.keep_git_dir && g.keep_git_dir == Some(false) {
+                        return Err(err("inconsistent keep-git-dir configuration".into()));
+                    }
+                    if let (Some(a), Some(b)) = (&c.checksum, &g.checksum)
+                        && a != b
+                    {
+                        return Err(err(format!("checksum mismatch {a:?} != {b:?}")));
+                    }
+                    if let Some(cs) = &c.checksum {
+                        g.checksum = Some(cs.clone());
+                        if g.reference.is_none() {
+                            g.reference = Some(cs.clone());
+                        }
+                    }
+                    let res = crate::fetch::git::resolve(&g).map_err(err)?;
+                    crate::fetch::Remote::Git {
+                        keep_git_dir: g.keep_git_dir.unwrap_or(c.keep_git_dir),
+                        git: g,
+                        commit: res.commit,
+                        refname: res.refname,
+                    }
+                }
+            };
+            inputs.files.insert(src.to_string(), r.key());
+            remote.push(r);
+        }
+        let inline: Vec<(String, String)> = c
             .sources
             .iter()
             .filter_map(|s| match s {
-                Source::Path(p) => Some(p.as_str()),
-                Source::Heredoc(_) => None,
+                Source::Heredoc(h) => Some((h.name.clone(), h.data())),
+                Source::Path(_) => None,
             })
             .collect();
-        if is_add
-            && paths.iter().any(|p| {
-                p.starts_with("http://") || p.starts_with("https://") || p.contains(".git")
-            })
-            && paths.iter().any(|p| p.contains("://"))
-        {
-            return Err(err(
-                "ADD from a URL or git is not supported by berth yet".into()
-            ));
-        }
-        if c.sources.iter().any(|s| matches!(s, Source::Heredoc(_))) {
-            return Err(err(
-                "COPY/ADD of heredocs is not supported by berth yet".into()
-            ));
-        }
         if c.sources.len() > 1 && !c.dest.ends_with('/') {
             return Err(err(
                 "When using COPY with more than one source file, the destination must be a directory and end with a /".into(),
@@ -537,11 +638,11 @@ impl Builder<'_> {
                     None => {
                         let img = match bases.get(f) {
                             Some(i) => i.clone(),
-                            None => self.store.resolve_image(f).map_err(|source| {
+                            None => self.store.resolve_image(f).map_err(|e| {
                                 BuildError::MissingImage {
                                     reference: f.clone(),
                                     line: ins.start_line,
-                                    source: Box::new(source),
+                                    reason: e.to_string(),
                                 }
                             })?,
                         };
@@ -571,9 +672,11 @@ impl Builder<'_> {
             dest,
             chown: c.chown.clone(),
             chmod,
-            unpack: is_add && from_is_context(&c.from),
+            unpack: is_add && c.unpack.unwrap_or(true),
             context_root: self.context.root.clone(),
             ignore: self.context.ignore.clone(),
+            inline,
+            remote,
         })
     }
 }
@@ -611,10 +714,6 @@ fn run_argv(
         full
     };
     Ok(config.argv(&CommandLine::Shell(text)))
-}
-
-fn from_is_context(from: &Option<String>) -> bool {
-    from.is_none()
 }
 
 /// COPY/ADD history as BuildKit writes it.

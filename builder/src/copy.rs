@@ -3,6 +3,7 @@
 //! else to `dest`; several sources need a directory destination ending in `/`; parents are
 //! created (root-owned, 0755); copies belong to root unless `--chown`; `--chmod` sets every
 //! copied entry's mode; ADD unpacks a local tar archive (plain, gzip) into the destination.
+//! Heredoc bodies and downloaded files are single named files placed by the same rules.
 //! Paths in the root are resolved without ever leaving it, whatever symlinks it holds.
 
 use std::fs;
@@ -185,6 +186,55 @@ pub fn copy_into(
         copy_file(&src, &target, &md, mode)?;
     }
     Ok(())
+}
+
+/// Where a single file named `name` goes for `dest`: `dest/name` when `dest` ends in `/` (or
+/// `/.`) or is a directory, else `dest` itself. Parents are created.
+pub fn file_target(rootfs: &Path, dest: &str, name: &str) -> io::Result<PathBuf> {
+    let dest_dir_syntax = dest.ends_with('/') || dest.ends_with("/.") || dest == ".";
+    let resolved = resolve_in_root(rootfs, dest, true);
+    if dest_dir_syntax || resolved.is_dir() {
+        mkdir_all(&resolved, (0, 0))?;
+        return Ok(resolved.join(name));
+    }
+    let parent = resolved.parent().unwrap_or(rootfs).to_path_buf();
+    mkdir_all(&parent, (0, 0))?;
+    Ok(resolve_in_root(rootfs, dest, false))
+}
+
+/// Writes a file named `name` with `content` (read to its end) to `dest`, with `mode` unless
+/// `--chmod`, the copy's owner and `mtime` when given.
+pub fn write_named(
+    rootfs: &Path,
+    dest: &str,
+    name: &str,
+    content: &mut dyn Read,
+    mode: u32,
+    mtime: Option<std::time::SystemTime>,
+    how: CopyMode,
+) -> io::Result<()> {
+    let target = file_target(rootfs, dest, name)?;
+    remove_existing(&target)?;
+    let mut to = fs::File::create(&target)?;
+    io::copy(content, &mut to)?;
+    to.set_permissions(fs::Permissions::from_mode(how.chmod.unwrap_or(mode)))?;
+    if let Some(t) = mtime {
+        to.set_modified(t)?;
+    }
+    drop(to);
+    lchown(&target, Some(how.owner.0), Some(how.owner.1))
+}
+
+/// ADD --unpack of a downloaded archive: unpacked into `dest` (a directory then) when it is a
+/// tar (plain or gzip); `false` when it is not an archive.
+pub fn unpack_into(rootfs: &Path, src: &Path, dest: &str) -> io::Result<bool> {
+    if !is_archive(src)? {
+        return Ok(false);
+    }
+    let target = resolve_in_root(rootfs, dest, true);
+    mkdir_all(&target, (0, 0))?;
+    unpack(src, &target)?;
+    Ok(true)
 }
 
 fn copy_entry(src: &Path, target: &Path, mode: CopyMode) -> io::Result<()> {

@@ -13,15 +13,12 @@ pub enum BuildError {
     Ignore(#[from] crate::ignore::IgnoreError),
     #[error(transparent)]
     Store(Box<berth_store::StoreError>),
-    /// FROM or `--from` names an image that is not in the local store.
-    #[error(
-        "base image {reference:?} (Dockerfile:{line}) is not in the local store: pull it first (berth pull {reference})"
-    )]
+    /// FROM or `--from` names an image that is neither in the local store nor pullable.
+    #[error("Dockerfile:{line}: failed to resolve source metadata for {reference}: {reason}")]
     MissingImage {
         reference: String,
         line: usize,
-        #[source]
-        source: Box<berth_store::StoreError>,
+        reason: String,
     },
     /// A COPY/ADD source that does not exist or is excluded.
     #[error("{path:?} not found in the {what} (or excluded by .dockerignore)")]

@@ -145,6 +145,10 @@ pub enum FsOp {
         unpack: bool,
         context_root: PathBuf,
         ignore: Ignore,
+        /// Heredoc sources: (file name, content).
+        inline: Vec<(String, String)>,
+        /// ADD's URL and git sources.
+        remote: Vec<crate::fetch::Remote>,
     },
 }
 
@@ -307,6 +311,8 @@ impl<'a> FsStep<'a> {
                 unpack,
                 context_root,
                 ignore,
+                inline,
+                remote,
             } => {
                 let owner = match chown {
                     Some(c) => resolve_chown(&rootfs, c).map_err(|m| self.step_err(m))?,
@@ -356,6 +362,70 @@ impl<'a> FsStep<'a> {
                     .map_err(|e| self.step_err(format!("copying to {dest}: {e}")))?;
                 if let Some(m) = src_mount {
                     m.release()?;
+                }
+                let copy_err = |e: std::io::Error| self.step_err(format!("copying to {dest}: {e}"));
+                for (name, content) in inline {
+                    // BuildKit writes an inline document 0644 before copying it.
+                    let mut r = content.as_bytes();
+                    crate::copy::write_named(&rootfs, dest, name, &mut r, 0o644, None, mode)
+                        .map_err(copy_err)?;
+                }
+                for (i, r) in remote.iter().enumerate() {
+                    let fetched = r
+                        .fetch(
+                            &scratch.path().join(format!("git-{i}")),
+                            &self.store.tmp_dir(),
+                        )
+                        .map_err(|m| self.step_err(m))?;
+                    match (fetched, r) {
+                        (
+                            crate::fetch::Fetched::File { path, mtime, .. },
+                            crate::fetch::Remote::Http { name, unpack, .. },
+                        ) => {
+                            if *unpack
+                                && crate::copy::unpack_into(&rootfs, &path, dest)
+                                    .map_err(copy_err)?
+                            {
+                                continue;
+                            }
+                            let mut f = std::fs::File::open(&path)
+                                .map_err(io_err("reading the download", &path))?;
+                            // URL sources are 0600, as BuildKit's http source writes them.
+                            crate::copy::write_named(
+                                &rootfs,
+                                dest,
+                                name,
+                                &mut f,
+                                0o600,
+                                Some(mtime),
+                                mode,
+                            )
+                            .map_err(copy_err)?;
+                        }
+                        (crate::fetch::Fetched::Tree { root, keep_git_dir }, _) => {
+                            let ignore = if keep_git_dir {
+                                Ignore::default()
+                            } else {
+                                Ignore::parse(".git").map_err(BuildError::from)?
+                            };
+                            let tree = SourceTree {
+                                root,
+                                ignore,
+                                what: "git repository".into(),
+                            };
+                            let all = [crate::context::Selected {
+                                rel: String::new(),
+                                is_dir: true,
+                            }];
+                            let dir_dest = if dest.ends_with('/') {
+                                dest.clone()
+                            } else {
+                                format!("{dest}/")
+                            };
+                            copy_into(&tree, &all, &rootfs, &dir_dest, mode).map_err(copy_err)?;
+                        }
+                        (crate::fetch::Fetched::File { .. }, _) => {}
+                    }
                 }
             }
         }

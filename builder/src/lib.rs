@@ -7,6 +7,7 @@
 //! runner's sandbox in), COPY/ADD/WORKDIR write into an overlay whose upper directory becomes
 //! the layer, and every step is cached by content ([`cache`], [`context`]).
 
+mod base;
 pub mod build;
 pub mod cache;
 pub mod config;
@@ -14,6 +15,7 @@ pub mod context;
 pub mod copy;
 pub mod error;
 pub mod exec;
+pub mod fetch;
 pub mod frontend;
 mod fs_step;
 pub mod ignore;

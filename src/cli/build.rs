@@ -47,6 +47,9 @@ pub struct BuildArgs {
     progress: String,
     /// Build context directory
     context: String,
+    /// Always attempt to pull a newer version of the image
+    #[arg(long)]
+    pull: bool,
 }
 
 fn split_kv(s: &str) -> (String, String) {
@@ -156,6 +159,7 @@ pub fn build(root: &Path, a: BuildArgs) -> Result<ExitCode> {
         no_cache: a.no_cache,
         labels: a.labels.iter().map(|l| split_kv(l)).collect(),
         tags: tags.clone(),
+        pull: a.pull,
     };
     let store = open_store(root)?;
     let exec = SandboxExecutor {

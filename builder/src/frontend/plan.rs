@@ -15,6 +15,11 @@
 //! EXPOSE (split into words), VOLUME, USER, WORKDIR, STOPSIGNAL, and RUN `--mount` values.
 //! RUN, CMD, ENTRYPOINT, SHELL, HEALTHCHECK, MAINTAINER and ONBUILD are not expanded here
 //! (the shell or a later build does that).
+//!
+//! ONBUILD triggers, as BuildKit runs them: a stage on an image runs the image's `OnBuild`
+//! triggers, a stage on an earlier stage runs that stage's ONBUILD instructions; each is read
+//! with the front end and placed right after FROM (its line is FROM's), expanded in the
+//! stage's scope like any instruction. ONBUILD, FROM and MAINTAINER are refused as triggers.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -23,7 +28,7 @@ mod expand;
 use expand::{Planner, Scope, StageWork, at, set_var};
 
 use super::Dockerfile;
-use super::instruction::{Command, Instruction};
+use super::instruction::{Command, Instruction, Keyword};
 use super::lex::Lexer;
 
 /// Options of a build that shape its plan.
@@ -39,6 +44,9 @@ pub struct PlanOptions {
     /// expansion, when the caller knows it (variables an image defines can then be used in
     /// its stage, as with BuildKit, which reads the image config first).
     pub image_env: BTreeMap<String, Vec<(String, String)>>,
+    /// The `OnBuild` triggers of base images, by reference as in `image_env`: they run right
+    /// after the FROM of a stage built on the image, as if written there.
+    pub image_onbuild: BTreeMap<String, Vec<String>>,
 }
 
 /// What a stage starts from.
@@ -168,6 +176,35 @@ fn platform_args(target: &str) -> Vec<(String, String)> {
         ("BUILDARCH".into(), barch),
         ("BUILDVARIANT".into(), bvar),
     ]
+}
+
+/// Reads an ONBUILD trigger as the instruction it runs as, placed at the FROM line.
+fn trigger(text: &str, from: &Instruction) -> Result<Instruction, PlanError> {
+    let fail = |m: String| at(from, format!("ONBUILD trigger {text:?}: {m}"));
+    let lines = super::parser::parse_lines(text).map_err(|e| fail(e.kind.to_string()))?;
+    let [line] = lines.lines.as_slice() else {
+        return Err(fail("onbuild trigger should be a single expression".into()));
+    };
+    let mut ins = super::dispatch::instruction(line, '\\').map_err(|e| fail(e.kind.to_string()))?;
+    match ins.keyword() {
+        Keyword::Onbuild => {
+            return Err(fail(
+                "Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed".into(),
+            ));
+        }
+        k @ (Keyword::From | Keyword::Maintainer) => {
+            return Err(fail(format!("{k} isn't allowed as an ONBUILD trigger")));
+        }
+        _ => {}
+    }
+    if !ins.flag_errors.is_empty() {
+        return Err(fail(ins.flag_errors.join("; ")));
+    }
+    ins.start_line = from.start_line;
+    ins.end_line = from.end_line;
+    ins.column = from.column;
+    ins.original = format!("ONBUILD {}", ins.original.trim());
+    Ok(ins)
 }
 
 /// Plans a parsed Dockerfile. See the module documentation for the rules.
@@ -314,7 +351,37 @@ pub fn plan(df: &Dockerfile, options: &PlanOptions) -> Result<Plan, PlanError> {
             declared: BTreeSet::new(),
         };
         let mut error = None;
-        for ins in &df.instructions[start + 1..end] {
+        let trigger_texts: Vec<String> = match &base {
+            Base::Image(r) => options.image_onbuild.get(r).cloned().unwrap_or_default(),
+            Base::Stage(i) => {
+                let from = stage_bounds[*i] + 1;
+                let to = stage_bounds.get(i + 1).copied().unwrap_or(start);
+                df.instructions[from..to]
+                    .iter()
+                    .filter_map(|ins| match &ins.command {
+                        Command::Onbuild(o) => Some(o.expression.clone()),
+                        _ => None,
+                    })
+                    .collect()
+            }
+            Base::Scratch => Vec::new(),
+        };
+        let mut triggers = Vec::with_capacity(trigger_texts.len());
+        for t in &trigger_texts {
+            match trigger(t, from_ins) {
+                Ok(ins) => triggers.push(ins),
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
+            }
+        }
+        let own = if error.is_some() {
+            &[][..]
+        } else {
+            &df.instructions[start + 1..end]
+        };
+        for ins in triggers.iter().chain(own) {
             if let Err(e) = planner.step(&mut work, ins, index) {
                 error = Some(e);
                 break;

@@ -364,3 +364,52 @@ fn copy_heredoc_content_is_expanded_unless_quoted() {
         .collect();
     assert_eq!(contents, vec!["hello \"world\"\n", "raw $NAME\n"]);
 }
+
+#[test]
+fn onbuild_triggers_run_first_at_the_from_line() {
+    let df = parse("FROM base:1\nARG X=1\nRUN echo own\n").unwrap();
+    let mut options = PlanOptions::default();
+    options.image_onbuild.insert(
+        "base:1".into(),
+        vec!["COPY --from=tools:2 /t /t".into(), "ENV T=$X".into()],
+    );
+    let p = plan(&df, &options).unwrap();
+    let steps = &p.stages[0].steps;
+    assert_eq!(steps.len(), 4);
+    assert_eq!(
+        steps[0].instruction.original,
+        "ONBUILD COPY --from=tools:2 /t /t"
+    );
+    assert_eq!(steps[0].instruction.start_line, 1);
+    // A trigger's --from image becomes one the stage reads.
+    assert_eq!(p.stages[0].images, vec!["base:1", "tools:2"]);
+    // Expanded in the stage's scope, before the stage's own ARG.
+    assert_eq!(env(&p.stages[0], "T").as_deref(), Some(""));
+
+    for (t, want) in [
+        ("ONBUILD RUN x", "Chaining ONBUILD"),
+        ("FROM x", "FROM isn't allowed as an ONBUILD trigger"),
+        (
+            "MAINTAINER me",
+            "MAINTAINER isn't allowed as an ONBUILD trigger",
+        ),
+        ("RUNN x", "unknown instruction"),
+    ] {
+        options
+            .image_onbuild
+            .insert("base:1".into(), vec![t.into()]);
+        let e = plan(&df, &options).unwrap_err().to_string();
+        assert!(
+            e.starts_with("Dockerfile:1:") && e.contains(want),
+            "{t}: {e}"
+        );
+    }
+}
+
+#[test]
+fn a_stage_runs_its_base_stages_onbuild_instructions() {
+    let p = ok("FROM scratch AS a\nONBUILD LABEL from=a\nFROM a\nLABEL own=1\n");
+    assert_eq!(label(&p.stages[1], "from"), "a");
+    assert_eq!(p.stages[1].steps.len(), 2);
+    assert!(p.stages[0].steps.len() == 1);
+}
