@@ -17,8 +17,8 @@ use crate::config::{StageConfig, run_created_by};
 use crate::context::{HashMemo, SourceTree};
 use crate::error::BuildError;
 use crate::exec::{Executor, NetworkMode};
-use crate::frontend::plan::{Base, PROXY_ARGS, PlanOptions, Stage, Step, plan};
 use crate::frontend::mount::Mount;
+use crate::frontend::plan::{Base, PROXY_ARGS, PlanOptions, Stage, Step, plan};
 use crate::frontend::{Command, Copy, Instruction, Network, Source, parse};
 use crate::fs_step::{FsOp, FsStep};
 use crate::ignore::Ignore;
@@ -498,7 +498,13 @@ impl Builder<'_> {
                 .or_else(|| f.parse::<usize>().ok());
             if let Some(r) = index.and_then(|i| results.get(i).cloned().flatten()) {
                 let name = format!("stage {f}");
-                return Ok((Origin::Root { image: r.image, name }, r.key));
+                return Ok((
+                    Origin::Root {
+                        image: r.image,
+                        name,
+                    },
+                    r.key,
+                ));
             }
             let img = match bases.get(f) {
                 Some(i) => i.clone(),
@@ -512,7 +518,13 @@ impl Builder<'_> {
             };
             let key = img.id.to_string();
             let name = format!("image {f}");
-            Ok((Origin::Root { image: Some(img), name }, key))
+            Ok((
+                Origin::Root {
+                    image: Some(img),
+                    name,
+                },
+                key,
+            ))
         };
         crate::run_mounts::plan(
             mounts,

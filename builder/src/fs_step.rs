@@ -244,6 +244,8 @@ impl<'a> FsStep<'a> {
             let p = p.to_path_buf();
             move |e| BuildError::io(what, p, e)
         };
+        // Parent directories of RUN mount points, copied up only because of them.
+        let mut copied_up = Vec::new();
         match op {
             FsOp::Mkdir { path, user } => {
                 let owner = if user.is_empty() {
@@ -302,7 +304,7 @@ impl<'a> FsStep<'a> {
                 });
                 // Mount points made for the step go, and the host mounts are undone, whatever
                 // the outcome.
-                prepared.finish();
+                copied_up = prepared.finish(&rootfs);
                 let code = code?;
                 if !partial.is_empty() {
                     tail.push_back(String::from_utf8_lossy(&partial).into_owned());
@@ -388,6 +390,7 @@ impl<'a> FsStep<'a> {
             }
         }
         mounted.release()?;
+        crate::run_mounts::drop_copied_up(&upper, &lowers, &copied_up);
         let layer_tmp = self.store.tmp_dir();
         let mut file = tempfile::tempfile_in(&layer_tmp)
             .map_err(|e| BuildError::io("creating a temp file in", &layer_tmp, e))?;

@@ -72,7 +72,10 @@ pub struct MountSources {
 pub enum Origin {
     Context,
     /// Another stage's or an image's root (`None`: an empty stage), named for messages.
-    Root { image: Option<Image>, name: String },
+    Root {
+        image: Option<Image>,
+        name: String,
+    },
 }
 
 /// One mount of a step, planned.
@@ -135,7 +138,9 @@ fn abs_target(workdir: &str, target: &str) -> Result<String, String> {
         }
     }
     if parts.is_empty() {
-        return Err(format!("invalid mount target {target:?}: cannot mount over /"));
+        return Err(format!(
+            "invalid mount target {target:?}: cannot mount over /"
+        ));
     }
     Ok(format!("/{}", parts.join("/")))
 }
@@ -201,9 +206,9 @@ pub(crate) fn plan(
                 let origin = match &m.from {
                     None => {
                         let sel = context_entry(context, &source).map_err(err)?;
-                        let hashes = context
-                            .hash_selection(&sel, memo)
-                            .map_err(|e| BuildError::io("reading", context.root.join(&sel.rel), e))?;
+                        let hashes = context.hash_selection(&sel, memo).map_err(|e| {
+                            BuildError::io("reading", context.root.join(&sel.rel), e)
+                        })?;
                         files.extend(hashes);
                         Origin::Context
                     }
@@ -231,7 +236,10 @@ pub(crate) fn plan(
                     Some(f) => Some((from(f)?, source)),
                 };
                 let mut h = Sha256::new();
-                h.update(format!("berth-cache-mount\0{id}\0{mode:o}\0{}:{}\0", owner.0, owner.1));
+                h.update(format!(
+                    "berth-cache-mount\0{id}\0{mode:o}\0{}:{}\0",
+                    owner.0, owner.1
+                ));
                 if let Some(((_, key), source)) = &base {
                     h.update(format!("{key}\0{source}\0"));
                 }
@@ -427,7 +435,9 @@ impl<'a> Prepared<'a> {
                     read_only,
                 } => {
                     let host = match origin {
-                        Origin::Context => p.context_source(dirs, sources, source, *read_only, i, err)?,
+                        Origin::Context => {
+                            p.context_source(dirs, sources, source, *read_only, i, err)?
+                        }
                         Origin::Root { image, name } => {
                             let root = p.overlay(dirs, image.as_ref(), &format!("mnt-{i}"))?;
                             let host = resolve_in_root(&root, source, true);
@@ -454,7 +464,8 @@ impl<'a> Prepared<'a> {
                     owner,
                     base,
                 } => {
-                    let data = p.cache_dir(dirs, dir, *sharing, *mode, *owner, base.as_ref(), i, err)?;
+                    let data =
+                        p.cache_dir(dirs, dir, *sharing, *mode, *owner, base.as_ref(), i, err)?;
                     p.mounts.push(RunMount::Bind {
                         target: target.clone(),
                         source: data,
@@ -533,7 +544,8 @@ impl<'a> Prepared<'a> {
             }
         }
         // Parents before children, for the stubs and for the runtime.
-        p.mounts.sort_by_key(|m| m.target().split('/').filter(|c| !c.is_empty()).count());
+        p.mounts
+            .sort_by_key(|m| m.target().split('/').filter(|c| !c.is_empty()).count());
         for m in p.mounts.clone() {
             let file = match &m {
                 RunMount::Bind { source, .. } => !source.is_dir(),
@@ -767,8 +779,11 @@ impl<'a> Prepared<'a> {
     }
 
     /// After the run: removes the mount points made that are still empty (restoring their
-    /// parents' times when nothing else changed them), then undoes the host mounts.
-    pub(crate) fn finish(self) {
+    /// parents' times when nothing else changed them), then undoes the host mounts. Returns
+    /// the parents restored (relative to the root): overlay copied them up, and
+    /// [`drop_copied_up`] takes them out of the upper directory again.
+    pub(crate) fn finish(self, rootfs: &Path) -> Vec<PathBuf> {
+        let mut restored = Vec::new();
         for s in self.stubs.iter().rev() {
             let Ok(md) = fs::symlink_metadata(&s.path) else {
                 continue;
@@ -794,11 +809,55 @@ impl<'a> Prepared<'a> {
                 && untouched
                 && let Some((atime, mtime)) = s.parent_before
                 && let Ok(f) = File::open(parent)
+                && f.set_times(fs::FileTimes::new().set_accessed(atime).set_modified(mtime))
+                    .is_ok()
+                && let Ok(rel) = parent.strip_prefix(rootfs)
+                && !rel.as_os_str().is_empty()
             {
-                let _ = f.set_times(fs::FileTimes::new().set_accessed(atime).set_modified(mtime));
+                restored.push(rel.to_path_buf());
             }
         }
+        restored
         // Drop unmounts.
+    }
+}
+
+/// Removes from `upper` (unmounted) the directories at `rels` and their ancestors that are
+/// only overlay's copies of a lower directory: empty, not opaque, and with the lower one's
+/// mode, owner and modification time. A layer then holds no trace of mount points made and
+/// removed in them.
+pub(crate) fn drop_copied_up(upper: &Path, lowers: &[PathBuf], rels: &[PathBuf]) {
+    let mut dirs: Vec<&Path> = rels
+        .iter()
+        .flat_map(|r| r.ancestors())
+        .filter(|r| !r.as_os_str().is_empty())
+        .collect();
+    // Deepest first, so a parent is judged after its children went.
+    dirs.sort_by_key(|r| std::cmp::Reverse(r.components().count()));
+    dirs.dedup();
+    for rel in dirs {
+        let host = upper.join(rel);
+        let Ok(md) = fs::symlink_metadata(&host) else {
+            continue;
+        };
+        let empty = md.is_dir() && fs::read_dir(&host).is_ok_and(|mut d| d.next().is_none());
+        let mut buf = [0u8; 4];
+        let opaque = rustix::fs::lgetxattr(&host, "trusted.overlay.opaque", &mut buf).is_ok();
+        let Some(lower) = lowers
+            .iter()
+            .rev()
+            .find_map(|l| fs::symlink_metadata(l.join(rel)).ok())
+        else {
+            continue;
+        };
+        let same = lower.is_dir()
+            && lower.mode() == md.mode()
+            && lower.uid() == md.uid()
+            && lower.gid() == md.gid()
+            && lower.modified().ok() == md.modified().ok();
+        if empty && !opaque && same {
+            let _ = fs::remove_dir(&host);
+        }
     }
 }
 
@@ -864,16 +923,31 @@ mod tests {
             .unwrap();
         struct NoExec;
         impl Executor for NoExec {
-            fn mount(&self, _: &[PathBuf], _: &Path, _: &Path, _: &Path) -> Result<(), crate::ExecError> {
+            fn mount(
+                &self,
+                _: &[PathBuf],
+                _: &Path,
+                _: &Path,
+                _: &Path,
+            ) -> Result<(), crate::ExecError> {
                 unreachable!()
             }
             fn unmount(&self, _: &Path) -> Result<(), crate::ExecError> {
                 Ok(())
             }
-            fn run(&self, _: &crate::RunSpec<'_>, _: &mut dyn FnMut(&[u8])) -> Result<i32, crate::ExecError> {
+            fn run(
+                &self,
+                _: &crate::RunSpec<'_>,
+                _: &mut dyn FnMut(&[u8]),
+            ) -> Result<i32, crate::ExecError> {
                 unreachable!()
             }
-            fn write_layer(&self, _: &Path, _: &[PathBuf], _: &mut dyn io::Write) -> Result<(), crate::ExecError> {
+            fn write_layer(
+                &self,
+                _: &Path,
+                _: &[PathBuf],
+                _: &mut dyn io::Write,
+            ) -> Result<(), crate::ExecError> {
                 unreachable!()
             }
         }
@@ -891,11 +965,15 @@ mod tests {
         p.stub(root, "/run/secrets/tok", true).unwrap();
         p.stub(root, "/keep/f", true).unwrap();
         fs::write(root.join("keep/other"), "written by the step").unwrap();
-        p.finish();
+        let restored = p.finish(root);
+        assert_eq!(restored, vec![PathBuf::from("root")]);
         assert!(!root.join("root/.cache").exists());
         assert!(!root.join("run").exists());
         assert!(root.join("keep/other").exists());
         assert!(!root.join("keep/f").exists());
-        assert_eq!(fs::metadata(root.join("root")).unwrap().modified().unwrap(), old);
+        assert_eq!(
+            fs::metadata(root.join("root")).unwrap().modified().unwrap(),
+            old
+        );
     }
 }

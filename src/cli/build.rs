@@ -72,8 +72,12 @@ fn parse_secret(spec: &str) -> Result<(String, SecretSource)> {
             "src" | "source" => src = Some(v.to_string()),
             "env" => env = Some(v.to_string()),
             "type" if v == "file" || v == "env" => typ = Some(v.to_string()),
-            "type" => bail!("invalid --secret {spec:?}: unsupported secret type {v:?} (use file or env)"),
-            _ => bail!("invalid --secret {spec:?}: unexpected key {k:?} (use id, src, env or type)"),
+            "type" => {
+                bail!("invalid --secret {spec:?}: unsupported secret type {v:?} (use file or env)")
+            }
+            _ => {
+                bail!("invalid --secret {spec:?}: unexpected key {k:?} (use id, src, env or type)")
+            }
         }
     }
     let Some(id) = id.filter(|i| !i.is_empty()) else {
