@@ -500,7 +500,7 @@ impl Builder<'_> {
                 let name = format!("stage {f}");
                 return Ok((
                     Origin::Root {
-                        image: r.image,
+                        image: Box::new(r.image),
                         name,
                     },
                     r.key,
@@ -520,7 +520,7 @@ impl Builder<'_> {
             let name = format!("image {f}");
             Ok((
                 Origin::Root {
-                    image: Some(img),
+                    image: Box::new(Some(img)),
                     name,
                 },
                 key,

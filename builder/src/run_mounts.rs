@@ -73,7 +73,7 @@ pub enum Origin {
     Context,
     /// Another stage's or an image's root (`None`: an empty stage), named for messages.
     Root {
-        image: Option<Image>,
+        image: Box<Option<Image>>,
         name: String,
     },
 }
@@ -183,13 +183,16 @@ fn context_entry(tree: &SourceTree, source: &str) -> Result<Selected, String> {
     }
 }
 
+/// Resolves a `from=` value to a root and its cache identity (a stage's key, an image's ID).
+pub(crate) type ResolveFrom<'a> = dyn FnMut(&str) -> Result<(Origin, String), BuildError> + 'a;
+
 /// Plans `mounts`; returns them and the environment they add (`SSH_AUTH_SOCK`). `from`
 /// resolves a `from=` value to a root and its cache identity; a bind from the context puts
 /// its source's content hashes into `files` (part of the step's key).
 pub(crate) fn plan(
     mounts: &[Mount],
     workdir: &str,
-    from: &mut dyn FnMut(&str) -> Result<(Origin, String), BuildError>,
+    from: &mut ResolveFrom<'_>,
     context: &SourceTree,
     memo: &mut HashMemo,
     files: &mut BTreeMap<String, String>,
@@ -439,7 +442,8 @@ impl<'a> Prepared<'a> {
                             p.context_source(dirs, sources, source, *read_only, i, err)?
                         }
                         Origin::Root { image, name } => {
-                            let root = p.overlay(dirs, image.as_ref(), &format!("mnt-{i}"))?;
+                            let root =
+                                p.overlay(dirs, image.as_ref().as_ref(), &format!("mnt-{i}"))?;
                             let host = resolve_in_root(&root, source, true);
                             if fs::symlink_metadata(&host).is_err() {
                                 return Err(err(format!(
@@ -700,7 +704,7 @@ impl<'a> Prepared<'a> {
         let io = |e| BuildError::io("creating the cache mount", tmp, e);
         match base {
             Some((Origin::Root { image, name }, source)) => {
-                let root = self.overlay(dirs, image.as_ref(), &format!("base-{i}"))?;
+                let root = self.overlay(dirs, image.as_ref().as_ref(), &format!("base-{i}"))?;
                 let src = resolve_in_root(&root, source, true);
                 if !src.is_dir() {
                     return Err(err(format!(
@@ -817,6 +821,8 @@ impl<'a> Prepared<'a> {
                 restored.push(rel.to_path_buf());
             }
         }
+        // Those that were stubs themselves are gone.
+        restored.retain(|r| rootfs.join(r).exists());
         restored
         // Drop unmounts.
     }

@@ -487,8 +487,9 @@ fn dir_size(p: &Path) -> u64 {
         .sum()
 }
 
-/// Forget every cached step (and the context hash memo); the step images' blobs and snapshots
-/// then go with the next `image prune`.
+/// Forget every cached step (and the context hash memo) and remove the `RUN --mount=type=cache`
+/// directories no build is using; the step images' blobs and snapshots then go with the next
+/// `image prune`.
 pub fn builder(root: &Path, c: BuilderCommand) -> Result<ExitCode> {
     let BuilderCommand::Prune(a) = c;
     let _ = (a.all, a.force);
