@@ -8,22 +8,25 @@
 //! holding the secret copies, private copies of filtered or writable context sources — so it
 //! all goes with the scratch directory; it also creates the mount points the root lacks and,
 //! after the run, removes those left empty and restores their parents' times, so the layer
-//! keeps no trace of them (BuildKit's mount stub cleaner).
+//! keeps no trace of them (BuildKit's mount stub cleaner, [`stubs`]).
 //!
-//! Cache mounts live in `ROOT/builder/cache-mounts/<hash of id, base and owner>/data`, kept
-//! across builds. A `lock` file beside it is held shared by `sharing=shared` users and
-//! exclusively by `locked` ones; a `private` user that finds it in use gets a fresh directory
-//! for the step. `berth builder prune` removes the ones nobody holds.
+//! Cache mounts are kept across builds in the state root ([`cache`]); `berth builder prune`
+//! removes the ones nobody holds.
+
+mod cache;
+mod stubs;
+
+pub use cache::{CACHE_MOUNTS_DIR, prune_cache_mounts};
+use stubs::Stub;
+pub(crate) use stubs::drop_copied_up;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt, lchown, symlink};
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
 use berth_store::{Image, Store};
-use rustix::fs::{FlockOperation, flock};
 use sha2::{Digest, Sha256};
 
 use crate::context::{HashMemo, Selected, SourceTree, join_rel};
@@ -32,9 +35,6 @@ use crate::error::BuildError;
 use crate::exec::{Executor, RunMount};
 use crate::frontend::mount::{Mount, MountType, Sharing};
 use crate::ignore::Ignore;
-
-/// Where cache mounts live under `ROOT/builder/`.
-pub const CACHE_MOUNTS_DIR: &str = "cache-mounts";
 
 /// Where a secret's value comes from (`berth build --secret`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -293,13 +293,6 @@ pub(crate) fn plan(
     Ok((out, env))
 }
 
-/// A mount point made for a step, with its parent's times before and right after.
-struct Stub {
-    path: PathBuf,
-    parent_before: Option<(SystemTime, SystemTime)>,
-    parent_after: Option<SystemTime>,
-}
-
 /// The host side of a step's mounts; [`Prepared::finish`] (or drop) undoes it.
 pub(crate) struct Prepared<'a> {
     pub mounts: Vec<RunMount>,
@@ -321,11 +314,6 @@ impl Drop for Prepared<'_> {
             let _ = self.exec.unmount(m);
         }
     }
-}
-
-fn times(p: &Path) -> Option<(SystemTime, SystemTime)> {
-    let md = fs::symlink_metadata(p).ok()?;
-    Some((md.accessed().ok()?, md.modified().ok()?))
 }
 
 fn set_owner_mode(p: &Path, mode: u32, owner: (u32, u32)) -> io::Result<()> {
@@ -630,106 +618,6 @@ impl<'a> Prepared<'a> {
         self.overlay_dirs(dirs, &[lower], &format!("rw-{i}"))
     }
 
-    /// The directory of a cache mount, created on first use (mode, owner, base content) and
-    /// locked as its sharing mode asks.
-    #[allow(clippy::too_many_arguments)]
-    fn cache_dir(
-        &mut self,
-        dirs: &StepDirs<'_>,
-        name: &str,
-        sharing: Sharing,
-        mode: u32,
-        owner: (u32, u32),
-        base: Option<&(Origin, String)>,
-        i: usize,
-        err: &dyn Fn(String) -> BuildError,
-    ) -> Result<PathBuf, BuildError> {
-        if let Some(p) = self.caches.get(name) {
-            return Ok(p.clone());
-        }
-        let dir = dirs
-            .store
-            .root()
-            .join("builder")
-            .join(CACHE_MOUNTS_DIR)
-            .join(name);
-        fs::create_dir_all(&dir).map_err(|e| BuildError::io("creating", &dir, e))?;
-        let lock_path = dir.join("lock");
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| BuildError::io("opening", &lock_path, e))?;
-        let op = match sharing {
-            Sharing::Shared => FlockOperation::LockShared,
-            Sharing::Locked => FlockOperation::LockExclusive,
-            Sharing::Private => FlockOperation::NonBlockingLockExclusive,
-        };
-        let data = match flock(&lock, op) {
-            Ok(()) => {
-                self._locks.push(lock);
-                dir.join("data")
-            }
-            // In use: a private user gets a directory of its own for this step.
-            Err(rustix::io::Errno::WOULDBLOCK) => dirs.scratch.join(format!("cache-{i}")),
-            Err(e) => return Err(BuildError::io("locking", &lock_path, e.into())),
-        };
-        if !data.is_dir() {
-            let tmp = data.with_file_name(format!("data.tmp-{}-{i}", std::process::id()));
-            let _ = fs::remove_dir_all(&tmp);
-            self.fill_cache(dirs, &tmp, mode, owner, base, i, err)?;
-            if let Err(e) = fs::rename(&tmp, &data) {
-                let _ = fs::remove_dir_all(&tmp);
-                if !data.is_dir() {
-                    return Err(BuildError::io("creating the cache mount", &data, e));
-                }
-            }
-        }
-        self.caches.insert(name.to_string(), data.clone());
-        Ok(data)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn fill_cache(
-        &mut self,
-        dirs: &StepDirs<'_>,
-        tmp: &Path,
-        mode: u32,
-        owner: (u32, u32),
-        base: Option<&(Origin, String)>,
-        i: usize,
-        err: &dyn Fn(String) -> BuildError,
-    ) -> Result<(), BuildError> {
-        let io = |e| BuildError::io("creating the cache mount", tmp, e);
-        match base {
-            Some((Origin::Root { image, name }, source)) => {
-                let root = self.overlay(dirs, image.as_ref().as_ref(), &format!("base-{i}"))?;
-                let src = resolve_in_root(&root, source, true);
-                if !src.is_dir() {
-                    return Err(err(format!(
-                        "cache mount source {source:?} is not a directory in {name}"
-                    )));
-                }
-                let rel = src
-                    .strip_prefix(&root)
-                    .map(|p| p.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                let tree = SourceTree {
-                    root: root.clone(),
-                    ignore: Ignore::default(),
-                    what: name.clone(),
-                };
-                copy_tree(&tree, &rel, tmp, false).map_err(io)?;
-                if let Some(m) = self.host.pop() {
-                    dirs.exec.unmount(&m)?;
-                }
-            }
-            _ => fs::create_dir(tmp).map_err(io)?,
-        }
-        set_owner_mode(tmp, mode, owner).map_err(io)
-    }
-
     /// A tmpfs in scratch for this step's secret copies (never on disk).
     fn secrets_dir(&mut self, dirs: &StepDirs<'_>) -> Result<PathBuf, BuildError> {
         if let Some(d) = &self.secrets {
@@ -752,155 +640,6 @@ impl<'a> Prepared<'a> {
         self.secrets = Some(dir.clone());
         Ok(dir)
     }
-
-    /// Creates what is missing of `target` in `rootfs` (directories, and a file at the end
-    /// when `file`), remembering each made entry and its parent's times.
-    fn stub(&mut self, rootfs: &Path, target: &str, file: bool) -> io::Result<()> {
-        let comps: Vec<&str> = target.split('/').filter(|c| !c.is_empty()).collect();
-        let mut cur = String::new();
-        for (k, c) in comps.iter().enumerate() {
-            cur.push('/');
-            cur.push_str(c);
-            let host = resolve_in_root(rootfs, &cur, true);
-            if fs::symlink_metadata(&host).is_ok() {
-                continue;
-            }
-            let parent = host.parent().unwrap_or(rootfs).to_path_buf();
-            let parent_before = times(&parent);
-            if k + 1 == comps.len() && file {
-                File::create_new(&host)?;
-            } else {
-                fs::create_dir(&host)?;
-                fs::set_permissions(&host, fs::Permissions::from_mode(0o755))?;
-            }
-            self.stubs.push(Stub {
-                path: host,
-                parent_before,
-                parent_after: times(&parent).map(|t| t.1),
-            });
-        }
-        Ok(())
-    }
-
-    /// After the run: removes the mount points made that are still empty (restoring their
-    /// parents' times when nothing else changed them), then undoes the host mounts. Returns
-    /// the parents restored (relative to the root): overlay copied them up, and
-    /// [`drop_copied_up`] takes them out of the upper directory again.
-    pub(crate) fn finish(self, rootfs: &Path) -> Vec<PathBuf> {
-        let mut restored = Vec::new();
-        for s in self.stubs.iter().rev() {
-            let Ok(md) = fs::symlink_metadata(&s.path) else {
-                continue;
-            };
-            let empty = if md.is_dir() {
-                fs::read_dir(&s.path).is_ok_and(|mut d| d.next().is_none())
-            } else {
-                md.is_file() && md.len() == 0
-            };
-            if !empty {
-                continue;
-            }
-            let Some(parent) = s.path.parent() else {
-                continue;
-            };
-            let untouched = times(parent).map(|t| t.1) == s.parent_after;
-            let removed = if md.is_dir() {
-                fs::remove_dir(&s.path)
-            } else {
-                fs::remove_file(&s.path)
-            };
-            if removed.is_ok()
-                && untouched
-                && let Some((atime, mtime)) = s.parent_before
-                && let Ok(f) = File::open(parent)
-                && f.set_times(fs::FileTimes::new().set_accessed(atime).set_modified(mtime))
-                    .is_ok()
-                && let Ok(rel) = parent.strip_prefix(rootfs)
-                && !rel.as_os_str().is_empty()
-            {
-                restored.push(rel.to_path_buf());
-            }
-        }
-        // Those that were stubs themselves are gone.
-        restored.retain(|r| rootfs.join(r).exists());
-        restored
-        // Drop unmounts.
-    }
-}
-
-/// Removes from `upper` (unmounted) the directories at `rels` and their ancestors that are
-/// only overlay's copies of a lower directory: empty, not opaque, and with the lower one's
-/// mode, owner and modification time. A layer then holds no trace of mount points made and
-/// removed in them.
-pub(crate) fn drop_copied_up(upper: &Path, lowers: &[PathBuf], rels: &[PathBuf]) {
-    let mut dirs: Vec<&Path> = rels
-        .iter()
-        .flat_map(|r| r.ancestors())
-        .filter(|r| !r.as_os_str().is_empty())
-        .collect();
-    // Deepest first, so a parent is judged after its children went.
-    dirs.sort_by_key(|r| std::cmp::Reverse(r.components().count()));
-    dirs.dedup();
-    for rel in dirs {
-        let host = upper.join(rel);
-        let Ok(md) = fs::symlink_metadata(&host) else {
-            continue;
-        };
-        let empty = md.is_dir() && fs::read_dir(&host).is_ok_and(|mut d| d.next().is_none());
-        let mut buf = [0u8; 4];
-        let opaque = rustix::fs::lgetxattr(&host, "trusted.overlay.opaque", &mut buf).is_ok();
-        let Some(lower) = lowers
-            .iter()
-            .rev()
-            .find_map(|l| fs::symlink_metadata(l.join(rel)).ok())
-        else {
-            continue;
-        };
-        let same = lower.is_dir()
-            && lower.mode() == md.mode()
-            && lower.uid() == md.uid()
-            && lower.gid() == md.gid()
-            && lower.modified().ok() == md.modified().ok();
-        if empty && !opaque && same {
-            let _ = fs::remove_dir(&host);
-        }
-    }
-}
-
-/// `berth builder prune`: removes the cache mounts no build holds; returns the bytes freed.
-pub fn prune_cache_mounts(state_root: &Path) -> io::Result<u64> {
-    let dir = state_root.join("builder").join(CACHE_MOUNTS_DIR);
-    let rd = match fs::read_dir(&dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(e),
-    };
-    let mut freed = 0;
-    for e in rd {
-        let path = e?.path();
-        let Ok(lock) = File::options().write(true).open(path.join("lock")) else {
-            freed += dir_size(&path);
-            fs::remove_dir_all(&path)?;
-            continue;
-        };
-        if flock(&lock, FlockOperation::NonBlockingLockExclusive).is_err() {
-            continue;
-        }
-        freed += dir_size(&path);
-        fs::remove_dir_all(&path)?;
-    }
-    Ok(freed)
-}
-
-fn dir_size(p: &Path) -> u64 {
-    let Ok(rd) = fs::read_dir(p) else { return 0 };
-    rd.flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => dir_size(&e.path()),
-            Ok(m) => m.len(),
-            Err(_) => 0,
-        })
-        .sum()
 }
 
 #[cfg(test)]
@@ -915,71 +654,5 @@ mod tests {
         assert!(abs_target("/app", "..").is_err());
         assert!(context_rel("../etc").is_err());
         assert_eq!(context_rel("./a/../b").unwrap(), "b");
-    }
-
-    #[test]
-    fn stubs_left_empty_go_and_parent_times_come_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        fs::create_dir(root.join("root")).unwrap();
-        let old = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
-        File::open(root.join("root"))
-            .unwrap()
-            .set_times(fs::FileTimes::new().set_accessed(old).set_modified(old))
-            .unwrap();
-        struct NoExec;
-        impl Executor for NoExec {
-            fn mount(
-                &self,
-                _: &[PathBuf],
-                _: &Path,
-                _: &Path,
-                _: &Path,
-            ) -> Result<(), crate::ExecError> {
-                unreachable!()
-            }
-            fn unmount(&self, _: &Path) -> Result<(), crate::ExecError> {
-                Ok(())
-            }
-            fn run(
-                &self,
-                _: &crate::RunSpec<'_>,
-                _: &mut dyn FnMut(&[u8]),
-            ) -> Result<i32, crate::ExecError> {
-                unreachable!()
-            }
-            fn write_layer(
-                &self,
-                _: &Path,
-                _: &[PathBuf],
-                _: &mut dyn io::Write,
-            ) -> Result<(), crate::ExecError> {
-                unreachable!()
-            }
-        }
-        let mut p = Prepared {
-            mounts: Vec::new(),
-            env: Vec::new(),
-            stubs: Vec::new(),
-            host: Vec::new(),
-            exec: &NoExec,
-            caches: BTreeMap::new(),
-            _locks: Vec::new(),
-            secrets: None,
-        };
-        p.stub(root, "/root/.cache/x", false).unwrap();
-        p.stub(root, "/run/secrets/tok", true).unwrap();
-        p.stub(root, "/keep/f", true).unwrap();
-        fs::write(root.join("keep/other"), "written by the step").unwrap();
-        let restored = p.finish(root);
-        assert_eq!(restored, vec![PathBuf::from("root")]);
-        assert!(!root.join("root/.cache").exists());
-        assert!(!root.join("run").exists());
-        assert!(root.join("keep/other").exists());
-        assert!(!root.join("keep/f").exists());
-        assert_eq!(
-            fs::metadata(root.join("root")).unwrap().modified().unwrap(),
-            old
-        );
     }
 }
