@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use berth_store::commit::StepCommit;
 use berth_store::{Image, Reference, Store};
@@ -16,11 +17,13 @@ use crate::config::{StageConfig, run_created_by};
 use crate::context::{HashMemo, SourceTree};
 use crate::error::BuildError;
 use crate::exec::{Executor, NetworkMode};
+use crate::frontend::mount::Mount;
 use crate::frontend::plan::{Base, PROXY_ARGS, PlanOptions, Stage, Step, plan};
 use crate::frontend::{Command, Copy, Instruction, Network, Source, parse};
 use crate::fs_step::{FsOp, FsStep};
 use crate::ignore::Ignore;
 use crate::progress::Progress;
+use crate::run_mounts::{MountPlan, MountSources, Origin, SecretSource};
 
 /// BuildKit's history comment.
 const COMMENT: &str = "buildkit.dockerfile.v0";
@@ -42,6 +45,10 @@ pub struct BuildOptions {
     pub tags: Vec<Reference>,
     /// `--pull`: pull base images even when they are in the local store.
     pub pull: bool,
+    /// `--secret`: id -> where its value comes from.
+    pub secrets: BTreeMap<String, SecretSource>,
+    /// `--ssh`: id -> SSH agent socket.
+    pub ssh: BTreeMap<String, PathBuf>,
 }
 
 /// The result of a stage: its image (None for an empty `FROM scratch`), cache key and config.
@@ -63,6 +70,8 @@ pub(crate) struct Builder<'a> {
     pub(crate) step_no: usize,
     /// Stage names by index (`COPY --from=name`).
     pub(crate) stage_names: Vec<Option<String>>,
+    /// What `RUN --mount`s draw on (context, secrets, SSH agents).
+    pub(crate) mount_sources: Arc<MountSources>,
 }
 
 /// Builds the image `opts` describes; returns it, named with `opts.tags`.
@@ -91,12 +100,16 @@ pub fn build(
                 if bases.contains_key(r) {
                     continue;
                 }
-                // The line that names it: FROM, or the COPY --from that does.
+                // The line that names it: FROM, or the COPY --from or RUN --mount=from= that does.
                 let line = stage
                     .steps
                     .iter()
                     .find(|s| match &s.instruction.command {
-                        Command::Copy(c) => c.from.as_deref() == Some(r.as_str()),
+                        Command::Copy(c) | Command::Add(c) => c.from.as_deref() == Some(r.as_str()),
+                        Command::Run(run) => run
+                            .mounts
+                            .iter()
+                            .any(|m| m.from.as_deref() == Some(r.as_str())),
                         _ => false,
                     })
                     .map_or(stage.from.start_line, |s| s.instruction.start_line);
@@ -140,13 +153,19 @@ pub fn build(
         memo: HashMemo::load(store.root().join("builder").join("context-hashes.json")),
         context: SourceTree {
             root: opts.context.clone(),
-            ignore,
+            ignore: ignore.clone(),
             what: "build context".into(),
         },
         no_cache: opts.no_cache,
         progress,
         step_no: 0,
         stage_names: plan.stages.iter().map(|s| s.name.clone()).collect(),
+        mount_sources: Arc::new(MountSources {
+            context: opts.context.clone(),
+            ignore: ignore.clone(),
+            secrets: opts.secrets.clone(),
+            ssh: opts.ssh.clone(),
+        }),
     };
     let multi = plan.stages.len() > 1;
     let mut results: Vec<Option<StageResult>> = vec![None; plan.stages.len()];
@@ -411,9 +430,6 @@ impl Builder<'_> {
                 (format!("WORKDIR {wd}"), op)
             }
             Command::Run(run) => {
-                if !run.mounts.is_empty() {
-                    return Err(err("RUN --mount is not supported by berth yet".into()));
-                }
                 let argv = run_argv(&cur.config, &run.command, &ins.heredocs).map_err(err)?;
                 let args: Vec<(String, String)> = step
                     .args
@@ -433,14 +449,20 @@ impl Builder<'_> {
                     Some(Network::Host) => NetworkMode::Host,
                     _ => NetworkMode::None,
                 };
+                let cwd = cur.config.workdir();
+                let (mounts, mount_env) =
+                    self.plan_mounts(&run.mounts, &cwd, results, bases, ins, &mut inputs)?;
+                env.extend(mount_env);
                 (
                     run_created_by(&argv, &args),
                     Some(FsOp::Run {
                         argv,
                         env,
-                        cwd: cur.config.workdir(),
+                        cwd,
                         user: cur.config.user(),
                         network,
+                        mounts,
+                        sources: self.mount_sources.clone(),
                     }),
                 )
             }
@@ -487,6 +509,74 @@ impl Builder<'_> {
         cur.image = Some(img);
         cur.key = inputs.key();
         Ok(true)
+    }
+
+    /// `RUN --mount`s planned (see [`crate::run_mounts`]); binds from the context and
+    /// `from=` roots add to the step's key.
+    fn plan_mounts(
+        &mut self,
+        mounts: &[Mount],
+        cwd: &str,
+        results: &[Option<StageResult>],
+        bases: &BTreeMap<String, Image>,
+        ins: &Instruction,
+        inputs: &mut KeyInputs,
+    ) -> Result<(Vec<MountPlan>, Vec<String>), BuildError> {
+        if mounts.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let err = |message: String| BuildError::Step {
+            line: ins.start_line,
+            instruction: ins.original.trim().to_string(),
+            message,
+        };
+        let store = self.store;
+        let stage_names = &self.stage_names;
+        let mut from = |f: &str| -> Result<(Origin, String), BuildError> {
+            let lower = f.to_ascii_lowercase();
+            let index = stage_names
+                .iter()
+                .position(|n| n.as_deref() == Some(lower.as_str()))
+                .or_else(|| f.parse::<usize>().ok());
+            if let Some(r) = index.and_then(|i| results.get(i).cloned().flatten()) {
+                let name = format!("stage {f}");
+                return Ok((
+                    Origin::Root {
+                        image: Box::new(r.image),
+                        name,
+                    },
+                    r.key,
+                ));
+            }
+            let img = match bases.get(f) {
+                Some(i) => i.clone(),
+                None => store
+                    .resolve_image(f)
+                    .map_err(|e| BuildError::MissingImage {
+                        reference: f.to_string(),
+                        line: ins.start_line,
+                        reason: e.to_string(),
+                    })?,
+            };
+            let key = img.id.to_string();
+            let name = format!("image {f}");
+            Ok((
+                Origin::Root {
+                    image: Box::new(Some(img)),
+                    name,
+                },
+                key,
+            ))
+        };
+        crate::run_mounts::plan(
+            mounts,
+            cwd,
+            &mut from,
+            &self.context,
+            &mut self.memo,
+            &mut inputs.files,
+            &err,
+        )
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -31,6 +31,29 @@ pub struct RunSpec<'a> {
     pub network: NetworkMode,
     /// A scratch directory the executor may use for the bundle and its files.
     pub scratch: &'a Path,
+    /// `RUN --mount`s, their host sides prepared, parents before children.
+    pub mounts: Vec<RunMount>,
+}
+
+/// One mount a RUN step adds to its container (the mount point already exists in the root).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunMount {
+    /// `source` (a host file, directory or socket) bound at `target`.
+    Bind {
+        target: String,
+        source: PathBuf,
+        read_only: bool,
+    },
+    /// A fresh tmpfs at `target`, limited to `size` bytes when given.
+    Tmpfs { target: String, size: Option<u64> },
+}
+
+impl RunMount {
+    pub fn target(&self) -> &str {
+        match self {
+            RunMount::Bind { target, .. } | RunMount::Tmpfs { target, .. } => target,
+        }
+    }
 }
 
 /// An executor failure (not the process's own non-zero exit, which is an `Ok` exit code).

@@ -9,6 +9,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use berth_store::{Image, Store};
 
@@ -18,6 +19,7 @@ use crate::copy::{CopyMode, copy_into, mkdir_all, resolve_chown, resolve_in_root
 use crate::error::BuildError;
 use crate::exec::{ExecError, Executor, NetworkMode, RunSpec};
 use crate::ignore::Ignore;
+use crate::run_mounts::{MountPlan, MountSources, Prepared, StepDirs};
 
 /// Mount points the runtime creates when the image lacks them; the layer leaves them out
 /// (the runner's `changes` rule), so the upper directory drops them before it becomes the
@@ -81,8 +83,15 @@ pub fn clean_stale(store: &Store, exec: &dyn Executor) {
         let Ok(_lock) = lock_scratch(&dir, false) else {
             continue;
         };
-        for m in ["source", "rootfs"] {
-            let _ = exec.unmount(&dir.join(m));
+        // The step's root first, then what was mounted beside it (another stage's root,
+        // RUN --mount overlays, the secrets tmpfs).
+        let _ = exec.unmount(&dir.join("rootfs"));
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for m in entries.flatten() {
+                if m.file_type().is_ok_and(|t| t.is_dir()) {
+                    let _ = exec.unmount(&m.path());
+                }
+            }
         }
         if let Err(err) = std::fs::remove_dir_all(&dir) {
             warn_stale(&dir, &err);
@@ -134,6 +143,9 @@ pub enum FsOp {
         cwd: String,
         user: String,
         network: NetworkMode,
+        /// `RUN --mount`s, planned.
+        mounts: Vec<MountPlan>,
+        sources: Arc<MountSources>,
     },
     Copy {
         sources: Vec<String>,
@@ -236,6 +248,8 @@ impl<'a> FsStep<'a> {
             let p = p.to_path_buf();
             move |e| BuildError::io(what, p, e)
         };
+        // Parent directories of RUN mount points, copied up only because of them.
+        let mut copied_up = Vec::new();
         match op {
             FsOp::Mkdir { path, user } => {
                 let owner = if user.is_empty() {
@@ -252,17 +266,29 @@ impl<'a> FsStep<'a> {
                 cwd,
                 user,
                 network,
+                mounts,
+                sources,
             } => {
                 let bundle = scratch.path().join("bundle");
                 std::fs::create_dir_all(&bundle).map_err(io_err("creating", &bundle))?;
+                let dirs = StepDirs {
+                    store: self.store,
+                    exec: self.exec,
+                    scratch: scratch.path(),
+                    rootfs: &rootfs,
+                };
+                let prepared = Prepared::new(&dirs, mounts, sources, &|m| self.step_err(m))?;
+                let mut env = env.clone();
+                env.extend(prepared.env.iter().cloned());
                 let spec = RunSpec {
                     rootfs: &rootfs,
                     argv: argv.clone(),
-                    env: env.clone(),
+                    env,
                     cwd: cwd.clone(),
                     user: user.clone(),
                     network: *network,
                     scratch: &bundle,
+                    mounts: prepared.mounts.clone(),
                 };
                 let mut tail: VecDeque<String> = VecDeque::new();
                 let mut partial: Vec<u8> = Vec::new();
@@ -279,7 +305,11 @@ impl<'a> FsStep<'a> {
                             partial.push(c);
                         }
                     }
-                })?;
+                });
+                // Mount points made for the step go, and the host mounts are undone, whatever
+                // the outcome.
+                copied_up = prepared.finish(&rootfs);
+                let code = code?;
                 if !partial.is_empty() {
                     tail.push_back(String::from_utf8_lossy(&partial).into_owned());
                     if tail.len() > TAIL_LINES {
@@ -430,6 +460,7 @@ impl<'a> FsStep<'a> {
             }
         }
         mounted.release()?;
+        crate::run_mounts::drop_copied_up(&upper, &lowers, &copied_up);
         let layer_tmp = self.store.tmp_dir();
         let mut file = tempfile::tempfile_in(&layer_tmp)
             .map_err(|e| BuildError::io("creating a temp file in", &layer_tmp, e))?;

@@ -20,7 +20,8 @@ pub mod frontend;
 mod fs_step;
 pub mod ignore;
 pub mod progress;
+pub mod run_mounts;
 
 pub use build::{BuildOptions, build};
 pub use error::BuildError;
-pub use exec::{ExecError, Executor, NetworkMode, RunSpec};
+pub use exec::{ExecError, Executor, NetworkMode, RunMount, RunSpec};

@@ -8,7 +8,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use berth_builder::progress::{Plain, Progress, Quiet};
-use berth_builder::{BuildOptions, ExecError, Executor, NetworkMode, RunSpec};
+use berth_builder::run_mounts::SecretSource;
+use berth_builder::{BuildOptions, ExecError, Executor, NetworkMode, RunMount, RunSpec};
 use berth_runner::bundle::{self, BundleInput};
 use berth_runner::state::{ContainerConfig, ContainerRecord};
 use berth_store::Reference;
@@ -50,6 +51,96 @@ pub struct BuildArgs {
     /// Always attempt to pull a newer version of the image
     #[arg(long)]
     pull: bool,
+    /// Secret to expose to the build (format: "id=mysecret[,src=/local/secret]" or
+    /// "id=mysecret,env=VARIABLE")
+    #[arg(long = "secret")]
+    secrets: Vec<String>,
+    /// SSH agent socket to expose to the build (format: "default|<id>[=<socket>]")
+    #[arg(long = "ssh")]
+    ssh: Vec<String>,
+}
+
+/// `--secret` as docker buildx reads it: `id=ID[,src=PATH|,env=VAR][,type=file|env]`; with
+/// neither `src` nor `env`, the variable named ID when set, else the file named ID.
+fn parse_secret(spec: &str) -> Result<(String, SecretSource)> {
+    let (mut id, mut src, mut env, mut typ) = (None, None, None, None);
+    for field in spec.split(',') {
+        let Some((k, v)) = field.split_once('=') else {
+            bail!("invalid --secret {spec:?}: field {field:?} must be a key=value pair");
+        };
+        match k.to_ascii_lowercase().as_str() {
+            "id" => id = Some(v.to_string()),
+            "src" | "source" => src = Some(v.to_string()),
+            "env" => env = Some(v.to_string()),
+            "type" if v == "file" || v == "env" => typ = Some(v.to_string()),
+            "type" => {
+                bail!("invalid --secret {spec:?}: unsupported secret type {v:?} (use file or env)")
+            }
+            _ => {
+                bail!("invalid --secret {spec:?}: unexpected key {k:?} (use id, src, env or type)")
+            }
+        }
+    }
+    let Some(id) = id.filter(|i| !i.is_empty()) else {
+        bail!("invalid --secret {spec:?}: id=NAME is required");
+    };
+    if typ.as_deref() == Some("env") && env.is_none() {
+        env = src.take().or_else(|| Some(id.clone()));
+    }
+    let source = match (src, env) {
+        (Some(_), Some(_)) => bail!("invalid --secret {spec:?}: give src or env, not both"),
+        (Some(p), None) => SecretSource::File(PathBuf::from(p)),
+        (None, Some(v)) => {
+            if std::env::var_os(&v).is_none() {
+                bail!("secret {id}: the environment variable {v} is not set");
+            }
+            SecretSource::Env(v)
+        }
+        (None, None) if typ.as_deref() != Some("file") && std::env::var_os(&id).is_some() => {
+            SecretSource::Env(id.clone())
+        }
+        (None, None) => SecretSource::File(PathBuf::from(&id)),
+    };
+    if let SecretSource::File(p) = &source
+        && let Err(e) = std::fs::metadata(p)
+    {
+        bail!(
+            "secret {id}: cannot read {}: {e} (use --secret id={id},src=FILE or env=VARIABLE)",
+            p.display()
+        );
+    }
+    Ok((id, source))
+}
+
+/// `--ssh` as docker buildx reads it: `ID[=SOCKET]`, `$SSH_AUTH_SOCK` when no path is given.
+/// berth forwards agent sockets; key files need an agent (`ssh-add KEY`).
+fn parse_ssh(spec: &str) -> Result<(String, PathBuf)> {
+    use std::os::unix::fs::FileTypeExt;
+    let (id, paths) = spec.split_once('=').unwrap_or((spec, ""));
+    if id.is_empty() {
+        bail!("invalid --ssh {spec:?}: use default or ID[=SOCKET]");
+    }
+    let path = match paths {
+        "" => match std::env::var_os("SSH_AUTH_SOCK").filter(|s| !s.is_empty()) {
+            Some(s) => PathBuf::from(s),
+            None => bail!(
+                "--ssh {id}: no socket given and SSH_AUTH_SOCK is not set (start ssh-agent, or pass --ssh {id}=SOCKET)"
+            ),
+        },
+        p if p.contains(',') => {
+            bail!("--ssh {id}: berth forwards one agent socket per id, not a list ({p})")
+        }
+        p => PathBuf::from(p),
+    };
+    let md = std::fs::metadata(&path)
+        .with_context(|| format!("--ssh {id}: cannot use {}", path.display()))?;
+    if !md.file_type().is_socket() {
+        bail!(
+            "--ssh {id}: {} is not an SSH agent socket; berth forwards agents only, so load a key into one (ssh-add KEY) and pass --ssh {id}=$SSH_AUTH_SOCK",
+            path.display()
+        );
+    }
+    Ok((id.to_string(), path))
 }
 
 fn split_kv(s: &str) -> (String, String) {
@@ -160,6 +251,12 @@ pub fn build(root: &Path, a: BuildArgs) -> Result<ExitCode> {
         labels: a.labels.iter().map(|l| split_kv(l)).collect(),
         tags: tags.clone(),
         pull: a.pull,
+        secrets: a
+            .secrets
+            .iter()
+            .map(|s| parse_secret(s))
+            .collect::<Result<_>>()?,
+        ssh: a.ssh.iter().map(|s| parse_ssh(s)).collect::<Result<_>>()?,
     };
     let store = open_store(root)?;
     let exec = SandboxExecutor {
@@ -289,7 +386,40 @@ impl Executor for SandboxExecutor {
             hostname_file: &hostname,
             hosts_file: &hosts,
             resolv_conf: &resolv,
-            mounts: Vec::new(),
+            mounts: spec
+                .mounts
+                .iter()
+                .map(|m| match m {
+                    RunMount::Bind {
+                        target,
+                        source,
+                        read_only,
+                    } => {
+                        let mut options = vec!["rbind".to_string(), "rprivate".to_string()];
+                        if *read_only {
+                            options.push("ro".into());
+                        }
+                        bundle::ExtraMount {
+                            destination: target.clone(),
+                            kind: "bind".into(),
+                            source: source.display().to_string(),
+                            options,
+                        }
+                    }
+                    RunMount::Tmpfs { target, size } => {
+                        let mut options = vec!["nosuid".to_string(), "nodev".to_string()];
+                        if let Some(size) = size {
+                            options.push(format!("size={size}"));
+                        }
+                        bundle::ExtraMount {
+                            destination: target.clone(),
+                            kind: "tmpfs".into(),
+                            source: "tmpfs".into(),
+                            options,
+                        }
+                    }
+                })
+                .collect(),
             cgroup_v2: berth_runner::cgroups::is_v2(),
             console_size: None,
         })
@@ -339,14 +469,21 @@ fn dir_size(p: &Path) -> u64 {
         .sum()
 }
 
-/// Forget every cached step (and the context hash memo), unpin the step images and sweep what
-/// nothing else holds (their blobs and snapshots, unless a named image shares them).
+/// Forget every cached step (and the context hash memo), remove the `RUN --mount=type=cache`
+/// directories no build is using, unpin the step images and sweep what nothing else holds
+/// (their blobs and snapshots, unless a named image shares them).
 pub fn builder(root: &Path, c: BuilderCommand) -> Result<ExitCode> {
     let BuilderCommand::Prune(a) = c;
     let _ = (a.all, a.force);
     let dir = root.join("builder");
-    let mut total = 0;
-    for p in [dir.join("cache"), dir.join("context-hashes.json")] {
+    // Cache mounts go too, as Docker's prune removes them (those in use by a build stay).
+    let mut total = berth_builder::run_mounts::prune_cache_mounts(root)
+        .with_context(|| format!("removing the cache mounts in {}", dir.display()))?;
+    for p in [
+        dir.join("cache"),
+        dir.join("context-hashes.json"),
+        dir.join("http"),
+    ] {
         if p.is_dir() {
             total += dir_size(&p);
             std::fs::remove_dir_all(&p).with_context(|| format!("removing {}", p.display()))?;
