@@ -40,6 +40,14 @@ pub struct BuildOptions {
     /// `--label`.
     pub labels: Vec<(String, String)>,
     pub tags: Vec<Reference>,
+    /// `--output` without loading: the image is built (its steps cached) but not named in the
+    /// store, as BuildKit's exporters do.
+    pub export_only: bool,
+    /// `SOURCE_DATE_EPOCH` (the environment's, or the build arg, which wins): `created` of the
+    /// image and its new history entries, and the clamp for new layers' timestamps.
+    pub source_date_epoch: Option<u64>,
+    /// `--no-cache-filter`: stages (by name or index) whose steps ignore the cache.
+    pub no_cache_filter: Vec<String>,
 }
 
 /// The result of a stage: its image (None for an empty `FROM scratch`), cache key and config.
@@ -61,6 +69,12 @@ pub(crate) struct Builder<'a> {
     pub(crate) step_no: usize,
     /// Stage names by index (`COPY --from=name`).
     pub(crate) stage_names: Vec<Option<String>>,
+    /// `SOURCE_DATE_EPOCH`.
+    pub(crate) epoch: Option<u64>,
+    /// `--no-cache-filter` stages.
+    pub(crate) no_cache_filter: Vec<String>,
+    /// Whether the stage being built is one of them.
+    pub(crate) stage_no_cache: bool,
 }
 
 /// Builds the image `opts` describes; returns it, named with `opts.tags`.
@@ -99,7 +113,18 @@ pub fn build(
             bases.insert(r.clone(), img);
         }
     }
-    let plan = plan(&df, &plan_opts)?;
+    let mut plan = plan(&df, &plan_opts)?;
+    // BuildKit's own build arg: consumed by the build itself.
+    plan.unconsumed_build_args
+        .retain(|a| a != "SOURCE_DATE_EPOCH" && a != "BUILDKIT_DOCKERFILE_CHECK");
+    let epoch = match opts.build_args.get("SOURCE_DATE_EPOCH") {
+        Some(v) if !v.is_empty() => Some(v.trim().parse::<u64>().map_err(|_| BuildError::Step {
+            line: 1,
+            instruction: "--build-arg SOURCE_DATE_EPOCH".into(),
+            message: format!("invalid SOURCE_DATE_EPOCH {v:?}: expected seconds since 1970 (a non-negative integer)"),
+        })?),
+        _ => opts.source_date_epoch,
+    };
     if let Some(w) = plan.unconsumed_warning() {
         progress.note(&w);
     }
@@ -118,6 +143,13 @@ pub fn build(
         progress,
         step_no: 0,
         stage_names: plan.stages.iter().map(|s| s.name.clone()).collect(),
+        epoch,
+        no_cache_filter: opts
+            .no_cache_filter
+            .iter()
+            .map(|s| s.to_ascii_lowercase())
+            .collect(),
+        stage_no_cache: false,
     };
     let multi = plan.stages.len() > 1;
     let mut results: Vec<Option<StageResult>> = vec![None; plan.stages.len()];
@@ -159,6 +191,9 @@ pub fn build(
         // FROM scratch and nothing else: an image without layers.
         None => b.commit(&last, None, String::new())?,
     };
+    if opts.export_only {
+        return Ok(img);
+    }
     Ok(store.name_image(&img, &opts.tags)?)
 }
 
@@ -185,7 +220,7 @@ fn stage_title(stage: &Stage, multi: bool, k: usize, n: usize) -> String {
 
 impl Builder<'_> {
     pub(crate) fn cached(&self, inputs: &KeyInputs) -> Option<Image> {
-        if self.no_cache {
+        if self.no_cache || self.stage_no_cache {
             return None;
         }
         self.cache
@@ -205,6 +240,7 @@ impl Builder<'_> {
             created_by,
             comment: Some(COMMENT.into()),
             author: cur.config.author.clone(),
+            epoch: self.epoch,
             ..Default::default()
         };
         Ok(self.store.commit_step(cur.image.as_ref(), layer, &step)?)
@@ -218,6 +254,9 @@ impl Builder<'_> {
         bases: &BTreeMap<String, Image>,
     ) -> Result<StageResult, BuildError> {
         let total = stage.steps.len() + 1;
+        self.stage_no_cache = self.no_cache_filter.iter().any(|f| {
+            stage.name.as_deref() == Some(f.as_str()) || *f == stage.index.to_string()
+        });
         self.step_no += 1;
         let from_text = stage.from.original.trim().to_string();
         self.progress.start(
@@ -262,8 +301,19 @@ impl Builder<'_> {
                 r
             }
         };
+        // An epoch changes every image the stage makes (created, layer times): its own keys.
+        if let Some(e) = self.epoch
+            && !matches!(stage.base, Base::Stage(_))
+        {
+            cur.key = KeyInputs {
+                parent: cur.key.clone(),
+                instruction: format!("SOURCE_DATE_EPOCH={e}"),
+                ..Default::default()
+            }
+            .key();
+        }
         // The base is local and resolved: nothing to do, as BuildKit reports a resolved base.
-        if self.no_cache {
+        if self.no_cache || self.stage_no_cache {
             self.progress.done(self.step_no);
         } else {
             self.progress.cached(self.step_no);

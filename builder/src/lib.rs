@@ -17,6 +17,7 @@ pub mod exec;
 pub mod frontend;
 mod fs_step;
 pub mod ignore;
+pub mod lint;
 pub mod progress;
 
 pub use build::{BuildOptions, build};
