@@ -1,6 +1,7 @@
 //! The command line: Docker's command and flag names, dispatched to the library crates.
 
 mod build;
+mod build_output;
 mod container;
 mod container_fs;
 mod format;
