@@ -157,7 +157,19 @@ fn overlay(lowers: &[PathBuf], upper: Option<(&PathBuf, &PathBuf)>) -> Result<Ow
     let set = |k: &str, v: &str| {
         rustix::mount::fsconfig_set_string(&fs, k, v).map_err(|e| fail("configuring", e))
     };
-    set("lowerdir", &stack.join(":"))?;
+    // One `lowerdir+` per layer, top first (Linux 6.8+): this kernel refuses a joined
+    // `lowerdir` of three or more layers through fsconfig. Older kernels take the joined form.
+    for (i, p) in lowers.iter().rev().enumerate() {
+        match rustix::mount::fsconfig_set_string(&fs, "lowerdir+", p.as_path()) {
+            Ok(()) => {}
+            // A kernel without `lowerdir+` refuses the first one.
+            Err(rustix::io::Errno::INVAL) if i == 0 => {
+                set("lowerdir", &stack.join(":"))?;
+                break;
+            }
+            Err(e) => return Err(fail("configuring", e)),
+        }
+    }
     if let Some((upper, work)) = upper {
         std::fs::create_dir_all(work).map_err(|e| RunnerError::io("creating", work, e))?;
         set("upperdir", &upper.to_string_lossy())?;
