@@ -155,12 +155,17 @@ fn oci_output_is_an_image_layout_that_podman_and_skopeo_read_and_is_not_stored()
     let layers = manifest["layers"].as_array().unwrap();
     assert_eq!(layers.len(), diff_ids.len());
     for (l, d) in layers.iter().zip(diff_ids) {
-        assert_eq!(l["mediaType"], "application/vnd.oci.image.layer.v1.tar+gzip");
+        assert_eq!(
+            l["mediaType"],
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+        );
         let gz = blob(&m, l["digest"].as_str().unwrap());
         assert_eq!(sha(gz), l["digest"], "digest of the compressed bytes");
         assert_eq!(gz.len() as u64, l["size"].as_u64().unwrap());
         let mut plain = Vec::new();
-        flate2::read::GzDecoder::new(gz).read_to_end(&mut plain).unwrap();
+        flate2::read::GzDecoder::new(gz)
+            .read_to_end(&mut plain)
+            .unwrap();
         assert_eq!(&sha(&plain), d, "diff ID of the decompressed layer");
     }
 
@@ -170,11 +175,18 @@ fn oci_output_is_an_image_layout_that_podman_and_skopeo_read_and_is_not_stored()
             .arg(format!("oci-archive:{}", file.display()))
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let v: Value = serde_json::from_slice(&out.stdout).unwrap();
         let c = &v["config"];
         assert!(
-            c["Env"].as_array().unwrap().contains(&Value::from("GREETING=hello")),
+            c["Env"]
+                .as_array()
+                .unwrap()
+                .contains(&Value::from("GREETING=hello")),
             "{c}"
         );
         assert_eq!(c["Cmd"], serde_json::json!(["cat", "/app/made"]));
@@ -186,7 +198,11 @@ fn oci_output_is_an_image_layout_that_podman_and_skopeo_read_and_is_not_stored()
     }
     if common::have("podman") {
         let out = podman_run(&env, &format!("oci-archive:{}", file.display()));
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from run\n");
         let _ = podman(&env, &["rmi", "-a", "-f"]);
     } else {
@@ -241,7 +257,10 @@ fn docker_output_loads_into_a_fresh_root_and_zstd_output_is_readable_by_skopeo()
         serde_json::from_slice(blob(&m, index["manifests"][0]["digest"].as_str().unwrap()))
             .unwrap();
     let layer = &manifest["layers"][0];
-    assert_eq!(layer["mediaType"], "application/vnd.oci.image.layer.v1.tar+zstd");
+    assert_eq!(
+        layer["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+    );
     let z = blob(&m, layer["digest"].as_str().unwrap());
     assert_eq!(&z[..4], &[0x28, 0xb5, 0x2f, 0xfd]);
     if common::have("skopeo") {
@@ -252,8 +271,14 @@ fn docker_output_loads_into_a_fresh_root_and_zstd_output_is_readable_by_skopeo()
             .arg(format!("dir:{}", dir.display()))
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let config: Value = serde_json::from_slice(blob(&m, manifest["config"]["digest"].as_str().unwrap())).unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let config: Value =
+            serde_json::from_slice(blob(&m, manifest["config"]["digest"].as_str().unwrap()))
+                .unwrap();
         // Each decompressed layer in the dir is the plain tar its diff ID names.
         for d in config["rootfs"]["diff_ids"].as_array().unwrap() {
             let hex = d.as_str().unwrap().trim_start_matches("sha256:");
@@ -271,7 +296,11 @@ fn a_failed_build_leaves_no_output_file() {
     let file = env.path("never.tar");
     let (ok, _, err) = build_env(
         &env,
-        &["-o", &format!("type=oci,dest={}", file.display()), ctx.to_str().unwrap()],
+        &[
+            "-o",
+            &format!("type=oci,dest={}", file.display()),
+            ctx.to_str().unwrap(),
+        ],
         &[],
     );
     assert!(!ok, "{err}");
@@ -279,7 +308,11 @@ fn a_failed_build_leaves_no_output_file() {
     let leftovers: Vec<_> = fs::read_dir(env.dir.path())
         .unwrap()
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(".berth-output-"))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".berth-output-")
+        })
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
     // Bad output specs are refused before anything runs.
@@ -287,7 +320,13 @@ fn a_failed_build_leaves_no_output_file() {
     assert!(!ok && err.contains("type=image is not supported"), "{err}");
     let (ok, _, err) = build_env(
         &env,
-        &["--compression", "lz4", "-o", "type=oci,dest=x", ctx.to_str().unwrap()],
+        &[
+            "--compression",
+            "lz4",
+            "-o",
+            "type=oci,dest=x",
+            ctx.to_str().unwrap(),
+        ],
         &[],
     );
     assert!(!ok && err.contains("invalid compression \"lz4\""), "{err}");
@@ -305,14 +344,22 @@ fn tar_and_local_outputs_hold_the_root_filesystem() {
     let m = tar_members(&f);
     assert_eq!(m["app/made"], b"hello from run\n");
     assert_eq!(m["app/a.txt"], b"a\n");
-    assert!(m.contains_key("bin/busybox"), "{:?}", m.keys().take(5).collect::<Vec<_>>());
+    assert!(
+        m.contains_key("bin/busybox"),
+        "{:?}",
+        m.keys().take(5).collect::<Vec<_>>()
+    );
 
     let dir = env.path("rootfs");
     build_ok(&env, &["-o", dir.to_str().unwrap(), ctx.to_str().unwrap()]);
     assert_eq!(fs::read_to_string(dir.join("app/gen/f3")).unwrap(), "3\n");
     assert!(dir.join("bin/busybox").is_file());
     // A non-empty directory is not overwritten.
-    let (ok, _, err) = build_env(&env, &["-o", dir.to_str().unwrap(), ctx.to_str().unwrap()], &[]);
+    let (ok, _, err) = build_env(
+        &env,
+        &["-o", dir.to_str().unwrap(), ctx.to_str().unwrap()],
+        &[],
+    );
     assert!(!ok && err.contains("not empty"), "{err}");
 }
 
@@ -348,7 +395,10 @@ fn source_date_epoch_gives_the_same_image_on_two_clean_roots() {
         assert!(ok, "{err}");
         let m = tar_members(&file);
         let index: Value = serde_json::from_slice(&m["index.json"]).unwrap();
-        let manifest = index["manifests"][0]["digest"].as_str().unwrap().to_string();
+        let manifest = index["manifests"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .to_string();
         results.push((fs::read_to_string(&iid).unwrap(), manifest, m));
     }
     assert_eq!(results[0].0, results[1].0, "image IDs");
@@ -361,7 +411,12 @@ fn source_date_epoch_gives_the_same_image_on_two_clean_roots() {
     let history = config["history"].as_array().unwrap();
     assert_eq!(history.last().unwrap()["created"], "2023-11-14T22:13:20Z");
     // The RUN layer's files carry the epoch, not the time they were written.
-    let run_layer = manifest["layers"].as_array().unwrap().last().unwrap().clone();
+    let run_layer = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
     let gz = blob(m, run_layer["digest"].as_str().unwrap());
     let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(gz));
     let mut n = 0;
@@ -374,7 +429,11 @@ fn source_date_epoch_gives_the_same_image_on_two_clean_roots() {
     // The build arg works as the environment does (and wins over it).
     let (ok, _, err) = build_env(
         &a,
-        &["--build-arg", "SOURCE_DATE_EPOCH=nope", a.path("ctx").to_str().unwrap()],
+        &[
+            "--build-arg",
+            "SOURCE_DATE_EPOCH=nope",
+            a.path("ctx").to_str().unwrap(),
+        ],
         &[],
     );
     assert!(!ok && err.contains("invalid SOURCE_DATE_EPOCH"), "{err}");
@@ -396,7 +455,10 @@ fn check_lints_without_base_images_and_exits_as_docker_does() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
-    assert!(stdout.starts_with("Check complete, 5 warnings have been found!\n"), "{stdout}");
+    assert!(
+        stdout.starts_with("Check complete, 5 warnings have been found!\n"),
+        "{stdout}"
+    );
     for rule in [
         "WARNING: FromAsCasing - https://docs.docker.com/go/dockerfile/rule/from-as-casing/\n'as' and 'FROM' keywords' casing do not match",
         "WARNING: StageNameCasing - https://docs.docker.com/go/dockerfile/rule/stage-name-casing/\nStage name 'Build' should be lowercase",
@@ -408,12 +470,22 @@ fn check_lints_without_base_images_and_exits_as_docker_does() {
     ] {
         assert!(stdout.contains(rule), "{rule:?} missing:\n{stdout}");
     }
-    assert!(!env.root().join("builder").join("cache").exists(), "nothing was built");
+    assert!(
+        !env.root().join("builder").join("cache").exists(),
+        "nothing was built"
+    );
 
     fs::write(ctx.join("Dockerfile"), "FROM busybox\nCMD [\"true\"]\n").unwrap();
-    let out = env.berth().args(["build", "--check", ctx.to_str().unwrap()]).output().unwrap();
+    let out = env
+        .berth()
+        .args(["build", "--check", ctx.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "Check complete, no warnings found.\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "Check complete, no warnings found.\n"
+    );
 
     fs::write(
         ctx.join("Dockerfile"),
@@ -422,13 +494,19 @@ fn check_lints_without_base_images_and_exits_as_docker_does() {
     .unwrap();
     let out = env.fails(&["build", "--check", ctx.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("lint violation found for rules: MaintainerDeprecated"), "{err}");
+    assert!(
+        err.contains("lint violation found for rules: MaintainerDeprecated"),
+        "{err}"
+    );
     assert!(!String::from_utf8_lossy(&out.stdout).contains("JSONArgsRecommended"));
 
     fs::write(ctx.join("Dockerfile"), "FROM busybox\nFROBNICATE x\n").unwrap();
     let out = env.fails(&["build", "--check", ctx.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("Dockerfile:2:1: unknown instruction: FROBNICATE"), "{err}");
+    assert!(
+        err.contains("Dockerfile:2:1: unknown instruction: FROBNICATE"),
+        "{err}"
+    );
 
     // A normal build prints the same findings at its end.
     env.import_busybox("bb:1");
@@ -449,7 +527,13 @@ fn no_cache_filter_reruns_only_the_named_stages() {
     build_ok(&env, &["--progress", "plain", ctx.to_str().unwrap()]);
     let err = build_ok(
         &env,
-        &["--progress", "plain", "--no-cache-filter", "two", ctx.to_str().unwrap()],
+        &[
+            "--progress",
+            "plain",
+            "--no-cache-filter",
+            "two",
+            ctx.to_str().unwrap(),
+        ],
     );
     let cached = |title: &str| {
         let n = err
@@ -470,7 +554,10 @@ fn tty_progress_redraws_and_piped_auto_stays_plain() {
     let env = Env::new();
     env.import_busybox("bb:1");
     let ctx = context(&env, "FROM bb:1\nRUN echo hi\n", &[]);
-    let err = build_ok(&env, &["--progress", "tty", "--no-cache", ctx.to_str().unwrap()]);
+    let err = build_ok(
+        &env,
+        &["--progress", "tty", "--no-cache", ctx.to_str().unwrap()],
+    );
     assert!(err.contains("[+] Building"), "{err}");
     assert!(err.contains("FINISHED"), "{err}");
     assert!(err.contains(" => [2/2] RUN echo hi"), "{err}");

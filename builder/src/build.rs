@@ -254,9 +254,10 @@ impl Builder<'_> {
         bases: &BTreeMap<String, Image>,
     ) -> Result<StageResult, BuildError> {
         let total = stage.steps.len() + 1;
-        self.stage_no_cache = self.no_cache_filter.iter().any(|f| {
-            stage.name.as_deref() == Some(f.as_str()) || *f == stage.index.to_string()
-        });
+        self.stage_no_cache = self
+            .no_cache_filter
+            .iter()
+            .any(|f| stage.name.as_deref() == Some(f.as_str()) || *f == stage.index.to_string());
         self.step_no += 1;
         let from_text = stage.from.original.trim().to_string();
         self.progress.start(

@@ -35,24 +35,115 @@ macro_rules! rule {
     };
 }
 
-rule!(STAGE_NAME_CASING, "StageNameCasing", "Stage names should be lowercase", "stage-name-casing");
-rule!(FROM_AS_CASING, "FromAsCasing", "The 'as' keyword should match the case of the 'from' keyword", "from-as-casing");
-rule!(NO_EMPTY_CONTINUATION, "NoEmptyContinuation", "Empty continuation lines will become errors in a future release", "no-empty-continuation");
-rule!(CONSISTENT_INSTRUCTION_CASING, "ConsistentInstructionCasing", "All commands within the Dockerfile should use the same casing (either upper or lower)", "consistent-instruction-casing");
-rule!(DUPLICATE_STAGE_NAME, "DuplicateStageName", "Stage names should be unique", "duplicate-stage-name");
-rule!(RESERVED_STAGE_NAME, "ReservedStageName", "Reserved words should not be used as stage names", "reserved-stage-name");
-rule!(JSON_ARGS_RECOMMENDED, "JSONArgsRecommended", "JSON arguments recommended for ENTRYPOINT/CMD to prevent unintended behavior related to OS signals", "json-args-recommended");
-rule!(MAINTAINER_DEPRECATED, "MaintainerDeprecated", "The MAINTAINER instruction is deprecated, use a label instead to define an image author", "maintainer-deprecated");
-rule!(UNDEFINED_ARG_IN_FROM, "UndefinedArgInFrom", "FROM command must use declared ARGs", "undefined-arg-in-from");
-rule!(WORKDIR_RELATIVE_PATH, "WorkdirRelativePath", "Relative workdir without an absolute workdir declared within the build can have unexpected results if the base image changes", "workdir-relative-path");
-rule!(UNDEFINED_VAR, "UndefinedVar", "Variables should be defined before their use", "undefined-var");
-rule!(MULTIPLE_INSTRUCTIONS_DISALLOWED, "MultipleInstructionsDisallowed", "Multiple instructions of the same type should not be used in the same stage", "multiple-instructions-disallowed");
-rule!(LEGACY_KEY_VALUE_FORMAT, "LegacyKeyValueFormat", "Legacy key/value format with whitespace separator should not be used", "legacy-key-value-format");
-rule!(REDUNDANT_TARGET_PLATFORM, "RedundantTargetPlatform", "Setting platform to predefined $TARGETPLATFORM in FROM is redundant as this is the default behavior", "redundant-target-platform");
-rule!(SECRETS_USED_IN_ARG_OR_ENV, "SecretsUsedInArgOrEnv", "Sensitive data should not be used in the ARG or ENV commands", "secrets-used-in-arg-or-env");
-rule!(INVALID_DEFAULT_ARG_IN_FROM, "InvalidDefaultArgInFrom", "Default value for global ARG results in an empty or invalid base image name", "invalid-default-arg-in-from");
-rule!(FROM_PLATFORM_FLAG_CONST_DISALLOWED, "FromPlatformFlagConstDisallowed", "FROM --platform flag should not use a constant value", "from-platform-flag-const-disallowed");
-rule!(COPY_IGNORED_FILE, "CopyIgnoredFile", "Attempting to Copy file that is excluded by .dockerignore", "copy-ignored-file", true);
+rule!(
+    STAGE_NAME_CASING,
+    "StageNameCasing",
+    "Stage names should be lowercase",
+    "stage-name-casing"
+);
+rule!(
+    FROM_AS_CASING,
+    "FromAsCasing",
+    "The 'as' keyword should match the case of the 'from' keyword",
+    "from-as-casing"
+);
+rule!(
+    NO_EMPTY_CONTINUATION,
+    "NoEmptyContinuation",
+    "Empty continuation lines will become errors in a future release",
+    "no-empty-continuation"
+);
+rule!(
+    CONSISTENT_INSTRUCTION_CASING,
+    "ConsistentInstructionCasing",
+    "All commands within the Dockerfile should use the same casing (either upper or lower)",
+    "consistent-instruction-casing"
+);
+rule!(
+    DUPLICATE_STAGE_NAME,
+    "DuplicateStageName",
+    "Stage names should be unique",
+    "duplicate-stage-name"
+);
+rule!(
+    RESERVED_STAGE_NAME,
+    "ReservedStageName",
+    "Reserved words should not be used as stage names",
+    "reserved-stage-name"
+);
+rule!(
+    JSON_ARGS_RECOMMENDED,
+    "JSONArgsRecommended",
+    "JSON arguments recommended for ENTRYPOINT/CMD to prevent unintended behavior related to OS signals",
+    "json-args-recommended"
+);
+rule!(
+    MAINTAINER_DEPRECATED,
+    "MaintainerDeprecated",
+    "The MAINTAINER instruction is deprecated, use a label instead to define an image author",
+    "maintainer-deprecated"
+);
+rule!(
+    UNDEFINED_ARG_IN_FROM,
+    "UndefinedArgInFrom",
+    "FROM command must use declared ARGs",
+    "undefined-arg-in-from"
+);
+rule!(
+    WORKDIR_RELATIVE_PATH,
+    "WorkdirRelativePath",
+    "Relative workdir without an absolute workdir declared within the build can have unexpected results if the base image changes",
+    "workdir-relative-path"
+);
+rule!(
+    UNDEFINED_VAR,
+    "UndefinedVar",
+    "Variables should be defined before their use",
+    "undefined-var"
+);
+rule!(
+    MULTIPLE_INSTRUCTIONS_DISALLOWED,
+    "MultipleInstructionsDisallowed",
+    "Multiple instructions of the same type should not be used in the same stage",
+    "multiple-instructions-disallowed"
+);
+rule!(
+    LEGACY_KEY_VALUE_FORMAT,
+    "LegacyKeyValueFormat",
+    "Legacy key/value format with whitespace separator should not be used",
+    "legacy-key-value-format"
+);
+rule!(
+    REDUNDANT_TARGET_PLATFORM,
+    "RedundantTargetPlatform",
+    "Setting platform to predefined $TARGETPLATFORM in FROM is redundant as this is the default behavior",
+    "redundant-target-platform"
+);
+rule!(
+    SECRETS_USED_IN_ARG_OR_ENV,
+    "SecretsUsedInArgOrEnv",
+    "Sensitive data should not be used in the ARG or ENV commands",
+    "secrets-used-in-arg-or-env"
+);
+rule!(
+    INVALID_DEFAULT_ARG_IN_FROM,
+    "InvalidDefaultArgInFrom",
+    "Default value for global ARG results in an empty or invalid base image name",
+    "invalid-default-arg-in-from"
+);
+rule!(
+    FROM_PLATFORM_FLAG_CONST_DISALLOWED,
+    "FromPlatformFlagConstDisallowed",
+    "FROM --platform flag should not use a constant value",
+    "from-platform-flag-const-disallowed"
+);
+rule!(
+    COPY_IGNORED_FILE,
+    "CopyIgnoredFile",
+    "Attempting to Copy file that is excluded by .dockerignore",
+    "copy-ignored-file",
+    true
+);
 
 /// One finding.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -435,7 +526,8 @@ fn stages(l: &mut Linter<'_>, df: &Dockerfile) {
                             {
                                 undefined_vars(l, ins, def, &s.vars);
                             }
-                            s.vars.push((d.name.clone(), d.default.clone().unwrap_or_default()));
+                            s.vars
+                                .push((d.name.clone(), d.default.clone().unwrap_or_default()));
                         }
                     }
                 }
@@ -561,7 +653,11 @@ fn stage_instruction(
     let kw = ins.keyword();
     match &ins.command {
         Command::Cmd(c) | Command::Entrypoint(c) => {
-            let name = if kw == Keyword::Cmd { "CMD" } else { "ENTRYPOINT" };
+            let name = if kw == Keyword::Cmd {
+                "CMD"
+            } else {
+                "ENTRYPOINT"
+            };
             counts.entry(name).or_default().push(index);
             if matches!(c, CommandLine::Shell(_)) {
                 l.warn(
@@ -625,7 +721,9 @@ fn stage_instruction(
                         l.warn(
                             &COPY_IGNORED_FILE,
                             ins,
-                            format!("Attempting to {cmd} file {p:?} that is excluded by .dockerignore"),
+                            format!(
+                                "Attempting to {cmd} file {p:?} that is excluded by .dockerignore"
+                            ),
                         );
                     }
                 }
@@ -681,7 +779,11 @@ fn print_source(w: &mut dyn Write, file: &str, lines: &[&str], start: usize, end
     }
     let _ = writeln!(w, "{file}:{start}\n--------------------");
     for i in s..=e {
-        let pfx = if (start..=end).contains(&i) { ">>>" } else { "   " };
+        let pfx = if (start..=end).contains(&i) {
+            ">>>"
+        } else {
+            "   "
+        };
         let _ = writeln!(w, " {i:3} | {pfx} {}", lines[i - 1]);
     }
     let _ = writeln!(w, "--------------------");
@@ -745,7 +847,10 @@ mod tests {
 
     #[test]
     fn a_clean_file_has_no_warnings() {
-        assert!(names("FROM scratch AS base\nENV A=1\nWORKDIR /app\nCOPY . .\nCMD [\"x\"]\n").is_empty());
+        assert!(
+            names("FROM scratch AS base\nENV A=1\nWORKDIR /app\nCOPY . .\nCMD [\"x\"]\n")
+                .is_empty()
+        );
     }
 
     #[test]
@@ -774,12 +879,19 @@ mod tests {
         // The FROM on line 2 suggests the declared name.
         let df = parse(src).unwrap();
         let r = lint(&df, &LintOptions::default());
-        assert!(r.warnings.iter().any(|w| w.detail == "FROM argument 'TAGG' is not declared (did you mean TAG?)"));
+        assert!(
+            r.warnings
+                .iter()
+                .any(|w| w.detail == "FROM argument 'TAGG' is not declared (did you mean TAG?)")
+        );
     }
 
     #[test]
     fn check_directive_skips_and_makes_errors() {
-        let df = parse("# check=skip=JSONArgsRecommended;error=true\nFROM scratch\nCMD x\nMAINTAINER m\n").unwrap();
+        let df = parse(
+            "# check=skip=JSONArgsRecommended;error=true\nFROM scratch\nCMD x\nMAINTAINER m\n",
+        )
+        .unwrap();
         let r = lint(&df, &LintOptions::default());
         let got: Vec<&str> = r.warnings.iter().map(|w| w.rule.name).collect();
         assert_eq!(got, ["MaintainerDeprecated"]);

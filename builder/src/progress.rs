@@ -162,7 +162,10 @@ impl<W: Write> Tty<W> {
         if s.chars().count() <= self.width {
             s
         } else {
-            s.chars().take(self.width.saturating_sub(1)).collect::<String>() + "…"
+            s.chars()
+                .take(self.width.saturating_sub(1))
+                .collect::<String>()
+                + "…"
         }
     }
 
@@ -351,7 +354,10 @@ mod tests {
         let s = String::from_utf8(buf).unwrap();
         assert!(s.contains(" => CACHED [1/2] FROM bb\n"), "{s}");
         assert!(s.contains(" => ERROR [2/2] RUN seq 10 0.0s\n"), "{s}");
-        assert!(s.contains("\x1b["), "redraws with ANSI cursor movement: {s}");
+        assert!(
+            s.contains("\x1b["),
+            "redraws with ANSI cursor movement: {s}"
+        );
         // What is left on screen once the escapes are applied: the final form.
         assert!(s.ends_with("(2/2) FINISHED\n"), "{s}");
         // A failed step leaves its last lines of output (six) on screen.

@@ -195,7 +195,10 @@ pub fn build(root: &Path, a: BuildArgs) -> Result<ExitCode> {
     }
     let output = match a.outputs.as_slice() {
         [] => None,
-        [one] => Some(super::build_output::OutputSpec::parse(one, a.compression.as_deref())?),
+        [one] => Some(super::build_output::OutputSpec::parse(
+            one,
+            a.compression.as_deref(),
+        )?),
         _ => bail!("multiple outputs are not supported: give one --output"),
     };
     let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {

@@ -42,7 +42,9 @@ fn parse_compression(v: &str) -> Result<Compression> {
         "gzip" => Compression::Gzip,
         "zstd" => Compression::Zstd,
         "uncompressed" => Compression::None,
-        "estargz" => bail!("compression estargz is not supported by berth; use gzip, zstd or uncompressed"),
+        "estargz" => {
+            bail!("compression estargz is not supported by berth; use gzip, zstd or uncompressed")
+        }
         other => bail!("invalid compression {other:?}: use gzip, zstd or uncompressed"),
     })
 }
@@ -76,7 +78,9 @@ impl OutputSpec {
         let mut dest = None;
         for field in spec.split(',') {
             let Some((k, v)) = field.split_once('=') else {
-                bail!("invalid --output field {field:?}: expected key=value (e.g. type=oci,dest=out.tar)");
+                bail!(
+                    "invalid --output field {field:?}: expected key=value (e.g. type=oci,dest=out.tar)"
+                );
             };
             match k.trim() {
                 "type" => {
@@ -88,7 +92,9 @@ impl OutputSpec {
                         "image" | "registry" | "cacheonly" => bail!(
                             "--output type={v} is not supported by berth: use type=oci, docker, tar or local (and berth push to publish)"
                         ),
-                        other => bail!("invalid --output type {other:?}: use oci, docker, tar or local"),
+                        other => {
+                            bail!("invalid --output type {other:?}: use oci, docker, tar or local")
+                        }
                     })
                 }
                 "dest" => dest = Some(v.to_string()),
@@ -287,7 +293,13 @@ mod tests {
         assert_eq!(o.compression, Compression::Zstd);
         let o = OutputSpec::parse("type=docker", Some("uncompressed")).unwrap();
         assert_eq!((o.dest, o.compression), (Dest::Stdout, Compression::None));
-        for bad in ["type=image", "type=oci,foo=1", "type=local", "dest=x", "type=oci,compression=lz4"] {
+        for bad in [
+            "type=image",
+            "type=oci,foo=1",
+            "type=local",
+            "dest=x",
+            "type=oci,compression=lz4",
+        ] {
             assert!(OutputSpec::parse(bad, None).is_err(), "{bad}");
         }
     }

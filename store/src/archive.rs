@@ -18,8 +18,8 @@ mod save;
 #[cfg(test)]
 mod tests;
 
-pub use load::{Loaded, load};
 pub use export::{ExportFormat, ExportOptions, Exported, export};
+pub use load::{Loaded, load};
 pub use save::save;
 
 /// Archive members both layouts agree on.

@@ -160,12 +160,9 @@ pub fn export(
             (true, _) => DOCKER_LAYER.to_string(),
             (false, c) => c.layer_media_type().to_string(),
         };
-        layer_descs.push(json!({"mediaType": media_type, "digest": digest.to_string(), "size": size}));
-        exported_layers.push((
-            crate::digest::parse_sha256(diff_id)?,
-            digest.clone(),
-            size,
-        ));
+        layer_descs
+            .push(json!({"mediaType": media_type, "digest": digest.to_string(), "size": size}));
+        exported_layers.push((crate::digest::parse_sha256(diff_id)?, digest.clone(), size));
     }
     let config_digest = manifest.config().digest().clone();
     let new_manifest = json!({
@@ -219,7 +216,10 @@ pub fn export(
 
     // Members in path order: blobs by digest, then the metadata files.
     let mut members: BTreeMap<String, Member> = BTreeMap::new();
-    members.insert(manifest_digest.to_string(), Member::Bytes(&new_manifest_bytes));
+    members.insert(
+        manifest_digest.to_string(),
+        Member::Bytes(&new_manifest_bytes),
+    );
     members.insert(
         config_digest.to_string(),
         Member::Stored(BlobEntry {
@@ -261,8 +261,12 @@ pub fn export(
             Member::File { mut file, size } => {
                 file.rewind().map_err(write_error)?;
                 let mut h = header(tar::EntryType::Regular, size, mtime);
-                tar.append_data(&mut h, &path, BufReader::with_capacity(1 << 20, file).take(size))
-                    .map_err(write_error)?;
+                tar.append_data(
+                    &mut h,
+                    &path,
+                    BufReader::with_capacity(1 << 20, file).take(size),
+                )
+                .map_err(write_error)?;
             }
         }
     }
@@ -334,8 +338,6 @@ pub fn compress_layer<R: Read>(
     };
     let (mut w, digest, size) = sink.finish();
     w.flush()?;
-    w.into_inner()
-        .map_err(|e| e.into_error())?
-        .sync_all()?;
+    w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     Ok((digest, size))
 }

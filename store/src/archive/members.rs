@@ -41,7 +41,11 @@ pub(super) fn header(kind: tar::EntryType, size: u64, mtime: u64) -> tar::Header
     h
 }
 
-pub(super) fn append_dir<W: Write>(tar: &mut tar::Builder<W>, path: &str, mtime: u64) -> Result<()> {
+pub(super) fn append_dir<W: Write>(
+    tar: &mut tar::Builder<W>,
+    path: &str,
+    mtime: u64,
+) -> Result<()> {
     let mut h = header(tar::EntryType::Directory, 0, mtime);
     tar.append_data(&mut h, path, io::empty())
         .map_err(write_error)
@@ -71,7 +75,11 @@ impl<R: Read> Read for Recording<R> {
     }
 }
 
-pub(super) fn append_blob<W: Write>(store: &Store, tar: &mut tar::Builder<W>, b: &BlobEntry) -> Result<()> {
+pub(super) fn append_blob<W: Write>(
+    store: &Store,
+    tar: &mut tar::Builder<W>,
+    b: &BlobEntry,
+) -> Result<()> {
     let path = store.blobs().path(&b.digest);
     let stored = store.blobs().size(&b.digest)?;
     if stored != b.size {

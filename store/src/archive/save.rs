@@ -11,9 +11,7 @@ use oci_spec::image::{Digest, ImageManifest};
 use serde_json::{Value, json};
 
 use super::docker::{ManifestItem, Repositories};
-use super::members::{
-    BlobEntry, append_blob, append_bytes, append_dir, to_json, write_error,
-};
+use super::members::{BlobEntry, append_blob, append_bytes, append_dir, to_json, write_error};
 use super::{
     INDEX_JSON, MANIFEST_JSON, OCI_LAYOUT_CONTENT, OCI_LAYOUT_FILE, REPOSITORIES, blob_path,
 };
@@ -204,4 +202,3 @@ fn mtime_of(created: Option<&str>) -> u64 {
         .map(|t| t.timestamp().max(0) as u64)
         .unwrap_or(0)
 }
-

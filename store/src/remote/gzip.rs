@@ -138,7 +138,11 @@ fn gzp_err(e: GzpError) -> io::Error {
 ///
 /// On an error (reading `src`, or `out` refusing bytes) the compressor is shut down and the
 /// error returned; what `out` already received is then not a complete stream.
-pub fn compress<R: Read, W: Write + Send + 'static>(src: R, out: W, threads: usize) -> io::Result<W> {
+pub fn compress<R: Read, W: Write + Send + 'static>(
+    src: R,
+    out: W,
+    threads: usize,
+) -> io::Result<W> {
     compress_level(src, out, threads, 6)
 }
 
