@@ -262,7 +262,7 @@ impl Linter<'_> {
     }
 
     /// Names a word references that `env` does not set.
-    fn unset_in(&self, word: &str, env: &Vec<(String, String)>) -> BTreeSet<String> {
+    fn unset_in(&self, word: &str, env: &dyn crate::frontend::lex::Env) -> BTreeSet<String> {
         self.lexer
             .process(word, env)
             .map(|e| e.unmatched)
@@ -545,10 +545,8 @@ fn stages(l: &mut Linter<'_>, df: &Dockerfile) {
                             s.vars.push((kv.key.clone(), kv.value.clone()));
                         }
                     }
-                    Command::Workdir(p) => {
-                        if p.starts_with('/') || p.starts_with('$') {
-                            s.abs_workdir = true;
-                        }
+                    Command::Workdir(p) if p.starts_with('/') || p.starts_with('$') => {
+                        s.abs_workdir = true;
                     }
                     _ => {}
                 }
@@ -567,10 +565,10 @@ fn from(
     l: &mut Linter<'_>,
     ins: &Instruction,
     f: &crate::frontend::From,
-    globals: &Vec<(String, String)>,
-    defaults: &Vec<(String, String)>,
+    globals: &[(String, String)],
+    defaults: &[(String, String)],
 ) {
-    let mut env = globals.clone();
+    let mut env = globals.to_vec();
     for a in AUTO_FROM_ARGS {
         env.push((a.to_string(), String::new()));
     }
@@ -590,7 +588,7 @@ fn from(
     }
     // With only the defaults, the base must still be a valid name.
     if f.image.contains('$') {
-        let mut denv = defaults.clone();
+        let mut denv = defaults.to_vec();
         for a in AUTO_FROM_ARGS {
             denv.push((a.to_string(), "linux/amd64".into()));
         }
@@ -632,8 +630,9 @@ fn from(
     }
 }
 
-fn undefined_vars(l: &mut Linter<'_>, ins: &Instruction, word: &str, env: &Vec<(String, String)>) {
-    for name in l.unset_in(word, env) {
+fn undefined_vars(l: &mut Linter<'_>, ins: &Instruction, word: &str, env: &[(String, String)]) {
+    let owned = env.to_vec();
+    for name in l.unset_in(word, &owned) {
         let s = suggest(&name, env.iter().map(|(k, _)| k.as_str()));
         let mut msg = format!("Usage of undefined variable '${name}'");
         if !s.is_empty() {
@@ -698,14 +697,14 @@ fn stage_instruction(
                 }
             }
         }
-        Command::Workdir(p) => {
-            if !s.abs_workdir && !p.starts_with('/') && !p.starts_with('$') {
-                l.warn(
-                    &WORKDIR_RELATIVE_PATH,
-                    ins,
-                    format!("Relative workdir {p:?} can have unexpected results if the base image changes"),
-                );
-            }
+        Command::Workdir(p) if !s.abs_workdir && !p.starts_with('/') && !p.starts_with('$') => {
+            l.warn(
+                &WORKDIR_RELATIVE_PATH,
+                ins,
+                format!(
+                    "Relative workdir {p:?} can have unexpected results if the base image changes"
+                ),
+            );
         }
         Command::Copy(c) | Command::Add(c) => {
             if c.from.is_none()

@@ -286,7 +286,11 @@ pub fn build(root: &Path, a: BuildArgs) -> Result<ExitCode> {
         std::fs::write(f, img.id.to_string())
             .with_context(|| format!("writing the image ID to {}", f.display()))?;
     }
-    if a.quiet {
+    // With the archive on stdout, the ID would corrupt it.
+    let stdout_taken = output
+        .as_ref()
+        .is_some_and(|o| o.dest == super::build_output::Dest::Stdout);
+    if a.quiet && !stdout_taken {
         println!("{}", img.id);
     }
     Ok(ExitCode::SUCCESS)
