@@ -49,6 +49,14 @@ pub struct BuildOptions {
     pub secrets: BTreeMap<String, SecretSource>,
     /// `--ssh`: id -> SSH agent socket.
     pub ssh: BTreeMap<String, PathBuf>,
+    /// `--output` without loading: the image is built (its steps cached) but not named in the
+    /// store, as BuildKit's exporters do.
+    pub export_only: bool,
+    /// `SOURCE_DATE_EPOCH` (the environment's, or the build arg, which wins): `created` of the
+    /// image and its new history entries, and the clamp for new layers' timestamps.
+    pub source_date_epoch: Option<u64>,
+    /// `--no-cache-filter`: stages (by name or index) whose steps ignore the cache.
+    pub no_cache_filter: Vec<String>,
 }
 
 /// The result of a stage: its image (None for an empty `FROM scratch`), cache key and config.
@@ -72,6 +80,12 @@ pub(crate) struct Builder<'a> {
     pub(crate) stage_names: Vec<Option<String>>,
     /// What `RUN --mount`s draw on (context, secrets, SSH agents).
     pub(crate) mount_sources: Arc<MountSources>,
+    /// `SOURCE_DATE_EPOCH`.
+    pub(crate) epoch: Option<u64>,
+    /// `--no-cache-filter` stages.
+    pub(crate) no_cache_filter: Vec<String>,
+    /// Whether the stage being built is one of them.
+    pub(crate) stage_no_cache: bool,
 }
 
 /// Builds the image `opts` describes; returns it, named with `opts.tags`.
@@ -92,7 +106,7 @@ pub fn build(
     // ONBUILD triggers run in them, so the plan is made again knowing them (and again if the
     // triggers name more images).
     let mut bases: BTreeMap<String, Image> = BTreeMap::new();
-    let plan = loop {
+    let mut plan = loop {
         let p = plan(&df, &plan_opts)?;
         let mut more = false;
         for stage in p.stages.iter().filter(|s| s.used) {
@@ -142,6 +156,17 @@ pub fn build(
             break p;
         }
     };
+    // BuildKit's own build arg: consumed by the build itself.
+    plan.unconsumed_build_args
+        .retain(|a| a != "SOURCE_DATE_EPOCH" && a != "BUILDKIT_DOCKERFILE_CHECK");
+    let epoch = match opts.build_args.get("SOURCE_DATE_EPOCH") {
+        Some(v) if !v.is_empty() => Some(v.trim().parse::<u64>().map_err(|_| BuildError::Step {
+            line: 1,
+            instruction: "--build-arg SOURCE_DATE_EPOCH".into(),
+            message: format!("invalid SOURCE_DATE_EPOCH {v:?}: expected seconds since 1970 (a non-negative integer)"),
+        })?),
+        _ => opts.source_date_epoch,
+    };
     if let Some(w) = plan.unconsumed_warning() {
         progress.note(&w);
     }
@@ -166,6 +191,13 @@ pub fn build(
             secrets: opts.secrets.clone(),
             ssh: opts.ssh.clone(),
         }),
+        epoch,
+        no_cache_filter: opts
+            .no_cache_filter
+            .iter()
+            .map(|s| s.to_ascii_lowercase())
+            .collect(),
+        stage_no_cache: false,
     };
     let multi = plan.stages.len() > 1;
     let mut results: Vec<Option<StageResult>> = vec![None; plan.stages.len()];
@@ -207,6 +239,9 @@ pub fn build(
         // FROM scratch and nothing else: an image without layers.
         None => b.commit(&last, None, String::new())?,
     };
+    if opts.export_only {
+        return Ok(img);
+    }
     Ok(store.name_image(&img, &opts.tags)?)
 }
 
@@ -233,7 +268,7 @@ fn stage_title(stage: &Stage, multi: bool, k: usize, n: usize) -> String {
 
 impl Builder<'_> {
     pub(crate) fn cached(&self, inputs: &KeyInputs) -> Option<Image> {
-        if self.no_cache {
+        if self.no_cache || self.stage_no_cache {
             return None;
         }
         self.cache
@@ -253,6 +288,7 @@ impl Builder<'_> {
             created_by,
             comment: Some(COMMENT.into()),
             author: cur.config.author.clone(),
+            epoch: self.epoch,
             ..Default::default()
         };
         Ok(self.store.commit_step(cur.image.as_ref(), layer, &step)?)
@@ -266,6 +302,10 @@ impl Builder<'_> {
         bases: &BTreeMap<String, Image>,
     ) -> Result<StageResult, BuildError> {
         let total = stage.steps.len() + 1;
+        self.stage_no_cache = self
+            .no_cache_filter
+            .iter()
+            .any(|f| stage.name.as_deref() == Some(f.as_str()) || *f == stage.index.to_string());
         self.step_no += 1;
         let from_text = stage.from.original.trim().to_string();
         self.progress.start(
@@ -312,8 +352,19 @@ impl Builder<'_> {
         };
         // ONBUILD triggers run in this stage (the plan put them first) and are not inherited.
         cur.config.config.remove("OnBuild");
+        // An epoch changes every image the stage makes (created, layer times): its own keys.
+        if let Some(e) = self.epoch
+            && !matches!(stage.base, Base::Stage(_))
+        {
+            cur.key = KeyInputs {
+                parent: cur.key.clone(),
+                instruction: format!("SOURCE_DATE_EPOCH={e}"),
+                ..Default::default()
+            }
+            .key();
+        }
         // The base is local and resolved: nothing to do, as BuildKit reports a resolved base.
-        if self.no_cache {
+        if self.no_cache || self.stage_no_cache {
             self.progress.done(self.step_no);
         } else {
             self.progress.cached(self.step_no);

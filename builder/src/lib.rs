@@ -19,6 +19,7 @@ pub mod fetch;
 pub mod frontend;
 mod fs_step;
 pub mod ignore;
+pub mod lint;
 pub mod progress;
 pub mod run_mounts;
 

@@ -157,7 +157,19 @@ fn overlay(lowers: &[PathBuf], upper: Option<(&PathBuf, &PathBuf)>) -> Result<Ow
     let set = |k: &str, v: &str| {
         rustix::mount::fsconfig_set_string(&fs, k, v).map_err(|e| fail("configuring", e))
     };
-    set("lowerdir", &stack.join(":"))?;
+    // One `lowerdir+` per layer, top first (Linux 6.8+): this kernel refuses a joined
+    // `lowerdir` of three or more layers through fsconfig. Older kernels take the joined form.
+    for (i, p) in lowers.iter().rev().enumerate() {
+        match rustix::mount::fsconfig_set_string(&fs, "lowerdir+", p.as_path()) {
+            Ok(()) => {}
+            // A kernel without `lowerdir+` refuses the first one.
+            Err(rustix::io::Errno::INVAL) if i == 0 => {
+                set("lowerdir", &stack.join(":"))?;
+                break;
+            }
+            Err(e) => return Err(fail("configuring", e)),
+        }
+    }
     if let Some((upper, work)) = upper {
         std::fs::create_dir_all(work).map_err(|e| RunnerError::io("creating", work, e))?;
         set("upperdir", &upper.to_string_lossy())?;
@@ -221,5 +233,37 @@ pub fn export(runner: &Runner, c: &Container, out: impl std::io::Write) -> Resul
         .map_err(|e| RunnerError::io("exporting", c.name().to_string(), e))?;
     tw.finish()
         .map_err(|e| RunnerError::io("exporting", c.name().to_string(), e))?;
+    Ok(())
+}
+
+/// An image's root filesystem (its layers merged, whiteouts applied) as a tar on `out`, read
+/// through a detached read-only overlay of its snapshots (`build --output type=tar|local`).
+/// `scratch` is an empty directory the caller owns: overlayfs wants two lower directories.
+pub fn export_image(
+    store: &berth_store::Store,
+    img: &berth_store::Image,
+    scratch: &std::path::Path,
+    out: impl std::io::Write,
+) -> Result<()> {
+    let mut lowers = store.ensure_snapshots(img)?;
+    if lowers.is_empty() {
+        // No layers (FROM scratch with only metadata): an empty archive.
+        let tw = crate::archive::TreeWriter::new(out);
+        tw.finish()
+            .map_err(|e| RunnerError::io("exporting", img.short_id().to_string(), e))?;
+        return Ok(());
+    }
+    if lowers.len() < 2 {
+        lowers.insert(0, scratch.to_path_buf());
+    }
+    let fs = overlay(&lowers, None)?;
+    let what = || format!("image {}", img.short_id());
+    let root = rustix::fs::openat(&fs, ".", crate::archive::DIR_FLAGS, Mode::empty())
+        .map_err(|e| RunnerError::io("opening", what(), e.into()))?;
+    let mut tw = crate::archive::TreeWriter::new(out);
+    tw.append_tree(root.as_fd(), b"", &mut |_, _| true)
+        .map_err(|e| RunnerError::io("exporting", what(), e))?;
+    tw.finish()
+        .map_err(|e| RunnerError::io("exporting", what(), e))?;
     Ok(())
 }

@@ -41,6 +41,15 @@ pub fn stdin_size() -> Option<(u16, u16)> {
     tcgetwinsize(fd).ok().map(|w| (w.ws_row, w.ws_col))
 }
 
+/// (rows, cols) of the terminal on stderr, if it is one (build progress draws there).
+pub fn stderr_size() -> Option<(u16, u16)> {
+    let fd = rustix::stdio::stderr();
+    if !rustix::termios::isatty(fd) {
+        return None;
+    }
+    tcgetwinsize(fd).ok().map(|w| (w.ws_row, w.ws_col))
+}
+
 /// Copy stdin's window size onto `pty`.
 pub fn copy_size(pty: impl AsFd) {
     let fd = rustix::stdio::stdin();

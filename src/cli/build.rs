@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use berth_builder::progress::{Plain, Progress, Quiet};
+use berth_builder::progress::{Plain, Progress, Quiet, Tty};
 use berth_builder::run_mounts::SecretSource;
 use berth_builder::{BuildOptions, ExecError, Executor, NetworkMode, RunMount, RunSpec};
 use berth_runner::bundle::{self, BundleInput};
@@ -46,6 +46,19 @@ pub struct BuildArgs {
     /// Set type of progress output ("auto", "plain", "tty")
     #[arg(long, default_value = "auto")]
     progress: String,
+    /// Output destination (format: "type=local,dest=path"; types oci, docker, tar, local; "-o
+    /// DIR" is type=local, "-o -" a tar on stdout)
+    #[arg(short = 'o', long = "output")]
+    outputs: Vec<String>,
+    /// Layer compression of --output type=oci|docker: gzip, zstd or uncompressed
+    #[arg(long)]
+    compression: Option<String>,
+    /// Do not cache specified stages
+    #[arg(long = "no-cache-filter", value_delimiter = ',')]
+    no_cache_filter: Vec<String>,
+    /// Check the Dockerfile for problems without building (shorthand for "--call=check")
+    #[arg(long)]
+    check: bool,
     /// Build context directory
     context: String,
     /// Always attempt to pull a newer version of the image
@@ -223,6 +236,71 @@ pub fn build(root: &Path, a: BuildArgs) -> Result<ExitCode> {
             (s, p)
         }
     };
+    let build_args: std::collections::BTreeMap<String, String> = a
+        .build_args
+        .iter()
+        .map(|s| match s.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            // `--build-arg NAME` takes the value from the environment, as Docker does.
+            None => (s.clone(), std::env::var(s).unwrap_or_default()),
+        })
+        .collect();
+    let shown_name = a
+        .file
+        .as_deref()
+        .filter(|f| *f != "-")
+        .map(|f| {
+            Path::new(f)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| f.to_string())
+        })
+        .unwrap_or_else(|| "Dockerfile".into());
+    let df = berth_builder::frontend::parse(&dockerfile)
+        .map_err(|e| anyhow::anyhow!("{}", e.to_string().replacen("Dockerfile", &shown_name, 1)))?;
+    let store = open_store(root)?;
+    let lint_opts = lint_options(&store, &df, &context, &dockerfile_path, &build_args);
+    let report = berth_builder::lint::lint(&df, &lint_opts);
+    if a.check {
+        // Plan too (an unknown --target, bad expansions), without any base image.
+        berth_builder::frontend::plan::plan(
+            &df,
+            &berth_builder::frontend::plan::PlanOptions {
+                build_args: build_args.clone(),
+                target: a.target.clone(),
+                ..Default::default()
+            },
+        )?;
+        let mut out = std::io::stdout().lock();
+        berth_builder::lint::print_check(&mut out, &report, &dockerfile, &shown_name);
+        if let Some(v) = report.violation() {
+            bail!("{v}");
+        }
+        return Ok(if report.warnings.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
+    }
+    if let Some(v) = report.violation() {
+        bail!("{v}");
+    }
+    let output = match a.outputs.as_slice() {
+        [] => None,
+        [one] => Some(super::build_output::OutputSpec::parse(
+            one,
+            a.compression.as_deref(),
+        )?),
+        _ => bail!("multiple outputs are not supported: give one --output"),
+    };
+    let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.trim().is_empty() => Some(v.trim().parse::<u64>().map_err(|_| {
+            anyhow::anyhow!(
+                "invalid SOURCE_DATE_EPOCH {v:?} in the environment: expected seconds since 1970"
+            )
+        })?),
+        _ => None,
+    };
     let tags = a
         .tags
         .iter()
@@ -232,15 +310,19 @@ pub fn build(root: &Path, a: BuildArgs) -> Result<ExitCode> {
                 .map(|r| r.with_default_tag())
         })
         .collect::<Result<Vec<_>>>()?;
-    let build_args = a
-        .build_args
-        .iter()
-        .map(|s| match s.split_once('=') {
-            Some((k, v)) => (k.to_string(), v.to_string()),
-            // `--build-arg NAME` takes the value from the environment, as Docker does.
-            None => (s.clone(), std::env::var(s).unwrap_or_default()),
-        })
-        .collect();
+    // The build arg wins over the environment, as in the builder.
+    let epoch = build_args
+        .get("SOURCE_DATE_EPOCH")
+        .and_then(|v| v.trim().parse().ok())
+        .or(source_date_epoch);
+    let mut tags = tags;
+    if let Some(o) = &output {
+        for n in &o.names {
+            if !tags.contains(n) {
+                tags.push(n.clone());
+            }
+        }
+    }
     let opts = BuildOptions {
         context,
         dockerfile,
@@ -257,24 +339,31 @@ pub fn build(root: &Path, a: BuildArgs) -> Result<ExitCode> {
             .map(|s| parse_secret(s))
             .collect::<Result<_>>()?,
         ssh: a.ssh.iter().map(|s| parse_ssh(s)).collect::<Result<_>>()?,
+        export_only: output.is_some(),
+        source_date_epoch,
+        no_cache_filter: a.no_cache_filter.clone(),
     };
-    let store = open_store(root)?;
     let exec = SandboxExecutor {
         root: root.to_path_buf(),
     };
     let mut plain;
+    let mut tty;
     let mut quiet = Quiet;
+    let on_terminal = std::io::stderr().is_terminal();
     let progress: &mut dyn Progress = if a.quiet || a.progress == "quiet" {
         &mut quiet
+    } else if a.progress == "tty" || (a.progress == "auto" && on_terminal) {
+        tty = Tty::new(std::io::stderr(), terminal_width());
+        &mut tty
     } else {
-        // tty mode prints the plain lines too (no redrawing yet); auto is plain when piped.
-        let _ = std::io::stderr().is_terminal();
         plain = Plain::new(std::io::stderr());
         &mut plain
     };
     // From here Ctrl-C stops the build cleanly (a second one ends it at once).
     super::build_sandbox::Interrupt::install();
-    let img = match berth_builder::build(&store, &exec, &opts, progress) {
+    let built = berth_builder::build(&store, &exec, &opts, progress);
+    progress.finish();
+    let img = match built {
         Ok(img) => img,
         Err(e @ berth_builder::BuildError::Interrupted) => {
             eprintln!("Error: {e}");
@@ -282,18 +371,87 @@ pub fn build(root: &Path, a: BuildArgs) -> Result<ExitCode> {
         }
         Err(e) => return Err(e.into()),
     };
-    progress.note(&format!("writing image {} done", img.id));
-    for t in &tags {
-        progress.note(&format!("naming to {t} done"));
+    match &output {
+        None => {
+            progress.note(&format!("writing image {} done", img.id));
+            for t in &tags {
+                progress.note(&format!("naming to {t} done"));
+            }
+        }
+        Some(o) => {
+            let started = std::time::Instant::now();
+            let what = o.export(&store, &img, &tags, epoch)?;
+            progress.note(&format!(
+                "exporting to {what} done {:.1}s",
+                started.elapsed().as_secs_f64()
+            ));
+        }
+    }
+    if let Some(s) = berth_builder::lint::summary(&report) {
+        progress.note(&s);
     }
     if let Some(f) = &a.iidfile {
         std::fs::write(f, img.id.to_string())
             .with_context(|| format!("writing the image ID to {}", f.display()))?;
     }
-    if a.quiet {
+    // With the archive on stdout, the ID would corrupt it.
+    let stdout_taken = output
+        .as_ref()
+        .is_some_and(|o| o.dest == super::build_output::Dest::Stdout);
+    if a.quiet && !stdout_taken {
         println!("{}", img.id);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The terminal's columns (`COLUMNS`, else the window size), 80 when unknown.
+fn terminal_width() -> usize {
+    if let Some(c) = std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()) {
+        return c;
+    }
+    berth_runner::terminal::stderr_size()
+        .map(|(_, c)| c as usize)
+        .filter(|&c| c > 0)
+        .unwrap_or(80)
+}
+
+/// What the linter may know beyond the Dockerfile: base images' environments where they are
+/// already local (nothing is pulled), and the context's ignore rules.
+fn lint_options(
+    store: &berth_store::Store,
+    df: &berth_builder::frontend::Dockerfile,
+    context: &Path,
+    dockerfile_path: &Path,
+    build_args: &std::collections::BTreeMap<String, String>,
+) -> berth_builder::lint::LintOptions {
+    let mut image_env = std::collections::BTreeMap::new();
+    for ins in &df.instructions {
+        if let berth_builder::frontend::Command::From(f) = &ins.command
+            && !f.image.contains('$')
+            && let Ok(img) = store.resolve_image(&f.image)
+            && let Ok(cfg) = store.config(&img)
+        {
+            let env = cfg
+                .config()
+                .as_ref()
+                .and_then(|c| c.env().clone())
+                .unwrap_or_default()
+                .iter()
+                .map(|e| match e.split_once('=') {
+                    Some((k, v)) => (k.to_string(), v.to_string()),
+                    None => (e.clone(), String::new()),
+                })
+                .collect::<Vec<_>>();
+            image_env.insert(f.image.clone(), env);
+        }
+    }
+    berth_builder::lint::LintOptions {
+        build_args: build_args.clone(),
+        image_env,
+        ignore: berth_builder::ignore::Ignore::for_build(context, dockerfile_path)
+            .ok()
+            .map(|(i, _)| i),
+    }
 }
 
 /// The builder's executor: overlay mounts, the change walk and the embedded sandbox of the runner.

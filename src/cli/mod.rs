@@ -1,6 +1,7 @@
 //! The command line: Docker's command and flag names, dispatched to the library crates.
 
 mod build;
+mod build_output;
 mod build_sandbox;
 mod container;
 mod container_fs;

@@ -9,13 +9,16 @@
 //! Blobs always stream between the store and the tar; only small JSON files are held in memory.
 
 mod docker;
+mod export;
 mod ingest;
 mod load;
+mod members;
 mod oci;
 mod save;
 #[cfg(test)]
 mod tests;
 
+pub use export::{ExportFormat, ExportOptions, Exported, export};
 pub use load::{Loaded, load};
 pub use save::save;
 

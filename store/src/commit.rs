@@ -47,6 +47,10 @@ pub struct StepCommit {
     pub author: Option<String>,
     /// Top-level config members to set (`os`, `architecture`, …) when the parent has none.
     pub defaults: Map<String, Value>,
+    /// `SOURCE_DATE_EPOCH`: the image's and the new history entry's `created`, and the latest
+    /// timestamp the layer may carry (later ones are clamped to it, as BuildKit's
+    /// `rewrite-timestamp`).
+    pub epoch: Option<u64>,
 }
 
 impl Store {
@@ -60,7 +64,7 @@ impl Store {
         tags: &[Reference],
     ) -> Result<Image> {
         let _writing = self.writer_lock()?;
-        let new = self.write_image(parent, Some(layer), cfg, &Map::new())?;
+        let new = self.write_image(parent, Some(layer), cfg, &Map::new(), None)?;
         self.add_image(&new, tags)?;
         self.resolve_image(new.config.as_ref())
     }
@@ -90,7 +94,13 @@ impl Store {
             author,
             container: None,
         };
-        let new = self.write_image(parent, layer, &cfg, &step.defaults)?;
+        let new = match step.epoch {
+            Some(epoch) => {
+                let clamped = layer.map(|l| crate::epoch::ClampMtimes::new(l, epoch));
+                self.write_image(parent, clamped, &cfg, &step.defaults, Some(epoch))?
+            }
+            None => self.write_image(parent, layer, &cfg, &step.defaults, None)?,
+        };
         // Pinned before the writer lock goes: a sweep can never catch the step unlinked.
         self.pin(BUILDER_PINS, &new.manifest)?;
         Ok(Image {
@@ -156,6 +166,7 @@ impl Store {
         layer: Option<R>,
         cfg: &CommitConfig,
         defaults: &Map<String, Value>,
+        epoch: Option<u64>,
     ) -> Result<NewImage> {
         let (mut config, mut layers) = match parent {
             Some(p) => {
@@ -196,7 +207,10 @@ impl Store {
             None => None,
         };
 
-        let created = now_rfc3339();
+        let created = match epoch {
+            Some(e) => epoch_rfc3339(e),
+            None => now_rfc3339(),
+        };
         config.insert("created".into(), json!(created));
         match &cfg.author {
             Some(a) => {
@@ -293,6 +307,13 @@ impl Store {
             size,
         })
     }
+}
+
+/// `SOURCE_DATE_EPOCH` as the RFC 3339 UTC time Go writes (`1970-01-01T00:00:00Z`).
+fn epoch_rfc3339(epoch: u64) -> String {
+    chrono::DateTime::from_timestamp(epoch.min(i64::MAX as u64) as i64, 0)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+        .unwrap_or_else(now_rfc3339)
 }
 
 /// The image config's members in the order of Go's `v1.Image` (then anything else), so Go tools

@@ -11,6 +11,7 @@ pub mod check;
 pub mod commit;
 pub mod compression;
 pub mod digest;
+pub mod epoch;
 pub mod error;
 pub mod extract;
 pub mod gc;

@@ -5,16 +5,16 @@
 //! the way out, so a damaged store cannot produce an archive that fails only at load time.
 
 use std::collections::BTreeMap;
-use std::io::{self, BufReader, Read, Write};
+use std::io::Write;
 
 use oci_spec::image::{Digest, ImageManifest};
 use serde_json::{Value, json};
 
 use super::docker::{ManifestItem, Repositories};
+use super::members::{BlobEntry, append_blob, append_bytes, append_dir, to_json, write_error};
 use super::{
     INDEX_JSON, MANIFEST_JSON, OCI_LAYOUT_CONTENT, OCI_LAYOUT_FILE, REPOSITORIES, blob_path,
 };
-use crate::digest::HashingReader;
 use crate::error::{Result, StoreError};
 use crate::images::{ANN_CONTAINERD_NAME, ANN_REF_NAME, Image};
 use crate::reference::Reference;
@@ -24,13 +24,6 @@ use crate::root::Store;
 struct Selected {
     image: Image,
     tags: Vec<Reference>,
-}
-
-/// A blob to write and the mtime of its member.
-struct BlobEntry {
-    digest: Digest,
-    size: u64,
-    mtime: u64,
 }
 
 /// Write the images `specs` name (as the user typed them) to `out`; returns them in order.
@@ -166,10 +159,6 @@ pub fn save(store: &Store, specs: &[String], out: &mut dyn Write) -> Result<Vec<
     Ok(selected.into_iter().map(|s| s.image).collect())
 }
 
-fn to_json<T: serde::Serialize>(v: &T) -> Result<Vec<u8>> {
-    serde_json::to_vec(v).map_err(|e| StoreError::invalid("archive metadata", e.to_string()))
-}
-
 /// The images one spec names, each with the tag to write for it (if any).
 fn select(store: &Store, all: &[Image], spec: &str) -> Result<Vec<(Image, Option<Reference>)>> {
     if let Ok(r) = Reference::parse(spec)
@@ -212,87 +201,4 @@ fn mtime_of(created: Option<&str>) -> u64 {
         .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
         .map(|t| t.timestamp().max(0) as u64)
         .unwrap_or(0)
-}
-
-fn write_error(e: io::Error) -> StoreError {
-    StoreError::io("writing", "the image archive", e)
-}
-
-fn header(kind: tar::EntryType, size: u64, mtime: u64) -> tar::Header {
-    let mut h = tar::Header::new_ustar();
-    h.set_entry_type(kind);
-    h.set_size(size);
-    h.set_mode(if kind == tar::EntryType::Directory {
-        0o755
-    } else {
-        0o644
-    });
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_mtime(mtime);
-    h
-}
-
-fn append_dir<W: Write>(tar: &mut tar::Builder<W>, path: &str, mtime: u64) -> Result<()> {
-    let mut h = header(tar::EntryType::Directory, 0, mtime);
-    tar.append_data(&mut h, path, io::empty())
-        .map_err(write_error)
-}
-
-fn append_bytes<W: Write>(
-    tar: &mut tar::Builder<W>,
-    path: &str,
-    bytes: &[u8],
-    mtime: u64,
-) -> Result<()> {
-    let mut h = header(tar::EntryType::Regular, bytes.len() as u64, mtime);
-    tar.append_data(&mut h, path, bytes).map_err(write_error)
-}
-
-/// Remembers a read error so it is not blamed on the output.
-struct Recording<R> {
-    inner: R,
-    err: Option<io::Error>,
-}
-
-impl<R: Read> Read for Recording<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.read(buf).inspect_err(|e| {
-            self.err = Some(io::Error::new(e.kind(), e.to_string()));
-        })
-    }
-}
-
-fn append_blob<W: Write>(store: &Store, tar: &mut tar::Builder<W>, b: &BlobEntry) -> Result<()> {
-    let path = store.blobs().path(&b.digest);
-    let stored = store.blobs().size(&b.digest)?;
-    if stored != b.size {
-        return Err(StoreError::corrupt(
-            format!("blob {}", b.digest),
-            format!("it is {stored} bytes but its descriptor says {}", b.size),
-        ));
-    }
-    let file = store.blobs().open(&b.digest)?;
-    let mut src = Recording {
-        inner: HashingReader::new(BufReader::with_capacity(1 << 20, file).take(b.size)),
-        err: None,
-    };
-    let mut h = header(tar::EntryType::Regular, b.size, b.mtime);
-    if let Err(e) = tar.append_data(&mut h, blob_path(&b.digest), &mut src) {
-        return Err(match src.err.take() {
-            Some(r) => StoreError::io("reading blob", &path, r),
-            None => write_error(e),
-        });
-    }
-    let (actual, n) = src
-        .inner
-        .finish()
-        .map_err(|e| StoreError::io("reading blob", &path, e))?;
-    if n != b.size || actual != b.digest {
-        return Err(StoreError::corrupt(
-            format!("blob {}", b.digest),
-            format!("its content ({n} bytes) hashes to {actual}"),
-        ));
-    }
-    Ok(())
 }

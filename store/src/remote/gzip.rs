@@ -1,4 +1,4 @@
-//! Parallel gzip of a plain layer on its way up, pigz-style (`gzp`): the input is cut into
+//! Parallel gzip of a plain layer on its way up (and into `build --output` archives), pigz-style (`gzp`): the input is cut into
 //! blocks compressed on several threads, each primed with the last 32 KiB of the block before
 //! and ended with a sync flush, so the blocks join into one deflate stream inside one gzip member
 //! whose CRC is combined from the blocks'. Any gzip reader (a single-member one too) decodes it.
@@ -139,16 +139,27 @@ fn gzp_err(e: GzpError) -> io::Error {
 /// On an error (reading `src`, or `out` refusing bytes) the compressor is shut down and the
 /// error returned; what `out` already received is then not a complete stream.
 pub fn compress<R: Read, W: Write + Send + 'static>(
+    src: R,
+    out: W,
+    threads: usize,
+) -> io::Result<W> {
+    compress_level(src, out, threads, 6)
+}
+
+/// [`compress`] at gzip level `level` (0–9; larger values are taken as 9). The build exporter
+/// uses it too (`build --output type=oci`).
+pub fn compress_level<R: Read, W: Write + Send + 'static>(
     mut src: R,
     out: W,
     threads: usize,
+    level: u32,
 ) -> io::Result<W> {
     let mut z = ParCompressBuilder::<SkippingGzip>::new()
         .num_threads(threads.max(1))
         .map_err(gzp_err)?
         .buffer_size(BLOCK)
         .map_err(gzp_err)?
-        .compression_level(Compression::default())
+        .compression_level(Compression::new(level.min(9)))
         .from_writer(out);
     let mut buf = vec![0u8; BLOCK];
     loop {
