@@ -722,7 +722,16 @@ impl Runner {
         let start = Instant::now();
         let mut delay = Duration::from_millis(2);
         loop {
-            self.reload(c)?;
+            match self.reload(c) {
+                Ok(()) => {}
+                // Removed meanwhile (`--rm`, whose supervisor removes it as it stops).
+                Err(RunnerError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    return Ok(true);
+                }
+                Err(e) => return Err(e),
+            }
             if !matches!(c.state.status, Status::Running | Status::Restarting) {
                 return Ok(true);
             }
@@ -757,6 +766,10 @@ impl Runner {
             self.update_state(c, |s| s.internal.manually_stopped = true)?;
             self.signal(c, crate::signal::SIGKILL)?;
             self.wait_stopped(c, Duration::from_secs(10))?;
+            if !c.paths.config().exists() {
+                // A `--rm` container: its supervisor removed it.
+                return Ok(());
+            }
         }
         // A supervisor between restarts, or still writing the exit: let it finish.
         let deadline = Instant::now() + Duration::from_secs(10);
