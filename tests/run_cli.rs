@@ -1131,3 +1131,87 @@ fn pause_freezes_and_commit_pauses_while_reading() {
     );
     env.ok(&["rm", "pz"]);
 }
+
+/// Options of the overlay mounted at `target` (from /proc/self/mountinfo's super options).
+fn overlay_options(target: &std::path::Path) -> Option<String> {
+    let t = target.to_string_lossy().into_owned();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some(t.as_str()))
+        .and_then(|l| l.rsplit(' ').next().map(String::from))
+}
+
+#[test]
+fn rm_containers_skip_the_sync_and_leave_no_files() {
+    let env = env_with_image();
+    let root = env.root().canonicalize().unwrap();
+    let dir = |id: &str| root.join("containers").join(id);
+    // --rm: the upper directory is thrown away, so the overlay is volatile (no sync of the
+    // upper filesystem at unmount); a container that is kept gets the usual durable mount.
+    let gone = env.ok(&[
+        "run",
+        "-d",
+        "--rm",
+        "--network",
+        "none",
+        "bb:1",
+        "sleep",
+        "30",
+    ]);
+    let kept = env.ok(&["run", "-d", "--network", "none", "bb:1", "sleep", "30"]);
+    let (gone, kept) = (gone.trim().to_string(), kept.trim().to_string());
+    let gone_opts = overlay_options(&dir(&gone).join("rootfs")).expect("--rm rootfs mounted");
+    let kept_opts = overlay_options(&dir(&kept).join("rootfs")).expect("rootfs mounted");
+    assert!(gone_opts.contains("volatile"), "{gone_opts}");
+    assert!(!kept_opts.contains("volatile"), "{kept_opts}");
+    // The state of a --rm container is still written whole (atomic rename), and reads back.
+    assert_eq!(inspect(&env, &gone)["State"]["Status"], "running");
+    env.ok(&["rm", "-f", &gone, &kept]);
+
+    // A foreground --rm run: when it returns the container is unlisted, and its files follow
+    // (deleted by a detached reaper), with nothing mounted.
+    let (code, out, err) = run_out(
+        &env,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "bb:1",
+            "sh",
+            "-c",
+            "echo hi; exit 3",
+        ],
+    );
+    assert_eq!((code, out.as_str()), (3, "hi\n"), "{err}");
+    assert_eq!(env.ok(&["ps", "-aq"]).trim(), "");
+    wait_for("the removed container's files", || {
+        std::fs::read_dir(root.join("containers")).unwrap().count() == 0
+    });
+    assert!(mounts_under(&env).is_empty(), "{:?}", mounts_under(&env));
+    // A volatile mount left behind by a crash (its marker in the work directory) does not
+    // stop the container from starting again: the scratch work directory is cleared.
+    let id = env.ok(&["create", "--network", "none", "bb:1", "true"]);
+    let id = id.trim();
+    let marker = dir(id).join("work/work/incompat/volatile");
+    std::fs::create_dir_all(&marker).unwrap();
+    let (code, _, err) = run_out(&env, &["start", "-a", id]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!marker.exists());
+    env.ok(&["rm", id]);
+}
+
+#[test]
+fn reaper_refuses_what_is_not_a_container_id() {
+    let env = env_with_image();
+    let outside = env.path("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let (code, _, err) = run_out(&env, &["__supervise", "../../outside", "--reap"]);
+    assert_eq!(code, 125);
+    assert!(err.contains("not a container ID"), "{err}");
+    assert!(outside.exists());
+    // Nothing to reap is not an error.
+    let (code, _, err) = run_out(&env, &["__supervise", &"a".repeat(64), "--reap"]);
+    assert_eq!(code, 0, "{err}");
+}

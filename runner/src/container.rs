@@ -14,7 +14,7 @@ use crate::error::{IoContext, Result, RunnerError};
 use crate::names;
 use crate::state::{
     ContainerConfig, ContainerPaths, ContainerRecord, FileLock, HostConfig, RestartPolicy, State,
-    Status, now_rfc3339, process_alive, read_json, write_json,
+    Status, now_rfc3339, process_alive, read_json, write_json, write_json_with,
 };
 
 /// The default PATH Docker gives a container whose image sets none.
@@ -333,9 +333,10 @@ impl Runner {
         fs::create_dir_all(&tmp).ctx("creating", &tmp)?;
         let tmp_paths = ContainerPaths { dir: tmp.clone() };
         let made = (|| {
-            crate::state::write_atomic(&tmp_paths.image(), record.image.as_bytes())?;
-            write_json(&tmp_paths.config(), &record)?;
-            write_json(&tmp_paths.state(), &State::default())?;
+            let durable = !opts.auto_remove;
+            crate::state::write_atomic_with(&tmp_paths.image(), record.image.as_bytes(), durable)?;
+            write_json_with(&tmp_paths.config(), &record, durable)?;
+            write_json_with(&tmp_paths.state(), &State::default(), durable)?;
             fs::create_dir_all(tmp_paths.upper()).ctx("creating", tmp_paths.upper())?;
             fs::create_dir_all(tmp_paths.work()).ctx("creating", tmp_paths.work())?;
             let paths = self.paths(&id);
@@ -605,7 +606,7 @@ impl Runner {
         let _lock = FileLock::acquire(&c.paths.lock())?;
         let mut st: State = read_json(&c.paths.state())?;
         f(&mut st);
-        write_json(&c.paths.state(), &st)?;
+        write_json_with(&c.paths.state(), &st, !c.record.host_config.auto_remove)?;
         c.state = st;
         Ok(())
     }
@@ -721,7 +722,16 @@ impl Runner {
         let start = Instant::now();
         let mut delay = Duration::from_millis(2);
         loop {
-            self.reload(c)?;
+            match self.reload(c) {
+                Ok(()) => {}
+                // Removed meanwhile (`--rm`, whose supervisor removes it as it stops).
+                Err(RunnerError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    return Ok(true);
+                }
+                Err(e) => return Err(e),
+            }
             if !matches!(c.state.status, Status::Running | Status::Restarting) {
                 return Ok(true);
             }
@@ -756,6 +766,10 @@ impl Runner {
             self.update_state(c, |s| s.internal.manually_stopped = true)?;
             self.signal(c, crate::signal::SIGKILL)?;
             self.wait_stopped(c, Duration::from_secs(10))?;
+            if !c.paths.config().exists() {
+                // A `--rm` container: its supervisor removed it.
+                return Ok(());
+            }
         }
         // A supervisor between restarts, or still writing the exit: let it finish.
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -784,16 +798,45 @@ impl Runner {
     /// [`Runner::cleanup`] itself (the supervisor, after the container exited): volumes and the
     /// container's directory.
     pub fn remove_released(&self, c: &Container, volumes: bool) -> Result<()> {
+        match self.unlist_released(c, volumes)? {
+            Some(doomed) => fs::remove_dir_all(&doomed).ctx("removing", &doomed),
+            None => Ok(()),
+        }
+    }
+
+    /// [`Runner::remove_released`] for `--rm`, whose caller is waiting: once the container is
+    /// unlisted (renamed to `.rm-ID`; its name, volumes, mounts and cgroup already free) the
+    /// files are deleted by a detached `berth __supervise ID --reap`. Deleting a directory tree
+    /// costs a synchronous discard per freed block on a disk mounted with `discard`, tens of
+    /// milliseconds per container on a busy host. A reaper that never runs leaves `.rm-ID`,
+    /// which [`Runner::list`] deletes a minute later.
+    pub fn remove_released_deferred(&self, c: &Container, volumes: bool) -> Result<()> {
+        let Some(doomed) = self.unlist_released(c, volumes)? else {
+            return Ok(());
+        };
+        if crate::supervisor::spawn_reaper(self.root(), c.id()).is_err() {
+            fs::remove_dir_all(&doomed).ctx("removing", &doomed)?;
+        }
+        Ok(())
+    }
+
+    /// Release the volumes and rename the directory out of the listing; `.rm-ID`, or `None`
+    /// when it was already gone.
+    fn unlist_released(&self, c: &Container, volumes: bool) -> Result<Option<PathBuf>> {
         crate::volumes::release(self, c, volumes)?;
         let dir = &c.paths.dir;
         // Renamed first, so a concurrent `ps` never reads half a directory.
-        let doomed = self.dir.join(format!(".rm-{}", c.record.id));
+        let doomed = self.removed_dir(c.id());
         match fs::rename(dir, &doomed) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(RunnerError::io("removing", dir, e)),
+            Ok(()) => Ok(Some(doomed)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(RunnerError::io("removing", dir, e)),
         }
-        fs::remove_dir_all(&doomed).ctx("removing", &doomed)
+    }
+
+    /// Where a removed container's files wait for deletion.
+    pub fn removed_dir(&self, id: &str) -> PathBuf {
+        self.dir.join(format!(".rm-{id}"))
     }
 
     /// Release everything a stopped container holds on the host: runtime state, cgroup, mounts.

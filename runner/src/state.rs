@@ -333,13 +333,26 @@ pub fn now_rfc3339() -> String {
 
 /// Write `value` as JSON to `path` atomically (temp file, fsync, rename).
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    write_json_with(path, value, true)
+}
+
+/// [`write_json`], synced only when `durable`: the files of a `--rm` container are removed
+/// with it, and Docker forgets such a container after a crash too, so they need the atomic
+/// rename (a reader never sees half a file) but not the fsync, which costs milliseconds per
+/// write on a busy disk.
+pub fn write_json_with<T: Serialize>(path: &Path, value: &T, durable: bool) -> Result<()> {
     let bytes = serde_json::to_vec(value)
         .map_err(|e| RunnerError::invalid(path.display().to_string(), e.to_string()))?;
-    write_atomic(path, &bytes)
+    write_replacing(path, &bytes, durable)
 }
 
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     write_replacing(path, bytes, true)
+}
+
+/// [`write_atomic`], synced only when `durable` (see [`write_json_with`]).
+pub fn write_atomic_with(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
+    write_replacing(path, bytes, durable)
 }
 
 /// Replace a file that is regenerated at every start (the bundle, /etc/hosts and friends):

@@ -26,6 +26,19 @@ pub const SUBCOMMAND: &str = "__supervise";
 
 /// Start a supervisor for `c` (see [`Runner::spawn_supervisor`]).
 pub fn spawn(root: &Path, c: &Container, attach: bool) -> Result<i32> {
+    if attach && single_threaded() {
+        // Attached, the supervisor lives exactly as long as the CLI and shares its terminal,
+        // so the CLI can be the supervisor: one exec of berth (a few ms of loading and page
+        // faults, and a process hop on a busy CPU) less for every `run` in the foreground. The
+        // sandbox forks, which is only safe with no other thread.
+        let _raw = c
+            .record
+            .config
+            .tty
+            .then(crate::terminal::RawMode::stdin)
+            .flatten();
+        return Ok(main(root, c.id(), true));
+    }
     let exe =
         std::env::current_exe().map_err(|e| RunnerError::io("finding", "berth's own binary", e))?;
     let mut cmd = Command::new(&exe);
@@ -91,6 +104,59 @@ pub fn spawn(root: &Path, c: &Container, attach: bool) -> Result<i32> {
         ),
     };
     Err(RunnerError::Reported { code, message })
+}
+
+/// Start `berth __supervise ID --reap` in the background (its own process group, no stdio, not
+/// waited for) to delete the files of the removed container `id` ([`reap`]).
+pub fn spawn_reaper(root: &Path, id: &str) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let exe =
+        std::env::current_exe().map_err(|e| RunnerError::io("finding", "berth's own binary", e))?;
+    Command::new(&exe)
+        .arg("--root")
+        .arg(root)
+        .arg(SUBCOMMAND)
+        .arg(id)
+        .arg("--reap")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| RunnerError::io("starting", &exe, e))?;
+    Ok(())
+}
+
+/// Delete `containers/.rm-ID`, the files of a container that was removed (see
+/// [`Runner::remove_released_deferred`]); returns the process exit code.
+pub fn reap(root: &Path, id: &str) -> i32 {
+    if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        eprintln!("Error: {id:?} is not a container ID");
+        return 125;
+    }
+    let dir = root.join("containers").join(format!(".rm-{id}"));
+    // Nothing is mounted there once a container is released; a lazy unmount of anything that
+    // is keeps the delete from reaching into a mounted filesystem.
+    if crate::rootfs::unmount_all_under(&dir).is_err() {
+        return 1;
+    }
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => 0,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => {
+            eprintln!("Error: removing {}: {e}", dir.display());
+            1
+        }
+    }
+}
+
+/// Whether this process runs a single thread (`Threads:` of /proc/self/status).
+fn single_threaded() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("Threads:"))
+            .is_some_and(|n| n.trim() == "1")
+    })
 }
 
 /// The supervisor's entry point; returns the process exit code.
@@ -265,6 +331,10 @@ fn supervise(
             break code;
         }
     };
+    // A `--rm` container's directory goes now: no need to record that we are done with it.
+    if c.record.host_config.auto_remove && runner.remove_released_deferred(&c, true).is_ok() {
+        return Ok(code);
+    }
     let _ = runner.update_state(&mut c, |s| {
         s.internal.supervisor_pid = 0;
         s.internal.supervisor_start = 0;
@@ -355,7 +425,13 @@ fn start_once(
     let lowers = store.ensure_snapshots(&img)?;
     let p = c.paths.clone();
     let rootfs = p.rootfs();
-    crate::rootfs::mount_overlay(&lowers, &p.upper(), &p.work(), &rootfs)?;
+    // A `--rm` container's upper directory is deleted with it: nothing to sync at unmount.
+    let durability = if c.record.host_config.auto_remove {
+        crate::rootfs::Durability::Volatile
+    } else {
+        crate::rootfs::Durability::Synced
+    };
+    crate::rootfs::mount_overlay_with(&lowers, &p.upper(), &p.work(), &rootfs, durability)?;
     tracing::debug!("start: rootfs mounted");
     let network = network_mode(runner, c)?;
     let bridged = crate::network::attach::is_bridged(c);

@@ -6,7 +6,6 @@
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::path::Path;
 use std::process::Command;
 
 use crate::container::Container;
@@ -22,24 +21,11 @@ pub struct Top {
 
 /// The PIDs (host view) of the container's processes.
 pub fn pids(c: &Container) -> BTreeSet<i32> {
-    let mut out = BTreeSet::new();
-    fn walk(dir: &Path, out: &mut BTreeSet<i32>) {
-        if let Ok(s) = fs::read_to_string(dir.join("cgroup.procs")) {
-            out.extend(s.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
-        }
-        if let Ok(rd) = fs::read_dir(dir) {
-            for e in rd.flatten() {
-                if e.file_type().is_ok_and(|t| t.is_dir()) {
-                    walk(&e.path(), out);
-                }
-            }
-        }
-    }
-    if !c.state.internal.cgroup.is_empty() {
-        for d in crate::cgroups::dirs(&c.state.internal.cgroup) {
-            walk(&d, &mut out);
-        }
-    }
+    let mut out = if c.state.internal.cgroup.is_empty() {
+        BTreeSet::new()
+    } else {
+        crate::cgroups::Cgroups::host().pids(&c.state.internal.cgroup)
+    };
     // Its PID namespace, unless that is the host's.
     let ns = |pid: &str| fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
     if let Some(own) = ns(&c.state.pid.to_string())

@@ -1141,15 +1141,22 @@ pub fn rename(root: &Path, a: RenameArgs) -> Result<ExitCode> {
     }
 }
 
-/// The hidden supervisor entry point (`berth __supervise ID [--attach]`).
+/// The hidden supervisor entry point (`berth __supervise ID [--attach]`), and the deferred
+/// delete of a removed `--rm` container's files (`berth __supervise ID --reap`).
 #[derive(Args, Debug)]
 pub struct SuperviseArgs {
     id: String,
     #[arg(long)]
     attach: bool,
+    #[arg(long, conflicts_with = "attach")]
+    reap: bool,
 }
 
 pub fn supervise(root: &Path, a: SuperviseArgs) -> Result<ExitCode> {
-    let code = berth_runner::supervisor::main(root, &a.id, a.attach);
+    let code = if a.reap {
+        berth_runner::supervisor::reap(root, &a.id)
+    } else {
+        berth_runner::supervisor::main(root, &a.id, a.attach)
+    };
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }
