@@ -683,3 +683,45 @@ fn ctrl_c_stops_a_build_cleanly_and_a_killed_build_leaves_no_step_running() {
         0
     );
 }
+
+/// Waits (up to 20 s) in a shared cache mount for `other`'s file after leaving its own: two
+/// stages can only both pass when they run at the same time.
+fn rendezvous(me: &str, other: &str) -> String {
+    format!(
+        "RUN --mount=type=cache,target=/meet,id=meet sh -c 'touch /meet/{me}; i=0; \
+         while [ ! -e /meet/{other} ]; do sleep 0.1; i=$((i+1)); \
+         if [ $i -gt 200 ]; then echo {me} waited alone; exit 1; fi; done; echo {me} > /{me}'"
+    )
+}
+
+#[test]
+fn independent_stages_build_at_the_same_time_and_a_failure_stops_the_others() {
+    let env = Env::new();
+    base(&env);
+    let df = format!(
+        "FROM bb:1 AS a\n{}\nFROM bb:1 AS b\n{}\nFROM bb:1\nCOPY --from=a /a /a\nCOPY --from=b /b /b\nCMD [\"cat\", \"/a\", \"/b\"]\n",
+        rendezvous("a", "b"),
+        rendezvous("b", "a"),
+    );
+    let ctx = context(&env, &df, &[]);
+    let err = build_ok(&env, &["-t", "par:1", ctx.to_str().unwrap()]);
+    // Step numbers follow the Dockerfile whatever the schedule.
+    assert!(err.contains("#1 [a 1/2] FROM bb:1 AS a"), "{err}");
+    assert!(err.contains("#3 [b 1/2] FROM bb:1 AS b"), "{err}");
+    assert!(err.contains("#5 [stage-2 1/4] FROM bb:1"), "{err}");
+    assert_eq!(
+        env.ok(&["run", "--rm", "--network", "none", "par:1"]),
+        "a\nb\n"
+    );
+
+    // One stage fails at once while the other waits for it: the failure is the build's, the
+    // waiting stage's process is stopped (it would otherwise wait its 20 s and say so).
+    let df = "FROM bb:1 AS a\nRUN echo broken; exit 3\nFROM bb:1 AS b\nRUN echo waiting; exec sleep 3131.5\nFROM bb:1\nCOPY --from=a / /x\nCOPY --from=b / /y\n";
+    let ctx = context(&env, df, &[]);
+    let (ok, _, err) = build(&env, &["--no-cache", "-t", "par:2", ctx.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(err.contains("exit code: 3"), "{err}");
+    env.fails(&["inspect", "par:2"]);
+    assert!(!sleeper_alive("3131.5"), "the other stage's RUN still runs");
+    no_mounts_left(&env);
+}

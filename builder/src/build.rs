@@ -6,7 +6,8 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 
 use berth_store::commit::StepCommit;
 use berth_store::{Image, Reference, Store};
@@ -69,13 +70,18 @@ pub(crate) struct StageResult {
 
 pub(crate) struct Builder<'a> {
     pub(crate) store: &'a Store,
-    pub(crate) exec: &'a dyn Executor,
+    pub(crate) exec: &'a (dyn Executor + Sync),
     pub(crate) cache: Cache,
-    pub(crate) memo: HashMemo,
+    /// Shared by the stages building in parallel.
+    pub(crate) memo: &'a Mutex<HashMemo>,
     pub(crate) context: SourceTree,
     pub(crate) no_cache: bool,
-    pub(crate) progress: &'a mut dyn Progress,
+    pub(crate) progress: Box<dyn Progress + 'a>,
+    /// The number of the step being built (each stage's numbers are reserved up front, so
+    /// stages building at once never share one).
     pub(crate) step_no: usize,
+    /// Set when another stage failed: this one stops at its next step.
+    pub(crate) abort: &'a AtomicBool,
     /// Stage names by index (`COPY --from=name`).
     pub(crate) stage_names: Vec<Option<String>>,
     /// What `RUN --mount`s draw on (context, secrets, SSH agents).
@@ -91,9 +97,9 @@ pub(crate) struct Builder<'a> {
 /// Builds the image `opts` describes; returns it, named with `opts.tags`.
 pub fn build(
     store: &Store,
-    exec: &dyn Executor,
+    exec: &(dyn Executor + Sync),
     opts: &BuildOptions,
-    progress: &mut dyn Progress,
+    progress: &mut (dyn Progress + Send),
 ) -> Result<Image, BuildError> {
     let df = parse(&opts.dockerfile)?;
     crate::fs_step::clean_stale(store, exec);
@@ -171,41 +177,58 @@ pub fn build(
         progress.note(&w);
     }
     let (ignore, _) = Ignore::for_build(&opts.context, &opts.dockerfile_path)?;
-    let mut b = Builder {
+    let memo = Mutex::new(HashMemo::load(
+        store.root().join("builder").join("context-hashes.json"),
+    ));
+    let abort = AtomicBool::new(false);
+    let shared = SharedProgress(Mutex::new(progress));
+    let stage_names: Vec<Option<String>> = plan.stages.iter().map(|s| s.name.clone()).collect();
+    let mount_sources = Arc::new(MountSources {
+        context: opts.context.clone(),
+        ignore: ignore.clone(),
+        secrets: opts.secrets.clone(),
+        ssh: opts.ssh.clone(),
+    });
+    let no_cache_filter: Vec<String> = opts
+        .no_cache_filter
+        .iter()
+        .map(|s| s.to_ascii_lowercase())
+        .collect();
+    let builder = |step_no: usize| Builder {
         store,
         exec,
         cache: Cache::open(store.root()),
-        memo: HashMemo::load(store.root().join("builder").join("context-hashes.json")),
+        memo: &memo,
         context: SourceTree {
             root: opts.context.clone(),
             ignore: ignore.clone(),
             what: "build context".into(),
         },
         no_cache: opts.no_cache,
-        progress,
-        step_no: 0,
-        stage_names: plan.stages.iter().map(|s| s.name.clone()).collect(),
-        mount_sources: Arc::new(MountSources {
-            context: opts.context.clone(),
-            ignore: ignore.clone(),
-            secrets: opts.secrets.clone(),
-            ssh: opts.ssh.clone(),
-        }),
+        progress: Box::new(ProgressHandle(&shared)),
+        step_no,
+        abort: &abort,
+        stage_names: stage_names.clone(),
+        mount_sources: mount_sources.clone(),
         epoch,
-        no_cache_filter: opts
-            .no_cache_filter
-            .iter()
-            .map(|s| s.to_ascii_lowercase())
-            .collect(),
+        no_cache_filter: no_cache_filter.clone(),
         stage_no_cache: false,
     };
     let multi = plan.stages.len() > 1;
-    let mut results: Vec<Option<StageResult>> = vec![None; plan.stages.len()];
-    for stage in plan.stages.iter().filter(|s| s.used) {
-        let r = b.stage(stage, multi, &results, &bases);
-        b.memo.save();
-        results[stage.index] = Some(r?);
+    let built = build_stages(
+        &plan.stages,
+        |stage, results, step_no| {
+            let mut b = builder(step_no);
+            b.stage(stage, multi, results, &bases)
+        },
+        &abort,
+        &|| exec.cancel(),
+    );
+    if let Ok(m) = memo.lock() {
+        m.save();
     }
+    let mut results = built?;
+    let b = builder(0);
     let Some(mut last) = results[plan.target].take() else {
         return Err(BuildError::Step {
             line: 1,
@@ -243,6 +266,144 @@ pub fn build(
         return Ok(img);
     }
     Ok(store.name_image(&img, &opts.tags)?)
+}
+
+/// The build's progress, shared by the stages building at once.
+struct SharedProgress<'p>(Mutex<&'p mut (dyn Progress + Send)>);
+
+/// One stage's view of the shared progress.
+struct ProgressHandle<'s, 'p>(&'s SharedProgress<'p>);
+
+impl ProgressHandle<'_, '_> {
+    fn with(&self, f: impl FnOnce(&mut dyn Progress)) {
+        let mut p = self.0.0.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut **p);
+    }
+}
+
+impl Progress for ProgressHandle<'_, '_> {
+    fn start(&mut self, n: usize, title: &str) {
+        self.with(|p| p.start(n, title));
+    }
+    fn cached(&mut self, n: usize) {
+        self.with(|p| p.cached(n));
+    }
+    fn miss(&mut self, n: usize, reason: Option<&str>) {
+        self.with(|p| p.miss(n, reason));
+    }
+    fn output(&mut self, n: usize, bytes: &[u8]) {
+        self.with(|p| p.output(n, bytes));
+    }
+    fn done(&mut self, n: usize) {
+        self.with(|p| p.done(n));
+    }
+    fn error(&mut self, n: usize, message: &str) {
+        self.with(|p| p.error(n, message));
+    }
+    fn note(&mut self, text: &str) {
+        self.with(|p| p.note(text));
+    }
+    fn finish(&mut self) {
+        self.with(|p| p.finish());
+    }
+}
+
+/// Stages building at once, at most (more only wait on each other for the machine's cores).
+fn stage_parallelism() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().max(2))
+}
+
+/// Builds the used stages, each on its own thread as soon as the stages it depends on are
+/// built (so independent stages build in parallel, as BuildKit's solver runs independent
+/// vertices), at most [`stage_parallelism`] at a time. `run(stage, results, first_step_no)`
+/// builds one stage; step numbers follow the Dockerfile's order whatever the schedule. The
+/// first failure stops the others (`abort` at their next step, `cancel` for the processes
+/// they run now) and is the one returned.
+fn build_stages<F>(
+    stages: &[Stage],
+    run: F,
+    abort: &AtomicBool,
+    cancel: &(dyn Fn() + Sync),
+) -> Result<Vec<Option<StageResult>>, BuildError>
+where
+    F: Fn(&Stage, &[Option<StageResult>], usize) -> Result<StageResult, BuildError> + Sync,
+{
+    struct State {
+        results: Vec<Option<StageResult>>,
+        error: Option<BuildError>,
+        running: usize,
+    }
+    let used: Vec<&Stage> = stages.iter().filter(|s| s.used).collect();
+    let mut first_no = vec![0; stages.len()];
+    let mut n = 0;
+    for s in &used {
+        first_no[s.index] = n;
+        n += s.steps.len() + 1;
+    }
+    let state = Mutex::new(State {
+        results: vec![None; stages.len()],
+        error: None,
+        running: 0,
+    });
+    let changed = Condvar::new();
+    let limit = stage_parallelism();
+    let lock = || state.lock().unwrap_or_else(|e| e.into_inner());
+    std::thread::scope(|scope| {
+        for stage in &used {
+            let (run, lock, changed, first) = (&run, &lock, &changed, first_no[stage.index]);
+            let cancel = &cancel;
+            scope.spawn(move || {
+                // Wait for the stages this one reads from, and for a free slot.
+                let results = {
+                    let mut st = lock();
+                    loop {
+                        if st.error.is_some() {
+                            return;
+                        }
+                        let missing = stage.depends_on.iter().find(|d| {
+                            !stages.get(**d).is_some_and(|s| s.used)
+                                && st.results.get(**d).is_none_or(Option::is_none)
+                        });
+                        if let Some(d) = missing {
+                            st.error = Some(BuildError::Step {
+                                line: stage.from.start_line,
+                                instruction: stage.from.original.trim().to_string(),
+                                message: format!("stage {d} is needed but not built"),
+                            });
+                            changed.notify_all();
+                            return;
+                        }
+                        let ready = stage.depends_on.iter().all(|d| st.results[*d].is_some());
+                        if ready && st.running < limit {
+                            st.running += 1;
+                            break st.results.clone();
+                        }
+                        st = changed.wait(st).unwrap_or_else(|e| e.into_inner());
+                    }
+                };
+                let r = run(stage, &results, first);
+                let mut st = lock();
+                st.running -= 1;
+                match r {
+                    Ok(r) => st.results[stage.index] = Some(r),
+                    Err(e) => {
+                        abort.store(true, Ordering::SeqCst);
+                        cancel();
+                        // The first failure is the build's; later ones are its consequences.
+                        if st.error.is_none() {
+                            st.error = Some(e);
+                        }
+                    }
+                }
+                changed.notify_all();
+            });
+        }
+    });
+    let st = state.into_inner().unwrap_or_else(|e| e.into_inner());
+    match st.error {
+        Some(e) => Err(e),
+        None => Ok(st.results),
+    }
 }
 
 pub(crate) fn image_config(store: &Store, img: &Image) -> Result<Map<String, Value>, BuildError> {
@@ -371,7 +532,7 @@ impl Builder<'_> {
         }
         let mut ran = false;
         for (i, step) in stage.steps.iter().enumerate() {
-            if self.exec.interrupted() {
+            if self.exec.interrupted() || self.abort.load(Ordering::SeqCst) {
                 return Err(BuildError::Interrupted);
             }
             self.step_no += 1;
@@ -624,7 +785,7 @@ impl Builder<'_> {
             cwd,
             &mut from,
             &self.context,
-            &mut self.memo,
+            &mut self.memo.lock().unwrap_or_else(|e| e.into_inner()),
             &mut inputs.files,
             &err,
         )
@@ -799,7 +960,10 @@ impl Builder<'_> {
                 for sel in &selected {
                     let hashes = self
                         .context
-                        .hash_selection(sel, &mut self.memo)
+                        .hash_selection(
+                            sel,
+                            &mut self.memo.lock().unwrap_or_else(|e| e.into_inner()),
+                        )
                         .map_err(|e| {
                             BuildError::io("reading", self.context.root.join(&sel.rel), e)
                         })?;

@@ -87,4 +87,7 @@ pub trait Executor {
     fn interrupted(&self) -> bool {
         false
     }
+    /// Stop the processes running for this build now, and any started later (another stage
+    /// failed: the build fails anyway).
+    fn cancel(&self) {}
 }

@@ -345,12 +345,13 @@ pub fn build(root: &Path, a: BuildArgs) -> Result<ExitCode> {
     };
     let exec = SandboxExecutor {
         root: root.to_path_buf(),
+        cancel: super::build_sandbox::Cancel::new().context("creating a pipe")?,
     };
     let mut plain;
     let mut tty;
     let mut quiet = Quiet;
     let on_terminal = std::io::stderr().is_terminal();
-    let progress: &mut dyn Progress = if a.quiet || a.progress == "quiet" {
+    let progress: &mut (dyn Progress + Send) = if a.quiet || a.progress == "quiet" {
         &mut quiet
     } else if a.progress == "tty" || (a.progress == "auto" && on_terminal) {
         tty = Tty::new(std::io::stderr(), terminal_width());
@@ -457,6 +458,7 @@ fn lint_options(
 /// The builder's executor: overlay mounts, the change walk and the embedded sandbox of the runner.
 struct SandboxExecutor {
     root: PathBuf,
+    cancel: super::build_sandbox::Cancel,
 }
 
 fn xerr(e: impl std::fmt::Display) -> ExecError {
@@ -591,8 +593,13 @@ impl Executor for SandboxExecutor {
                 cgroup: &cgroups_path,
                 loopback: spec.network == NetworkMode::None,
             },
+            &self.cancel,
             output,
         )
+    }
+
+    fn cancel(&self) {
+        self.cancel.cancel();
     }
 }
 

@@ -72,6 +72,35 @@ impl Interrupt {
     }
 }
 
+/// Stops the steps running now and any started later (a stage failed, so the build will):
+/// a flag and a pipe that stays readable once written, so every waiting step wakes.
+pub struct Cancel {
+    flag: AtomicBool,
+    wake: OwnedFd,
+    notify: OwnedFd,
+}
+
+impl Cancel {
+    pub fn new() -> std::io::Result<Cancel> {
+        let (r, w) = std::io::pipe()?;
+        Ok(Cancel {
+            flag: AtomicBool::new(false),
+            wake: r.into(),
+            notify: w.into(),
+        })
+    }
+
+    pub fn cancel(&self) {
+        if !self.flag.swap(true, Ordering::SeqCst) {
+            let _ = rustix::io::write(&self.notify, b"x");
+        }
+    }
+
+    fn raised(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+}
+
 /// What the child reports on its stderr's last line.
 #[derive(Serialize, Deserialize)]
 struct Outcome {
@@ -96,10 +125,17 @@ fn xerr(e: impl std::fmt::Display) -> ExecError {
 /// Runs `step` in a `berth __build-run` child, its output (stdout and stderr merged) to
 /// `output`; the exit code in Docker's convention. An interruption stops the step and is an
 /// `Err` saying so.
-pub fn run_step(step: &StepRun<'_>, output: &mut dyn FnMut(&[u8])) -> Result<i32, ExecError> {
+pub fn run_step(
+    step: &StepRun<'_>,
+    cancel: &Cancel,
+    output: &mut dyn FnMut(&[u8]),
+) -> Result<i32, ExecError> {
     let interrupt = Interrupt::get();
     if interrupt.is_some_and(Interrupt::raised) {
         return Err(ExecError("the build was interrupted".into()));
+    }
+    if cancel.raised() {
+        return Err(ExecError("cancelled: another stage failed".into()));
     }
     let exe = std::env::current_exe().map_err(xerr)?;
     let (mut out_r, out_w) = std::io::pipe().map_err(xerr)?;
@@ -125,15 +161,18 @@ pub fn run_step(step: &StepRun<'_>, output: &mut dyn FnMut(&[u8])) -> Result<i32
     let mut stopping = false;
     loop {
         let mut fds = vec![PollFd::new(&out_r, PollFlags::IN)];
-        if let Some(i) = interrupt.filter(|_| !stopping) {
-            fds.push(PollFd::new(&i.wake, PollFlags::IN));
+        if !stopping {
+            fds.push(PollFd::new(&cancel.wake, PollFlags::IN));
+            if let Some(i) = interrupt {
+                fds.push(PollFd::new(&i.wake, PollFlags::IN));
+            }
         }
         match poll(&mut fds, None) {
             Ok(_) => {}
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => return Err(xerr(format!("waiting for the step's output: {e}"))),
         }
-        let woke = fds.get(1).is_some_and(|f| !f.revents().is_empty());
+        let woke = fds[1..].iter().any(|f| !f.revents().is_empty());
         let readable = !fds[0].revents().is_empty();
         drop(fds);
         if woke {
@@ -155,8 +194,11 @@ pub fn run_step(step: &StepRun<'_>, output: &mut dyn FnMut(&[u8])) -> Result<i32
     let mut report = String::new();
     let _ = err_r.read_to_string(&mut report);
     let _ = child.wait();
-    if stopping || interrupt.is_some_and(Interrupt::raised) {
+    if interrupt.is_some_and(Interrupt::raised) {
         return Err(ExecError("the build was interrupted".into()));
+    }
+    if stopping || cancel.raised() {
+        return Err(ExecError("cancelled: another stage failed".into()));
     }
     let outcome = report
         .lines()
