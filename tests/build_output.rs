@@ -426,6 +426,27 @@ fn source_date_epoch_gives_the_same_image_on_two_clean_roots() {
         n += 1;
     }
     assert!(n >= 4, "{n} entries");
+    // A container of the (cached, now named) image sees the layer's times too: the step's
+    // snapshot was clamped as its layer was.
+    let (ok, _, err) = build_env(
+        &a,
+        &["-t", "repro:1", a.path("ctx").to_str().unwrap()],
+        &[("SOURCE_DATE_EPOCH", "1700000000")],
+    );
+    assert!(ok, "{err}");
+    let out = a.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "repro:1",
+        "stat",
+        "-c",
+        "%Y",
+        "/app/made",
+        "/app/gen/f1",
+    ]);
+    assert_eq!(out, "1700000000\n1700000000\n");
     // The build arg works as the environment does (and wins over it).
     let (ok, _, err) = build_env(
         &a,

@@ -691,7 +691,8 @@ impl Builder<'_> {
             cur.key = inputs.key();
             return Ok(false);
         }
-        let reason = (!self.no_cache && !parent_ran).then(|| self.cache.explain(&inputs));
+        let reason = (!self.no_cache && !self.stage_no_cache && !parent_ran)
+            .then(|| self.cache.explain(&inputs));
         self.progress.miss(n, reason.as_deref());
         let img = match op {
             None => self.commit(cur, None, created_by)?,
@@ -707,7 +708,12 @@ impl Builder<'_> {
                 match out.layer {
                     Some(mut file) => {
                         let img = self.commit(cur, Some(&mut file), created_by)?;
-                        // The upper directory is the new layer's snapshot: no unpacking.
+                        // The upper directory is the new layer's snapshot: no unpacking
+                        // (its times clamped as the layer's are).
+                        if let Some(e) = self.epoch {
+                            berth_store::epoch::clamp_tree(&out.upper, e)
+                                .map_err(|e| BuildError::io("clamping times in", &out.upper, e))?;
+                        }
                         if let Some(l) = self.store.layers(&img)?.last() {
                             self.store.adopt_snapshot(&l.diff_id, &out.upper)?;
                         }

@@ -11,6 +11,61 @@ const BLOCK: usize = 512;
 /// PAX headers larger than this are passed through unchanged rather than held in memory.
 const MAX_PAX: u64 = 1 << 20;
 
+/// The same clamp on a directory tree (a build step's upper directory, which becomes the
+/// layer's snapshot), so a container of the built image sees the times the layer holds: access
+/// and modification times later than `epoch` become `epoch`; symlinks are not followed.
+pub fn clamp_tree(dir: &std::path::Path, epoch: u64) -> io::Result<()> {
+    use rustix::fs::{AtFlags, CWD, Timespec, Timestamps, utimensat};
+    let epoch_ts = Timespec {
+        tv_sec: epoch as i64,
+        tv_nsec: 0,
+    };
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d)? {
+            let e = e?;
+            let md = e.path().symlink_metadata()?;
+            if md.is_dir() {
+                stack.push(e.path());
+            }
+            clamp_one(&e.path(), &md, epoch, epoch_ts)?;
+        }
+    }
+    let md = dir.symlink_metadata()?;
+    return clamp_one(dir, &md, epoch, epoch_ts);
+
+    fn clamp_one(
+        p: &std::path::Path,
+        md: &std::fs::Metadata,
+        epoch: u64,
+        epoch_ts: Timespec,
+    ) -> io::Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let clamp = |sec: i64, nsec: i64| {
+            if sec >= epoch as i64 && !(sec == epoch as i64 && nsec == 0) {
+                epoch_ts
+            } else {
+                Timespec {
+                    tv_sec: sec,
+                    tv_nsec: nsec as _,
+                }
+            }
+        };
+        let (m, a) = (
+            clamp(md.mtime(), md.mtime_nsec()),
+            clamp(md.atime(), md.atime_nsec()),
+        );
+        if m.tv_sec == md.mtime() && a.tv_sec == md.atime() && m.tv_nsec == md.mtime_nsec() {
+            return Ok(());
+        }
+        let ts = Timestamps {
+            last_access: a,
+            last_modification: m,
+        };
+        utimensat(CWD, p, &ts, AtFlags::SYMLINK_NOFOLLOW).map_err(io::Error::from)
+    }
+}
+
 /// Reads a tar from `inner` with its timestamps clamped to `epoch` (seconds since 1970).
 pub struct ClampMtimes<R> {
     inner: R,
@@ -247,6 +302,31 @@ fn pax_record(key: &str, value: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trees_are_clamped_without_following_symlinks() {
+        let d = tempfile::TempDir::new().unwrap();
+        std::fs::create_dir(d.path().join("sub")).unwrap();
+        std::fs::write(d.path().join("sub/f"), b"x").unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", d.path().join("l")).unwrap();
+        let host_before = std::fs::metadata("/etc/hostname")
+            .unwrap()
+            .modified()
+            .unwrap();
+        clamp_tree(d.path(), 1_000_000).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        for p in ["", "sub", "sub/f", "l"] {
+            let md = d.path().join(p).symlink_metadata().unwrap();
+            assert_eq!(md.mtime(), 1_000_000, "{p}");
+        }
+        assert_eq!(
+            std::fs::metadata("/etc/hostname")
+                .unwrap()
+                .modified()
+                .unwrap(),
+            host_before
+        );
+    }
 
     fn sample(mtime: u64) -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());
