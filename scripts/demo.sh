@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job, end to end, on a fresh Debian machine as root: build berth, import a busybox base
 # image from Debian's busybox-static, list, inspect, save and load it, build an image from a
-# Dockerfile on it (and rebuild from the cache), serve a registry on
+# two-stage Dockerfile on it (RUN --mount cache, rebuild from the cache, --check, an OCI archive
+# export that skopeo reads), serve a registry on
 # loopback, push the image to it and pull it into a second state root, verify the stores, and run
 # it: foreground, detached with logs/exec/volumes, and networked (published port, name lookup).
 set -euo pipefail
@@ -40,16 +41,21 @@ skopeo inspect "oci:$root/images:docker.io/library/busybox:demo" | head -5
 "$berth" --root "$work/root2" images
 "$berth" --root "$work/root2" system check
 
-# Build an image from a Dockerfile on top of it (RUN in the sandbox, COPY from the context),
-# run it, and rebuild: every step is served from the cache.
+# Build an image from a two-stage Dockerfile on top of it (RUN in the sandbox with a cache mount
+# kept across builds, COPY from the context and from the other stage), run it, and rebuild:
+# every step is served from the cache. Then lint it, and export it as an OCI archive without
+# storing it, which skopeo reads.
 mkdir -p "$work/app"
 printf 'hello from a berth-built image\n' > "$work/app/greeting.txt"
 cat > "$work/app/Dockerfile" <<'EOF2'
+FROM busybox:demo AS notes
+RUN --mount=type=cache,target=/cache echo "a build" >> /cache/log && wc -l < /cache/log > /builds.txt
 FROM busybox:demo
 ARG WHO=berth
 ENV APP_HOME=/app
 WORKDIR /app
 COPY greeting.txt .
+COPY --from=notes /builds.txt .
 RUN echo "built by $WHO" > built-by.txt && ls -l /app
 CMD ["sh", "-c", "cat /app/greeting.txt /app/built-by.txt"]
 EOF2
@@ -57,6 +63,9 @@ EOF2
 "$berth" --root "$root" run --rm --network none demo/app:1
 "$berth" --root "$root" build -t demo/app:1 "$work/app"
 "$berth" --root "$root" history demo/app:1
+"$berth" --root "$root" build --check "$work/app"
+"$berth" --root "$root" build -q -o "type=oci,dest=$work/app-oci.tar" "$work/app"
+skopeo inspect --config "oci-archive:$work/app-oci.tar" | head -12
 
 # A registry on loopback: push there, pull into a third root.
 "$berth" --root "$root" registry serve --addr 127.0.0.1:0 --storage "$work/registry" \
