@@ -170,9 +170,23 @@ impl Cache {
             }
             return "cached result is gone from the store".into();
         }
-        let last = before.last().map(|b| b.text.as_str()).unwrap_or("");
+        // Another step of the same kind on this parent was this one before it was edited; one of
+        // another kind (a sibling stage's step on the same base) says nothing about this one.
+        let keyword = |s: &str| {
+            s.split_whitespace()
+                .next()
+                .unwrap_or("")
+                .to_ascii_uppercase()
+        };
+        let Some(last) = before
+            .iter()
+            .rev()
+            .find(|b| keyword(&b.text) == keyword(&inputs.text))
+        else {
+            return "not built before".into();
+        };
         let first_line = |s: &str| s.lines().next().unwrap_or("").to_string();
-        format!("instruction changed (was: {})", first_line(last))
+        format!("instruction changed (was: {})", first_line(&last.text))
     }
 }
 
@@ -215,5 +229,9 @@ mod tests {
         a.instruction = "COPY b /b".into();
         a.text = "COPY b /b".into();
         assert_eq!(cache.explain(&a), "instruction changed (was: COPY a /a)");
+        // A step of another kind on the same parent (another stage's) explains nothing.
+        a.instruction = "ARG X".into();
+        a.text = "ARG X".into();
+        assert_eq!(cache.explain(&a), "not built before");
     }
 }
