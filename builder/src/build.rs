@@ -177,9 +177,7 @@ pub fn build(
         progress.note(&w);
     }
     let (ignore, _) = Ignore::for_build(&opts.context, &opts.dockerfile_path)?;
-    let memo = Mutex::new(HashMemo::load(
-        store.root().join("builder").join("context-hashes.json"),
-    ));
+    let memo = Mutex::new(HashMemo::for_context(store.root(), &opts.context));
     let abort = AtomicBool::new(false);
     let shared = SharedProgress(Mutex::new(progress));
     let stage_names: Vec<Option<String>> = plan.stages.iter().map(|s| s.name.clone()).collect();

@@ -52,6 +52,29 @@ impl HashMemo {
         }
     }
 
+    /// The memo of the context at `context`, kept under `state_root` in a file of its own (so
+    /// one large context never slows the builds of others), or only in memory for a context
+    /// that lives no longer than its build (one unpacked from stdin).
+    pub fn for_context(state_root: &Path, context: &Path) -> HashMemo {
+        let builder = state_root.join("builder");
+        let canonical = context
+            .canonicalize()
+            .unwrap_or_else(|_| context.to_path_buf());
+        if canonical.starts_with(builder.join("tmp")) {
+            return HashMemo {
+                path: None,
+                entries: BTreeMap::new(),
+                dirty: false,
+            };
+        }
+        let id = hex::encode(Sha256::digest(canonical.as_os_str().as_encoded_bytes()));
+        HashMemo::load(
+            builder
+                .join("context-hashes")
+                .join(format!("{}.json", &id[..16])),
+        )
+    }
+
     /// Write the memo back when it changed (best effort: it is only a cache).
     pub fn save(&self) {
         let Some(path) = &self.path else { return };
@@ -325,6 +348,30 @@ pub fn join_rel(dir: &str, name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_context_has_its_own_memo_and_stdin_contexts_none() {
+        let root = tempfile::TempDir::new().unwrap();
+        let (a, b) = (root.path().join("a"), root.path().join("b"));
+        let tmp = root.path().join("builder/tmp/context-x");
+        for d in [&a, &b, &tmp] {
+            fs::create_dir_all(d).unwrap();
+            fs::write(d.join("f"), b"x").unwrap();
+        }
+        let memo_of = |ctx: &Path| {
+            let mut m = HashMemo::for_context(root.path(), ctx);
+            let f = ctx.join("f");
+            m.file_hash(&f, &fs::metadata(&f).unwrap()).unwrap();
+            m.save();
+            m.path.clone()
+        };
+        let (pa, pb) = (memo_of(&a).unwrap(), memo_of(&b).unwrap());
+        assert_ne!(pa, pb);
+        assert!(pa.exists() && pb.exists());
+        assert!(memo_of(&tmp).is_none());
+        // Loading again finds the entry.
+        assert_eq!(HashMemo::for_context(root.path(), &a).entries.len(), 1);
+    }
 
     #[test]
     fn globs_match_one_component_like_go() {

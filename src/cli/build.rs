@@ -647,6 +647,7 @@ pub fn builder(root: &Path, c: BuilderCommand) -> Result<ExitCode> {
     for p in [
         dir.join("cache"),
         dir.join("context-hashes.json"),
+        dir.join("context-hashes"),
         dir.join("http"),
     ] {
         if p.is_dir() {
