@@ -725,3 +725,71 @@ fn independent_stages_build_at_the_same_time_and_a_failure_stops_the_others() {
     assert!(!sleeper_alive("3131.5"), "the other stage's RUN still runs");
     no_mounts_left(&env);
 }
+
+#[test]
+fn review_fixes_prune_waits_locks_in_order_and_unset_build_args_keep_defaults() {
+    let env = Env::new();
+    base(&env);
+    // `--build-arg NAME` with NAME unset in the environment passes nothing: the default holds.
+    let ctx = context(
+        &env,
+        "FROM bb:1\nARG BERTH_TEST_UNSET_ARG=dflt\nRUN echo \"v=$BERTH_TEST_UNSET_ARG\" > /v\n",
+        &[],
+    );
+    let mut cmd = env.berth();
+    cmd.env_remove("BERTH_TEST_UNSET_ARG").args([
+        "build",
+        "-q",
+        "--build-arg",
+        "BERTH_TEST_UNSET_ARG",
+        "-t",
+        "ua:1",
+        ctx.to_str().unwrap(),
+    ]);
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        env.ok(&["run", "--rm", "--network", "none", "ua:1", "cat", "/v"]),
+        "v=dflt\n"
+    );
+
+    // Two stages locking the same two caches in opposite orders, at once: no deadlock (locks
+    // are taken in one order), and the new caches are filled once each.
+    let df = "FROM bb:1 AS a\nRUN --mount=type=cache,id=x,target=/x,sharing=locked --mount=type=cache,id=y,target=/y,sharing=locked echo a > /a\nFROM bb:1 AS b\nRUN --mount=type=cache,id=y,target=/y,sharing=locked --mount=type=cache,id=x,target=/x,sharing=locked echo b > /b\nFROM bb:1\nCOPY --from=a /a /a\nCOPY --from=b /b /b\n";
+    let ctx = context(&env, df, &[]);
+    build_ok(&env, &["-t", "lk:1", ctx.to_str().unwrap()]);
+
+    // builder prune waits for a running build instead of sweeping what it stands on.
+    let marker = format!("{}.{}", 3000 + std::process::id() % 1000, 7);
+    let mut child = build_until_started(&env, "pr:1", &marker);
+    let prune = std::process::Command::new(assert_cmd::cargo::cargo_bin("berth"))
+        .arg("--root")
+        .arg(env.root())
+        .args(["builder", "prune", "-f"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // The build is still running its step; end the step (SIGKILL: it is its namespace's init)
+    // so the build can finish.
+    std::process::Command::new("pkill")
+        .args(["-KILL", "-f", "-x", &format!("sleep {marker}")])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    let out = prune.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("waiting for the builds"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The RUN was killed by the test: the build failed cleanly, and the store is sound.
+    assert!(!status.success());
+    env.check_store();
+    no_mounts_left(&env);
+}

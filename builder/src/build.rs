@@ -263,6 +263,10 @@ pub fn build(
     if opts.export_only {
         return Ok(img);
     }
+    // A Ctrl-C that came during the last step's commit still means: tag nothing.
+    if exec.interrupted() {
+        return Err(BuildError::Interrupted);
+    }
     Ok(store.name_image(&img, &opts.tags)?)
 }
 
@@ -379,7 +383,17 @@ where
                         st = changed.wait(st).unwrap_or_else(|e| e.into_inner());
                     }
                 };
-                let r = run(stage, &results, first);
+                // A panic must still free the slot and wake the others (or they wait forever).
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    run(stage, &results, first)
+                }))
+                .unwrap_or_else(|_| {
+                    Err(BuildError::Step {
+                        line: stage.from.start_line,
+                        instruction: stage.from.original.trim().to_string(),
+                        message: "internal error: building this stage panicked".into(),
+                    })
+                });
                 let mut st = lock();
                 st.running -= 1;
                 match r {
@@ -861,14 +875,20 @@ impl Builder<'_> {
         let mut remote = Vec::with_capacity(remote_srcs.len());
         for (src, git) in remote_srcs {
             let r = match git {
-                None => crate::fetch::http::resolve(
-                    src,
-                    c.checksum.as_deref(),
-                    c.unpack.unwrap_or(false),
-                    &self.store.root().join("builder").join("http"),
-                    &self.store.tmp_dir(),
-                )
-                .map_err(err)?,
+                None => {
+                    // Downloads wait in the builder's own temp directory: the store's is
+                    // swept by `image prune` as abandoned.
+                    let dl = self.store.root().join("builder").join("tmp");
+                    std::fs::create_dir_all(&dl).map_err(|e| BuildError::io("creating", &dl, e))?;
+                    crate::fetch::http::resolve(
+                        src,
+                        c.checksum.as_deref(),
+                        c.unpack.unwrap_or(false),
+                        &self.store.root().join("builder").join("http"),
+                        &dl,
+                    )
+                    .map_err(err)?
+                }
                 Some(mut g) => {
                     if c.keep_git_dir && g.keep_git_dir == Some(false) {
                         return Err(err("inconsistent keep-git-dir configuration".into()));

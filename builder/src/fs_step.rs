@@ -402,10 +402,7 @@ impl<'a> FsStep<'a> {
                 }
                 for (i, r) in remote.iter().enumerate() {
                     let fetched = r
-                        .fetch(
-                            &scratch.path().join(format!("git-{i}")),
-                            &self.store.tmp_dir(),
-                        )
+                        .fetch(&scratch.path().join(format!("git-{i}")), scratch.path())
                         .map_err(|m| self.step_err(m))?;
                     match (fetched, r) {
                         (

@@ -417,6 +417,30 @@ impl<'a> Prepared<'a> {
             let path = path.to_path_buf();
             move |e| BuildError::io(what, path, e)
         };
+        // Cache mounts are locked first, in one global order (by directory), so two steps or
+        // builds naming the same locked caches in different orders cannot deadlock.
+        let mut caches: Vec<(usize, &MountPlan)> = plans
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| matches!(m, MountPlan::Cache { .. }))
+            .collect();
+        caches.sort_by(|a, b| match (a.1, b.1) {
+            (MountPlan::Cache { dir: x, .. }, MountPlan::Cache { dir: y, .. }) => x.cmp(y),
+            _ => std::cmp::Ordering::Equal,
+        });
+        for (i, plan) in caches {
+            if let MountPlan::Cache {
+                dir,
+                sharing,
+                mode,
+                owner,
+                base,
+                ..
+            } = plan
+            {
+                p.cache_dir(dirs, dir, *sharing, *mode, *owner, base.as_ref(), i, err)?;
+            }
+        }
         for (i, plan) in plans.iter().enumerate() {
             match plan {
                 MountPlan::Bind {

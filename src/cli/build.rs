@@ -239,10 +239,11 @@ pub fn build(root: &Path, a: BuildArgs) -> Result<ExitCode> {
     let build_args: std::collections::BTreeMap<String, String> = a
         .build_args
         .iter()
-        .map(|s| match s.split_once('=') {
-            Some((k, v)) => (k.to_string(), v.to_string()),
-            // `--build-arg NAME` takes the value from the environment, as Docker does.
-            None => (s.clone(), std::env::var(s).unwrap_or_default()),
+        .filter_map(|s| match s.split_once('=') {
+            Some((k, v)) => Some((k.to_string(), v.to_string())),
+            // `--build-arg NAME` takes the value from the environment, as Docker does; unset
+            // there, the argument is not passed at all (its ARG default applies).
+            None => std::env::var(s).ok().map(|v| (s.clone(), v)),
         })
         .collect();
     let shown_name = a
@@ -360,6 +361,9 @@ pub fn build(root: &Path, a: BuildArgs) -> Result<ExitCode> {
         plain = Plain::new(std::io::stderr());
         &mut plain
     };
+    // Held shared for the build: `builder prune` waits for running builds (it would take the
+    // step images and snapshots they stand on).
+    let _building = build_lock(root, false)?;
     // From here Ctrl-C stops the build cleanly (a second one ends it at once).
     super::build_sandbox::Interrupt::install();
     let built = berth_builder::build(&store, &exec, &opts, progress);
@@ -378,6 +382,11 @@ pub fn build(root: &Path, a: BuildArgs) -> Result<ExitCode> {
             for t in &tags {
                 progress.note(&format!("naming to {t} done"));
             }
+        }
+        Some(_) if exec.interrupted() => {
+            let e = berth_builder::BuildError::Interrupted;
+            eprintln!("Error: {e}");
+            return Ok(ExitCode::from(e.exit_code()));
         }
         Some(o) => {
             let started = std::time::Instant::now();
@@ -500,7 +509,10 @@ impl Executor for SandboxExecutor {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or(0);
-        let id = format!("build-{}-{nanos:x}", std::process::id());
+        // A counter too: stages building at once may start steps within the clock's tick.
+        static STEPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = STEPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = format!("build-{}-{nanos:x}-{n}", std::process::id());
         // The working directory exists before the process starts in it (as BuildKit makes it).
         let cwd_host = berth_builder::copy::resolve_in_root(spec.rootfs, &spec.cwd, true);
         berth_builder::copy::mkdir_all(&cwd_host, (0, 0)).map_err(xerr)?;
@@ -603,6 +615,39 @@ impl Executor for SandboxExecutor {
     }
 }
 
+/// `ROOT/builder/build.lock`: shared by each build, exclusive for `builder prune` (which says
+/// so when it has to wait).
+fn build_lock(root: &Path, exclusive: bool) -> Result<std::fs::File> {
+    use rustix::fs::{FlockOperation, flock};
+    let dir = root.join("builder");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let p = dir.join("build.lock");
+    let f = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&p)
+        .with_context(|| format!("opening {}", p.display()))?;
+    let (try_op, op) = if exclusive {
+        (
+            FlockOperation::NonBlockingLockExclusive,
+            FlockOperation::LockExclusive,
+        )
+    } else {
+        (
+            FlockOperation::NonBlockingLockShared,
+            FlockOperation::LockShared,
+        )
+    };
+    if flock(&f, try_op).is_err() {
+        if exclusive {
+            eprintln!("waiting for the builds running on this root to finish…");
+        }
+        flock(&f, op).with_context(|| format!("locking {}", p.display()))?;
+    }
+    Ok(f)
+}
+
 /// `berth builder …`.
 #[derive(clap::Subcommand, Debug)]
 pub enum BuilderCommand {
@@ -640,6 +685,7 @@ fn dir_size(p: &Path) -> u64 {
 pub fn builder(root: &Path, c: BuilderCommand) -> Result<ExitCode> {
     let BuilderCommand::Prune(a) = c;
     let _ = (a.all, a.force);
+    let _no_builds = build_lock(root, true)?;
     let dir = root.join("builder");
     // Cache mounts go too, as Docker's prune removes them (those in use by a build stay).
     let mut total = berth_builder::run_mounts::prune_cache_mounts(root)

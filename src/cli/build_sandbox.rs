@@ -144,6 +144,7 @@ pub fn run_step(
     cmd.arg("--root")
         .arg(step.state_root)
         .args(["__build-run", "--id", step.id, "--cgroup", step.cgroup])
+        .args(["--parent", &std::process::id().to_string()])
         .arg("--bundle")
         .arg(step.bundle);
     if step.loopback {
@@ -159,12 +160,27 @@ pub fn run_step(
     drop(cmd);
     let mut buf = vec![0u8; 64 * 1024];
     let mut stopping = false;
-    loop {
-        let mut fds = vec![PollFd::new(&out_r, PollFlags::IN)];
+    // The child's own stderr (its report, and any logging) is read as it comes, so a chatty
+    // child never blocks on a full pipe; only its tail is kept.
+    let mut report: Vec<u8> = Vec::new();
+    let (mut out_open, mut err_open) = (true, true);
+    while out_open || err_open {
+        let mut fds = Vec::with_capacity(4);
+        let mut roles = Vec::with_capacity(4);
+        if out_open {
+            fds.push(PollFd::new(&out_r, PollFlags::IN));
+            roles.push(0);
+        }
+        if err_open {
+            fds.push(PollFd::new(&err_r, PollFlags::IN));
+            roles.push(1);
+        }
         if !stopping {
             fds.push(PollFd::new(&cancel.wake, PollFlags::IN));
+            roles.push(2);
             if let Some(i) = interrupt {
                 fds.push(PollFd::new(&i.wake, PollFlags::IN));
+                roles.push(2);
             }
         }
         match poll(&mut fds, None) {
@@ -172,27 +188,43 @@ pub fn run_step(
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => return Err(xerr(format!("waiting for the step's output: {e}"))),
         }
-        let woke = fds[1..].iter().any(|f| !f.revents().is_empty());
-        let readable = !fds[0].revents().is_empty();
+        let ready: Vec<usize> = fds
+            .iter()
+            .zip(&roles)
+            .filter(|(f, _)| !f.revents().is_empty())
+            .map(|(_, r)| *r)
+            .collect();
         drop(fds);
-        if woke {
+        if ready.contains(&2) {
             stopping = true;
             let _ = rustix::process::kill_process(
                 rustix::process::Pid::from_child(&child),
                 rustix::process::Signal::TERM,
             );
         }
-        if readable {
+        if ready.contains(&0) {
             match out_r.read(&mut buf) {
-                Ok(0) => break,
+                Ok(0) => out_open = false,
                 Ok(n) => output(&buf[..n]),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => break,
+                Err(_) => out_open = false,
+            }
+        }
+        if ready.contains(&1) {
+            match err_r.read(&mut buf) {
+                Ok(0) => err_open = false,
+                Ok(n) => {
+                    report.extend_from_slice(&buf[..n]);
+                    if report.len() > 256 * 1024 {
+                        report.drain(..report.len() - 64 * 1024);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => err_open = false,
             }
         }
     }
-    let mut report = String::new();
-    let _ = err_r.read_to_string(&mut report);
+    let report = String::from_utf8_lossy(&report).into_owned();
     let _ = child.wait();
     if interrupt.is_some_and(Interrupt::raised) {
         return Err(ExecError("the build was interrupted".into()));
@@ -226,6 +258,9 @@ pub struct BuildRunArgs {
     cgroup: String,
     #[arg(long)]
     loopback: bool,
+    /// The build process: the step must not outlive it.
+    #[arg(long)]
+    parent: Option<i32>,
 }
 
 /// `berth __build-run`: start the bundle, wait for it, clean up, report on stderr.
@@ -252,8 +287,10 @@ fn child(root: &Path, a: &BuildRunArgs) -> Result<i32> {
         let n: OwnedFd = notify.try_clone().context("duplicating a pipe")?.into();
         signal_hook::low_level::pipe::register(sig, n).context("catching signals")?;
     }
-    // The parent may have died before the death signal was set.
-    if rustix::process::getppid().is_none_or(|p| p.as_raw_nonzero().get() == 1) {
+    // The parent may have died before the death signal was set (the orphan is then another
+    // process's child: init's or a subreaper's).
+    let ppid = rustix::process::getppid().map(|p| p.as_raw_nonzero().get());
+    if ppid.is_none() || a.parent.is_some_and(|p| Some(p) != ppid) {
         anyhow::bail!("the build process is gone");
     }
     let sandbox = Embedded::new(root.join("runtime"))?;

@@ -67,7 +67,10 @@ impl Prepared<'_> {
             Err(e) => return Err(BuildError::io("locking", &lock_path, e.into())),
         };
         if !data.is_dir() {
-            let tmp = data.with_file_name(format!("data.tmp-{}-{i}", std::process::id()));
+            // Unique per process and call: stages building at once may fill the same new cache.
+            static FILLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = FILLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let tmp = data.with_file_name(format!("data.tmp-{}-{n}", std::process::id()));
             let _ = fs::remove_dir_all(&tmp);
             self.fill_cache(dirs, &tmp, mode, owner, base, i, err)?;
             if let Err(e) = fs::rename(&tmp, &data) {
