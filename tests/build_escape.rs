@@ -36,12 +36,12 @@ fn build_ok(env: &Env, tag: &str, ctx: &Path) {
     assert!(ok, "build {tag} failed: {err}");
 }
 
-/// Runs `f` on the mounted root of `image`.
+/// Runs `f` on the mounted root of `image`, unmounted again even when `f` fails.
 fn with_root<T>(env: &Env, image: &str, f: impl FnOnce(&Path) -> T) -> T {
     let root = PathBuf::from(env.ok(&["image", "mount", image]).trim());
-    let out = f(&root);
+    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&root)));
     env.ok(&["image", "unmount", image]);
-    out
+    out.unwrap_or_else(|e| std::panic::resume_unwind(e))
 }
 
 fn inside(root: &Path, host: &Path) -> PathBuf {
