@@ -177,18 +177,38 @@ impl SourceTree {
         !rel.is_empty() && self.ignore.matches(rel, is_dir)
     }
 
+    /// `rel` with the symlinks on its path resolved inside the tree root, as BuildKit resolves a
+    /// source (an absolute link target is taken from the root, `..` never climbs above it): a
+    /// path relative to the root. The last component is followed too when `follow_last`.
+    pub fn resolve(&self, rel: &str, follow_last: bool) -> String {
+        let host = crate::copy::resolve_in_root(&self.root, rel, follow_last);
+        host.strip_prefix(&self.root)
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Whether `rel` names an entry of the tree (a symlink followed inside the root) that the
+    /// ignore file keeps; `Some(is_dir)` when it does.
+    fn entry_kind(&self, rel: &str) -> Option<bool> {
+        let resolved = self.resolve(rel, true);
+        let md = fs::symlink_metadata(self.root.join(&resolved)).ok()?;
+        let is_dir = md.is_dir();
+        (!md.file_type().is_symlink()
+            && !self.excluded(rel, is_dir)
+            && !self.excluded(&resolved, is_dir))
+        .then_some(is_dir)
+    }
+
     /// The entries `source` selects, in name order. A literal path must exist (and not be
     /// excluded); a glob may match nothing only when another source of the step matches.
+    /// Symlinks on the way (and a symlink named as the source) are followed inside the tree
+    /// root only, never out of it onto the host.
     pub fn select(&self, source: &str) -> Result<Vec<Selected>, BuildError> {
         let rel = clean_rel(source);
         if !has_glob(&rel) {
-            let p = self.root.join(&rel);
-            return match fs::metadata(&p) {
-                Ok(md) if !self.excluded(&rel, md.is_dir()) => Ok(vec![Selected {
-                    rel,
-                    is_dir: md.is_dir(),
-                }]),
-                _ => Err(BuildError::SourceNotFound {
+            return match self.entry_kind(&rel) {
+                Some(is_dir) => Ok(vec![Selected { rel, is_dir }]),
+                None => Err(BuildError::SourceNotFound {
                     path: source.to_string(),
                     what: self.what.clone(),
                 }),
@@ -199,14 +219,15 @@ impl SourceTree {
         for (i, part) in parts.iter().enumerate() {
             let mut next = Vec::new();
             for dir in &found {
-                let d = self.root.join(dir);
                 if !has_glob(part) {
                     let r = join_rel(dir, part);
-                    if self.root.join(&r).symlink_metadata().is_ok() {
+                    let host = self.root.join(self.resolve(&r, false));
+                    if host.symlink_metadata().is_ok() {
                         next.push(r);
                     }
                     continue;
                 }
+                let d = self.root.join(self.resolve(dir, true));
                 let Ok(rd) = fs::read_dir(&d) else { continue };
                 let mut names: Vec<String> = rd
                     .flatten()
@@ -219,18 +240,12 @@ impl SourceTree {
             let last = i + 1 == parts.len();
             found = next
                 .into_iter()
-                .filter(|r| {
-                    let is_dir = self.root.join(r).is_dir();
-                    (last || is_dir) && !self.excluded(r, is_dir)
-                })
+                .filter(|r| self.entry_kind(r).is_some_and(|is_dir| last || is_dir))
                 .collect();
         }
         Ok(found
             .into_iter()
-            .map(|rel| Selected {
-                is_dir: self.root.join(&rel).is_dir(),
-                rel,
-            })
+            .filter_map(|rel| self.entry_kind(&rel).map(|is_dir| Selected { rel, is_dir }))
             .collect())
     }
 
@@ -267,13 +282,9 @@ impl SourceTree {
     }
 
     /// One entry's hash: type, mode, owner, and content (or link target); never mtime.
-    fn entry_hash(&self, rel: &str, follow: bool, memo: &mut HashMemo) -> io::Result<String> {
+    fn entry_hash(&self, rel: &str, memo: &mut HashMemo) -> io::Result<String> {
         let p = self.root.join(rel);
-        let md = if follow {
-            fs::metadata(&p)?
-        } else {
-            fs::symlink_metadata(&p)?
-        };
+        let md = fs::symlink_metadata(&p)?;
         let mut h = Sha256::new();
         h.update(format!("{:o} {} {} ", md.mode(), md.uid(), md.gid()).as_bytes());
         let ft = md.file_type();
@@ -286,17 +297,19 @@ impl SourceTree {
     }
 
     /// The hashes of a selected source: the entry itself (a symlink given as a source is
-    /// followed, as BuildKit does) and, for a directory, every entry the ignore file keeps
-    /// below it — by relative path, so a cache miss can name the file that changed.
+    /// followed inside the tree root, as BuildKit does) and, for a directory, every entry the
+    /// ignore file keeps below it — by relative path, so a cache miss can name the file that
+    /// changed.
     pub fn hash_selection(
         &self,
         sel: &Selected,
         memo: &mut HashMemo,
     ) -> io::Result<Vec<(String, String)>> {
-        let mut out = vec![(sel.rel.clone(), self.entry_hash(&sel.rel, true, memo)?)];
+        let resolved = self.resolve(&sel.rel, true);
+        let mut out = vec![(sel.rel.clone(), self.entry_hash(&resolved, memo)?)];
         if sel.is_dir {
-            for r in self.walk(&sel.rel)? {
-                let h = self.entry_hash(&r, false, memo)?;
+            for r in self.walk(&resolved)? {
+                let h = self.entry_hash(&r, memo)?;
                 out.push((r, h));
             }
         }

@@ -8,7 +8,7 @@
 
 use std::fs;
 use std::io::{self, Read, Seek};
-use std::os::unix::fs::{MetadataExt, PermissionsExt, lchown, symlink};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt, lchown, symlink};
 use std::path::{Component, Path, PathBuf};
 
 use crate::context::{Selected, SourceTree};
@@ -121,8 +121,10 @@ pub struct CopyMode {
 }
 
 /// Creates the directory `host` (inside a root) and its missing parents, root-owned 0755.
+/// `host` must be resolved inside its root (see [`resolve_in_root`]): a symlink met on the
+/// way is never followed (creating it fails instead).
 pub fn mkdir_all(host: &Path, owner: (u32, u32)) -> io::Result<()> {
-    if host.is_dir() {
+    if is_real_dir(host) {
         return Ok(());
     }
     if let Some(parent) = host.parent() {
@@ -130,14 +132,29 @@ pub fn mkdir_all(host: &Path, owner: (u32, u32)) -> io::Result<()> {
     }
     match fs::create_dir(host) {
         Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && host.is_dir() => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && is_real_dir(host) => return Ok(()),
         Err(e) => return Err(e),
     }
     fs::set_permissions(host, fs::Permissions::from_mode(0o755))?;
     lchown(host, Some(owner.0), Some(owner.1))
 }
 
+/// Whether `p` is a directory itself (not a symlink to one).
+fn is_real_dir(p: &Path) -> bool {
+    fs::symlink_metadata(p).is_ok_and(|m| m.is_dir())
+}
+
+/// `host` (inside `root`) as a path in the container.
+fn in_container(root: &Path, host: &Path) -> String {
+    let rel = host.strip_prefix(root).unwrap_or(Path::new(""));
+    format!("/{}", rel.to_string_lossy())
+}
+
 /// Copies the `selected` sources of `tree` to `dest` (absolute in the container) in `rootfs`.
+/// Sources are resolved inside the tree root (a symlink named as a source is followed there;
+/// one inside a copied directory is copied as a symlink); every destination entry is resolved
+/// inside `rootfs`, so symlinks in the image (`/var/run -> /run`) lead to the image's own
+/// directories, never the host's.
 pub fn copy_into(
     tree: &SourceTree,
     selected: &[Selected],
@@ -147,23 +164,29 @@ pub fn copy_into(
 ) -> io::Result<()> {
     let dest_dir_syntax = dest.ends_with('/') || dest.ends_with("/.") || dest == ".";
     for sel in selected {
-        let src = tree.root.join(&sel.rel);
+        let src_rel = tree.resolve(&sel.rel, true);
+        let src = tree.root.join(&src_rel);
         if sel.is_dir {
             let target = resolve_in_root(rootfs, dest, true);
             mkdir_all(&target, (0, 0))?;
-            for rel in tree.walk(&sel.rel)? {
-                let sub = rel[sel.rel.len()..].trim_start_matches('/');
-                let dst = target.join(sub);
+            let base = in_container(rootfs, &target);
+            for rel in tree.walk(&src_rel)? {
+                let sub = rel[src_rel.len()..].trim_start_matches('/');
+                let from = tree.root.join(&rel);
+                // A directory merges into what is there (a symlink to a directory in the image
+                // is followed inside the root); anything else replaces the entry itself.
+                let is_dir = fs::symlink_metadata(&from)?.is_dir();
+                let dst = resolve_in_root(rootfs, &format!("{base}/{sub}"), is_dir);
                 // An excluded directory's re-included child (`!logs/keep`) still needs it.
                 if let Some(parent) = dst.parent() {
                     mkdir_all(parent, (0, 0))?;
                 }
-                copy_entry(&tree.root.join(&rel), &dst, mode)?;
+                copy_entry(&from, &dst, mode)?;
             }
             continue;
         }
         let resolved = resolve_in_root(rootfs, dest, true);
-        let target = if dest_dir_syntax || resolved.is_dir() {
+        let target = if dest_dir_syntax || is_real_dir(&resolved) {
             let name = Path::new(&sel.rel)
                 .file_name()
                 .map(|n| n.to_os_string())
@@ -178,11 +201,17 @@ pub fn copy_into(
         if mode.unpack && is_archive(&src)? {
             // An archive unpacks into the destination, which is a directory then.
             mkdir_all(&resolved, (0, 0))?;
-            unpack(&src, &resolved)?;
+            unpack(&src, rootfs, &resolved)?;
             continue;
         }
-        // A symlink given as a source is followed.
-        let md = fs::metadata(&src)?;
+        // A symlink given as a source was followed inside the tree root by `resolve`.
+        let md = fs::symlink_metadata(&src)?;
+        if !md.is_file() {
+            return Err(io::Error::other(format!(
+                "{}: not a regular file (a symlink leading out of the {}?)",
+                sel.rel, tree.what
+            )));
+        }
         copy_file(&src, &target, &md, mode)?;
     }
     Ok(())
@@ -193,7 +222,7 @@ pub fn copy_into(
 pub fn file_target(rootfs: &Path, dest: &str, name: &str) -> io::Result<PathBuf> {
     let dest_dir_syntax = dest.ends_with('/') || dest.ends_with("/.") || dest == ".";
     let resolved = resolve_in_root(rootfs, dest, true);
-    if dest_dir_syntax || resolved.is_dir() {
+    if dest_dir_syntax || is_real_dir(&resolved) {
         mkdir_all(&resolved, (0, 0))?;
         return Ok(resolved.join(name));
     }
@@ -215,7 +244,7 @@ pub fn write_named(
 ) -> io::Result<()> {
     let target = file_target(rootfs, dest, name)?;
     remove_existing(&target)?;
-    let mut to = fs::File::create(&target)?;
+    let mut to = create_new(&target)?;
     io::copy(content, &mut to)?;
     to.set_permissions(fs::Permissions::from_mode(how.chmod.unwrap_or(mode)))?;
     if let Some(t) = mtime {
@@ -233,7 +262,7 @@ pub fn unpack_into(rootfs: &Path, src: &Path, dest: &str) -> io::Result<bool> {
     }
     let target = resolve_in_root(rootfs, dest, true);
     mkdir_all(&target, (0, 0))?;
-    unpack(src, &target)?;
+    unpack(src, rootfs, &target)?;
     Ok(true)
 }
 
@@ -241,8 +270,9 @@ fn copy_entry(src: &Path, target: &Path, mode: CopyMode) -> io::Result<()> {
     let md = fs::symlink_metadata(src)?;
     let ft = md.file_type();
     if ft.is_dir() {
-        if !target.is_dir() {
-            let _ = fs::remove_file(target);
+        // Never chmod/chown through a symlink: only a real directory is kept.
+        if !is_real_dir(target) {
+            remove_existing(target)?;
             fs::create_dir(target)?;
         }
         let m = mode.chmod.unwrap_or(md.mode() & 0o7777);
@@ -270,7 +300,7 @@ fn remove_existing(target: &Path) -> io::Result<()> {
 fn copy_file(src: &Path, target: &Path, md: &fs::Metadata, mode: CopyMode) -> io::Result<()> {
     remove_existing(target)?;
     let mut from = fs::File::open(src)?;
-    let mut to = fs::File::create(target)?;
+    let mut to = create_new(target)?;
     io::copy(&mut from, &mut to)?;
     let m = mode.chmod.unwrap_or(md.mode() & 0o7777);
     to.set_permissions(fs::Permissions::from_mode(m))?;
@@ -279,6 +309,15 @@ fn copy_file(src: &Path, target: &Path, md: &fs::Metadata, mode: CopyMode) -> io
     }
     drop(to);
     lchown(target, Some(mode.owner.0), Some(mode.owner.1))
+}
+
+/// A new file at `target`; an entry that appeared there (a symlink) is never followed.
+fn create_new(target: &Path) -> io::Result<fs::File> {
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(target)
 }
 
 fn is_archive(p: &Path) -> io::Result<bool> {
@@ -298,7 +337,11 @@ fn is_archive(p: &Path) -> io::Result<bool> {
     Ok(n >= 262 && &head[257..262] == b"ustar")
 }
 
-fn unpack(src: &Path, dir: &Path) -> io::Result<()> {
+/// Unpacks the archive `src` into `dir` (inside `rootfs`). Every entry is resolved inside
+/// `rootfs` as a COPY destination is: a directory merges into what is there (following a
+/// symlink inside the root), anything else replaces the entry; `..` entries are skipped and
+/// hard links must point inside the root.
+fn unpack(src: &Path, rootfs: &Path, dir: &Path) -> io::Result<()> {
     let mut f = fs::File::open(src)?;
     let mut magic = [0u8; 2];
     let gz = f.read(&mut magic)? == 2 && magic == [0x1f, 0x8b];
@@ -308,20 +351,59 @@ fn unpack(src: &Path, dir: &Path) -> io::Result<()> {
     } else {
         Box::new(f)
     };
+    let base = in_container(rootfs, dir);
     let mut archive = tar::Archive::new(reader);
     archive.set_preserve_permissions(true);
     archive.set_preserve_ownerships(true);
     archive.set_overwrite(true);
     for entry in archive.entries()? {
         let mut entry = entry?;
-        let path = entry.path()?.into_owned();
-        // Never outside `dir`: tar's unpack_in refuses `..` and absolute paths.
-        if path.components().any(|c| matches!(c, Component::ParentDir)) {
+        let Some(rel) = archive_rel(&entry.path()?) else {
+            continue;
+        };
+        if rel.is_empty() {
             continue;
         }
-        entry.unpack_in(dir)?;
+        let kind = entry.header().entry_type();
+        let dst = resolve_in_root(rootfs, &format!("{base}/{rel}"), kind.is_dir());
+        if let Some(parent) = dst.parent() {
+            mkdir_all(parent, (0, 0))?;
+        }
+        if kind.is_hard_link() {
+            let Some(link) = entry.link_name()? else {
+                continue;
+            };
+            let Some(link_rel) = archive_rel(&link) else {
+                continue;
+            };
+            let from = resolve_in_root(rootfs, &format!("{base}/{link_rel}"), false);
+            remove_existing(&dst)?;
+            fs::hard_link(&from, &dst)?;
+            continue;
+        }
+        if kind.is_dir() {
+            if !is_real_dir(&dst) {
+                remove_existing(&dst)?;
+            }
+        } else {
+            remove_existing(&dst)?;
+        }
+        entry.unpack(&dst)?;
     }
     Ok(())
+}
+
+/// An archive entry's path as a relative path ("" for the root); `None` when it climbs (`..`).
+fn archive_rel(p: &Path) -> Option<String> {
+    let mut parts = Vec::new();
+    for c in p.components() {
+        match c {
+            Component::Normal(n) => parts.push(n.to_string_lossy().into_owned()),
+            Component::ParentDir => return None,
+            _ => {}
+        }
+    }
+    Some(parts.join("/"))
 }
 
 #[cfg(test)]
@@ -356,5 +438,121 @@ mod tests {
         assert!(resolve_chown(dir.path(), "nobody").is_err());
         assert_eq!(parse_chmod("755").unwrap(), 0o755);
         assert!(parse_chmod("9").is_err());
+    }
+
+    fn tree(root: &Path) -> SourceTree {
+        SourceTree {
+            root: root.to_path_buf(),
+            ignore: crate::ignore::Ignore::parse("").unwrap(),
+            what: "build context".into(),
+        }
+    }
+
+    const MODE: CopyMode = CopyMode {
+        owner: (0, 0),
+        chmod: None,
+        unpack: false,
+    };
+
+    #[test]
+    fn an_absolute_symlink_in_the_image_never_leads_to_the_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ctx, rootfs, host) = (
+            dir.path().join("ctx"),
+            dir.path().join("rootfs"),
+            dir.path().join("host"),
+        );
+        fs::create_dir_all(ctx.join("rootfs/var/run")).unwrap();
+        fs::write(ctx.join("rootfs/var/run/x"), "x").unwrap();
+        fs::set_permissions(
+            ctx.join("rootfs/var/run"),
+            fs::Permissions::from_mode(0o700),
+        )
+        .unwrap();
+        fs::create_dir_all(rootfs.join("var")).unwrap();
+        fs::create_dir_all(&host).unwrap();
+        fs::set_permissions(&host, fs::Permissions::from_mode(0o751)).unwrap();
+        symlink(&host, rootfs.join("var/run")).unwrap();
+        let t = tree(&ctx);
+        let sel = t.select("rootfs/").unwrap();
+        copy_into(&t, &sel, &rootfs, "/", MODE).unwrap();
+        assert!(!host.join("x").exists());
+        assert_eq!(fs::metadata(&host).unwrap().mode() & 0o7777, 0o751);
+        // The link is followed inside the root instead.
+        let inside = rootfs.join(host.strip_prefix("/").unwrap());
+        assert_eq!(fs::read_to_string(inside.join("x")).unwrap(), "x");
+        assert!(
+            fs::symlink_metadata(rootfs.join("var/run"))
+                .unwrap()
+                .is_symlink()
+        );
+    }
+
+    #[test]
+    fn sources_are_resolved_inside_their_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, rootfs, host) = (
+            dir.path().join("src"),
+            dir.path().join("rootfs"),
+            dir.path().join("host"),
+        );
+        fs::create_dir_all(&host).unwrap();
+        fs::write(host.join("secret"), "host").unwrap();
+        let inside = src.join(host.strip_prefix("/").unwrap());
+        fs::create_dir_all(&inside).unwrap();
+        fs::write(inside.join("secret"), "inroot").unwrap();
+        symlink(host.join("secret"), src.join("link")).unwrap();
+        symlink(host.join("only-on-host"), src.join("gone")).unwrap();
+        symlink(&host, src.join("hostdir")).unwrap();
+        fs::create_dir_all(src.join("d")).unwrap();
+        symlink(host.join("secret"), src.join("d/l")).unwrap();
+        fs::create_dir_all(&rootfs).unwrap();
+        let t = tree(&src);
+        copy_into(&t, &t.select("link").unwrap(), &rootfs, "/x", MODE).unwrap();
+        assert_eq!(fs::read_to_string(rootfs.join("x")).unwrap(), "inroot");
+        // A directory named through a link is the one inside the root.
+        copy_into(&t, &t.select("hostdir").unwrap(), &rootfs, "/h/", MODE).unwrap();
+        assert_eq!(
+            fs::read_to_string(rootfs.join("h/secret")).unwrap(),
+            "inroot"
+        );
+        assert_eq!(t.select("hostdir/*").unwrap().len(), 1);
+        copy_into(&t, &t.select("hostdir/*").unwrap(), &rootfs, "/g/", MODE).unwrap();
+        assert_eq!(
+            fs::read_to_string(rootfs.join("g/secret")).unwrap(),
+            "inroot"
+        );
+        assert!(t.select("gone").is_err());
+        // A link inside a copied directory stays a link.
+        copy_into(&t, &t.select("d").unwrap(), &rootfs, "/d/", MODE).unwrap();
+        assert_eq!(
+            fs::read_link(rootfs.join("d/l")).unwrap(),
+            host.join("secret")
+        );
+    }
+
+    #[test]
+    fn an_archive_unpacks_inside_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let (rootfs, host) = (dir.path().join("rootfs"), dir.path().join("host"));
+        fs::create_dir_all(rootfs.join("var")).unwrap();
+        fs::create_dir_all(&host).unwrap();
+        symlink(&host, rootfs.join("var/run")).unwrap();
+        let tarball = dir.path().join("a.tar");
+        let mut b = tar::Builder::new(fs::File::create(&tarball).unwrap());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(1);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_entry_type(tar::EntryType::Regular);
+        b.append_data(&mut h, "var/run/sub/x", &b"x"[..]).unwrap();
+        b.finish().unwrap();
+        drop(b);
+        assert!(unpack_into(&rootfs, &tarball, "/").unwrap());
+        assert!(!host.join("sub").exists());
+        let inside = rootfs.join(host.strip_prefix("/").unwrap());
+        assert_eq!(fs::read_to_string(inside.join("sub/x")).unwrap(), "x");
     }
 }

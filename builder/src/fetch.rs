@@ -149,10 +149,12 @@ impl Remote {
                 let root = match &git.subdir {
                     Some(s) => {
                         let sub = crate::context::clean_rel(s);
-                        let p = dir.join(&sub);
+                        // Symlinks in the subdirectory's path are followed inside the
+                        // checkout only, never onto the host.
+                        let p = crate::copy::resolve_in_root(&dir, &sub, true);
                         if sub.is_empty() {
                             dir.clone()
-                        } else if p.is_dir() {
+                        } else if std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) {
                             p
                         } else {
                             return Err(format!(
