@@ -45,8 +45,45 @@ pub struct FsOutput {
     pub layer: Option<File>,
     pub upper: PathBuf,
     // Field order is drop order: the lock goes only after the directory is removed.
-    _scratch: tempfile::TempDir,
+    _scratch: ScratchDir,
     _lock: File,
+}
+
+/// A step's scratch directory, removed on drop. It is made under a `new-` name, locked, and
+/// only then renamed to `step-…`, so [`clean_stale`] (which takes `step-` directories whose
+/// lock it can get) never sees one before its owner holds the lock.
+pub struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    fn create(tmp_root: &Path) -> Result<(ScratchDir, File), BuildError> {
+        let fresh = tempfile::Builder::new()
+            .prefix("new-")
+            .tempdir_in(tmp_root)
+            .map_err(|e| BuildError::io("creating a scratch directory in", tmp_root, e))?;
+        let lock = lock_scratch(fresh.path(), true)
+            .map_err(|e| BuildError::io("locking", fresh.path(), e))?;
+        let name = fresh
+            .path()
+            .file_name()
+            .map(|n| n.to_string_lossy().replacen("new-", "step-", 1))
+            .unwrap_or_else(|| "step-x".into());
+        let target = tmp_root.join(name);
+        std::fs::rename(fresh.path(), &target)
+            .map_err(|e| BuildError::io("renaming a scratch directory to", &target, e))?;
+        // The TempDir's path is gone; from here the guard removes the renamed directory.
+        let _ = fresh.keep();
+        Ok((ScratchDir(target), lock))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Takes the lock that marks a scratch directory as in use (released when the file closes,
@@ -77,6 +114,18 @@ pub fn clean_stale(store: &Store, exec: &dyn Executor) {
     for e in rd.flatten() {
         let dir = e.path();
         let name = e.file_name().to_string_lossy().into_owned();
+        // A `new-` directory is one a build died making (nothing mounted in it yet); one
+        // seconds old may be another build's, between its creation and its lock.
+        if name.starts_with("new-") {
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|a| a.as_secs() > 60));
+            if old && let Ok(_lock) = lock_scratch(&dir, false) {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            continue;
+        }
         if !name.starts_with("step-") {
             continue;
         }
@@ -237,12 +286,7 @@ impl<'a> FsStep<'a> {
         };
         let tmp_root = self.store.root().join("builder").join("tmp");
         std::fs::create_dir_all(&tmp_root).map_err(|e| BuildError::io("creating", &tmp_root, e))?;
-        let scratch = tempfile::Builder::new()
-            .prefix("step-")
-            .tempdir_in(&tmp_root)
-            .map_err(|e| BuildError::io("creating a scratch directory in", &tmp_root, e))?;
-        let lock = lock_scratch(scratch.path(), true)
-            .map_err(|e| BuildError::io("locking", scratch.path(), e))?;
+        let (scratch, lock) = ScratchDir::create(&tmp_root)?;
         let (mounted, rootfs, upper) = self.mount(&lowers, scratch.path(), "rootfs")?;
         let io_err = |what: &'static str, p: &Path| {
             let p = p.to_path_buf();
@@ -479,5 +523,31 @@ impl<'a> FsStep<'a> {
             _scratch: scratch,
             _lock: lock,
         })
+    }
+}
+
+#[cfg(test)]
+mod scratch_tests {
+    use super::*;
+
+    #[test]
+    fn a_scratch_dir_is_locked_before_it_is_a_step_dir_and_goes_on_drop() {
+        let tmp = tempfile::TempDir::new().unwrap();
+        let (dir, lock) = ScratchDir::create(tmp.path()).unwrap();
+        let name = dir
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        assert!(name.starts_with("step-"), "{name}");
+        // Its lock is held: a cleaner cannot take it.
+        assert!(lock_scratch(dir.path(), false).is_err());
+        // Nothing else is left in the temp root (no `new-` name behind).
+        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1);
+        let p = dir.path().to_path_buf();
+        drop(dir);
+        drop(lock);
+        assert!(!p.exists());
     }
 }
