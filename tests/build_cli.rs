@@ -793,3 +793,58 @@ fn review_fixes_prune_waits_locks_in_order_and_unset_build_args_keep_defaults() 
     env.check_store();
     no_mounts_left(&env);
 }
+
+#[test]
+fn removing_the_base_image_during_a_build_does_not_pull_the_ground_from_under_it() {
+    let env = Env::new();
+    base(&env);
+    let ctx = context(
+        &env,
+        "FROM bb:1\nRUN echo started; sleep 2; echo done > /d\nCMD [\"cat\", \"/d\"]\n",
+        &[],
+    );
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("berth"))
+        .arg("--root")
+        .arg(env.root())
+        .args([
+            "build",
+            "--progress",
+            "plain",
+            "-t",
+            "rb:1",
+            ctx.to_str().unwrap(),
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(&seen).contains("started") {
+        let n = std::io::Read::read(&mut err, &mut buf).unwrap();
+        assert!(
+            n > 0,
+            "build ended early: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    // While the RUN runs on the base's snapshots: untag and sweep everything unused.
+    env.ok(&["rmi", "bb:1"]);
+    env.ok(&["image", "prune", "-a", "-f"]);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    assert!(child.wait().unwrap().success(), "{rest}");
+    assert_eq!(
+        env.ok(&["run", "--rm", "--network", "none", "rb:1"]),
+        "done\n"
+    );
+    env.check_store();
+    // The build's pins went with it.
+    assert!(
+        fs::read_dir(env.root().join("pins"))
+            .unwrap()
+            .flatten()
+            .all(|h| !h.file_name().to_string_lossy().starts_with("build-"))
+    );
+}

@@ -173,6 +173,9 @@ pub fn build(
         })?),
         _ => opts.source_date_epoch,
     };
+    // The bases stay in the store while this build stands on them, whatever `rmi` or
+    // `image prune -a` does meanwhile (pins of builds that died are dropped first).
+    let _bases_pinned = BasePins::new(store, &bases)?;
     if let Some(w) = plan.unconsumed_warning() {
         progress.note(&w);
     }
@@ -268,6 +271,37 @@ pub fn build(
         return Err(BuildError::Interrupted);
     }
     Ok(store.name_image(&img, &opts.tags)?)
+}
+
+/// Pins of this build's base images (holder `build-<pid>`), dropped when the build ends.
+struct BasePins<'a> {
+    store: &'a Store,
+    holder: String,
+}
+
+impl<'a> BasePins<'a> {
+    fn new(store: &'a Store, bases: &BTreeMap<String, Image>) -> Result<Self, BuildError> {
+        for h in store.pin_holders() {
+            let dead = h
+                .strip_prefix("build-")
+                .and_then(|p| p.parse::<u32>().ok())
+                .is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists());
+            if dead {
+                let _ = store.unpin_all(&h);
+            }
+        }
+        let holder = format!("build-{}", std::process::id());
+        for img in bases.values() {
+            store.pin(&holder, &img.manifest)?;
+        }
+        Ok(BasePins { store, holder })
+    }
+}
+
+impl Drop for BasePins<'_> {
+    fn drop(&mut self) {
+        let _ = self.store.unpin_all(&self.holder);
+    }
 }
 
 /// The build's progress, shared by the stages building at once.

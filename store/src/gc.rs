@@ -83,6 +83,17 @@ impl Store {
         }
     }
 
+    /// The holders that have pins.
+    pub fn pin_holders(&self) -> Vec<String> {
+        fs::read_dir(self.pins_dir())
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Manifests pinned by anyone (whose blob is still stored).
     pub(crate) fn pinned_manifests(&self) -> Result<Vec<oci_spec::image::Digest>> {
         let mut out = Vec::new();
