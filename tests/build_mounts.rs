@@ -392,3 +392,41 @@ fn ssh_agent_socket_is_forwarded() {
     assert!(!ok && err.contains("not an SSH agent socket"), "{err}");
     no_mounts_left(&env);
 }
+
+#[test]
+fn an_env_secret_puts_the_step_bundle_on_the_secrets_tmpfs() {
+    let env = Env::new();
+    env.import_busybox("bb:1");
+    let df = "FROM bb:1\nRUN --mount=type=secret,id=tok,env=TOK sleep 2\n";
+    let ctx = context(&env, "envsecret", &[("Dockerfile", df)]);
+    let root = env.root();
+    let watcher = std::thread::spawn(move || {
+        // While the step runs: its config.json (which holds TOK) is on the tmpfs, not on disk.
+        let tmp = root.join("builder/tmp");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            for e in fs::read_dir(&tmp).into_iter().flatten().flatten() {
+                let d = e.path();
+                if d.join("secrets/bundle/config.json").exists() {
+                    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+                    let on_tmpfs = mounts.lines().any(|l| {
+                        l.contains(&format!(" {} ", d.join("secrets").display()))
+                            && l.contains(" - tmpfs ")
+                    });
+                    return (on_tmpfs, d.join("bundle/config.json").exists());
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        (false, true)
+    });
+    let (ok, err) = build(
+        &env,
+        &["--secret", "id=tok,env=SECRET_TOK", ctx.to_str().unwrap()],
+        &[("SECRET_TOK", "s3cr3t-value")],
+    );
+    assert!(ok, "{err}");
+    let (on_tmpfs, on_disk) = watcher.join().unwrap();
+    assert!(on_tmpfs, "the step's bundle was not on the secrets tmpfs");
+    assert!(!on_disk, "a bundle with the secret was written to disk");
+}

@@ -313,8 +313,6 @@ impl<'a> FsStep<'a> {
                 mounts,
                 sources,
             } => {
-                let bundle = scratch.path().join("bundle");
-                std::fs::create_dir_all(&bundle).map_err(io_err("creating", &bundle))?;
                 let dirs = StepDirs {
                     store: self.store,
                     exec: self.exec,
@@ -322,6 +320,10 @@ impl<'a> FsStep<'a> {
                     rootfs: &rootfs,
                 };
                 let prepared = Prepared::new(&dirs, mounts, sources, &|m| self.step_err(m))?;
+                let bundle = prepared
+                    .private_bundle_dir()
+                    .unwrap_or_else(|| scratch.path().join("bundle"));
+                std::fs::create_dir_all(&bundle).map_err(io_err("creating", &bundle))?;
                 let mut env = env.clone();
                 env.extend(prepared.env.iter().cloned());
                 let spec = RunSpec {

@@ -306,6 +306,8 @@ pub(crate) struct Prepared<'a> {
     caches: BTreeMap<String, PathBuf>,
     _locks: Vec<File>,
     secrets: Option<PathBuf>,
+    /// A secret is exposed as an environment variable.
+    env_secrets: bool,
 }
 
 impl Drop for Prepared<'_> {
@@ -412,6 +414,7 @@ impl<'a> Prepared<'a> {
             caches: BTreeMap::new(),
             _locks: Vec::new(),
             secrets: None,
+            env_secrets: false,
         };
         let io_err = |what: &'static str, path: &Path| {
             let path = path.to_path_buf();
@@ -515,6 +518,10 @@ impl<'a> Prepared<'a> {
                     if let Some(name) = env {
                         p.env
                             .push(format!("{name}={}", String::from_utf8_lossy(&value)));
+                        // The step's bundle (whose config.json holds the variable) goes on the
+                        // secrets tmpfs too, never on disk.
+                        p.secrets_dir(dirs)?;
+                        p.env_secrets = true;
                     }
                     if let Some(target) = target {
                         let dir = p.secrets_dir(dirs)?;
@@ -640,6 +647,14 @@ impl<'a> Prepared<'a> {
             return Ok(lower);
         }
         self.overlay_dirs(dirs, &[lower], &format!("rw-{i}"))
+    }
+
+    /// Where the step's bundle must be written: on the secrets tmpfs when a secret is exposed
+    /// as an environment variable (the bundle's config.json then holds it), else None.
+    pub(crate) fn private_bundle_dir(&self) -> Option<PathBuf> {
+        self.env_secrets
+            .then(|| self.secrets.as_ref().map(|d| d.join("bundle")))
+            .flatten()
     }
 
     /// A tmpfs in scratch for this step's secret copies (never on disk).
