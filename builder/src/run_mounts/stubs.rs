@@ -194,6 +194,7 @@ mod tests {
             caches: BTreeMap::new(),
             _locks: Vec::new(),
             secrets: None,
+            env_secrets: false,
         };
         p.stub(root, "/root/.cache/x", false).unwrap();
         p.stub(root, "/run/secrets/tok", true).unwrap();
