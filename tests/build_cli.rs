@@ -848,3 +848,64 @@ fn removing_the_base_image_during_a_build_does_not_pull_the_ground_from_under_it
             .all(|h| !h.file_name().to_string_lossy().starts_with("build-"))
     );
 }
+
+#[test]
+fn a_killed_build_from_stdin_leaves_its_context_for_the_next_build_to_clean() {
+    let env = Env::new();
+    base(&env);
+    let marker = format!("{}.{}", 3000 + std::process::id() % 1000, 9);
+    let ctx = context(
+        &env,
+        &format!("FROM bb:1\nRUN echo started; exec sleep {marker}\n"),
+        &[("data.txt", "x\n")],
+    );
+    let tar = env.path("ctx.tar");
+    let st = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(&ctx)
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("berth"))
+        .arg("--root")
+        .arg(env.root())
+        .args(["build", "--progress", "plain", "-t", "sk:1", "-"])
+        .stdin(fs::File::open(&tar).unwrap())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(&seen).contains("started") {
+        let n = std::io::Read::read(&mut err, &mut buf).unwrap();
+        assert!(
+            n > 0,
+            "build ended early: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    no_step_left(&env, &marker, child.id());
+    // The unpacked context is still there, then the next build removes it.
+    assert!(
+        fs::read_dir(env.root().join("builder/tmp"))
+            .unwrap()
+            .count()
+            > 0
+    );
+    let ctx2 = context(&env, "FROM bb:1\nRUN true\n", &[]);
+    build_ok(&env, &["-t", "sk:2", ctx2.to_str().unwrap()]);
+    assert_eq!(
+        fs::read_dir(env.root().join("builder/tmp"))
+            .unwrap()
+            .count(),
+        0
+    );
+    no_mounts_left(&env);
+}

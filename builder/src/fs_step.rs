@@ -54,6 +54,15 @@ pub struct FsOutput {
 /// lock it can get) never sees one before its owner holds the lock.
 pub struct ScratchDir(PathBuf);
 
+/// A scratch directory under `ROOT/builder/tmp/` and the lock that marks it in use: removed
+/// when both are dropped, and by the next build's [`clean_stale`] if this process dies (the
+/// CLI keeps a build context read from stdin in one).
+pub fn scratch_dir(state_root: &Path) -> Result<(ScratchDir, File), BuildError> {
+    let tmp_root = state_root.join("builder").join("tmp");
+    std::fs::create_dir_all(&tmp_root).map_err(|e| BuildError::io("creating", &tmp_root, e))?;
+    ScratchDir::create(&tmp_root)
+}
+
 impl ScratchDir {
     fn create(tmp_root: &Path) -> Result<(ScratchDir, File), BuildError> {
         let fresh = tempfile::Builder::new()

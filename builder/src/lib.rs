@@ -26,3 +26,4 @@ pub mod run_mounts;
 pub use build::{BuildOptions, build};
 pub use error::BuildError;
 pub use exec::{ExecError, Executor, NetworkMode, RunMount, RunSpec};
+pub use fs_step::{ScratchDir, scratch_dir};

@@ -178,23 +178,21 @@ pub fn build(root: &Path, a: BuildArgs) -> Result<ExitCode> {
         if a.file.as_deref() == Some("-") {
             bail!("the context and the Dockerfile cannot both come from stdin");
         }
-        let tmp = root.join("builder").join("tmp");
-        std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        stdin_dir = tempfile::Builder::new()
-            .prefix("context-")
-            .tempdir_in(&tmp)
-            .with_context(|| format!("creating a directory in {}", tmp.display()))?;
+        // A locked scratch directory: the next build removes it if this one is killed.
+        stdin_dir = berth_builder::scratch_dir(root)?;
+        let dir = stdin_dir.0.path().join("context");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let mut bytes = Vec::new();
         std::io::stdin()
             .read_to_end(&mut bytes)
             .context("reading the build context from stdin")?;
-        match berth_builder::context::context_from_stdin(&bytes, stdin_dir.path())
+        match berth_builder::context::context_from_stdin(&bytes, &dir)
             .context("unpacking the build context from stdin")?
         {
             berth_builder::context::StdinContext::Archive => {}
             berth_builder::context::StdinContext::Dockerfile(d) => stdin_dockerfile = Some(d),
         }
-        stdin_dir.path().to_path_buf()
+        dir
     } else {
         PathBuf::from(&a.context)
     };
