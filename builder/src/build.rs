@@ -216,15 +216,31 @@ pub fn build(
         stage_no_cache: false,
     };
     let multi = plan.stages.len() > 1;
-    let built = build_stages(
-        &plan.stages,
-        |stage, results, step_no| {
-            let mut b = builder(step_no);
-            b.stage(stage, multi, results, &bases)
-        },
-        &abort,
-        &|| exec.cancel(),
-    );
+    // A ticker keeps a live view's timers moving while steps are silent.
+    let stop = AtomicBool::new(false);
+    let built = std::thread::scope(|scope| {
+        let ticker = scope.spawn(|| {
+            let mut handle = ProgressHandle(&shared);
+            while !stop.load(Ordering::SeqCst) {
+                std::thread::park_timeout(std::time::Duration::from_millis(250));
+                if !stop.load(Ordering::SeqCst) {
+                    handle.tick();
+                }
+            }
+        });
+        let r = build_stages(
+            &plan.stages,
+            |stage, results, step_no| {
+                let mut b = builder(step_no);
+                b.stage(stage, multi, results, &bases)
+            },
+            &abort,
+            &|| exec.cancel(),
+        );
+        stop.store(true, Ordering::SeqCst);
+        ticker.thread().unpark();
+        r
+    });
     if let Ok(m) = memo.lock() {
         m.save();
     }
@@ -341,6 +357,9 @@ impl Progress for ProgressHandle<'_, '_> {
     }
     fn finish(&mut self) {
         self.with(|p| p.finish());
+    }
+    fn tick(&mut self) {
+        self.with(|p| p.tick());
     }
 }
 

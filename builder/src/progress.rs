@@ -25,6 +25,9 @@ pub trait Progress {
     fn note(&mut self, text: &str);
     /// The build is over (successfully or not): leave the output in its final form.
     fn finish(&mut self) {}
+    /// Time passed (called a few times a second while stages build): a live view redraws
+    /// its running steps' timers.
+    fn tick(&mut self) {}
 }
 
 /// Prints nothing (`-q`).
@@ -254,6 +257,12 @@ impl<W: Write> Tty<W> {
 }
 
 impl<W: Write> Progress for Tty<W> {
+    fn tick(&mut self) {
+        let running = self.steps.iter().any(|s| s.state == StepState::Running);
+        if !self.finished && running && self.last_draw.is_none_or(|t| t.elapsed() >= REDRAW) {
+            self.draw();
+        }
+    }
     fn start(&mut self, n: usize, title: &str) {
         self.steps.push(TtyStep {
             n,
@@ -336,6 +345,28 @@ impl<W: Write> Progress for Tty<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ticks_redraw_a_running_step_and_nothing_once_finished() {
+        let mut t = Tty::new(Vec::new(), 80);
+        t.start(1, "[1/1] RUN sleep 1");
+        let drawn = t.out.len();
+        t.tick();
+        assert_eq!(
+            t.out.len(),
+            drawn,
+            "a tick right after a draw redraws nothing"
+        );
+        std::thread::sleep(REDRAW + Duration::from_millis(20));
+        t.tick();
+        assert!(t.out.len() > drawn, "a later tick redraws the running step");
+        t.done(1);
+        t.finish();
+        let end = t.out.len();
+        std::thread::sleep(REDRAW + Duration::from_millis(20));
+        t.tick();
+        assert_eq!(t.out.len(), end, "nothing after the build finished");
+    }
 
     #[test]
     fn tty_collapses_finished_steps_and_keeps_a_tail_of_the_running_one() {
