@@ -568,27 +568,24 @@ fn run_heredocs_run_through_the_shell() {
     );
 }
 
-/// Starts `berth build` of a RUN that prints "started" and sleeps; returns it once the RUN runs.
-fn build_until_started(env: &Env, tag: &str, marker: &str) -> std::process::Child {
-    let ctx = context(
-        env,
-        &format!("FROM bb:1\nRUN echo started; exec sleep {marker}\n"),
-        &[],
-    );
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("berth"))
-        .arg("--root")
+/// Starts `berth build --progress plain -t TAG CONTEXT` (`-` with `stdin` for a context on
+/// stdin) and returns once its output says "started"; the thread collects the rest of its
+/// stderr, so the build never blocks on a full pipe.
+fn start_build(
+    env: &Env,
+    tag: &str,
+    context: &str,
+    stdin: Option<fs::File>,
+) -> (std::process::Child, std::thread::JoinHandle<String>) {
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("berth"));
+    cmd.arg("--root")
         .arg(env.root())
-        .args([
-            "build",
-            "--progress",
-            "plain",
-            "-t",
-            tag,
-            ctx.to_str().unwrap(),
-        ])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+        .args(["build", "--progress", "plain", "-t", tag, context])
+        .stderr(std::process::Stdio::piped());
+    if let Some(f) = stdin {
+        cmd.stdin(f);
+    }
+    let mut child = cmd.spawn().unwrap();
     let mut err = child.stderr.take().unwrap();
     let mut seen = Vec::new();
     let mut buf = [0u8; 256];
@@ -601,12 +598,22 @@ fn build_until_started(env: &Env, tag: &str, marker: &str) -> std::process::Chil
         );
         seen.extend_from_slice(&buf[..n]);
     }
-    // Keep reading in the background so the build never blocks on a full pipe.
-    std::thread::spawn(move || {
+    let rest = std::thread::spawn(move || {
         let mut rest = String::new();
         let _ = std::io::Read::read_to_string(&mut err, &mut rest);
+        rest
     });
-    child
+    (child, rest)
+}
+
+/// Starts `berth build` of a RUN that prints "started" and sleeps; returns it once the RUN runs.
+fn build_until_started(env: &Env, tag: &str, marker: &str) -> std::process::Child {
+    let ctx = context(
+        env,
+        &format!("FROM bb:1\nRUN echo started; exec sleep {marker}\n"),
+        &[],
+    );
+    start_build(env, tag, ctx.to_str().unwrap(), None).0
 }
 
 /// Whether a process with exactly this command line (`sleep MARKER`) exists.
@@ -803,38 +810,13 @@ fn removing_the_base_image_during_a_build_does_not_pull_the_ground_from_under_it
         "FROM bb:1\nRUN echo started; sleep 2; echo done > /d\nCMD [\"cat\", \"/d\"]\n",
         &[],
     );
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("berth"))
-        .arg("--root")
-        .arg(env.root())
-        .args([
-            "build",
-            "--progress",
-            "plain",
-            "-t",
-            "rb:1",
-            ctx.to_str().unwrap(),
-        ])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 256];
-    while !String::from_utf8_lossy(&seen).contains("started") {
-        let n = std::io::Read::read(&mut err, &mut buf).unwrap();
-        assert!(
-            n > 0,
-            "build ended early: {}",
-            String::from_utf8_lossy(&seen)
-        );
-        seen.extend_from_slice(&buf[..n]);
-    }
+    let (mut child, rest) = start_build(&env, "rb:1", ctx.to_str().unwrap(), None);
     // While the RUN runs on the base's snapshots: untag and sweep everything unused.
     env.ok(&["rmi", "bb:1"]);
     env.ok(&["image", "prune", "-a", "-f"]);
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
-    assert!(child.wait().unwrap().success(), "{rest}");
+    let ok = child.wait().unwrap().success();
+    let rest = rest.join().unwrap();
+    assert!(ok, "{rest}");
     assert_eq!(
         env.ok(&["run", "--rm", "--network", "none", "rb:1"]),
         "done\n"
@@ -869,26 +851,7 @@ fn a_killed_build_from_stdin_leaves_its_context_for_the_next_build_to_clean() {
         .status()
         .unwrap();
     assert!(st.success());
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("berth"))
-        .arg("--root")
-        .arg(env.root())
-        .args(["build", "--progress", "plain", "-t", "sk:1", "-"])
-        .stdin(fs::File::open(&tar).unwrap())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 256];
-    while !String::from_utf8_lossy(&seen).contains("started") {
-        let n = std::io::Read::read(&mut err, &mut buf).unwrap();
-        assert!(
-            n > 0,
-            "build ended early: {}",
-            String::from_utf8_lossy(&seen)
-        );
-        seen.extend_from_slice(&buf[..n]);
-    }
+    let (mut child, _) = start_build(&env, "sk:1", "-", Some(fs::File::open(&tar).unwrap()));
     child.kill().unwrap();
     child.wait().unwrap();
     no_step_left(&env, &marker, child.id());

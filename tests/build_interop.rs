@@ -35,17 +35,10 @@ fn a_built_image_pushed_and_pulled_into_a_fresh_root_runs_and_inspects_the_same(
     fs::create_dir_all(&ctx).unwrap();
     fs::write(ctx.join("Dockerfile"), DOCKERFILE).unwrap();
     fs::write(ctx.join("msg.txt"), "berth").unwrap();
-    let out = a
-        .berth()
-        .args(["build", "-q", "-t", "app:1", ctx.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let id = a
+        .ok(&["build", "-q", "-t", "app:1", ctx.to_str().unwrap()])
+        .trim()
+        .to_string();
     let run = |env: &Env, r: &str| env.ok(&["run", "--rm", "--network", "none", r]);
     assert_eq!(run(&a, "app:1"), "hello from berth\n");
 
@@ -79,16 +72,7 @@ fn a_built_image_pushed_and_pulled_into_a_fresh_root_runs_and_inspects_the_same(
         format!("FROM {remote}\nRUN cat data/f >> out.txt\n"),
     )
     .unwrap();
-    let out = b
-        .berth()
-        .args(["build", "-q", "-t", "child:1", ctx2.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    b.ok(&["build", "-q", "-t", "child:1", ctx2.to_str().unwrap()]);
     assert_eq!(run(&b, "child:1"), "hello from berth\nx\n");
     b.check_store();
 }

@@ -182,7 +182,7 @@ pub fn build(
     let (ignore, _) = Ignore::for_build(&opts.context, &opts.dockerfile_path)?;
     let memo = Mutex::new(HashMemo::for_context(store.root(), &opts.context));
     let abort = AtomicBool::new(false);
-    let shared = SharedProgress(Mutex::new(progress));
+    let shared: SharedProgress = Mutex::new(progress);
     let stage_names: Vec<Option<String>> = plan.stages.iter().map(|s| s.name.clone()).collect();
     let mount_sources = Arc::new(MountSources {
         context: opts.context.clone(),
@@ -321,14 +321,14 @@ impl Drop for BasePins<'_> {
 }
 
 /// The build's progress, shared by the stages building at once.
-struct SharedProgress<'p>(Mutex<&'p mut (dyn Progress + Send)>);
+type SharedProgress<'p> = Mutex<&'p mut (dyn Progress + Send)>;
 
 /// One stage's view of the shared progress.
 struct ProgressHandle<'s, 'p>(&'s SharedProgress<'p>);
 
 impl ProgressHandle<'_, '_> {
     fn with(&self, f: impl FnOnce(&mut dyn Progress)) {
-        let mut p = self.0.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut p = self.0.lock().unwrap_or_else(|e| e.into_inner());
         f(&mut **p);
     }
 }
