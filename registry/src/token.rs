@@ -664,7 +664,7 @@ mod tests {
     #[test]
     fn the_key_is_picked_by_kid_or_x5c_and_tried_in_turn_without_them() {
         let dir = tempfile::TempDir::new().unwrap();
-        let (rsa_key, rsa_crt) = keypair(dir.path(), "rsa");
+        let (_, rsa_crt) = keypair(dir.path(), "rsa");
         let (_, ec_crt) = keypair(dir.path(), "ec");
         let sub = dir.path().join("second");
         std::fs::create_dir(&sub).unwrap();
@@ -717,7 +717,6 @@ mod tests {
             v.verify(Some(&bearer(&t))),
             Err(Rejection::Invalid(_))
         ));
-        let _ = rsa_key;
     }
 
     #[test]
