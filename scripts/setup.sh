@@ -2,7 +2,7 @@
 # Install what berth's build, demo and tests need on a Debian machine (run as root). Idempotent.
 set -euo pipefail
 
-pkgs=(busybox-static skopeo umoci hyperfine libseccomp-dev pkg-config cmake docker-registry curl wrk openssl podman crun iproute2 util-linux tini nftables iperf3 python3 git)
+pkgs=(busybox-static skopeo umoci hyperfine libseccomp-dev pkg-config cmake docker-registry curl wrk openssl podman crun iproute2 util-linux tini nftables iperf3 python3 python3-venv git)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -21,4 +21,12 @@ command -v cargo >/dev/null 2>&1 || { echo "setup: cargo (Rust stable) is requir
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "setup: installing cargo-nextest" >&2
   cargo install cargo-nextest --locked
+fi
+
+# An S3-compatible server for the object-storage tests (moto, from PyPI) in its own venv.
+MOTO_VENV=/opt/berth-test-venv
+if [ ! -x "$MOTO_VENV/bin/moto_server" ]; then
+  echo "setup: installing moto[server] into $MOTO_VENV" >&2
+  /usr/bin/python3 -m venv "$MOTO_VENV"
+  "$MOTO_VENV/bin/pip" install -q --disable-pip-version-check "moto[server]==5.1.*"
 fi
