@@ -58,6 +58,8 @@ pub struct BuildOptions {
     pub source_date_epoch: Option<u64>,
     /// `--no-cache-filter`: stages (by name or index) whose steps ignore the cache.
     pub no_cache_filter: Vec<String>,
+    /// `--cache-from`'s imported caches; also records the build for `--cache-to`.
+    pub cache_io: Option<Arc<crate::cache_io::CacheIo>>,
 }
 
 /// The result of a stage: its image (None for an empty `FROM scratch`), cache key and config.
@@ -92,10 +94,37 @@ pub(crate) struct Builder<'a> {
     pub(crate) no_cache_filter: Vec<String>,
     /// Whether the stage being built is one of them.
     pub(crate) stage_no_cache: bool,
+    /// Imported caches and the build's record for export.
+    pub(crate) cache_io: Option<&'a crate::cache_io::CacheIo>,
 }
 
 /// Builds the image `opts` describes; returns it, named with `opts.tags`.
 pub fn build(
+    store: &Store,
+    exec: &(dyn Executor + Sync),
+    opts: &BuildOptions,
+    progress: &mut (dyn Progress + Send),
+) -> Result<Image, BuildError> {
+    match build_once(store, exec, opts, progress) {
+        // A lazy hit from an imported cache whose layers the cache does not carry (a stage
+        // exported with mode=min) turned out to be needed: build again taking only hits whose
+        // layers can be had; what ran meanwhile is in the local cache.
+        Err(BuildError::CacheIncomplete { reason })
+            if opts.cache_io.as_ref().is_some_and(|io| !io.strict()) =>
+        {
+            progress.note(&format!(
+                "imported cache is incomplete ({reason}): building again without its incomplete results"
+            ));
+            if let Some(io) = &opts.cache_io {
+                io.set_strict();
+            }
+            build_once(store, exec, opts, progress)
+        }
+        r => r,
+    }
+}
+
+fn build_once(
     store: &Store,
     exec: &(dyn Executor + Sync),
     opts: &BuildOptions,
@@ -214,6 +243,7 @@ pub fn build(
         epoch,
         no_cache_filter: no_cache_filter.clone(),
         stage_no_cache: false,
+        cache_io: opts.cache_io.as_deref(),
     };
     let multi = plan.stages.len() > 1;
     // A ticker keeps a live view's timers moving while steps are silent.
@@ -272,6 +302,9 @@ pub fn build(
                 img
             }
         };
+        if let Some(io) = b.cache_io {
+            io.record(&inputs, &img);
+        }
         last.image = Some(img);
     }
     let img = match last.image {
@@ -279,6 +312,15 @@ pub fn build(
         // FROM scratch and nothing else: an image without layers.
         None => b.commit(&last, None, String::new())?,
     };
+    if let Some(io) = b.cache_io {
+        // The final image comes whole: its layers from the imported caches where this root
+        // lacks them.
+        if !store.image_complete(&img) {
+            io.complete(store, &img)
+                .map_err(|reason| BuildError::CacheIncomplete { reason })?;
+        }
+        io.settle(store, &b.cache);
+    }
     if opts.export_only {
         return Ok(img);
     }
@@ -453,7 +495,12 @@ where
                     Ok(r) => st.results[stage.index] = Some(r),
                     Err(e) => {
                         abort.store(true, Ordering::SeqCst);
-                        cancel();
+                        // An incomplete imported cache means building again: the other
+                        // stages stop at their next step, their running processes are left
+                        // to finish (a cancel would stop the second attempt too).
+                        if !matches!(e, BuildError::CacheIncomplete { .. }) {
+                            cancel();
+                        }
                         // The first failure is the build's; later ones are its consequences.
                         if st.error.is_none() {
                             st.error = Some(e);
@@ -497,9 +544,58 @@ impl Builder<'_> {
         if self.no_cache || self.stage_no_cache {
             return None;
         }
+        let key = inputs.key();
         self.cache
-            .get(&inputs.key())
+            .get(&key)
             .filter(|img| self.store.image_complete(img))
+            .or_else(|| self.cache_io.and_then(|io| io.lookup(self.store, &key)))
+    }
+
+    /// Before a step runs on imported results: the layers of its parent and of the stages or
+    /// images it reads from come down, and its cache mounts are restored.
+    fn prepare_imported(&mut self, cur: &StageResult, op: &FsOp) -> Result<(), BuildError> {
+        let Some(io) = self.cache_io else {
+            return Ok(());
+        };
+        let mut need: Vec<&Image> = cur.image.iter().collect();
+        match op {
+            FsOp::Copy {
+                from: Some(Some(img)),
+                ..
+            } => need.push(img),
+            FsOp::Run { mounts, .. } => {
+                for m in mounts {
+                    match m {
+                        MountPlan::Bind {
+                            origin: Origin::Root { image, .. },
+                            ..
+                        }
+                        | MountPlan::Cache {
+                            base: Some((Origin::Root { image, .. }, _)),
+                            ..
+                        } => need.extend(image.as_ref().as_ref()),
+                        _ => {}
+                    }
+                    if let MountPlan::Cache { dir, .. } = m {
+                        match io.restore_mount(self.store, dir) {
+                            Ok(Some(from)) => self
+                                .progress
+                                .note(&format!("restored cache mount {} from {from}", &dir[..12])),
+                            Ok(None) => {}
+                            Err(e) => self.progress.note(&format!("WARNING: {e}")),
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        for img in need {
+            if !self.store.image_complete(img) {
+                io.complete(self.store, img)
+                    .map_err(|reason| BuildError::CacheIncomplete { reason })?;
+            }
+        }
+        Ok(())
     }
 
     /// Commits `layer` (or none) on the stage's current image with its config.
@@ -751,7 +847,17 @@ impl Builder<'_> {
             Command::From(_) => return Err(err("FROM inside a stage".into())),
         };
 
+        if let (Some(io), Some(FsOp::Run { mounts, .. })) = (self.cache_io, &op) {
+            for m in mounts {
+                if let MountPlan::Cache { dir, .. } = m {
+                    io.record_mount(dir);
+                }
+            }
+        }
         if let Some(img) = self.cached(&inputs) {
+            if let Some(io) = self.cache_io {
+                io.record(&inputs, &img);
+            }
             cur.image = Some(img);
             cur.key = inputs.key();
             return Ok(false);
@@ -762,6 +868,7 @@ impl Builder<'_> {
         let img = match op {
             None => self.commit(cur, None, created_by)?,
             Some(op) => {
+                self.prepare_imported(cur, &op)?;
                 let fs = FsStep {
                     store: self.store,
                     exec: self.exec,
@@ -789,6 +896,9 @@ impl Builder<'_> {
             }
         };
         self.cache.put(&inputs, &img);
+        if let Some(io) = self.cache_io {
+            io.record(&inputs, &img);
+        }
         cur.image = Some(img);
         cur.key = inputs.key();
         Ok(true)

@@ -50,6 +50,10 @@ pub enum BuildError {
     },
     #[error("sandbox: {0}")]
     Exec(#[from] crate::exec::ExecError),
+    /// A result taken from an imported cache turned out to be needed, and its layers could
+    /// not be had.
+    #[error("the imported build cache is incomplete: {reason}")]
+    CacheIncomplete { reason: String },
     /// Ctrl-C (SIGINT), SIGTERM or SIGHUP during the build.
     #[error("the build was interrupted: nothing was tagged")]
     Interrupted,

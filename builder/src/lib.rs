@@ -10,6 +10,7 @@
 mod base;
 pub mod build;
 pub mod cache;
+pub mod cache_io;
 pub mod config;
 pub mod context;
 pub mod copy;

@@ -71,6 +71,13 @@ pub struct BuildArgs {
     /// SSH agent socket to expose to the build (format: "default|<id>[=<socket>]")
     #[arg(long = "ssh")]
     ssh: Vec<String>,
+    /// Cache export destinations (format: "type=registry,ref=HOST/REPO:TAG[,mode=min|max]",
+    /// "type=local,dest=DIR[,mode=max]")
+    #[arg(long = "cache-to")]
+    cache_to: Vec<String>,
+    /// External cache sources (format: "type=registry,ref=HOST/REPO:TAG", "type=local,src=DIR")
+    #[arg(long = "cache-from")]
+    cache_from: Vec<String>,
 }
 
 /// `--secret` as docker buildx reads it: `id=ID[,src=PATH|,env=VAR][,type=file|env]`; with
@@ -170,6 +177,16 @@ pub fn build(root: &Path, a: BuildArgs) -> Result<ExitCode> {
             a.progress
         );
     }
+    let cache_to = a
+        .cache_to
+        .iter()
+        .map(|s| berth_builder::cache_io::CacheTo::parse(s).map_err(anyhow::Error::msg))
+        .collect::<Result<Vec<_>>>()?;
+    let cache_from = a
+        .cache_from
+        .iter()
+        .map(|s| berth_builder::cache_io::CacheFrom::parse(s).map_err(anyhow::Error::msg))
+        .collect::<Result<Vec<_>>>()?;
     // `-`: a tar context (or a lone Dockerfile) on stdin, unpacked into a scratch directory
     // that lives as long as the build.
     let mut stdin_dockerfile = None;
@@ -341,7 +358,9 @@ pub fn build(root: &Path, a: BuildArgs) -> Result<ExitCode> {
         export_only: output.is_some(),
         source_date_epoch,
         no_cache_filter: a.no_cache_filter.clone(),
+        cache_io: None,
     };
+    let mut opts = opts;
     let exec = SandboxExecutor {
         root: root.to_path_buf(),
         cancel: super::build_sandbox::Cancel::new().context("creating a pipe")?,
@@ -364,6 +383,20 @@ pub fn build(root: &Path, a: BuildArgs) -> Result<ExitCode> {
     let _building = build_lock(root, false)?;
     // From here Ctrl-C stops the build cleanly (a second one ends it at once).
     super::build_sandbox::Interrupt::install();
+    let remote_opts = berth_store::remote::Options::for_root(&store, &[])?;
+    if !cache_from.is_empty() || !cache_to.is_empty() {
+        let io = if cache_from.is_empty() || a.no_cache {
+            berth_builder::cache_io::CacheIo::empty()
+        } else {
+            for f in &cache_from {
+                progress.note(&format!("importing cache manifest from {}", f.location));
+            }
+            berth_builder::cache_io::CacheIo::import(&cache_from, &remote_opts, &mut |w| {
+                progress.note(w)
+            })
+        };
+        opts.cache_io = Some(std::sync::Arc::new(io));
+    }
     let built = berth_builder::build(&store, &exec, &opts, progress);
     progress.finish();
     let img = match built {
@@ -395,6 +428,40 @@ pub fn build(root: &Path, a: BuildArgs) -> Result<ExitCode> {
             ));
         }
     }
+    // As buildx: a failed export fails the build (the image is kept), unless ignore-error=true.
+    let mut export_failed = false;
+    if let Some(io) = &opts.cache_io {
+        for to in &cache_to {
+            let started = std::time::Instant::now();
+            match io.export(&store, &img, to, &remote_opts) {
+                Ok(st) => {
+                    let mut what = format!(
+                        "{} steps, {} layers ({} uploaded)",
+                        st.records, st.layers, st.layers_uploaded
+                    );
+                    if st.mounts > 0 {
+                        what.push_str(&format!(
+                            ", {} cache mounts in {} chunks ({} uploaded)",
+                            st.mounts, st.chunks, st.chunks_uploaded
+                        ));
+                    }
+                    progress.note(&format!(
+                        "exporting cache to {}: {what} done {:.1}s",
+                        to.location,
+                        started.elapsed().as_secs_f64()
+                    ));
+                }
+                Err(e) if to.ignore_error => progress.note(&format!(
+                    "WARNING: failed to export cache to {}: {e}",
+                    to.location
+                )),
+                Err(e) => {
+                    eprintln!("ERROR: failed to export cache to {}: {e}", to.location);
+                    export_failed = true;
+                }
+            }
+        }
+    }
     if let Some(s) = berth_builder::lint::summary(&report) {
         progress.note(&s);
     }
@@ -408,6 +475,9 @@ pub fn build(root: &Path, a: BuildArgs) -> Result<ExitCode> {
         .is_some_and(|o| o.dest == super::build_output::Dest::Stdout);
     if a.quiet && !stdout_taken {
         println!("{}", img.id);
+    }
+    if export_failed {
+        return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -11,7 +11,9 @@
 //! - `gzip`: parallel gzip of plain layers on their way up
 //! - `state`: compressed digests of plain layers and where blobs were seen, between runs
 //! - `push`, `pull`
+//! - `artifact`: single manifests and blobs of artifacts that are not images (the build cache)
 
+pub mod artifact;
 pub mod auth;
 pub mod client;
 pub mod endpoint;
