@@ -17,7 +17,7 @@ use super::spec::Location;
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
 pub(crate) enum Backend {
-    Registry(Artifacts),
+    Registry(Box<Artifacts>),
     Local {
         dir: PathBuf,
         tag: String,
@@ -31,7 +31,7 @@ impl Backend {
     pub(crate) fn open(loc: &Location, write: bool, opts: &Options) -> Result<Backend, String> {
         match loc {
             Location::Registry { reference } => Artifacts::connect(reference, write, opts)
-                .map(Backend::Registry)
+                .map(|a| Backend::Registry(Box::new(a)))
                 .map_err(|e| e.to_string()),
             Location::Local { dir, tag } => {
                 let lock = if write {

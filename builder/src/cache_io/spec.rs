@@ -116,9 +116,9 @@ fn location(
                 tag: tag.to_string(),
             })
         }
-        "inline" if flag == "--cache-to" => Err(format!(
+        "inline" if flag == "--cache-to" => Err(
             "--cache-to type=inline is not supported by berth: export the cache beside the image with type=registry,ref=HOST/REPO:cache (or type=local,dest=DIR)"
-        )),
+        .to_string()),
         other => Err(format!(
             "invalid {flag} {spec:?}: unsupported cache type {other:?} (berth supports registry and local)"
         )),
