@@ -245,7 +245,7 @@ mod tests {
             ("ref=x", "type is required"),
             ("type=inline", "not supported"),
             ("type=gha", "unsupported cache type"),
-            ("type=registry,ref=UPPER/x", "ref"),
+            ("type=registry,ref=a b", "ref \"a b\""),
             ("type=registry,ref", "key=value"),
         ] {
             let e = CacheTo::parse(bad).unwrap_err();
