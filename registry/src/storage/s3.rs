@@ -5,9 +5,9 @@
 
 use std::sync::Arc;
 
-use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::path::Path as Key;
-use object_store::{BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, RetryConfig};
+use object_store::{BackoffConfig, ClientConfigKey, ObjectStore, ObjectStoreExt, RetryConfig};
 
 use super::object::{Bucket, ObjectStorage};
 use crate::config::S3Config;
@@ -33,16 +33,28 @@ pub fn client(cfg: &S3Config) -> Result<AmazonS3, OpenError> {
     if let Some(r) = &cfg.region {
         b = b.with_region(r);
     }
-    let mut opts = ClientOptions::new()
-        .with_timeout(cfg.request_timeout)
-        .with_connect_timeout(cfg.request_timeout.min(std::time::Duration::from_secs(5)));
-    if let Some(h) = cfg.allow_http {
+    // Through config keys, so the client settings of the environment (AWS_ALLOW_HTTP, proxies…)
+    // stay in force.
+    let client = |k: ClientConfigKey, v: String| (AmazonS3ConfigKey::Client(k), v);
+    let secs = |d: std::time::Duration| format!("{}ms", d.as_millis());
+    for (k, v) in [
+        client(ClientConfigKey::Timeout, secs(cfg.request_timeout)),
+        client(
+            ClientConfigKey::ConnectTimeout,
+            secs(cfg.request_timeout.min(std::time::Duration::from_secs(5))),
+        ),
+    ] {
+        b = b.with_config(k, v);
+    }
+    let allow_http = cfg.allow_http.or_else(|| {
+        // An http:// endpoint written in the settings is consent enough.
+        cfg.endpoint
+            .as_deref()
+            .is_some_and(|e| e.starts_with("http://"))
+            .then_some(true)
+    });
+    if let Some(h) = allow_http {
         b = b.with_allow_http(h);
-        opts = opts.with_allow_http(h);
-    } else if cfg.endpoint.as_deref().is_some_and(|e| e.starts_with("http://")) {
-        // An http:// endpoint written in the file is consent enough.
-        b = b.with_allow_http(true);
-        opts = opts.with_allow_http(true);
     }
     let retry = RetryConfig {
         backoff: BackoffConfig {
@@ -53,8 +65,7 @@ pub fn client(cfg: &S3Config) -> Result<AmazonS3, OpenError> {
         max_retries: cfg.max_retries,
         retry_timeout: cfg.retry_timeout,
     };
-    b.with_client_options(opts)
-        .with_retry(retry)
+    b.with_retry(retry)
         .build()
         .map_err(|e| OpenError::Settings(e.to_string()))
 }
@@ -107,6 +118,18 @@ fn explain(e: &object_store::Error) -> String {
             chain.push_str(&t);
         }
         src = s.source();
+    }
+    // An S3 error body is XML: keep its code, not the document.
+    if let Some(at) = chain.find("<?xml") {
+        let code = chain
+            .split("<Code>")
+            .nth(1)
+            .and_then(|c| c.split("</Code>").next())
+            .map(str::to_string);
+        chain.truncate(at);
+        if let Some(c) = code {
+            chain.push_str(&c);
+        }
     }
     let hint = if chain.contains("NoSuchBucket") || chain.contains("does not exist") {
         "the bucket does not exist: create it, or fix bucket/endpoint"
