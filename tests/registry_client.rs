@@ -139,7 +139,12 @@ impl Moto {
                 .nth(1)
                 .and_then(|k| k.split("</NextContinuationToken>").next())
             {
-                Some(n) => token = n.replace('=', "%3D").replace('+', "%2B").replace('/', "%2F"),
+                Some(n) => {
+                    token = n
+                        .replace('=', "%3D")
+                        .replace('+', "%2B")
+                        .replace('/', "%2F")
+                }
                 None => return out,
             }
         }

@@ -125,7 +125,12 @@ fn a_chunked_upload_moves_between_replicas_and_survives_kill_9() {
     let r = b.get(&loc);
     assert_eq!(r.status, 204);
     assert_eq!(r.header("range"), Some(format!("0-{}", at - 1).as_str()));
-    let r = b.req("PUT", &format!("{loc}?digest={}", digest_of(b"x")), &[], b"");
+    let r = b.req(
+        "PUT",
+        &format!("{loc}?digest={}", digest_of(b"x")),
+        &[],
+        b"",
+    );
     assert_eq!(r.status, 400, "a wrong digest is refused: {}", r.text());
     let r = b.req(
         "PATCH",
@@ -208,22 +213,45 @@ fn gc_on_the_bucket_spares_a_push_racing_it() {
 
     let dry = berth(
         &a,
-        &["registry", "gc", "--storage", &url, "--grace", "2s", "--dry-run"],
+        &[
+            "registry",
+            "gc",
+            "--storage",
+            &url,
+            "--grace",
+            "2s",
+            "--dry-run",
+        ],
     );
     let out = String::from_utf8_lossy(&dry.stdout);
-    assert!(dry.status.success(), "{out}{}", String::from_utf8_lossy(&dry.stderr));
-    assert!(out.contains(&format!("blob eligible for deletion: {orphan}")), "{out}");
+    assert!(
+        dry.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+    assert!(
+        out.contains(&format!("blob eligible for deletion: {orphan}")),
+        "{out}"
+    );
     assert_eq!(a.stored_blobs().len(), 5, "a dry run deletes nothing");
 
     let run = berth(&a, &["registry", "gc", "--storage", &url, "--grace", "2s"]);
     let out = String::from_utf8_lossy(&run.stdout);
-    assert!(run.status.success(), "{out}{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     assert!(out.contains(&format!("deleting blob: {orphan}")), "{out}");
-    assert!(!out.contains(&fd) && !out.contains(&ld) && !out.contains(&cd), "{out}");
+    assert!(
+        !out.contains(&fd) && !out.contains(&ld) && !out.contains(&cd),
+        "{out}"
+    );
     assert!(out.contains("deleting upload: gc/app/"), "{out}");
     assert!(out.contains("1 blobs deleted, 1 uploads purged"), "{out}");
     assert_eq!(
-        b.req("HEAD", &format!("/v2/gc/app/blobs/{orphan}"), &[], b"").status,
+        b.req("HEAD", &format!("/v2/gc/app/blobs/{orphan}"), &[], b"")
+            .status,
         404
     );
     assert_eq!(a.get(&stale_upload).status, 404);
@@ -296,7 +324,10 @@ fn a_failing_object_store_is_a_5xx_and_the_registry_recovers() {
         let r = s.get(&path);
         assert_eq!(r.status, 500, "{path}: {}", r.text());
         assert_eq!(r.code(), "UNKNOWN", "{path}");
-        let msg = r.json()["errors"][0]["message"].as_str().unwrap().to_string();
+        let msg = r.json()["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .to_string();
         assert!(msg.contains("object store"), "{msg}");
     }
     let r = s.req("POST", "/v2/fault/app/blobs/uploads/", &[], b"");
@@ -312,5 +343,8 @@ fn a_failing_object_store_is_a_5xx_and_the_registry_recovers() {
     moto.restart();
     moto.create_bucket(&bucket);
     let d2 = s.push_blob("fault/app", b"after the outage");
-    assert_eq!(s.get(&format!("/v2/fault/app/blobs/{d2}")).body, b"after the outage");
+    assert_eq!(
+        s.get(&format!("/v2/fault/app/blobs/{d2}")).body,
+        b"after the outage"
+    );
 }

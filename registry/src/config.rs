@@ -206,7 +206,9 @@ impl StorageConfig {
         };
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
-            return Err(format!("storage {s:?}: the URL names no bucket (s3://BUCKET[/PREFIX])"));
+            return Err(format!(
+                "storage {s:?}: the URL names no bucket (s3://BUCKET[/PREFIX])"
+            ));
         }
         Ok(StorageConfig::S3(S3Config::new(bucket, prefix)))
     }
@@ -216,7 +218,7 @@ impl StorageConfig {
 #[derive(Debug, PartialEq)]
 pub enum StorageSetting {
     Path(PathBuf),
-    Table(StorageTable),
+    Table(Box<StorageTable>),
 }
 
 #[derive(Debug, Default, Deserialize, PartialEq)]
@@ -251,7 +253,7 @@ impl<'de> Deserialize<'de> for StorageSetting {
                 map: A,
             ) -> Result<StorageSetting, A::Error> {
                 StorageTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))
-                    .map(StorageSetting::Table)
+                    .map(|t| StorageSetting::Table(Box::new(t)))
             }
         }
         d.deserialize_any(V)
@@ -262,7 +264,7 @@ impl StorageSetting {
     pub fn resolve(self) -> Result<StorageConfig, String> {
         let t = match self {
             StorageSetting::Path(p) => return Ok(StorageConfig::Fs(p)),
-            StorageSetting::Table(t) => t,
+            StorageSetting::Table(t) => *t,
         };
         let s3_only = [
             ("bucket", t.bucket.is_some()),
@@ -298,7 +300,9 @@ impl StorageSetting {
                 c.allow_http = t.allow_http;
                 if let Some(p) = t.part_size {
                     if p < MIN_PART_SIZE {
-                        return Err(format!("[storage] part-size {p} is below S3's minimum part size of {MIN_PART_SIZE} bytes (5 MiB)"));
+                        return Err(format!(
+                            "[storage] part-size {p} is below S3's minimum part size of {MIN_PART_SIZE} bytes (5 MiB)"
+                        ));
                     }
                     c.part_size = p;
                 }
@@ -307,7 +311,9 @@ impl StorageSetting {
                 }
                 let dur = |v: Option<String>, key: &str, default: Duration| match v {
                     None => Ok(default),
-                    Some(v) => crate::gc::parse_duration(&v).map_err(|e| format!("[storage] {key}: {e}")),
+                    Some(v) => {
+                        crate::gc::parse_duration(&v).map_err(|e| format!("[storage] {key}: {e}"))
+                    }
                 };
                 c.retry_timeout = dur(t.retry_timeout, "retry-timeout", c.retry_timeout)?;
                 c.request_timeout = dur(t.request_timeout, "request-timeout", c.request_timeout)?;
@@ -316,7 +322,9 @@ impl StorageSetting {
                 }
                 Ok(StorageConfig::S3(c))
             }
-            k => Err(format!("[storage] kind = {k:?} is not a storage kind: use \"fs\" or \"s3\"")),
+            k => Err(format!(
+                "[storage] kind = {k:?} is not a storage kind: use \"fs\" or \"s3\""
+            )),
         }
     }
 }
@@ -415,32 +423,60 @@ mod tests {
         let c = f("[storage]\nkind = \"s3\"\nbucket = \"b\"\nprefix = \"/p/q/\"\nendpoint = \"http://127.0.0.1:9\"\nallow-http = true\nmax-retries = 0\nretry-timeout = \"2s\"\nrequest-timeout = \"5s\"\npart-size = 16777216")
             .unwrap()
             .unwrap();
-        let StorageConfig::S3(c) = c else { panic!("{c:?}") };
+        let StorageConfig::S3(c) = c else {
+            panic!("{c:?}")
+        };
         assert_eq!((c.bucket.as_str(), c.prefix.as_str()), ("b", "p/q"));
         assert_eq!(c.endpoint.as_deref(), Some("http://127.0.0.1:9"));
-        assert_eq!((c.allow_http, c.max_retries, c.part_size), (Some(true), 0, 16 << 20));
-        assert_eq!((c.retry_timeout, c.request_timeout), (Duration::from_secs(2), Duration::from_secs(5)));
+        assert_eq!(
+            (c.allow_http, c.max_retries, c.part_size),
+            (Some(true), 0, 16 << 20)
+        );
+        assert_eq!(
+            (c.retry_timeout, c.request_timeout),
+            (Duration::from_secs(2), Duration::from_secs(5))
+        );
         for (t, want) in [
             ("[storage]\nkind = \"s3\"", "needs bucket"),
-            ("[storage]\nkind = \"gcs\"\nbucket = \"b\"", "not a storage kind"),
+            (
+                "[storage]\nkind = \"gcs\"\nbucket = \"b\"",
+                "not a storage kind",
+            ),
             ("[storage]\nkind = \"fs\"", "needs path"),
-            ("[storage]\nkind = \"fs\"\npath = \"/x\"\nbucket = \"b\"", "bucket is a setting of kind = \"s3\""),
-            ("[storage]\nkind = \"s3\"\nbucket = \"b\"\npart-size = 1024", "minimum part size"),
-            ("[storage]\nkind = \"s3\"\nbucket = \"b\"\nretry-timeout = \"soon\"", "retry-timeout"),
+            (
+                "[storage]\nkind = \"fs\"\npath = \"/x\"\nbucket = \"b\"",
+                "bucket is a setting of kind = \"s3\"",
+            ),
+            (
+                "[storage]\nkind = \"s3\"\nbucket = \"b\"\npart-size = 1024",
+                "minimum part size",
+            ),
+            (
+                "[storage]\nkind = \"s3\"\nbucket = \"b\"\nretry-timeout = \"soon\"",
+                "retry-timeout",
+            ),
         ] {
             let e = f(t).unwrap().unwrap_err();
             assert!(e.contains(want), "{t}: {e}");
         }
-        let e = toml::from_str::<FileConfig>("[storage]\nkind = \"s3\"\nbukket = \"b\"").unwrap_err();
+        let e =
+            toml::from_str::<FileConfig>("[storage]\nkind = \"s3\"\nbukket = \"b\"").unwrap_err();
         assert!(e.to_string().contains("bukket"), "{e}");
 
         assert_eq!(
             StorageConfig::parse_flag("s3://imgs/reg/x"),
             Ok(StorageConfig::S3(S3Config::new("imgs", "reg/x")))
         );
-        assert_eq!(StorageConfig::parse_flag("/d"), Ok(StorageConfig::Fs("/d".into())));
+        assert_eq!(
+            StorageConfig::parse_flag("/d"),
+            Ok(StorageConfig::Fs("/d".into()))
+        );
         assert!(StorageConfig::parse_flag("s3://").is_err());
-        assert!(StorageConfig::parse_flag("gs://b").unwrap_err().contains("only s3://"));
+        assert!(
+            StorageConfig::parse_flag("gs://b")
+                .unwrap_err()
+                .contains("only s3://")
+        );
     }
 
     #[test]

@@ -146,11 +146,7 @@ impl Bucket {
     }
 
     /// The session's state and the version to replace it conditionally.
-    async fn session(
-        &self,
-        r: &Name,
-        id: Uuid,
-    ) -> StorageResult<Option<(Session, UpdateVersion)>> {
+    async fn session(&self, r: &Name, id: Uuid) -> StorageResult<Option<(Session, UpdateVersion)>> {
         let key = self.session_key(r, id, "state");
         let got = match self.store.get(&key).await {
             Ok(g) => g,
@@ -282,7 +278,9 @@ impl ObjectStorage {
     async fn read_tail(&self, repo: &Name, id: Uuid, s: &Session) -> StorageResult<BytesMut> {
         let mut buf = BytesMut::with_capacity(self.part_size + (1 << 20));
         if s.tail > 0 {
-            let key = self.b.session_key(repo, id, &format!("tail-{}", s.offset()));
+            let key = self
+                .b
+                .session_key(repo, id, &format!("tail-{}", s.offset()));
             let bytes = self
                 .b
                 .read(&key)
@@ -308,7 +306,9 @@ impl ObjectStorage {
             self.b.delete(&data).await?;
         }
         if s.tail > 0 {
-            let tail = self.b.session_key(repo, id, &format!("tail-{}", s.offset()));
+            let tail = self
+                .b
+                .session_key(repo, id, &format!("tail-{}", s.offset()));
             self.b.delete(&tail).await?;
         }
         self.b.delete(&self.b.session_key(repo, id, "state")).await
@@ -571,10 +571,10 @@ impl Storage for ObjectStorage {
             }
             Err(e) => return Err(store_err(&state_key, e)),
         }
-        if let Some(old) = old_tail {
-            if let Err(e) = self.b.delete(&old).await {
-                tracing::debug!("removing an old tail: {e}");
-            }
+        if let Some(old) = old_tail
+            && let Err(e) = self.b.delete(&old).await
+        {
+            tracing::debug!("removing an old tail: {e}");
         }
         Ok(new)
     }
@@ -670,11 +670,7 @@ impl Storage for ObjectStorage {
     }
 
     async fn manifest_exists(&self, repo: &Name, digest: &Digest) -> StorageResult<bool> {
-        Ok(self
-            .b
-            .size(&self.b.revision(repo, digest))
-            .await?
-            .is_some())
+        Ok(self.b.size(&self.b.revision(repo, digest)).await?.is_some())
     }
 
     async fn manifest_put(&self, repo: &Name, m: NewManifest, tags: Vec<Tag>) -> StorageResult<()> {

@@ -198,10 +198,10 @@ impl PartWriter {
         for j in self.in_flight.drain(..) {
             j.abort();
         }
-        if let Some(id) = &self.multipart {
-            if let Err(e) = self.parts_store.abort_multipart(&self.key, id).await {
-                tracing::warn!("aborting multipart upload of {}: {e}", self.key);
-            }
+        if let Some(id) = &self.multipart
+            && let Err(e) = self.parts_store.abort_multipart(&self.key, id).await
+        {
+            tracing::warn!("aborting multipart upload of {}: {e}", self.key);
         }
     }
 }
