@@ -815,3 +815,102 @@ impl Storage for ObjectStorage {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::memory::InMemory;
+
+    fn two_replicas(part: usize) -> (ObjectStorage, ObjectStorage) {
+        let mem = Arc::new(InMemory::new());
+        let b = Bucket {
+            store: mem.clone(),
+            parts: mem,
+            prefix: "p".into(),
+        };
+        (
+            ObjectStorage::new(b.clone(), part),
+            ObjectStorage::new(b, part),
+        )
+    }
+
+    fn body(b: &[u8]) -> ByteStream {
+        // Split into uneven pieces, as a network would.
+        let pieces: Vec<std::io::Result<Bytes>> =
+            b.chunks(7).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+        Box::pin(futures::stream::iter(pieces))
+    }
+
+    fn digest(b: &[u8]) -> Digest {
+        use sha2::Digest as _;
+        from_hasher(Sha256::new_with_prefix(b))
+    }
+
+    #[tokio::test]
+    async fn chunks_of_any_size_on_alternating_replicas_make_the_exact_blob() {
+        let (a, b) = two_replicas(16);
+        let repo = Name::parse("x/y").unwrap();
+        let data: Vec<u8> = (0..200u32).map(|i| (i * 31 % 251) as u8).collect();
+        let d = digest(&data);
+        let id = a.upload_start(&repo).await.unwrap();
+        let mut at = 0;
+        for (i, n) in [3usize, 16, 40, 1, 0, 60, 80].into_iter().enumerate() {
+            let st = if i % 2 == 0 { &a } else { &b };
+            let end = st
+                .upload_append(
+                    &repo,
+                    id,
+                    Some(at as u64),
+                    body(&data[at..at + n]),
+                    Some(n as u64),
+                )
+                .await
+                .unwrap();
+            at += n;
+            assert_eq!(end, at as u64);
+        }
+        // A chunk at the wrong offset and one shorter than declared change nothing.
+        let e = a
+            .upload_append(&repo, id, Some(5), body(b"zz"), None)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, StorageError::RangeMismatch { offset: 200, .. }),
+            "{e}"
+        );
+        let e = b
+            .upload_append(&repo, id, Some(200), body(b"zz"), Some(9))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, StorageError::SizeMismatch { .. }), "{e}");
+        assert_eq!(a.upload_offset(&repo, id).await.unwrap(), Some(200));
+        let wrong = digest(b"other");
+        assert!(b.upload_finish(&repo, id, &wrong).await.is_err());
+        assert_eq!(a.blob_size(&repo, &wrong).await.unwrap(), None);
+        assert_eq!(b.upload_finish(&repo, id, &d).await.unwrap(), 200);
+        assert_eq!(a.blob_size(&repo, &d).await.unwrap(), Some(200));
+        let r = a.blob_open(&repo, &d, 10, 150).await.unwrap().unwrap();
+        let got: Vec<Bytes> = r.body.try_collect().await.unwrap();
+        assert_eq!(got.concat(), data[10..160]);
+        assert_eq!(a.upload_offset(&repo, id).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_monolithic_put_is_visible_only_when_its_digest_matches() {
+        let (a, _) = two_replicas(16);
+        let repo = Name::parse("m").unwrap();
+        let data = vec![9u8; 100];
+        let e = a
+            .blob_put(&repo, &digest(b"nope"), body(&data), None)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, StorageError::DigestMismatch { .. }), "{e}");
+        assert_eq!(a.blob_size(&repo, &digest(b"nope")).await.unwrap(), None);
+        let d = digest(&data);
+        assert_eq!(
+            a.blob_put(&repo, &d, body(&data), Some(100)).await.unwrap(),
+            100
+        );
+        assert_eq!(a.blob_size(&repo, &d).await.unwrap(), Some(100));
+    }
+}
