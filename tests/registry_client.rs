@@ -16,16 +16,186 @@ pub fn digest_of(b: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(b)))
 }
 
+/// Which storage `Server::start` gives a registry. The `registry_api_s3` and `registry_s3*`
+/// test binaries run on buckets of a moto server; every other binary on a directory. (Chosen
+/// by the binary's name, so `registry_api_s3` can include the very same suite.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Fs,
+    S3,
+}
+
+pub fn backend() -> Backend {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let name = exe.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    if name.starts_with("registry_api_s3") || name.starts_with("registry_s3") {
+        Backend::S3
+    } else {
+        Backend::Fs
+    }
+}
+
+/// A moto S3 server on a free loopback port, one per test process. It is started from a
+/// thread that never ends, with the parent-death signal set, so it dies (SIGKILL) with the
+/// test process however that ends; `stop`/`restart` control it in between.
+pub struct Moto {
+    pub port: u16,
+    pid: std::sync::Mutex<u32>,
+}
+
+pub const MOTO: &str = "/opt/berth-test-venv/bin/moto_server";
+
+fn spawn_moto(port: u16) -> u32 {
+    assert!(
+        Path::new(MOTO).exists(),
+        "{MOTO} is missing: run scripts/setup.sh (the S3 tests need moto[server])"
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let child = Command::new("setpriv")
+            .args(["--pdeathsig", "KILL", "--", MOTO, "-H", "127.0.0.1", "-p"])
+            .arg(port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        tx.send(child.id()).expect("send pid");
+        let mut child = child;
+        let _ = child.wait();
+    });
+    let pid = rx.recv().expect("moto pid");
+    for _ in 0..200 {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return pid;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("moto_server did not listen on port {port}");
+}
+
+impl Moto {
+    pub fn get() -> &'static Moto {
+        static M: std::sync::OnceLock<Moto> = std::sync::OnceLock::new();
+        M.get_or_init(|| {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("free port")
+                .port();
+            let pid = spawn_moto(port);
+            Moto {
+                port,
+                pid: std::sync::Mutex::new(pid),
+            }
+        })
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The AWS_* settings a registry (or gc) needs to reach this moto.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_ENDPOINT", self.endpoint()),
+            ("AWS_ALLOW_HTTP", "true".into()),
+        ]
+    }
+
+    /// Create `bucket` (no error if it exists).
+    pub fn create_bucket(&self, bucket: &str) {
+        let r = request(self.port, "PUT", &format!("/{bucket}"), &[], b"");
+        assert!(
+            r.status == 200 || r.status == 409,
+            "create bucket {bucket}: {} {}",
+            r.status,
+            r.text()
+        );
+    }
+
+    /// Keys in `bucket` under `prefix`.
+    pub fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut token = String::new();
+        loop {
+            let q = if token.is_empty() {
+                format!("/{bucket}?list-type=2&prefix={prefix}")
+            } else {
+                format!("/{bucket}?list-type=2&prefix={prefix}&continuation-token={token}")
+            };
+            let r = request(self.port, "GET", &q, &[], b"");
+            assert_eq!(r.status, 200, "{}", r.text());
+            let t = r.text();
+            out.extend(
+                t.split("<Key>")
+                    .skip(1)
+                    .filter_map(|k| k.split("</Key>").next())
+                    .map(str::to_string),
+            );
+            match t
+                .split("<NextContinuationToken>")
+                .nth(1)
+                .and_then(|k| k.split("</NextContinuationToken>").next())
+            {
+                Some(n) => {
+                    token = n
+                        .replace('=', "%3D")
+                        .replace('+', "%2B")
+                        .replace('/', "%2F")
+                }
+                None => return out,
+            }
+        }
+    }
+
+    pub fn stop(&self) {
+        let pid = *self.pid.lock().unwrap();
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        for _ in 0..200 {
+            if TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Start again on the same port (moto keeps nothing: buckets are gone).
+    pub fn restart(&self) {
+        *self.pid.lock().unwrap() = spawn_moto(self.port);
+    }
+}
+
+/// A bucket name for a storage directory: the same directory (a restarted server) gets the
+/// same bucket.
+pub fn bucket_for(storage: &Path) -> String {
+    let h = hex::encode(Sha256::digest(storage.to_string_lossy().as_bytes()));
+    format!("t-{}", &h[..20])
+}
+
 /// A running `berth registry serve`, killed by PID when dropped.
 pub struct Server {
     child: Child,
     pub port: u16,
     pub storage: PathBuf,
     pub log: PathBuf,
+    /// On the S3 backend: the bucket.
+    pub bucket: Option<String>,
 }
 
 impl Server {
+    /// A registry on `storage` (a directory), or, in the S3 test binaries, on the bucket named
+    /// after it.
     pub fn start(storage: &Path, extra: &[&str]) -> Server {
+        if backend() == Backend::S3 {
+            let bucket = bucket_for(storage);
+            Moto::get().create_bucket(&bucket);
+            let url = format!("s3://{bucket}");
+            let mut s = Self::start_with(&["--storage", &url], storage, extra);
+            s.bucket = Some(bucket);
+            return s;
+        }
         Self::start_with(
             &["--storage", storage.to_str().expect("utf-8 path")],
             storage,
@@ -37,7 +207,11 @@ impl Server {
         std::fs::create_dir_all(storage).expect("storage dir");
         let log = storage.with_extension(format!("log{}", rand_suffix()));
         let err = File::create(&log).expect("log file");
-        let mut child = Command::new(assert_cmd::cargo::cargo_bin("berth"))
+        let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("berth"));
+        if backend() == Backend::S3 {
+            cmd.envs(Moto::get().env());
+        }
+        let mut child = cmd
             .args(["--root", storage.join("root").to_str().expect("utf-8")])
             .args(["registry", "serve", "--addr", "127.0.0.1:0"])
             .args(args)
@@ -67,6 +241,7 @@ impl Server {
             port,
             storage: storage.to_path_buf(),
             log,
+            bucket: None,
         }
     }
 
@@ -127,8 +302,23 @@ impl Server {
         d
     }
 
+    /// Whether anything is stored under `rel` (a directory, or a key prefix in the bucket).
+    pub fn stored_under(&self, rel: &str) -> bool {
+        match &self.bucket {
+            Some(b) => !Moto::get().keys(b, &format!("{rel}/")).is_empty(),
+            None => self.storage.join(rel).exists(),
+        }
+    }
+
     /// Blobs stored (data files under blobs/), for "nothing partial is visible" checks.
     pub fn stored_blobs(&self) -> Vec<PathBuf> {
+        if let Some(b) = &self.bucket {
+            return Moto::get()
+                .keys(b, "blobs/sha256/")
+                .into_iter()
+                .map(PathBuf::from)
+                .collect();
+        }
         let mut out = Vec::new();
         let base = self.storage.join("blobs/sha256");
         for d in std::fs::read_dir(&base).into_iter().flatten().flatten() {

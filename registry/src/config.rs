@@ -2,8 +2,30 @@
 //! (`addr`, `storage`, `read-only`, `htpasswd`, `tls-cert`, `tls-key`, `chunk-min-length`,
 //! `auth-token-realm`, `auth-token-service`, `auth-token-issuer`, `auth-token-rootcert`,
 //! `auth-token-key`, `auth-token-anonymous-pull`); flags win over the file.
+//!
+//! `storage` is a directory (`storage = "/srv/registry"`, or `--storage DIR`), or a bucket:
+//! `--storage s3://BUCKET[/PREFIX]`, or a table in the file:
+//!
+//! ```toml
+//! [storage]
+//! kind = "s3"
+//! bucket = "images"
+//! prefix = "registry"           # optional: keys live under it
+//! endpoint = "http://127.0.0.1:9000"  # optional: an S3-compatible server
+//! region = "eu-west-1"          # optional
+//! allow-http = true             # optional: a plain-HTTP endpoint
+//! part-size = 8388608           # optional: multipart part size in bytes (>= 5 MiB)
+//! max-retries = 3               # optional: retries of a failed object-store request
+//! retry-timeout = "10s"         # optional: no retry starts after this
+//! request-timeout = "60s"       # optional: one request's limit
+//! ```
+//!
+//! Credentials, and anything not set here, come from the environment as the AWS tools read it
+//! (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`,
+//! `AWS_ENDPOINT`, `AWS_ALLOW_HTTP`, …); the table wins over the environment.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -11,7 +33,7 @@ use serde::Deserialize;
 pub struct Config {
     /// `host:port`; port 0 picks a free one.
     pub addr: String,
-    pub storage: PathBuf,
+    pub storage: StorageConfig,
     pub read_only: bool,
     /// htpasswd file (bcrypt): when set, every `/v2` request needs basic auth.
     pub htpasswd: Option<PathBuf>,
@@ -19,6 +41,8 @@ pub struct Config {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// `OCI-Chunk-Min-Length` announced when an upload session opens; 0 announces none.
     pub chunk_min_length: u64,
+    /// Whether `chunk_min_length` was set (else a bucket announces its part size).
+    pub chunk_min_length_set: bool,
     /// Bearer-token mode: every `/v2` request needs a token (htpasswd then only guards the
     /// built-in token server).
     pub token: Option<TokenConfig>,
@@ -113,12 +137,204 @@ impl TokenConfig {
 /// chunks of at least this much (the spec makes it a SHOULD for them; smaller ones still work).
 pub const DEFAULT_CHUNK_MIN_LENGTH: u64 = 1 << 20;
 
+/// Where the registry keeps what it stores.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageConfig {
+    /// A directory on this machine (the filesystem backend).
+    Fs(PathBuf),
+    /// A bucket: several replicas may serve the same one.
+    S3(S3Config),
+}
+
+impl std::fmt::Display for StorageConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StorageConfig::Fs(p) => write!(f, "{}", p.display()),
+            StorageConfig::S3(c) if c.prefix.is_empty() => write!(f, "s3://{}", c.bucket),
+            StorageConfig::S3(c) => write!(f, "s3://{}/{}", c.bucket, c.prefix),
+        }
+    }
+}
+
+/// The smallest part S3 accepts (but for the last one).
+pub const MIN_PART_SIZE: u64 = 5 << 20;
+/// Part size of multipart uploads: the size of the chunks berth's own client sends, so each
+/// PATCH becomes exactly one part.
+pub const DEFAULT_PART_SIZE: u64 = 8 << 20;
+
+/// An S3 (or S3-compatible) bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Config {
+    pub bucket: String,
+    /// Key prefix, without leading or trailing `/` (empty: the bucket's root).
+    pub prefix: String,
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub allow_http: Option<bool>,
+    pub part_size: u64,
+    pub max_retries: usize,
+    pub retry_timeout: Duration,
+    pub request_timeout: Duration,
+}
+
+impl S3Config {
+    pub fn new(bucket: &str, prefix: &str) -> S3Config {
+        S3Config {
+            bucket: bucket.to_string(),
+            prefix: prefix.trim_matches('/').to_string(),
+            endpoint: None,
+            region: None,
+            allow_http: None,
+            part_size: DEFAULT_PART_SIZE,
+            max_retries: 3,
+            retry_timeout: Duration::from_secs(15),
+            request_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl StorageConfig {
+    /// `--storage`: `s3://BUCKET[/PREFIX]` or a directory.
+    pub fn parse_flag(s: &str) -> Result<StorageConfig, String> {
+        let Some(rest) = s.strip_prefix("s3://") else {
+            if s.contains("://") {
+                return Err(format!(
+                    "storage {s:?}: only s3://BUCKET[/PREFIX] URLs are supported (or a directory)"
+                ));
+            }
+            return Ok(StorageConfig::Fs(PathBuf::from(s)));
+        };
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(format!(
+                "storage {s:?}: the URL names no bucket (s3://BUCKET[/PREFIX])"
+            ));
+        }
+        Ok(StorageConfig::S3(S3Config::new(bucket, prefix)))
+    }
+}
+
+/// `storage` in the file: a directory, or a `[storage]` table.
+#[derive(Debug, PartialEq)]
+pub enum StorageSetting {
+    Path(PathBuf),
+    Table(Box<StorageTable>),
+}
+
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct StorageTable {
+    pub kind: String,
+    pub path: Option<PathBuf>,
+    pub bucket: Option<String>,
+    pub prefix: Option<String>,
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub allow_http: Option<bool>,
+    pub part_size: Option<u64>,
+    pub max_retries: Option<usize>,
+    pub retry_timeout: Option<String>,
+    pub request_timeout: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for StorageSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = StorageSetting;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a directory, or a table with kind = \"fs\" or \"s3\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<StorageSetting, E> {
+                Ok(StorageSetting::Path(PathBuf::from(v)))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<StorageSetting, A::Error> {
+                StorageTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(|t| StorageSetting::Table(Box::new(t)))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl StorageSetting {
+    pub fn resolve(self) -> Result<StorageConfig, String> {
+        let t = match self {
+            StorageSetting::Path(p) => return Ok(StorageConfig::Fs(p)),
+            StorageSetting::Table(t) => *t,
+        };
+        let s3_only = [
+            ("bucket", t.bucket.is_some()),
+            ("prefix", t.prefix.is_some()),
+            ("endpoint", t.endpoint.is_some()),
+            ("region", t.region.is_some()),
+            ("allow-http", t.allow_http.is_some()),
+            ("part-size", t.part_size.is_some()),
+            ("max-retries", t.max_retries.is_some()),
+            ("retry-timeout", t.retry_timeout.is_some()),
+            ("request-timeout", t.request_timeout.is_some()),
+        ];
+        match t.kind.as_str() {
+            "fs" | "filesystem" => {
+                if let Some((k, _)) = s3_only.iter().find(|(_, set)| *set) {
+                    return Err(format!("[storage] {k} is a setting of kind = \"s3\""));
+                }
+                t.path
+                    .map(StorageConfig::Fs)
+                    .ok_or_else(|| "[storage] kind = \"fs\" needs path (a directory)".into())
+            }
+            "s3" => {
+                if t.path.is_some() {
+                    return Err("[storage] path is a setting of kind = \"fs\"; a bucket takes bucket (and prefix)".into());
+                }
+                let bucket = t
+                    .bucket
+                    .filter(|b| !b.is_empty())
+                    .ok_or("[storage] kind = \"s3\" needs bucket")?;
+                let mut c = S3Config::new(&bucket, t.prefix.as_deref().unwrap_or(""));
+                c.endpoint = t.endpoint;
+                c.region = t.region;
+                c.allow_http = t.allow_http;
+                if let Some(p) = t.part_size {
+                    if p < MIN_PART_SIZE {
+                        return Err(format!(
+                            "[storage] part-size {p} is below S3's minimum part size of {MIN_PART_SIZE} bytes (5 MiB)"
+                        ));
+                    }
+                    c.part_size = p;
+                }
+                if let Some(n) = t.max_retries {
+                    c.max_retries = n;
+                }
+                let dur = |v: Option<String>, key: &str, default: Duration| match v {
+                    None => Ok(default),
+                    Some(v) => {
+                        crate::gc::parse_duration(&v).map_err(|e| format!("[storage] {key}: {e}"))
+                    }
+                };
+                c.retry_timeout = dur(t.retry_timeout, "retry-timeout", c.retry_timeout)?;
+                c.request_timeout = dur(t.request_timeout, "request-timeout", c.request_timeout)?;
+                if c.request_timeout.is_zero() {
+                    return Err("[storage] request-timeout must be more than 0s".into());
+                }
+                Ok(StorageConfig::S3(c))
+            }
+            k => Err(format!(
+                "[storage] kind = {k:?} is not a storage kind: use \"fs\" or \"s3\""
+            )),
+        }
+    }
+}
+
 /// `registry.toml`: every field optional.
 #[derive(Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct FileConfig {
     pub addr: Option<String>,
-    pub storage: Option<PathBuf>,
+    pub storage: Option<StorageSetting>,
     #[serde(alias = "read_only")]
     pub read_only: Option<bool>,
     pub htpasswd: Option<PathBuf>,
@@ -172,7 +388,7 @@ mod tests {
             c,
             FileConfig {
                 addr: Some("127.0.0.1:0".into()),
-                storage: Some("/x".into()),
+                storage: Some(StorageSetting::Path("/x".into())),
                 read_only: Some(true),
                 htpasswd: Some("/h".into()),
                 tls_cert: Some("/c".into()),
@@ -191,6 +407,76 @@ mod tests {
         let c: FileConfig = toml::from_str("read_only = false").unwrap();
         assert_eq!(c.read_only, Some(false));
         assert!(toml::from_str::<FileConfig>("adr = \"x\"").is_err());
+    }
+
+    #[test]
+    fn storage_is_a_directory_a_url_or_a_table() {
+        let f = |t: &str| toml::from_str::<FileConfig>(t).map(|c| c.storage.unwrap().resolve());
+        assert_eq!(
+            f("storage = \"/x\"").unwrap(),
+            Ok(StorageConfig::Fs("/x".into()))
+        );
+        assert_eq!(
+            f("[storage]\nkind = \"fs\"\npath = \"/y\"").unwrap(),
+            Ok(StorageConfig::Fs("/y".into()))
+        );
+        let c = f("[storage]\nkind = \"s3\"\nbucket = \"b\"\nprefix = \"/p/q/\"\nendpoint = \"http://127.0.0.1:9\"\nallow-http = true\nmax-retries = 0\nretry-timeout = \"2s\"\nrequest-timeout = \"5s\"\npart-size = 16777216")
+            .unwrap()
+            .unwrap();
+        let StorageConfig::S3(c) = c else {
+            panic!("{c:?}")
+        };
+        assert_eq!((c.bucket.as_str(), c.prefix.as_str()), ("b", "p/q"));
+        assert_eq!(c.endpoint.as_deref(), Some("http://127.0.0.1:9"));
+        assert_eq!(
+            (c.allow_http, c.max_retries, c.part_size),
+            (Some(true), 0, 16 << 20)
+        );
+        assert_eq!(
+            (c.retry_timeout, c.request_timeout),
+            (Duration::from_secs(2), Duration::from_secs(5))
+        );
+        for (t, want) in [
+            ("[storage]\nkind = \"s3\"", "needs bucket"),
+            (
+                "[storage]\nkind = \"gcs\"\nbucket = \"b\"",
+                "not a storage kind",
+            ),
+            ("[storage]\nkind = \"fs\"", "needs path"),
+            (
+                "[storage]\nkind = \"fs\"\npath = \"/x\"\nbucket = \"b\"",
+                "bucket is a setting of kind = \"s3\"",
+            ),
+            (
+                "[storage]\nkind = \"s3\"\nbucket = \"b\"\npart-size = 1024",
+                "minimum part size",
+            ),
+            (
+                "[storage]\nkind = \"s3\"\nbucket = \"b\"\nretry-timeout = \"soon\"",
+                "retry-timeout",
+            ),
+        ] {
+            let e = f(t).unwrap().unwrap_err();
+            assert!(e.contains(want), "{t}: {e}");
+        }
+        let e =
+            toml::from_str::<FileConfig>("[storage]\nkind = \"s3\"\nbukket = \"b\"").unwrap_err();
+        assert!(e.to_string().contains("bukket"), "{e}");
+
+        assert_eq!(
+            StorageConfig::parse_flag("s3://imgs/reg/x"),
+            Ok(StorageConfig::S3(S3Config::new("imgs", "reg/x")))
+        );
+        assert_eq!(
+            StorageConfig::parse_flag("/d"),
+            Ok(StorageConfig::Fs("/d".into()))
+        );
+        assert!(StorageConfig::parse_flag("s3://").is_err());
+        assert!(
+            StorageConfig::parse_flag("gs://b")
+                .unwrap_err()
+                .contains("only s3://")
+        );
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Garbage collection for the filesystem storage (`berth registry gc`), as distribution's
+//! Garbage collection (`berth registry gc`) for either backend, through its
+//! [`Inventory`], as distribution's
 //! `registry garbage-collect` with its default of keeping untagged manifests.
 //!
 //! Mark: every manifest linked into a repository (tagged or not) is live, and so is what it
@@ -25,7 +26,7 @@ use uuid::Uuid;
 
 use crate::endpoint::{Name, parse_digest};
 use crate::storage::StorageError;
-use crate::storage::inventory::{Inventory, Stamped};
+use crate::storage::inventory::{FsInventory, Inventory, Stamped};
 
 /// The default `--grace`.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(3600);
@@ -112,24 +113,35 @@ fn fresh(mtime: Option<SystemTime>, grace: Duration) -> bool {
     }
 }
 
-/// Collect garbage in the storage at `root`, calling `on_swept` for each blob or upload deleted
-/// (or that would be, in a dry run) as it goes.
-pub fn collect(
+/// Collect garbage in the filesystem storage at `root` (see [`collect`]).
+pub fn collect_fs(
     root: &std::path::Path,
+    opts: Options,
+    on_swept: impl FnMut(&Swept),
+) -> Result<Summary, GcError> {
+    let inv = FsInventory::open(root).ok_or(GcError::NotStorage)?;
+    collect(&inv, opts, on_swept)
+}
+
+/// Collect garbage in the storage `inv` shows, calling `on_swept` for each blob or upload
+/// deleted (or that would be, in a dry run) as it goes.
+pub fn collect(
+    inv: &dyn Inventory,
     opts: Options,
     mut on_swept: impl FnMut(&Swept),
 ) -> Result<Summary, GcError> {
-    let inv = Inventory::open(root).ok_or(GcError::NotStorage)?;
     let repos = inv.repositories()?;
 
     let mut marked = HashSet::new();
     for repo in &repos {
         let roots = inv.revisions(repo)?.into_iter().map(|s| s.item);
-        let tagged = inv
-            .tag_targets(repo)?
-            .into_iter()
-            .filter(|d| inv.has_revision(repo, d));
-        mark(&inv, repo, roots.chain(tagged).collect(), &mut marked)?;
+        let mut tagged = Vec::new();
+        for d in inv.tag_targets(repo)? {
+            if inv.has_revision(repo, &d)? {
+                tagged.push(d);
+            }
+        }
+        mark(inv, repo, roots.chain(tagged).collect(), &mut marked)?;
     }
 
     // Listed after the mark, so whatever a push wrote meanwhile carries a fresh mtime.
@@ -148,7 +160,7 @@ pub fn collect(
             .filter(|s| fresh(s.mtime, opts.grace))
             .map(|s| s.item)
             .collect();
-        mark(&inv, &repo, recent, &mut marked)?;
+        mark(inv, &repo, recent, &mut marked)?;
     }
 
     let mut summary = Summary::default();
@@ -207,7 +219,7 @@ pub fn collect(
 
 /// Mark `roots` (manifests in `repo`) and everything they reach.
 fn mark(
-    inv: &Inventory,
+    inv: &dyn Inventory,
     repo: &Name,
     roots: Vec<Digest>,
     marked: &mut HashSet<Digest>,
@@ -220,7 +232,7 @@ fn mark(
         }
         marked.insert(m.clone());
         for r in inv.referrers_of(repo, &m)? {
-            if inv.has_revision(repo, &r) {
+            if inv.has_revision(repo, &r)? {
                 work.push(r);
             }
         }
@@ -331,7 +343,7 @@ mod tests {
             dry_run: true,
             grace: Duration::ZERO,
         };
-        let e = collect(dir.path(), opts, |_| {}).unwrap_err();
+        let e = collect_fs(dir.path(), opts, |_| {}).unwrap_err();
         assert!(
             e.to_string().contains("not a registry storage directory"),
             "{e}"
@@ -422,7 +434,7 @@ mod tests {
             grace: Duration::ZERO,
         };
         let mut swept = Vec::new();
-        let summary = collect(dir.path(), opts, |s| swept.push(s.clone())).unwrap();
+        let summary = collect_fs(dir.path(), opts, |s| swept.push(s.clone())).unwrap();
         assert_eq!(swept, vec![Swept::Blob(orphan.clone())]);
         assert_eq!(
             summary,
@@ -432,7 +444,7 @@ mod tests {
                 uploads_purged: 0
             }
         );
-        let inv = Inventory::open(dir.path()).unwrap();
+        let inv = FsInventory::open(dir.path()).unwrap();
         for d in [&c1, &l1, &child_d, &index_d, &c2, &l2, &sig_d] {
             assert!(inv.read_blob(d).unwrap().is_some(), "{d}");
         }
@@ -454,7 +466,7 @@ mod tests {
         .await
         .unwrap();
         let extra = put_blob(&st, &repo, b"another orphan").await;
-        let e = collect(dir.path(), opts, |_| {}).unwrap_err();
+        let e = collect_fs(dir.path(), opts, |_| {}).unwrap_err();
         assert!(e.to_string().contains(&bad_d.to_string()), "{e}");
         assert!(inv.read_blob(&extra).unwrap().is_some());
     }

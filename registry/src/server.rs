@@ -17,7 +17,7 @@ use axum::extract::State;
 use axum::response::IntoResponse;
 
 use crate::auth::{Htpasswd, REALM};
-use crate::config::{Config, TokenConfig};
+use crate::config::{Config, StorageConfig, TokenConfig};
 use crate::endpoint::{Name, parse_query, parse_route, query_get};
 use crate::error::{ErrorKind, RegistryError};
 use crate::issuer::Issuer;
@@ -34,6 +34,8 @@ const UPLOAD_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 
 pub enum ServeError {
     #[error("opening storage: {0}")]
     Storage(#[from] StorageError),
+    #[error("opening storage: {0}")]
+    Bucket(#[from] crate::storage::s3::OpenError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -69,20 +71,25 @@ pub fn serve_blocking(
 }
 
 pub async fn serve(cfg: Config, on_ready: impl FnOnce(SocketAddr, bool)) -> Result<(), ServeError> {
-    let storage = FsStorage::open(&cfg.storage)?;
-    // Sessions a client abandoned are dropped after a day, checked at start and hourly.
-    let purge = |st: &FsStorage| match st.purge_stale_uploads(UPLOAD_MAX_AGE) {
-        Ok(0) => {}
-        Ok(n) => tracing::info!("removed {n} stale upload sessions"),
-        Err(e) => tracing::warn!("purging stale uploads: {e}"),
+    let opts = (cfg.read_only, cfg.chunk_min_length);
+    let router = match &cfg.storage {
+        StorageConfig::Fs(dir) => fs_router(FsStorage::open(dir)?, opts),
+        StorageConfig::S3(s3) => {
+            let storage = crate::storage::s3::open(s3, cfg.read_only).await?;
+            // Parts arrive one PATCH each at best: ask for chunks of a whole part.
+            let min = if cfg.chunk_min_length_set {
+                cfg.chunk_min_length
+            } else {
+                s3.part_size
+            };
+            router(Arc::new(App {
+                storage,
+                read_only: cfg.read_only,
+                chunk_min_length: min,
+            }))
+        }
     };
-    purge(&storage);
     let htpasswd = cfg.htpasswd.as_deref().map(Htpasswd::load).transpose()?;
-    let app = Arc::new(App {
-        storage,
-        read_only: cfg.read_only,
-        chunk_min_length: cfg.chunk_min_length,
-    });
     let listener = tokio::net::TcpListener::bind(&cfg.addr)
         .await
         .map_err(|source| ServeError::Bind {
@@ -90,17 +97,7 @@ pub async fn serve(cfg: Config, on_ready: impl FnOnce(SocketAddr, bool)) -> Resu
             source,
         })?;
     let addr = listener.local_addr().map_err(ServeError::Serve)?;
-    let sweeper = app.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            let app = sweeper.clone();
-            let _ = tokio::task::spawn_blocking(move || purge(&app.storage)).await;
-        }
-    });
-    let mut router = router(app);
+    let mut router = router;
     let basic = match &cfg.token {
         None => htpasswd,
         Some(tc) => {
@@ -152,6 +149,34 @@ pub async fn serve(cfg: Config, on_ready: impl FnOnce(SocketAddr, bool)) -> Resu
         .serve(router.into_make_service())
         .await
         .map_err(ServeError::Serve)
+}
+
+/// The filesystem backend's routes, and its hourly purge of abandoned upload sessions (on a
+/// bucket, `berth registry gc` does that: replicas would all list the bucket hourly).
+fn fs_router(storage: FsStorage, (read_only, chunk_min_length): (bool, u64)) -> axum::Router {
+    // Sessions a client abandoned are dropped after a day, checked at start and hourly.
+    let purge = |st: &FsStorage| match st.purge_stale_uploads(UPLOAD_MAX_AGE) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("removed {n} stale upload sessions"),
+        Err(e) => tracing::warn!("purging stale uploads: {e}"),
+    };
+    purge(&storage);
+    let app = Arc::new(App {
+        storage,
+        read_only,
+        chunk_min_length,
+    });
+    let sweeper = app.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let app = sweeper.clone();
+            let _ = tokio::task::spawn_blocking(move || purge(&app.storage)).await;
+        }
+    });
+    router(app)
 }
 
 async fn log_and_version(req: Request, next: Next) -> Response {

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
+use berth_registry::config::StorageConfig;
 use berth_registry::{Config, FileConfig};
 use clap::{Args, Subcommand};
 
@@ -14,7 +15,7 @@ pub enum RegistryCommand {
     Serve(Box<ServeArgs>),
     /// Add or replace USER in an htpasswd file (bcrypt); the password is read from stdin
     Htpasswd(HtpasswdArgs),
-    /// Delete blobs no manifest references and abandoned uploads (filesystem storage)
+    /// Delete blobs no manifest references and abandoned uploads (directory or bucket)
     Gc(GcArgs),
 }
 
@@ -23,9 +24,9 @@ pub struct GcArgs {
     /// Print what would be deleted, delete nothing
     #[arg(long)]
     pub dry_run: bool,
-    /// Storage directory [default: <root>/registry]
-    #[arg(long)]
-    pub storage: Option<PathBuf>,
+    /// Storage directory, or s3://BUCKET[/PREFIX] [default: <root>/registry]
+    #[arg(long, value_parser = StorageConfig::parse_flag)]
+    pub storage: Option<StorageConfig>,
     /// Settings file (TOML); its `storage` is used unless --storage is given
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -49,9 +50,10 @@ pub struct ServeArgs {
     /// Address to listen on (port 0 picks a free port) [default: 127.0.0.1:5000]
     #[arg(long)]
     pub addr: Option<String>,
-    /// Storage directory [default: <root>/registry]
-    #[arg(long)]
-    pub storage: Option<PathBuf>,
+    /// Storage directory, or s3://BUCKET[/PREFIX] (settings and credentials from AWS_*
+    /// variables, or a [storage] table in --config) [default: <root>/registry]
+    #[arg(long, value_parser = StorageConfig::parse_flag)]
+    pub storage: Option<StorageConfig>,
     /// Settings file (TOML, keys named as these flags: addr, storage, read-only, htpasswd,
     /// auth-token-realm, …); flags override it
     #[arg(long)]
@@ -109,19 +111,25 @@ fn gc(root: &Path, a: GcArgs) -> Result<ExitCode> {
         Some(p) => FileConfig::load(p)?,
         None => FileConfig::default(),
     };
-    let storage = a
-        .storage
-        .or(file.storage)
-        .unwrap_or_else(|| root.join("registry"));
+    let storage = storage_setting(root, a.storage, file.storage)?;
     let opts = berth_registry::gc::Options {
         dry_run: a.dry_run,
         grace: a.grace,
     };
     let mut out = std::io::stdout().lock();
-    let summary = berth_registry::gc::collect(&storage, opts, |s| {
+    let print = |s: &berth_registry::gc::Swept| {
         let _ = writeln!(out, "{}", s.line(opts.dry_run));
-    })
-    .with_context(|| format!("collecting garbage in {}", storage.display()))?;
+    };
+    let summary = match &storage {
+        StorageConfig::Fs(dir) => berth_registry::gc::collect_fs(dir, opts, print),
+        StorageConfig::S3(c) => {
+            let inv =
+                berth_registry::storage::object_inventory::ObjectInventory::open_s3(c, a.dry_run)
+                    .with_context(|| format!("opening {storage}"))?;
+            berth_registry::gc::collect(&inv, opts, print)
+        }
+    }
+    .with_context(|| format!("collecting garbage in {storage}"))?;
     writeln!(out, "{}", summary.line(opts.dry_run))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -147,10 +155,7 @@ fn serve(root: &Path, a: ServeArgs) -> Result<ExitCode> {
             .addr
             .or(file.addr)
             .unwrap_or_else(|| "127.0.0.1:5000".to_string()),
-        storage: a
-            .storage
-            .or(file.storage)
-            .unwrap_or_else(|| root.join("registry")),
+        storage: storage_setting(root, a.storage, file.storage)?,
         read_only: a.read_only || file.read_only.unwrap_or(false),
         htpasswd,
         tls: match (a.tls_cert.or(file.tls_cert), a.tls_key.or(file.tls_key)) {
@@ -158,6 +163,7 @@ fn serve(root: &Path, a: ServeArgs) -> Result<ExitCode> {
             (None, None) => None,
             _ => anyhow::bail!("TLS needs both a certificate and a key (--tls-cert, --tls-key)"),
         },
+        chunk_min_length_set: a.chunk_min_length.or(file.chunk_min_length).is_some(),
         chunk_min_length: a
             .chunk_min_length
             .or(file.chunk_min_length)
@@ -171,8 +177,23 @@ fn serve(root: &Path, a: ServeArgs) -> Result<ExitCode> {
         let _ = writeln!(out, "listening on {scheme}://{addr}");
         let _ = out.flush();
     })
-    .with_context(|| format!("registry with storage {}", storage.display()))?;
+    .with_context(|| format!("registry with storage {storage}"))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--storage`, else the file's `storage`, else `<root>/registry`.
+fn storage_setting(
+    root: &Path,
+    flag: Option<StorageConfig>,
+    file: Option<berth_registry::config::StorageSetting>,
+) -> Result<StorageConfig> {
+    if let Some(s) = flag {
+        return Ok(s);
+    }
+    match file {
+        Some(f) => f.resolve().map_err(anyhow::Error::msg),
+        None => Ok(StorageConfig::Fs(root.join("registry"))),
+    }
 }
 
 fn htpasswd(root: &Path, a: HtpasswdArgs) -> Result<ExitCode> {

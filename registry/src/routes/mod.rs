@@ -97,7 +97,9 @@ fn base() -> Response {
 impl From<StorageError> for RegistryError {
     fn from(e: StorageError) -> Self {
         let kind = match &e {
-            StorageError::Io { .. } | StorageError::Corrupt { .. } => ErrorKind::Internal,
+            StorageError::Io { .. } | StorageError::Corrupt { .. } | StorageError::Store { .. } => {
+                ErrorKind::Internal
+            }
             StorageError::Body(_) => ErrorKind::BlobUploadInvalid,
             StorageError::DigestMismatch { .. } => ErrorKind::DigestInvalid,
             StorageError::SizeMismatch { .. } => ErrorKind::SizeInvalid,

@@ -1,7 +1,8 @@
-//! A synchronous view of what the filesystem backend stores, for garbage collection: list
-//! repositories, manifests, tags, referrers, blobs, links and upload sessions (with the mtimes
-//! the grace period is judged by), and remove blobs, links and sessions. It reads the layout
-//! `fs.rs` writes and never creates anything, so pointing it at a wrong directory changes nothing.
+//! A synchronous view of what a backend stores, for garbage collection: list repositories,
+//! manifests, tags, referrers, blobs, links and upload sessions (with the mtimes the grace
+//! period is judged by), and remove blobs, links and sessions. [`FsInventory`] reads the layout
+//! `fs.rs` writes and never creates anything, so pointing it at a wrong directory changes
+//! nothing; `object_inventory.rs` reads the same layout in a bucket.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -21,7 +22,31 @@ pub struct Stamped<T> {
     pub mtime: Option<SystemTime>,
 }
 
-pub struct Inventory {
+/// What gc needs from a backend's storage.
+pub trait Inventory {
+    /// Every repository, sorted.
+    fn repositories(&self) -> StorageResult<Vec<Name>>;
+    /// Manifests linked into `repo`, tagged or not.
+    fn revisions(&self, repo: &Name) -> StorageResult<Vec<Stamped<Digest>>>;
+    fn has_revision(&self, repo: &Name, d: &Digest) -> StorageResult<bool>;
+    /// The digests `repo`'s tags point at.
+    fn tag_targets(&self, repo: &Name) -> StorageResult<Vec<Digest>>;
+    /// Manifests in `repo` recorded as having `subject` as their subject.
+    fn referrers_of(&self, repo: &Name, subject: &Digest) -> StorageResult<Vec<Digest>>;
+    /// A stored blob's bytes (None when it is not stored).
+    fn read_blob(&self, d: &Digest) -> StorageResult<Option<Vec<u8>>>;
+    /// Every stored blob.
+    fn blobs(&self) -> StorageResult<Vec<Stamped<Digest>>>;
+    /// Blobs linked into `repo`.
+    fn links(&self, repo: &Name) -> StorageResult<Vec<Stamped<Digest>>>;
+    fn remove_blob(&self, d: &Digest) -> StorageResult<bool>;
+    fn remove_link(&self, repo: &Name, d: &Digest) -> StorageResult<bool>;
+    /// Upload sessions of `repo`, stamped with the last time any of their parts changed.
+    fn uploads(&self, repo: &Name) -> StorageResult<Vec<Stamped<Uuid>>>;
+    fn remove_upload(&self, repo: &Name, id: Uuid) -> StorageResult<bool>;
+}
+
+pub struct FsInventory {
     l: Layout,
 }
 
@@ -59,21 +84,23 @@ fn digests_in(dir: &Path) -> StorageResult<Vec<Stamped<Digest>>> {
         .collect())
 }
 
-impl Inventory {
+impl FsInventory {
     /// Open an existing storage root; None for a directory that does not look like one.
-    pub fn open(root: &Path) -> Option<Inventory> {
+    pub fn open(root: &Path) -> Option<FsInventory> {
         ["blobs/sha256", "repositories"]
             .iter()
             .all(|d| root.join(d).is_dir())
-            .then(|| Inventory {
+            .then(|| FsInventory {
                 l: Layout {
                     root: root.to_path_buf(),
                 },
             })
     }
+}
 
+impl Inventory for FsInventory {
     /// Every repository (a directory holding `_manifests` or `_layers`), sorted.
-    pub fn repositories(&self) -> StorageResult<Vec<Name>> {
+    fn repositories(&self) -> StorageResult<Vec<Name>> {
         let mut out = Vec::new();
         let mut stack = vec![(self.l.root.join("repositories"), String::new())];
         while let Some((dir, name)) = stack.pop() {
@@ -99,16 +126,16 @@ impl Inventory {
     }
 
     /// Manifests linked into `repo`, tagged or not.
-    pub fn revisions(&self, repo: &Name) -> StorageResult<Vec<Stamped<Digest>>> {
+    fn revisions(&self, repo: &Name) -> StorageResult<Vec<Stamped<Digest>>> {
         digests_in(&self.l.repo(repo).join("_manifests/revisions/sha256"))
     }
 
-    pub fn has_revision(&self, repo: &Name, d: &Digest) -> bool {
-        self.l.revision(repo, d).exists()
+    fn has_revision(&self, repo: &Name, d: &Digest) -> StorageResult<bool> {
+        Ok(self.l.revision(repo, d).exists())
     }
 
     /// The digests `repo`'s tags point at.
-    pub fn tag_targets(&self, repo: &Name) -> StorageResult<Vec<Digest>> {
+    fn tag_targets(&self, repo: &Name) -> StorageResult<Vec<Digest>> {
         let mut out = Vec::new();
         for (_, p) in names(&self.l.tags_dir(repo))? {
             if let Some(d) = self.l.read_digest_file(&p)? {
@@ -119,19 +146,19 @@ impl Inventory {
     }
 
     /// Manifests in `repo` recorded as having `subject` as their subject.
-    pub fn referrers_of(&self, repo: &Name, subject: &Digest) -> StorageResult<Vec<Digest>> {
+    fn referrers_of(&self, repo: &Name, subject: &Digest) -> StorageResult<Vec<Digest>> {
         let dir = self.l.referrers_dir(repo, subject);
         Ok(digests_in(&dir)?.into_iter().map(|s| s.item).collect())
     }
 
     /// A stored blob's bytes (None when it is not stored).
-    pub fn read_blob(&self, d: &Digest) -> StorageResult<Option<Vec<u8>>> {
+    fn read_blob(&self, d: &Digest) -> StorageResult<Option<Vec<u8>>> {
         let p = self.l.blob(d);
         not_found_is_none(fs::read(&p), &p)
     }
 
     /// Every stored blob.
-    pub fn blobs(&self) -> StorageResult<Vec<Stamped<Digest>>> {
+    fn blobs(&self) -> StorageResult<Vec<Stamped<Digest>>> {
         let mut out = Vec::new();
         for (_, prefix) in names(&self.l.root.join("blobs/sha256"))? {
             if prefix.is_dir() {
@@ -142,20 +169,20 @@ impl Inventory {
     }
 
     /// Blobs linked into `repo`.
-    pub fn links(&self, repo: &Name) -> StorageResult<Vec<Stamped<Digest>>> {
+    fn links(&self, repo: &Name) -> StorageResult<Vec<Stamped<Digest>>> {
         digests_in(&self.l.repo(repo).join("_layers/sha256"))
     }
 
-    pub fn remove_blob(&self, d: &Digest) -> StorageResult<bool> {
+    fn remove_blob(&self, d: &Digest) -> StorageResult<bool> {
         remove_if_exists(&self.l.blob(d))
     }
 
-    pub fn remove_link(&self, repo: &Name, d: &Digest) -> StorageResult<bool> {
+    fn remove_link(&self, repo: &Name, d: &Digest) -> StorageResult<bool> {
         remove_if_exists(&self.l.layer_link(repo, d))
     }
 
     /// Upload sessions of `repo`, stamped with the last time any of their files changed.
-    pub fn uploads(&self, repo: &Name) -> StorageResult<Vec<Stamped<Uuid>>> {
+    fn uploads(&self, repo: &Name) -> StorageResult<Vec<Stamped<Uuid>>> {
         let dir = self.l.repo(repo).join("_uploads");
         Ok(names(&dir)?
             .into_iter()
@@ -170,7 +197,7 @@ impl Inventory {
             .collect())
     }
 
-    pub fn remove_upload(&self, repo: &Name, id: Uuid) -> StorageResult<bool> {
+    fn remove_upload(&self, repo: &Name, id: Uuid) -> StorageResult<bool> {
         let dir = self.l.upload(repo, id);
         Ok(not_found_is_none(fs::remove_dir_all(&dir), &dir)?.is_some())
     }

@@ -1,11 +1,16 @@
 //! What the registry stores, behind one trait: blobs (content-addressed, shared by all
 //! repositories), per-repository blob links, manifests, tags, referrers and upload sessions.
-//! The filesystem backend ([`fs::FsStorage`]) is the default.
+//! The filesystem backend ([`fs::FsStorage`]) is the default; [`object::ObjectStorage`] keeps
+//! everything in a bucket, for replicas. [`Backend`] is whichever the configuration chose.
 
 pub mod chunks;
 pub mod fs;
 pub mod inventory;
 mod layout;
+pub mod object;
+pub mod object_inventory;
+mod parts;
+pub mod s3;
 mod sink;
 
 use std::future::Future;
@@ -36,6 +41,11 @@ pub enum StorageError {
     RangeMismatch { start: u64, offset: u64 },
     #[error("upload {0} unknown")]
     UploadUnknown(Uuid),
+    #[error("object store, at {key}: {source}")]
+    Store {
+        key: String,
+        source: Box<object_store::Error>,
+    },
     #[error("corrupt registry data at {path}: {reason}")]
     Corrupt { path: PathBuf, reason: String },
 }

@@ -1,0 +1,916 @@
+//! The object-storage backend: everything in one bucket (S3 today; the code only sees
+//! `Arc<dyn ObjectStore>` + `Arc<dyn MultipartStore>`, so GCS and Azure are a builder away), so
+//! any number of stateless replicas serve the same registry. Keys under the prefix mirror the
+//! filesystem layout (`fs.rs`), which lets `berth registry gc` share its mark logic:
+//!
+//! ```text
+//! blobs/sha256/<hh>/<hex>                                  blob bytes (written only once verified)
+//! repositories/<name>/_layers/sha256/<hex>                 link: holds the digest
+//! repositories/<name>/_manifests/revisions/sha256/<hex>    "<media type>\n" + the manifest bytes
+//! repositories/<name>/_manifests/tags/<tag>                holds the tagged digest
+//! repositories/<name>/_referrers/sha256/<subject>/<hex>    descriptor for the referrers API
+//! repositories/<name>/_uploads/<uuid>/state                session: parts, offset, hash state
+//! repositories/<name>/_uploads/<uuid>/tail-<offset>        the bytes past the last full part
+//! repositories/<name>/_uploads/<uuid>/data                 the session's multipart upload
+//! ```
+//!
+//! Reads never list: a HEAD is two HEADs (link, blob), a manifest GET by digest one GET (the
+//! revision holds the bytes), by tag two. An upload session lives in the bucket, not in a
+//! process: every full part of every chunk goes straight into one multipart upload; the rest
+//! (< one part) is kept as the tail object; the SHA-256 state is serialised into the state
+//! object. Any replica can therefore take the next PATCH or the final PUT, and a replica killed
+//! mid-chunk loses only that chunk (its state was never updated). The state object is replaced
+//! with a conditional put, so two replicas appending to one session at once cannot both win.
+//! Finishing verifies the digest from the saved hash state, completes the multipart upload and
+//! copies it to the blob key: the blob key never holds unverified bytes.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures::{StreamExt, TryStreamExt};
+use object_store::multipart::{MultipartStore, PartId};
+use object_store::path::Path as Key;
+use object_store::{
+    GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
+    UpdateVersion,
+};
+use oci_spec::image::{Descriptor, Digest};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use sha2::digest::common::hazmat::SerializableState;
+use uuid::Uuid;
+
+use super::parts::{Hashing, PartWriter, store_err};
+use super::{
+    BlobRead, ByteStream, NewManifest, Storage, StorageError, StorageResult, StoredManifest,
+};
+use crate::endpoint::{Name, Reference, Tag, parse_digest};
+use crate::storage::fs::from_hasher;
+
+/// Bytes per ranged GET when streaming a blob out: one request never outlives the request
+/// timeout however slowly the client reads.
+const READ_WINDOW: u64 = 64 << 20;
+
+/// The bucket the backend works in, and where under it.
+#[derive(Clone)]
+pub struct Bucket {
+    pub store: Arc<dyn ObjectStore>,
+    pub parts: Arc<dyn MultipartStore>,
+    /// Key prefix without trailing `/` ("" for the bucket's root).
+    pub prefix: String,
+}
+
+impl Bucket {
+    pub(super) fn key(&self, rel: &str) -> Key {
+        if self.prefix.is_empty() {
+            Key::from(rel)
+        } else {
+            Key::from(format!("{}/{rel}", self.prefix))
+        }
+    }
+    pub(super) fn blob(&self, d: &Digest) -> Key {
+        let h = d.digest();
+        self.key(&format!("blobs/sha256/{}/{h}", &h[..2]))
+    }
+    pub(super) fn repo(&self, r: &Name) -> String {
+        format!("repositories/{}", r.as_str())
+    }
+    pub(super) fn link(&self, r: &Name, d: &Digest) -> Key {
+        self.key(&format!("{}/_layers/sha256/{}", self.repo(r), d.digest()))
+    }
+    pub(super) fn revision(&self, r: &Name, d: &Digest) -> Key {
+        self.key(&format!(
+            "{}/_manifests/revisions/sha256/{}",
+            self.repo(r),
+            d.digest()
+        ))
+    }
+    pub(super) fn tags_dir(&self, r: &Name) -> Key {
+        self.key(&format!("{}/_manifests/tags", self.repo(r)))
+    }
+    pub(super) fn referrers_dir(&self, r: &Name, subject: &Digest) -> Key {
+        self.key(&format!(
+            "{}/_referrers/sha256/{}",
+            self.repo(r),
+            subject.digest()
+        ))
+    }
+    pub(super) fn upload_dir(&self, r: &Name, id: Uuid) -> String {
+        format!("{}/_uploads/{}", self.repo(r), id.hyphenated())
+    }
+    pub(super) fn session_key(&self, r: &Name, id: Uuid, leaf: &str) -> Key {
+        self.key(&format!("{}/{leaf}", self.upload_dir(r, id)))
+    }
+
+    /// An object's bytes, None when it does not exist.
+    pub(super) async fn read(&self, key: &Key) -> StorageResult<Option<Bytes>> {
+        match self.store.get(key).await {
+            Ok(r) => r.bytes().await.map(Some).map_err(|e| store_err(key, e)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(store_err(key, e)),
+        }
+    }
+
+    /// An object's size, None when it does not exist.
+    pub(super) async fn size(&self, key: &Key) -> StorageResult<Option<u64>> {
+        match self.store.head(key).await {
+            Ok(m) => Ok(Some(m.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(store_err(key, e)),
+        }
+    }
+
+    pub(super) async fn put(&self, key: &Key, bytes: impl Into<PutPayload>) -> StorageResult<()> {
+        self.store
+            .put(key, bytes.into())
+            .await
+            .map(|_| ())
+            .map_err(|e| store_err(key, e))
+    }
+
+    /// Delete an object; deleting one that is not there is not an error.
+    pub(super) async fn delete(&self, key: &Key) -> StorageResult<()> {
+        match self.store.delete(key).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(store_err(key, e)),
+        }
+    }
+
+    /// Names of the objects directly under `dir`.
+    pub(super) async fn leaves(&self, dir: &Key) -> StorageResult<Vec<object_store::ObjectMeta>> {
+        self.store
+            .list_with_delimiter(Some(dir))
+            .await
+            .map(|l| l.objects)
+            .map_err(|e| store_err(dir, e))
+    }
+
+    /// The session's state and the version to replace it conditionally.
+    async fn session(&self, r: &Name, id: Uuid) -> StorageResult<Option<(Session, UpdateVersion)>> {
+        let key = self.session_key(r, id, "state");
+        let got = match self.store.get(&key).await {
+            Ok(g) => g,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(store_err(&key, e)),
+        };
+        let version = UpdateVersion {
+            e_tag: got.meta.e_tag.clone(),
+            version: got.meta.version.clone(),
+        };
+        let bytes = got.bytes().await.map_err(|e| store_err(&key, e))?;
+        let s: Session = serde_json::from_slice(&bytes).map_err(|e| corrupt(&key, e))?;
+        Ok(Some((s, version)))
+    }
+}
+
+fn corrupt(key: &Key, e: impl std::fmt::Display) -> StorageError {
+    StorageError::Corrupt {
+        path: key.to_string().into(),
+        reason: e.to_string(),
+    }
+}
+
+/// An upload session as stored in its `state` object.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct Session {
+    /// The multipart upload at `data`, once a full part was cut.
+    #[serde(default)]
+    pub(super) multipart: Option<String>,
+    /// Content ids of parts `0..n`, each exactly `part_size` bytes.
+    #[serde(default)]
+    pub(super) parts: Vec<String>,
+    pub(super) part_size: u64,
+    /// Bytes in the tail object, after the parts.
+    pub(super) tail: u64,
+    /// SHA-256 state over all the bytes so far, hex.
+    pub(super) hash: String,
+}
+
+impl Session {
+    fn offset(&self) -> u64 {
+        self.parts.len() as u64 * self.part_size + self.tail
+    }
+
+    fn hasher(&self, key: &Key) -> StorageResult<Sha256> {
+        let raw = hex::decode(&self.hash).map_err(|e| corrupt(key, e))?;
+        let state = raw
+            .as_slice()
+            .try_into()
+            .map_err(|_| corrupt(key, "hash state has the wrong length"))?;
+        Sha256::deserialize(state).map_err(|e| corrupt(key, format!("hash state: {e:?}")))
+    }
+
+    fn set_hasher(&mut self, h: &Sha256) {
+        self.hash = hex::encode(h.serialize());
+    }
+}
+
+pub struct ObjectStorage {
+    b: Bucket,
+    part_size: usize,
+}
+
+impl ObjectStorage {
+    /// A backend over `bucket`. `part_size` is the multipart part size (S3 needs ≥ 5 MiB; tests
+    /// of the in-memory store use tiny parts).
+    pub fn new(bucket: Bucket, part_size: usize) -> ObjectStorage {
+        ObjectStorage {
+            b: bucket,
+            part_size,
+        }
+    }
+
+    pub fn bucket(&self) -> &Bucket {
+        &self.b
+    }
+
+    async fn linked(&self, repo: &Name, d: &Digest) -> StorageResult<bool> {
+        Ok(self.b.size(&self.b.link(repo, d)).await?.is_some())
+    }
+
+    async fn write_link(&self, repo: &Name, d: &Digest) -> StorageResult<()> {
+        self.b.put(&self.b.link(repo, d), d.to_string()).await
+    }
+
+    /// Store verified bytes as blob `d` unless it is stored already.
+    async fn publish_small(&self, d: &Digest, bytes: Bytes) -> StorageResult<()> {
+        let key = self.b.blob(d);
+        if self.b.size(&key).await? == Some(bytes.len() as u64) {
+            return Ok(());
+        }
+        self.b.put(&key, bytes).await
+    }
+
+    async fn read_revision(
+        &self,
+        repo: &Name,
+        d: &Digest,
+    ) -> StorageResult<Option<StoredManifest>> {
+        let key = self.b.revision(repo, d);
+        let Some(raw) = self.b.read(&key).await? else {
+            return Ok(None);
+        };
+        let nl = raw
+            .iter()
+            .position(|&c| c == b'\n')
+            .ok_or_else(|| corrupt(&key, "no media type line"))?;
+        let media_type = std::str::from_utf8(&raw[..nl])
+            .map_err(|e| corrupt(&key, e))?
+            .to_string();
+        Ok(Some(StoredManifest {
+            digest: d.clone(),
+            media_type,
+            bytes: raw.slice(nl + 1..),
+        }))
+    }
+
+    async fn read_digest(&self, key: &Key) -> StorageResult<Option<Digest>> {
+        let Some(raw) = self.b.read(key).await? else {
+            return Ok(None);
+        };
+        let s = std::str::from_utf8(&raw).map_err(|e| corrupt(key, e))?;
+        parse_digest(s.trim())
+            .map(Some)
+            .map_err(|e| corrupt(key, e.message))
+    }
+
+    /// The session's tail bytes (≤ one part).
+    async fn read_tail(&self, repo: &Name, id: Uuid, s: &Session) -> StorageResult<BytesMut> {
+        let mut buf = BytesMut::with_capacity(self.part_size + (1 << 20));
+        if s.tail > 0 {
+            let key = self
+                .b
+                .session_key(repo, id, &format!("tail-{}", s.offset()));
+            let bytes = self
+                .b
+                .read(&key)
+                .await?
+                .ok_or_else(|| corrupt(&key, "the session's tail is missing"))?;
+            if bytes.len() as u64 != s.tail {
+                return Err(corrupt(
+                    &key,
+                    format!("tail holds {} bytes, not {}", bytes.len(), s.tail),
+                ));
+            }
+            buf.extend_from_slice(&bytes);
+        }
+        Ok(buf)
+    }
+
+    async fn drop_session(&self, repo: &Name, id: Uuid, s: &Session) -> StorageResult<()> {
+        if let Some(m) = &s.multipart {
+            let data = self.b.session_key(repo, id, "data");
+            if let Err(e) = self.b.parts.abort_multipart(&data, m).await {
+                tracing::debug!("aborting {data}: {e}");
+            }
+            self.b.delete(&data).await?;
+        }
+        if s.tail > 0 {
+            let tail = self
+                .b
+                .session_key(repo, id, &format!("tail-{}", s.offset()));
+            self.b.delete(&tail).await?;
+        }
+        self.b.delete(&self.b.session_key(repo, id, "state")).await
+    }
+}
+
+impl Storage for ObjectStorage {
+    async fn blob_size(&self, repo: &Name, digest: &Digest) -> StorageResult<Option<u64>> {
+        let key = self.b.blob(digest);
+        let (linked, size) = futures::try_join!(self.linked(repo, digest), self.b.size(&key))?;
+        Ok(size.filter(|_| linked))
+    }
+
+    async fn blob_open(
+        &self,
+        repo: &Name,
+        digest: &Digest,
+        start: u64,
+        len: u64,
+    ) -> StorageResult<Option<BlobRead>> {
+        let key = self.b.blob(digest);
+        let (linked, size) = futures::try_join!(self.linked(repo, digest), self.b.size(&key))?;
+        let Some(size) = size.filter(|_| linked) else {
+            return Ok(None);
+        };
+        let start = start.min(size);
+        let end = start + len.min(size - start);
+        let store = self.b.store.clone();
+        let windows = (start..end)
+            .step_by(READ_WINDOW as usize)
+            .map(move |a| a..(a + READ_WINDOW).min(end));
+        let body = futures::stream::iter(windows)
+            .then(move |r| {
+                let (store, key) = (store.clone(), key.clone());
+                async move {
+                    let opts = GetOptions {
+                        range: Some(GetRange::Bounded(r.clone())),
+                        ..GetOptions::default()
+                    };
+                    let got = store
+                        .get_opts(&key, opts)
+                        .await
+                        .map_err(std::io::Error::other)?;
+                    if got.range != r {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            format!("blob {key} ends before byte {}", r.end),
+                        ));
+                    }
+                    Ok(got.into_stream().map_err(std::io::Error::other))
+                }
+            })
+            .try_flatten();
+        Ok(Some(BlobRead {
+            size,
+            body: Box::pin(body),
+        }))
+    }
+
+    async fn blob_mount(&self, repo: &Name, from: &Name, digest: &Digest) -> StorageResult<bool> {
+        let key = self.b.blob(digest);
+        let (linked, size) = futures::try_join!(self.linked(from, digest), self.b.size(&key))?;
+        if !linked || size.is_none() {
+            return Ok(false);
+        }
+        self.write_link(repo, digest).await?;
+        Ok(true)
+    }
+
+    async fn blob_delete(&self, repo: &Name, digest: &Digest) -> StorageResult<bool> {
+        if !self.linked(repo, digest).await? {
+            return Ok(false);
+        }
+        self.b.delete(&self.b.link(repo, digest)).await?;
+        Ok(true)
+    }
+
+    async fn blob_put(
+        &self,
+        repo: &Name,
+        digest: &Digest,
+        body: ByteStream,
+        len: Option<u64>,
+    ) -> StorageResult<u64> {
+        // Written straight to the blob key as a multipart upload, completed only once the
+        // digest matched: until then none of it is visible.
+        let key = self.b.blob(digest);
+        let mut w = PartWriter::new(
+            self.b.parts.clone(),
+            key.clone(),
+            self.part_size,
+            None,
+            0,
+            BytesMut::with_capacity(self.part_size + (1 << 20)),
+        );
+        let mut hash = Hashing::new(Sha256::default());
+        let res = async {
+            let total = w.write(body, &mut hash).await?;
+            if let Some(expected) = len.filter(|&e| e != total) {
+                return Err(StorageError::SizeMismatch {
+                    expected,
+                    actual: total,
+                });
+            }
+            let actual = from_hasher(hash.finish().await?);
+            if actual != *digest {
+                return Err(StorageError::DigestMismatch {
+                    expected: digest.clone(),
+                    actual,
+                });
+            }
+            Ok(total)
+        }
+        .await;
+        let total = match res {
+            Ok(t) => t,
+            Err(e) => {
+                w.abort().await;
+                return Err(e);
+            }
+        };
+        if w.multipart.is_none() {
+            self.publish_small(digest, w.buf.split().freeze()).await?;
+        } else {
+            let rest = w.buf.split().freeze();
+            let done = async {
+                if !rest.is_empty() {
+                    w.upload(rest).await?;
+                }
+                w.settle().await?;
+                let id = w.multipart.clone().expect("multipart");
+                self.b
+                    .parts
+                    .complete_multipart(&key, &id, std::mem::take(&mut w.done))
+                    .await
+                    .map_err(|e| store_err(&key, e))
+            }
+            .await;
+            if let Err(e) = done {
+                w.abort().await;
+                return Err(e);
+            }
+        }
+        self.write_link(repo, digest).await?;
+        Ok(total)
+    }
+
+    async fn upload_start(&self, repo: &Name) -> StorageResult<Uuid> {
+        let id = Uuid::new_v4();
+        let mut s = Session {
+            multipart: None,
+            parts: Vec::new(),
+            part_size: self.part_size as u64,
+            tail: 0,
+            hash: String::new(),
+        };
+        s.set_hasher(&Sha256::default());
+        let key = self.b.session_key(repo, id, "state");
+        let json = serde_json::to_vec(&s).map_err(|e| corrupt(&key, e))?;
+        self.b.put(&key, json).await?;
+        Ok(id)
+    }
+
+    async fn upload_offset(&self, repo: &Name, id: Uuid) -> StorageResult<Option<u64>> {
+        Ok(self.b.session(repo, id).await?.map(|(s, _)| s.offset()))
+    }
+
+    async fn upload_append(
+        &self,
+        repo: &Name,
+        id: Uuid,
+        start: Option<u64>,
+        body: ByteStream,
+        len: Option<u64>,
+    ) -> StorageResult<u64> {
+        let (mut s, version) = self
+            .b
+            .session(repo, id)
+            .await?
+            .ok_or(StorageError::UploadUnknown(id))?;
+        let state_key = self.b.session_key(repo, id, "state");
+        let offset = s.offset();
+        if let Some(start) = start.filter(|&st| st != offset) {
+            return Err(StorageError::RangeMismatch { start, offset });
+        }
+        if s.part_size as usize != self.part_size && !s.parts.is_empty() {
+            // Parts already cut at another replica's size; keep cutting at that size.
+            tracing::debug!("session {id} uses parts of {} bytes", s.part_size);
+        }
+        let part_size = if s.parts.is_empty() {
+            self.part_size
+        } else {
+            s.part_size as usize
+        };
+        let buf = self.read_tail(repo, id, &s).await?;
+        let mut hash = Hashing::new(s.hasher(&state_key)?);
+        let mut w = PartWriter::new(
+            self.b.parts.clone(),
+            self.b.session_key(repo, id, "data"),
+            part_size,
+            s.multipart.clone(),
+            s.parts.len(),
+            buf,
+        );
+        let res = async {
+            let total = w.write(body, &mut hash).await?;
+            if let Some(expected) = len.filter(|&e| e != total) {
+                return Err(StorageError::SizeMismatch {
+                    expected,
+                    actual: total,
+                });
+            }
+            w.settle().await?;
+            Ok(total)
+        }
+        .await;
+        let total = match res {
+            Ok(t) => t,
+            Err(e) => {
+                // Nothing recorded: the parts written are overwritten by the retry.
+                w.cancel_in_flight();
+                return Err(e);
+            }
+        };
+        if total == 0 {
+            return Ok(offset);
+        }
+        let old_tail = (s.tail > 0).then(|| {
+            self.b
+                .session_key(repo, id, &format!("tail-{}", s.offset()))
+        });
+        s.multipart = w.multipart.clone();
+        s.parts
+            .extend(w.done.iter().map(|p: &PartId| p.content_id.clone()));
+        s.part_size = part_size as u64;
+        s.tail = w.buf.len() as u64;
+        s.set_hasher(&hash.finish().await?);
+        let new = s.offset();
+        if s.tail > 0 {
+            let tail = self.b.session_key(repo, id, &format!("tail-{new}"));
+            self.b.put(&tail, w.buf.split().freeze()).await?;
+        }
+        let json = serde_json::to_vec(&s).map_err(|e| corrupt(&state_key, e))?;
+        let opts = PutOptions {
+            mode: PutMode::Update(version),
+            ..PutOptions::default()
+        };
+        match self.b.store.put_opts(&state_key, json.into(), opts).await {
+            Ok(_) => {}
+            // Another replica appended to this session meanwhile: its chunk stands.
+            Err(object_store::Error::Precondition { .. }) => {
+                let now = self.upload_offset(repo, id).await?.unwrap_or(offset);
+                return Err(StorageError::RangeMismatch {
+                    start: offset,
+                    offset: now,
+                });
+            }
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(StorageError::UploadUnknown(id));
+            }
+            Err(e) => return Err(store_err(&state_key, e)),
+        }
+        if let Some(old) = old_tail
+            && let Err(e) = self.b.delete(&old).await
+        {
+            tracing::debug!("removing an old tail: {e}");
+        }
+        Ok(new)
+    }
+
+    async fn upload_finish(&self, repo: &Name, id: Uuid, digest: &Digest) -> StorageResult<u64> {
+        let (s, _) = self
+            .b
+            .session(repo, id)
+            .await?
+            .ok_or(StorageError::UploadUnknown(id))?;
+        let state_key = self.b.session_key(repo, id, "state");
+        let actual = from_hasher(s.hasher(&state_key)?);
+        if actual != *digest {
+            return Err(StorageError::DigestMismatch {
+                expected: digest.clone(),
+                actual,
+            });
+        }
+        let size = s.offset();
+        let blob = self.b.blob(digest);
+        let stored = self.b.size(&blob).await? == Some(size);
+        if !stored {
+            let tail = self.read_tail(repo, id, &s).await?.freeze();
+            match &s.multipart {
+                None => self.b.put(&blob, tail).await?,
+                Some(m) => {
+                    let data = self.b.session_key(repo, id, "data");
+                    let mut parts: Vec<PartId> = s
+                        .parts
+                        .iter()
+                        .map(|c| PartId {
+                            content_id: c.clone(),
+                        })
+                        .collect();
+                    if !tail.is_empty() {
+                        let p = self
+                            .b
+                            .parts
+                            .put_part(&data, m, parts.len(), tail.into())
+                            .await
+                            .map_err(|e| store_err(&data, e))?;
+                        parts.push(p);
+                    }
+                    self.b
+                        .parts
+                        .complete_multipart(&data, m, parts)
+                        .await
+                        .map_err(|e| store_err(&data, e))?;
+                    // Verified: now it may appear under its digest.
+                    self.b
+                        .store
+                        .copy(&data, &blob)
+                        .await
+                        .map_err(|e| store_err(&blob, e))?;
+                }
+            }
+        }
+        self.write_link(repo, digest).await?;
+        if let Err(e) = self.drop_session(repo, id, &s).await {
+            tracing::warn!("removing finished upload session {id}: {e}");
+        }
+        Ok(size)
+    }
+
+    async fn upload_cancel(&self, repo: &Name, id: Uuid) -> StorageResult<bool> {
+        let Some((s, _)) = self.b.session(repo, id).await? else {
+            return Ok(false);
+        };
+        self.drop_session(repo, id, &s).await?;
+        Ok(true)
+    }
+
+    async fn manifest_get(
+        &self,
+        repo: &Name,
+        reference: &Reference,
+    ) -> StorageResult<Option<StoredManifest>> {
+        let digest = match reference {
+            Reference::Digest(d) => d.clone(),
+            Reference::Tag(t) => {
+                let key = self.b.key(&format!(
+                    "{}/_manifests/tags/{}",
+                    self.b.repo(repo),
+                    t.as_str()
+                ));
+                match self.read_digest(&key).await? {
+                    Some(d) => d,
+                    None => return Ok(None),
+                }
+            }
+        };
+        self.read_revision(repo, &digest).await
+    }
+
+    async fn manifest_exists(&self, repo: &Name, digest: &Digest) -> StorageResult<bool> {
+        Ok(self.b.size(&self.b.revision(repo, digest)).await?.is_some())
+    }
+
+    async fn manifest_put(&self, repo: &Name, m: NewManifest, tags: Vec<Tag>) -> StorageResult<()> {
+        // Blob, revision, referrer, then tags: a tag is only ever written after what it names.
+        self.publish_small(&m.digest, m.bytes.clone()).await?;
+        let mut rev = Vec::with_capacity(m.media_type.len() + 1 + m.bytes.len());
+        rev.extend_from_slice(m.media_type.as_bytes());
+        rev.push(b'\n');
+        rev.extend_from_slice(&m.bytes);
+        self.b.put(&self.b.revision(repo, &m.digest), rev).await?;
+        if let Some((subject, desc)) = &m.subject {
+            let dir = self.b.referrers_dir(repo, subject);
+            let json = serde_json::to_vec(desc).map_err(|e| corrupt(&dir, e))?;
+            let key = Key::from(format!("{dir}/{}", m.digest.digest()));
+            self.b.put(&key, json).await?;
+        }
+        for t in tags {
+            let key = self.b.key(&format!(
+                "{}/_manifests/tags/{}",
+                self.b.repo(repo),
+                t.as_str()
+            ));
+            self.b.put(&key, m.digest.to_string()).await?;
+        }
+        Ok(())
+    }
+
+    async fn manifest_delete(&self, repo: &Name, digest: &Digest) -> StorageResult<bool> {
+        let Some(m) = self.read_revision(repo, digest).await? else {
+            return Ok(false);
+        };
+        let subject = serde_json::from_slice::<serde_json::Value>(&m.bytes)
+            .ok()
+            .and_then(|v| {
+                v.get("subject")?
+                    .get("digest")?
+                    .as_str()
+                    .map(str::to_string)
+            })
+            .and_then(|s| parse_digest(&s).ok());
+        if let Some(s) = subject {
+            let dir = self.b.referrers_dir(repo, &s);
+            self.b
+                .delete(&Key::from(format!("{dir}/{}", digest.digest())))
+                .await?;
+        }
+        for o in self.b.leaves(&self.b.tags_dir(repo)).await? {
+            if self.read_digest(&o.location).await?.as_ref() == Some(digest) {
+                self.b.delete(&o.location).await?;
+            }
+        }
+        self.b.delete(&self.b.revision(repo, digest)).await?;
+        Ok(true)
+    }
+
+    async fn tag_delete(&self, repo: &Name, tag: &Tag) -> StorageResult<bool> {
+        let key = self.b.key(&format!(
+            "{}/_manifests/tags/{}",
+            self.b.repo(repo),
+            tag.as_str()
+        ));
+        if self.b.size(&key).await?.is_none() {
+            return Ok(false);
+        }
+        self.b.delete(&key).await?;
+        Ok(true)
+    }
+
+    async fn tags(&self, repo: &Name) -> StorageResult<Option<Vec<String>>> {
+        let dir = self.b.key(&self.b.repo(repo));
+        let top = self
+            .b
+            .store
+            .list_with_delimiter(Some(&dir))
+            .await
+            .map_err(|e| store_err(&dir, e))?;
+        let exists = top
+            .common_prefixes
+            .iter()
+            .any(|p| matches!(p.filename(), Some("_manifests" | "_layers")));
+        if !exists {
+            return Ok(None);
+        }
+        let mut out: Vec<String> = self
+            .b
+            .leaves(&self.b.tags_dir(repo))
+            .await?
+            .into_iter()
+            .filter_map(|o| o.location.filename().map(str::to_string))
+            .collect();
+        out.sort();
+        Ok(Some(out))
+    }
+
+    async fn repositories(&self) -> StorageResult<Vec<String>> {
+        let mut out = Vec::new();
+        let mut stack = vec![(self.b.key("repositories"), String::new())];
+        while let Some((dir, name)) = stack.pop() {
+            let l = self
+                .b
+                .store
+                .list_with_delimiter(Some(&dir))
+                .await
+                .map_err(|e| store_err(&dir, e))?;
+            let mut is_repo = false;
+            for p in l.common_prefixes {
+                let Some(n) = p.filename().map(str::to_string) else {
+                    continue;
+                };
+                if n == "_manifests" || n == "_layers" {
+                    is_repo = true;
+                } else if !n.starts_with('_') {
+                    let child = if name.is_empty() {
+                        n
+                    } else {
+                        format!("{name}/{n}")
+                    };
+                    stack.push((p, child));
+                }
+            }
+            if is_repo && !name.is_empty() {
+                out.push(name);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    async fn referrers(&self, repo: &Name, digest: &Digest) -> StorageResult<Vec<Descriptor>> {
+        let mut out: Vec<Descriptor> = Vec::new();
+        for o in self.b.leaves(&self.b.referrers_dir(repo, digest)).await? {
+            let Some(bytes) = self.b.read(&o.location).await? else {
+                continue;
+            };
+            let desc: Descriptor =
+                serde_json::from_slice(&bytes).map_err(|e| corrupt(&o.location, e))?;
+            if self.manifest_exists(repo, desc.digest()).await? {
+                out.push(desc);
+            }
+        }
+        out.sort_by_key(|d| d.digest().to_string());
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::memory::InMemory;
+
+    fn two_replicas(part: usize) -> (ObjectStorage, ObjectStorage) {
+        let mem = Arc::new(InMemory::new());
+        let b = Bucket {
+            store: mem.clone(),
+            parts: mem,
+            prefix: "p".into(),
+        };
+        (
+            ObjectStorage::new(b.clone(), part),
+            ObjectStorage::new(b, part),
+        )
+    }
+
+    fn body(b: &[u8]) -> ByteStream {
+        // Split into uneven pieces, as a network would.
+        let pieces: Vec<std::io::Result<Bytes>> =
+            b.chunks(7).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+        Box::pin(futures::stream::iter(pieces))
+    }
+
+    fn digest(b: &[u8]) -> Digest {
+        use sha2::Digest as _;
+        from_hasher(Sha256::new_with_prefix(b))
+    }
+
+    #[tokio::test]
+    async fn chunks_of_any_size_on_alternating_replicas_make_the_exact_blob() {
+        let (a, b) = two_replicas(16);
+        let repo = Name::parse("x/y").unwrap();
+        let data: Vec<u8> = (0..200u32).map(|i| (i * 31 % 251) as u8).collect();
+        let d = digest(&data);
+        let id = a.upload_start(&repo).await.unwrap();
+        let mut at = 0;
+        for (i, n) in [3usize, 16, 40, 1, 0, 60, 80].into_iter().enumerate() {
+            let st = if i % 2 == 0 { &a } else { &b };
+            let end = st
+                .upload_append(
+                    &repo,
+                    id,
+                    Some(at as u64),
+                    body(&data[at..at + n]),
+                    Some(n as u64),
+                )
+                .await
+                .unwrap();
+            at += n;
+            assert_eq!(end, at as u64);
+        }
+        // A chunk at the wrong offset and one shorter than declared change nothing.
+        let e = a
+            .upload_append(&repo, id, Some(5), body(b"zz"), None)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, StorageError::RangeMismatch { offset: 200, .. }),
+            "{e}"
+        );
+        let e = b
+            .upload_append(&repo, id, Some(200), body(b"zz"), Some(9))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, StorageError::SizeMismatch { .. }), "{e}");
+        assert_eq!(a.upload_offset(&repo, id).await.unwrap(), Some(200));
+        let wrong = digest(b"other");
+        assert!(b.upload_finish(&repo, id, &wrong).await.is_err());
+        assert_eq!(a.blob_size(&repo, &wrong).await.unwrap(), None);
+        assert_eq!(b.upload_finish(&repo, id, &d).await.unwrap(), 200);
+        assert_eq!(a.blob_size(&repo, &d).await.unwrap(), Some(200));
+        let r = a.blob_open(&repo, &d, 10, 150).await.unwrap().unwrap();
+        let got: Vec<Bytes> = r.body.try_collect().await.unwrap();
+        assert_eq!(got.concat(), data[10..160]);
+        assert_eq!(a.upload_offset(&repo, id).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_monolithic_put_is_visible_only_when_its_digest_matches() {
+        let (a, _) = two_replicas(16);
+        let repo = Name::parse("m").unwrap();
+        let data = vec![9u8; 100];
+        let e = a
+            .blob_put(&repo, &digest(b"nope"), body(&data), None)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, StorageError::DigestMismatch { .. }), "{e}");
+        assert_eq!(a.blob_size(&repo, &digest(b"nope")).await.unwrap(), None);
+        let d = digest(&data);
+        assert_eq!(
+            a.blob_put(&repo, &d, body(&data), Some(100)).await.unwrap(),
+            100
+        );
+        assert_eq!(a.blob_size(&repo, &d).await.unwrap(), Some(100));
+    }
+}

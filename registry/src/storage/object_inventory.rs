@@ -1,0 +1,188 @@
+//! The bucket seen as an [`Inventory`], so `berth registry gc` runs its one mark-and-sweep
+//! against a bucket while replicas keep serving. Times are the objects' `last_modified` (the
+//! object store's clock); listing never reads object bodies. Calls block on a private runtime:
+//! gc is a synchronous command.
+
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use futures::TryStreamExt;
+use object_store::ObjectMeta;
+use object_store::path::Path as Key;
+use oci_spec::image::Digest;
+use uuid::Uuid;
+
+use super::StorageResult;
+use super::inventory::{Inventory, Stamped};
+use super::object::{Bucket, ObjectStorage};
+use super::parts::store_err;
+use super::{Storage, StorageError};
+use crate::endpoint::{Name, parse_digest};
+
+pub struct ObjectInventory {
+    st: ObjectStorage,
+    rt: tokio::runtime::Runtime,
+}
+
+fn stamp(m: &ObjectMeta) -> Option<SystemTime> {
+    Some(SystemTime::from(m.last_modified))
+}
+
+fn hex_digest(name: &str) -> Option<Digest> {
+    parse_digest(&format!("sha256:{name}")).ok()
+}
+
+impl ObjectInventory {
+    /// Open (and probe) the S3 bucket `cfg` names.
+    pub fn open_s3(
+        cfg: &crate::config::S3Config,
+        read_only: bool,
+    ) -> Result<ObjectInventory, super::s3::OpenError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| super::s3::OpenError::Settings(format!("starting a runtime: {e}")))?;
+        let st = rt.block_on(super::s3::open(cfg, read_only))?;
+        Ok(ObjectInventory { st, rt })
+    }
+
+    fn b(&self) -> &Bucket {
+        self.st.bucket()
+    }
+
+    /// Every object under `dir` (recursively).
+    fn list(&self, dir: &Key) -> StorageResult<Vec<ObjectMeta>> {
+        let b = self.b();
+        self.rt
+            .block_on(b.store.list(Some(dir)).try_collect())
+            .map_err(|e| store_err(dir, e))
+    }
+
+    /// `<hex>` objects directly under `dir`, as digests.
+    fn digests_in(&self, dir: &Key) -> StorageResult<Vec<Stamped<Digest>>> {
+        let leaves = self.rt.block_on(self.b().leaves(dir))?;
+        Ok(leaves
+            .iter()
+            .filter_map(|m| {
+                Some(Stamped {
+                    item: hex_digest(m.location.filename()?)?,
+                    mtime: stamp(m),
+                })
+            })
+            .collect())
+    }
+
+    fn repo_key(&self, repo: &Name, rest: &str) -> Key {
+        self.b().key(&format!("{}/{rest}", self.b().repo(repo)))
+    }
+}
+
+impl Inventory for ObjectInventory {
+    fn repositories(&self) -> StorageResult<Vec<Name>> {
+        let names = self.rt.block_on(self.st.repositories())?;
+        Ok(names.iter().filter_map(|n| Name::parse(n).ok()).collect())
+    }
+
+    fn revisions(&self, repo: &Name) -> StorageResult<Vec<Stamped<Digest>>> {
+        self.digests_in(&self.repo_key(repo, "_manifests/revisions/sha256"))
+    }
+
+    fn has_revision(&self, repo: &Name, d: &Digest) -> StorageResult<bool> {
+        self.rt.block_on(self.st.manifest_exists(repo, d))
+    }
+
+    fn tag_targets(&self, repo: &Name) -> StorageResult<Vec<Digest>> {
+        let b = self.b();
+        self.rt.block_on(async {
+            let mut out = Vec::new();
+            for o in b.leaves(&b.tags_dir(repo)).await? {
+                let Some(raw) = b.read(&o.location).await? else {
+                    continue;
+                };
+                let s = String::from_utf8_lossy(&raw);
+                let d = parse_digest(s.trim()).map_err(|e| StorageError::Corrupt {
+                    path: o.location.to_string().into(),
+                    reason: e.message,
+                })?;
+                out.push(d);
+            }
+            Ok(out)
+        })
+    }
+
+    fn referrers_of(&self, repo: &Name, subject: &Digest) -> StorageResult<Vec<Digest>> {
+        let dir = self.b().referrers_dir(repo, subject);
+        Ok(self.digests_in(&dir)?.into_iter().map(|s| s.item).collect())
+    }
+
+    fn read_blob(&self, d: &Digest) -> StorageResult<Option<Vec<u8>>> {
+        let b = self.b();
+        Ok(self.rt.block_on(b.read(&b.blob(d)))?.map(|b| b.to_vec()))
+    }
+
+    fn blobs(&self) -> StorageResult<Vec<Stamped<Digest>>> {
+        let all = self.list(&self.b().key("blobs/sha256"))?;
+        Ok(all
+            .iter()
+            .filter_map(|m| {
+                Some(Stamped {
+                    item: hex_digest(m.location.filename()?)?,
+                    mtime: stamp(m),
+                })
+            })
+            .collect())
+    }
+
+    fn links(&self, repo: &Name) -> StorageResult<Vec<Stamped<Digest>>> {
+        self.digests_in(&self.repo_key(repo, "_layers/sha256"))
+    }
+
+    fn remove_blob(&self, d: &Digest) -> StorageResult<bool> {
+        let b = self.b();
+        let key = b.blob(d);
+        self.rt.block_on(async {
+            let there = b.size(&key).await?.is_some();
+            b.delete(&key).await?;
+            Ok(there)
+        })
+    }
+
+    fn remove_link(&self, repo: &Name, d: &Digest) -> StorageResult<bool> {
+        self.rt.block_on(self.st.blob_delete(repo, d))
+    }
+
+    fn uploads(&self, repo: &Name) -> StorageResult<Vec<Stamped<Uuid>>> {
+        let dir = self.repo_key(repo, "_uploads");
+        let mut newest: HashMap<Uuid, Option<SystemTime>> = HashMap::new();
+        for m in self.list(&dir)? {
+            let parts: Vec<_> = m.location.parts().collect();
+            let Some(id) = parts
+                .iter()
+                .rev()
+                .nth(1)
+                .and_then(|p| Uuid::parse_str(p.as_ref()).ok())
+            else {
+                continue;
+            };
+            let t = newest.entry(id).or_insert(None);
+            *t = (*t).max(stamp(&m));
+        }
+        let mut out: Vec<Stamped<Uuid>> = newest
+            .into_iter()
+            .map(|(item, mtime)| Stamped { item, mtime })
+            .collect();
+        out.sort_by_key(|s| s.item);
+        Ok(out)
+    }
+
+    fn remove_upload(&self, repo: &Name, id: Uuid) -> StorageResult<bool> {
+        let existed = self.rt.block_on(self.st.upload_cancel(repo, id))?;
+        // Whatever a crash left next to (or without) the state object.
+        let dir = self.b().key(&self.b().upload_dir(repo, id));
+        let rest = self.list(&dir)?;
+        for m in &rest {
+            self.rt.block_on(self.b().delete(&m.location))?;
+        }
+        Ok(existed || !rest.is_empty())
+    }
+}
