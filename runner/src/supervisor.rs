@@ -107,23 +107,21 @@ pub fn spawn(root: &Path, c: &Container, attach: bool) -> Result<i32> {
 }
 
 /// Start `berth __supervise ID --reap` in the background (its own process group, no stdio, not
-/// waited for) to delete the files of the removed container `id` ([`reap`]).
+/// waited for) to delete the files of the removed container `id` ([`reap`]). Forked without
+/// waiting for its exec ([`crate::sandbox::spawn_detached`]): the caller is about to exit.
 pub fn spawn_reaper(root: &Path, id: &str) -> Result<()> {
-    use std::os::unix::process::CommandExt;
     let exe =
         std::env::current_exe().map_err(|e| RunnerError::io("finding", "berth's own binary", e))?;
-    Command::new(&exe)
-        .arg("--root")
-        .arg(root)
-        .arg(SUBCOMMAND)
-        .arg(id)
-        .arg("--reap")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .map_err(|e| RunnerError::io("starting", &exe, e))?;
+    crate::sandbox::spawn_detached(
+        &exe,
+        &[
+            "--root".as_ref(),
+            root.as_os_str(),
+            SUBCOMMAND.as_ref(),
+            id.as_ref(),
+            "--reap".as_ref(),
+        ],
+    )?;
     Ok(())
 }
 
@@ -213,6 +211,9 @@ fn supervise(
         signal_ready(ready);
         return Ok(0);
     }
+    // The grace period the runtime's cgroup join waits for runs while the start is prepared
+    // (see MigrationPrimer); joined before the sandbox forks.
+    let mut primer = Some(crate::cgroups::MigrationPrimer::start());
     // A container left behind by a crash: release what it held before starting again.
     runner.cleanup(&c)?;
     let _ = rustix::process::set_child_subreaper(Some(rustix::process::getpid()));
@@ -241,6 +242,7 @@ fn supervise(
             attach,
             &mut ports,
             &mut dns_stop,
+            primer.take(),
         ) {
             Ok(r) => r,
             Err(e) => {
@@ -409,7 +411,9 @@ fn forward_signals(
 }
 
 /// Mount, write the bundle, start; returns the init PID and the running copies of its streams.
-/// `ports` holds the host ports reserved for the container's life (taken at the first start).
+/// `ports` holds the host ports reserved for the container's life (taken at the first start);
+/// `primer` is joined before the sandbox starts.
+#[allow(clippy::too_many_arguments)]
 fn start_once(
     runner: &Runner,
     c: &mut Container,
@@ -418,6 +422,7 @@ fn start_once(
     attach: bool,
     ports: &mut Option<crate::network::ports::Reservation>,
     dns_stop: &mut Option<Arc<std::sync::atomic::AtomicBool>>,
+    primer: Option<crate::cgroups::MigrationPrimer>,
 ) -> Result<(i32, crate::stdio::Copiers)> {
     tracing::debug!("start: preparing {}", c.short_id());
     let store = runner.store();
@@ -534,6 +539,10 @@ fn start_once(
         }
         Ok(())
     };
+    // The sandbox forks: this process must be back to one thread.
+    if let Some(primer) = primer {
+        primer.finish();
+    }
     let pid = sandbox.start(&c.record.id, &p.bundle(), io, &prestart)?;
     tracing::debug!("start: sandbox started pid {pid}");
     if let (Some(upstreams), Some(sockets)) = (dns_upstreams, dns_sockets.take()) {
