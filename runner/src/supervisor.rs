@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use berth_store::Store;
 
 use crate::bundle::{self, BundleInput, NetworkMode};
+use crate::cgroups::MigrationPrimer;
 use crate::container::{Container, Runner};
 use crate::error::{IoContext, Result, RunnerError};
 use crate::logs::LogFile;
@@ -24,9 +25,44 @@ use crate::stdio::Plumbing;
 /// The hidden subcommand the CLI maps to [`main`].
 pub const SUBCOMMAND: &str = "__supervise";
 
+/// How a supervisor is to be started, decided before the caller starts a thread of its own
+/// (the attached supervisor runs in the caller only when that is single-threaded).
+pub struct Launch {
+    attach: bool,
+    in_process: bool,
+    primer: Option<MigrationPrimer>,
+}
+
+impl Launch {
+    pub fn decide(attach: bool) -> Launch {
+        Launch {
+            attach,
+            in_process: attach && single_threaded(),
+            primer: None,
+        }
+    }
+
+    /// Start the cgroup-migration grace period now ([`MigrationPrimer`]), so that it runs while
+    /// the caller creates the container; its thread is joined before the sandbox forks.
+    pub fn primed(mut self) -> Launch {
+        self.primer = Some(MigrationPrimer::start());
+        self
+    }
+}
+
 /// Start a supervisor for `c` (see [`Runner::spawn_supervisor`]).
 pub fn spawn(root: &Path, c: &Container, attach: bool) -> Result<i32> {
-    if attach && single_threaded() {
+    spawn_with(root, c, Launch::decide(attach))
+}
+
+/// [`spawn`] as `launch` says.
+pub fn spawn_with(root: &Path, c: &Container, launch: Launch) -> Result<i32> {
+    let Launch {
+        attach,
+        in_process,
+        primer,
+    } = launch;
+    if in_process {
         // Attached, the supervisor lives exactly as long as the CLI and shares its terminal,
         // so the CLI can be the supervisor: one exec of berth (a few ms of loading and page
         // faults, and a process hop on a busy CPU) less for every `run` in the foreground. The
@@ -37,8 +73,10 @@ pub fn spawn(root: &Path, c: &Container, attach: bool) -> Result<i32> {
             .tty
             .then(crate::terminal::RawMode::stdin)
             .flatten();
-        return Ok(main(root, c.id(), true));
+        return Ok(main_with(root, c.id(), true, primer));
     }
+    // A supervisor process of its own: this process's thread is done with.
+    drop(primer);
     let exe =
         std::env::current_exe().map_err(|e| RunnerError::io("finding", "berth's own binary", e))?;
     let mut cmd = Command::new(&exe);
@@ -159,12 +197,17 @@ fn single_threaded() -> bool {
 
 /// The supervisor's entry point; returns the process exit code.
 pub fn main(root: &Path, id: &str, attach: bool) -> i32 {
+    main_with(root, id, attach, None)
+}
+
+/// [`main`], with the cgroup primer the caller already started, if any.
+fn main_with(root: &Path, id: &str, attach: bool, primer: Option<MigrationPrimer>) -> i32 {
     if !attach {
         // Its own session: the CLI's terminal and process group can go away.
         let _ = rustix::process::setsid();
     }
     let mut ready = (!attach).then(std::io::stdout);
-    match supervise(root, id, attach, &mut ready) {
+    match supervise(root, id, attach, &mut ready, primer) {
         Ok(code) => code,
         Err(e) => {
             let code = e.exit_code();
@@ -199,6 +242,7 @@ fn supervise(
     id: &str,
     attach: bool,
     ready: &mut Option<std::io::Stdout>,
+    primer: Option<MigrationPrimer>,
 ) -> Result<i32> {
     let runner = Runner::open(Store::open(root)?)?;
     let mut c = runner.get(id)?;
@@ -213,7 +257,7 @@ fn supervise(
     }
     // The grace period the runtime's cgroup join waits for runs while the start is prepared
     // (see MigrationPrimer); joined before the sandbox forks.
-    let mut primer = Some(crate::cgroups::MigrationPrimer::start());
+    let mut primer = Some(primer.unwrap_or_else(MigrationPrimer::start));
     // A container left behind by a crash: release what it held before starting again.
     runner.cleanup(&c)?;
     let _ = rustix::process::set_child_subreaper(Some(rustix::process::getpid()));
@@ -422,7 +466,7 @@ fn start_once(
     attach: bool,
     ports: &mut Option<crate::network::ports::Reservation>,
     dns_stop: &mut Option<Arc<std::sync::atomic::AtomicBool>>,
-    primer: Option<crate::cgroups::MigrationPrimer>,
+    primer: Option<MigrationPrimer>,
 ) -> Result<(i32, crate::stdio::Copiers)> {
     tracing::debug!("start: preparing {}", c.short_id());
     let store = runner.store();
