@@ -257,8 +257,15 @@ impl MigrationPrimer {
     }
 
     /// Wait for the primer's thread (at most the grace period the runtime would wait for);
-    /// dropping the primer does the same, so no path leaves the thread running.
+    /// dropping the primer does the same, so no path leaves the thread running by accident.
     pub fn finish(self) {}
+
+    /// Let the thread finish on its own: for a caller that hands the start to another process
+    /// (which primes again; a grace period already running is shared, not waited for twice).
+    pub fn detach(mut self) {
+        // Dropping a JoinHandle detaches its thread.
+        drop(self.0.take());
+    }
 }
 
 impl Drop for MigrationPrimer {

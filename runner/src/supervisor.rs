@@ -75,8 +75,11 @@ pub fn spawn_with(root: &Path, c: &Container, launch: Launch) -> Result<i32> {
             .flatten();
         return Ok(main_with(root, c.id(), true, primer));
     }
-    // A supervisor process of its own: this process's thread is done with.
-    drop(primer);
+    // A supervisor process of its own, which primes for itself: nothing here waits for this
+    // process's primer (spawning a process is safe with it running).
+    if let Some(p) = primer {
+        p.detach();
+    }
     let exe =
         std::env::current_exe().map_err(|e| RunnerError::io("finding", "berth's own binary", e))?;
     let mut cmd = Command::new(&exe);
