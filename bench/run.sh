@@ -59,7 +59,10 @@ if [ -n "$podman_cmd" ] && sh -c "$podman_cmd" >/dev/null 2>&1; then
 else
   echo "podman: not measured (its run failed here)" >&2
 fi
+# The VM's 2 cores are shared: the load around the run says how much the figures carry.
+echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 hyperfine "${args[@]}"
+echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 python3 - "$dir/result.json" <<'EOF'
 import json, sys
 r = {x["command"]: x for x in json.load(open(sys.argv[1]))["results"]}

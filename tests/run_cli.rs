@@ -1215,3 +1215,78 @@ fn reaper_refuses_what_is_not_a_container_id() {
     let (code, _, err) = run_out(&env, &["__supervise", &"a".repeat(64), "--reap"]);
     assert_eq!(code, 0, "{err}");
 }
+
+/// The embedded sandbox's cgroup manager (libcgroups, patched to read mountinfo and
+/// /proc/self/cgroup once: vendor/README.md) puts the container in every hierarchy the host
+/// has, as runc and crun do: each v1 controller (so `pause`, `top`, `stats` and OOM reporting
+/// find it), or the one unified cgroup. `exec` joins the same cgroups; `rm` removes them all.
+#[test]
+fn container_joins_every_cgroup_hierarchy() {
+    let env = env_with_image();
+    let id = env
+        .ok(&[
+            "run",
+            "-d",
+            "--name",
+            "cg",
+            "--network",
+            "none",
+            "bb:1",
+            "sleep",
+            "30",
+        ])
+        .trim()
+        .to_string();
+    let pid = inspect(&env, "cg")["State"]["Pid"].as_i64().unwrap();
+    let own = format!("/berth/{id}");
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let mut dirs = Vec::new();
+    if v2 {
+        assert_eq!(cgroups.trim(), format!("0::{own}"), "{cgroups}");
+        dirs.push(format!("/sys/fs/cgroup{own}"));
+    } else {
+        // "N:controllers:path"; named hierarchies (name=systemd) and the hybrid host's
+        // controller-less unified line are not the runtime's to join.
+        let joined: Vec<(&str, &str)> = cgroups
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.splitn(3, ':');
+                let (_, ctrls, path) = (f.next()?, f.next()?, f.next()?);
+                (!ctrls.is_empty() && !ctrls.starts_with("name=")).then_some((ctrls, path))
+            })
+            .collect();
+        let names: Vec<&str> = joined.iter().flat_map(|(c, _)| c.split(',')).collect();
+        for ctrl in [
+            "cpu", "cpuacct", "memory", "pids", "devices", "freezer", "blkio", "cpuset",
+        ] {
+            let mounted = std::path::Path::new("/sys/fs/cgroup").join(ctrl).is_dir();
+            assert_eq!(names.contains(&ctrl), mounted, "{ctrl}: {cgroups}");
+        }
+        for (ctrls, path) in &joined {
+            assert_eq!(*path, own, "{ctrls}: {cgroups}");
+            let first = ctrls.split(',').next().unwrap();
+            dirs.push(format!("/sys/fs/cgroup/{first}{own}"));
+        }
+        assert!(!joined.is_empty(), "{cgroups}");
+    }
+    for d in &dirs {
+        let procs = std::fs::read_to_string(format!("{d}/cgroup.procs")).unwrap();
+        assert!(procs.lines().any(|l| l == pid.to_string()), "{d}: {procs}");
+    }
+    // exec lands in the init's cgroups.
+    let out = env.ok(&[
+        "exec",
+        "cg",
+        "sh",
+        "-c",
+        "cat /proc/1/cgroup; echo --; cat /proc/self/cgroup",
+    ]);
+    let (init, exec) = out.split_once("--\n").unwrap();
+    assert_eq!(init, exec, "{out}");
+    assert!(env.ok(&["top", "cg"]).contains("sleep 30"));
+    env.ok(&["rm", "-f", "cg"]);
+    for d in &dirs {
+        assert!(!std::path::Path::new(d).exists(), "{d} is left");
+    }
+}

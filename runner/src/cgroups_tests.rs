@@ -356,3 +356,36 @@ fn a_real_cgroup2_hierarchy_lists_freezes_thaws_and_removes() {
     assert!(!dir.exists(), "removed with its sub-cgroup");
     assert_eq!(cg.oom_kills(&rel), 0);
 }
+
+#[test]
+fn the_primer_finds_this_process_cgroup_on_both_layouts() {
+    let (t2, _) = fake_v2();
+    write(&t2.path().join("berth/0123abcd/cgroup.procs"), "");
+    assert_eq!(
+        own_procs_file_in(t2.path(), "0::/berth/0123abcd\n"),
+        Some(t2.path().join("berth/0123abcd/cgroup.procs"))
+    );
+    // v1: the first hierarchy that is mounted, a named one included; the hybrid host's
+    // controller-less unified line is not a v1 directory.
+    let (t1, _) = fake_v1();
+    write(&t1.path().join("pids/berth/0123abcd/cgroup.procs"), "");
+    write(&t1.path().join("systemd/user/cgroup.procs"), "");
+    let own = "10:net_cls:/x\n9:pids:/berth/0123abcd\n1:name=systemd:/user\n0::/\n";
+    assert_eq!(
+        own_procs_file_in(t1.path(), own),
+        Some(t1.path().join("pids/berth/0123abcd/cgroup.procs"))
+    );
+    assert_eq!(
+        own_procs_file_in(t1.path(), "1:name=systemd:/user\n"),
+        Some(t1.path().join("systemd/user/cgroup.procs"))
+    );
+    assert_eq!(own_procs_file_in(t1.path(), "0::/\n"), None);
+}
+
+/// On the real host: priming moves nothing (the process stays in every cgroup it was in).
+#[test]
+fn the_primer_leaves_this_process_where_it_was() {
+    let before = fs::read_to_string("/proc/self/cgroup").unwrap();
+    MigrationPrimer::start().finish();
+    assert_eq!(fs::read_to_string("/proc/self/cgroup").unwrap(), before);
+}

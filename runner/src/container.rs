@@ -919,6 +919,15 @@ impl Runner {
     pub fn spawn_supervisor(&self, c: &Container, attach: bool) -> Result<i32> {
         crate::supervisor::spawn(self.root(), c, attach)
     }
+
+    /// [`Runner::spawn_supervisor`] as decided (and primed) before the container was created.
+    pub fn spawn_supervisor_with(
+        &self,
+        c: &Container,
+        launch: crate::supervisor::Launch,
+    ) -> Result<i32> {
+        crate::supervisor::spawn_with(self.root(), c, launch)
+    }
 }
 
 fn set_env(env: &mut Vec<String>, kv: String) {

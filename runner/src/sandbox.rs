@@ -2,9 +2,11 @@
 //! must have no other threads: it forks); `External` hands the same bundle to an OCI runtime
 //! binary (`--runtime crun`). Both leave the container's init as a child (or, for external
 //! runtimes, an orphan adopted by this child subreaper), so the caller waits for it with
-//! `waitpid`. This module (with its children) holds all of the runner's `unsafe`: none so far.
+//! `waitpid`. This module (with its children) holds all of the runner's `unsafe`: the fork in
+//! [`spawn_detached`].
 
 mod console;
+mod detach;
 mod embedded;
 mod external;
 
@@ -12,6 +14,7 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 pub use console::ConsoleSocket;
+pub use detach::spawn_detached;
 pub use embedded::Embedded;
 pub use external::External;
 

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use berth_store::Store;
 
 use crate::bundle::{self, BundleInput, NetworkMode};
+use crate::cgroups::MigrationPrimer;
 use crate::container::{Container, Runner};
 use crate::error::{IoContext, Result, RunnerError};
 use crate::logs::LogFile;
@@ -24,9 +25,44 @@ use crate::stdio::Plumbing;
 /// The hidden subcommand the CLI maps to [`main`].
 pub const SUBCOMMAND: &str = "__supervise";
 
+/// How a supervisor is to be started, decided before the caller starts a thread of its own
+/// (the attached supervisor runs in the caller only when that is single-threaded).
+pub struct Launch {
+    attach: bool,
+    in_process: bool,
+    primer: Option<MigrationPrimer>,
+}
+
+impl Launch {
+    pub fn decide(attach: bool) -> Launch {
+        Launch {
+            attach,
+            in_process: attach && single_threaded(),
+            primer: None,
+        }
+    }
+
+    /// Start the cgroup-migration grace period now ([`MigrationPrimer`]), so that it runs while
+    /// the caller creates the container; its thread is joined before the sandbox forks.
+    pub fn primed(mut self) -> Launch {
+        self.primer = Some(MigrationPrimer::start());
+        self
+    }
+}
+
 /// Start a supervisor for `c` (see [`Runner::spawn_supervisor`]).
 pub fn spawn(root: &Path, c: &Container, attach: bool) -> Result<i32> {
-    if attach && single_threaded() {
+    spawn_with(root, c, Launch::decide(attach))
+}
+
+/// [`spawn`] as `launch` says.
+pub fn spawn_with(root: &Path, c: &Container, launch: Launch) -> Result<i32> {
+    let Launch {
+        attach,
+        in_process,
+        primer,
+    } = launch;
+    if in_process {
         // Attached, the supervisor lives exactly as long as the CLI and shares its terminal,
         // so the CLI can be the supervisor: one exec of berth (a few ms of loading and page
         // faults, and a process hop on a busy CPU) less for every `run` in the foreground. The
@@ -37,7 +73,12 @@ pub fn spawn(root: &Path, c: &Container, attach: bool) -> Result<i32> {
             .tty
             .then(crate::terminal::RawMode::stdin)
             .flatten();
-        return Ok(main(root, c.id(), true));
+        return Ok(main_with(root, c.id(), true, primer));
+    }
+    // A supervisor process of its own, which primes for itself: nothing here waits for this
+    // process's primer (spawning a process is safe with it running).
+    if let Some(p) = primer {
+        p.detach();
     }
     let exe =
         std::env::current_exe().map_err(|e| RunnerError::io("finding", "berth's own binary", e))?;
@@ -107,23 +148,21 @@ pub fn spawn(root: &Path, c: &Container, attach: bool) -> Result<i32> {
 }
 
 /// Start `berth __supervise ID --reap` in the background (its own process group, no stdio, not
-/// waited for) to delete the files of the removed container `id` ([`reap`]).
+/// waited for) to delete the files of the removed container `id` ([`reap`]). Forked without
+/// waiting for its exec ([`crate::sandbox::spawn_detached`]): the caller is about to exit.
 pub fn spawn_reaper(root: &Path, id: &str) -> Result<()> {
-    use std::os::unix::process::CommandExt;
     let exe =
         std::env::current_exe().map_err(|e| RunnerError::io("finding", "berth's own binary", e))?;
-    Command::new(&exe)
-        .arg("--root")
-        .arg(root)
-        .arg(SUBCOMMAND)
-        .arg(id)
-        .arg("--reap")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .map_err(|e| RunnerError::io("starting", &exe, e))?;
+    crate::sandbox::spawn_detached(
+        &exe,
+        &[
+            "--root".as_ref(),
+            root.as_os_str(),
+            SUBCOMMAND.as_ref(),
+            id.as_ref(),
+            "--reap".as_ref(),
+        ],
+    )?;
     Ok(())
 }
 
@@ -161,12 +200,17 @@ fn single_threaded() -> bool {
 
 /// The supervisor's entry point; returns the process exit code.
 pub fn main(root: &Path, id: &str, attach: bool) -> i32 {
+    main_with(root, id, attach, None)
+}
+
+/// [`main`], with the cgroup primer the caller already started, if any.
+fn main_with(root: &Path, id: &str, attach: bool, primer: Option<MigrationPrimer>) -> i32 {
     if !attach {
         // Its own session: the CLI's terminal and process group can go away.
         let _ = rustix::process::setsid();
     }
     let mut ready = (!attach).then(std::io::stdout);
-    match supervise(root, id, attach, &mut ready) {
+    match supervise(root, id, attach, &mut ready, primer) {
         Ok(code) => code,
         Err(e) => {
             let code = e.exit_code();
@@ -201,6 +245,7 @@ fn supervise(
     id: &str,
     attach: bool,
     ready: &mut Option<std::io::Stdout>,
+    primer: Option<MigrationPrimer>,
 ) -> Result<i32> {
     let runner = Runner::open(Store::open(root)?)?;
     let mut c = runner.get(id)?;
@@ -213,6 +258,9 @@ fn supervise(
         signal_ready(ready);
         return Ok(0);
     }
+    // The grace period the runtime's cgroup join waits for runs while the start is prepared
+    // (see MigrationPrimer); joined before the sandbox forks.
+    let mut primer = Some(primer.unwrap_or_else(MigrationPrimer::start));
     // A container left behind by a crash: release what it held before starting again.
     runner.cleanup(&c)?;
     let _ = rustix::process::set_child_subreaper(Some(rustix::process::getpid()));
@@ -241,6 +289,7 @@ fn supervise(
             attach,
             &mut ports,
             &mut dns_stop,
+            primer.take(),
         ) {
             Ok(r) => r,
             Err(e) => {
@@ -409,7 +458,9 @@ fn forward_signals(
 }
 
 /// Mount, write the bundle, start; returns the init PID and the running copies of its streams.
-/// `ports` holds the host ports reserved for the container's life (taken at the first start).
+/// `ports` holds the host ports reserved for the container's life (taken at the first start);
+/// `primer` is joined before the sandbox starts.
+#[allow(clippy::too_many_arguments)]
 fn start_once(
     runner: &Runner,
     c: &mut Container,
@@ -418,6 +469,7 @@ fn start_once(
     attach: bool,
     ports: &mut Option<crate::network::ports::Reservation>,
     dns_stop: &mut Option<Arc<std::sync::atomic::AtomicBool>>,
+    primer: Option<MigrationPrimer>,
 ) -> Result<(i32, crate::stdio::Copiers)> {
     tracing::debug!("start: preparing {}", c.short_id());
     let store = runner.store();
@@ -534,6 +586,10 @@ fn start_once(
         }
         Ok(())
     };
+    // The sandbox forks: this process must be back to one thread.
+    if let Some(primer) = primer {
+        primer.finish();
+    }
     let pid = sandbox.start(&c.record.id, &p.bundle(), io, &prestart)?;
     tracing::debug!("start: sandbox started pid {pid}");
     if let (Some(upstreams), Some(sockets)) = (dns_upstreams, dns_sockets.take()) {

@@ -10,6 +10,7 @@ use anyhow::{Result, anyhow, bail};
 use berth_runner::container::CreateOptions;
 use berth_runner::logs::LogOptions;
 use berth_runner::state::Status;
+use berth_runner::supervisor::Launch;
 use berth_runner::{Container, Runner, RunnerError};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
@@ -305,13 +306,17 @@ pub fn create(root: &Path, a: CreateArgs) -> Result<ExitCode> {
 }
 
 pub fn run(root: &Path, a: RunArgs) -> Result<ExitCode> {
+    // Whether the supervisor can run in this process is decided while it has one thread; then
+    // the kernel's grace period for the container's cgroup join starts, to run while the
+    // container is created (berth_runner::cgroups::MigrationPrimer).
+    let launch = Launch::decide(!a.detach).primed();
     let r = runner(root)?;
     let c = match r.create(&a.create.options(!a.detach)) {
         Ok(c) => c,
         Err(e) => return Ok(fail(e)),
     };
     if a.detach {
-        match r.spawn_supervisor(&c, false) {
+        match r.spawn_supervisor_with(&c, launch) {
             Ok(_) => {
                 println!("{}", c.id());
                 Ok(ExitCode::SUCCESS)
@@ -320,7 +325,9 @@ pub fn run(root: &Path, a: RunArgs) -> Result<ExitCode> {
         }
     } else {
         // The supervisor prints its own errors on the shared stderr.
-        let code = r.spawn_supervisor(&c, true).map_err(|e| anyhow!(e))?;
+        let code = r
+            .spawn_supervisor_with(&c, launch)
+            .map_err(|e| anyhow!(e))?;
         Ok(ExitCode::from(code.clamp(0, 255) as u8))
     }
 }
