@@ -3,12 +3,17 @@
 //! with at most [`IN_FLIGHT`] parts uploading at once. Whatever is shorter than a part stays in
 //! the buffer for the caller (the tail of an upload session, or a small whole blob).
 //!
-//! Memory per stream ≈ part size × (parts in flight + 1), as the DESIGN spike measured.
+//! Memory per stream ≤ part size × (parts in flight + 1), whatever the blob's size. Each part
+//! is an anonymous mapping of exactly the part size ([`PartBuf`]), unmapped once uploaded: with
+//! 8 MiB `Vec`s glibc's malloc raised its dynamic mmap threshold after the first free and then
+//! kept freed parts in per-thread arenas — the server held 80–100 MiB after a 256 MiB push
+//! instead of the ~40 MiB it needs (bench/RESULTS.md, 2026-11-23, "RSS by phase").
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+use memmap2::MmapMut;
 use futures::StreamExt;
 use object_store::MultipartId;
 use object_store::multipart::{MultipartStore, PartId};
@@ -19,7 +24,7 @@ use tokio::task::JoinHandle;
 use super::{ByteStream, StorageError, StorageResult};
 
 /// Parts uploading concurrently per stream.
-pub const IN_FLIGHT: usize = 2;
+pub const IN_FLIGHT: usize = 3;
 /// Bytes hashed per trip to the blocking pool.
 const HASH_BATCH: usize = 1 << 20;
 
@@ -32,6 +37,53 @@ pub(super) fn store_err(key: &Key, e: object_store::Error) -> StorageError {
 
 fn joined<T>(r: Result<T, tokio::task::JoinError>) -> StorageResult<T> {
     r.map_err(|e| StorageError::Body(std::io::Error::other(e)))
+}
+
+/// Bytes gathered for one part (or one read window): a private anonymous mapping of a fixed
+/// capacity, so its memory goes back to the kernel as soon as the last `Bytes` of it is dropped.
+pub(super) struct PartBuf {
+    mem: MmapMut,
+    len: usize,
+}
+
+impl PartBuf {
+    pub(super) fn new(capacity: usize) -> StorageResult<PartBuf> {
+        let mem = MmapMut::map_anon(capacity.max(1)).map_err(|e| {
+            StorageError::Body(std::io::Error::new(
+                e.kind(),
+                format!("mapping a {capacity}-byte buffer: {e}"),
+            ))
+        })?;
+        Ok(PartBuf { mem, len: 0 })
+    }
+
+    fn capacity(&self) -> usize {
+        self.mem.len()
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(super) fn is_full(&self) -> bool {
+        self.len == self.capacity()
+    }
+
+    /// Copy as much of `b` as fits; returns how much that was.
+    pub(super) fn fill(&mut self, b: &[u8]) -> usize {
+        let n = b.len().min(self.capacity() - self.len);
+        self.mem[self.len..self.len + n].copy_from_slice(&b[..n]);
+        self.len += n;
+        n
+    }
+
+    pub(super) fn freeze(self) -> Bytes {
+        let len = self.len;
+        if len == 0 {
+            return Bytes::new();
+        }
+        Bytes::from_owner(self.mem).slice(..len)
+    }
 }
 
 /// A SHA-256 fed on the blocking pool, one batch while the next one fills.
@@ -97,8 +149,8 @@ pub(super) struct PartWriter {
     next_idx: usize,
     pub(super) done: Vec<PartId>,
     in_flight: VecDeque<JoinHandle<object_store::Result<PartId>>>,
-    /// Bytes not yet cut into a part.
-    pub(super) buf: BytesMut,
+    /// Bytes not yet cut into a part (None only while a full one is handed over).
+    buf: Option<PartBuf>,
 }
 
 impl PartWriter {
@@ -108,7 +160,7 @@ impl PartWriter {
         part_size: usize,
         multipart: Option<MultipartId>,
         first: usize,
-        buf: BytesMut,
+        buf: PartBuf,
     ) -> PartWriter {
         PartWriter {
             parts_store,
@@ -118,8 +170,18 @@ impl PartWriter {
             next_idx: first,
             done: Vec::new(),
             in_flight: VecDeque::new(),
-            buf,
+            buf: Some(buf),
         }
+    }
+
+    /// Bytes buffered after the last full part.
+    pub(super) fn rest_len(&self) -> usize {
+        self.buf.as_ref().map_or(0, PartBuf::len)
+    }
+
+    /// Take the bytes after the last full part.
+    pub(super) fn take_rest(&mut self) -> Bytes {
+        self.buf.take().map(PartBuf::freeze).unwrap_or_default()
     }
 
     /// Copy all of `body` into parts (and the buffer), feeding `hash`; returns the bytes read.
@@ -133,12 +195,21 @@ impl PartWriter {
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(StorageError::Body)?;
             total += chunk.len() as u64;
-            self.buf.extend_from_slice(&chunk);
-            hash.feed(chunk).await?;
-            while self.buf.len() >= self.part_size {
-                let part = self.buf.split_to(self.part_size).freeze();
-                self.upload(part).await?;
+            let mut rest = &chunk[..];
+            while !rest.is_empty() {
+                let buf = match &mut self.buf {
+                    Some(b) => b,
+                    None => self.buf.insert(PartBuf::new(self.part_size)?),
+                };
+                rest = &rest[buf.fill(rest)..];
+                if buf.is_full() {
+                    // Handed over before the next buffer exists: at most IN_FLIGHT parts
+                    // uploading plus the one filling.
+                    let part = self.buf.take().map(PartBuf::freeze).unwrap_or_default();
+                    self.upload(part).await?;
+                }
             }
+            hash.feed(chunk).await?;
         }
         Ok(total)
     }
