@@ -48,12 +48,17 @@ pub(super) struct PartBuf {
 
 impl PartBuf {
     pub(super) fn new(capacity: usize) -> StorageResult<PartBuf> {
-        let mem = MmapMut::map_anon(capacity.max(1)).map_err(|e| {
-            StorageError::Body(std::io::Error::new(
-                e.kind(),
-                format!("mapping a {capacity}-byte buffer: {e}"),
-            ))
-        })?;
+        // Populated up front: one call instead of a page fault per 4 KiB.
+        let mem = memmap2::MmapOptions::new()
+            .len(capacity.max(1))
+            .populate()
+            .map_anon()
+            .map_err(|e| {
+                StorageError::Body(std::io::Error::new(
+                    e.kind(),
+                    format!("mapping a {capacity}-byte buffer: {e}"),
+                ))
+            })?;
         Ok(PartBuf { mem, len: 0 })
     }
 
@@ -84,6 +89,28 @@ impl PartBuf {
         }
         Bytes::from_owner(self.mem).slice(..len)
     }
+
+    /// The bytes, and a handle that gives the mapping back (see [`reclaim`]) once every
+    /// `Bytes` of it is gone.
+    fn freeze_shared(self) -> (Bytes, Arc<MmapMut>) {
+        let mem = Arc::new(self.mem);
+        let bytes = Bytes::from_owner(Shared(mem.clone())).slice(..self.len);
+        (bytes, mem)
+    }
+}
+
+/// The mapping behind a part's `Bytes`, kept alive by them and by the writer.
+struct Shared(Arc<MmapMut>);
+
+impl AsRef<[u8]> for Shared {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// The mapping back for the next part, if nothing else holds it any more.
+fn reclaim(mem: Arc<MmapMut>) -> Option<PartBuf> {
+    Arc::try_unwrap(mem).ok().map(|mem| PartBuf { mem, len: 0 })
 }
 
 /// A SHA-256 fed on the blocking pool, one batch while the next one fills.
@@ -148,9 +175,12 @@ pub(super) struct PartWriter {
     pub(super) multipart: Option<MultipartId>,
     next_idx: usize,
     pub(super) done: Vec<PartId>,
-    in_flight: VecDeque<JoinHandle<object_store::Result<PartId>>>,
+    /// Parts uploading, each with the mapping its bytes live in (when it is one of ours).
+    in_flight: VecDeque<(JoinHandle<object_store::Result<PartId>>, Option<Arc<MmapMut>>)>,
     /// Bytes not yet cut into a part (None only while a full one is handed over).
     buf: Option<PartBuf>,
+    /// An uploaded part's buffer, for the next part: no new mapping to fault in.
+    spare: Option<PartBuf>,
 }
 
 impl PartWriter {
@@ -171,6 +201,7 @@ impl PartWriter {
             done: Vec::new(),
             in_flight: VecDeque::new(),
             buf: Some(buf),
+            spare: None,
         }
     }
 
@@ -199,14 +230,22 @@ impl PartWriter {
             while !rest.is_empty() {
                 let buf = match &mut self.buf {
                     Some(b) => b,
-                    None => self.buf.insert(PartBuf::new(self.part_size)?),
+                    None => {
+                        let b = match self.spare.take() {
+                            Some(b) => b,
+                            None => PartBuf::new(self.part_size)?,
+                        };
+                        self.buf.insert(b)
+                    }
                 };
                 rest = &rest[buf.fill(rest)..];
                 if buf.is_full() {
                     // Handed over before the next buffer exists: at most IN_FLIGHT parts
                     // uploading plus the one filling.
-                    let part = self.buf.take().map(PartBuf::freeze).unwrap_or_default();
-                    self.upload(part).await?;
+                    if let Some(full) = self.buf.take() {
+                        let (part, mem) = full.freeze_shared();
+                        self.upload_reusing(part, Some(mem)).await?;
+                    }
                 }
             }
             hash.feed(chunk).await?;
@@ -217,6 +256,14 @@ impl PartWriter {
     /// Start uploading one more part (creating the multipart upload on the first), waiting
     /// for the oldest when [`IN_FLIGHT`] are already uploading.
     pub(super) async fn upload(&mut self, part: Bytes) -> StorageResult<()> {
+        self.upload_reusing(part, None).await
+    }
+
+    async fn upload_reusing(
+        &mut self,
+        part: Bytes,
+        mem: Option<Arc<MmapMut>>,
+    ) -> StorageResult<()> {
         if self.multipart.is_none() {
             let id = self
                 .parts_store
@@ -235,16 +282,20 @@ impl PartWriter {
         );
         let idx = self.next_idx;
         self.next_idx += 1;
-        self.in_flight.push_back(tokio::spawn(async move {
-            st.put_part(&key, &id, idx, part.into()).await
-        }));
+        let task = tokio::spawn(async move { st.put_part(&key, &id, idx, part.into()).await });
+        self.in_flight.push_back((task, mem));
         Ok(())
     }
 
     async fn settle_one(&mut self) -> StorageResult<()> {
-        if let Some(j) = self.in_flight.pop_front() {
+        if let Some((j, mem)) = self.in_flight.pop_front() {
             let id = joined(j.await)?.map_err(|e| store_err(&self.key, e))?;
             self.done.push(id);
+            if self.spare.is_none() {
+                self.spare = mem
+                    .and_then(reclaim)
+                    .filter(|b| b.capacity() == self.part_size);
+            }
         }
         Ok(())
     }
@@ -259,14 +310,14 @@ impl PartWriter {
 
     /// Stop the parts still uploading (their part numbers are written again by a retry).
     pub(super) fn cancel_in_flight(&mut self) {
-        for j in self.in_flight.drain(..) {
+        for (j, _) in self.in_flight.drain(..) {
             j.abort();
         }
     }
 
     /// Abort the multipart upload (best effort: a lifecycle rule catches what this misses).
     pub(super) async fn abort(mut self) {
-        for j in self.in_flight.drain(..) {
+        for (j, _) in self.in_flight.drain(..) {
             j.abort();
         }
         if let Some(id) = &self.multipart
