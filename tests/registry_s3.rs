@@ -281,8 +281,7 @@ fn a_missing_bucket_stops_the_server_at_start_up() {
         "{err}"
     );
     assert!(!err.contains("<?xml"), "the XML body is boiled down: {err}");
-    // moto accepts any credentials, so a refused key is checked against a server that is not
-    // there instead: the probe says the store is unreachable.
+    // An unreachable store: the probe says so.
     let out = Command::new(assert_cmd::cargo::cargo_bin("berth"))
         .envs(Moto::get().env())
         .env("AWS_ENDPOINT", "http://127.0.0.1:9")
@@ -347,4 +346,59 @@ fn a_failing_object_store_is_a_5xx_and_the_registry_recovers() {
         s.get(&format!("/v2/fault/app/blobs/{d2}")).body,
         b"after the outage"
     );
+}
+
+/// A moto that enforces authentication (after `INITIAL_NO_AUTH_ACTION_COUNT` free actions),
+/// killed by PID when dropped.
+struct AuthMoto {
+    port: u16,
+    pid: u32,
+}
+
+impl Drop for AuthMoto {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-9", &self.pid.to_string()])
+            .status();
+    }
+}
+
+#[test]
+fn wrong_credentials_stop_the_server_at_start_up() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    // One free action: creating the bucket. Everything after it must be signed by a key moto
+    // knows. (moto's server mode also refuses correctly signed requests — curl's own SigV4
+    // gets SignatureDoesNotMatch too — so only the refusal can be tested here, not a key that
+    // works; s3s-fs in bench/registry_s3.sh checks signatures that must pass.)
+    let m = AuthMoto {
+        port,
+        pid: spawn_moto_with(port, &[("INITIAL_NO_AUTH_ACTION_COUNT", "1")]),
+    };
+    let r = request(m.port, "PUT", "/locked", &[], b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let dir = TempDir::new().unwrap();
+    let out = Command::new(assert_cmd::cargo::cargo_bin("berth"))
+        .env("AWS_ACCESS_KEY_ID", "AKIAWRONGWRONGWRONG1")
+        .env("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ENDPOINT", format!("http://127.0.0.1:{}", m.port))
+        .env("AWS_ALLOW_HTTP", "true")
+        .args(["--root", dir.path().to_str().unwrap()])
+        .args(["registry", "serve", "--addr", "127.0.0.1:0"])
+        .args(["--storage", "s3://locked/reg"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(out.stdout.is_empty(), "it never listened");
+    assert!(
+        err.contains("\"locked\"")
+            && err.contains("access denied: check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"),
+        "{err}"
+    );
+    assert!(err.contains("InvalidAccessKeyId"), "{err}");
+    assert!(!err.contains("<?xml"), "{err}");
 }
