@@ -402,3 +402,48 @@ fn wrong_credentials_stop_the_server_at_start_up() {
     assert!(err.contains("InvalidAccessKeyId"), "{err}");
     assert!(!err.contains("<?xml"), "{err}");
 }
+
+/// Peak RSS of `pid` in MiB since the last reset, then reset it (`clear_refs` 5).
+fn peak_rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM");
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
+    kib >> 10
+}
+
+#[test]
+fn server_memory_does_not_grow_with_the_blob() {
+    let dir = TempDir::new().unwrap();
+    let s = Server::start(&dir.path().join("storage"), &[]);
+    // Warm up (first-use allocations), then a small and a five times larger blob, each on
+    // the monolithic PUT and on the session path, and pulled back.
+    s.push_blob("mem/app", &data(1 << 20, 1));
+    peak_rss_mib(s.pid());
+    let mut peaks = Vec::new();
+    for (mib, seed) in [(32usize, 2u32), (160, 3)] {
+        let blob = data(mib << 20, seed);
+        let d = s.push_blob("mem/app", &blob);
+        let r = s.req("POST", "/v2/mem/app/blobs/uploads/", &[], b"");
+        let loc = r.header("location").unwrap().to_string();
+        let r = s.req("PATCH", &loc, &[], &blob);
+        assert_eq!(r.status, 202, "{}", r.text());
+        assert_eq!(s.req("PUT", &format!("{loc}?digest={d}"), &[], b"").status, 201);
+        let got = s.get(&format!("/v2/mem/app/blobs/{d}"));
+        assert!(got.body == blob, "pulled back intact");
+        peaks.push(peak_rss_mib(s.pid()));
+    }
+    eprintln!("peak RSS by blob size (32, 160 MiB): {peaks:?} MiB");
+    // Buffering the blob would add ≥ 128 MiB for the larger one; parts and read windows are
+    // a fixed number of 8 MiB buffers.
+    assert!(
+        peaks[1] <= peaks[0] + 12,
+        "peak RSS {} MiB for 32 MiB blobs, {} MiB for 160 MiB blobs",
+        peaks[0],
+        peaks[1]
+    );
+    assert!(peaks[1] <= 96, "peak RSS {} MiB", peaks[1]);
+}
