@@ -431,7 +431,10 @@ fn server_memory_does_not_grow_with_the_blob() {
         let loc = r.header("location").unwrap().to_string();
         let r = s.req("PATCH", &loc, &[], &blob);
         assert_eq!(r.status, 202, "{}", r.text());
-        assert_eq!(s.req("PUT", &format!("{loc}?digest={d}"), &[], b"").status, 201);
+        assert_eq!(
+            s.req("PUT", &format!("{loc}?digest={d}"), &[], b"").status,
+            201
+        );
         let got = s.get(&format!("/v2/mem/app/blobs/{d}"));
         assert!(got.body == blob, "pulled back intact");
         peaks.push(peak_rss_mib(s.pid()));

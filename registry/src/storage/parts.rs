@@ -13,8 +13,8 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use memmap2::MmapMut;
 use futures::StreamExt;
+use memmap2::MmapMut;
 use object_store::MultipartId;
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as Key;
@@ -166,6 +166,12 @@ impl Hashing {
     }
 }
 
+/// A part uploading, with the mapping its bytes live in (when it is one of ours).
+type InFlight = (
+    JoinHandle<object_store::Result<PartId>>,
+    Option<Arc<MmapMut>>,
+);
+
 /// One multipart upload being written: parts `0..first` were written by earlier requests
 /// (their ids are the caller's), this writer adds parts from `first` on.
 pub(super) struct PartWriter {
@@ -176,7 +182,7 @@ pub(super) struct PartWriter {
     next_idx: usize,
     pub(super) done: Vec<PartId>,
     /// Parts uploading, each with the mapping its bytes live in (when it is one of ours).
-    in_flight: VecDeque<(JoinHandle<object_store::Result<PartId>>, Option<Arc<MmapMut>>)>,
+    in_flight: VecDeque<InFlight>,
     /// Bytes not yet cut into a part (None only while a full one is handed over).
     buf: Option<PartBuf>,
     /// An uploaded part's buffer, for the next part: no new mapping to fault in.
