@@ -1,48 +1,86 @@
 #!/usr/bin/env bash
-# berth registry on its filesystem backend vs on S3 (a moto server on loopback), same run:
-# push of a MIB-MiB random layer (POST + one streamed PATCH + PUT: the session path, the one
-# `docker push` takes; and POST + monolithic PUT), then REPS pulls (GET) of it, alternating
-# backends: MiB/s median and min-max, the server's peak RSS (VmHWM) across the run, and moto's
-# CPU seconds (moto is single-process Python: when it is the bottleneck its CPU share says so).
+# berth registry on its filesystem backend vs on S3 servers on loopback, same run: push of a
+# MIB-MiB random layer (POST + one streamed PATCH + PUT: the session path `docker push` takes;
+# and POST + monolithic PUT), then a pull (GET) of it, REPS times, alternating backends.
+# Prints per backend and phase: MiB/s median and min-max, the registry's peak RSS in that phase
+# (VmHWM, reset before each phase through /proc/PID/clear_refs), and the CPU seconds the
+# registry and the S3 server spent in it — where the time goes, ours or the store's.
+#
+# S3 servers (SERVERS, default "moto s3s-fs"): moto (Python, /opt/berth-test-venv, as the tests
+# use) and s3s-fs (Rust, on a directory; installed by this script with `cargo install` into
+# BENCH_TOOLS, default ~/.cache/berth-bench — a bench-only tool, never a CI dependency).
+# BERTH_ENV: extra environment for the registries (e.g. "MALLOC_ARENA_MAX=1").
 # Usage: bench/registry_s3.sh [layer MiB (default 1024)] [REPS (default 3)]
 set -euo pipefail
 shopt -s inherit_errexit
 MIB=${1:-1024}
 REPS=${2:-3}
+SERVERS=${SERVERS:-moto s3s-fs}
 MOTO=/opt/berth-test-venv/bin/moto_server
+BENCH_TOOLS=${BENCH_TOOLS:-$HOME/.cache/berth-bench}
+S3S_VERSION=0.14.1 # the newest that builds with the workspace's rustc 1.95
 cd "$(dirname "$0")/.."
-for t in curl sha256sum python3 "$MOTO"; do
-    command -v "$t" >/dev/null || { echo "missing $t (scripts/setup.sh installs moto)" >&2; exit 1; }
+for t in curl sha256sum python3; do
+    command -v "$t" >/dev/null || { echo "missing $t" >&2; exit 1; }
+done
+for s in $SERVERS; do
+    case $s in
+    moto) [ -x "$MOTO" ] || { echo "missing $MOTO (scripts/setup.sh installs moto)" >&2; exit 1; } ;;
+    s3s-fs)
+        if [ ! -x "$BENCH_TOOLS/bin/s3s-fs" ]; then
+            echo "installing s3s-fs $S3S_VERSION into $BENCH_TOOLS" >&2
+            cargo install -q "s3s-fs@$S3S_VERSION" --locked --features binary --root "$BENCH_TOOLS"
+        fi ;;
+    *) echo "unknown S3 server $s (moto, s3s-fs)" >&2; exit 1 ;;
+    esac
 done
 cargo build --release -q -p berth
 BERTH=${CARGO_TARGET_DIR:-$PWD/target}/release/berth
 W=$(mktemp -d)
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$W"; }
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$W"; }
 trap cleanup EXIT
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 400); do curl -s -o /dev/null "http://127.0.0.1:$1/" && return; sleep 0.05; done; echo "port $1 never answered" >&2; exit 1; }
 
-MOTO_PORT=$(free_port)
-"$MOTO" -H 127.0.0.1 -p "$MOTO_PORT" >/dev/null 2>&1 &
-PIDS+=($!); MOTO_PID=$!
-for _ in $(seq 200); do curl -s -o /dev/null "http://127.0.0.1:$MOTO_PORT/" && break; sleep 0.05; done
-curl -sf -X PUT "http://127.0.0.1:$MOTO_PORT/bench" -o /dev/null
-export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1
-export AWS_ENDPOINT=http://127.0.0.1:$MOTO_PORT AWS_ALLOW_HTTP=true
-
-start() { # name storage
-    "$BERTH" --root "$W/root" registry serve --addr 127.0.0.1:0 --storage "$2" >"$W/$1.out" 2>/dev/null &
-    PIDS+=($!); eval "${1}_PID=$!"
-    for _ in $(seq 100); do grep -q listening "$W/$1.out" 2>/dev/null && break; sleep 0.05; done
-    eval "${1}_PORT=$(sed -n 's/.*127.0.0.1:\([0-9]*\).*/\1/p' "$W/$1.out")"
+export AWS_ACCESS_KEY_ID=benchkey AWS_SECRET_ACCESS_KEY=benchsecret AWS_REGION=us-east-1 AWS_ALLOW_HTTP=true
+declare -A SPID
+start_s3() { # server -> sets S3PORT
+    S3PORT=$(free_port)
+    case $1 in
+    moto) "$MOTO" -H 127.0.0.1 -p "$S3PORT" >/dev/null 2>&1 & ;;
+    s3s-fs)
+        mkdir -p "$W/s3s"
+        "$BENCH_TOOLS/bin/s3s-fs" --host 127.0.0.1 --port "$S3PORT" \
+            --access-key "$AWS_ACCESS_KEY_ID" --secret-key "$AWS_SECRET_ACCESS_KEY" "$W/s3s" >/dev/null 2>&1 & ;;
+    esac
+    PIDS+=($!); SPID[$1]=$!
+    wait_port "$S3PORT"
+    if [ "$1" = s3s-fs ]; then mkdir -p "$W/s3s/bench"; else curl -sf -X PUT "http://127.0.0.1:$S3PORT/bench" -o /dev/null; fi
 }
-start fs "$W/fs"
-start s3 "s3://bench/registry"
+
+declare -A RPID RPORT
+start_registry() { # name storage [S3 port]
+    local endpoint=()
+    [ -n "${3:-}" ] && endpoint=(AWS_ENDPOINT="http://127.0.0.1:$3")
+    env "${endpoint[@]}" ${BERTH_ENV:-} "$BERTH" --root "$W/root" registry serve --addr 127.0.0.1:0 --storage "$2" >"$W/$1.out" 2>/dev/null &
+    PIDS+=($!); RPID[$1]=$!
+    for _ in $(seq 200); do grep -q listening "$W/$1.out" 2>/dev/null && break; sleep 0.05; done
+    RPORT[$1]=$(sed -n 's/.*127.0.0.1:\([0-9]*\).*/\1/p' "$W/$1.out")
+    [ -n "${RPORT[$1]}" ] || { echo "registry $1 did not start" >&2; exit 1; }
+}
+BACKENDS=(fs)
+start_registry fs "$W/fs"
+for s in $SERVERS; do
+    start_s3 "$s"
+    start_registry "$s" "s3://bench/registry" "$S3PORT"
+    BACKENDS+=("$s")
+done
 
 head -c "$((MIB << 20))" /dev/urandom >"$W/layer"
 D=sha256:$(sha256sum "$W/layer" | cut -d' ' -f1)
-cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
+cpu() { [ -n "${1:-}" ] && awk '{print $14+$15}' "/proc/$1/stat" || echo 0; }
 
 location() { # port repo
     local loc
@@ -58,29 +96,46 @@ push_put() { # port repo
     local loc; loc=$(location "$1" "$2")
     curl -sf -X PUT -H 'Content-Type: application/octet-stream' -T "$W/layer" -o /dev/null "$loc?digest=$D"
 }
-rate() { python3 -c "import sys; print(f'{$MIB/float(sys.argv[1]):.0f}')" "$1"; }
-timed() { local t0 t1; t0=$(date +%s.%N); "$@"; t1=$(date +%s.%N); python3 -c "print($t1-$t0)"; }
-stats() { python3 -c "import sys,statistics as s; v=sorted(map(float,sys.argv[1:])); print(f'{s.median(v):.0f} MiB/s ({v[0]:.0f}-{v[-1]:.0f})')" "$@"; }
+pull() { # port repo
+    local got
+    got=$(curl -sf "http://127.0.0.1:$1/v2/$2/blobs/$D" | sha256sum | cut -d' ' -f1)
+    [ "sha256:$got" = "$D" ] || { echo "pull of $2 returned other bytes" >&2; exit 1; }
+}
 
-declare -A R
-m0=$(cpu "$MOTO_PID")
+declare -A R RSS OURS THEIRS
+# One phase: reset the registry's peak RSS, time the command, record MiB/s, peak RSS and the
+# CPU seconds of the registry and of the S3 server.
+phase() { # backend op command...
+    local b=$1 op=$2; shift 2
+    local rp=${RPID[$b]} sp=${SPID[$b]:-}
+    echo 5 >"/proc/$rp/clear_refs"
+    local c0 s0 t0 t1 c1 s1
+    c0=$(cpu "$rp"); s0=$(cpu "$sp"); t0=$(date +%s.%N)
+    "$@"
+    t1=$(date +%s.%N); c1=$(cpu "$rp"); s1=$(cpu "$sp")
+    R[$b.$op]+=" $(python3 -c "print(f'{$MIB/($t1-$t0):.0f}')")"
+    RSS[$b.$op]+=" $(awk '/VmHWM/{printf "%.0f", $2/1024}' "/proc/$rp/status")"
+    OURS[$b.$op]+=" $(python3 -c "print(f'{($c1-$c0)/$hz:.1f}')")"
+    THEIRS[$b.$op]+=" $(python3 -c "print(f'{($s1-$s0)/$hz:.1f}')")"
+}
 for i in $(seq "$REPS"); do
-    for b in fs s3; do
-        port_var=${b}_PORT; port=${!port_var}
-        R[$b.patch]+=" $(rate "$(timed push_patch "$port" "patch/r$i")")"
-        R[$b.put]+=" $(rate "$(timed push_put "$port" "put/r$i")")"
-        R[$b.pull]+=" $(rate "$(timed curl -sf -o /dev/null "http://127.0.0.1:$port/v2/put/r$i/blobs/$D")")"
+    for b in "${BACKENDS[@]}"; do
+        p=${RPORT[$b]}
+        phase "$b" patch push_patch "$p" "patch/r$i"
+        phase "$b" put push_put "$p" "put/r$i"
+        phase "$b" pull pull "$p" "put/r$i"
     done
 done
-m1=$(cpu "$MOTO_PID")
-echo "layer ${MIB} MiB, ${REPS} reps, $(nproc) cores"
+med() { python3 -c "import sys,statistics as s; v=sorted(map(float,sys.argv[1:])); print(f'{s.median(v):.0f} ({v[0]:.0f}-{v[-1]:.0f})')" "$@"; }
+medf() { python3 -c "import sys,statistics as s; print(f'{s.median(map(float,sys.argv[1:])):.1f}')" "$@"; }
+echo "layer ${MIB} MiB, ${REPS} reps, $(nproc) cores${BERTH_ENV:+, registry env: $BERTH_ENV}"
+printf '%-8s %-6s %-20s %-7s %-18s %-14s %s\n' backend op 'MiB/s med (min-max)' '×fs' 'peak RSS MiB' 'registry CPU s' 'S3 server CPU s'
 for op in patch put pull; do
-    f=$(stats ${R[fs.$op]}); s=$(stats ${R[s3.$op]})
-    fm=$(echo "$f" | cut -d' ' -f1); sm=$(echo "$s" | cut -d' ' -f1)
-    printf '%-26s fs %-24s s3 %-24s s3/fs %.2f\n' "$op" "$f" "$s" "$(python3 -c "print($sm/$fm)")"
+    fm=$(med ${R[fs.$op]} | cut -d' ' -f1)
+    for b in "${BACKENDS[@]}"; do
+        m=$(med ${R[$b.$op]})
+        printf '%-8s %-6s %-20s %-7s %-18s %-14s %s\n' "$b" "$op" "$m" \
+            "$(python3 -c "print(f'{${m%% *}/$fm:.2f}')")" "$(med ${RSS[$b.$op]})" \
+            "$(medf ${OURS[$b.$op]})" "$([ "$b" = fs ] && echo - || medf ${THEIRS[$b.$op]})"
+    done
 done
-for b in fs s3; do
-    pid_var=${b}_PID
-    echo "$b server peak RSS: $(awk '/VmHWM/{printf "%.0f MiB", $2/1024}' "/proc/${!pid_var}/status")"
-done
-echo "moto CPU: $(python3 -c "print(f'{($m1-$m0)/$hz:.1f} s')") over the run"

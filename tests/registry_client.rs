@@ -46,13 +46,23 @@ pub struct Moto {
 pub const MOTO: &str = "/opt/berth-test-venv/bin/moto_server";
 
 fn spawn_moto(port: u16) -> u32 {
+    spawn_moto_with(port, &[])
+}
+
+/// A moto server with extra environment (e.g. `INITIAL_NO_AUTH_ACTION_COUNT` to enforce auth).
+pub fn spawn_moto_with(port: u16, env: &[(&str, &str)]) -> u32 {
     assert!(
         Path::new(MOTO).exists(),
         "{MOTO} is missing: run scripts/setup.sh (the S3 tests need moto[server])"
     );
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let child = Command::new("setpriv")
+            .envs(env)
             .args(["--pdeathsig", "KILL", "--", MOTO, "-H", "127.0.0.1", "-p"])
             .arg(port.to_string())
             .stdout(Stdio::null())

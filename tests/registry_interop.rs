@@ -3,7 +3,7 @@
 //! cross-repository mount and the Docker media types).
 
 #[path = "registry_client.rs"]
-mod client;
+pub(crate) mod client;
 mod common;
 
 use std::path::Path;
@@ -21,7 +21,7 @@ fn write_blob(layout: &Path, bytes: &[u8]) -> String {
 }
 
 /// A minimal OCI image layout with one uncompressed layer, tagged `t`; returns the manifest digest.
-fn make_layout(layout: &Path) -> String {
+pub(crate) fn make_layout(layout: &Path) -> String {
     std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
     std::fs::write(
         layout.join("oci-layout"),
@@ -61,7 +61,7 @@ fn make_layout(layout: &Path) -> String {
     md
 }
 
-fn skopeo(args: &[&str]) {
+pub(crate) fn skopeo(args: &[&str]) {
     let out = Command::new("skopeo")
         .args(args)
         .output()
@@ -74,7 +74,7 @@ fn skopeo(args: &[&str]) {
     );
 }
 
-fn layout_manifest_digest(layout: &Path) -> String {
+pub(crate) fn layout_manifest_digest(layout: &Path) -> String {
     let index: serde_json::Value =
         serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
     index["manifests"][0]["digest"]

@@ -26,8 +26,8 @@
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
-use futures::{StreamExt, TryStreamExt};
+use bytes::Bytes;
+use futures::StreamExt;
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as Key;
 use object_store::{
@@ -40,7 +40,7 @@ use sha2::Sha256;
 use sha2::digest::common::hazmat::SerializableState;
 use uuid::Uuid;
 
-use super::parts::{Hashing, PartWriter, store_err};
+use super::parts::{Hashing, PartBuf, PartWriter, store_err};
 use super::{
     BlobRead, ByteStream, NewManifest, Storage, StorageError, StorageResult, StoredManifest,
 };
@@ -48,8 +48,71 @@ use crate::endpoint::{Name, Reference, Tag, parse_digest};
 use crate::storage::fs::from_hasher;
 
 /// Bytes per ranged GET when streaming a blob out: one request never outlives the request
-/// timeout however slowly the client reads.
-const READ_WINDOW: u64 = 64 << 20;
+/// timeout however slowly the client reads, and a window is what a pull holds in memory.
+const READ_WINDOW: u64 = 8 << 20;
+/// Windows fetched ahead of the one being sent.
+const PREFETCH: usize = 2;
+
+/// Bytes `r` of `key`, whole.
+async fn read_window(
+    store: Arc<dyn ObjectStore>,
+    key: Key,
+    r: std::ops::Range<u64>,
+) -> std::io::Result<Bytes> {
+    let opts = GetOptions {
+        range: Some(GetRange::Bounded(r.clone())),
+        ..GetOptions::default()
+    };
+    let got = store
+        .get_opts(&key, opts)
+        .await
+        .map_err(std::io::Error::other)?;
+    let short = || {
+        std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("blob {key} ends before byte {}", r.end),
+        )
+    };
+    if got.range != r {
+        return Err(short());
+    }
+    let want = (r.end - r.start) as usize;
+    let mut buf = PartBuf::new(want).map_err(std::io::Error::other)?;
+    let mut s = got.into_stream();
+    while let Some(chunk) = s.next().await {
+        let chunk = chunk.map_err(std::io::Error::other)?;
+        if buf.fill(&chunk) < chunk.len() {
+            return Err(std::io::Error::other(format!(
+                "the store sent more than bytes {}-{} of {key}",
+                r.start, r.end
+            )));
+        }
+    }
+    if buf.len() != want {
+        return Err(short());
+    }
+    Ok(buf.freeze())
+}
+
+/// A task that is stopped when its handle is dropped (a client that goes away stops the
+/// reads ahead).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl<T> std::future::Future for AbortOnDrop<T> {
+    type Output = Result<T, tokio::task::JoinError>;
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx)
+    }
+}
 
 /// The bucket the backend works in, and where under it.
 #[derive(Clone)]
@@ -274,9 +337,15 @@ impl ObjectStorage {
             .map_err(|e| corrupt(key, e.message))
     }
 
-    /// The session's tail bytes (≤ one part).
-    async fn read_tail(&self, repo: &Name, id: Uuid, s: &Session) -> StorageResult<BytesMut> {
-        let mut buf = BytesMut::with_capacity(self.part_size + (1 << 20));
+    /// The session's tail bytes (< one part), in a buffer of one part.
+    async fn read_tail(
+        &self,
+        repo: &Name,
+        id: Uuid,
+        s: &Session,
+        part_size: usize,
+    ) -> StorageResult<PartBuf> {
+        let mut buf = PartBuf::new(part_size)?;
         if s.tail > 0 {
             let key = self
                 .b
@@ -286,13 +355,13 @@ impl ObjectStorage {
                 .read(&key)
                 .await?
                 .ok_or_else(|| corrupt(&key, "the session's tail is missing"))?;
-            if bytes.len() as u64 != s.tail {
+            if bytes.len() as u64 != s.tail || bytes.len() >= part_size {
                 return Err(corrupt(
                     &key,
                     format!("tail holds {} bytes, not {}", bytes.len(), s.tail),
                 ));
             }
-            buf.extend_from_slice(&bytes);
+            buf.fill(&bytes);
         }
         Ok(buf)
     }
@@ -340,28 +409,16 @@ impl Storage for ObjectStorage {
         let windows = (start..end)
             .step_by(READ_WINDOW as usize)
             .map(move |a| a..(a + READ_WINDOW).min(end));
+        // Each window is fetched whole by its own task, PREFETCH at a time, so the next one
+        // arrives from the store while the client takes this one: at most PREFETCH + 1 windows
+        // in memory (one being sent), whatever the blob's size.
         let body = futures::stream::iter(windows)
-            .then(move |r| {
+            .map(move |r| {
                 let (store, key) = (store.clone(), key.clone());
-                async move {
-                    let opts = GetOptions {
-                        range: Some(GetRange::Bounded(r.clone())),
-                        ..GetOptions::default()
-                    };
-                    let got = store
-                        .get_opts(&key, opts)
-                        .await
-                        .map_err(std::io::Error::other)?;
-                    if got.range != r {
-                        return Err(std::io::Error::new(
-                            std::io::ErrorKind::UnexpectedEof,
-                            format!("blob {key} ends before byte {}", r.end),
-                        ));
-                    }
-                    Ok(got.into_stream().map_err(std::io::Error::other))
-                }
+                AbortOnDrop(tokio::spawn(read_window(store, key, r)))
             })
-            .try_flatten();
+            .buffered(PREFETCH)
+            .map(|r| r.map_err(std::io::Error::other).and_then(|r| r));
         Ok(Some(BlobRead {
             size,
             body: Box::pin(body),
@@ -402,7 +459,7 @@ impl Storage for ObjectStorage {
             self.part_size,
             None,
             0,
-            BytesMut::with_capacity(self.part_size + (1 << 20)),
+            PartBuf::new(self.part_size)?,
         );
         let mut hash = Hashing::new(Sha256::default());
         let res = async {
@@ -431,9 +488,9 @@ impl Storage for ObjectStorage {
             }
         };
         if w.multipart.is_none() {
-            self.publish_small(digest, w.buf.split().freeze()).await?;
+            self.publish_small(digest, w.take_rest()).await?;
         } else {
-            let rest = w.buf.split().freeze();
+            let rest = w.take_rest();
             let done = async {
                 if !rest.is_empty() {
                     w.upload(rest).await?;
@@ -499,11 +556,12 @@ impl Storage for ObjectStorage {
             tracing::debug!("session {id} uses parts of {} bytes", s.part_size);
         }
         let part_size = if s.parts.is_empty() {
-            self.part_size
+            // A tail left by a replica with larger parts still fits in one.
+            self.part_size.max(s.tail as usize + 1)
         } else {
             s.part_size as usize
         };
-        let buf = self.read_tail(repo, id, &s).await?;
+        let buf = self.read_tail(repo, id, &s, part_size).await?;
         let mut hash = Hashing::new(s.hasher(&state_key)?);
         let mut w = PartWriter::new(
             self.b.parts.clone(),
@@ -544,12 +602,12 @@ impl Storage for ObjectStorage {
         s.parts
             .extend(w.done.iter().map(|p: &PartId| p.content_id.clone()));
         s.part_size = part_size as u64;
-        s.tail = w.buf.len() as u64;
+        s.tail = w.rest_len() as u64;
         s.set_hasher(&hash.finish().await?);
         let new = s.offset();
         if s.tail > 0 {
             let tail = self.b.session_key(repo, id, &format!("tail-{new}"));
-            self.b.put(&tail, w.buf.split().freeze()).await?;
+            self.b.put(&tail, w.take_rest()).await?;
         }
         let json = serde_json::to_vec(&s).map_err(|e| corrupt(&state_key, e))?;
         let opts = PutOptions {
@@ -597,7 +655,10 @@ impl Storage for ObjectStorage {
         let blob = self.b.blob(digest);
         let stored = self.b.size(&blob).await? == Some(size);
         if !stored {
-            let tail = self.read_tail(repo, id, &s).await?.freeze();
+            let tail = self
+                .read_tail(repo, id, &s, s.part_size.max(s.tail + 1) as usize)
+                .await?
+                .freeze();
             match &s.multipart {
                 None => self.b.put(&blob, tail).await?,
                 Some(m) => {
@@ -819,6 +880,7 @@ impl Storage for ObjectStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::TryStreamExt;
     use object_store::memory::InMemory;
 
     fn two_replicas(part: usize) -> (ObjectStorage, ObjectStorage) {

@@ -3,13 +3,18 @@
 //! with at most [`IN_FLIGHT`] parts uploading at once. Whatever is shorter than a part stays in
 //! the buffer for the caller (the tail of an upload session, or a small whole blob).
 //!
-//! Memory per stream ≈ part size × (parts in flight + 1), as the DESIGN spike measured.
+//! Memory per stream ≤ part size × (parts in flight + 1), whatever the blob's size. Each part
+//! is an anonymous mapping of exactly the part size ([`PartBuf`]), unmapped once uploaded: with
+//! 8 MiB `Vec`s glibc's malloc raised its dynamic mmap threshold after the first free and then
+//! kept freed parts in per-thread arenas — the server held 80–100 MiB after a 256 MiB push
+//! instead of the ~40 MiB it needs (bench/RESULTS.md, 2026-11-23, "RSS by phase").
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::StreamExt;
+use memmap2::MmapMut;
 use object_store::MultipartId;
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as Key;
@@ -19,7 +24,7 @@ use tokio::task::JoinHandle;
 use super::{ByteStream, StorageError, StorageResult};
 
 /// Parts uploading concurrently per stream.
-pub const IN_FLIGHT: usize = 2;
+pub const IN_FLIGHT: usize = 3;
 /// Bytes hashed per trip to the blocking pool.
 const HASH_BATCH: usize = 1 << 20;
 
@@ -32,6 +37,80 @@ pub(super) fn store_err(key: &Key, e: object_store::Error) -> StorageError {
 
 fn joined<T>(r: Result<T, tokio::task::JoinError>) -> StorageResult<T> {
     r.map_err(|e| StorageError::Body(std::io::Error::other(e)))
+}
+
+/// Bytes gathered for one part (or one read window): a private anonymous mapping of a fixed
+/// capacity, so its memory goes back to the kernel as soon as the last `Bytes` of it is dropped.
+pub(super) struct PartBuf {
+    mem: MmapMut,
+    len: usize,
+}
+
+impl PartBuf {
+    pub(super) fn new(capacity: usize) -> StorageResult<PartBuf> {
+        // Populated up front: one call instead of a page fault per 4 KiB.
+        let mem = memmap2::MmapOptions::new()
+            .len(capacity.max(1))
+            .populate()
+            .map_anon()
+            .map_err(|e| {
+                StorageError::Body(std::io::Error::new(
+                    e.kind(),
+                    format!("mapping a {capacity}-byte buffer: {e}"),
+                ))
+            })?;
+        Ok(PartBuf { mem, len: 0 })
+    }
+
+    fn capacity(&self) -> usize {
+        self.mem.len()
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(super) fn is_full(&self) -> bool {
+        self.len == self.capacity()
+    }
+
+    /// Copy as much of `b` as fits; returns how much that was.
+    pub(super) fn fill(&mut self, b: &[u8]) -> usize {
+        let n = b.len().min(self.capacity() - self.len);
+        self.mem[self.len..self.len + n].copy_from_slice(&b[..n]);
+        self.len += n;
+        n
+    }
+
+    pub(super) fn freeze(self) -> Bytes {
+        let len = self.len;
+        if len == 0 {
+            return Bytes::new();
+        }
+        Bytes::from_owner(self.mem).slice(..len)
+    }
+
+    /// The bytes, and a handle that gives the mapping back (see [`reclaim`]) once every
+    /// `Bytes` of it is gone.
+    fn freeze_shared(self) -> (Bytes, Arc<MmapMut>) {
+        let mem = Arc::new(self.mem);
+        let bytes = Bytes::from_owner(Shared(mem.clone())).slice(..self.len);
+        (bytes, mem)
+    }
+}
+
+/// The mapping behind a part's `Bytes`, kept alive by them and by the writer.
+struct Shared(Arc<MmapMut>);
+
+impl AsRef<[u8]> for Shared {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// The mapping back for the next part, if nothing else holds it any more.
+fn reclaim(mem: Arc<MmapMut>) -> Option<PartBuf> {
+    Arc::try_unwrap(mem).ok().map(|mem| PartBuf { mem, len: 0 })
 }
 
 /// A SHA-256 fed on the blocking pool, one batch while the next one fills.
@@ -87,6 +166,12 @@ impl Hashing {
     }
 }
 
+/// A part uploading, with the mapping its bytes live in (when it is one of ours).
+type InFlight = (
+    JoinHandle<object_store::Result<PartId>>,
+    Option<Arc<MmapMut>>,
+);
+
 /// One multipart upload being written: parts `0..first` were written by earlier requests
 /// (their ids are the caller's), this writer adds parts from `first` on.
 pub(super) struct PartWriter {
@@ -96,9 +181,12 @@ pub(super) struct PartWriter {
     pub(super) multipart: Option<MultipartId>,
     next_idx: usize,
     pub(super) done: Vec<PartId>,
-    in_flight: VecDeque<JoinHandle<object_store::Result<PartId>>>,
-    /// Bytes not yet cut into a part.
-    pub(super) buf: BytesMut,
+    /// Parts uploading, each with the mapping its bytes live in (when it is one of ours).
+    in_flight: VecDeque<InFlight>,
+    /// Bytes not yet cut into a part (None only while a full one is handed over).
+    buf: Option<PartBuf>,
+    /// An uploaded part's buffer, for the next part: no new mapping to fault in.
+    spare: Option<PartBuf>,
 }
 
 impl PartWriter {
@@ -108,7 +196,7 @@ impl PartWriter {
         part_size: usize,
         multipart: Option<MultipartId>,
         first: usize,
-        buf: BytesMut,
+        buf: PartBuf,
     ) -> PartWriter {
         PartWriter {
             parts_store,
@@ -118,8 +206,19 @@ impl PartWriter {
             next_idx: first,
             done: Vec::new(),
             in_flight: VecDeque::new(),
-            buf,
+            buf: Some(buf),
+            spare: None,
         }
+    }
+
+    /// Bytes buffered after the last full part.
+    pub(super) fn rest_len(&self) -> usize {
+        self.buf.as_ref().map_or(0, PartBuf::len)
+    }
+
+    /// Take the bytes after the last full part.
+    pub(super) fn take_rest(&mut self) -> Bytes {
+        self.buf.take().map(PartBuf::freeze).unwrap_or_default()
     }
 
     /// Copy all of `body` into parts (and the buffer), feeding `hash`; returns the bytes read.
@@ -133,12 +232,29 @@ impl PartWriter {
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(StorageError::Body)?;
             total += chunk.len() as u64;
-            self.buf.extend_from_slice(&chunk);
-            hash.feed(chunk).await?;
-            while self.buf.len() >= self.part_size {
-                let part = self.buf.split_to(self.part_size).freeze();
-                self.upload(part).await?;
+            let mut rest = &chunk[..];
+            while !rest.is_empty() {
+                let buf = match &mut self.buf {
+                    Some(b) => b,
+                    None => {
+                        let b = match self.spare.take() {
+                            Some(b) => b,
+                            None => PartBuf::new(self.part_size)?,
+                        };
+                        self.buf.insert(b)
+                    }
+                };
+                rest = &rest[buf.fill(rest)..];
+                if buf.is_full() {
+                    // Handed over before the next buffer exists: at most IN_FLIGHT parts
+                    // uploading plus the one filling.
+                    if let Some(full) = self.buf.take() {
+                        let (part, mem) = full.freeze_shared();
+                        self.upload_reusing(part, Some(mem)).await?;
+                    }
+                }
             }
+            hash.feed(chunk).await?;
         }
         Ok(total)
     }
@@ -146,6 +262,14 @@ impl PartWriter {
     /// Start uploading one more part (creating the multipart upload on the first), waiting
     /// for the oldest when [`IN_FLIGHT`] are already uploading.
     pub(super) async fn upload(&mut self, part: Bytes) -> StorageResult<()> {
+        self.upload_reusing(part, None).await
+    }
+
+    async fn upload_reusing(
+        &mut self,
+        part: Bytes,
+        mem: Option<Arc<MmapMut>>,
+    ) -> StorageResult<()> {
         if self.multipart.is_none() {
             let id = self
                 .parts_store
@@ -164,16 +288,20 @@ impl PartWriter {
         );
         let idx = self.next_idx;
         self.next_idx += 1;
-        self.in_flight.push_back(tokio::spawn(async move {
-            st.put_part(&key, &id, idx, part.into()).await
-        }));
+        let task = tokio::spawn(async move { st.put_part(&key, &id, idx, part.into()).await });
+        self.in_flight.push_back((task, mem));
         Ok(())
     }
 
     async fn settle_one(&mut self) -> StorageResult<()> {
-        if let Some(j) = self.in_flight.pop_front() {
+        if let Some((j, mem)) = self.in_flight.pop_front() {
             let id = joined(j.await)?.map_err(|e| store_err(&self.key, e))?;
             self.done.push(id);
+            if self.spare.is_none() {
+                self.spare = mem
+                    .and_then(reclaim)
+                    .filter(|b| b.capacity() == self.part_size);
+            }
         }
         Ok(())
     }
@@ -188,14 +316,14 @@ impl PartWriter {
 
     /// Stop the parts still uploading (their part numbers are written again by a retry).
     pub(super) fn cancel_in_flight(&mut self) {
-        for j in self.in_flight.drain(..) {
+        for (j, _) in self.in_flight.drain(..) {
             j.abort();
         }
     }
 
     /// Abort the multipart upload (best effort: a lifecycle rule catches what this misses).
     pub(super) async fn abort(mut self) {
-        for j in self.in_flight.drain(..) {
+        for (j, _) in self.in_flight.drain(..) {
             j.abort();
         }
         if let Some(id) = &self.multipart
