@@ -12,6 +12,7 @@ use axum::extract::Request;
 use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::Response;
+use axum::serve::ListenerExt as _;
 
 use axum::extract::State;
 use axum::response::IntoResponse;
@@ -123,6 +124,13 @@ pub async fn serve(cfg: Config, on_ready: impl FnOnce(SocketAddr, bool)) -> Resu
         .layer(middleware::from_fn(log_and_version));
     let Some((cert, key)) = &cfg.tls else {
         on_ready(addr, false);
+        // Responses are written as headers, then body: without TCP_NODELAY a small body waits
+        // for the client's delayed ACK of the headers (40 ms on Linux) behind Nagle.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(err) = tcp.set_nodelay(true) {
+                tracing::warn!(%err, "cannot set TCP_NODELAY");
+            }
+        });
         return axum::serve(listener, router)
             .with_graceful_shutdown(shutdown_signal())
             .await
@@ -141,8 +149,11 @@ pub async fn serve(cfg: Config, on_ready: impl FnOnce(SocketAddr, bool)) -> Resu
         on_signal.graceful_shutdown(None);
     });
     let std_listener = listener.into_std().map_err(ServeError::Serve)?;
-    let server =
-        axum_server::tls_rustls::from_tcp_rustls(std_listener, tls).map_err(ServeError::Serve)?;
+    let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(tls)
+        .acceptor(axum_server::accept::NoDelayAcceptor::new());
+    let server = axum_server::from_tcp(std_listener)
+        .map_err(ServeError::Serve)?
+        .acceptor(acceptor);
     on_ready(addr, true);
     server
         .handle(handle)
