@@ -11,6 +11,8 @@ use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rustix::fs::FlockOperation;
+
 use berth_store::{Image, Store};
 
 use crate::build::StageResult;
@@ -98,18 +100,22 @@ impl Drop for ScratchDir {
 /// Takes the lock that marks a scratch directory as in use (released when the file closes,
 /// however the process ends).
 fn lock_scratch(dir: &Path, blocking: bool) -> std::io::Result<File> {
-    use rustix::fs::{FlockOperation, flock};
-    let f = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join("lock"))?;
     let op = if blocking {
         FlockOperation::LockExclusive
     } else {
         FlockOperation::NonBlockingLockExclusive
     };
-    flock(&f, op)?;
+    flock_file(&dir.join("lock"), op)
+}
+
+/// Opens (creating) the lock file `path` and takes `op` on it; held until the file is dropped.
+pub(crate) fn flock_file(path: &Path, op: FlockOperation) -> std::io::Result<File> {
+    let f = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
+    rustix::fs::flock(&f, op)?;
     Ok(f)
 }
 

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 
 use berth_store::remote::Options;
 use berth_store::remote::artifact::Artifacts;
-use rustix::fs::{FlockOperation, flock};
+use rustix::fs::FlockOperation;
+
+use crate::fs_step::flock_file;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
@@ -38,15 +40,10 @@ impl Backend {
                     fs::create_dir_all(dir.join("blobs").join("sha256"))
                         .map_err(|e| format!("creating {}: {e}", dir.display()))?;
                     let p = dir.join(".berth-cache.lock");
-                    let f = File::options()
-                        .create(true)
-                        .truncate(false)
-                        .write(true)
-                        .open(&p)
-                        .map_err(|e| format!("opening {}: {e}", p.display()))?;
-                    flock(&f, FlockOperation::LockExclusive)
-                        .map_err(|e| format!("locking {}: {e}", p.display()))?;
-                    Some(f)
+                    Some(
+                        flock_file(&p, FlockOperation::LockExclusive)
+                            .map_err(|e| format!("locking {}: {e}", p.display()))?,
+                    )
                 } else {
                     if !dir.is_dir() {
                         return Err(format!("{} is not a directory", dir.display()));

@@ -4,9 +4,9 @@
 //! before it is uploaded.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io;
 
 use berth_store::compression::Compression;
+use berth_store::digest::HashingWriter;
 use berth_store::remote::Options;
 use berth_store::remote::state::{Compressed, State};
 use berth_store::{Image, Store};
@@ -32,25 +32,6 @@ pub struct ExportStats {
     pub mounts: usize,
     pub chunks: usize,
     pub chunks_uploaded: usize,
-}
-
-/// A `Write` that hashes what passes through.
-struct Hashing<W> {
-    inner: W,
-    h: Sha256,
-    n: u64,
-}
-
-impl<W: io::Write> io::Write for Hashing<W> {
-    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(b)?;
-        self.h.update(&b[..n]);
-        self.n += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
 }
 
 pub(super) fn export(
@@ -229,19 +210,16 @@ fn layer(
     let (tmp, path) = tempfile::NamedTempFile::new_in(store.tmp_dir())
         .map_err(|e| e.to_string())?
         .into_parts();
-    let w = Hashing {
-        inner: tmp,
-        h: Sha256::new(),
-        n: 0,
-    };
+    let w = HashingWriter::new(tmp);
     let w = berth_store::remote::gzip::compress(src, w, berth_store::remote::gzip::threads())
         .map_err(|e| format!("compressing layer {diff_id}: {e}"))?;
+    let (tmp, gz_digest, size) = w.finish();
+    drop(tmp);
     let gz = Compressed {
-        digest: format!("sha256:{}", hex::encode(w.h.finalize())),
-        size: w.n,
+        digest: gz_digest.to_string(),
+        size,
         media_type: OCI_GZIP.into(),
     };
-    drop(w.inner);
     if !backend.has_blob(&gz.digest)? {
         backend.put_blob_file(&gz.digest, &path)?;
     }

@@ -10,7 +10,9 @@ use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use rustix::fs::{FlockOperation, flock};
+use rustix::fs::FlockOperation;
+
+use crate::fs_step::flock_file;
 use sha2::{Digest as _, Sha256};
 
 use super::backend::Backend;
@@ -27,14 +29,7 @@ fn mount_dir(root: &Path, dir: &str) -> std::path::PathBuf {
 
 fn lock(dir: &Path, op: FlockOperation) -> Result<File, String> {
     let p = dir.join("lock");
-    let f = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&p)
-        .map_err(|e| format!("opening {}: {e}", p.display()))?;
-    flock(&f, op).map_err(|e| format!("locking {}: {e}", p.display()))?;
-    Ok(f)
+    flock_file(&p, op).map_err(|e| format!("locking {}: {e}", p.display()))
 }
 
 /// Append `dir` (as `rel`) and what it holds to `b`, children in name order.

@@ -8,7 +8,9 @@ use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{FlockOperation, flock};
+use rustix::fs::FlockOperation;
+
+use crate::fs_step::flock_file;
 
 use super::{Origin, Prepared, StepDirs, copy_tree, set_owner_mode};
 use crate::context::SourceTree;
@@ -46,25 +48,21 @@ impl Prepared<'_> {
             .join(name);
         fs::create_dir_all(&dir).map_err(|e| BuildError::io("creating", &dir, e))?;
         let lock_path = dir.join("lock");
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| BuildError::io("opening", &lock_path, e))?;
         let op = match sharing {
             Sharing::Shared => FlockOperation::LockShared,
             Sharing::Locked => FlockOperation::LockExclusive,
             Sharing::Private => FlockOperation::NonBlockingLockExclusive,
         };
-        let data = match flock(&lock, op) {
-            Ok(()) => {
+        let data = match flock_file(&lock_path, op) {
+            Ok(lock) => {
                 self._locks.push(lock);
                 dir.join("data")
             }
             // In use: a private user gets a directory of its own for this step.
-            Err(rustix::io::Errno::WOULDBLOCK) => dirs.scratch.join(format!("cache-{i}")),
-            Err(e) => return Err(BuildError::io("locking", &lock_path, e.into())),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                dirs.scratch.join(format!("cache-{i}"))
+            }
+            Err(e) => return Err(BuildError::io("locking", &lock_path, e)),
         };
         if !data.is_dir() {
             // Unique per process and call: stages building at once may fill the same new cache.
@@ -141,7 +139,7 @@ pub fn prune_cache_mounts(state_root: &Path) -> io::Result<u64> {
             fs::remove_dir_all(&path)?;
             continue;
         };
-        if flock(&lock, FlockOperation::NonBlockingLockExclusive).is_err() {
+        if rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive).is_err() {
             continue;
         }
         freed += dir_size(&path);
