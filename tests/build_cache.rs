@@ -288,6 +288,48 @@ fn local_cache_round_trip_and_a_second_export_replaces_the_index() {
     assert_eq!(image_of(&b, "app:2"), image_of(&a, "app:2"));
 }
 
+/// A damaged layer in an imported cache is never stored: its digest check fails while it is
+/// inflated (download and inflation run at once), the build says so, runs the steps itself, and
+/// the store stays sound.
+#[test]
+fn a_damaged_cached_layer_is_refused_and_the_steps_run() {
+    let a = Env::new();
+    a.import_busybox("bb:1");
+    let df = "FROM bb:1\nRUN head -c 3000000 /dev/urandom > /big\nCMD [\"true\"]\n";
+    let ctx = context(&a, "ctx", df, &[]);
+    let dir = a.path("cache-dir");
+    let to = format!("type=local,dest={}", dir.display());
+    build(&a, &["-t", "app:1", "--cache-to", &to, &ctx]);
+    // The RUN's 3 MB of random bytes is the biggest blob; flip a byte in its middle.
+    let biggest = fs::read_dir(dir.join("blobs/sha256"))
+        .unwrap()
+        .flatten()
+        .max_by_key(|e| e.metadata().unwrap().len())
+        .unwrap()
+        .path();
+    let mut bytes = fs::read(&biggest).unwrap();
+    assert!(bytes.len() > 2_000_000, "{}", bytes.len());
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    fs::write(&biggest, bytes).unwrap();
+
+    let b = Env::new();
+    let tar = a.path("bb.tar");
+    a.ok(&["save", "-o", tar.to_str().unwrap(), "bb:1"]);
+    b.ok(&["load", "-i", tar.to_str().unwrap()]);
+    let from = format!("type=local,src={}", dir.display());
+    let ctx_b = context(&b, "ctx", df, &[]);
+    let (_, err) = build(&b, &["-t", "app:1", "--cache-from", &from, &ctx_b]);
+    assert!(err.contains("damaged"), "{err}");
+    assert!(
+        err.contains("#2 cache miss") && cached_and_ran(&err).1 >= 1,
+        "the RUN ran: {err}"
+    );
+    b.check_store();
+    let out = b.ok(&["run", "--rm", "app:1", "sh", "-c", "wc -c < /big"]);
+    assert_eq!(out.trim(), "3000000");
+}
+
 const MOUNTS: &str = "FROM {BASE}
 ARG V=1
 RUN --mount=type=cache,target=/cache,id=pkgs if [ ! -f /cache/big ]; then head -c 3000000 /dev/urandom > /cache/big; fi; echo $V > /cache/v; if [ -f /cache/big ]; then echo warm; else echo cold; fi > /status; cat /cache/v >> /status

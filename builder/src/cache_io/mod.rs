@@ -23,7 +23,7 @@ mod mounts;
 pub mod spec;
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -56,6 +56,8 @@ pub struct CacheIo {
     mounts: HashMap<String, (usize, MountEntry)>,
     /// Only hits whose layers can all be had (set when a lazy hit turned out to be needed).
     strict: AtomicBool,
+    /// Layers whose fetch failed (damaged, unreachable): hits needing them are not taken again.
+    failed: Mutex<BTreeSet<String>>,
     recorded: Mutex<Recorded>,
 }
 
@@ -92,6 +94,7 @@ impl CacheIo {
             layers: HashMap::new(),
             mounts: HashMap::new(),
             strict: AtomicBool::new(false),
+            failed: Mutex::new(BTreeSet::new()),
             recorded: Mutex::new(Recorded::default()),
         }
     }
@@ -161,9 +164,10 @@ impl CacheIo {
     /// the store (its layers are fetched when needed: [`CacheIo::complete`]).
     pub(crate) fn lookup(&self, store: &Store, key: &str) -> Option<Image> {
         let r = self.records.get(key)?;
+        let failed = self.failed.lock().map(|f| f.clone()).unwrap_or_default();
         if self.strict()
             && !r.layers.iter().all(|d| {
-                self.layers.contains_key(d)
+                (self.layers.contains_key(d) && !failed.contains(d))
                     || digest_str(d).is_some_and(|d| store.blobs().contains(&d))
             })
         {
@@ -213,8 +217,13 @@ impl CacheIo {
                     })
                     .collect()
             });
-            for r in results {
-                r?;
+            for ((_, l), r) in group.iter().zip(results) {
+                if let Err(e) = r {
+                    if let Ok(mut f) = self.failed.lock() {
+                        f.insert(l.digest.clone());
+                    }
+                    return Err(e);
+                }
             }
         }
         Ok(())
@@ -232,23 +241,52 @@ impl CacheIo {
             w.commit(Some(&want)).map_err(|e| err(e.to_string()))?;
             return Ok(());
         }
-        // The compressed blob may be here already (a base image pulled from a registry).
-        let local = digest_str(&l.blob).filter(|d| store.blobs().contains(d));
-        let file = match local {
-            Some(d) => store.blobs().open(&d).map_err(|e| err(e.to_string()))?,
-            None => {
-                let mut tmp =
-                    tempfile::tempfile_in(store.tmp_dir()).map_err(|e| err(e.to_string()))?;
-                backend.fetch_blob(&l.blob, l.size, &mut tmp).map_err(err)?;
-                use std::io::Seek;
-                tmp.rewind().map_err(|e| err(e.to_string()))?;
-                tmp
-            }
+        // Decompressed into a blob writer; committed (under the layer's digest, which it must
+        // hash to) only by the caller.
+        let inflate = |compressed: &mut dyn Read| {
+            let (_, mut plain) = berth_store::compression::auto_decoder(compressed)
+                .map_err(|e| format!("decompressing: {e}"))?;
+            let mut w = store.blobs().writer().map_err(|e| e.to_string())?;
+            io::copy(&mut plain, &mut w).map_err(|e| format!("decompressing: {e}"))?;
+            Ok::<_, String>(w)
         };
-        let (_, mut plain) =
-            berth_store::compression::auto_decoder(file).map_err(|e| err(e.to_string()))?;
-        let mut w = store.blobs().writer().map_err(|e| err(e.to_string()))?;
-        io::copy(&mut plain, &mut w).map_err(|e| err(format!("decompressing: {e}")))?;
+        // The compressed blob may be here already (a base image pulled from a registry).
+        if let Some(d) = digest_str(&l.blob).filter(|d| store.blobs().contains(d)) {
+            let mut file = store.blobs().open(&d).map_err(|e| err(e.to_string()))?;
+            let w = inflate(&mut file).map_err(err)?;
+            return w
+                .commit(Some(&want))
+                .map(|_| ())
+                .map_err(|e| err(e.to_string()));
+        }
+        // Downloaded and inflated at once through a pipe (hashing the download and inflating
+        // and hashing the layer overlap on two cores); the layer is committed only once the
+        // download matched its digest too.
+        let (reader, mut writer) = std::io::pipe().map_err(|e| err(e.to_string()))?;
+        let (fetched, inflated) = std::thread::scope(|s| {
+            let fetch = s.spawn(move || {
+                let r = backend.fetch_blob(&l.blob, l.size, &mut writer);
+                drop(writer);
+                r
+            });
+            let inflated = inflate(&mut &reader).and_then(|w| {
+                // Whatever follows the compressed stream, so the download can finish.
+                io::copy(&mut &reader, &mut io::sink()).map_err(|e| e.to_string())?;
+                Ok(w)
+            });
+            // An early failure closes the pipe: the download stops with an error too.
+            drop(reader);
+            let fetched = fetch
+                .join()
+                .unwrap_or_else(|_| Err("the download panicked".into()));
+            (fetched, inflated)
+        });
+        let w = match (fetched, inflated) {
+            (Ok(()), Ok(w)) => w,
+            (Err(e), Ok(_)) | (Ok(()), Err(e)) => return Err(err(e)),
+            // Each side's failure ends the other; say both.
+            (Err(f), Err(i)) => return Err(err(format!("{f}; {i}"))),
+        };
         w.commit(Some(&want)).map_err(|e| err(e.to_string()))?;
         Ok(())
     }
