@@ -144,7 +144,7 @@ impl Inventory for ObjectInventory {
             .into_iter()
             .map(|(item, mtime)| Stamped { item, mtime })
             .collect();
-        out.sort_by(|a, b| a.item.to_string().cmp(&b.item.to_string()));
+        out.sort_by_key(|a| a.item.to_string());
         Ok(out)
     }
 
