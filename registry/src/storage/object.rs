@@ -843,20 +843,31 @@ impl Storage for ObjectStorage {
                             content_id: c.clone(),
                         })
                         .collect();
-                    if !tail.is_empty() {
-                        let p = self
-                            .b
+                    let completed = async {
+                        if !tail.is_empty() {
+                            let p = self
+                                .b
+                                .parts
+                                .put_part(&data, m, parts.len(), tail.into())
+                                .await
+                                .map_err(|e| store_err(&data, e))?;
+                            parts.push(p);
+                        }
+                        self.b
                             .parts
-                            .put_part(&data, m, parts.len(), tail.into())
+                            .complete_multipart(&data, m, parts)
                             .await
-                            .map_err(|e| store_err(&data, e))?;
-                        parts.push(p);
+                            .map_err(|e| store_err(&data, e))
                     }
-                    self.b
-                        .parts
-                        .complete_multipart(&data, m, parts)
-                        .await
-                        .map_err(|e| store_err(&data, e))?;
+                    .await;
+                    if let Err(e) = completed {
+                        // A finish retried after one that completed the upload and then died
+                        // (or timed out): the data object is whole already.
+                        if !s.detached || self.b.size(&data).await? != Some(size) {
+                            return Err(e);
+                        }
+                        tracing::debug!("{data} was completed by an earlier attempt ({e})");
+                    }
                     // Verified: now it may appear under its digest.
                     if s.detached {
                         published = self.publish_ref(digest, id, size).await?;
@@ -1409,5 +1420,40 @@ mod tests {
                 .is_empty()
         );
         assert_eq!(read_all(&a, &repo, &d, 0, 90).await, data);
+    }
+
+    #[tokio::test]
+    async fn a_finish_retried_after_one_that_completed_the_upload_and_died_publishes() {
+        let (a, b) = two_replicas(16);
+        let repo = Name::parse("retry").unwrap();
+        let data: Vec<u8> = (0..100u32).map(|i| (i * 3) as u8).collect();
+        let (id, d) = push_session(&a, &repo, &data).await;
+        // What the first attempt did before it died: the tail as the last part, and complete.
+        let bk = a.bucket();
+        let (s, _) = bk.session(&repo, id).await.unwrap().unwrap();
+        let tail = a.read_tail(&repo, id, &s, 16).await.unwrap().freeze();
+        let key = bk.data(id);
+        let m = s.multipart.clone().unwrap();
+        let mut parts: Vec<PartId> = s
+            .parts
+            .iter()
+            .map(|c| PartId {
+                content_id: c.clone(),
+            })
+            .collect();
+        let p = bk
+            .parts
+            .put_part(&key, &m, parts.len(), tail.into())
+            .await
+            .unwrap();
+        parts.push(p);
+        bk.parts.complete_multipart(&key, &m, parts).await.unwrap();
+        assert_eq!(b.upload_finish(&repo, id, &d).await.unwrap(), 100);
+        assert_eq!(read_all(&a, &repo, &d, 0, 100).await, data);
+        assert!(
+            keys_under(bk, "repositories/retry/_uploads")
+                .await
+                .is_empty()
+        );
     }
 }
