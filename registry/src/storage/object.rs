@@ -1456,4 +1456,48 @@ mod tests {
                 .is_empty()
         );
     }
+
+    #[test]
+    fn gc_keeps_the_data_object_of_a_first_push_into_a_new_repository_finishing() {
+        let rt = rt();
+        let (a, _) = two_replicas(16);
+        let repo = Name::parse("brand/new").unwrap();
+        let data: Vec<u8> = (0..64u32).map(|i| i as u8).collect();
+        // A finish under way: data object completed, descriptor not created yet, the session
+        // the only thing of its repository in the bucket.
+        let id = rt.block_on(async {
+            let (id, _) = push_session(&a, &repo, &data).await;
+            let bk = a.bucket();
+            let (s, _) = bk.session(&repo, id).await.unwrap().unwrap();
+            let key = bk.data(id);
+            let m = s.multipart.clone().unwrap();
+            let parts: Vec<PartId> = s
+                .parts
+                .iter()
+                .map(|c| PartId {
+                    content_id: c.clone(),
+                })
+                .collect();
+            bk.parts.complete_multipart(&key, &m, parts).await.unwrap();
+            id
+        });
+        let inv = crate::storage::object_inventory::ObjectInventory::over(ObjectStorage::new(
+            a.bucket().clone(),
+            16,
+        ))
+        .unwrap();
+        use crate::storage::inventory::Inventory;
+        assert!(inv.repositories().unwrap().is_empty());
+        assert!(inv.orphaned_data().unwrap().is_empty());
+        // Once the session is gone without a descriptor, it is an orphan.
+        rt.block_on(async {
+            let bk = a.bucket();
+            bk.delete(&bk.session_key(&repo, id, "state"))
+                .await
+                .unwrap();
+        });
+        let orphans = inv.orphaned_data().unwrap();
+        assert_eq!(orphans.len(), 1);
+        assert!(orphans[0].item.ends_with(&id.to_string()));
+    }
 }

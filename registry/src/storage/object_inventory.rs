@@ -80,6 +80,46 @@ impl ObjectInventory {
             .collect())
     }
 
+    /// The data objects blob descriptors name.
+    fn named_data(&self) -> StorageResult<HashSet<Uuid>> {
+        let b = self.b();
+        let mut named = HashSet::new();
+        for m in self.list(&b.key("blobs/ref/sha256"))? {
+            let Some(raw) = self.rt.block_on(b.read(&m.location))? else {
+                continue;
+            };
+            match serde_json::from_slice::<BlobRef>(&raw) {
+                Ok(r) => {
+                    named.insert(r.data);
+                }
+                // An unreadable descriptor could name any of them: delete none.
+                Err(e) => {
+                    return Err(StorageError::Corrupt {
+                        path: m.location.to_string().into(),
+                        reason: format!("{e}; no data object is deleted until it is fixed"),
+                    });
+                }
+            }
+        }
+        Ok(named)
+    }
+
+    /// Ids of every upload session in the bucket, in any repository.
+    fn session_ids(&self) -> StorageResult<HashSet<Uuid>> {
+        let mut out = HashSet::new();
+        for m in self.list(&self.b().key("repositories"))? {
+            let parts: Vec<_> = m.location.parts().collect();
+            // Repository name components never start with `_`.
+            if let Some(at) = parts.iter().position(|p| p.as_ref() == "_uploads")
+                && let Some(id) = parts.get(at + 1)
+                && let Ok(id) = Uuid::parse_str(id.as_ref())
+            {
+                out.insert(id);
+            }
+        }
+        Ok(out)
+    }
+
     fn repo_key(&self, repo: &Name, rest: &str) -> Key {
         self.b().key(&format!("{}/{rest}", self.b().repo(repo)))
     }
@@ -200,7 +240,10 @@ impl Inventory for ObjectInventory {
     /// was completed before the first listing; its session deletes its state only after
     /// creating the descriptor, so either the session shows in the second listing or the
     /// descriptor in the third. (The data object's mtime alone would not do: S3 stamps a
-    /// multipart object with the time its upload began.)
+    /// multipart object with the time its upload began.) Sessions are found by listing all of
+    /// `repositories/` — a first push into a repository has a session and nothing else there —
+    /// so that listing and the second pass over the descriptors only happen when the first
+    /// pass leaves data objects unexplained (crashed finishes, or finishes under way).
     fn orphaned_data(&self) -> StorageResult<Vec<Stamped<String>>> {
         let b = self.b();
         let data = self.list(&b.data_dir())?;
@@ -208,35 +251,17 @@ impl Inventory for ObjectInventory {
             .iter()
             .filter_map(|m| Some((Uuid::parse_str(m.location.filename()?).ok()?, m)))
             .collect();
+        let named = self.named_data()?;
+        candidates.retain(|(id, _)| !named.contains(id));
         if candidates.is_empty() {
             return Ok(Vec::new());
         }
-        let mut sessions = HashSet::new();
-        for repo in self.repositories()? {
-            sessions.extend(self.uploads(&repo)?.into_iter().map(|s| s.item));
-        }
+        let sessions = self.session_ids()?;
         candidates.retain(|(id, _)| !sessions.contains(id));
         if candidates.is_empty() {
             return Ok(Vec::new());
         }
-        let mut named = HashSet::new();
-        for m in self.list(&b.key("blobs/ref/sha256"))? {
-            let Some(raw) = self.rt.block_on(b.read(&m.location))? else {
-                continue;
-            };
-            match serde_json::from_slice::<BlobRef>(&raw) {
-                Ok(r) => {
-                    named.insert(r.data);
-                }
-                // An unreadable descriptor could name any of them: delete none.
-                Err(e) => {
-                    return Err(StorageError::Corrupt {
-                        path: m.location.to_string().into(),
-                        reason: format!("{e}; no data object is deleted until it is fixed"),
-                    });
-                }
-            }
-        }
+        let named = self.named_data()?;
         Ok(candidates
             .into_iter()
             .filter(|(id, _)| !named.contains(id))
