@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # berth registry on its filesystem backend vs on S3 servers on loopback, same run: push of a
 # MIB-MiB random layer (POST + one streamed PATCH + PUT: the session path `docker push` takes;
-# and POST + monolithic PUT), then a pull (GET) of it, REPS times, alternating backends.
+# and of another by POST + monolithic PUT), then a pull (GET) of each, REPS times, alternating
+# backends. Fresh layers every rep, so every push stores its blob (none is found already
+# stored); on S3 the session path's blob is stored by descriptor + data object and the
+# monolithic one inline, so `pullp` and `pull` read one layout each.
 # Prints per backend and phase: MiB/s median and min-max, the registry's peak RSS in that phase
 # (VmHWM, reset before each phase through /proc/PID/clear_refs), and the CPU seconds the
 # registry and the S3 server spent in it — where the time goes, ours or the store's.
@@ -77,8 +80,12 @@ for s in $SERVERS; do
     BACKENDS+=("$s")
 done
 
-head -c "$((MIB << 20))" /dev/urandom >"$W/layer"
-D=sha256:$(sha256sum "$W/layer" | cut -d' ' -f1)
+new_layers() { # -> $W/layer.patch, $W/layer.put; DP, DU their digests
+    head -c "$((MIB << 20))" /dev/urandom >"$W/layer.patch"
+    head -c "$((MIB << 20))" /dev/urandom >"$W/layer.put"
+    DP=sha256:$(sha256sum "$W/layer.patch" | cut -d' ' -f1)
+    DU=sha256:$(sha256sum "$W/layer.put" | cut -d' ' -f1)
+}
 hz=$(getconf CLK_TCK)
 cpu() { [ -n "${1:-}" ] && awk '{print $14+$15}' "/proc/$1/stat" || echo 0; }
 
@@ -89,17 +96,17 @@ location() { # port repo
 }
 push_patch() { # port repo
     local loc; loc=$(location "$1" "$2")
-    curl -sf -X PATCH -H 'Content-Type: application/octet-stream' -T "$W/layer" -o /dev/null "$loc"
-    curl -sf -X PUT -o /dev/null "$loc?digest=$D"
+    curl -sf -X PATCH -H 'Content-Type: application/octet-stream' -T "$W/layer.patch" -o /dev/null "$loc"
+    curl -sf -X PUT -o /dev/null "$loc?digest=$DP"
 }
 push_put() { # port repo
     local loc; loc=$(location "$1" "$2")
-    curl -sf -X PUT -H 'Content-Type: application/octet-stream' -T "$W/layer" -o /dev/null "$loc?digest=$D"
+    curl -sf -X PUT -H 'Content-Type: application/octet-stream' -T "$W/layer.put" -o /dev/null "$loc?digest=$DU"
 }
-pull() { # port repo
+pull() { # port repo digest
     local got
-    got=$(curl -sf "http://127.0.0.1:$1/v2/$2/blobs/$D" | sha256sum | cut -d' ' -f1)
-    [ "sha256:$got" = "$D" ] || { echo "pull of $2 returned other bytes" >&2; exit 1; }
+    got=$(curl -sf "http://127.0.0.1:$1/v2/$2/blobs/$3" | sha256sum | cut -d' ' -f1)
+    [ "sha256:$got" = "$3" ] || { echo "pull of $2 returned other bytes" >&2; exit 1; }
 }
 
 declare -A R RSS OURS THEIRS
@@ -119,18 +126,20 @@ phase() { # backend op command...
     THEIRS[$b.$op]+=" $(python3 -c "print(f'{($s1-$s0)/$hz:.1f}')")"
 }
 for i in $(seq "$REPS"); do
+    new_layers
     for b in "${BACKENDS[@]}"; do
         p=${RPORT[$b]}
         phase "$b" patch push_patch "$p" "patch/r$i"
         phase "$b" put push_put "$p" "put/r$i"
-        phase "$b" pull pull "$p" "put/r$i"
+        phase "$b" pull pull "$p" "put/r$i" "$DU"
+        phase "$b" pullp pull "$p" "patch/r$i" "$DP"
     done
 done
 med() { python3 -c "import sys,statistics as s; v=sorted(map(float,sys.argv[1:])); print(f'{s.median(v):.0f} ({v[0]:.0f}-{v[-1]:.0f})')" "$@"; }
 medf() { python3 -c "import sys,statistics as s; print(f'{s.median(map(float,sys.argv[1:])):.1f}')" "$@"; }
 echo "layer ${MIB} MiB, ${REPS} reps, $(nproc) cores${BERTH_ENV:+, registry env: $BERTH_ENV}"
 printf '%-8s %-6s %-20s %-7s %-18s %-14s %s\n' backend op 'MiB/s med (min-max)' '×fs' 'peak RSS MiB' 'registry CPU s' 'S3 server CPU s'
-for op in patch put pull; do
+for op in patch put pull pullp; do
     fm=$(med ${R[fs.$op]} | cut -d' ' -f1)
     for b in "${BACKENDS[@]}"; do
         m=$(med ${R[$b.$op]})

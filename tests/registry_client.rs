@@ -320,14 +320,19 @@ impl Server {
         }
     }
 
-    /// Blobs stored (data files under blobs/), for "nothing partial is visible" checks.
+    /// Blobs stored (data files under blobs/), for "nothing partial is visible" checks. In a
+    /// bucket: inline blobs and blob descriptors (one per digest), not the data objects those
+    /// name.
     pub fn stored_blobs(&self) -> Vec<PathBuf> {
         if let Some(b) = &self.bucket {
-            return Moto::get()
-                .keys(b, "blobs/sha256/")
-                .into_iter()
-                .map(PathBuf::from)
-                .collect();
+            let mut keys = Moto::get().keys(b, "blobs/sha256/");
+            for k in Moto::get().keys(b, "blobs/ref/sha256/") {
+                let hex = k.rsplit('/').next().unwrap_or_default().to_string();
+                if !keys.iter().any(|i| i.ends_with(&format!("/{hex}"))) {
+                    keys.push(k);
+                }
+            }
+            return keys.into_iter().map(PathBuf::from).collect();
         }
         let mut out = Vec::new();
         let base = self.storage.join("blobs/sha256");

@@ -152,6 +152,218 @@ fn a_chunked_upload_moves_between_replicas_and_survives_kill_9() {
     );
 }
 
+/// A POST, PATCH, PUT ?digest= upload (what docker and skopeo do) of `blob` on `s`; returns
+/// the upload's location, ready for the final PUT.
+fn patch_upload(s: &Server, repo: &str, blob: &[u8]) -> String {
+    let r = s.req("POST", &format!("/v2/{repo}/blobs/uploads/"), &[], b"");
+    assert_eq!(r.status, 202, "{}", r.text());
+    let loc = r.header("location").unwrap().to_string();
+    let r = s.req("PATCH", &loc, &[], blob);
+    assert_eq!(r.status, 202, "{}", r.text());
+    r.header("location").unwrap().to_string()
+}
+
+#[test]
+fn a_session_pushed_blob_is_a_descriptor_read_whole_and_by_range_through_the_other_replica() {
+    let dir = TempDir::new().unwrap();
+    let (a, b) = replicas(&dir);
+    let bucket = a.bucket.clone().unwrap();
+    let blob = data(19 << 20, 11);
+    let d = digest_of(&blob);
+    let loc = patch_upload(&a, "sess/app", &blob);
+    let r = a.req("PUT", &format!("{loc}?digest={d}"), &[], b"");
+    assert_eq!(r.status, 201, "{}", r.text());
+    // Published by a descriptor naming the upload's data object: nothing copied, nothing left.
+    let hex = d.trim_start_matches("sha256:");
+    let moto = Moto::get();
+    assert!(moto.keys(&bucket, "blobs/sha256/").is_empty());
+    assert_eq!(
+        moto.keys(&bucket, "blobs/ref/sha256/"),
+        vec![format!("blobs/ref/sha256/{}/{hex}", &hex[..2])]
+    );
+    assert_eq!(moto.keys(&bucket, "blobs/data/").len(), 1);
+    assert!(
+        moto.keys(&bucket, "repositories/sess/app/_uploads/")
+            .is_empty()
+    );
+
+    let r = b.req("HEAD", &format!("/v2/sess/app/blobs/{d}"), &[], b"");
+    assert_eq!(
+        (r.status, r.header("content-length")),
+        (200, Some(blob.len().to_string().as_str()))
+    );
+    let r = b.get(&format!("/v2/sess/app/blobs/{d}"));
+    assert_eq!(r.status, 200);
+    assert!(r.body == blob, "the whole blob reads back");
+    // A range across a part boundary and the last bytes.
+    for (from, to) in [
+        (8_388_000usize, 8_389_999usize),
+        (blob.len() - 10, blob.len() - 1),
+    ] {
+        let r = b.req(
+            "GET",
+            &format!("/v2/sess/app/blobs/{d}"),
+            &[("Range", &format!("bytes={from}-{to}"))],
+            b"",
+        );
+        assert_eq!(r.status, 206, "{}", r.text());
+        assert!(r.body == blob[from..=to], "bytes {from}-{to}");
+    }
+    // Mounted into another repository through the other replica, readable there.
+    let r = b.req(
+        "POST",
+        &format!("/v2/sess/other/blobs/uploads/?mount={d}&from=sess/app"),
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert!(a.get(&format!("/v2/sess/other/blobs/{d}")).body == blob);
+}
+
+#[test]
+fn two_sessions_of_one_blob_finishing_at_once_leave_one_blob_and_gc_leaves_no_orphan() {
+    let dir = TempDir::new().unwrap();
+    let (a, b) = replicas(&dir);
+    let bucket = a.bucket.clone().unwrap();
+    let url = format!("s3://{bucket}");
+    let blob = data(17 << 20, 5);
+    let d = digest_of(&blob);
+    let la = patch_upload(&a, "dup/app", &blob);
+    let lb = patch_upload(&b, "dup/app", &blob);
+    let statuses = std::thread::scope(|sc| {
+        let ta = sc.spawn(|| a.req("PUT", &format!("{la}?digest={d}"), &[], b"").status);
+        let tb = sc.spawn(|| b.req("PUT", &format!("{lb}?digest={d}"), &[], b"").status);
+        (ta.join().unwrap(), tb.join().unwrap())
+    });
+    assert_eq!(statuses, (201, 201));
+    let moto = Moto::get();
+    assert_eq!(moto.keys(&bucket, "blobs/ref/sha256/").len(), 1);
+    assert_eq!(
+        moto.keys(&bucket, "blobs/data/").len(),
+        1,
+        "the losing session deleted its data object"
+    );
+    assert!(a.get(&format!("/v2/dup/app/blobs/{d}")).body == blob);
+    assert!(b.get(&format!("/v2/dup/app/blobs/{d}")).body == blob);
+
+    // A finish that crashed between its data object and its descriptor leaves an orphan:
+    // gc deletes it once older than the grace period, and keeps a fresh one.
+    let put = |key: &str| {
+        let r = request(
+            moto.port,
+            "PUT",
+            &format!("/{bucket}/{key}"),
+            &[],
+            b"orphaned bytes",
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+    };
+    let old = "blobs/data/0b7e3c1e-5d43-4b8e-9a57-3f1a0c6f2d11";
+    let young = "blobs/data/6f0c2a51-8c1e-4e0f-b2d4-9e8f7a6b5c40";
+    put(old);
+    // The blob is referenced by a manifest, so only the orphans are candidates.
+    let cfg = config_blob();
+    let cd = a.push_blob("dup/app", &cfg);
+    let m = manifest_json(OCI_MANIFEST, (&cd, cfg.len()), &[(&d, blob.len())], "");
+    assert_eq!(put_manifest(&a, "dup/app", "v1", &m).status, 201);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    put(young);
+    let run = berth(&a, &["registry", "gc", "--storage", &url, "--grace", "2s"]);
+    let out = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        out.contains(&format!("deleting orphaned data: {old}")),
+        "{out}"
+    );
+    assert!(
+        out.contains("0 blobs deleted, 0 uploads purged, 1 orphaned data objects deleted"),
+        "{out}"
+    );
+    let mut left = moto.keys(&bucket, "blobs/data/");
+    left.sort();
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(
+        left.contains(&young.to_string()) && !left.contains(&old.to_string()),
+        "{left:?}"
+    );
+    assert!(b.get(&format!("/v2/dup/app/blobs/{d}")).body == blob);
+
+    // Unreferenced now: gc deletes the blob's descriptor and its data object together.
+    assert_eq!(
+        a.req(
+            "DELETE",
+            &format!("/v2/dup/app/manifests/{}", digest_of(m.as_bytes())),
+            &[],
+            b""
+        )
+        .status,
+        202
+    );
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let run = berth(&a, &["registry", "gc", "--storage", &url, "--grace", "2s"]);
+    let out = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{out}");
+    assert!(out.contains(&format!("deleting blob: {d}")), "{out}");
+    assert!(moto.keys(&bucket, "blobs/ref/").is_empty());
+    assert!(
+        moto.keys(&bucket, "blobs/data/").is_empty(),
+        "{:?}",
+        moto.keys(&bucket, "blobs/data/")
+    );
+    assert_eq!(
+        b.req("HEAD", &format!("/v2/dup/app/blobs/{d}"), &[], b"")
+            .status,
+        404
+    );
+}
+
+#[test]
+fn a_blob_stored_inline_by_an_older_version_still_reads() {
+    let dir = TempDir::new().unwrap();
+    let (a, b) = replicas(&dir);
+    let bucket = a.bucket.clone().unwrap();
+    let moto = Moto::get();
+    // Laid out as before descriptors: the bytes at blobs/sha256/<hh>/<hex>, plus the link.
+    // Its bytes even look like a descriptor; they are data all the same.
+    let blob = br#"{"data":"0b7e3c1e-5d43-4b8e-9a57-3f1a0c6f2d11","size":3}"#.to_vec();
+    let d = digest_of(&blob);
+    let hex = d.trim_start_matches("sha256:");
+    for (key, body) in [
+        (format!("blobs/sha256/{}/{hex}", &hex[..2]), blob.clone()),
+        (
+            format!("repositories/old/app/_layers/sha256/{hex}"),
+            d.clone().into_bytes(),
+        ),
+    ] {
+        let r = request(moto.port, "PUT", &format!("/{bucket}/{key}"), &[], &body);
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let r = b.req("HEAD", &format!("/v2/old/app/blobs/{d}"), &[], b"");
+    assert_eq!(
+        r.header("content-length"),
+        Some(blob.len().to_string().as_str())
+    );
+    assert_eq!(a.get(&format!("/v2/old/app/blobs/{d}")).body, blob);
+    let r = b.req(
+        "GET",
+        &format!("/v2/old/app/blobs/{d}"),
+        &[("Range", "bytes=2-5")],
+        b"",
+    );
+    assert_eq!((r.status, r.body.as_slice()), (206, &blob[2..6]));
+    // Pushing it again through a session keeps the one inline copy.
+    let loc = patch_upload(&a, "old/app", &blob);
+    assert_eq!(
+        a.req("PUT", &format!("{loc}?digest={d}"), &[], b"").status,
+        201
+    );
+    assert!(moto.keys(&bucket, "blobs/ref/").is_empty());
+}
+
 #[test]
 fn two_replicas_racing_on_one_tag_leave_one_consistent_winner() {
     let dir = TempDir::new().unwrap();

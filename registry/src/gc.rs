@@ -5,8 +5,9 @@
 //! Mark: every manifest linked into a repository (tagged or not) is live, and so is what it
 //! reaches: an index's child manifests, a manifest's config and layers, and the manifests whose
 //! `subject` is a live manifest (referrers). Sweep: every stored blob that is not marked goes,
-//! with its links in every repository, and so do upload sessions untouched for longer than the
-//! grace period.
+//! with its links in every repository (on object storage: its descriptor and data object), and
+//! so do upload sessions untouched for longer than the grace period and data objects that no
+//! blob names (an upload that crashed while it finished).
 //!
 //! The grace period is what makes it safe to run next to a serving registry. Blobs and links are
 //! listed only after the mark phase, and one whose mtime is within the grace period is kept even
@@ -59,7 +60,12 @@ pub struct Options {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Swept {
     Blob(Digest),
-    Upload { repo: Name, id: Uuid },
+    Upload {
+        repo: Name,
+        id: Uuid,
+    },
+    /// An object-storage data object no blob names (a crashed upload's), by key.
+    Data(String),
 }
 
 impl Swept {
@@ -74,6 +80,8 @@ impl Swept {
             (Swept::Upload { repo, id }, false) => {
                 format!("deleting upload: {repo}/{}", id.hyphenated())
             }
+            (Swept::Data(k), true) => format!("orphaned data eligible for deletion: {k}"),
+            (Swept::Data(k), false) => format!("deleting orphaned data: {k}"),
         }
     }
 }
@@ -84,6 +92,8 @@ pub struct Summary {
     pub marked: usize,
     pub blobs_deleted: usize,
     pub uploads_purged: usize,
+    /// Data objects of crashed uploads (object storage only).
+    pub data_deleted: usize,
 }
 
 impl Summary {
@@ -92,14 +102,23 @@ impl Summary {
             marked,
             blobs_deleted: b,
             uploads_purged: u,
+            data_deleted: o,
         } = self;
-        if dry_run {
+        let mut line = if dry_run {
             format!(
                 "{marked} blobs marked, {b} blobs eligible for deletion, {u} uploads eligible for purging"
             )
         } else {
             format!("{marked} blobs marked, {b} blobs deleted, {u} uploads purged")
+        };
+        if *o > 0 {
+            line.push_str(&if dry_run {
+                format!(", {o} orphaned data objects eligible for deletion")
+            } else {
+                format!(", {o} orphaned data objects deleted")
+            });
         }
+        line
     }
 }
 
@@ -213,6 +232,19 @@ pub fn collect(
             });
             summary.uploads_purged += 1;
         }
+    }
+
+    // Data objects of uploads that crashed between completing and publishing (kept while
+    // fresh, like everything else: the grace also covers an inventory racing a finish).
+    for o in inv.orphaned_data()? {
+        if fresh(o.mtime, opts.grace) {
+            continue;
+        }
+        if !opts.dry_run {
+            inv.remove_data(&o.item)?;
+        }
+        on_swept(&Swept::Data(o.item));
+        summary.data_deleted += 1;
     }
     Ok(summary)
 }
@@ -441,7 +473,8 @@ mod tests {
             Summary {
                 marked: 7,
                 blobs_deleted: 1,
-                uploads_purged: 0
+                uploads_purged: 0,
+                data_deleted: 0,
             }
         );
         let inv = FsInventory::open(dir.path()).unwrap();

@@ -44,6 +44,15 @@ pub trait Inventory {
     /// Upload sessions of `repo`, stamped with the last time any of their parts changed.
     fn uploads(&self, repo: &Name) -> StorageResult<Vec<Stamped<Uuid>>>;
     fn remove_upload(&self, repo: &Name, id: Uuid) -> StorageResult<bool>;
+    /// Data objects that no blob descriptor names and no upload session writes (what a finish
+    /// that crashed before publishing leaves), by key. Backends that store every blob whole
+    /// have none.
+    fn orphaned_data(&self) -> StorageResult<Vec<Stamped<String>>> {
+        Ok(Vec::new())
+    }
+    fn remove_data(&self, _key: &str) -> StorageResult<bool> {
+        Ok(false)
+    }
 }
 
 pub struct FsInventory {

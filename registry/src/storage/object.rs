@@ -4,14 +4,16 @@
 //! filesystem layout (`fs.rs`), which lets `berth registry gc` share its mark logic:
 //!
 //! ```text
-//! blobs/sha256/<hh>/<hex>                                  blob bytes (written only once verified)
+//! blobs/sha256/<hh>/<hex>                                  blob bytes, inline (written only once verified)
+//! blobs/ref/sha256/<hh>/<hex>                              blob descriptor: {"data": <uuid>, "size": n}
+//! blobs/data/<uuid>                                        a descriptor's bytes (an upload's multipart)
 //! repositories/<name>/_layers/sha256/<hex>                 link: holds the digest
 //! repositories/<name>/_manifests/revisions/sha256/<hex>    "<media type>\n" + the manifest bytes
 //! repositories/<name>/_manifests/tags/<tag>                holds the tagged digest
 //! repositories/<name>/_referrers/sha256/<subject>/<hex>    descriptor for the referrers API
 //! repositories/<name>/_uploads/<uuid>/state                session: parts, offset, hash state
 //! repositories/<name>/_uploads/<uuid>/tail-<offset>        the bytes past the last full part
-//! repositories/<name>/_uploads/<uuid>/data                 the session's multipart upload
+//! repositories/<name>/_uploads/<uuid>/data                 multipart of a session begun before blobs/data
 //! ```
 //!
 //! Reads never list: a HEAD is two HEADs (link, blob), a manifest GET by digest one GET (the
@@ -21,8 +23,17 @@
 //! object. Any replica can therefore take the next PATCH or the final PUT, and a replica killed
 //! mid-chunk loses only that chunk (its state was never updated). The state object is replaced
 //! with a conditional put, so two replicas appending to one session at once cannot both win.
-//! Finishing verifies the digest from the saved hash state, completes the multipart upload and
-//! copies it to the blob key: the blob key never holds unverified bytes.
+//! Finishing verifies the digest from the saved hash state, completes the multipart upload at
+//! `blobs/data/<session uuid>` and then publishes the blob by creating its descriptor (create if
+//! absent: of two sessions finishing the same blob one wins, the other deletes its data). No
+//! server-side copy: S3 copies at ~its disk speed and only up to 5 GiB in one request.
+//!
+//! A blob is therefore stored either inline (the monolithic PUT, blobs smaller than a part,
+//! manifests, and every blob of buckets written before descriptors existed) or by descriptor;
+//! reads look at the inline key first, then the descriptor, so a blob whose own bytes look like
+//! a descriptor is never taken for one. Both are looked up at once (a HEAD and a GET of a small
+//! object, never a list). gc treats a data object as live while a descriptor names it or its
+//! session exists; an orphan (a finish that crashed before its descriptor) goes after the grace.
 
 use std::sync::Arc;
 
@@ -135,6 +146,69 @@ impl Bucket {
         let h = d.digest();
         self.key(&format!("blobs/sha256/{}/{h}", &h[..2]))
     }
+    /// Where blob `d`'s descriptor is, when it is stored by one.
+    pub(super) fn blob_ref(&self, d: &Digest) -> Key {
+        let h = d.digest();
+        self.key(&format!("blobs/ref/sha256/{}/{h}", &h[..2]))
+    }
+    pub(super) fn data_dir(&self) -> Key {
+        self.key("blobs/data")
+    }
+    /// The data object of upload session `id`, later named by a descriptor.
+    pub(super) fn data(&self, id: Uuid) -> Key {
+        self.key(&format!("blobs/data/{}", id.hyphenated()))
+    }
+
+    /// How blob `d` is stored, if it is: the inline key wins over a descriptor.
+    pub(super) async fn stored(&self, d: &Digest) -> StorageResult<Option<Stored>> {
+        let ref_key = self.blob_ref(d);
+        let inline_key = self.blob(d);
+        let (inline, desc) = futures::try_join!(self.size(&inline_key), self.read(&ref_key))?;
+        if let Some(size) = inline {
+            return Ok(Some(Stored::Inline(size)));
+        }
+        let Some(raw) = desc else {
+            return Ok(None);
+        };
+        let r: BlobRef = serde_json::from_slice(&raw).map_err(|e| corrupt(&ref_key, e))?;
+        Ok(Some(Stored::Ref(r)))
+    }
+
+    /// Blob `d`'s bytes, whole (for manifests: gc reads them to mark).
+    pub(super) async fn read_blob(&self, d: &Digest) -> StorageResult<Option<Bytes>> {
+        match self.stored(d).await? {
+            None => Ok(None),
+            Some(Stored::Inline(_)) => self.read(&self.blob(d)).await,
+            Some(Stored::Ref(r)) => {
+                let key = self.data(r.data);
+                let bytes = self
+                    .read(&key)
+                    .await?
+                    .ok_or_else(|| corrupt(&key, format!("the data of blob {d} is missing")))?;
+                Ok(Some(bytes))
+            }
+        }
+    }
+
+    /// Remove blob `d` whichever way it is stored: descriptor, its data, the inline object.
+    /// A crash in between leaves an orphaned data object, which gc removes later.
+    pub(super) async fn remove_blob(&self, d: &Digest) -> StorageResult<bool> {
+        let ref_key = self.blob_ref(d);
+        let inline = self.blob(d);
+        let (size, desc) = futures::try_join!(self.size(&inline), self.read(&ref_key))?;
+        if let Some(raw) = &desc {
+            self.delete(&ref_key).await?;
+            match serde_json::from_slice::<BlobRef>(raw) {
+                Ok(r) => self.delete(&self.data(r.data)).await?,
+                Err(e) => tracing::warn!("{ref_key}: {e}; its data object is left to gc"),
+            }
+        }
+        if size.is_some() {
+            self.delete(&inline).await?;
+        }
+        Ok(size.is_some() || desc.is_some())
+    }
+
     pub(super) fn repo(&self, r: &Name) -> String {
         format!("repositories/{}", r.as_str())
     }
@@ -233,9 +307,52 @@ fn corrupt(key: &Key, e: impl std::fmt::Display) -> StorageError {
     }
 }
 
+/// A blob stored by descriptor: its bytes are the data object `blobs/data/<data>`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct BlobRef {
+    #[serde(with = "uuid_text")]
+    pub(super) data: Uuid,
+    pub(super) size: u64,
+}
+
+/// A uuid as its hyphenated text (the `uuid` crate is built without serde here).
+mod uuid_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use uuid::Uuid;
+
+    pub fn serialize<S: Serializer>(id: &Uuid, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&id.hyphenated().to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Uuid, D::Error> {
+        let text = String::deserialize(d)?;
+        Uuid::parse_str(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// How a blob is stored.
+pub(super) enum Stored {
+    /// At `blobs/sha256/…`, this many bytes.
+    Inline(u64),
+    Ref(BlobRef),
+}
+
+impl Stored {
+    fn size(&self) -> u64 {
+        match self {
+            Stored::Inline(n) => *n,
+            Stored::Ref(r) => r.size,
+        }
+    }
+}
+
 /// An upload session as stored in its `state` object.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct Session {
+    /// The multipart upload writes `blobs/data/<uuid>` (false: a session begun by an older
+    /// version, whose multipart is at `_uploads/<uuid>/data` and is copied when finished).
+    #[serde(default)]
+    pub(super) detached: bool,
     /// The multipart upload at `data`, once a full part was cut.
     #[serde(default)]
     pub(super) multipart: Option<String>,
@@ -297,11 +414,57 @@ impl ObjectStorage {
 
     /// Store verified bytes as blob `d` unless it is stored already.
     async fn publish_small(&self, d: &Digest, bytes: Bytes) -> StorageResult<()> {
-        let key = self.b.blob(d);
-        if self.b.size(&key).await? == Some(bytes.len() as u64) {
+        if self.b.stored(d).await?.map(|s| s.size()) == Some(bytes.len() as u64) {
             return Ok(());
         }
-        self.b.put(&key, bytes).await
+        self.b.put(&self.b.blob(d), bytes).await
+    }
+
+    /// Publish blob `d` as the data object of session `data` by creating its descriptor, unless
+    /// one exists already (another session of the same blob finished first). True when the
+    /// descriptor names `data`: false tells the caller to delete its data object.
+    async fn publish_ref(&self, d: &Digest, data: Uuid, size: u64) -> StorageResult<bool> {
+        let key = self.b.blob_ref(d);
+        let json = serde_json::to_vec(&BlobRef { data, size }).map_err(|e| corrupt(&key, e))?;
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        match self.b.store.put_opts(&key, json.into(), opts).await {
+            Ok(_) => Ok(true),
+            Err(
+                object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. },
+            ) => {
+                // Lost the race — or won it with a response lost and the request retried: the
+                // descriptor says which.
+                let Some(raw) = self.b.read(&key).await? else {
+                    return Err(corrupt(
+                        &key,
+                        "the descriptor vanished while it was created",
+                    ));
+                };
+                let r: BlobRef = serde_json::from_slice(&raw).map_err(|e| corrupt(&key, e))?;
+                Ok(r.data == data)
+            }
+            Err(e) => Err(store_err(&key, e)),
+        }
+    }
+
+    /// Size of `digest` if it is stored and linked into `repo`.
+    async fn linked_blob(&self, repo: &Name, digest: &Digest) -> StorageResult<Option<Stored>> {
+        let (linked, stored) =
+            futures::try_join!(self.linked(repo, digest), self.b.stored(digest))?;
+        Ok(stored.filter(|_| linked))
+    }
+
+    /// Where session `id`'s multipart upload writes.
+    fn session_data(&self, repo: &Name, id: Uuid, s: &Session) -> Key {
+        if s.detached {
+            self.b.data(id)
+        } else {
+            self.b.session_key(repo, id, "data")
+        }
     }
 
     async fn read_revision(
@@ -366,9 +529,19 @@ impl ObjectStorage {
         Ok(buf)
     }
 
-    async fn drop_session(&self, repo: &Name, id: Uuid, s: &Session) -> StorageResult<()> {
-        if let Some(m) = &s.multipart {
-            let data = self.b.session_key(repo, id, "data");
+    /// Remove the session's objects; its data object too unless `published` (a descriptor
+    /// names it now).
+    async fn drop_session(
+        &self,
+        repo: &Name,
+        id: Uuid,
+        s: &Session,
+        published: bool,
+    ) -> StorageResult<()> {
+        if let Some(m) = &s.multipart
+            && !published
+        {
+            let data = self.session_data(repo, id, s);
             if let Err(e) = self.b.parts.abort_multipart(&data, m).await {
                 tracing::debug!("aborting {data}: {e}");
             }
@@ -386,9 +559,7 @@ impl ObjectStorage {
 
 impl Storage for ObjectStorage {
     async fn blob_size(&self, repo: &Name, digest: &Digest) -> StorageResult<Option<u64>> {
-        let key = self.b.blob(digest);
-        let (linked, size) = futures::try_join!(self.linked(repo, digest), self.b.size(&key))?;
-        Ok(size.filter(|_| linked))
+        Ok(self.linked_blob(repo, digest).await?.map(|s| s.size()))
     }
 
     async fn blob_open(
@@ -398,10 +569,12 @@ impl Storage for ObjectStorage {
         start: u64,
         len: u64,
     ) -> StorageResult<Option<BlobRead>> {
-        let key = self.b.blob(digest);
-        let (linked, size) = futures::try_join!(self.linked(repo, digest), self.b.size(&key))?;
-        let Some(size) = size.filter(|_| linked) else {
+        let Some(stored) = self.linked_blob(repo, digest).await? else {
             return Ok(None);
+        };
+        let (key, size) = match stored {
+            Stored::Inline(n) => (self.b.blob(digest), n),
+            Stored::Ref(r) => (self.b.data(r.data), r.size),
         };
         let start = start.min(size);
         let end = start + len.min(size - start);
@@ -426,9 +599,7 @@ impl Storage for ObjectStorage {
     }
 
     async fn blob_mount(&self, repo: &Name, from: &Name, digest: &Digest) -> StorageResult<bool> {
-        let key = self.b.blob(digest);
-        let (linked, size) = futures::try_join!(self.linked(from, digest), self.b.size(&key))?;
-        if !linked || size.is_none() {
+        if self.linked_blob(from, digest).await?.is_none() {
             return Ok(false);
         }
         self.write_link(repo, digest).await?;
@@ -516,6 +687,7 @@ impl Storage for ObjectStorage {
     async fn upload_start(&self, repo: &Name) -> StorageResult<Uuid> {
         let id = Uuid::new_v4();
         let mut s = Session {
+            detached: true,
             multipart: None,
             parts: Vec::new(),
             part_size: self.part_size as u64,
@@ -565,7 +737,7 @@ impl Storage for ObjectStorage {
         let mut hash = Hashing::new(s.hasher(&state_key)?);
         let mut w = PartWriter::new(
             self.b.parts.clone(),
-            self.b.session_key(repo, id, "data"),
+            self.session_data(repo, id, &s),
             part_size,
             s.multipart.clone(),
             s.parts.len(),
@@ -652,17 +824,18 @@ impl Storage for ObjectStorage {
             });
         }
         let size = s.offset();
-        let blob = self.b.blob(digest);
-        let stored = self.b.size(&blob).await? == Some(size);
+        let stored = self.b.stored(digest).await?.map(|st| st.size()) == Some(size);
+        // Whether a descriptor now names this session's data object (which must then stay).
+        let mut published = false;
         if !stored {
             let tail = self
                 .read_tail(repo, id, &s, s.part_size.max(s.tail + 1) as usize)
                 .await?
                 .freeze();
             match &s.multipart {
-                None => self.b.put(&blob, tail).await?,
+                None => self.b.put(&self.b.blob(digest), tail).await?,
                 Some(m) => {
-                    let data = self.b.session_key(repo, id, "data");
+                    let data = self.session_data(repo, id, &s);
                     let mut parts: Vec<PartId> = s
                         .parts
                         .iter()
@@ -670,31 +843,47 @@ impl Storage for ObjectStorage {
                             content_id: c.clone(),
                         })
                         .collect();
-                    if !tail.is_empty() {
-                        let p = self
-                            .b
+                    let completed = async {
+                        if !tail.is_empty() {
+                            let p = self
+                                .b
+                                .parts
+                                .put_part(&data, m, parts.len(), tail.into())
+                                .await
+                                .map_err(|e| store_err(&data, e))?;
+                            parts.push(p);
+                        }
+                        self.b
                             .parts
-                            .put_part(&data, m, parts.len(), tail.into())
+                            .complete_multipart(&data, m, parts)
                             .await
-                            .map_err(|e| store_err(&data, e))?;
-                        parts.push(p);
+                            .map_err(|e| store_err(&data, e))
                     }
-                    self.b
-                        .parts
-                        .complete_multipart(&data, m, parts)
-                        .await
-                        .map_err(|e| store_err(&data, e))?;
+                    .await;
+                    if let Err(e) = completed {
+                        // A finish retried after one that completed the upload and then died
+                        // (or timed out): the data object is whole already.
+                        if !s.detached || self.b.size(&data).await? != Some(size) {
+                            return Err(e);
+                        }
+                        tracing::debug!("{data} was completed by an earlier attempt ({e})");
+                    }
                     // Verified: now it may appear under its digest.
-                    self.b
-                        .store
-                        .copy(&data, &blob)
-                        .await
-                        .map_err(|e| store_err(&blob, e))?;
+                    if s.detached {
+                        published = self.publish_ref(digest, id, size).await?;
+                    } else {
+                        let blob = self.b.blob(digest);
+                        self.b
+                            .store
+                            .copy(&data, &blob)
+                            .await
+                            .map_err(|e| store_err(&blob, e))?;
+                    }
                 }
             }
         }
         self.write_link(repo, digest).await?;
-        if let Err(e) = self.drop_session(repo, id, &s).await {
+        if let Err(e) = self.drop_session(repo, id, &s, published).await {
             tracing::warn!("removing finished upload session {id}: {e}");
         }
         Ok(size)
@@ -704,7 +893,7 @@ impl Storage for ObjectStorage {
         let Some((s, _)) = self.b.session(repo, id).await? else {
             return Ok(false);
         };
-        self.drop_session(repo, id, &s).await?;
+        self.drop_session(repo, id, &s, false).await?;
         Ok(true)
     }
 
@@ -974,5 +1163,341 @@ mod tests {
             100
         );
         assert_eq!(a.blob_size(&repo, &d).await.unwrap(), Some(100));
+    }
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    async fn read_all(
+        st: &ObjectStorage,
+        repo: &Name,
+        d: &Digest,
+        start: u64,
+        len: u64,
+    ) -> Vec<u8> {
+        let r = st.blob_open(repo, d, start, len).await.unwrap().unwrap();
+        let got: Vec<Bytes> = r.body.try_collect().await.unwrap();
+        got.concat()
+    }
+
+    /// Push `data` through one session, in chunks of 40, on `st`.
+    async fn push_session(st: &ObjectStorage, repo: &Name, data: &[u8]) -> (Uuid, Digest) {
+        let id = st.upload_start(repo).await.unwrap();
+        let mut at = 0;
+        for c in data.chunks(40) {
+            at = st
+                .upload_append(repo, id, Some(at), body(c), Some(c.len() as u64))
+                .await
+                .unwrap();
+        }
+        (id, digest(data))
+    }
+
+    async fn keys_under(b: &Bucket, dir: &str) -> Vec<String> {
+        let mut keys: Vec<String> = b
+            .store
+            .list(Some(&b.key(dir)))
+            .map_ok(|m| m.location.to_string())
+            .try_collect()
+            .await
+            .unwrap();
+        keys.sort();
+        keys
+    }
+
+    fn gc(st: &ObjectStorage, grace: std::time::Duration) -> crate::gc::Summary {
+        let inv = crate::storage::object_inventory::ObjectInventory::over(ObjectStorage::new(
+            st.bucket().clone(),
+            st.part_size,
+        ))
+        .unwrap();
+        let opts = crate::gc::Options {
+            dry_run: false,
+            grace,
+        };
+        crate::gc::collect(&inv, opts, |_| {}).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_session_blob_is_published_by_descriptor_without_a_copy() {
+        let (a, b) = two_replicas(16);
+        let repo = Name::parse("s/d").unwrap();
+        let data: Vec<u8> = (0..300u32).map(|i| (i * 7 % 253) as u8).collect();
+        let (id, d) = push_session(&a, &repo, &data).await;
+        assert_eq!(a.upload_finish(&repo, id, &d).await.unwrap(), 300);
+        // Not inline; a descriptor naming the session's data object, nothing else left.
+        let bk = a.bucket();
+        assert_eq!(bk.size(&bk.blob(&d)).await.unwrap(), None);
+        let Some(Stored::Ref(r)) = bk.stored(&d).await.unwrap() else {
+            panic!("not stored by descriptor");
+        };
+        assert_eq!((r.data, r.size), (id, 300));
+        assert_eq!(
+            keys_under(bk, "blobs/data").await,
+            vec![format!("p/blobs/data/{id}")]
+        );
+        assert!(keys_under(bk, "repositories/s/d/_uploads").await.is_empty());
+        // Whole, and by range, through the other replica.
+        assert_eq!(b.blob_size(&repo, &d).await.unwrap(), Some(300));
+        assert_eq!(read_all(&b, &repo, &d, 0, 300).await, data);
+        assert_eq!(read_all(&b, &repo, &d, 17, 250).await, data[17..267]);
+        // Mountable into another repository; unlinked repositories do not see it.
+        let other = Name::parse("o").unwrap();
+        assert_eq!(b.blob_size(&other, &d).await.unwrap(), None);
+        assert!(b.blob_mount(&other, &repo, &d).await.unwrap());
+        assert_eq!(read_all(&a, &other, &d, 290, 10).await, data[290..]);
+    }
+
+    #[test]
+    fn two_sessions_of_one_blob_finishing_at_once_leave_one_blob_and_no_orphan() {
+        let rt = rt();
+        let (a, b) = two_replicas(16);
+        let repo = Name::parse("race").unwrap();
+        let data: Vec<u8> = (0..500u32).map(|i| (i * 13 % 241) as u8).collect();
+        let d = rt.block_on(async {
+            let (ia, d) = push_session(&a, &repo, &data).await;
+            let (ib, _) = push_session(&b, &repo, &data).await;
+            let (ra, rb) = tokio::join!(
+                a.upload_finish(&repo, ia, &d),
+                b.upload_finish(&repo, ib, &d)
+            );
+            assert_eq!((ra.unwrap(), rb.unwrap()), (500, 500));
+            let bk = a.bucket();
+            let Some(Stored::Ref(r)) = bk.stored(&d).await.unwrap() else {
+                panic!("not stored by descriptor");
+            };
+            assert!(r.data == ia || r.data == ib);
+            // The loser deleted its data object: only the winner's is left.
+            assert_eq!(
+                keys_under(bk, "blobs/data").await,
+                vec![format!("p/blobs/data/{}", r.data)]
+            );
+            assert_eq!(read_all(&b, &repo, &d, 0, 500).await, data);
+            d
+        });
+        // Linked but unreferenced by any manifest: a zero grace sweeps descriptor and data.
+        let s = gc(&a, std::time::Duration::ZERO);
+        assert_eq!((s.blobs_deleted, s.data_deleted), (1, 0));
+        rt.block_on(async {
+            let bk = a.bucket();
+            assert!(bk.stored(&d).await.unwrap().is_none());
+            assert!(keys_under(bk, "blobs").await.is_empty());
+        });
+    }
+
+    #[test]
+    fn gc_deletes_an_orphaned_data_object_after_the_grace_only() {
+        let rt = rt();
+        let (a, _) = two_replicas(16);
+        let repo = Name::parse("g").unwrap();
+        let data = vec![5u8; 100];
+        let (live, pending) = rt.block_on(async {
+            let bk = a.bucket();
+            // A finish that crashed after completing its data object, before the descriptor.
+            bk.put(&bk.data(Uuid::new_v4()), Bytes::from(data.clone()))
+                .await
+                .unwrap();
+            // A session still in progress with parts cut, and a published blob.
+            let (pending, _) = push_session(&a, &repo, &data).await;
+            let (id, d) = push_session(&a, &repo, &data).await;
+            a.upload_finish(&repo, id, &d).await.unwrap();
+            (d, pending)
+        });
+        // Within the grace: all kept.
+        let s = gc(&a, std::time::Duration::from_secs(3600));
+        assert_eq!(
+            (s.blobs_deleted, s.data_deleted, s.uploads_purged),
+            (0, 0, 0)
+        );
+        assert_eq!(rt.block_on(keys_under(a.bucket(), "blobs/data")).len(), 2);
+        // Old enough (zero grace): only the orphan goes; a manifest keeps the blob live.
+        let cfg = digest(b"{}");
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{cfg}","size":2}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{live}","size":100}}]}}"#
+        );
+        rt.block_on(async {
+            a.blob_put(&repo, &cfg, body(b"{}"), Some(2)).await.unwrap();
+            let bytes = Bytes::from(manifest.clone());
+            let m = NewManifest {
+                digest: digest(&bytes),
+                media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+                bytes,
+                subject: None,
+            };
+            a.manifest_put(&repo, m, vec![]).await.unwrap();
+        });
+        let inv = crate::storage::object_inventory::ObjectInventory::over(ObjectStorage::new(
+            a.bucket().clone(),
+            16,
+        ))
+        .unwrap();
+        use crate::storage::inventory::Inventory;
+        // The in-progress session's data is its own (the session is what guards it)…
+        let orphans = inv.orphaned_data().unwrap();
+        assert_eq!(
+            orphans.len(),
+            1,
+            "{:?}",
+            orphans.iter().map(|o| &o.item).collect::<Vec<_>>()
+        );
+        assert!(!orphans[0].item.ends_with(&pending.to_string()));
+        let s = gc(&a, std::time::Duration::ZERO);
+        // …and goes with the session when that is purged; the orphan goes; the blob stays.
+        assert_eq!(
+            (s.blobs_deleted, s.data_deleted, s.uploads_purged),
+            (0, 1, 1)
+        );
+        rt.block_on(async {
+            let left = keys_under(a.bucket(), "blobs/data").await;
+            assert_eq!(left.len(), 1, "{left:?}");
+            assert_eq!(read_all(&a, &repo, &live, 0, 100).await, data);
+        });
+    }
+
+    #[tokio::test]
+    async fn inline_blobs_of_the_old_layout_still_read_and_are_never_taken_for_descriptors() {
+        let (a, b) = two_replicas(16);
+        let repo = Name::parse("old").unwrap();
+        let bk = a.bucket();
+        // Bytes that parse as a descriptor naming an existing data object, stored inline.
+        let decoy_id = Uuid::new_v4();
+        bk.put(&bk.data(decoy_id), Bytes::from_static(b"not this"))
+            .await
+            .unwrap();
+        let fake = format!(r#"{{"data":"{decoy_id}","size":8}}"#).into_bytes();
+        let d = digest(&fake);
+        bk.put(&bk.blob(&d), Bytes::from(fake.clone()))
+            .await
+            .unwrap();
+        bk.put(&bk.link(&repo, &d), d.to_string()).await.unwrap();
+        assert_eq!(
+            b.blob_size(&repo, &d).await.unwrap(),
+            Some(fake.len() as u64)
+        );
+        assert_eq!(read_all(&b, &repo, &d, 0, fake.len() as u64).await, fake);
+        assert_eq!(read_all(&b, &repo, &d, 2, 4).await, fake[2..6]);
+        // A session of the same blob finds it stored and publishes nothing new.
+        let (id, _) = push_session(&b, &repo, &fake).await;
+        b.upload_finish(&repo, id, &d).await.unwrap();
+        assert!(bk.read(&bk.blob_ref(&d)).await.unwrap().is_none());
+        assert_eq!(
+            keys_under(bk, "blobs/data").await,
+            vec![format!("p/blobs/data/{decoy_id}")]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_session_begun_by_an_older_version_finishes_inline() {
+        let (a, b) = two_replicas(64);
+        let repo = Name::parse("legacy").unwrap();
+        let data: Vec<u8> = (0..90u32).map(|i| i as u8).collect();
+        let (id, _) = push_session(&a, &repo, &data[..40]).await;
+        let d = digest(&data);
+        // Rewrite the state as the previous version wrote it: no `detached`, parts at
+        // `_uploads/<id>/data` (none cut yet, so the next parts go there).
+        let bk = a.bucket();
+        let key = bk.session_key(&repo, id, "state");
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&bk.read(&key).await.unwrap().unwrap()).unwrap();
+        assert_eq!(v["multipart"], serde_json::Value::Null, "{v}");
+        v.as_object_mut().unwrap().remove("detached");
+        bk.put(&key, serde_json::to_vec(&v).unwrap()).await.unwrap();
+        b.upload_append(&repo, id, Some(40), body(&data[40..]), None)
+            .await
+            .unwrap();
+        let (s, _) = bk.session(&repo, id).await.unwrap().unwrap();
+        assert!(!s.detached && s.multipart.is_some());
+        assert_eq!(b.upload_finish(&repo, id, &d).await.unwrap(), 90);
+        assert_eq!(bk.size(&bk.blob(&d)).await.unwrap(), Some(90));
+        assert!(keys_under(bk, "blobs/data").await.is_empty());
+        assert!(
+            keys_under(bk, "repositories/legacy/_uploads")
+                .await
+                .is_empty()
+        );
+        assert_eq!(read_all(&a, &repo, &d, 0, 90).await, data);
+    }
+
+    #[tokio::test]
+    async fn a_finish_retried_after_one_that_completed_the_upload_and_died_publishes() {
+        let (a, b) = two_replicas(16);
+        let repo = Name::parse("retry").unwrap();
+        let data: Vec<u8> = (0..100u32).map(|i| (i * 3) as u8).collect();
+        let (id, d) = push_session(&a, &repo, &data).await;
+        // What the first attempt did before it died: the tail as the last part, and complete.
+        let bk = a.bucket();
+        let (s, _) = bk.session(&repo, id).await.unwrap().unwrap();
+        let tail = a.read_tail(&repo, id, &s, 16).await.unwrap().freeze();
+        let key = bk.data(id);
+        let m = s.multipart.clone().unwrap();
+        let mut parts: Vec<PartId> = s
+            .parts
+            .iter()
+            .map(|c| PartId {
+                content_id: c.clone(),
+            })
+            .collect();
+        let p = bk
+            .parts
+            .put_part(&key, &m, parts.len(), tail.into())
+            .await
+            .unwrap();
+        parts.push(p);
+        bk.parts.complete_multipart(&key, &m, parts).await.unwrap();
+        assert_eq!(b.upload_finish(&repo, id, &d).await.unwrap(), 100);
+        assert_eq!(read_all(&a, &repo, &d, 0, 100).await, data);
+        assert!(
+            keys_under(bk, "repositories/retry/_uploads")
+                .await
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn gc_keeps_the_data_object_of_a_first_push_into_a_new_repository_finishing() {
+        let rt = rt();
+        let (a, _) = two_replicas(16);
+        let repo = Name::parse("brand/new").unwrap();
+        let data: Vec<u8> = (0..64u32).map(|i| i as u8).collect();
+        // A finish under way: data object completed, descriptor not created yet, the session
+        // the only thing of its repository in the bucket.
+        let id = rt.block_on(async {
+            let (id, _) = push_session(&a, &repo, &data).await;
+            let bk = a.bucket();
+            let (s, _) = bk.session(&repo, id).await.unwrap().unwrap();
+            let key = bk.data(id);
+            let m = s.multipart.clone().unwrap();
+            let parts: Vec<PartId> = s
+                .parts
+                .iter()
+                .map(|c| PartId {
+                    content_id: c.clone(),
+                })
+                .collect();
+            bk.parts.complete_multipart(&key, &m, parts).await.unwrap();
+            id
+        });
+        let inv = crate::storage::object_inventory::ObjectInventory::over(ObjectStorage::new(
+            a.bucket().clone(),
+            16,
+        ))
+        .unwrap();
+        use crate::storage::inventory::Inventory;
+        assert!(inv.repositories().unwrap().is_empty());
+        assert!(inv.orphaned_data().unwrap().is_empty());
+        // Once the session is gone without a descriptor, it is an orphan.
+        rt.block_on(async {
+            let bk = a.bucket();
+            bk.delete(&bk.session_key(&repo, id, "state"))
+                .await
+                .unwrap();
+        });
+        let orphans = inv.orphaned_data().unwrap();
+        assert_eq!(orphans.len(), 1);
+        assert!(orphans[0].item.ends_with(&id.to_string()));
     }
 }

@@ -3,7 +3,7 @@
 //! object store's clock); listing never reads object bodies. Calls block on a private runtime:
 //! gc is a synchronous command.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::SystemTime;
 
 use futures::TryStreamExt;
@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::StorageResult;
 use super::inventory::{Inventory, Stamped};
-use super::object::{Bucket, ObjectStorage};
+use super::object::{BlobRef, Bucket, ObjectStorage};
 use super::parts::store_err;
 use super::{Storage, StorageError};
 use crate::endpoint::{Name, parse_digest};
@@ -46,6 +46,14 @@ impl ObjectInventory {
         Ok(ObjectInventory { st, rt })
     }
 
+    /// An inventory over an already opened backend (tests use the in-memory store).
+    pub fn over(st: ObjectStorage) -> std::io::Result<ObjectInventory> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        Ok(ObjectInventory { st, rt })
+    }
+
     fn b(&self) -> &Bucket {
         self.st.bucket()
     }
@@ -70,6 +78,46 @@ impl ObjectInventory {
                 })
             })
             .collect())
+    }
+
+    /// The data objects blob descriptors name.
+    fn named_data(&self) -> StorageResult<HashSet<Uuid>> {
+        let b = self.b();
+        let mut named = HashSet::new();
+        for m in self.list(&b.key("blobs/ref/sha256"))? {
+            let Some(raw) = self.rt.block_on(b.read(&m.location))? else {
+                continue;
+            };
+            match serde_json::from_slice::<BlobRef>(&raw) {
+                Ok(r) => {
+                    named.insert(r.data);
+                }
+                // An unreadable descriptor could name any of them: delete none.
+                Err(e) => {
+                    return Err(StorageError::Corrupt {
+                        path: m.location.to_string().into(),
+                        reason: format!("{e}; no data object is deleted until it is fixed"),
+                    });
+                }
+            }
+        }
+        Ok(named)
+    }
+
+    /// Ids of every upload session in the bucket, in any repository.
+    fn session_ids(&self) -> StorageResult<HashSet<Uuid>> {
+        let mut out = HashSet::new();
+        for m in self.list(&self.b().key("repositories"))? {
+            let parts: Vec<_> = m.location.parts().collect();
+            // Repository name components never start with `_`.
+            if let Some(at) = parts.iter().position(|p| p.as_ref() == "_uploads")
+                && let Some(id) = parts.get(at + 1)
+                && let Ok(id) = Uuid::parse_str(id.as_ref())
+            {
+                out.insert(id);
+            }
+        }
+        Ok(out)
     }
 
     fn repo_key(&self, repo: &Name, rest: &str) -> Key {
@@ -116,21 +164,28 @@ impl Inventory for ObjectInventory {
     }
 
     fn read_blob(&self, d: &Digest) -> StorageResult<Option<Vec<u8>>> {
-        let b = self.b();
-        Ok(self.rt.block_on(b.read(&b.blob(d)))?.map(|b| b.to_vec()))
+        Ok(self.rt.block_on(self.b().read_blob(d))?.map(|b| b.to_vec()))
     }
 
+    /// Blobs stored inline and by descriptor (a blob stored both ways, by two pushes racing,
+    /// is one, as new as its newer object).
     fn blobs(&self) -> StorageResult<Vec<Stamped<Digest>>> {
-        let all = self.list(&self.b().key("blobs/sha256"))?;
-        Ok(all
-            .iter()
-            .filter_map(|m| {
-                Some(Stamped {
-                    item: hex_digest(m.location.filename()?)?,
-                    mtime: stamp(m),
-                })
-            })
-            .collect())
+        let mut all = self.list(&self.b().key("blobs/sha256"))?;
+        all.extend(self.list(&self.b().key("blobs/ref/sha256"))?);
+        let mut newest: HashMap<Digest, Option<SystemTime>> = HashMap::new();
+        for m in &all {
+            let Some(d) = m.location.filename().and_then(hex_digest) else {
+                continue;
+            };
+            let t = newest.entry(d).or_insert(None);
+            *t = (*t).max(stamp(m));
+        }
+        let mut out: Vec<Stamped<Digest>> = newest
+            .into_iter()
+            .map(|(item, mtime)| Stamped { item, mtime })
+            .collect();
+        out.sort_by_key(|a| a.item.to_string());
+        Ok(out)
     }
 
     fn links(&self, repo: &Name) -> StorageResult<Vec<Stamped<Digest>>> {
@@ -138,13 +193,7 @@ impl Inventory for ObjectInventory {
     }
 
     fn remove_blob(&self, d: &Digest) -> StorageResult<bool> {
-        let b = self.b();
-        let key = b.blob(d);
-        self.rt.block_on(async {
-            let there = b.size(&key).await?.is_some();
-            b.delete(&key).await?;
-            Ok(there)
-        })
+        self.rt.block_on(self.b().remove_blob(d))
     }
 
     fn remove_link(&self, repo: &Name, d: &Digest) -> StorageResult<bool> {
@@ -184,5 +233,52 @@ impl Inventory for ObjectInventory {
             self.rt.block_on(self.b().delete(&m.location))?;
         }
         Ok(existed || !rest.is_empty())
+    }
+
+    /// Listed in this order, so a finish running meanwhile is never mistaken for a crashed
+    /// one: data objects, then upload sessions, then descriptors. A data object that exists
+    /// was completed before the first listing; its session deletes its state only after
+    /// creating the descriptor, so either the session shows in the second listing or the
+    /// descriptor in the third. (The data object's mtime alone would not do: S3 stamps a
+    /// multipart object with the time its upload began.) Sessions are found by listing all of
+    /// `repositories/` — a first push into a repository has a session and nothing else there —
+    /// so that listing and the second pass over the descriptors only happen when the first
+    /// pass leaves data objects unexplained (crashed finishes, or finishes under way).
+    fn orphaned_data(&self) -> StorageResult<Vec<Stamped<String>>> {
+        let b = self.b();
+        let data = self.list(&b.data_dir())?;
+        let mut candidates: Vec<(Uuid, &ObjectMeta)> = data
+            .iter()
+            .filter_map(|m| Some((Uuid::parse_str(m.location.filename()?).ok()?, m)))
+            .collect();
+        let named = self.named_data()?;
+        candidates.retain(|(id, _)| !named.contains(id));
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sessions = self.session_ids()?;
+        candidates.retain(|(id, _)| !sessions.contains(id));
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let named = self.named_data()?;
+        Ok(candidates
+            .into_iter()
+            .filter(|(id, _)| !named.contains(id))
+            .map(|(_, m)| Stamped {
+                item: m.location.to_string(),
+                mtime: stamp(m),
+            })
+            .collect())
+    }
+
+    fn remove_data(&self, key: &str) -> StorageResult<bool> {
+        let b = self.b();
+        let key = Key::from(key);
+        self.rt.block_on(async {
+            let there = b.size(&key).await?.is_some();
+            b.delete(&key).await?;
+            Ok(there)
+        })
     }
 }
