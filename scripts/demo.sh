@@ -3,7 +3,8 @@
 # image from Debian's busybox-static, list, inspect, save and load it, build an image from a
 # two-stage Dockerfile on it (RUN --mount cache, rebuild from the cache, --check, an OCI archive
 # export that skopeo reads), serve a registry on
-# loopback, push the image to it and pull it into a second state root, verify the stores, and run
+# loopback, push the image to it and pull it into a second state root, verify the stores, share
+# the build cache through the registry (a fresh root builds the same image, all CACHED), and run
 # it: foreground, detached with logs/exec/volumes, and networked (published port, name lookup).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -83,6 +84,19 @@ addr=$(sed -n 's|^listening on http://||p' "$work/registry.out")
 "$berth" --root "$work/root3" inspect --format '{{.Id}}' "$addr/demo/busybox:1"
 skopeo inspect --tls-verify=false "docker://$addr/demo/busybox:1" | head -3
 "$berth" --root "$work/root3" system check
+
+# Share the build cache through the registry: the first root exports it (mode=max: every stage's
+# steps and the cache mount's contents); a fresh root with only the base image builds the same
+# image from it, every step CACHED, the same image ID.
+"$berth" --root "$root" build -q -t demo/app:1 \
+  --cache-to "type=registry,ref=$addr/demo/app:buildcache,mode=max" "$work/app"
+"$berth" --root "$work/root4" pull -q "$addr/demo/busybox:1"
+"$berth" --root "$work/root4" tag "$addr/demo/busybox:1" busybox:demo
+"$berth" --root "$work/root4" build --progress plain -t demo/app:1 \
+  --cache-from "type=registry,ref=$addr/demo/app:buildcache" "$work/app"
+id_a=$("$berth" --root "$root" inspect --format '{{.Id}}' demo/app:1)
+id_b=$("$berth" --root "$work/root4" inspect --format '{{.Id}}' demo/app:1)
+[ "$id_a" = "$id_b" ] && echo "fresh root built $id_b from the shared cache: the same image"
 
 # Run the pulled image: foreground, then detached with logs, exec, a volume, stop and rm.
 "$berth" --root "$work/root3" run --rm --network none "$addr/demo/busybox:1" sh -c 'echo hello from $(hostname); cat /proc/1/cmdline | tr "\0" " "; echo'
