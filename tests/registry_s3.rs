@@ -41,6 +41,21 @@ fn berth(s: &Server, args: &[&str]) -> std::process::Output {
         .expect("run berth")
 }
 
+/// `berth registry gc --storage URL --grace 2s [extra…]` through replica `s`'s root: its stdout,
+/// after checking it succeeded.
+fn gc(s: &Server, url: &str, extra: &[&str]) -> String {
+    let mut args = vec!["registry", "gc", "--storage", url, "--grace", "2s"];
+    args.extend_from_slice(extra);
+    let run = berth(s, &args);
+    let out = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert!(
+        run.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    out
+}
+
 #[test]
 fn an_image_pushed_through_one_replica_pulls_from_the_other() {
     let dir = TempDir::new().unwrap();
@@ -268,13 +283,7 @@ fn two_sessions_of_one_blob_finishing_at_once_leave_one_blob_and_gc_leaves_no_or
     assert_eq!(put_manifest(&a, "dup/app", "v1", &m).status, 201);
     std::thread::sleep(std::time::Duration::from_secs(3));
     put(young);
-    let run = berth(&a, &["registry", "gc", "--storage", &url, "--grace", "2s"]);
-    let out = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "{out}{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let out = gc(&a, &url, &[]);
     assert!(
         out.contains(&format!("deleting orphaned data: {old}")),
         "{out}"
@@ -304,9 +313,7 @@ fn two_sessions_of_one_blob_finishing_at_once_leave_one_blob_and_gc_leaves_no_or
         202
     );
     std::thread::sleep(std::time::Duration::from_secs(3));
-    let run = berth(&a, &["registry", "gc", "--storage", &url, "--grace", "2s"]);
-    let out = String::from_utf8_lossy(&run.stdout);
-    assert!(run.status.success(), "{out}");
+    let out = gc(&a, &url, &[]);
     assert!(out.contains(&format!("deleting blob: {d}")), "{out}");
     assert!(moto.keys(&bucket, "blobs/ref/").is_empty());
     assert!(
@@ -423,37 +430,14 @@ fn gc_on_the_bucket_spares_a_push_racing_it() {
     let fresh = data(5000, 4);
     let fd = b.push_blob("gc/app", &fresh);
 
-    let dry = berth(
-        &a,
-        &[
-            "registry",
-            "gc",
-            "--storage",
-            &url,
-            "--grace",
-            "2s",
-            "--dry-run",
-        ],
-    );
-    let out = String::from_utf8_lossy(&dry.stdout);
-    assert!(
-        dry.status.success(),
-        "{out}{}",
-        String::from_utf8_lossy(&dry.stderr)
-    );
+    let out = gc(&a, &url, &["--dry-run"]);
     assert!(
         out.contains(&format!("blob eligible for deletion: {orphan}")),
         "{out}"
     );
     assert_eq!(a.stored_blobs().len(), 5, "a dry run deletes nothing");
 
-    let run = berth(&a, &["registry", "gc", "--storage", &url, "--grace", "2s"]);
-    let out = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "{out}{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let out = gc(&a, &url, &[]);
     assert!(out.contains(&format!("deleting blob: {orphan}")), "{out}");
     assert!(
         !out.contains(&fd) && !out.contains(&ld) && !out.contains(&cd),
