@@ -20,13 +20,7 @@ use common::Env;
 use sha2::{Digest, Sha256};
 
 fn context(env: &Env, name: &str, dockerfile: &str, files: &[(&str, &str)]) -> PathBuf {
-    let dir = env.path(name);
-    fs::create_dir_all(&dir).unwrap();
-    fs::write(dir.join("Dockerfile"), dockerfile).unwrap();
-    for (p, c) in files {
-        fs::write(dir.join(p), c).unwrap();
-    }
-    dir
+    env.context(name, dockerfile, files)
 }
 
 /// `berth build ARGS`; (success, stderr).

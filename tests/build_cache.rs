@@ -26,13 +26,9 @@ fn registry_with_base(a: &Env) -> (Server, String) {
 }
 
 fn context(env: &Env, name: &str, dockerfile: &str, files: &[(&str, &str)]) -> String {
-    let dir = env.path(name);
-    fs::create_dir_all(&dir).unwrap();
-    fs::write(dir.join("Dockerfile"), dockerfile).unwrap();
-    for (f, c) in files {
-        fs::write(dir.join(f), c).unwrap();
-    }
-    dir.to_str().unwrap().to_string()
+    env.context(name, dockerfile, files)
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// `build --progress plain ARGS`: (stdout, stderr).

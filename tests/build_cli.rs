@@ -26,15 +26,7 @@ CMD ["cat", "/app/made"]
 
 /// A context directory with `files` (path, content) and the Dockerfile.
 fn context(env: &Env, dockerfile: &str, files: &[(&str, &str)]) -> PathBuf {
-    let dir = env.path("ctx");
-    fs::create_dir_all(&dir).unwrap();
-    fs::write(dir.join("Dockerfile"), dockerfile).unwrap();
-    for (p, c) in files {
-        let p = dir.join(p);
-        fs::create_dir_all(p.parent().unwrap()).unwrap();
-        fs::write(p, c).unwrap();
-    }
-    dir
+    env.context("ctx", dockerfile, files)
 }
 
 fn base(env: &Env) {

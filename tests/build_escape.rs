@@ -13,10 +13,7 @@ use std::path::{Path, PathBuf};
 use common::Env;
 
 fn context(env: &Env, name: &str, dockerfile: &str) -> PathBuf {
-    let dir = env.path(name);
-    fs::create_dir_all(&dir).unwrap();
-    fs::write(dir.join("Dockerfile"), dockerfile).unwrap();
-    dir
+    env.context(name, dockerfile, &[])
 }
 
 /// `berth build -t TAG CTX`; (success, stderr).

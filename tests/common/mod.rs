@@ -62,6 +62,20 @@ impl Env {
     }
 
     /// `berth --root <private root> ARGS…`
+    /// A build context `name` in the test's directory: the Dockerfile and `files` (path,
+    /// content; parent directories made).
+    pub fn context(&self, name: &str, dockerfile: &str, files: &[(&str, &str)]) -> PathBuf {
+        let dir = self.path(name);
+        std::fs::create_dir_all(&dir).expect("context dir");
+        std::fs::write(dir.join("Dockerfile"), dockerfile).expect("Dockerfile");
+        for (p, c) in files {
+            let p = dir.join(p);
+            std::fs::create_dir_all(p.parent().expect("parent")).expect("context subdir");
+            std::fs::write(p, c).expect("context file");
+        }
+        dir
+    }
+
     pub fn berth(&self) -> Command {
         let mut c = Command::cargo_bin("berth").expect("berth binary");
         c.arg("--root").arg(self.root()).env_remove("BERTH_ROOT");

@@ -164,14 +164,16 @@ impl CacheIo {
     /// the store (its layers are fetched when needed: [`CacheIo::complete`]).
     pub(crate) fn lookup(&self, store: &Store, key: &str) -> Option<Image> {
         let r = self.records.get(key)?;
-        let failed = self.failed.lock().map(|f| f.clone()).unwrap_or_default();
-        if self.strict()
-            && !r.layers.iter().all(|d| {
-                (self.layers.contains_key(d) && !failed.contains(d))
+        if self.strict() {
+            let failed = self.failed.lock().ok();
+            let failed = |d: &String| failed.as_ref().is_some_and(|f| f.contains(d));
+            let available = |d: &String| {
+                (self.layers.contains_key(d) && !failed(d))
                     || digest_str(d).is_some_and(|d| store.blobs().contains(&d))
-            })
-        {
-            return None;
+            };
+            if !r.layers.iter().all(available) {
+                return None;
+            }
         }
         for (blob, digest) in [(&r.manifest, &r.image.manifest), (&r.config, &r.image.id)] {
             if !store.blobs().contains(digest) {

@@ -29,6 +29,7 @@ use super::layout::{Layout, blocking, io_at, not_found_is_none, remove_if_exists
 use super::sink::write_stream;
 use super::{
     BlobRead, ByteStream, NewManifest, Storage, StorageError, StorageResult, StoredManifest,
+    subject_of,
 };
 use crate::endpoint::{Name, Reference, Tag, parse_digest};
 
@@ -480,19 +481,10 @@ impl Storage for FsStorage {
                 return Ok(false);
             }
             // Drop its referrers entry, if it had a subject.
-            if let Ok(bytes) = fs::read(l.blob(&d)) {
-                let subject = serde_json::from_slice::<serde_json::Value>(&bytes)
-                    .ok()
-                    .and_then(|v| {
-                        v.get("subject")?
-                            .get("digest")?
-                            .as_str()
-                            .map(str::to_string)
-                    })
-                    .and_then(|s| parse_digest(&s).ok());
-                if let Some(s) = subject {
-                    remove_if_exists(&l.referrers_dir(&repo, &s).join(d.digest()))?;
-                }
+            if let Ok(bytes) = fs::read(l.blob(&d))
+                && let Some(s) = subject_of(&bytes)
+            {
+                remove_if_exists(&l.referrers_dir(&repo, &s).join(d.digest()))?;
             }
             let tags = l.tags_dir(&repo);
             if let Some(entries) = not_found_is_none(fs::read_dir(&tags), &tags)? {

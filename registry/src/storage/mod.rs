@@ -185,3 +185,10 @@ pub trait Storage: Send + Sync + 'static {
         digest: &Digest,
     ) -> impl Future<Output = StorageResult<Vec<Descriptor>>> + Send;
 }
+
+/// The digest of a stored manifest's `subject`, if it has one (which referrers entry to drop
+/// when the manifest is deleted).
+pub(crate) fn subject_of(manifest: &[u8]) -> Option<Digest> {
+    let v: serde_json::Value = serde_json::from_slice(manifest).ok()?;
+    crate::endpoint::parse_digest(v.get("subject")?.get("digest")?.as_str()?).ok()
+}

@@ -54,6 +54,7 @@ use uuid::Uuid;
 use super::parts::{Hashing, PartBuf, PartWriter, store_err};
 use super::{
     BlobRead, ByteStream, NewManifest, Storage, StorageError, StorageResult, StoredManifest,
+    subject_of,
 };
 use crate::endpoint::{Name, Reference, Tag, parse_digest};
 use crate::storage::fs::from_hasher;
@@ -952,16 +953,7 @@ impl Storage for ObjectStorage {
         let Some(m) = self.read_revision(repo, digest).await? else {
             return Ok(false);
         };
-        let subject = serde_json::from_slice::<serde_json::Value>(&m.bytes)
-            .ok()
-            .and_then(|v| {
-                v.get("subject")?
-                    .get("digest")?
-                    .as_str()
-                    .map(str::to_string)
-            })
-            .and_then(|s| parse_digest(&s).ok());
-        if let Some(s) = subject {
+        if let Some(s) = subject_of(&m.bytes) {
             let dir = self.b.referrers_dir(repo, &s);
             self.b
                 .delete(&Key::from(format!("{dir}/{}", digest.digest())))
