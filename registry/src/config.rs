@@ -18,6 +18,7 @@
 //! max-retries = 3               # optional: retries of a failed object-store request
 //! retry-timeout = "10s"         # optional: no retry starts after this
 //! request-timeout = "60s"       # optional: one request's limit
+//! redirect = true               # optional: blob GETs answer 307 to a presigned URL (default)
 //! ```
 //!
 //! Credentials, and anything not set here, come from the environment as the AWS tools read it
@@ -175,6 +176,8 @@ pub struct S3Config {
     pub max_retries: usize,
     pub retry_timeout: Duration,
     pub request_timeout: Duration,
+    /// Blob GETs are redirected to presigned URLs of the bucket (distribution's default).
+    pub redirect: bool,
 }
 
 impl S3Config {
@@ -189,6 +192,7 @@ impl S3Config {
             max_retries: 3,
             retry_timeout: Duration::from_secs(15),
             request_timeout: Duration::from_secs(60),
+            redirect: true,
         }
     }
 }
@@ -235,6 +239,7 @@ pub struct StorageTable {
     pub max_retries: Option<usize>,
     pub retry_timeout: Option<String>,
     pub request_timeout: Option<String>,
+    pub redirect: Option<bool>,
 }
 
 impl<'de> Deserialize<'de> for StorageSetting {
@@ -276,6 +281,7 @@ impl StorageSetting {
             ("max-retries", t.max_retries.is_some()),
             ("retry-timeout", t.retry_timeout.is_some()),
             ("request-timeout", t.request_timeout.is_some()),
+            ("redirect", t.redirect.is_some()),
         ];
         match t.kind.as_str() {
             "fs" | "filesystem" => {
@@ -308,6 +314,9 @@ impl StorageSetting {
                 }
                 if let Some(n) = t.max_retries {
                     c.max_retries = n;
+                }
+                if let Some(r) = t.redirect {
+                    c.redirect = r;
                 }
                 let dur = |v: Option<String>, key: &str, default: Duration| match v {
                     None => Ok(default),
@@ -436,7 +445,20 @@ mod tests {
             (c.retry_timeout, c.request_timeout),
             (Duration::from_secs(2), Duration::from_secs(5))
         );
+        assert!(c.redirect, "blob GETs are redirected unless turned off");
+        let c = f("[storage]\nkind = \"s3\"\nbucket = \"b\"\nredirect = false");
+        assert!(matches!(
+            c,
+            Ok(Ok(StorageConfig::S3(S3Config {
+                redirect: false,
+                ..
+            })))
+        ));
         for (t, want) in [
+            (
+                "[storage]\nkind = \"fs\"\npath = \"/x\"\nredirect = true",
+                "redirect is a setting of kind = \"s3\"",
+            ),
             ("[storage]\nkind = \"s3\"", "needs bucket"),
             (
                 "[storage]\nkind = \"gcs\"\nbucket = \"b\"",

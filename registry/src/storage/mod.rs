@@ -52,6 +52,16 @@ pub enum StorageError {
 
 pub type StorageResult<T> = Result<T, StorageError>;
 
+/// Where a GET of a blob is answered from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobLocation {
+    /// Size of the whole blob.
+    pub size: u64,
+    /// A URL the client may fetch the bytes from directly (a presigned URL of the object that
+    /// holds them), or None: the registry streams them itself.
+    pub url: Option<String>,
+}
+
 /// The requested range of an open blob.
 pub struct BlobRead {
     /// Size of the whole blob.
@@ -85,6 +95,19 @@ pub trait Storage: Send + Sync + 'static {
         repo: &Name,
         digest: &Digest,
     ) -> impl Future<Output = StorageResult<Option<u64>>> + Send;
+    /// For a GET of `digest` linked into `repo`: its size and, when the backend hands reads to
+    /// the object store (as distribution's S3 driver redirects), where the client fetches it.
+    /// None when it is not linked.
+    fn blob_locate(
+        &self,
+        repo: &Name,
+        digest: &Digest,
+    ) -> impl Future<Output = StorageResult<Option<BlobLocation>>> + Send {
+        async move {
+            let size = self.blob_size(repo, digest).await?;
+            Ok(size.map(|size| BlobLocation { size, url: None }))
+        }
+    }
     /// `len` bytes of `digest` (linked into `repo`) from byte `start`, which the caller has
     /// checked against the size.
     fn blob_open(

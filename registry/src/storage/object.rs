@@ -34,6 +34,11 @@
 //! a descriptor is never taken for one. Both are looked up at once (a HEAD and a GET of a small
 //! object, never a list). gc treats a data object as live while a descriptor names it or its
 //! session exists; an orphan (a finish that crashed before its descriptor) goes after the grace.
+//!
+//! A blob GET is handed to the object store when the bucket has a signer (`redirect`, on by
+//! default for S3 as in distribution): the registry answers with a presigned GET URL of the
+//! object that holds the bytes — the inline key or the descriptor's data object — and the
+//! client's `Range` goes there. If signing fails the registry streams the blob as before.
 
 use std::sync::Arc;
 
@@ -41,6 +46,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as Key;
+use object_store::signer::Signer;
 use object_store::{
     GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
     UpdateVersion,
@@ -53,8 +59,8 @@ use uuid::Uuid;
 
 use super::parts::{Hashing, PartBuf, PartWriter, store_err};
 use super::{
-    BlobRead, ByteStream, NewManifest, Storage, StorageError, StorageResult, StoredManifest,
-    subject_of,
+    BlobLocation, BlobRead, ByteStream, NewManifest, Storage, StorageError, StorageResult,
+    StoredManifest, subject_of,
 };
 use crate::endpoint::{Name, Reference, Tag, parse_digest};
 use crate::storage::fs::from_hasher;
@@ -64,6 +70,10 @@ use crate::storage::fs::from_hasher;
 const READ_WINDOW: u64 = 8 << 20;
 /// Windows fetched ahead of the one being sent.
 const PREFETCH: usize = 2;
+/// How long a redirect's presigned URL stays valid: as distribution's S3 driver, long enough
+/// for a slow client to fetch a large layer, short enough that a leaked URL soon stops working
+/// (and a blob deleted since stops being served).
+pub const REDIRECT_VALIDITY: std::time::Duration = std::time::Duration::from_secs(20 * 60);
 
 /// Bytes `r` of `key`, whole.
 async fn read_window(
@@ -133,6 +143,9 @@ pub struct Bucket {
     pub parts: Arc<dyn MultipartStore>,
     /// Key prefix without trailing `/` ("" for the bucket's root).
     pub prefix: String,
+    /// Presigns the GET URLs blob reads are redirected to; None streams every read through the
+    /// registry.
+    pub signer: Option<Arc<dyn Signer>>,
 }
 
 impl Bucket {
@@ -173,6 +186,14 @@ impl Bucket {
         };
         let r: BlobRef = serde_json::from_slice(&raw).map_err(|e| corrupt(&ref_key, e))?;
         Ok(Some(Stored::Ref(r)))
+    }
+
+    /// The object holding blob `d`'s bytes, and its size.
+    fn object_of(&self, d: &Digest, stored: &Stored) -> (Key, u64) {
+        match stored {
+            Stored::Inline(n) => (self.blob(d), *n),
+            Stored::Ref(r) => (self.data(r.data), r.size),
+        }
     }
 
     /// Blob `d`'s bytes, whole (for manifests: gc reads them to mark).
@@ -459,6 +480,21 @@ impl ObjectStorage {
         Ok(stored.filter(|_| linked))
     }
 
+    /// A presigned GET URL of `key`, or None (no signer, or signing failed: the caller streams).
+    async fn presign(&self, key: &Key) -> Option<String> {
+        let signer = self.b.signer.as_ref()?;
+        match signer
+            .signed_url(object_store::signer::Method::GET, key, REDIRECT_VALIDITY)
+            .await
+        {
+            Ok(url) => Some(url.into()),
+            Err(e) => {
+                tracing::warn!("presigning a GET of {key}: {e}; streaming the blob instead");
+                None
+            }
+        }
+    }
+
     /// Where session `id`'s multipart upload writes.
     fn session_data(&self, repo: &Name, id: Uuid, s: &Session) -> Key {
         if s.detached {
@@ -563,6 +599,21 @@ impl Storage for ObjectStorage {
         Ok(self.linked_blob(repo, digest).await?.map(|s| s.size()))
     }
 
+    async fn blob_locate(
+        &self,
+        repo: &Name,
+        digest: &Digest,
+    ) -> StorageResult<Option<BlobLocation>> {
+        let Some(stored) = self.linked_blob(repo, digest).await? else {
+            return Ok(None);
+        };
+        let (key, size) = self.b.object_of(digest, &stored);
+        Ok(Some(BlobLocation {
+            size,
+            url: self.presign(&key).await,
+        }))
+    }
+
     async fn blob_open(
         &self,
         repo: &Name,
@@ -573,10 +624,7 @@ impl Storage for ObjectStorage {
         let Some(stored) = self.linked_blob(repo, digest).await? else {
             return Ok(None);
         };
-        let (key, size) = match stored {
-            Stored::Inline(n) => (self.b.blob(digest), n),
-            Stored::Ref(r) => (self.b.data(r.data), r.size),
-        };
+        let (key, size) = self.b.object_of(digest, &stored);
         let start = start.min(size);
         let end = start + len.min(size - start);
         let store = self.b.store.clone();
@@ -1070,6 +1118,7 @@ mod tests {
             store: mem.clone(),
             parts: mem,
             prefix: "p".into(),
+            signer: None,
         };
         (
             ObjectStorage::new(b.clone(), part),

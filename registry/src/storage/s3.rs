@@ -86,8 +86,11 @@ pub async fn open(cfg: &S3Config, read_only: bool) -> Result<ObjectStorage, Open
     let s3 = Arc::new(client(cfg)?);
     let bucket = Bucket {
         store: s3.clone() as Arc<dyn ObjectStore>,
-        parts: s3,
+        parts: s3.clone(),
         prefix: cfg.prefix.clone(),
+        signer: cfg
+            .redirect
+            .then(|| s3 as Arc<dyn object_store::signer::Signer>),
     };
     probe(&bucket, cfg, read_only).await?;
     Ok(ObjectStorage::new(bucket, cfg.part_size as usize))
