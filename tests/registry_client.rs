@@ -366,6 +366,8 @@ pub struct Resp {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// The redirect this response was reached through (a blob GET on a bucket).
+    pub redirected_from: Option<Box<Resp>>,
 }
 
 impl Resp {
@@ -403,10 +405,42 @@ impl Resp {
 }
 
 /// Send one request (`Connection: close`) and read the whole response. `Content-Length` is the
-/// body's length unless `headers` sets one.
+/// body's length unless `headers` sets one. A GET redirected to another server (a blob in a
+/// bucket: a presigned URL of the object store) is followed there as registry clients do, with
+/// the same headers (`Range`) but no `Authorization`; the 307 is kept in `redirected_from`.
 pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
-    let mut head =
-        format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    let r = request_once(&format!("127.0.0.1:{port}"), method, path, headers, body);
+    let followed = method == "GET" && matches!(r.status, 302 | 303 | 307 | 308);
+    let Some(to) = r
+        .header("location")
+        .and_then(|l| l.strip_prefix("http://"))
+        .filter(|_| followed)
+    else {
+        return r;
+    };
+    let (host, path) = match to.find('/') {
+        Some(i) => (to[..i].to_string(), to[i..].to_string()),
+        None => (to.to_string(), "/".to_string()),
+    };
+    let kept: Vec<(&str, &str)> = headers
+        .iter()
+        .filter(|(k, _)| !k.eq_ignore_ascii_case("authorization"))
+        .copied()
+        .collect();
+    let mut next = request_once(&host, method, &path, &kept, b"");
+    next.redirected_from = Some(Box::new(r));
+    next
+}
+
+/// One request to `host` (`ip:port`), redirects not followed.
+pub fn request_once(
+    host: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Resp {
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -417,7 +451,7 @@ pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], bo
         head.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
     head.push_str("\r\n");
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let mut s = TcpStream::connect(host).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(60)))
         .expect("timeout");
     s.write_all(head.as_bytes()).expect("write head");
@@ -463,6 +497,7 @@ pub fn read_response(mut s: TcpStream, head_only: bool) -> Resp {
         status,
         headers,
         body,
+        redirected_from: None,
     }
 }
 
