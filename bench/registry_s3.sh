@@ -4,14 +4,22 @@
 # and of another by POST + monolithic PUT), then a pull (GET) of each, REPS times, alternating
 # backends. Fresh layers every rep, so every push stores its blob (none is found already
 # stored); on S3 the session path's blob is stored by descriptor + data object and the
-# monolithic one inline, so `pullp` and `pull` read one layout each.
+# monolithic one inline, so `pullp` and `pull` read one layout each. Pulls from a bucket are
+# measured both ways: streamed through the registry (`pull`, `pullp`: a second replica on the
+# same bucket with `redirect = false`) and redirected (`pullr`: the 307 to a presigned URL of
+# the session-pushed blob's data object, followed by curl -L, as docker and skopeo follow it);
+# on fs `pullr` is the same streamed GET as `pullp`.
 # Prints per backend and phase: MiB/s median and min-max, the registry's peak RSS in that phase
 # (VmHWM, reset before each phase through /proc/PID/clear_refs), and the CPU seconds the
 # registry and the S3 server spent in it — where the time goes, ours or the store's.
 #
 # S3 servers (SERVERS, default "moto s3s-fs"): moto (Python, /opt/berth-test-venv, as the tests
-# use) and s3s-fs (Rust, on a directory; installed by this script with `cargo install` into
-# BENCH_TOOLS, default ~/.cache/berth-bench — a bench-only tool, never a CI dependency).
+# use), s3s-fs (Rust, on a directory; installed by this script with `cargo install` into
+# BENCH_TOOLS, default ~/.cache/berth-bench — a bench-only tool, never a CI dependency) and
+# garage (Garage, a production S3 server in Rust: one node, replication_factor 1, its default
+# lmdb metadata and zstd-1 block compression, data and metadata under the run's temp dir;
+# GARAGE names the binary, default $BENCH_TOOLS/bin/garage — build it once with
+# `cargo install garage --locked --root $BENCH_TOOLS`, ~30 min on 2 cores, not done here).
 # BERTH_ENV: extra environment for the registries (e.g. "MALLOC_ARENA_MAX=1").
 # Usage: bench/registry_s3.sh [layer MiB (default 1024)] [REPS (default 3)]
 set -euo pipefail
@@ -21,6 +29,7 @@ REPS=${2:-3}
 SERVERS=${SERVERS:-moto s3s-fs}
 MOTO=/opt/berth-test-venv/bin/moto_server
 BENCH_TOOLS=${BENCH_TOOLS:-$HOME/.cache/berth-bench}
+GARAGE=${GARAGE:-$BENCH_TOOLS/bin/garage}
 S3S_VERSION=0.14.1 # the newest that builds with the workspace's rustc 1.95
 cd "$(dirname "$0")/.."
 for t in curl sha256sum python3; do
@@ -34,7 +43,8 @@ for s in $SERVERS; do
             echo "installing s3s-fs $S3S_VERSION into $BENCH_TOOLS" >&2
             cargo install -q "s3s-fs@$S3S_VERSION" --locked --features binary --root "$BENCH_TOOLS"
         fi ;;
-    *) echo "unknown S3 server $s (moto, s3s-fs)" >&2; exit 1 ;;
+    garage) [ -x "$GARAGE" ] || { echo "missing $GARAGE (GARAGE=path, or cargo install garage --locked --root $BENCH_TOOLS)" >&2; exit 1; } ;;
+    *) echo "unknown S3 server $s (moto, s3s-fs, garage)" >&2; exit 1 ;;
     esac
 done
 cargo build --release -q -p berth
@@ -46,10 +56,42 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 400); do curl -s -o /dev/null "http://127.0.0.1:$1/" && return; sleep 0.05; done; echo "port $1 never answered" >&2; exit 1; }
 
-export AWS_ACCESS_KEY_ID=benchkey AWS_SECRET_ACCESS_KEY=benchsecret AWS_REGION=us-east-1 AWS_ALLOW_HTTP=true
-declare -A SPID
+# Garage's key format (GK + 24 hex, 64 hex); moto and s3s-fs take any key.
+export AWS_ACCESS_KEY_ID=GK0123456789abcdef01234567 AWS_SECRET_ACCESS_KEY=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef AWS_REGION=us-east-1 AWS_ALLOW_HTTP=true
+declare -A SPID REGION
+start_garage() { # -> garage on $S3PORT with bucket "bench"
+    local g=$W/garage rpc; rpc=$(free_port)
+    mkdir -p "$g/meta" "$g/data"
+    cat >"$g/garage.toml" <<EOF
+metadata_dir = "$g/meta"
+data_dir = "$g/data"
+db_engine = "lmdb"
+replication_factor = 1
+rpc_bind_addr = "127.0.0.1:$rpc"
+rpc_public_addr = "127.0.0.1:$rpc"
+rpc_secret = "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+
+[s3_api]
+s3_region = "garage"
+api_bind_addr = "127.0.0.1:$S3PORT"
+root_domain = ".s3.garage.localhost"
+EOF
+    chmod 600 "$g/garage.toml"
+    "$GARAGE" -c "$g/garage.toml" server >"$g/log" 2>&1 &
+    PIDS+=($!); SPID[garage]=$!
+    wait_port "$S3PORT"
+    local gc=("$GARAGE" -c "$g/garage.toml") node
+    node=$("${gc[@]}" node id -q 2>/dev/null | cut -d@ -f1)
+    "${gc[@]}" layout assign -z dc1 -c 100G "$node" >/dev/null
+    "${gc[@]}" layout apply --version 1 >/dev/null
+    "${gc[@]}" key import --yes -n bench "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY" >/dev/null
+    "${gc[@]}" bucket create bench >/dev/null
+    "${gc[@]}" bucket allow --read --write --owner bench --key bench >/dev/null
+    REGION[garage]=garage
+}
 start_s3() { # server -> sets S3PORT
     S3PORT=$(free_port)
+    if [ "$1" = garage ]; then start_garage; return; fi
     case $1 in
     moto) "$MOTO" -H 127.0.0.1 -p "$S3PORT" >/dev/null 2>&1 & ;;
     s3s-fs)
@@ -63,10 +105,14 @@ start_s3() { # server -> sets S3PORT
 }
 
 declare -A RPID RPORT
-start_registry() { # name storage [S3 port]
-    local endpoint=()
-    [ -n "${3:-}" ] && endpoint=(AWS_ENDPOINT="http://127.0.0.1:$3")
-    env "${endpoint[@]}" ${BERTH_ENV:-} "$BERTH" --root "$W/root" registry serve --addr 127.0.0.1:0 --storage "$2" >"$W/$1.out" 2>/dev/null &
+start_registry() { # name storage [S3 port [region [redirect]]]
+    local endpoint=() storage=(--storage "$2")
+    [ -n "${3:-}" ] && endpoint=(AWS_ENDPOINT="http://127.0.0.1:$3" AWS_REGION="${4:-us-east-1}")
+    if [ -n "${5:-}" ]; then # a replica on the same bucket, with redirect = $5
+        printf '[storage]\nkind = "s3"\nbucket = "bench"\nprefix = "registry"\nredirect = %s\n' "$5" >"$W/$1.toml"
+        storage=(--config "$W/$1.toml")
+    fi
+    env "${endpoint[@]}" ${BERTH_ENV:-} "$BERTH" --root "$W/root" registry serve --addr 127.0.0.1:0 "${storage[@]}" >"$W/$1.out" 2>/dev/null &
     PIDS+=($!); RPID[$1]=$!
     for _ in $(seq 200); do grep -q listening "$W/$1.out" 2>/dev/null && break; sleep 0.05; done
     RPORT[$1]=$(sed -n 's/.*127.0.0.1:\([0-9]*\).*/\1/p' "$W/$1.out")
@@ -76,9 +122,11 @@ BACKENDS=(fs)
 start_registry fs "$W/fs"
 for s in $SERVERS; do
     start_s3 "$s"
-    start_registry "$s" "s3://bench/registry" "$S3PORT"
+    start_registry "$s" "s3://bench/registry" "$S3PORT" "${REGION[$s]:-}"
+    start_registry "$s.stream" - "$S3PORT" "${REGION[$s]:-}" false
     BACKENDS+=("$s")
 done
+RPID[fs.stream]=${RPID[fs]} RPORT[fs.stream]=${RPORT[fs]}
 
 new_layers() { # -> $W/layer.patch, $W/layer.put; DP, DU their digests
     head -c "$((MIB << 20))" /dev/urandom >"$W/layer.patch"
@@ -103,18 +151,17 @@ push_put() { # port repo
     local loc; loc=$(location "$1" "$2")
     curl -sf -X PUT -H 'Content-Type: application/octet-stream' -T "$W/layer.put" -o /dev/null "$loc?digest=$DU"
 }
-pull() { # port repo digest
+pull() { # port repo digest (follows a redirect, as registry clients do)
     local got
-    got=$(curl -sf "http://127.0.0.1:$1/v2/$2/blobs/$3" | sha256sum | cut -d' ' -f1)
+    got=$(curl -sfL "http://127.0.0.1:$1/v2/$2/blobs/$3" | sha256sum | cut -d' ' -f1)
     [ "sha256:$got" = "$3" ] || { echo "pull of $2 returned other bytes" >&2; exit 1; }
 }
 
 declare -A R RSS OURS THEIRS
 # One phase: reset the registry's peak RSS, time the command, record MiB/s, peak RSS and the
 # CPU seconds of the registry and of the S3 server.
-phase() { # backend op command...
-    local b=$1 op=$2; shift 2
-    local rp=${RPID[$b]} sp=${SPID[$b]:-}
+phase() { # backend op registry command...
+    local b=$1 op=$2 rp=${RPID[$3]} sp=${SPID[$1]:-}; shift 3
     echo 5 >"/proc/$rp/clear_refs"
     local c0 s0 t0 t1 c1 s1
     c0=$(cpu "$rp"); s0=$(cpu "$sp"); t0=$(date +%s.%N)
@@ -128,18 +175,19 @@ phase() { # backend op command...
 for i in $(seq "$REPS"); do
     new_layers
     for b in "${BACKENDS[@]}"; do
-        p=${RPORT[$b]}
-        phase "$b" patch push_patch "$p" "patch/r$i"
-        phase "$b" put push_put "$p" "put/r$i"
-        phase "$b" pull pull "$p" "put/r$i" "$DU"
-        phase "$b" pullp pull "$p" "patch/r$i" "$DP"
+        p=${RPORT[$b]} ps=${RPORT[$b.stream]}
+        phase "$b" patch "$b" push_patch "$p" "patch/r$i"
+        phase "$b" put "$b" push_put "$p" "put/r$i"
+        phase "$b" pull "$b.stream" pull "$ps" "put/r$i" "$DU"
+        phase "$b" pullp "$b.stream" pull "$ps" "patch/r$i" "$DP"
+        phase "$b" pullr "$b" pull "$p" "patch/r$i" "$DP"
     done
 done
 med() { python3 -c "import sys,statistics as s; v=sorted(map(float,sys.argv[1:])); print(f'{s.median(v):.0f} ({v[0]:.0f}-{v[-1]:.0f})')" "$@"; }
 medf() { python3 -c "import sys,statistics as s; print(f'{s.median(map(float,sys.argv[1:])):.1f}')" "$@"; }
 echo "layer ${MIB} MiB, ${REPS} reps, $(nproc) cores${BERTH_ENV:+, registry env: $BERTH_ENV}"
 printf '%-8s %-6s %-20s %-7s %-18s %-14s %s\n' backend op 'MiB/s med (min-max)' '×fs' 'peak RSS MiB' 'registry CPU s' 'S3 server CPU s'
-for op in patch put pull pullp; do
+for op in patch put pull pullp pullr; do
     fm=$(med ${R[fs.$op]} | cut -d' ' -f1)
     for b in "${BACKENDS[@]}"; do
         m=$(med ${R[$b.$op]})
