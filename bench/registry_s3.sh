@@ -21,9 +21,16 @@
 # GARAGE names the binary, default $BENCH_TOOLS/bin/garage — build it once with
 # `cargo install garage --locked --root $BENCH_TOOLS`, ~30 min on 2 cores, not done here).
 # BERTH_ENV: extra environment for the registries (e.g. "MALLOC_ARENA_MAX=1").
+# STORE_CPUS / REGISTRY_CPUS (taskset lists, e.g. 1 and 0): run the S3 servers on some CPUs and
+# everything else (registries, curl) on others, as if the store had a machine of its own.
 # Usage: bench/registry_s3.sh [layer MiB (default 1024)] [REPS (default 3)]
 set -euo pipefail
 shopt -s inherit_errexit
+if [ -n "${REGISTRY_CPUS:-}" ] && [ -z "${BENCH_PINNED:-}" ]; then
+    BENCH_PINNED=1 exec taskset -c "$REGISTRY_CPUS" bash "$0" "$@"
+fi
+STORE_PIN=()
+[ -n "${STORE_CPUS:-}" ] && STORE_PIN=(taskset -c "$STORE_CPUS")
 MIB=${1:-1024}
 REPS=${2:-3}
 SERVERS=${SERVERS:-moto s3s-fs}
@@ -77,7 +84,7 @@ api_bind_addr = "127.0.0.1:$S3PORT"
 root_domain = ".s3.garage.localhost"
 EOF
     chmod 600 "$g/garage.toml"
-    "$GARAGE" -c "$g/garage.toml" server >"$g/log" 2>&1 &
+    "${STORE_PIN[@]}" "$GARAGE" -c "$g/garage.toml" server >"$g/log" 2>&1 &
     PIDS+=($!); SPID[garage]=$!
     wait_port "$S3PORT"
     local gc=("$GARAGE" -c "$g/garage.toml") node
@@ -93,10 +100,10 @@ start_s3() { # server -> sets S3PORT
     S3PORT=$(free_port)
     if [ "$1" = garage ]; then start_garage; return; fi
     case $1 in
-    moto) "$MOTO" -H 127.0.0.1 -p "$S3PORT" >/dev/null 2>&1 & ;;
+    moto) "${STORE_PIN[@]}" "$MOTO" -H 127.0.0.1 -p "$S3PORT" >/dev/null 2>&1 & ;;
     s3s-fs)
         mkdir -p "$W/s3s"
-        "$BENCH_TOOLS/bin/s3s-fs" --host 127.0.0.1 --port "$S3PORT" \
+        "${STORE_PIN[@]}" "$BENCH_TOOLS/bin/s3s-fs" --host 127.0.0.1 --port "$S3PORT" \
             --access-key "$AWS_ACCESS_KEY_ID" --secret-key "$AWS_SECRET_ACCESS_KEY" "$W/s3s" >/dev/null 2>&1 & ;;
     esac
     PIDS+=($!); SPID[$1]=$!
@@ -185,7 +192,7 @@ for i in $(seq "$REPS"); do
 done
 med() { python3 -c "import sys,statistics as s; v=sorted(map(float,sys.argv[1:])); print(f'{s.median(v):.0f} ({v[0]:.0f}-{v[-1]:.0f})')" "$@"; }
 medf() { python3 -c "import sys,statistics as s; print(f'{s.median(map(float,sys.argv[1:])):.1f}')" "$@"; }
-echo "layer ${MIB} MiB, ${REPS} reps, $(nproc) cores${BERTH_ENV:+, registry env: $BERTH_ENV}"
+echo "layer ${MIB} MiB, ${REPS} reps, $(nproc) cores${BERTH_ENV:+, registry env: $BERTH_ENV}${STORE_CPUS:+, S3 servers on CPUs $STORE_CPUS}${REGISTRY_CPUS:+, the rest on CPUs $REGISTRY_CPUS}"
 printf '%-8s %-6s %-20s %-7s %-18s %-14s %s\n' backend op 'MiB/s med (min-max)' '×fs' 'peak RSS MiB' 'registry CPU s' 'S3 server CPU s'
 for op in patch put pull pullp pullr; do
     fm=$(med ${R[fs.$op]} | cut -d' ' -f1)
