@@ -90,7 +90,7 @@ pub async fn open(cfg: &S3Config, read_only: bool) -> Result<ObjectStorage, Open
         prefix: cfg.prefix.clone(),
         signer: cfg
             .redirect
-            .then(|| s3 as Arc<dyn object_store::signer::Signer>),
+            .then_some(s3 as Arc<dyn object_store::signer::Signer>),
     };
     probe(&bucket, cfg, read_only).await?;
     Ok(ObjectStorage::new(bucket, cfg.part_size as usize))
