@@ -122,9 +122,9 @@ fn gc(root: &Path, a: GcArgs) -> Result<ExitCode> {
     };
     let summary = match &storage {
         StorageConfig::Fs(dir) => berth_registry::gc::collect_fs(dir, opts, print),
-        StorageConfig::S3(c) => {
+        StorageConfig::Bucket(c) => {
             let inv =
-                berth_registry::storage::object_inventory::ObjectInventory::open_s3(c, a.dry_run)
+                berth_registry::storage::object_inventory::ObjectInventory::open_bucket(c, a.dry_run)
                     .with_context(|| format!("opening {storage}"))?;
             berth_registry::gc::collect(&inv, opts, print)
         }
