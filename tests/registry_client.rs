@@ -439,16 +439,21 @@ impl Server {
     }
 
     pub fn start_with(args: &[&str], storage: &Path, extra: &[&str]) -> Server {
-        std::fs::create_dir_all(storage).expect("storage dir");
-        let log = storage.with_extension(format!("log{}", rand_suffix()));
-        let err = File::create(&log).expect("log file");
         let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("berth"));
-        cmd.envs(backend_env());
-        let mut child = cmd
+        cmd.envs(backend_env())
             .args(["--root", storage.join("root").to_str().expect("utf-8")])
             .args(["registry", "serve", "--addr", "127.0.0.1:0"])
             .args(args)
-            .args(extra)
+            .args(extra);
+        Self::spawn(cmd, storage)
+    }
+
+    /// Run `cmd` (a whole `berth … registry serve` command line) and wait until it listens.
+    pub fn spawn(mut cmd: Command, storage: &Path) -> Server {
+        std::fs::create_dir_all(storage).expect("storage dir");
+        let log = storage.with_extension(format!("log{}", rand_suffix()));
+        let err = File::create(&log).expect("log file");
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::from(err))
             .spawn()

@@ -411,9 +411,7 @@ impl StorageSetting {
             .find(|(_, set, owners)| *set && !owners.contains(&this))
         {
             let hint = match (*k, kind) {
-                ("bucket", Some(BucketKind::Azure)) => {
-                    ": an Azure container is named by container"
-                }
+                ("bucket", Some(BucketKind::Azure)) => ": an Azure container is named by container",
                 ("container", Some(_)) => ": a bucket is named by bucket",
                 ("path", Some(_)) => ": a bucket takes bucket (and prefix)",
                 _ => "",

@@ -24,7 +24,8 @@ pub struct GcArgs {
     /// Print what would be deleted, delete nothing
     #[arg(long)]
     pub dry_run: bool,
-    /// Storage directory, or s3://BUCKET[/PREFIX] [default: <root>/registry]
+    /// Storage directory, or s3://BUCKET[/PREFIX], az://CONTAINER[/PREFIX] (Azure Blob
+    /// Storage), gs://BUCKET[/PREFIX] (Google Cloud Storage) [default: <root>/registry]
     #[arg(long, value_parser = StorageConfig::parse_flag)]
     pub storage: Option<StorageConfig>,
     /// Settings file (TOML); its `storage` is used unless --storage is given
@@ -50,8 +51,12 @@ pub struct ServeArgs {
     /// Address to listen on (port 0 picks a free port) [default: 127.0.0.1:5000]
     #[arg(long)]
     pub addr: Option<String>,
-    /// Storage directory, or s3://BUCKET[/PREFIX] (settings and credentials from AWS_*
-    /// variables, or a [storage] table in --config) [default: <root>/registry]
+    /// Storage directory, or a bucket: s3://BUCKET[/PREFIX] (settings and credentials from
+    /// AWS_* variables), az://CONTAINER[/PREFIX] (Azure Blob Storage; AZURE_STORAGE_ACCOUNT_NAME,
+    /// AZURE_STORAGE_ACCOUNT_KEY or AZURE_STORAGE_SAS_KEY, …), gs://BUCKET[/PREFIX] (Google
+    /// Cloud Storage; GOOGLE_SERVICE_ACCOUNT or GOOGLE_APPLICATION_CREDENTIALS, …); or a
+    /// [storage] table in --config with kind = "fs", "s3", "azure" or "gcs" (see the README)
+    /// [default: <root>/registry]
     #[arg(long, value_parser = StorageConfig::parse_flag)]
     pub storage: Option<StorageConfig>,
     /// Settings file (TOML, keys named as these flags: addr, storage, read-only, htpasswd,
@@ -123,9 +128,10 @@ fn gc(root: &Path, a: GcArgs) -> Result<ExitCode> {
     let summary = match &storage {
         StorageConfig::Fs(dir) => berth_registry::gc::collect_fs(dir, opts, print),
         StorageConfig::Bucket(c) => {
-            let inv =
-                berth_registry::storage::object_inventory::ObjectInventory::open_bucket(c, a.dry_run)
-                    .with_context(|| format!("opening {storage}"))?;
+            let inv = berth_registry::storage::object_inventory::ObjectInventory::open_bucket(
+                c, a.dry_run,
+            )
+            .with_context(|| format!("opening {storage}"))?;
             berth_registry::gc::collect(&inv, opts, print)
         }
     }

@@ -167,7 +167,9 @@ pub fn gcs_client(cfg: &BucketConfig) -> Result<GoogleCloudStorage, OpenError> {
 /// Open the bucket and check it answers: list the prefix, and (unless `read_only`) write and
 /// delete a probe object, so missing write permission shows now too.
 pub async fn open(cfg: &BucketConfig, read_only: bool) -> Result<ObjectStorage, OpenError> {
-    fn parts<T: ObjectStore + MultipartStore>(c: T) -> (Arc<dyn ObjectStore>, Arc<dyn MultipartStore>) {
+    fn parts<T: ObjectStore + MultipartStore>(
+        c: T,
+    ) -> (Arc<dyn ObjectStore>, Arc<dyn MultipartStore>) {
         let c = Arc::new(c);
         (c.clone(), c)
     }
@@ -238,8 +240,8 @@ fn explain(kind: BucketKind, e: &object_store::Error) -> String {
     }
     let missing = ["NoSuchBucket", "ContainerNotFound", "does not exist"];
     let denied = [
-        "401",
-        "403",
+        "401 Unauthorized",
+        "403 Forbidden",
         "AccessDenied",
         "InvalidAccessKeyId",
         "SignatureDoesNotMatch",
@@ -320,13 +322,23 @@ mod tests {
         };
         let az = explain(
             BucketKind::Azure,
-            &e("Client error with status 403 Forbidden: <?xml version=\"1.0\"?><Error><Code>AuthenticationFailed</Code><Message>long</Message></Error>"),
+            &e(
+                "Client error with status 403 Forbidden: <?xml version=\"1.0\"?><Error><Code>AuthenticationFailed</Code><Message>long</Message></Error>",
+            ),
         );
-        assert!(az.starts_with("access denied: check AZURE_STORAGE_ACCOUNT_NAME"), "{az}");
-        assert!(az.ends_with("AuthenticationFailed)") && !az.contains("long"), "{az}");
+        assert!(
+            az.starts_with("access denied: check AZURE_STORAGE_ACCOUNT_NAME"),
+            "{az}"
+        );
+        assert!(
+            az.ends_with("AuthenticationFailed)") && !az.contains("long"),
+            "{az}"
+        );
         let az = explain(
             BucketKind::Azure,
-            &e("404 Not Found: <?xml version=\"1.0\"?><Error><Code>ContainerNotFound</Code></Error>"),
+            &e(
+                "404 Not Found: <?xml version=\"1.0\"?><Error><Code>ContainerNotFound</Code></Error>",
+            ),
         );
         assert!(az.starts_with("the container does not exist"), "{az}");
         let gs = explain(BucketKind::Gcs, &e("error sending request for url"));
