@@ -167,17 +167,28 @@ pub fn gcs_client(cfg: &BucketConfig) -> Result<GoogleCloudStorage, OpenError> {
 /// Open the bucket and check it answers: list the prefix, and (unless `read_only`) write and
 /// delete a probe object, so missing write permission shows now too.
 pub async fn open(cfg: &BucketConfig, read_only: bool) -> Result<ObjectStorage, OpenError> {
-    fn parts<T: ObjectStore + MultipartStore>(
-        c: T,
+    fn both<T: ObjectStore + MultipartStore>(
+        c: Arc<T>,
     ) -> (Arc<dyn ObjectStore>, Arc<dyn MultipartStore>) {
-        let c = Arc::new(c);
         (c.clone(), c)
     }
     let (store, parts) = match cfg.kind {
-        BucketKind::S3 => parts(s3_client(cfg)?),
-        // signer: Azure (SAS) and GCS (V4) presign too; set when blob GETs redirect.
-        BucketKind::Azure => parts(azure_client(cfg)?),
-        BucketKind::Gcs => parts(gcs_client(cfg)?),
+        BucketKind::S3 => {
+            let c = Arc::new(s3_client(cfg)?);
+            // signer: Some(c.clone()) (AmazonS3 implements object_store's Signer)
+            both(c)
+        }
+        BucketKind::Azure => {
+            let c = Arc::new(azure_client(cfg)?);
+            // signer: MicrosoftAzure implements Signer too (a service SAS, from the account
+            // key or a user delegation key)
+            both(c)
+        }
+        BucketKind::Gcs => {
+            let c = Arc::new(gcs_client(cfg)?);
+            // signer: GoogleCloudStorage implements Signer too (V4, service-account key)
+            both(c)
+        }
     };
     let bucket = Bucket {
         store,
