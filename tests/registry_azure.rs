@@ -1,7 +1,8 @@
 //! The object-storage backend on Azure Blob Storage (an Azurite per test process, see
 //! `registry_client.rs`): two replicas on one container, an upload continued on the other
 //! replica, the account-URL settings a real Azure account uses, what start-up says about a
-//! missing container, a wrong key or an unreachable service, and `registry gc` on the container.
+//! missing container, a wrong key or an unreachable service, conditional writes racing (one
+//! blob finished twice, one tag moved by both replicas), and `registry gc` on the container.
 
 #[path = "registry_client.rs"]
 mod client;
@@ -40,6 +41,32 @@ fn berth(root: &std::path::Path, env: &[(&str, String)], args: &[&str]) -> Outpu
         .args(args)
         .output()
         .expect("run berth")
+}
+
+/// `berth registry gc --storage URL --grace 2s [extra…]` through replica `s`'s root: its stdout,
+/// after checking it succeeded.
+fn gc(s: &Server, url: &str, extra: &[&str]) -> String {
+    let mut args = vec!["registry", "gc", "--storage", url, "--grace", "2s"];
+    args.extend_from_slice(extra);
+    let run = berth(&s.storage.join("root"), &Azurite::get().env(), &args);
+    let out = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert!(
+        run.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    out
+}
+
+/// A POST, PATCH, PUT ?digest= upload (what docker and skopeo do) of `blob` on `s`; returns
+/// the upload's location, ready for the final PUT.
+fn patch_upload(s: &Server, repo: &str, blob: &[u8]) -> String {
+    let r = s.req("POST", &format!("/v2/{repo}/blobs/uploads/"), &[], b"");
+    assert_eq!(r.status, 202, "{}", r.text());
+    let loc = r.header("location").unwrap().to_string();
+    let r = s.req("PATCH", &loc, &[], blob);
+    assert_eq!(r.status, 202, "{}", r.text());
+    r.header("location").unwrap().to_string()
 }
 
 fn serve_fails(root: &std::path::Path, env: &[(&str, String)], args: &[&str]) -> String {
@@ -308,26 +335,14 @@ fn gc_on_the_container_spares_a_push_racing_it() {
     let fresh = data(5000, 4);
     let fd = b.push_blob("gc/app", &fresh);
 
-    let gc = |extra: &[&str]| {
-        let mut args = vec!["registry", "gc", "--storage", &url, "--grace", "2s"];
-        args.extend_from_slice(extra);
-        let run = berth(&a.storage.join("root"), &Azurite::get().env(), &args);
-        let out = String::from_utf8_lossy(&run.stdout).into_owned();
-        assert!(
-            run.status.success(),
-            "{out}{}",
-            String::from_utf8_lossy(&run.stderr)
-        );
-        out
-    };
-    let out = gc(&["--dry-run"]);
+    let out = gc(&a, &url, &["--dry-run"]);
     assert!(
         out.contains(&format!("blob eligible for deletion: {orphan}")),
         "{out}"
     );
     assert_eq!(a.stored_blobs().len(), 5, "a dry run deletes nothing");
 
-    let out = gc(&[]);
+    let out = gc(&a, &url, &[]);
     assert!(out.contains(&format!("deleting blob: {orphan}")), "{out}");
     assert!(
         !out.contains(&fd) && !out.contains(&ld) && !out.contains(&cd),
@@ -347,4 +362,82 @@ fn gc_on_the_container_spares_a_push_racing_it() {
     assert_eq!(put_manifest(&b, "gc/app", "v2", &m2).status, 201);
     assert_eq!(a.get(&format!("/v2/gc/app/blobs/{fd}")).body, fresh);
     assert_eq!(a.get("/v2/gc/app/manifests/v1").body, m.as_bytes());
+}
+
+#[test]
+fn two_sessions_of_one_blob_finishing_at_once_leave_one_blob() {
+    let dir = TempDir::new().unwrap();
+    let (a, b) = replicas(&dir);
+    let c = a.bucket.clone().unwrap();
+    let blob = data(17 << 20, 5);
+    let d = digest_of(&blob);
+    let la = patch_upload(&a, "dup/app", &blob);
+    let lb = patch_upload(&b, "dup/app", &blob);
+    let statuses = std::thread::scope(|sc| {
+        let ta = sc.spawn(|| a.req("PUT", &format!("{la}?digest={d}"), &[], b"").status);
+        let tb = sc.spawn(|| b.req("PUT", &format!("{lb}?digest={d}"), &[], b"").status);
+        (ta.join().unwrap(), tb.join().unwrap())
+    });
+    assert_eq!(statuses, (201, 201));
+    // The descriptor is created if absent (If-None-Match: *): one wins, the other session
+    // deletes its data object.
+    let az = Azurite::get();
+    assert_eq!(az.keys(&c, "blobs/ref/sha256/").len(), 1);
+    assert_eq!(az.keys(&c, "blobs/data/").len(), 1);
+    assert!(a.get(&format!("/v2/dup/app/blobs/{d}")).body == blob);
+    assert!(b.get(&format!("/v2/dup/app/blobs/{d}")).body == blob);
+
+    // Unreferenced: gc deletes the descriptor and its data object together.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let out = gc(&a, &format!("az://{c}"), &[]);
+    assert!(out.contains(&format!("deleting blob: {d}")), "{out}");
+    assert!(
+        az.keys(&c, "blobs/").is_empty(),
+        "{:?}",
+        az.keys(&c, "blobs/")
+    );
+    assert_eq!(
+        b.req("HEAD", &format!("/v2/dup/app/blobs/{d}"), &[], b"")
+            .status,
+        404
+    );
+}
+
+#[test]
+fn two_replicas_racing_on_one_tag_leave_one_consistent_winner() {
+    let dir = TempDir::new().unwrap();
+    let (a, b) = replicas(&dir);
+    let cfg = config_blob();
+    let cd = a.push_blob("race/app", &cfg);
+    let mut manifests = Vec::new();
+    for i in 0..2u32 {
+        let layer = data(1000, i);
+        let ld = a.push_blob("race/app", &layer);
+        manifests.push(manifest_json(
+            OCI_MANIFEST,
+            (&cd, cfg.len()),
+            &[(&ld, layer.len())],
+            "",
+        ));
+    }
+    for round in 0..8 {
+        std::thread::scope(|s| {
+            for (srv, m) in [(&a, &manifests[0]), (&b, &manifests[1])] {
+                s.spawn(move || {
+                    let r = put_manifest(srv, "race/app", "latest", m);
+                    assert_eq!(r.status, 201, "round {round}: {}", r.text());
+                });
+            }
+        });
+        let ra = a.get("/v2/race/app/manifests/latest");
+        let rb = b.get("/v2/race/app/manifests/latest");
+        assert_eq!((ra.status, rb.status), (200, 200));
+        assert_eq!(ra.body, rb.body, "both replicas see the same winner");
+        let winner = String::from_utf8(ra.body.clone()).unwrap();
+        assert!(manifests.contains(&winner), "{winner}");
+        assert_eq!(
+            ra.header("docker-content-digest"),
+            Some(digest_of(winner.as_bytes()).as_str())
+        );
+    }
 }
