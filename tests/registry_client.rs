@@ -188,55 +188,76 @@ pub const AZURITE_ACCOUNT: &str = "devstoreaccount1";
 pub const AZURITE_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
-/// An Azurite blob service (in memory) on a free loopback port, one per test process, started
-/// and ended like `Moto`.
+/// Start Azurite's blob service (in memory) on `port` from a thread that never ends, with the
+/// parent-death signal set, as `spawn_moto` does; returns its PID once it listens.
+fn spawn_azurite(port: u16) -> u32 {
+    assert!(
+        Path::new(AZURITE).exists(),
+        "{AZURITE} is missing: run scripts/setup.sh (the Azure tests need azurite)"
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let child = Command::new("setpriv")
+            .args(["--pdeathsig", "KILL", "--", AZURITE])
+            .args(["--blobHost", "127.0.0.1", "--blobPort"])
+            .arg(port.to_string())
+            .args(["--inMemoryPersistence", "--disableTelemetry", "--silent"])
+            // Room for the suite's blobs; nothing is written to disk.
+            .args(["--extentMemoryLimit", "2048"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start azurite-blob");
+        tx.send(child.id()).expect("send pid");
+        let mut child = child;
+        let _ = child.wait();
+    });
+    let pid = rx.recv().expect("azurite pid");
+    for _ in 0..400 {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return pid;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("azurite-blob did not listen on port {port}");
+}
+
+/// An Azurite blob service on a free loopback port, one per test process, started and ended
+/// like `Moto`.
 pub struct Azurite {
     pub port: u16,
-    pid: u32,
+    pid: std::sync::Mutex<u32>,
 }
 
 impl Azurite {
     pub fn get() -> &'static Azurite {
         static A: std::sync::OnceLock<Azurite> = std::sync::OnceLock::new();
         A.get_or_init(|| {
-            assert!(
-                Path::new(AZURITE).exists(),
-                "{AZURITE} is missing: run scripts/setup.sh (the Azure tests need azurite)"
-            );
             let port = std::net::TcpListener::bind("127.0.0.1:0")
                 .and_then(|l| l.local_addr())
                 .expect("free port")
                 .port();
-            let (tx, rx) = std::sync::mpsc::channel();
-            std::thread::spawn(move || {
-                let child = Command::new("setpriv")
-                    .args(["--pdeathsig", "KILL", "--", AZURITE])
-                    .args(["--blobHost", "127.0.0.1", "--blobPort"])
-                    .arg(port.to_string())
-                    .args(["--inMemoryPersistence", "--disableTelemetry", "--silent"])
-                    // Room for the suite's blobs; nothing is written to disk.
-                    .args(["--extentMemoryLimit", "2048"])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .expect("start azurite-blob");
-                tx.send(child.id()).expect("send pid");
-                let mut child = child;
-                let _ = child.wait();
-            });
-            let pid = rx.recv().expect("azurite pid");
-            for _ in 0..400 {
-                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return Azurite { port, pid };
-                }
-                std::thread::sleep(Duration::from_millis(25));
+            Azurite {
+                port,
+                pid: std::sync::Mutex::new(spawn_azurite(port)),
             }
-            panic!("azurite-blob did not listen on port {port}");
         })
     }
 
-    pub fn pid(&self) -> u32 {
-        self.pid
+    pub fn stop(&self) {
+        let pid = *self.pid.lock().unwrap();
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        for _ in 0..200 {
+            if TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Start again on the same port (in memory: containers are gone).
+    pub fn restart(&self) {
+        *self.pid.lock().unwrap() = spawn_azurite(self.port);
     }
 
     /// The blob service URL of the account, as `endpoint` takes it.
