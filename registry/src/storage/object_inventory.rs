@@ -33,16 +33,16 @@ fn hex_digest(name: &str) -> Option<Digest> {
 }
 
 impl ObjectInventory {
-    /// Open (and probe) the S3 bucket `cfg` names.
-    pub fn open_s3(
-        cfg: &crate::config::S3Config,
+    /// Open (and probe) the bucket `cfg` names.
+    pub fn open_bucket(
+        cfg: &crate::config::BucketConfig,
         read_only: bool,
-    ) -> Result<ObjectInventory, super::s3::OpenError> {
+    ) -> Result<ObjectInventory, super::cloud::OpenError> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| super::s3::OpenError::Settings(format!("starting a runtime: {e}")))?;
-        let st = rt.block_on(super::s3::open(cfg, read_only))?;
+            .map_err(super::cloud::OpenError::Runtime)?;
+        let st = rt.block_on(super::cloud::open(cfg, read_only))?;
         Ok(ObjectInventory { st, rt })
     }
 
