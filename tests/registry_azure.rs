@@ -331,6 +331,8 @@ fn gc_on_the_container_spares_a_push_racing_it() {
     let orphan = a.push_blob("gc/app", b"nobody refers to me");
     let r = a.req("POST", "/v2/gc/app/blobs/uploads/", &[], b"");
     let stale_upload = r.header("location").unwrap().to_string();
+    // A first push into a new repository, abandoned: its session is all that repository holds.
+    let first_push = patch_upload(&a, "gc/brand/new", b"the start of a layer");
     std::thread::sleep(std::time::Duration::from_secs(3));
     // A push in progress on the other replica: its layer is up, its manifest not yet.
     let fresh = data(5000, 4);
@@ -349,7 +351,8 @@ fn gc_on_the_container_spares_a_push_racing_it() {
         !out.contains(&fd) && !out.contains(&ld) && !out.contains(&cd),
         "{out}"
     );
-    assert!(out.contains("1 blobs deleted, 1 uploads purged"), "{out}");
+    assert!(out.contains("1 blobs deleted, 2 uploads purged"), "{out}");
+    assert_eq!(a.get(&first_push).status, 404);
     assert_eq!(
         b.req("HEAD", &format!("/v2/gc/app/blobs/{orphan}"), &[], b"")
             .status,
