@@ -30,3 +30,18 @@ if [ ! -x "$MOTO_VENV/bin/moto_server" ]; then
   /usr/bin/python3 -m venv "$MOTO_VENV"
   "$MOTO_VENV/bin/pip" install -q --disable-pip-version-check "moto[server]==5.1.*"
 fi
+
+# An Azure Blob Storage emulator for the Azure tests (Azurite, from npm) in its own prefix.
+AZURITE_PREFIX=/opt/berth-test-node
+if [ ! -x "$AZURITE_PREFIX/node_modules/.bin/azurite-blob" ]; then
+  # Debian's npm only where no Node.js with its own npm is installed (they conflict).
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "setup: installing nodejs npm" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq nodejs npm >/dev/null
+  fi
+  echo "setup: installing azurite into $AZURITE_PREFIX" >&2
+  mkdir -p "$AZURITE_PREFIX"
+  npm install --prefix "$AZURITE_PREFIX" --no-audit --no-fund --silent "azurite@3" >/dev/null
+fi

@@ -512,3 +512,109 @@ fn bad_values_and_unreachable_caches() {
     );
     assert!(err.contains("WARNING: failed to export cache"), "{err}");
 }
+
+/// `berth ARGS` with the credentials file `auth` (as `BERTH_AUTH_FILE`): (success, stderr).
+fn with_auth(env: &Env, auth: &Path, args: &[&str], stdin: &str) -> (bool, String) {
+    let out = env
+        .berth()
+        .env("BERTH_AUTH_FILE", auth)
+        .args(args)
+        .write_stdin(stdin)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A cache in a registry that wants credentials: export and import use what `berth login`
+/// stored, as push and pull do; without them the import is a warning that says so, and the
+/// build goes on.
+#[test]
+fn a_cache_in_a_registry_with_auth_uses_the_login() {
+    let a = Env::new();
+    let htpasswd = a.path("htpasswd");
+    let (ok, err) = with_auth(
+        &a,
+        &a.path("unused.json"),
+        &[
+            "registry",
+            "htpasswd",
+            "builder",
+            "--file",
+            htpasswd.to_str().unwrap(),
+        ],
+        "cache-pw\n",
+    );
+    assert!(ok, "{err}");
+    let server = Server::start(
+        &a.path("registry"),
+        &["--htpasswd", htpasswd.to_str().unwrap()],
+    );
+    let host = format!("127.0.0.1:{}", server.port);
+    let auth = a.path("auth.json");
+    let login = ["login", "-u", "builder", "--password-stdin", host.as_str()];
+    let (ok, err) = with_auth(&a, &auth, &login, "cache-pw\n");
+    assert!(ok, "{err}");
+    let base = format!("{host}/base/bb:1");
+    a.import_busybox("bb:1");
+    a.ok(&["tag", "bb:1", &base]);
+    let (ok, err) = with_auth(&a, &auth, &["push", &base], "");
+    assert!(ok, "{err}");
+
+    let df = SIMPLE.replace("{BASE}", &base);
+    let ctx = context(&a, "ctx", &df, &[("msg.txt", "secret")]);
+    let cache = format!("{host}/cache/app:c");
+    let to = format!("type=registry,ref={cache},mode=max");
+    let args = [
+        "build",
+        "--progress",
+        "plain",
+        "-t",
+        "app:1",
+        "--cache-to",
+        &to,
+        &ctx,
+    ];
+    let (ok, err) = with_auth(&a, &auth, &args, "");
+    assert!(ok, "{err}");
+    assert!(!err.contains("warning"), "{err}");
+    let (digest_a, id_a) = image_of(&a, "app:1");
+
+    let b = Env::new();
+    let (ok, err) = with_auth(&b, &auth, &["pull", &base], "");
+    assert!(ok, "{err}");
+    let ctx_b = context(&b, "ctx", &df, &[("msg.txt", "secret")]);
+    let from = [
+        "build",
+        "--progress",
+        "plain",
+        "-t",
+        "app:1",
+        "--cache-from",
+        &cache,
+    ];
+    let (ok, err) = with_auth(&b, &auth, &[&from[..], &[ctx_b.as_str()]].concat(), "");
+    assert!(ok, "{err}");
+    assert_eq!(cached_and_ran(&err), (6, 0), "{err}");
+    assert_eq!(image_of(&b, "app:1"), (digest_a, id_a));
+
+    // Without the login: the registry refuses, the build says so and runs its steps.
+    let c = Env::new();
+    let (ok, err) = with_auth(&c, &auth, &["pull", &base], "");
+    assert!(ok, "{err}");
+    let ctx_c = context(&c, "ctx", &df, &[("msg.txt", "secret")]);
+    let (ok, err) = with_auth(
+        &c,
+        &c.path("nobody.json"),
+        &[&from[..], &[ctx_c.as_str()]].concat(),
+        "",
+    );
+    assert!(ok, "{err}");
+    assert!(
+        err.contains(&cache) && (err.contains("unauthorized") || err.contains("401")),
+        "the warning names the cache and the refusal: {err}"
+    );
+    assert_eq!(cached_and_ran(&err).1, 5, "{err}");
+}

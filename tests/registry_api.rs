@@ -885,7 +885,7 @@ fn upload_sessions_announce_chunk_min_length() {
     // Default: 1 MiB (on a bucket: its 8 MiB part size), on every response that opens a session.
     let default = match backend() {
         Backend::Fs => "1048576",
-        Backend::S3 => "8388608",
+        Backend::S3 | Backend::Azure => "8388608",
     };
     let r = s.req(
         "POST",
@@ -1142,7 +1142,7 @@ fn read_only_mode_and_config_file() {
 
     let cfg = dir.path().join("registry.toml");
     let setting = match &s_bucket {
-        Some(b) => format!("[storage]\nkind = \"s3\"\nbucket = {b:?}\n"),
+        Some(b) => storage_table(b),
         None => format!("storage = {:?}\n", storage.to_str().unwrap()),
     };
     std::fs::write(

@@ -17,12 +17,14 @@ pub fn digest_of(b: &[u8]) -> String {
 }
 
 /// Which storage `Server::start` gives a registry. The `registry_api_s3` and `registry_s3*`
-/// test binaries run on buckets of a moto server; every other binary on a directory. (Chosen
-/// by the binary's name, so `registry_api_s3` can include the very same suite.)
+/// test binaries run on buckets of a moto server, `registry_api_azure` and `registry_azure*`
+/// on containers of an Azurite; every other binary on a directory. (Chosen by the binary's
+/// name, so `registry_api_s3` and `registry_api_azure` can include the very same suite.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Fs,
     S3,
+    Azure,
 }
 
 pub fn backend() -> Backend {
@@ -30,6 +32,8 @@ pub fn backend() -> Backend {
     let name = exe.file_name().and_then(|n| n.to_str()).unwrap_or("");
     if name.starts_with("registry_api_s3") || name.starts_with("registry_s3") {
         Backend::S3
+    } else if name.starts_with("registry_api_azure") || name.starts_with("registry_azure") {
+        Backend::Azure
     } else {
         Backend::Fs
     }
@@ -177,6 +181,239 @@ impl Moto {
     }
 }
 
+/// The blob service of Azurite (npm `azurite`, installed by scripts/setup.sh).
+pub const AZURITE: &str = "/opt/berth-test-node/node_modules/.bin/azurite-blob";
+/// Azurite's well-known development account and key.
+pub const AZURITE_ACCOUNT: &str = "devstoreaccount1";
+pub const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// Start Azurite's blob service (in memory) on `port` from a thread that never ends, with the
+/// parent-death signal set, as `spawn_moto` does; returns its PID once it listens.
+fn spawn_azurite(port: u16) -> u32 {
+    assert!(
+        Path::new(AZURITE).exists(),
+        "{AZURITE} is missing: run scripts/setup.sh (the Azure tests need azurite)"
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let child = Command::new("setpriv")
+            .args(["--pdeathsig", "KILL", "--", AZURITE])
+            .args(["--blobHost", "127.0.0.1", "--blobPort"])
+            .arg(port.to_string())
+            .args(["--inMemoryPersistence", "--disableTelemetry", "--silent"])
+            // Room for the suite's blobs; nothing is written to disk.
+            .args(["--extentMemoryLimit", "2048"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start azurite-blob");
+        tx.send(child.id()).expect("send pid");
+        let mut child = child;
+        let _ = child.wait();
+    });
+    let pid = rx.recv().expect("azurite pid");
+    for _ in 0..400 {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return pid;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("azurite-blob did not listen on port {port}");
+}
+
+/// An Azurite blob service on a free loopback port, one per test process, started and ended
+/// like `Moto`.
+pub struct Azurite {
+    pub port: u16,
+    pid: std::sync::Mutex<u32>,
+}
+
+impl Azurite {
+    pub fn get() -> &'static Azurite {
+        static A: std::sync::OnceLock<Azurite> = std::sync::OnceLock::new();
+        A.get_or_init(|| {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("free port")
+                .port();
+            Azurite {
+                port,
+                pid: std::sync::Mutex::new(spawn_azurite(port)),
+            }
+        })
+    }
+
+    pub fn stop(&self) {
+        let pid = *self.pid.lock().unwrap();
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        for _ in 0..200 {
+            if TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Start again on the same port (in memory: containers are gone).
+    pub fn restart(&self) {
+        *self.pid.lock().unwrap() = spawn_azurite(self.port);
+    }
+
+    /// The blob service URL of the account, as `endpoint` takes it.
+    pub fn account_url(&self) -> String {
+        format!("http://127.0.0.1:{}/{AZURITE_ACCOUNT}", self.port)
+    }
+
+    /// The AZURE_* settings a registry (or gc) needs: the emulator mode of the Azure tools.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AZURE_STORAGE_USE_EMULATOR", "true".into()),
+            (
+                "AZURITE_BLOB_STORAGE_URL",
+                format!("http://127.0.0.1:{}", self.port),
+            ),
+        ]
+    }
+
+    /// A request signed with the account key (Shared Key), to `/<account><path>?<query>`.
+    pub fn signed(&self, method: &str, path: &str, query: &[(&str, &str)]) -> Resp {
+        let date = chrono::Utc::now()
+            .format("%a, %d %b %Y %H:%M:%S GMT")
+            .to_string();
+        let version = "2021-08-06";
+        let mut q: Vec<(String, String)> = query
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
+            .collect();
+        q.sort();
+        let mut resource = format!("/{AZURITE_ACCOUNT}/{AZURITE_ACCOUNT}{path}");
+        for (k, v) in &q {
+            resource.push_str(&format!("\n{k}:{v}"));
+        }
+        // VERB, then 11 standard headers (all empty here), then x-ms-* and the resource.
+        let to_sign = format!(
+            "{method}\n{}x-ms-date:{date}\nx-ms-version:{version}\n{resource}",
+            "\n".repeat(11)
+        );
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let key = b64.decode(AZURITE_KEY).expect("account key");
+        let sig = b64.encode(hmac_sha256(&key, to_sign.as_bytes()));
+        let auth = format!("SharedKey {AZURITE_ACCOUNT}:{sig}");
+        let query: Vec<String> = q
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.replace('/', "%2F")))
+            .collect();
+        let target = if query.is_empty() {
+            format!("/{AZURITE_ACCOUNT}{path}")
+        } else {
+            format!("/{AZURITE_ACCOUNT}{path}?{}", query.join("&"))
+        };
+        request(
+            self.port,
+            method,
+            &target,
+            &[
+                ("x-ms-date", &date),
+                ("x-ms-version", version),
+                ("Authorization", &auth),
+            ],
+            b"",
+        )
+    }
+
+    /// Create `container` (no error if it exists).
+    pub fn create_container(&self, container: &str) {
+        let r = self.signed("PUT", &format!("/{container}"), &[("restype", "container")]);
+        assert!(
+            r.status == 201 || r.status == 409,
+            "create container {container}: {} {}",
+            r.status,
+            r.text()
+        );
+    }
+
+    /// Blob names in `container` under `prefix`.
+    pub fn keys(&self, container: &str, prefix: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut marker = String::new();
+        loop {
+            let mut q = vec![
+                ("restype", "container"),
+                ("comp", "list"),
+                ("prefix", prefix),
+            ];
+            if !marker.is_empty() {
+                q.push(("marker", &marker));
+            }
+            let r = self.signed("GET", &format!("/{container}"), &q);
+            assert_eq!(r.status, 200, "{}", r.text());
+            let t = r.text();
+            out.extend(
+                t.split("<Name>")
+                    .skip(1)
+                    .filter_map(|k| k.split("</Name>").next())
+                    .map(str::to_string),
+            );
+            match t
+                .split("<NextMarker>")
+                .nth(1)
+                .and_then(|k| k.split("</NextMarker>").next())
+                .filter(|m| !m.is_empty())
+            {
+                Some(m) => marker = m.to_string(),
+                None => return out,
+            }
+        }
+    }
+}
+
+/// HMAC-SHA256 (RFC 2104) over sha2, for Shared Key signatures.
+fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
+    let mut k = [0u8; 64];
+    if key.len() > 64 {
+        k[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let pad = |p: u8| k.iter().map(|b| b ^ p).collect::<Vec<u8>>();
+    let inner = Sha256::new()
+        .chain_update(pad(0x36))
+        .chain_update(msg)
+        .finalize();
+    Sha256::new()
+        .chain_update(pad(0x5c))
+        .chain_update(inner)
+        .finalize()
+        .into()
+}
+
+/// The keys under `prefix` of bucket (or container) `bucket` of this binary's backend.
+pub fn bucket_keys(bucket: &str, prefix: &str) -> Vec<String> {
+    match backend() {
+        Backend::Azure => Azurite::get().keys(bucket, prefix),
+        _ => Moto::get().keys(bucket, prefix),
+    }
+}
+
+/// A `[storage]` table for bucket (or container) `bucket` of this binary's backend.
+pub fn storage_table(bucket: &str) -> String {
+    match backend() {
+        Backend::Azure => format!("[storage]\nkind = \"azure\"\ncontainer = {bucket:?}\n"),
+        _ => format!("[storage]\nkind = \"s3\"\nbucket = {bucket:?}\n"),
+    }
+}
+
+/// The environment a `berth` command needs to reach this binary's object store.
+pub fn backend_env() -> Vec<(&'static str, String)> {
+    match backend() {
+        Backend::Fs => Vec::new(),
+        Backend::S3 => Moto::get().env(),
+        Backend::Azure => Azurite::get().env(),
+    }
+}
+
 /// A bucket name for a storage directory: the same directory (a restarted server) gets the
 /// same bucket.
 pub fn bucket_for(storage: &Path) -> String {
@@ -190,18 +427,27 @@ pub struct Server {
     pub port: u16,
     pub storage: PathBuf,
     pub log: PathBuf,
-    /// On the S3 backend: the bucket.
+    /// On an object-storage backend: the bucket (or Azure container).
     pub bucket: Option<String>,
 }
 
 impl Server {
-    /// A registry on `storage` (a directory), or, in the S3 test binaries, on the bucket named
-    /// after it.
+    /// A registry on `storage` (a directory), or, in the S3 and Azure test binaries, on the
+    /// bucket (container) named after it.
     pub fn start(storage: &Path, extra: &[&str]) -> Server {
-        if backend() == Backend::S3 {
-            let bucket = bucket_for(storage);
-            Moto::get().create_bucket(&bucket);
-            let url = format!("s3://{bucket}");
+        let bucket = bucket_for(storage);
+        let url = match backend() {
+            Backend::Fs => None,
+            Backend::S3 => {
+                Moto::get().create_bucket(&bucket);
+                Some(format!("s3://{bucket}"))
+            }
+            Backend::Azure => {
+                Azurite::get().create_container(&bucket);
+                Some(format!("az://{bucket}"))
+            }
+        };
+        if let Some(url) = url {
             let mut s = Self::start_with(&["--storage", &url], storage, extra);
             s.bucket = Some(bucket);
             return s;
@@ -214,18 +460,21 @@ impl Server {
     }
 
     pub fn start_with(args: &[&str], storage: &Path, extra: &[&str]) -> Server {
-        std::fs::create_dir_all(storage).expect("storage dir");
-        let log = storage.with_extension(format!("log{}", rand_suffix()));
-        let err = File::create(&log).expect("log file");
         let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("berth"));
-        if backend() == Backend::S3 {
-            cmd.envs(Moto::get().env());
-        }
-        let mut child = cmd
+        cmd.envs(backend_env())
             .args(["--root", storage.join("root").to_str().expect("utf-8")])
             .args(["registry", "serve", "--addr", "127.0.0.1:0"])
             .args(args)
-            .args(extra)
+            .args(extra);
+        Self::spawn(cmd, storage)
+    }
+
+    /// Run `cmd` (a whole `berth … registry serve` command line) and wait until it listens.
+    pub fn spawn(mut cmd: Command, storage: &Path) -> Server {
+        std::fs::create_dir_all(storage).expect("storage dir");
+        let log = storage.with_extension(format!("log{}", rand_suffix()));
+        let err = File::create(&log).expect("log file");
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::from(err))
             .spawn()
@@ -315,7 +564,7 @@ impl Server {
     /// Whether anything is stored under `rel` (a directory, or a key prefix in the bucket).
     pub fn stored_under(&self, rel: &str) -> bool {
         match &self.bucket {
-            Some(b) => !Moto::get().keys(b, &format!("{rel}/")).is_empty(),
+            Some(b) => !bucket_keys(b, &format!("{rel}/")).is_empty(),
             None => self.storage.join(rel).exists(),
         }
     }
@@ -325,8 +574,8 @@ impl Server {
     /// name.
     pub fn stored_blobs(&self) -> Vec<PathBuf> {
         if let Some(b) = &self.bucket {
-            let mut keys = Moto::get().keys(b, "blobs/sha256/");
-            for k in Moto::get().keys(b, "blobs/ref/sha256/") {
+            let mut keys = bucket_keys(b, "blobs/sha256/");
+            for k in bucket_keys(b, "blobs/ref/sha256/") {
                 let hex = k.rsplit('/').next().unwrap_or_default().to_string();
                 if !keys.iter().any(|i| i.ends_with(&format!("/{hex}"))) {
                     keys.push(k);

@@ -306,6 +306,48 @@ fn fresh_unreferenced_blob_survives_the_default_grace() {
     assert!(!link_path(&storage, "gc/race", &blob).exists());
 }
 
+/// A first push into a new repository that the client abandoned: the repository holds a
+/// session and nothing else, and gc still finds it (it used to look only in repositories
+/// with manifests or links).
+#[test]
+fn gc_purges_an_abandoned_first_push_into_a_new_repository() {
+    let dir = TempDir::new().expect("tempdir");
+    let storage = dir.path().join("storage");
+    let s = Server::start(&storage, &[]);
+    let r = s.req("POST", "/v2/gc/brand/new/blobs/uploads/", &[], b"");
+    assert_eq!(r.status, 202, "{}", r.text());
+    let loc = r.header("location").expect("location").to_string();
+    let r = s.req(
+        "PATCH",
+        &loc,
+        &[("Content-Type", "application/octet-stream")],
+        b"the start of a layer",
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+    stop(s);
+    let uploads = storage.join("repositories/gc/brand/new/_uploads");
+    let ids: Vec<_> = std::fs::read_dir(&uploads)
+        .expect("the session is stored")
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+
+    // Fresh: kept.
+    assert_eq!(
+        gc_ok(&storage, &[]),
+        vec!["0 blobs marked, 0 blobs deleted, 0 uploads purged".to_string()]
+    );
+    assert!(uploads.join(&ids[0]).is_dir());
+    assert_eq!(
+        gc_ok(&storage, &["--grace", "0s"]),
+        vec![
+            format!("deleting upload: gc/brand/new/{}", ids[0]),
+            "0 blobs marked, 0 blobs deleted, 1 uploads purged".to_string()
+        ]
+    );
+    assert!(!uploads.join(&ids[0]).exists());
+}
+
 #[test]
 fn gc_errors_are_one_clear_line() {
     let dir = TempDir::new().expect("tempdir");

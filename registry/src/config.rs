@@ -4,26 +4,33 @@
 //! `auth-token-key`, `auth-token-anonymous-pull`); flags win over the file.
 //!
 //! `storage` is a directory (`storage = "/srv/registry"`, or `--storage DIR`), or a bucket:
-//! `--storage s3://BUCKET[/PREFIX]`, or a table in the file:
+//! `--storage s3://BUCKET[/PREFIX]`, `az://CONTAINER[/PREFIX]` (Azure Blob Storage),
+//! `gs://BUCKET[/PREFIX]` (Google Cloud Storage), or a table in the file:
 //!
 //! ```toml
 //! [storage]
-//! kind = "s3"
+//! kind = "s3"                   # or "azure" (container = …) or "gcs"
 //! bucket = "images"
 //! prefix = "registry"           # optional: keys live under it
-//! endpoint = "http://127.0.0.1:9000"  # optional: an S3-compatible server
-//! region = "eu-west-1"          # optional
+//! endpoint = "http://127.0.0.1:9000"  # optional: an S3-compatible server; Azure: the
+//!                               #   account's blob URL; GCS: the base URL
+//! region = "eu-west-1"          # optional, S3 only
 //! allow-http = true             # optional: a plain-HTTP endpoint
-//! part-size = 8388608           # optional: multipart part size in bytes (>= 5 MiB)
+//! part-size = 8388608           # optional: multipart part size in bytes (S3, GCS: >= 5 MiB)
 //! max-retries = 3               # optional: retries of a failed object-store request
 //! retry-timeout = "10s"         # optional: no retry starts after this
 //! request-timeout = "60s"       # optional: one request's limit
-//! redirect = true               # optional: blob GETs answer 307 to a presigned URL (default)
+//! redirect = true               # optional, S3 only: blob GETs answer 307 to a presigned
+//!                               #   URL of the object (default; false: stream them)
 //! ```
 //!
-//! Credentials, and anything not set here, come from the environment as the AWS tools read it
-//! (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`,
-//! `AWS_ENDPOINT`, `AWS_ALLOW_HTTP`, …); the table wins over the environment.
+//! Azure has `container` instead of `bucket`, and `account` and `use-emulator` (Azurite).
+//! Credentials, and anything not set here, come from the environment as each provider's tools
+//! read it: S3 `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`,
+//! `AWS_ENDPOINT`, `AWS_ALLOW_HTTP`, …; Azure `AZURE_STORAGE_ACCOUNT_NAME`,
+//! `AZURE_STORAGE_ACCOUNT_KEY`, `AZURE_STORAGE_SAS_KEY`, `AZURE_CLIENT_ID`, …; GCS
+//! `GOOGLE_SERVICE_ACCOUNT`, `GOOGLE_SERVICE_ACCOUNT_KEY`, `GOOGLE_APPLICATION_CREDENTIALS`, ….
+//! The table wins over the environment.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -143,16 +150,83 @@ pub const DEFAULT_CHUNK_MIN_LENGTH: u64 = 1 << 20;
 pub enum StorageConfig {
     /// A directory on this machine (the filesystem backend).
     Fs(PathBuf),
-    /// A bucket: several replicas may serve the same one.
-    S3(S3Config),
+    /// A bucket (S3, GCS) or container (Azure): several replicas may serve the same one.
+    Bucket(BucketConfig),
 }
 
 impl std::fmt::Display for StorageConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StorageConfig::Fs(p) => write!(f, "{}", p.display()),
-            StorageConfig::S3(c) if c.prefix.is_empty() => write!(f, "s3://{}", c.bucket),
-            StorageConfig::S3(c) => write!(f, "s3://{}/{}", c.bucket, c.prefix),
+            StorageConfig::Bucket(c) => {
+                write!(f, "{}://{}", c.kind.scheme(), c.bucket)?;
+                if !c.prefix.is_empty() {
+                    write!(f, "/{}", c.prefix)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Which object store a bucket is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BucketKind {
+    /// Amazon S3 or an S3-compatible server.
+    S3,
+    /// Azure Blob Storage (or Azurite).
+    Azure,
+    /// Google Cloud Storage.
+    Gcs,
+}
+
+impl BucketKind {
+    pub const ALL: [BucketKind; 3] = [BucketKind::S3, BucketKind::Azure, BucketKind::Gcs];
+
+    /// `kind = "…"` in the `[storage]` table.
+    pub fn name(self) -> &'static str {
+        match self {
+            BucketKind::S3 => "s3",
+            BucketKind::Azure => "azure",
+            BucketKind::Gcs => "gcs",
+        }
+    }
+
+    /// The `--storage` URL scheme (the ones the providers' own tools use).
+    pub fn scheme(self) -> &'static str {
+        match self {
+            BucketKind::S3 => "s3",
+            BucketKind::Azure => "az",
+            BucketKind::Gcs => "gs",
+        }
+    }
+
+    /// What the provider calls a bucket.
+    pub fn noun(self) -> &'static str {
+        match self {
+            BucketKind::Azure => "container",
+            BucketKind::S3 | BucketKind::Gcs => "bucket",
+        }
+    }
+
+    /// The smallest and largest part size the provider's multipart upload takes, and why.
+    ///
+    /// S3 and GCS's XML multipart upload: parts of 5 MiB to 5 GiB (but for the last). Azure's
+    /// blocks have no minimum but at most 50,000 make a blob, so parts under 1 MiB would cap a
+    /// blob below 50 GB; a block is at most 4000 MiB.
+    pub fn part_limits(self) -> (u64, u64, &'static str) {
+        match self {
+            BucketKind::S3 => (MIN_PART_SIZE, 5 << 30, "S3's part size is 5 MiB to 5 GiB"),
+            BucketKind::Gcs => (
+                MIN_PART_SIZE,
+                5 << 30,
+                "GCS's multipart part size is 5 MiB to 5 GiB",
+            ),
+            BucketKind::Azure => (
+                1 << 20,
+                4000 << 20,
+                "an Azure block is at most 4000 MiB, and at most 50,000 of them make a blob, so berth takes 1 MiB to 4000 MiB",
+            ),
         }
     }
 }
@@ -163,58 +237,79 @@ pub const MIN_PART_SIZE: u64 = 5 << 20;
 /// PATCH becomes exactly one part.
 pub const DEFAULT_PART_SIZE: u64 = 8 << 20;
 
-/// An S3 (or S3-compatible) bucket.
+/// A bucket of an object store. Settings that only one kind has are None for the others.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct S3Config {
+pub struct BucketConfig {
+    pub kind: BucketKind,
+    /// The bucket (S3, GCS) or container (Azure).
     pub bucket: String,
     /// Key prefix, without leading or trailing `/` (empty: the bucket's root).
     pub prefix: String,
+    /// S3: the server's URL; Azure: the account's blob service URL; GCS: the base URL.
     pub endpoint: Option<String>,
+    /// S3 only.
     pub region: Option<String>,
+    /// Azure only: the storage account.
+    pub account: Option<String>,
+    /// Azure only: Azurite (its well-known account and key unless set, at
+    /// `AZURITE_BLOB_STORAGE_URL` or http://127.0.0.1:10000).
+    pub use_emulator: Option<bool>,
     pub allow_http: Option<bool>,
     pub part_size: u64,
     pub max_retries: usize,
     pub retry_timeout: Duration,
     pub request_timeout: Duration,
-    /// Blob GETs are redirected to presigned URLs of the bucket (distribution's default).
+    /// S3 only: blob GETs are redirected to presigned URLs (distribution's default).
     pub redirect: bool,
 }
 
-impl S3Config {
-    pub fn new(bucket: &str, prefix: &str) -> S3Config {
-        S3Config {
+impl BucketConfig {
+    pub fn new(kind: BucketKind, bucket: &str, prefix: &str) -> BucketConfig {
+        BucketConfig {
+            kind,
             bucket: bucket.to_string(),
             prefix: prefix.trim_matches('/').to_string(),
             endpoint: None,
             region: None,
+            account: None,
+            use_emulator: None,
             allow_http: None,
             part_size: DEFAULT_PART_SIZE,
             max_retries: 3,
             retry_timeout: Duration::from_secs(15),
             request_timeout: Duration::from_secs(60),
-            redirect: true,
+            redirect: kind == BucketKind::S3,
         }
     }
 }
 
+/// The accepted `--storage` forms, for error messages.
+const STORAGE_FORMS: &str =
+    "s3://BUCKET[/PREFIX], az://CONTAINER[/PREFIX], gs://BUCKET[/PREFIX] or a directory";
+
 impl StorageConfig {
-    /// `--storage`: `s3://BUCKET[/PREFIX]` or a directory.
+    /// `--storage`: `s3://BUCKET[/PREFIX]`, `az://CONTAINER[/PREFIX]`, `gs://BUCKET[/PREFIX]`
+    /// or a directory.
     pub fn parse_flag(s: &str) -> Result<StorageConfig, String> {
-        let Some(rest) = s.strip_prefix("s3://") else {
-            if s.contains("://") {
-                return Err(format!(
-                    "storage {s:?}: only s3://BUCKET[/PREFIX] URLs are supported (or a directory)"
-                ));
-            }
+        let Some((scheme, rest)) = s.split_once("://") else {
             return Ok(StorageConfig::Fs(PathBuf::from(s)));
+        };
+        let Some(kind) = BucketKind::ALL.into_iter().find(|k| k.scheme() == scheme) else {
+            return Err(format!(
+                "storage {s:?}: {scheme}:// is not a storage URL: use {STORAGE_FORMS}"
+            ));
         };
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
+            let noun = kind.noun();
             return Err(format!(
-                "storage {s:?}: the URL names no bucket (s3://BUCKET[/PREFIX])"
+                "storage {s:?}: the URL names no {noun} ({scheme}://{}[/PREFIX])",
+                noun.to_uppercase()
             ));
         }
-        Ok(StorageConfig::S3(S3Config::new(bucket, prefix)))
+        Ok(StorageConfig::Bucket(BucketConfig::new(
+            kind, bucket, prefix,
+        )))
     }
 }
 
@@ -231,9 +326,12 @@ pub struct StorageTable {
     pub kind: String,
     pub path: Option<PathBuf>,
     pub bucket: Option<String>,
+    pub container: Option<String>,
     pub prefix: Option<String>,
     pub endpoint: Option<String>,
     pub region: Option<String>,
+    pub account: Option<String>,
+    pub use_emulator: Option<bool>,
     pub allow_http: Option<bool>,
     pub part_size: Option<u64>,
     pub max_retries: Option<usize>,
@@ -248,7 +346,9 @@ impl<'de> Deserialize<'de> for StorageSetting {
         impl<'de> serde::de::Visitor<'de> for V {
             type Value = StorageSetting;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a directory, or a table with kind = \"fs\" or \"s3\"")
+                f.write_str(
+                    "a directory, or a table with kind = \"fs\", \"s3\", \"azure\" or \"gcs\"",
+                )
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<StorageSetting, E> {
                 Ok(StorageSetting::Path(PathBuf::from(v)))
@@ -265,76 +365,121 @@ impl<'de> Deserialize<'de> for StorageSetting {
     }
 }
 
+/// `kind` values, for error messages.
+const KINDS: &str = "\"fs\", \"s3\", \"azure\" or \"gcs\"";
+
+/// Quote and join kinds as a message names them: `"s3"`, `"s3" or "gcs"`, …
+fn kinds_phrase(kinds: &[&str]) -> String {
+    let q: Vec<String> = kinds.iter().map(|k| format!("\"{k}\"")).collect();
+    match q.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => q.concat(),
+    }
+}
+
 impl StorageSetting {
     pub fn resolve(self) -> Result<StorageConfig, String> {
         let t = match self {
             StorageSetting::Path(p) => return Ok(StorageConfig::Fs(p)),
             StorageSetting::Table(t) => *t,
         };
-        let s3_only = [
-            ("bucket", t.bucket.is_some()),
-            ("prefix", t.prefix.is_some()),
-            ("endpoint", t.endpoint.is_some()),
-            ("region", t.region.is_some()),
-            ("allow-http", t.allow_http.is_some()),
-            ("part-size", t.part_size.is_some()),
-            ("max-retries", t.max_retries.is_some()),
-            ("retry-timeout", t.retry_timeout.is_some()),
-            ("request-timeout", t.request_timeout.is_some()),
-            ("redirect", t.redirect.is_some()),
+        let kind = match t.kind.as_str() {
+            "fs" | "filesystem" => None,
+            k => match BucketKind::ALL.into_iter().find(|b| b.name() == k) {
+                Some(b) => Some(b),
+                None => {
+                    return Err(format!(
+                        "[storage] kind = {k:?} is not a storage kind: use {KINDS}"
+                    ));
+                }
+            },
+        };
+        const BUCKETS: &[&str] = &["s3", "azure", "gcs"];
+        // Each setting and the kinds that have it.
+        let owners: [(&str, bool, &[&str]); 14] = [
+            ("path", t.path.is_some(), &["fs"]),
+            ("bucket", t.bucket.is_some(), &["s3", "gcs"]),
+            ("container", t.container.is_some(), &["azure"]),
+            ("prefix", t.prefix.is_some(), BUCKETS),
+            ("endpoint", t.endpoint.is_some(), BUCKETS),
+            ("region", t.region.is_some(), &["s3"]),
+            ("account", t.account.is_some(), &["azure"]),
+            ("use-emulator", t.use_emulator.is_some(), &["azure"]),
+            ("allow-http", t.allow_http.is_some(), BUCKETS),
+            ("part-size", t.part_size.is_some(), BUCKETS),
+            ("max-retries", t.max_retries.is_some(), BUCKETS),
+            ("retry-timeout", t.retry_timeout.is_some(), BUCKETS),
+            ("request-timeout", t.request_timeout.is_some(), BUCKETS),
+            ("redirect", t.redirect.is_some(), &["s3"]),
         ];
-        match t.kind.as_str() {
-            "fs" | "filesystem" => {
-                if let Some((k, _)) = s3_only.iter().find(|(_, set)| *set) {
-                    return Err(format!("[storage] {k} is a setting of kind = \"s3\""));
-                }
-                t.path
-                    .map(StorageConfig::Fs)
-                    .ok_or_else(|| "[storage] kind = \"fs\" needs path (a directory)".into())
-            }
-            "s3" => {
-                if t.path.is_some() {
-                    return Err("[storage] path is a setting of kind = \"fs\"; a bucket takes bucket (and prefix)".into());
-                }
-                let bucket = t
-                    .bucket
-                    .filter(|b| !b.is_empty())
-                    .ok_or("[storage] kind = \"s3\" needs bucket")?;
-                let mut c = S3Config::new(&bucket, t.prefix.as_deref().unwrap_or(""));
-                c.endpoint = t.endpoint;
-                c.region = t.region;
-                c.allow_http = t.allow_http;
-                if let Some(p) = t.part_size {
-                    if p < MIN_PART_SIZE {
-                        return Err(format!(
-                            "[storage] part-size {p} is below S3's minimum part size of {MIN_PART_SIZE} bytes (5 MiB)"
-                        ));
-                    }
-                    c.part_size = p;
-                }
-                if let Some(n) = t.max_retries {
-                    c.max_retries = n;
-                }
-                if let Some(r) = t.redirect {
-                    c.redirect = r;
-                }
-                let dur = |v: Option<String>, key: &str, default: Duration| match v {
-                    None => Ok(default),
-                    Some(v) => {
-                        crate::gc::parse_duration(&v).map_err(|e| format!("[storage] {key}: {e}"))
-                    }
-                };
-                c.retry_timeout = dur(t.retry_timeout, "retry-timeout", c.retry_timeout)?;
-                c.request_timeout = dur(t.request_timeout, "request-timeout", c.request_timeout)?;
-                if c.request_timeout.is_zero() {
-                    return Err("[storage] request-timeout must be more than 0s".into());
-                }
-                Ok(StorageConfig::S3(c))
-            }
-            k => Err(format!(
-                "[storage] kind = {k:?} is not a storage kind: use \"fs\" or \"s3\""
-            )),
+        let this = kind.map_or("fs", BucketKind::name);
+        if let Some((k, _, owners)) = owners
+            .iter()
+            .find(|(_, set, owners)| *set && !owners.contains(&this))
+        {
+            let hint = match (*k, kind) {
+                ("bucket", Some(BucketKind::Azure)) => ": an Azure container is named by container",
+                ("container", Some(_)) => ": a bucket is named by bucket",
+                ("path", Some(_)) => ": a bucket takes bucket (and prefix)",
+                _ => "",
+            };
+            return Err(format!(
+                "[storage] {k} is a setting of kind = {}{hint}",
+                kinds_phrase(owners)
+            ));
         }
+        let Some(kind) = kind else {
+            return t
+                .path
+                .map(StorageConfig::Fs)
+                .ok_or_else(|| "[storage] kind = \"fs\" needs path (a directory)".into());
+        };
+        let noun = kind.noun();
+        let bucket = match kind {
+            BucketKind::Azure => t.container,
+            BucketKind::S3 | BucketKind::Gcs => t.bucket,
+        }
+        .filter(|b| !b.is_empty())
+        .ok_or_else(|| format!("[storage] kind = \"{this}\" needs {noun}"))?;
+        let mut c = BucketConfig::new(kind, &bucket, t.prefix.as_deref().unwrap_or(""));
+        c.endpoint = t.endpoint;
+        c.region = t.region;
+        c.account = t.account;
+        c.use_emulator = t.use_emulator;
+        c.allow_http = t.allow_http;
+        if c.use_emulator == Some(true) && c.endpoint.is_some() {
+            return Err("[storage] use-emulator reaches Azurite at AZURITE_BLOB_STORAGE_URL (default http://127.0.0.1:10000) and ignores endpoint: set that variable, or leave use-emulator out and set endpoint to the account's URL (for Azurite http://HOST:PORT/devstoreaccount1) with account".into());
+        }
+        if let Some(p) = t.part_size {
+            let (min, max, why) = kind.part_limits();
+            if p < min {
+                return Err(format!(
+                    "[storage] part-size {p} is below the minimum part size of {min} bytes ({why})"
+                ));
+            }
+            if p > max {
+                return Err(format!(
+                    "[storage] part-size {p} is above the maximum part size of {max} bytes ({why})"
+                ));
+            }
+            c.part_size = p;
+        }
+        if let Some(n) = t.max_retries {
+            c.max_retries = n;
+        }
+        if let Some(r) = t.redirect {
+            c.redirect = r;
+        }
+        let dur = |v: Option<String>, key: &str, default: Duration| match v {
+            None => Ok(default),
+            Some(v) => crate::gc::parse_duration(&v).map_err(|e| format!("[storage] {key}: {e}")),
+        };
+        c.retry_timeout = dur(t.retry_timeout, "retry-timeout", c.retry_timeout)?;
+        c.request_timeout = dur(t.request_timeout, "request-timeout", c.request_timeout)?;
+        if c.request_timeout.is_zero() {
+            return Err("[storage] request-timeout must be more than 0s".into());
+        }
+        Ok(StorageConfig::Bucket(c))
     }
 }
 
@@ -432,9 +577,10 @@ mod tests {
         let c = f("[storage]\nkind = \"s3\"\nbucket = \"b\"\nprefix = \"/p/q/\"\nendpoint = \"http://127.0.0.1:9\"\nallow-http = true\nmax-retries = 0\nretry-timeout = \"2s\"\nrequest-timeout = \"5s\"\npart-size = 16777216")
             .unwrap()
             .unwrap();
-        let StorageConfig::S3(c) = c else {
+        let StorageConfig::Bucket(c) = c else {
             panic!("{c:?}")
         };
+        assert_eq!(c.kind, BucketKind::S3);
         assert_eq!((c.bucket.as_str(), c.prefix.as_str()), ("b", "p/q"));
         assert_eq!(c.endpoint.as_deref(), Some("http://127.0.0.1:9"));
         assert_eq!(
@@ -449,7 +595,7 @@ mod tests {
         let c = f("[storage]\nkind = \"s3\"\nbucket = \"b\"\nredirect = false");
         assert!(matches!(
             c,
-            Ok(Ok(StorageConfig::S3(S3Config {
+            Ok(Ok(StorageConfig::Bucket(BucketConfig {
                 redirect: false,
                 ..
             })))
@@ -459,10 +605,14 @@ mod tests {
                 "[storage]\nkind = \"fs\"\npath = \"/x\"\nredirect = true",
                 "redirect is a setting of kind = \"s3\"",
             ),
+            (
+                "[storage]\nkind = \"gcs\"\nbucket = \"b\"\nredirect = true",
+                "redirect is a setting of kind = \"s3\"",
+            ),
             ("[storage]\nkind = \"s3\"", "needs bucket"),
             (
-                "[storage]\nkind = \"gcs\"\nbucket = \"b\"",
-                "not a storage kind",
+                "[storage]\nkind = \"gcp\"\nbucket = \"b\"",
+                "not a storage kind: use \"fs\", \"s3\", \"azure\" or \"gcs\"",
             ),
             ("[storage]\nkind = \"fs\"", "needs path"),
             (
@@ -477,6 +627,52 @@ mod tests {
                 "[storage]\nkind = \"s3\"\nbucket = \"b\"\nretry-timeout = \"soon\"",
                 "retry-timeout",
             ),
+            (
+                "[storage]\nkind = \"s3\"\nbucket = \"b\"\npart-size = 6000000000",
+                "maximum part size of 5368709120",
+            ),
+            ("[storage]\nkind = \"azure\"", "needs container"),
+            (
+                "[storage]\nkind = \"azure\"\nbucket = \"b\"",
+                "bucket is a setting of kind = \"s3\" or \"gcs\": an Azure container is named by container",
+            ),
+            (
+                "[storage]\nkind = \"s3\"\nbucket = \"b\"\ncontainer = \"c\"",
+                "container is a setting of kind = \"azure\"",
+            ),
+            (
+                "[storage]\nkind = \"gcs\"\nbucket = \"b\"\nregion = \"eu\"",
+                "region is a setting of kind = \"s3\"",
+            ),
+            (
+                "[storage]\nkind = \"s3\"\nbucket = \"b\"\naccount = \"a\"",
+                "account is a setting of kind = \"azure\"",
+            ),
+            (
+                "[storage]\nkind = \"gcs\"\nbucket = \"b\"\nuse-emulator = true",
+                "use-emulator is a setting of kind = \"azure\"",
+            ),
+            (
+                "[storage]\nkind = \"fs\"\npath = \"/x\"\nmax-retries = 1",
+                "max-retries is a setting of kind = \"s3\", \"azure\" or \"gcs\"",
+            ),
+            (
+                "[storage]\nkind = \"azure\"\ncontainer = \"c\"\nuse-emulator = true\nendpoint = \"http://127.0.0.1:1\"",
+                "AZURITE_BLOB_STORAGE_URL",
+            ),
+            (
+                "[storage]\nkind = \"azure\"\ncontainer = \"c\"\npart-size = 1000",
+                "minimum part size of 1048576",
+            ),
+            (
+                "[storage]\nkind = \"azure\"\ncontainer = \"c\"\npart-size = 4294967296",
+                "at most 4000 MiB",
+            ),
+            (
+                "[storage]\nkind = \"gcs\"\nbucket = \"b\"\npart-size = 4194304",
+                "GCS's multipart part size is 5 MiB to 5 GiB",
+            ),
+            ("[storage]\nkind = \"gcs\"\nprefix = \"p\"", "needs bucket"),
         ] {
             let e = f(t).unwrap().unwrap_err();
             assert!(e.contains(want), "{t}: {e}");
@@ -485,19 +681,51 @@ mod tests {
             toml::from_str::<FileConfig>("[storage]\nkind = \"s3\"\nbukket = \"b\"").unwrap_err();
         assert!(e.to_string().contains("bukket"), "{e}");
 
+        let c = f("[storage]\nkind = \"azure\"\ncontainer = \"imgs\"\naccount = \"acct\"\nendpoint = \"http://127.0.0.1:10000/acct\"\npart-size = 1048576")
+            .unwrap()
+            .unwrap();
+        let StorageConfig::Bucket(c) = c else {
+            panic!("{c:?}")
+        };
         assert_eq!(
-            StorageConfig::parse_flag("s3://imgs/reg/x"),
-            Ok(StorageConfig::S3(S3Config::new("imgs", "reg/x")))
+            (c.kind, c.bucket.as_str(), c.account.as_deref(), c.part_size),
+            (BucketKind::Azure, "imgs", Some("acct"), 1 << 20)
         );
+        let c = f("[storage]\nkind = \"gcs\"\nbucket = \"g\"\nendpoint = \"http://127.0.0.1:4443\"\nmax-retries = 1")
+            .unwrap()
+            .unwrap();
+        let StorageConfig::Bucket(c) = c else {
+            panic!("{c:?}")
+        };
+        assert_eq!(
+            (c.kind, c.bucket.as_str(), c.max_retries),
+            (BucketKind::Gcs, "g", 1)
+        );
+        assert_eq!(c.endpoint.as_deref(), Some("http://127.0.0.1:4443"));
+
+        for (url, kind, bucket, prefix) in [
+            ("s3://imgs/reg/x", BucketKind::S3, "imgs", "reg/x"),
+            ("az://cont/p", BucketKind::Azure, "cont", "p"),
+            ("gs://b", BucketKind::Gcs, "b", ""),
+        ] {
+            let c = StorageConfig::parse_flag(url).unwrap();
+            assert_eq!(
+                c,
+                StorageConfig::Bucket(BucketConfig::new(kind, bucket, prefix))
+            );
+            assert_eq!(c.to_string(), url);
+        }
+        let e = StorageConfig::parse_flag("az://").unwrap_err();
+        assert!(e.contains("names no container (az://CONTAINER"), "{e}");
         assert_eq!(
             StorageConfig::parse_flag("/d"),
             Ok(StorageConfig::Fs("/d".into()))
         );
         assert!(StorageConfig::parse_flag("s3://").is_err());
+        let e = StorageConfig::parse_flag("abfs://c").unwrap_err();
         assert!(
-            StorageConfig::parse_flag("gs://b")
-                .unwrap_err()
-                .contains("only s3://")
+            e.contains("abfs:// is not a storage URL: use s3://BUCKET[/PREFIX], az://CONTAINER[/PREFIX], gs://BUCKET[/PREFIX] or a directory"),
+            "{e}"
         );
     }
 

@@ -218,7 +218,7 @@ pub fn collect(
         }
     }
 
-    for repo in &repos {
+    for repo in &inv.upload_repositories()? {
         for up in inv.uploads(repo)? {
             if fresh(up.mtime, opts.grace) {
                 continue;

@@ -36,7 +36,7 @@ pub enum ServeError {
     #[error("opening storage: {0}")]
     Storage(#[from] StorageError),
     #[error("opening storage: {0}")]
-    Bucket(#[from] crate::storage::s3::OpenError),
+    Bucket(#[from] crate::storage::cloud::OpenError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -75,13 +75,13 @@ pub async fn serve(cfg: Config, on_ready: impl FnOnce(SocketAddr, bool)) -> Resu
     let opts = (cfg.read_only, cfg.chunk_min_length);
     let router = match &cfg.storage {
         StorageConfig::Fs(dir) => fs_router(FsStorage::open(dir)?, opts),
-        StorageConfig::S3(s3) => {
-            let storage = crate::storage::s3::open(s3, cfg.read_only).await?;
+        StorageConfig::Bucket(bucket) => {
+            let storage = crate::storage::cloud::open(bucket, cfg.read_only).await?;
             // Parts arrive one PATCH each at best: ask for chunks of a whole part.
             let min = if cfg.chunk_min_length_set {
                 cfg.chunk_min_length
             } else {
-                s3.part_size
+                bucket.part_size
             };
             router(Arc::new(App {
                 storage,

@@ -9,9 +9,42 @@ use berth_registry::config::StorageConfig;
 use berth_registry::{Config, FileConfig};
 use clap::{Args, Subcommand};
 
+/// `serve --help`: a `[storage]` table of registry.toml for each kind of bucket.
+const STORAGE_EXAMPLES: &str = r#"Storage in registry.toml (--config), one [storage] table per kind:
+
+  [storage]                          # Amazon S3 or an S3-compatible server
+  kind = "s3"
+  bucket = "images"
+  endpoint = "http://127.0.0.1:9000" # optional; region = "…" too
+  part-size = 8388608                # 5 MiB to 5 GiB
+  redirect = true                    # blob GETs: 307 to a presigned URL (false: stream)
+
+  [storage]                          # Azure Blob Storage
+  kind = "azure"
+  container = "images"
+  account = "mystorageaccount"       # or AZURE_STORAGE_ACCOUNT_NAME
+  # use-emulator = true              # Azurite (AZURITE_BLOB_STORAGE_URL)
+  part-size = 8388608                # 1 MiB to 4000 MiB
+
+  [storage]                          # Google Cloud Storage
+  kind = "gcs"
+  bucket = "images"
+  part-size = 8388608                # 5 MiB to 5 GiB
+
+  [storage]                          # a directory
+  kind = "fs"
+  path = "/srv/registry"
+
+Every bucket kind also takes prefix, endpoint, allow-http, max-retries, retry-timeout and
+request-timeout. Credentials come from the environment as each provider's tools read it:
+AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY…; AZURE_STORAGE_ACCOUNT_KEY, AZURE_STORAGE_SAS_KEY,
+AZURE_CLIENT_ID / AZURE_CLIENT_SECRET / AZURE_TENANT_ID…; GOOGLE_SERVICE_ACCOUNT,
+GOOGLE_APPLICATION_CREDENTIALS…"#;
+
 #[derive(Subcommand, Debug)]
 pub enum RegistryCommand {
     /// Serve the OCI distribution API
+    #[command(after_long_help = STORAGE_EXAMPLES)]
     Serve(Box<ServeArgs>),
     /// Add or replace USER in an htpasswd file (bcrypt); the password is read from stdin
     Htpasswd(HtpasswdArgs),
@@ -24,7 +57,8 @@ pub struct GcArgs {
     /// Print what would be deleted, delete nothing
     #[arg(long)]
     pub dry_run: bool,
-    /// Storage directory, or s3://BUCKET[/PREFIX] [default: <root>/registry]
+    /// Storage directory, or s3://BUCKET[/PREFIX], az://CONTAINER[/PREFIX] (Azure Blob
+    /// Storage), gs://BUCKET[/PREFIX] (Google Cloud Storage) [default: <root>/registry]
     #[arg(long, value_parser = StorageConfig::parse_flag)]
     pub storage: Option<StorageConfig>,
     /// Settings file (TOML); its `storage` is used unless --storage is given
@@ -50,8 +84,12 @@ pub struct ServeArgs {
     /// Address to listen on (port 0 picks a free port) [default: 127.0.0.1:5000]
     #[arg(long)]
     pub addr: Option<String>,
-    /// Storage directory, or s3://BUCKET[/PREFIX] (settings and credentials from AWS_*
-    /// variables, or a [storage] table in --config) [default: <root>/registry]
+    /// Storage directory, or a bucket: s3://BUCKET[/PREFIX] (settings and credentials from
+    /// AWS_* variables), az://CONTAINER[/PREFIX] (Azure Blob Storage; AZURE_STORAGE_ACCOUNT_NAME,
+    /// AZURE_STORAGE_ACCOUNT_KEY or AZURE_STORAGE_SAS_KEY, …), gs://BUCKET[/PREFIX] (Google
+    /// Cloud Storage; GOOGLE_SERVICE_ACCOUNT or GOOGLE_APPLICATION_CREDENTIALS, …); or a
+    /// [storage] table in --config with kind = "fs", "s3", "azure" or "gcs" (see the README)
+    /// [default: <root>/registry]
     #[arg(long, value_parser = StorageConfig::parse_flag)]
     pub storage: Option<StorageConfig>,
     /// Settings file (TOML, keys named as these flags: addr, storage, read-only, htpasswd,
@@ -122,10 +160,11 @@ fn gc(root: &Path, a: GcArgs) -> Result<ExitCode> {
     };
     let summary = match &storage {
         StorageConfig::Fs(dir) => berth_registry::gc::collect_fs(dir, opts, print),
-        StorageConfig::S3(c) => {
-            let inv =
-                berth_registry::storage::object_inventory::ObjectInventory::open_s3(c, a.dry_run)
-                    .with_context(|| format!("opening {storage}"))?;
+        StorageConfig::Bucket(c) => {
+            let inv = berth_registry::storage::object_inventory::ObjectInventory::open_bucket(
+                c, a.dry_run,
+            )
+            .with_context(|| format!("opening {storage}"))?;
             berth_registry::gc::collect(&inv, opts, print)
         }
     }
@@ -211,4 +250,42 @@ fn htpasswd(root: &Path, a: HtpasswdArgs) -> Result<ExitCode> {
     berth_registry::auth::set_password(&file, &a.user, password)?;
     eprintln!("set password for {} in {}", a.user, file.display());
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_storage_example_of_the_help_is_a_valid_table() {
+        let text = STORAGE_EXAMPLES
+            .split_once(":\n")
+            .map(|(_, t)| t)
+            .unwrap()
+            .split("\n\nEvery")
+            .next()
+            .unwrap();
+        let tables: Vec<&str> = text.trim().split("\n\n").collect();
+        assert_eq!(tables.len(), 4, "{text}");
+        for t in tables {
+            let file = tempfile::NamedTempFile::new().unwrap();
+            std::fs::write(file.path(), t).unwrap();
+            let f = FileConfig::load(file.path()).unwrap_or_else(|e| panic!("{t}\n{e}"));
+            let s = f
+                .storage
+                .unwrap()
+                .resolve()
+                .unwrap_or_else(|e| panic!("{t}\n{e}"));
+            let kind = t.lines().nth(1).unwrap().trim();
+            match s {
+                StorageConfig::Fs(p) => {
+                    assert_eq!((kind, p.to_str()), ("kind = \"fs\"", Some("/srv/registry")))
+                }
+                StorageConfig::Bucket(c) => {
+                    assert_eq!(kind, format!("kind = \"{}\"", c.kind.name()));
+                    assert_eq!((c.bucket.as_str(), c.part_size), ("images", 8 << 20));
+                }
+            }
+        }
+    }
 }

@@ -41,6 +41,9 @@ pub trait Inventory {
     fn links(&self, repo: &Name) -> StorageResult<Vec<Stamped<Digest>>>;
     fn remove_blob(&self, d: &Digest) -> StorageResult<bool>;
     fn remove_link(&self, repo: &Name, d: &Digest) -> StorageResult<bool>;
+    /// Repositories holding upload sessions, sorted: a first push into a repository has a
+    /// session and nothing else there, so these are not all among [`Inventory::repositories`].
+    fn upload_repositories(&self) -> StorageResult<Vec<Name>>;
     /// Upload sessions of `repo`, stamped with the last time any of their parts changed.
     fn uploads(&self, repo: &Name) -> StorageResult<Vec<Stamped<Uuid>>>;
     fn remove_upload(&self, repo: &Name, id: Uuid) -> StorageResult<bool>;
@@ -105,17 +108,15 @@ impl FsInventory {
                 },
             })
     }
-}
 
-impl Inventory for FsInventory {
-    /// Every repository (a directory holding `_manifests` or `_layers`), sorted.
-    fn repositories(&self) -> StorageResult<Vec<Name>> {
+    /// Repositories whose directory holds one of `markers`, sorted.
+    fn repos_holding(&self, markers: &[&str]) -> StorageResult<Vec<Name>> {
         let mut out = Vec::new();
         let mut stack = vec![(self.l.root.join("repositories"), String::new())];
         while let Some((dir, name)) = stack.pop() {
             let mut is_repo = false;
             for (n, p) in names(&dir)? {
-                if n == "_manifests" || n == "_layers" {
+                if markers.contains(&n.as_str()) {
                     is_repo = true;
                 } else if !n.starts_with('_') && p.is_dir() {
                     let child = if name.is_empty() {
@@ -132,6 +133,17 @@ impl Inventory for FsInventory {
         }
         out.sort();
         Ok(out)
+    }
+}
+
+impl Inventory for FsInventory {
+    /// Every repository (a directory holding `_manifests` or `_layers`), sorted.
+    fn repositories(&self) -> StorageResult<Vec<Name>> {
+        self.repos_holding(&["_manifests", "_layers"])
+    }
+
+    fn upload_repositories(&self) -> StorageResult<Vec<Name>> {
+        self.repos_holding(&["_uploads"])
     }
 
     /// Manifests linked into `repo`, tagged or not.

@@ -4,13 +4,13 @@
 //! everything in a bucket, for replicas. [`Backend`] is whichever the configuration chose.
 
 pub mod chunks;
+pub mod cloud;
 pub mod fs;
 pub mod inventory;
 mod layout;
 pub mod object;
 pub mod object_inventory;
 mod parts;
-pub mod s3;
 mod sink;
 
 use std::future::Future;

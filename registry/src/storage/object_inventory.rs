@@ -33,16 +33,16 @@ fn hex_digest(name: &str) -> Option<Digest> {
 }
 
 impl ObjectInventory {
-    /// Open (and probe) the S3 bucket `cfg` names.
-    pub fn open_s3(
-        cfg: &crate::config::S3Config,
+    /// Open (and probe) the bucket `cfg` names.
+    pub fn open_bucket(
+        cfg: &crate::config::BucketConfig,
         read_only: bool,
-    ) -> Result<ObjectInventory, super::s3::OpenError> {
+    ) -> Result<ObjectInventory, super::cloud::OpenError> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| super::s3::OpenError::Settings(format!("starting a runtime: {e}")))?;
-        let st = rt.block_on(super::s3::open(cfg, read_only))?;
+            .map_err(super::cloud::OpenError::Runtime)?;
+        let st = rt.block_on(super::cloud::open(cfg, read_only))?;
         Ok(ObjectInventory { st, rt })
     }
 
@@ -104,17 +104,28 @@ impl ObjectInventory {
         Ok(named)
     }
 
-    /// Ids of every upload session in the bucket, in any repository.
-    fn session_ids(&self) -> StorageResult<HashSet<Uuid>> {
-        let mut out = HashSet::new();
-        for m in self.list(&self.b().key("repositories"))? {
-            let parts: Vec<_> = m.location.parts().collect();
+    /// Every upload session in the bucket, with its repository: found by listing all of
+    /// `repositories/`, since a first push into a repository has a session and nothing else
+    /// there.
+    fn sessions(&self) -> StorageResult<Vec<(Name, Uuid)>> {
+        let root = self.b().key("repositories");
+        let skip = root.parts().count();
+        let mut out = Vec::new();
+        for m in self.list(&root)? {
+            let parts: Vec<_> = m.location.parts().skip(skip).collect();
             // Repository name components never start with `_`.
             if let Some(at) = parts.iter().position(|p| p.as_ref() == "_uploads")
                 && let Some(id) = parts.get(at + 1)
                 && let Ok(id) = Uuid::parse_str(id.as_ref())
+                && let Ok(repo) = Name::parse(
+                    &parts[..at]
+                        .iter()
+                        .map(|p| p.as_ref())
+                        .collect::<Vec<_>>()
+                        .join("/"),
+                )
             {
-                out.insert(id);
+                out.push((repo, id));
             }
         }
         Ok(out)
@@ -200,6 +211,13 @@ impl Inventory for ObjectInventory {
         self.rt.block_on(self.st.blob_delete(repo, d))
     }
 
+    fn upload_repositories(&self) -> StorageResult<Vec<Name>> {
+        let mut repos: Vec<Name> = self.sessions()?.into_iter().map(|(r, _)| r).collect();
+        repos.sort();
+        repos.dedup();
+        Ok(repos)
+    }
+
     fn uploads(&self, repo: &Name) -> StorageResult<Vec<Stamped<Uuid>>> {
         let dir = self.repo_key(repo, "_uploads");
         let mut newest: HashMap<Uuid, Option<SystemTime>> = HashMap::new();
@@ -240,10 +258,9 @@ impl Inventory for ObjectInventory {
     /// was completed before the first listing; its session deletes its state only after
     /// creating the descriptor, so either the session shows in the second listing or the
     /// descriptor in the third. (The data object's mtime alone would not do: S3 stamps a
-    /// multipart object with the time its upload began.) Sessions are found by listing all of
-    /// `repositories/` — a first push into a repository has a session and nothing else there —
-    /// so that listing and the second pass over the descriptors only happen when the first
-    /// pass leaves data objects unexplained (crashed finishes, or finishes under way).
+    /// multipart object with the time its upload began.) Listing the sessions and the second
+    /// pass over the descriptors only happen when the first pass leaves data objects
+    /// unexplained (crashed finishes, or finishes under way).
     fn orphaned_data(&self) -> StorageResult<Vec<Stamped<String>>> {
         let b = self.b();
         let data = self.list(&b.data_dir())?;
@@ -256,7 +273,7 @@ impl Inventory for ObjectInventory {
         if candidates.is_empty() {
             return Ok(Vec::new());
         }
-        let sessions = self.session_ids()?;
+        let sessions: HashSet<Uuid> = self.sessions()?.into_iter().map(|(_, id)| id).collect();
         candidates.retain(|(id, _)| !sessions.contains(id));
         if candidates.is_empty() {
             return Ok(Vec::new());

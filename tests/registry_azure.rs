@@ -1,0 +1,495 @@
+//! The object-storage backend on Azure Blob Storage (an Azurite per test process, see
+//! `registry_client.rs`): two replicas on one container, an upload continued on the other
+//! replica, the account-URL settings a real Azure account uses, what start-up says about a
+//! missing container, a wrong key or an unreachable service, conditional writes racing (one
+//! blob finished twice, one tag moved by both replicas), a service outage (5xx, then recovery)
+//! and `registry gc` on the container.
+
+#[path = "registry_client.rs"]
+mod client;
+
+use std::process::{Command, Output};
+
+use client::*;
+use tempfile::TempDir;
+
+fn data(n: usize, seed: u32) -> Vec<u8> {
+    (0..n as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(seed) >> 13) as u8)
+        .collect()
+}
+
+/// Two replicas of one registry: the same container.
+fn replicas(dir: &TempDir) -> (Server, Server) {
+    let storage = dir.path().join("storage");
+    (Server::start(&storage, &[]), Server::start(&storage, &[]))
+}
+
+fn put_manifest(s: &Server, repo: &str, tag: &str, m: &str) -> Resp {
+    s.req(
+        "PUT",
+        &format!("/v2/{repo}/manifests/{tag}"),
+        &[("Content-Type", OCI_MANIFEST)],
+        m.as_bytes(),
+    )
+}
+
+/// `berth ARGS` with `env` (and nothing of the Azurite's emulator settings unless given).
+fn berth(root: &std::path::Path, env: &[(&str, String)], args: &[&str]) -> Output {
+    Command::new(assert_cmd::cargo::cargo_bin("berth"))
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .args(["--root", root.to_str().unwrap()])
+        .args(args)
+        .output()
+        .expect("run berth")
+}
+
+/// `berth registry gc --storage URL --grace 2s [extra…]` through replica `s`'s root: its stdout,
+/// after checking it succeeded.
+fn gc(s: &Server, url: &str, extra: &[&str]) -> String {
+    let mut args = vec!["registry", "gc", "--storage", url, "--grace", "2s"];
+    args.extend_from_slice(extra);
+    let run = berth(&s.storage.join("root"), &Azurite::get().env(), &args);
+    let out = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert!(
+        run.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    out
+}
+
+/// A POST, PATCH, PUT ?digest= upload (what docker and skopeo do) of `blob` on `s`; returns
+/// the upload's location, ready for the final PUT.
+fn patch_upload(s: &Server, repo: &str, blob: &[u8]) -> String {
+    let r = s.req("POST", &format!("/v2/{repo}/blobs/uploads/"), &[], b"");
+    assert_eq!(r.status, 202, "{}", r.text());
+    let loc = r.header("location").unwrap().to_string();
+    let r = s.req("PATCH", &loc, &[], blob);
+    assert_eq!(r.status, 202, "{}", r.text());
+    r.header("location").unwrap().to_string()
+}
+
+fn serve_fails(root: &std::path::Path, env: &[(&str, String)], args: &[&str]) -> String {
+    let mut all = vec!["registry", "serve", "--addr", "127.0.0.1:0"];
+    all.extend_from_slice(args);
+    let out = berth(root, env, &all);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{err}");
+    assert!(out.stdout.is_empty(), "it never listened: {err}");
+    assert!(!err.contains("<?xml"), "the XML body is boiled down: {err}");
+    err
+}
+
+#[test]
+fn an_image_pushed_through_one_replica_pulls_from_the_other() {
+    let dir = TempDir::new().unwrap();
+    let (a, b) = replicas(&dir);
+    let cfg = config_blob();
+    // Larger than a part: pushed in one PUT, so stored inline; and one through a session.
+    let layer = data(12 << 20, 1);
+    let cd = a.push_blob("team/app", &cfg);
+    let ld = a.push_blob("team/app", &layer);
+    let m = manifest_json(OCI_MANIFEST, (&cd, cfg.len()), &[(&ld, layer.len())], "");
+    assert_eq!(put_manifest(&a, "team/app", "v1", &m).status, 201);
+
+    let r = b.get("/v2/team/app/manifests/v1");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.body, m.as_bytes());
+    assert_eq!(
+        r.header("docker-content-digest"),
+        Some(digest_of(m.as_bytes()).as_str())
+    );
+    let r = b.req("HEAD", &format!("/v2/team/app/blobs/{ld}"), &[], b"");
+    assert_eq!(
+        (r.status, r.header("content-length")),
+        (200, Some((12usize << 20).to_string().as_str()))
+    );
+    assert!(b.get(&format!("/v2/team/app/blobs/{ld}")).body == layer);
+    let r = b.req(
+        "GET",
+        &format!("/v2/team/app/blobs/{ld}"),
+        &[("Range", "bytes=9000000-9000099")],
+        b"",
+    );
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body, layer[9_000_000..9_000_100]);
+    assert_eq!(b.get("/v2/team/app/tags/list").json()["tags"][0], "v1");
+    assert_eq!(
+        b.get("/v2/_catalog").json()["repositories"],
+        serde_json::json!(["team/app"])
+    );
+    // Only verified bytes under blobs/: config and manifest inline, the layer (larger than a
+    // part) by a descriptor over its data object; the probe objects of both start-ups gone.
+    assert_eq!(a.stored_blobs().len(), 3, "{:?}", a.stored_blobs());
+    let c = a.bucket.clone().unwrap();
+    let az = Azurite::get();
+    let hex = &ld["sha256:".len()..];
+    assert_eq!(
+        az.keys(&c, "blobs/ref/"),
+        vec![format!("blobs/ref/sha256/{}/{hex}", &hex[..2])]
+    );
+    assert_eq!(az.keys(&c, "blobs/data/").len(), 1);
+    assert!(az.keys(&c, "_probe/").is_empty());
+}
+
+#[test]
+fn a_chunked_upload_is_continued_and_finished_on_the_other_replica() {
+    let dir = TempDir::new().unwrap();
+    let (a, b) = replicas(&dir);
+    let c = a.bucket.clone().unwrap();
+    // Chunks that do not line up with the 8 MiB blocks: 9 MiB, 100 KiB, 3 MiB, then the rest.
+    let blob = data(20 << 20, 7);
+    let d = digest_of(&blob);
+    let r = a.req("POST", "/v2/up/load/blobs/uploads/", &[], b"");
+    assert_eq!(r.status, 202);
+    let loc = r.header("location").unwrap().to_string();
+    let mut at = 0usize;
+    for (n, s) in [(9 << 20, &a), (100 << 10, &b), (3 << 20, &a)] {
+        let r = s.req(
+            "PATCH",
+            &loc,
+            &[("Content-Range", &format!("{at}-{}", at + n - 1))],
+            &blob[at..at + n],
+        );
+        assert_eq!(r.status, 202, "{}", r.text());
+        at += n;
+        assert_eq!(r.header("range"), Some(format!("0-{}", at - 1).as_str()));
+    }
+    assert_eq!(
+        b.stored_blobs().len(),
+        0,
+        "nothing visible before the digest"
+    );
+    // Replica b knows where the session stands, takes the rest and finishes it.
+    let r = b.get(&loc);
+    assert_eq!(r.status, 204);
+    assert_eq!(r.header("range"), Some(format!("0-{}", at - 1).as_str()));
+    let r = b.req(
+        "PATCH",
+        &loc,
+        &[("Content-Range", &format!("{at}-{}", blob.len() - 1))],
+        &blob[at..],
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+    let r = b.req("PUT", &format!("{loc}?digest={d}"), &[], b"");
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert!(a.get(&format!("/v2/up/load/blobs/{d}")).body == blob);
+    // Read across a block boundary through the replica that began it.
+    let r = a.req(
+        "GET",
+        &format!("/v2/up/load/blobs/{d}"),
+        &[("Range", "bytes=8388000-8389999")],
+        b"",
+    );
+    assert_eq!(r.status, 206);
+    assert!(r.body == blob[8_388_000..8_390_000]);
+    // Published by a descriptor over the committed block list; the session is gone.
+    let az = Azurite::get();
+    let hex = d.trim_start_matches("sha256:");
+    assert_eq!(
+        az.keys(&c, "blobs/ref/sha256/"),
+        vec![format!("blobs/ref/sha256/{}/{hex}", &hex[..2])]
+    );
+    assert_eq!(az.keys(&c, "blobs/data/").len(), 1);
+    assert!(az.keys(&c, "repositories/up/load/_uploads/").is_empty());
+}
+
+#[test]
+fn an_account_url_and_key_from_the_environment_work_as_on_azure() {
+    // What a real account looks like: account + endpoint in registry.toml, the key in
+    // AZURE_STORAGE_ACCOUNT_KEY (no emulator mode), a prefix and its own part size.
+    let dir = TempDir::new().unwrap();
+    let az = Azurite::get();
+    az.create_container("acct-url");
+    let cfg = dir.path().join("registry.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[storage]\nkind = \"azure\"\ncontainer = \"acct-url\"\nprefix = \"reg/one\"\naccount = \"{AZURITE_ACCOUNT}\"\nendpoint = \"{}\"\npart-size = 5242880\n",
+            az.account_url()
+        ),
+    )
+    .unwrap();
+    let env = [("AZURE_STORAGE_ACCOUNT_KEY", AZURITE_KEY.to_string())];
+    let storage = dir.path().join("storage");
+    std::fs::create_dir_all(&storage).unwrap();
+    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("berth"));
+    cmd.envs(env.iter().map(|(k, v)| (k, v)))
+        .env_remove("AZURE_STORAGE_USE_EMULATOR")
+        .args(["--root", storage.join("root").to_str().unwrap()])
+        .args(["registry", "serve", "--addr", "127.0.0.1:0"])
+        .args(["--config", cfg.to_str().unwrap()]);
+    let s = Server::spawn(cmd, &storage);
+    let blob = data(6 << 20, 3);
+    let r = s.req("POST", "/v2/k/blobs/uploads/", &[], b"");
+    assert_eq!(r.status, 202);
+    assert_eq!(
+        r.header("oci-chunk-min-length"),
+        Some("5242880"),
+        "the part size of the settings"
+    );
+    let loc = r.header("location").unwrap().to_string();
+    let r = s.req("PATCH", &loc, &[], &blob);
+    assert_eq!(r.status, 202, "{}", r.text());
+    let loc = r.header("location").unwrap().to_string();
+    let d = digest_of(&blob);
+    assert_eq!(
+        s.req("PUT", &format!("{loc}?digest={d}"), &[], b"").status,
+        201
+    );
+    assert!(s.get(&format!("/v2/k/blobs/{d}")).body == blob);
+    let keys = az.keys("acct-url", "");
+    assert!(
+        !keys.is_empty() && keys.iter().all(|k| k.starts_with("reg/one/")),
+        "{keys:?}"
+    );
+}
+
+#[test]
+fn a_missing_container_a_wrong_key_and_no_service_stop_the_server_at_start_up() {
+    let dir = TempDir::new().unwrap();
+    let az = Azurite::get();
+    let err = serve_fails(
+        dir.path(),
+        &az.env(),
+        &["--storage", "az://no-such-container/x"],
+    );
+    assert!(
+        err.contains("container \"no-such-container\"")
+            && err.contains("the container does not exist: create it")
+            && err.contains("ContainerNotFound"),
+        "{err}"
+    );
+
+    az.create_container("locked");
+    let cfg = dir.path().join("registry.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[storage]\nkind = \"azure\"\ncontainer = \"locked\"\naccount = \"{AZURITE_ACCOUNT}\"\nendpoint = \"{}\"\n",
+            az.account_url()
+        ),
+    )
+    .unwrap();
+    // A well-formed key that is not the account's.
+    let wrong = [(
+        "AZURE_STORAGE_ACCOUNT_KEY",
+        "d3Jvbmcgd3Jvbmcgd3Jvbmcgd3Jvbmcgd3Jvbmc=".to_string(),
+    )];
+    let err = serve_fails(dir.path(), &wrong, &["--config", cfg.to_str().unwrap()]);
+    assert!(
+        err.contains("container \"locked\" at http://127.0.0.1:")
+            && err.contains(
+                "access denied: check AZURE_STORAGE_ACCOUNT_NAME / AZURE_STORAGE_ACCOUNT_KEY"
+            )
+            && err.contains("AuthorizationFailure") | err.contains("AuthenticationFailed"),
+        "{err}"
+    );
+    // `registry gc` checks the same way before it lists anything.
+    let out = berth(
+        dir.path(),
+        &wrong,
+        &["registry", "gc", "--config", cfg.to_str().unwrap()],
+    );
+    let gerr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        gerr.contains("access denied: check AZURE_STORAGE_ACCOUNT_NAME"),
+        "{gerr}"
+    );
+
+    // A key that is not base64 at all is a settings error, named as Azure's.
+    let bad = [("AZURE_STORAGE_ACCOUNT_KEY", "not base64!".to_string())];
+    let err = serve_fails(dir.path(), &bad, &["--config", cfg.to_str().unwrap()]);
+    assert!(err.contains("Azure settings: "), "{err}");
+
+    // Nothing listens there.
+    let gone = [
+        ("AZURE_STORAGE_USE_EMULATOR", "true".to_string()),
+        ("AZURITE_BLOB_STORAGE_URL", "http://127.0.0.1:9".to_string()),
+    ];
+    let err = serve_fails(dir.path(), &gone, &["--storage", "az://c"]);
+    assert!(
+        err.contains("the object store is unreachable") && err.contains("AZURITE_BLOB_STORAGE_URL"),
+        "{err}"
+    );
+}
+
+#[test]
+fn gc_on_the_container_spares_a_push_racing_it() {
+    let dir = TempDir::new().unwrap();
+    let (a, b) = replicas(&dir);
+    let c = a.bucket.clone().unwrap();
+    let url = format!("az://{c}");
+    let cfg = config_blob();
+    let cd = a.push_blob("gc/app", &cfg);
+    let layer = data(3000, 3);
+    let ld = a.push_blob("gc/app", &layer);
+    let m = manifest_json(OCI_MANIFEST, (&cd, cfg.len()), &[(&ld, layer.len())], "");
+    assert_eq!(put_manifest(&a, "gc/app", "v1", &m).status, 201);
+    let orphan = a.push_blob("gc/app", b"nobody refers to me");
+    let r = a.req("POST", "/v2/gc/app/blobs/uploads/", &[], b"");
+    let stale_upload = r.header("location").unwrap().to_string();
+    // A first push into a new repository, abandoned: its session is all that repository holds.
+    let first_push = patch_upload(&a, "gc/brand/new", b"the start of a layer");
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    // A push in progress on the other replica: its layer is up, its manifest not yet.
+    let fresh = data(5000, 4);
+    let fd = b.push_blob("gc/app", &fresh);
+
+    let out = gc(&a, &url, &["--dry-run"]);
+    assert!(
+        out.contains(&format!("blob eligible for deletion: {orphan}")),
+        "{out}"
+    );
+    assert_eq!(a.stored_blobs().len(), 5, "a dry run deletes nothing");
+
+    let out = gc(&a, &url, &[]);
+    assert!(out.contains(&format!("deleting blob: {orphan}")), "{out}");
+    assert!(
+        !out.contains(&fd) && !out.contains(&ld) && !out.contains(&cd),
+        "{out}"
+    );
+    assert!(out.contains("1 blobs deleted, 2 uploads purged"), "{out}");
+    assert_eq!(a.get(&first_push).status, 404);
+    assert_eq!(
+        b.req("HEAD", &format!("/v2/gc/app/blobs/{orphan}"), &[], b"")
+            .status,
+        404
+    );
+    assert_eq!(a.get(&stale_upload).status, 404);
+    assert_eq!(a.stored_blobs().len(), 4);
+
+    // The racing push completes: its layer is still there.
+    let m2 = manifest_json(OCI_MANIFEST, (&cd, cfg.len()), &[(&fd, fresh.len())], "");
+    assert_eq!(put_manifest(&b, "gc/app", "v2", &m2).status, 201);
+    assert_eq!(a.get(&format!("/v2/gc/app/blobs/{fd}")).body, fresh);
+    assert_eq!(a.get("/v2/gc/app/manifests/v1").body, m.as_bytes());
+}
+
+#[test]
+fn two_sessions_of_one_blob_finishing_at_once_leave_one_blob() {
+    let dir = TempDir::new().unwrap();
+    let (a, b) = replicas(&dir);
+    let c = a.bucket.clone().unwrap();
+    let blob = data(17 << 20, 5);
+    let d = digest_of(&blob);
+    let la = patch_upload(&a, "dup/app", &blob);
+    let lb = patch_upload(&b, "dup/app", &blob);
+    let statuses = std::thread::scope(|sc| {
+        let ta = sc.spawn(|| a.req("PUT", &format!("{la}?digest={d}"), &[], b"").status);
+        let tb = sc.spawn(|| b.req("PUT", &format!("{lb}?digest={d}"), &[], b"").status);
+        (ta.join().unwrap(), tb.join().unwrap())
+    });
+    assert_eq!(statuses, (201, 201));
+    // The descriptor is created if absent (If-None-Match: *): one wins, the other session
+    // deletes its data object.
+    let az = Azurite::get();
+    assert_eq!(az.keys(&c, "blobs/ref/sha256/").len(), 1);
+    assert_eq!(az.keys(&c, "blobs/data/").len(), 1);
+    assert!(a.get(&format!("/v2/dup/app/blobs/{d}")).body == blob);
+    assert!(b.get(&format!("/v2/dup/app/blobs/{d}")).body == blob);
+
+    // Unreferenced: gc deletes the descriptor and its data object together.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let out = gc(&a, &format!("az://{c}"), &[]);
+    assert!(out.contains(&format!("deleting blob: {d}")), "{out}");
+    assert!(
+        az.keys(&c, "blobs/").is_empty(),
+        "{:?}",
+        az.keys(&c, "blobs/")
+    );
+    assert_eq!(
+        b.req("HEAD", &format!("/v2/dup/app/blobs/{d}"), &[], b"")
+            .status,
+        404
+    );
+}
+
+#[test]
+fn two_replicas_racing_on_one_tag_leave_one_consistent_winner() {
+    let dir = TempDir::new().unwrap();
+    let (a, b) = replicas(&dir);
+    let cfg = config_blob();
+    let cd = a.push_blob("race/app", &cfg);
+    let mut manifests = Vec::new();
+    for i in 0..2u32 {
+        let layer = data(1000, i);
+        let ld = a.push_blob("race/app", &layer);
+        manifests.push(manifest_json(
+            OCI_MANIFEST,
+            (&cd, cfg.len()),
+            &[(&ld, layer.len())],
+            "",
+        ));
+    }
+    for round in 0..8 {
+        std::thread::scope(|s| {
+            for (srv, m) in [(&a, &manifests[0]), (&b, &manifests[1])] {
+                s.spawn(move || {
+                    let r = put_manifest(srv, "race/app", "latest", m);
+                    assert_eq!(r.status, 201, "round {round}: {}", r.text());
+                });
+            }
+        });
+        let ra = a.get("/v2/race/app/manifests/latest");
+        let rb = b.get("/v2/race/app/manifests/latest");
+        assert_eq!((ra.status, rb.status), (200, 200));
+        assert_eq!(ra.body, rb.body, "both replicas see the same winner");
+        let winner = String::from_utf8(ra.body.clone()).unwrap();
+        assert!(manifests.contains(&winner), "{winner}");
+        assert_eq!(
+            ra.header("docker-content-digest"),
+            Some(digest_of(winner.as_bytes()).as_str())
+        );
+    }
+}
+
+#[test]
+fn a_failing_azure_service_is_a_5xx_and_the_registry_recovers() {
+    let dir = TempDir::new().unwrap();
+    let storage = dir.path().join("storage");
+    let container = bucket_for(&storage);
+    let az = Azurite::get();
+    az.create_container(&container);
+    let cfg = dir.path().join("registry.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[storage]\nkind = \"azure\"\ncontainer = {container:?}\nmax-retries = 1\nretry-timeout = \"1s\"\nrequest-timeout = \"2s\"\n"
+        ),
+    )
+    .unwrap();
+    let s = Server::start_with(&["--config", cfg.to_str().unwrap()], &storage, &[]);
+    let d = s.push_blob("fault/app", b"before the outage");
+
+    az.stop();
+    let t = std::time::Instant::now();
+    for path in [
+        format!("/v2/fault/app/blobs/{d}"),
+        "/v2/fault/app/manifests/v1".to_string(),
+        "/v2/fault/app/tags/list".to_string(),
+    ] {
+        let r = s.get(&path);
+        assert_eq!(r.status, 500, "{path}: {}", r.text());
+        assert_eq!(r.code(), "UNKNOWN", "{path}");
+    }
+    let r = s.req("POST", "/v2/fault/app/blobs/uploads/", &[], b"");
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(30),
+        "bounded retries: {:?}",
+        t.elapsed()
+    );
+    assert_eq!(s.get("/v2/").status, 200, "still serving");
+
+    // The service comes back (empty): pushes work again, no restart needed.
+    az.restart();
+    az.create_container(&container);
+    let d2 = s.push_blob("fault/app", b"after the outage");
+    assert_eq!(
+        s.get(&format!("/v2/fault/app/blobs/{d2}")).body,
+        b"after the outage"
+    );
+}
