@@ -1,8 +1,8 @@
 //! Blob GETs on a bucket are redirected to the object store, as distribution's S3 driver does:
 //! `307` with a presigned GET URL of the object that holds the bytes (a session-pushed blob's
 //! data object, an inline blob's own key), the client's `Range` then served by the store; HEAD
-//! and manifests stay with the registry; `redirect = false` streams as before. `berth pull` and
-//! skopeo follow the redirect and get the same image. (On this process's moto, see
+//! and manifests stay with the registry; `redirect = false` streams as before. `berth pull`,
+//! skopeo and podman follow the redirect and get the same image. (On this process's moto, see
 //! `registry_client.rs`; moto does not check signatures, the Garage bench in
 //! `bench/registry_s3.sh` does.)
 
@@ -230,7 +230,7 @@ fn big_rootfs(dir: &std::path::Path, size: usize) -> std::path::PathBuf {
 }
 
 #[test]
-fn berth_pull_and_skopeo_follow_the_redirect_and_get_the_same_image() {
+fn berth_pull_skopeo_and_podman_follow_the_redirect_and_get_the_same_image() {
     let dir = TempDir::new().unwrap();
     let s = Server::start(&dir.path().join("storage"), &[]);
     let a = Env::new();
@@ -297,6 +297,35 @@ fn berth_pull_and_skopeo_follow_the_redirect_and_get_the_same_image() {
     .unwrap();
     assert_eq!(digest_of(&bytes), layer);
     assert!(bytes.len() > 8 << 20, "{}", bytes.len());
+
+    // podman (containers/image, as skopeo) too: the image ID berth has.
+    if !have("podman") {
+        return;
+    }
+    let run = Command::new("podman")
+        .arg("--root")
+        .arg(b.path("podman-storage"))
+        .arg("--runroot")
+        .arg(b.path("podman-run"))
+        .args([
+            "--storage-driver",
+            "vfs",
+            "pull",
+            "-q",
+            "--tls-verify=false",
+        ])
+        .arg(&name)
+        .output()
+        .expect("run podman");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let pid = String::from_utf8_lossy(&run.stdout).trim().to_string();
+    assert_eq!(format!("sha256:{pid}"), id(&b).trim());
+    assert_eq!(blob_gets(&s, 307), 6, "{}", s.access_log());
+    assert_eq!(blob_gets(&s, 200), 0);
 }
 
 /// A TCP proxy in front of moto that records every request head (one request per connection:
