@@ -1,5 +1,5 @@
-//! The object-storage backend: everything in one bucket (S3 today; the code only sees
-//! `Arc<dyn ObjectStore>` + `Arc<dyn MultipartStore>`, so GCS and Azure are a builder away), so
+//! The object-storage backend: everything in one bucket (S3, Azure or GCS, opened by
+//! `cloud.rs`; the code only sees `Arc<dyn ObjectStore>` + `Arc<dyn MultipartStore>`), so
 //! any number of stateless replicas serve the same registry. Keys under the prefix mirror the
 //! filesystem layout (`fs.rs`), which lets `berth registry gc` share its mark logic:
 //!
@@ -1327,6 +1327,25 @@ mod tests {
             let bk = a.bucket();
             assert!(bk.stored(&d).await.unwrap().is_none());
             assert!(keys_under(bk, "blobs").await.is_empty());
+        });
+    }
+
+    /// A first push into a new repository holds only its session there; gc finds it all
+    /// the same (under the bucket's prefix) and purges it once stale, and never a fresh one.
+    #[test]
+    fn gc_purges_a_stale_session_in_a_repository_that_holds_nothing_else() {
+        let rt = rt();
+        let (a, _) = two_replicas(16);
+        let repo = Name::parse("first/push").unwrap();
+        let (id, _) = rt.block_on(push_session(&a, &repo, b"the start of a layer"));
+        let kept = gc(&a, std::time::Duration::from_secs(3600));
+        assert_eq!(kept.uploads_purged, 0);
+        assert_eq!(rt.block_on(a.upload_offset(&repo, id)).unwrap(), Some(20));
+        let s = gc(&a, std::time::Duration::ZERO);
+        assert_eq!(s.uploads_purged, 1);
+        assert_eq!(rt.block_on(a.upload_offset(&repo, id)).unwrap(), None);
+        rt.block_on(async {
+            assert!(keys_under(a.bucket(), "repositories").await.is_empty());
         });
     }
 
