@@ -493,3 +493,85 @@ fn a_failing_azure_service_is_a_5xx_and_the_registry_recovers() {
         b"after the outage"
     );
 }
+
+/// Blob GETs on a container are redirected to a service SAS URL of the object holding the
+/// bytes, as on S3 (distribution's Azure driver does too); a suffix range, which Azure's blob
+/// service refuses, is answered by the replica; `redirect = false` streams.
+#[test]
+fn blob_gets_redirect_to_a_sas_url_and_suffix_ranges_stay_with_the_replica() {
+    let dir = TempDir::new().unwrap();
+    let s = Server::start(&dir.path().join("storage"), &[]);
+    let az = Azurite::get();
+    // Larger than a part: stored by descriptor, read from its data object.
+    let big = data(9 << 20, 5);
+    let loc = patch_upload(&s, "sas/app", &big);
+    let d = client::digest_of(&big);
+    let sep = if loc.contains('?') { '&' } else { '?' };
+    let r = s.req("PUT", &format!("{loc}{sep}digest={d}"), &[], b"");
+    assert_eq!(r.status, 201, "{}", r.text());
+
+    let r = request_once(
+        &format!("127.0.0.1:{}", s.port),
+        "GET",
+        &format!("/v2/sas/app/blobs/{d}"),
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 307, "{}", r.text());
+    assert_eq!(r.header("docker-content-digest"), Some(d.as_str()));
+    let url = r.header("location").unwrap().to_string();
+    assert!(url.starts_with(&az.account_url()), "{url}");
+    assert!(url.contains("sig=") && url.contains("se="), "a SAS: {url}");
+    let curl = |range: Option<&str>| {
+        let mut c = Command::new("curl");
+        c.args(["-sS", "--fail", "-o", "-"]);
+        if let Some(r) = range {
+            c.args(["-H", &format!("Range: bytes={r}")]);
+        }
+        let out = c.arg(&url).output().expect("run curl");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    assert!(curl(None) == big, "the whole blob through the SAS URL");
+    assert!(curl(Some("8388000-8389999")) == big[8_388_000..8_390_000]);
+    // Followed as clients follow it, with a range across the part boundary.
+    let r = s.req(
+        "GET",
+        &format!("/v2/sas/app/blobs/{d}"),
+        &[("Range", "bytes=8388000-")],
+        b"",
+    );
+    assert_eq!(r.redirected_from.as_ref().map(|r| r.status), Some(307));
+    assert_eq!(r.status, 206);
+    assert!(r.body == big[8_388_000..]);
+    // A suffix range: the replica's own 206.
+    let r = s.req(
+        "GET",
+        &format!("/v2/sas/app/blobs/{d}"),
+        &[("Range", "bytes=-10")],
+        b"",
+    );
+    assert!(r.redirected_from.is_none());
+    assert_eq!(r.status, 206);
+    assert!(r.body == big[big.len() - 10..]);
+
+    // redirect = false: the replica streams.
+    let storage = dir.path().join("plain");
+    let container = bucket_for(&storage);
+    az.create_container(&container);
+    let cfg = dir.path().join("registry.toml");
+    std::fs::write(
+        &cfg,
+        format!("[storage]\nkind = \"azure\"\ncontainer = {container:?}\nredirect = false\n"),
+    )
+    .unwrap();
+    let p = Server::start_with(&["--config", cfg.to_str().unwrap()], &storage, &[]);
+    let d = p.push_blob("plain/app", &big[..1000]);
+    let r = p.get(&format!("/v2/plain/app/blobs/{d}"));
+    assert!(r.redirected_from.is_none());
+    assert_eq!((r.status, r.body.as_slice()), (200, &big[..1000]));
+}

@@ -20,7 +20,7 @@
 //! max-retries = 3               # optional: retries of a failed object-store request
 //! retry-timeout = "10s"         # optional: no retry starts after this
 //! request-timeout = "60s"       # optional: one request's limit
-//! redirect = true               # optional, S3 only: blob GETs answer 307 to a presigned
+//! redirect = true               # optional, S3 and Azure: blob GETs answer 307 to a presigned
 //!                               #   URL of the object (default; false: stream them)
 //! ```
 //!
@@ -259,7 +259,7 @@ pub struct BucketConfig {
     pub max_retries: usize,
     pub retry_timeout: Duration,
     pub request_timeout: Duration,
-    /// S3 only: blob GETs are redirected to presigned URLs (distribution's default).
+    /// S3 and Azure: blob GETs are redirected to presigned URLs (distribution's default).
     pub redirect: bool,
 }
 
@@ -278,7 +278,7 @@ impl BucketConfig {
             max_retries: 3,
             retry_timeout: Duration::from_secs(15),
             request_timeout: Duration::from_secs(60),
-            redirect: kind == BucketKind::S3,
+            redirect: matches!(kind, BucketKind::S3 | BucketKind::Azure),
         }
     }
 }
@@ -410,7 +410,7 @@ impl StorageSetting {
             ("max-retries", t.max_retries.is_some(), BUCKETS),
             ("retry-timeout", t.retry_timeout.is_some(), BUCKETS),
             ("request-timeout", t.request_timeout.is_some(), BUCKETS),
-            ("redirect", t.redirect.is_some(), &["s3"]),
+            ("redirect", t.redirect.is_some(), &["s3", "azure"]),
         ];
         let this = kind.map_or("fs", BucketKind::name);
         if let Some((k, _, owners)) = owners
@@ -603,11 +603,11 @@ mod tests {
         for (t, want) in [
             (
                 "[storage]\nkind = \"fs\"\npath = \"/x\"\nredirect = true",
-                "redirect is a setting of kind = \"s3\"",
+                "redirect is a setting of kind = \"s3\" or \"azure\"",
             ),
             (
                 "[storage]\nkind = \"gcs\"\nbucket = \"b\"\nredirect = true",
-                "redirect is a setting of kind = \"s3\"",
+                "redirect is a setting of kind = \"s3\" or \"azure\"",
             ),
             ("[storage]\nkind = \"s3\"", "needs bucket"),
             (

@@ -103,6 +103,24 @@ pub fn parse_range(header: Option<&str>, size: u64) -> RangeRequest {
     }
 }
 
+/// Whether a GET with this `Range` header may be handed to an object store: no header, or one
+/// range of the forms every store takes (`bytes=START-`, `bytes=START-END`). Azure's blob
+/// service refuses suffix ranges (`bytes=-N`) and none takes several ranges the way HTTP
+/// allows, so those GETs are answered by the registry itself.
+pub fn store_can_serve(header: Option<&str>) -> bool {
+    let Some(h) = header else {
+        return true;
+    };
+    let Some(spec) = h.trim().strip_prefix("bytes=") else {
+        return false;
+    };
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return false;
+    };
+    let digits = |x: &str| !x.is_empty() && x.bytes().all(|c| c.is_ascii_digit());
+    digits(a.trim()) && (b.trim().is_empty() || digits(b.trim()))
+}
+
 /// `Range: 0-<end>` for an upload holding `offset` bytes (distribution writes `0-0` when empty).
 pub fn upload_range_header(offset: u64) -> String {
     format!("0-{}", offset.saturating_sub(1))
@@ -173,6 +191,28 @@ mod tests {
         assert_eq!(parse_range(Some("bytes=0-1,3-4"), 10), Full);
         assert_eq!(parse_range(Some("items=0-1"), 10), Full);
         assert_eq!(parse_range(Some("bytes=4-2"), 10), Full);
+    }
+
+    #[test]
+    fn what_a_store_can_serve() {
+        for h in [
+            None,
+            Some("bytes=0-"),
+            Some("bytes=5-9"),
+            Some(" bytes=12- "),
+        ] {
+            assert!(store_can_serve(h), "{h:?}");
+        }
+        for h in [
+            "bytes=-5",
+            "bytes=0-1,4-5",
+            "bytes=a-",
+            "items=0-1",
+            "bytes=",
+            "bytes=5",
+        ] {
+            assert!(!store_can_serve(Some(h)), "{h}");
+        }
     }
 
     #[test]

@@ -25,6 +25,7 @@ const STORAGE_EXAMPLES: &str = r#"Storage in registry.toml (--config), one [stor
   account = "mystorageaccount"       # or AZURE_STORAGE_ACCOUNT_NAME
   # use-emulator = true              # Azurite (AZURITE_BLOB_STORAGE_URL)
   part-size = 8388608                # 1 MiB to 4000 MiB
+  redirect = true                    # blob GETs: 307 to a SAS URL (false: stream)
 
   [storage]                          # Google Cloud Storage
   kind = "gcs"

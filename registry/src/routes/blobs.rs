@@ -8,7 +8,7 @@ use oci_spec::image::Digest;
 use super::empty;
 use crate::endpoint::Name;
 use crate::error::{ErrorKind, RegistryError, Result};
-use crate::range::{RangeRequest, parse_range};
+use crate::range::{RangeRequest, parse_range, store_can_serve};
 use crate::storage::Storage;
 
 fn unknown(d: &Digest) -> RegistryError {
@@ -22,8 +22,9 @@ fn unknown(d: &Digest) -> RegistryError {
 // HEAD /v2/<name>/blobs/<digest>           200 Content-Length, Docker-Content-Digest | 404
 //
 // On a bucket with redirects on, a GET answers 307 with a presigned URL of the object holding
-// the bytes (as distribution's S3 driver); the client's Range then goes to the object store.
-// HEAD is always answered here, from what the registry knows, with no extra round trip.
+// the bytes (as distribution's storage drivers); the client's Range then goes to the object
+// store. HEAD is always answered here, from what the registry knows, with no extra round trip,
+// and so is a GET whose Range not every store takes (a suffix `bytes=-N`: Azure refuses it).
 pub async fn get<S: Storage>(
     st: &S,
     name: &Name,
@@ -31,7 +32,8 @@ pub async fn get<S: Storage>(
     h: &HeaderMap,
     head: bool,
 ) -> Result<Response> {
-    let (size, url) = if head {
+    let range_header = h.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let (size, url) = if head || !store_can_serve(range_header) {
         let Some(size) = st.blob_size(name, d).await? else {
             return Err(unknown(d));
         };
@@ -52,7 +54,7 @@ pub async fn get<S: Storage>(
         hs.push(("content-length", size.to_string()));
         return Ok(empty(StatusCode::OK, &hs));
     }
-    let range = parse_range(h.get(header::RANGE).and_then(|v| v.to_str().ok()), size);
+    let range = parse_range(range_header, size);
     let (status, start, len) = match range {
         RangeRequest::Full => (StatusCode::OK, 0, size),
         RangeRequest::Partial { start, end } => {
@@ -236,6 +238,19 @@ mod tests {
                 );
                 assert!(body_of(r).await.is_empty());
             }
+            // Ranges not every store takes (a suffix: Azure refuses it; several ranges) are
+            // served here.
+            let r = get(&st, &repo, &d, &headers(Some("bytes=-4")), false)
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+            assert_eq!(header_of(&r, "location"), None);
+            assert_eq!(body_of(r).await, data[data.len() - 4..]);
+            let r = get(&st, &repo, &d, &headers(Some("bytes=0-1,4-5")), false)
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+            assert_eq!(body_of(r).await, data);
             // A range past the end is refused here, in the spec's format.
             let past = format!("bytes={}-", data.len());
             let e = get(&st, &repo, &d, &headers(Some(&past)), false)

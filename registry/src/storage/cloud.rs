@@ -184,8 +184,10 @@ pub async fn open(cfg: &BucketConfig, read_only: bool) -> Result<ObjectStorage, 
         }
         BucketKind::Azure => {
             let c = Arc::new(azure_client(cfg)?);
-            // signer: MicrosoftAzure implements Signer too (a service SAS, from the account
-            // key or a user delegation key)
+            if cfg.redirect {
+                // A service SAS, from the account key or a user delegation key.
+                signer = Some(c.clone());
+            }
             both(c)
         }
         BucketKind::Gcs => {
@@ -201,7 +203,33 @@ pub async fn open(cfg: &BucketConfig, read_only: bool) -> Result<ObjectStorage, 
         signer,
     };
     probe(&bucket, cfg, read_only).await?;
+    let bucket = check_signer(bucket, cfg).await;
     Ok(ObjectStorage::new(bucket, cfg.part_size as usize))
+}
+
+/// Sign one URL now: credentials that cannot sign (an Azure SAS token, a managed identity
+/// without the right to a user delegation key…) turn redirects off once, with a warning,
+/// instead of failing to sign on every GET.
+async fn check_signer(mut b: Bucket, cfg: &BucketConfig) -> Bucket {
+    if let Some(s) = &b.signer {
+        let key = b.key("_probe/redirect");
+        if let Err(e) = s
+            .signed_url(
+                object_store::signer::Method::GET,
+                &key,
+                super::object::REDIRECT_VALIDITY,
+            )
+            .await
+        {
+            tracing::warn!(
+                "{} cannot presign URLs with these credentials ({}): blob GETs stream through this replica (set redirect = false to silence this)",
+                provider(cfg.kind),
+                e
+            );
+            b.signer = None;
+        }
+    }
+    b
 }
 
 async fn probe(b: &Bucket, cfg: &BucketConfig, read_only: bool) -> Result<(), OpenError> {

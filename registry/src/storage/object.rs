@@ -436,10 +436,20 @@ impl ObjectStorage {
 
     /// Store verified bytes as blob `d` unless it is stored already.
     async fn publish_small(&self, d: &Digest, bytes: Bytes) -> StorageResult<()> {
-        if self.b.stored(d).await?.map(|s| s.size()) == Some(bytes.len() as u64) {
+        let len = bytes.len() as u64;
+        if self.b.stored(d).await?.map(|s| s.size()) == Some(len) {
             return Ok(());
         }
-        self.b.put(&self.b.blob(d), bytes).await
+        match self.b.put(&self.b.blob(d), bytes).await {
+            Ok(()) => Ok(()),
+            // Writers of one digest write the same bytes: when the store failed this PUT
+            // (stores answer concurrent writes of one key with 409 or 500 at times) but the
+            // blob is there now, it is published all the same.
+            Err(e) => match self.b.stored(d).await {
+                Ok(Some(s)) if s.size() == len => Ok(()),
+                _ => Err(e),
+            },
+        }
     }
 
     /// Publish blob `d` as the data object of session `data` by creating its descriptor, unless
