@@ -268,10 +268,13 @@ for i in $(seq "$REPS"); do
         phase "$b" pullp "$b.stream" pull "$ps" "patch/r$i" "$DP"
         phase "$b" pullr "$b" pull "$p" "patch/r$i" "$DP"
     done
+    # Keep the disk use to one rep's: the filesystem stores' blobs of this rep are never read
+    # again (later reps push other layers to other repositories).
+    find "$W/fs" "$W/dist-fs" -type f -size +"$((MIB << 9))"k -delete 2>/dev/null || true
 done
 med() { python3 -c "import sys,statistics as s; v=sorted(map(float,sys.argv[1:])); print(f'{s.median(v):.0f} ({v[0]:.0f}-{v[-1]:.0f})')" "$@"; }
 medf() { python3 -c "import sys,statistics as s; print(f'{s.median(map(float,sys.argv[1:])):.1f}')" "$@"; }
-echo "layer ${MIB} MiB, ${REPS} reps, $(nproc) cores${BERTH_ENV:+, registry env: $BERTH_ENV}${STORE_CPUS:+, S3 servers on CPUs $STORE_CPUS}${REGISTRY_CPUS:+, the rest on CPUs $REGISTRY_CPUS}"
+echo "layer ${MIB} MiB, ${REPS} reps, $(nproc --all) cores${BERTH_ENV:+, registry env: $BERTH_ENV}${STORE_CPUS:+, S3 servers on CPUs $STORE_CPUS}${REGISTRY_CPUS:+, the rest on CPUs $REGISTRY_CPUS}"
 printf '%-12s %-6s %-20s %-7s %-18s %-14s %-15s %s\n' backend op 'MiB/s med (min-max)' '×fs' 'peak RSS MiB' 'registry CPU s' 'S3 server CPU s' "${PEER:+berth/dist}"
 ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
 for op in patch put pull pullp pullr; do
