@@ -23,6 +23,14 @@
 # BERTH_ENV: extra environment for the registries (e.g. "MALLOC_ARENA_MAX=1").
 # STORE_CPUS / REGISTRY_CPUS (taskset lists, e.g. 1 and 0): run the S3 servers on some CPUs and
 # everything else (registries, curl) on others, as if the store had a machine of its own.
+# PEER=distribution: the same phases, same layer size and reps, against the CNCF distribution
+# registry (DISTRIBUTION, default /usr/bin/docker-registry: Debian's docker-registry 2.8) on its
+# filesystem driver and its s3 driver on the same S3 servers (its own prefix in the same bucket;
+# chunksize 8 MiB, as berth's parts; redirect on for pullr, a second process with
+# `redirect: disable: true` for pull/pullp — as for berth). Rows `dist.<store>`, alternating with
+# berth's per store; every backend pushes freshly generated layers (Garage deduplicates blocks,
+# so the second registry must never push bytes the first has stored). The table gains
+# `berth/dist`: berth's median MiB/s over distribution's, same phase and store.
 # Usage: bench/registry_s3.sh [layer MiB (default 1024)] [REPS (default 3)]
 set -euo pipefail
 shopt -s inherit_errexit
@@ -37,6 +45,13 @@ SERVERS=${SERVERS:-moto s3s-fs}
 MOTO=/opt/berth-test-venv/bin/moto_server
 BENCH_TOOLS=${BENCH_TOOLS:-$HOME/.cache/berth-bench}
 GARAGE=${GARAGE:-$BENCH_TOOLS/bin/garage}
+PEER=${PEER:-}
+DISTRIBUTION=${DISTRIBUTION:-/usr/bin/docker-registry}
+case $PEER in
+'') ;;
+distribution) [ -x "$DISTRIBUTION" ] || { echo "missing $DISTRIBUTION (apt-get install docker-registry, or DISTRIBUTION=path)" >&2; exit 1; } ;;
+*) echo "unknown PEER $PEER (distribution)" >&2; exit 1 ;;
+esac
 S3S_VERSION=0.14.1 # the newest that builds with the workspace's rustc 1.95
 cd "$(dirname "$0")/.."
 for t in curl sha256sum python3; do
@@ -125,38 +140,101 @@ start_registry() { # name storage [S3 port [region [redirect]]]
     RPORT[$1]=$(sed -n 's/.*127.0.0.1:\([0-9]*\).*/\1/p' "$W/$1.out")
     [ -n "${RPORT[$1]}" ] || { echo "registry $1 did not start" >&2; exit 1; }
 }
+# The peer: distribution with a YAML config of its own, on a free loopback port.
+start_distribution() { # name [S3 port region redirect-disable]
+    local port storage; port=$(free_port)
+    if [ -z "${2:-}" ]; then
+        storage="  filesystem:
+    rootdirectory: $W/dist-fs"
+    else
+        storage="  s3:
+    region: $3
+    regionendpoint: http://127.0.0.1:$2
+    bucket: bench
+    rootdirectory: /distribution
+    accesskey: $AWS_ACCESS_KEY_ID
+    secretkey: $AWS_SECRET_ACCESS_KEY
+    secure: false
+    v4auth: true
+    chunksize: 8388608
+  redirect:
+    disable: $4"
+    fi
+    cat >"$W/$1.yml" <<EOF
+version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: true
+storage:
+$storage
+  maintenance:
+    uploadpurging:
+      enabled: false
+http:
+  addr: 127.0.0.1:$port
+  secret: berth-bench-peer
+EOF
+    # env -u AWS_CA_BUNDLE: aws-sdk-go v1 refuses a custom CA bundle with its custom transport
+    # (panics at start-up); the S3 servers here are plain http anyway.
+    env -u AWS_CA_BUNDLE "$DISTRIBUTION" serve "$W/$1.yml" >"$W/$1.out" 2>&1 &
+    PIDS+=($!); RPID[$1]=$! RPORT[$1]=$port
+    for _ in $(seq 400); do
+        curl -s -o /dev/null "http://127.0.0.1:$port/" && return
+        kill -0 "${RPID[$1]}" 2>/dev/null || { echo "distribution $1 exited:" >&2; cat "$W/$1.out" >&2; exit 1; }
+        sleep 0.05
+    done
+    echo "distribution $1 never answered on $port" >&2; exit 1
+}
 BACKENDS=(fs)
 start_registry fs "$W/fs"
+[ -n "$PEER" ] && { start_distribution dist.fs; BACKENDS+=(dist.fs); }
 for s in $SERVERS; do
     start_s3 "$s"
     start_registry "$s" "s3://bench/registry" "$S3PORT" "${REGION[$s]:-}"
     start_registry "$s.stream" - "$S3PORT" "${REGION[$s]:-}" false
     BACKENDS+=("$s")
+    if [ -n "$PEER" ]; then
+        start_distribution "dist.$s" "$S3PORT" "${REGION[$s]:-us-east-1}" false
+        start_distribution "dist.$s.stream" "$S3PORT" "${REGION[$s]:-us-east-1}" true
+        BACKENDS+=("dist.$s")
+    fi
 done
 RPID[fs.stream]=${RPID[fs]} RPORT[fs.stream]=${RPORT[fs]}
+RPID[dist.fs.stream]=${RPID[dist.fs]:-} RPORT[dist.fs.stream]=${RPORT[dist.fs]:-}
 
 new_layers() { # -> $W/layer.patch, $W/layer.put; DP, DU their digests
     head -c "$((MIB << 20))" /dev/urandom >"$W/layer.patch"
     head -c "$((MIB << 20))" /dev/urandom >"$W/layer.put"
     DP=sha256:$(sha256sum "$W/layer.patch" | cut -d' ' -f1)
     DU=sha256:$(sha256sum "$W/layer.put" | cut -d' ' -f1)
+    sync -f "$W/layer.put" # written back now, not during the next push
 }
 hz=$(getconf CLK_TCK)
 cpu() { [ -n "${1:-}" ] && awk '{print $14+$15}' "/proc/$1/stat" || echo 0; }
 
+absolute() { # port Location-header-value (berth's is a path, distribution's a whole URL)
+    case $2 in
+    http://* | https://*) echo "$2" ;;
+    *) echo "http://127.0.0.1:$1$2" ;;
+    esac
+}
 location() { # port repo
     local loc
     loc=$(curl -sf -X POST -D - -o /dev/null "http://127.0.0.1:$1/v2/$2/blobs/uploads/" | tr -d '\r' | sed -n 's/^[Ll]ocation: //p')
-    echo "http://127.0.0.1:$1$loc"
+    absolute "$1" "$loc"
 }
-push_patch() { # port repo
+with_digest() { # URL digest (distribution's upload URLs carry a query already: ?_state=…)
+    case $1 in *\?*) echo "$1&digest=$2" ;; *) echo "$1?digest=$2" ;; esac
+}
+push_patch() { # port repo (the PUT goes to the Location the PATCH answered, as clients do)
     local loc; loc=$(location "$1" "$2")
-    curl -sf -X PATCH -H 'Content-Type: application/octet-stream' -T "$W/layer.patch" -o /dev/null "$loc"
-    curl -sf -X PUT -o /dev/null "$loc?digest=$DP"
+    loc=$(curl -sf -X PATCH -H 'Content-Type: application/octet-stream' -T "$W/layer.patch" -D - -o /dev/null "$loc" | tr -d '\r' | sed -n 's/^[Ll]ocation: //p')
+    curl -sf -X PUT -o /dev/null "$(with_digest "$(absolute "$1" "$loc")" "$DP")"
 }
 push_put() { # port repo
     local loc; loc=$(location "$1" "$2")
-    curl -sf -X PUT -H 'Content-Type: application/octet-stream' -T "$W/layer.put" -o /dev/null "$loc?digest=$DU"
+    curl -sf -X PUT -H 'Content-Type: application/octet-stream' -T "$W/layer.put" -o /dev/null "$(with_digest "$loc" "$DU")"
 }
 pull() { # port repo digest (follows a redirect, as registry clients do)
     local got
@@ -168,7 +246,7 @@ declare -A R RSS OURS THEIRS
 # One phase: reset the registry's peak RSS, time the command, record MiB/s, peak RSS and the
 # CPU seconds of the registry and of the S3 server.
 phase() { # backend op registry command...
-    local b=$1 op=$2 rp=${RPID[$3]} sp=${SPID[$1]:-}; shift 3
+    local b=$1 op=$2 rp=${RPID[$3]} sp=${SPID[${1#dist.}]:-}; shift 3
     echo 5 >"/proc/$rp/clear_refs"
     local c0 s0 t0 t1 c1 s1
     c0=$(cpu "$rp"); s0=$(cpu "$sp"); t0=$(date +%s.%N)
@@ -182,6 +260,7 @@ phase() { # backend op registry command...
 for i in $(seq "$REPS"); do
     new_layers
     for b in "${BACKENDS[@]}"; do
+        [ -n "$PEER" ] && [ "$b" != fs ] && new_layers
         p=${RPORT[$b]} ps=${RPORT[$b.stream]}
         phase "$b" patch "$b" push_patch "$p" "patch/r$i"
         phase "$b" put "$b" push_put "$p" "put/r$i"
@@ -189,17 +268,22 @@ for i in $(seq "$REPS"); do
         phase "$b" pullp "$b.stream" pull "$ps" "patch/r$i" "$DP"
         phase "$b" pullr "$b" pull "$p" "patch/r$i" "$DP"
     done
+    # Keep the disk use to one rep's: the filesystem stores' blobs of this rep are never read
+    # again (later reps push other layers to other repositories).
+    find "$W/fs" "$W/dist-fs" -type f -size +"$((MIB << 9))"k -delete 2>/dev/null || true
 done
 med() { python3 -c "import sys,statistics as s; v=sorted(map(float,sys.argv[1:])); print(f'{s.median(v):.0f} ({v[0]:.0f}-{v[-1]:.0f})')" "$@"; }
 medf() { python3 -c "import sys,statistics as s; print(f'{s.median(map(float,sys.argv[1:])):.1f}')" "$@"; }
-echo "layer ${MIB} MiB, ${REPS} reps, $(nproc) cores${BERTH_ENV:+, registry env: $BERTH_ENV}${STORE_CPUS:+, S3 servers on CPUs $STORE_CPUS}${REGISTRY_CPUS:+, the rest on CPUs $REGISTRY_CPUS}"
-printf '%-8s %-6s %-20s %-7s %-18s %-14s %s\n' backend op 'MiB/s med (min-max)' '×fs' 'peak RSS MiB' 'registry CPU s' 'S3 server CPU s'
+echo "layer ${MIB} MiB, ${REPS} reps, $(nproc --all) cores${BERTH_ENV:+, registry env: $BERTH_ENV}${STORE_CPUS:+, S3 servers on CPUs $STORE_CPUS}${REGISTRY_CPUS:+, the rest on CPUs $REGISTRY_CPUS}"
+printf '%-12s %-6s %-20s %-7s %-18s %-14s %-15s %s\n' backend op 'MiB/s med (min-max)' '×fs' 'peak RSS MiB' 'registry CPU s' 'S3 server CPU s' "${PEER:+berth/dist}"
+ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
 for op in patch put pull pullp pullr; do
-    fm=$(med ${R[fs.$op]} | cut -d' ' -f1)
     for b in "${BACKENDS[@]}"; do
         m=$(med ${R[$b.$op]})
-        printf '%-8s %-6s %-20s %-7s %-18s %-14s %s\n' "$b" "$op" "$m" \
-            "$(python3 -c "print(f'{${m%% *}/$fm:.2f}')")" "$(med ${RSS[$b.$op]})" \
-            "$(medf ${OURS[$b.$op]})" "$([ "$b" = fs ] && echo - || medf ${THEIRS[$b.$op]})"
+        fs=fs peer=-
+        case $b in dist.*) fs=dist.fs ;; *) [ -n "$PEER" ] && peer=$(ratio "${m%% *}" "$(med ${R[dist.$b.$op]} | cut -d' ' -f1)") ;; esac
+        printf '%-12s %-6s %-20s %-7s %-18s %-14s %-15s %s\n' "$b" "$op" "$m" \
+            "$(ratio "${m%% *}" "$(med ${R[$fs.$op]} | cut -d' ' -f1)")" "$(med ${RSS[$b.$op]})" \
+            "$(medf ${OURS[$b.$op]})" "$([ "$b" = "$fs" ] && echo - || medf ${THEIRS[$b.$op]})" "${PEER:+$peer}"
     done
 done
