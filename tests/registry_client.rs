@@ -78,7 +78,8 @@ pub fn spawn_moto_with(port: u16, env: &[(&str, &str)]) -> u32 {
         let _ = child.wait();
     });
     let pid = rx.recv().expect("moto pid");
-    for _ in 0..200 {
+    // Up to 30 s: a loaded CI machine starts Python slowly.
+    for _ in 0..1200 {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return pid;
         }
@@ -213,7 +214,8 @@ fn spawn_azurite(port: u16) -> u32 {
         let _ = child.wait();
     });
     let pid = rx.recv().expect("azurite pid");
-    for _ in 0..400 {
+    // Up to 30 s: a loaded CI machine starts Node slowly.
+    for _ in 0..1200 {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return pid;
         }
