@@ -1,38 +1,20 @@
 //! The object-storage backend on Azure Blob Storage (an Azurite per test process, see
-//! `registry_client.rs`): two replicas on one container, an upload continued on the other
-//! replica, the account-URL settings a real Azure account uses, what start-up says about a
-//! missing container, a wrong key or an unreachable service, conditional writes racing (one
-//! blob finished twice, one tag moved by both replicas), a service outage (5xx, then recovery)
-//! and `registry gc` on the container.
+//! `registry_client.rs`): what holds on any bucket (`registry_shared/replicas.rs`: two
+//! replicas on one container, a tag race, gc racing a push), and here an upload continued on
+//! the other replica, the account-URL settings a real Azure account uses, what start-up says
+//! about a missing container, a wrong key or an unreachable service, one blob finished by two
+//! sessions at once, a service outage (5xx, then recovery), and blob GET redirects to SAS URLs.
 
 #[path = "registry_client.rs"]
 mod client;
+#[path = "registry_shared/replicas.rs"]
+mod replicas;
 
 use std::process::{Command, Output};
 
 use client::*;
+use replicas::*;
 use tempfile::TempDir;
-
-fn data(n: usize, seed: u32) -> Vec<u8> {
-    (0..n as u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(seed) >> 13) as u8)
-        .collect()
-}
-
-/// Two replicas of one registry: the same container.
-fn replicas(dir: &TempDir) -> (Server, Server) {
-    let storage = dir.path().join("storage");
-    (Server::start(&storage, &[]), Server::start(&storage, &[]))
-}
-
-fn put_manifest(s: &Server, repo: &str, tag: &str, m: &str) -> Resp {
-    s.req(
-        "PUT",
-        &format!("/v2/{repo}/manifests/{tag}"),
-        &[("Content-Type", OCI_MANIFEST)],
-        m.as_bytes(),
-    )
-}
 
 /// `berth ARGS` with `env` (and nothing of the Azurite's emulator settings unless given).
 fn berth(root: &std::path::Path, env: &[(&str, String)], args: &[&str]) -> Output {
@@ -44,32 +26,6 @@ fn berth(root: &std::path::Path, env: &[(&str, String)], args: &[&str]) -> Outpu
         .expect("run berth")
 }
 
-/// `berth registry gc --storage URL --grace 2s [extra…]` through replica `s`'s root: its stdout,
-/// after checking it succeeded.
-fn gc(s: &Server, url: &str, extra: &[&str]) -> String {
-    let mut args = vec!["registry", "gc", "--storage", url, "--grace", "2s"];
-    args.extend_from_slice(extra);
-    let run = berth(&s.storage.join("root"), &Azurite::get().env(), &args);
-    let out = String::from_utf8_lossy(&run.stdout).into_owned();
-    assert!(
-        run.status.success(),
-        "{out}{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    out
-}
-
-/// A POST, PATCH, PUT ?digest= upload (what docker and skopeo do) of `blob` on `s`; returns
-/// the upload's location, ready for the final PUT.
-fn patch_upload(s: &Server, repo: &str, blob: &[u8]) -> String {
-    let r = s.req("POST", &format!("/v2/{repo}/blobs/uploads/"), &[], b"");
-    assert_eq!(r.status, 202, "{}", r.text());
-    let loc = r.header("location").unwrap().to_string();
-    let r = s.req("PATCH", &loc, &[], blob);
-    assert_eq!(r.status, 202, "{}", r.text());
-    r.header("location").unwrap().to_string()
-}
-
 fn serve_fails(root: &std::path::Path, env: &[(&str, String)], args: &[&str]) -> String {
     let mut all = vec!["registry", "serve", "--addr", "127.0.0.1:0"];
     all.extend_from_slice(args);
@@ -79,58 +35,6 @@ fn serve_fails(root: &std::path::Path, env: &[(&str, String)], args: &[&str]) ->
     assert!(out.stdout.is_empty(), "it never listened: {err}");
     assert!(!err.contains("<?xml"), "the XML body is boiled down: {err}");
     err
-}
-
-#[test]
-fn an_image_pushed_through_one_replica_pulls_from_the_other() {
-    let dir = TempDir::new().unwrap();
-    let (a, b) = replicas(&dir);
-    let cfg = config_blob();
-    // Larger than a part: pushed in one PUT, so stored inline; and one through a session.
-    let layer = data(12 << 20, 1);
-    let cd = a.push_blob("team/app", &cfg);
-    let ld = a.push_blob("team/app", &layer);
-    let m = manifest_json(OCI_MANIFEST, (&cd, cfg.len()), &[(&ld, layer.len())], "");
-    assert_eq!(put_manifest(&a, "team/app", "v1", &m).status, 201);
-
-    let r = b.get("/v2/team/app/manifests/v1");
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.body, m.as_bytes());
-    assert_eq!(
-        r.header("docker-content-digest"),
-        Some(digest_of(m.as_bytes()).as_str())
-    );
-    let r = b.req("HEAD", &format!("/v2/team/app/blobs/{ld}"), &[], b"");
-    assert_eq!(
-        (r.status, r.header("content-length")),
-        (200, Some((12usize << 20).to_string().as_str()))
-    );
-    assert!(b.get(&format!("/v2/team/app/blobs/{ld}")).body == layer);
-    let r = b.req(
-        "GET",
-        &format!("/v2/team/app/blobs/{ld}"),
-        &[("Range", "bytes=9000000-9000099")],
-        b"",
-    );
-    assert_eq!(r.status, 206);
-    assert_eq!(r.body, layer[9_000_000..9_000_100]);
-    assert_eq!(b.get("/v2/team/app/tags/list").json()["tags"][0], "v1");
-    assert_eq!(
-        b.get("/v2/_catalog").json()["repositories"],
-        serde_json::json!(["team/app"])
-    );
-    // Only verified bytes under blobs/: config and manifest inline, the layer (larger than a
-    // part) by a descriptor over its data object; the probe objects of both start-ups gone.
-    assert_eq!(a.stored_blobs().len(), 3, "{:?}", a.stored_blobs());
-    let c = a.bucket.clone().unwrap();
-    let az = Azurite::get();
-    let hex = &ld["sha256:".len()..];
-    assert_eq!(
-        az.keys(&c, "blobs/ref/"),
-        vec![format!("blobs/ref/sha256/{}/{hex}", &hex[..2])]
-    );
-    assert_eq!(az.keys(&c, "blobs/data/").len(), 1);
-    assert!(az.keys(&c, "_probe/").is_empty());
 }
 
 #[test]
@@ -317,58 +221,6 @@ fn a_missing_container_a_wrong_key_and_no_service_stop_the_server_at_start_up() 
 }
 
 #[test]
-fn gc_on_the_container_spares_a_push_racing_it() {
-    let dir = TempDir::new().unwrap();
-    let (a, b) = replicas(&dir);
-    let c = a.bucket.clone().unwrap();
-    let url = format!("az://{c}");
-    let cfg = config_blob();
-    let cd = a.push_blob("gc/app", &cfg);
-    let layer = data(3000, 3);
-    let ld = a.push_blob("gc/app", &layer);
-    let m = manifest_json(OCI_MANIFEST, (&cd, cfg.len()), &[(&ld, layer.len())], "");
-    assert_eq!(put_manifest(&a, "gc/app", "v1", &m).status, 201);
-    let orphan = a.push_blob("gc/app", b"nobody refers to me");
-    let r = a.req("POST", "/v2/gc/app/blobs/uploads/", &[], b"");
-    let stale_upload = r.header("location").unwrap().to_string();
-    // A first push into a new repository, abandoned: its session is all that repository holds.
-    let first_push = patch_upload(&a, "gc/brand/new", b"the start of a layer");
-    std::thread::sleep(std::time::Duration::from_secs(3));
-    // A push in progress on the other replica: its layer is up, its manifest not yet.
-    let fresh = data(5000, 4);
-    let fd = b.push_blob("gc/app", &fresh);
-
-    let out = gc(&a, &url, &["--dry-run"]);
-    assert!(
-        out.contains(&format!("blob eligible for deletion: {orphan}")),
-        "{out}"
-    );
-    assert_eq!(a.stored_blobs().len(), 5, "a dry run deletes nothing");
-
-    let out = gc(&a, &url, &[]);
-    assert!(out.contains(&format!("deleting blob: {orphan}")), "{out}");
-    assert!(
-        !out.contains(&fd) && !out.contains(&ld) && !out.contains(&cd),
-        "{out}"
-    );
-    assert!(out.contains("1 blobs deleted, 2 uploads purged"), "{out}");
-    assert_eq!(a.get(&first_push).status, 404);
-    assert_eq!(
-        b.req("HEAD", &format!("/v2/gc/app/blobs/{orphan}"), &[], b"")
-            .status,
-        404
-    );
-    assert_eq!(a.get(&stale_upload).status, 404);
-    assert_eq!(a.stored_blobs().len(), 4);
-
-    // The racing push completes: its layer is still there.
-    let m2 = manifest_json(OCI_MANIFEST, (&cd, cfg.len()), &[(&fd, fresh.len())], "");
-    assert_eq!(put_manifest(&b, "gc/app", "v2", &m2).status, 201);
-    assert_eq!(a.get(&format!("/v2/gc/app/blobs/{fd}")).body, fresh);
-    assert_eq!(a.get("/v2/gc/app/manifests/v1").body, m.as_bytes());
-}
-
-#[test]
 fn two_sessions_of_one_blob_finishing_at_once_leave_one_blob() {
     let dir = TempDir::new().unwrap();
     let (a, b) = replicas(&dir);
@@ -405,45 +257,6 @@ fn two_sessions_of_one_blob_finishing_at_once_leave_one_blob() {
             .status,
         404
     );
-}
-
-#[test]
-fn two_replicas_racing_on_one_tag_leave_one_consistent_winner() {
-    let dir = TempDir::new().unwrap();
-    let (a, b) = replicas(&dir);
-    let cfg = config_blob();
-    let cd = a.push_blob("race/app", &cfg);
-    let mut manifests = Vec::new();
-    for i in 0..2u32 {
-        let layer = data(1000, i);
-        let ld = a.push_blob("race/app", &layer);
-        manifests.push(manifest_json(
-            OCI_MANIFEST,
-            (&cd, cfg.len()),
-            &[(&ld, layer.len())],
-            "",
-        ));
-    }
-    for round in 0..8 {
-        std::thread::scope(|s| {
-            for (srv, m) in [(&a, &manifests[0]), (&b, &manifests[1])] {
-                s.spawn(move || {
-                    let r = put_manifest(srv, "race/app", "latest", m);
-                    assert_eq!(r.status, 201, "round {round}: {}", r.text());
-                });
-            }
-        });
-        let ra = a.get("/v2/race/app/manifests/latest");
-        let rb = b.get("/v2/race/app/manifests/latest");
-        assert_eq!((ra.status, rb.status), (200, 200));
-        assert_eq!(ra.body, rb.body, "both replicas see the same winner");
-        let winner = String::from_utf8(ra.body.clone()).unwrap();
-        assert!(manifests.contains(&winner), "{winner}");
-        assert_eq!(
-            ra.header("docker-content-digest"),
-            Some(digest_of(winner.as_bytes()).as_str())
-        );
-    }
 }
 
 #[test]
@@ -522,22 +335,11 @@ fn blob_gets_redirect_to_a_sas_url_and_suffix_ranges_stay_with_the_replica() {
     let url = r.header("location").unwrap().to_string();
     assert!(url.starts_with(&az.account_url()), "{url}");
     assert!(url.contains("sig=") && url.contains("se="), "a SAS: {url}");
-    let curl = |range: Option<&str>| {
-        let mut c = Command::new("curl");
-        c.args(["-sS", "--fail", "-o", "-"]);
-        if let Some(r) = range {
-            c.args(["-H", &format!("Range: bytes={r}")]);
-        }
-        let out = c.arg(&url).output().expect("run curl");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
-    };
-    assert!(curl(None) == big, "the whole blob through the SAS URL");
-    assert!(curl(Some("8388000-8389999")) == big[8_388_000..8_390_000]);
+    assert!(
+        fetch_url(&url, None) == big,
+        "the whole blob through the SAS URL"
+    );
+    assert!(fetch_url(&url, Some("8388000-8389999")) == big[8_388_000..8_390_000]);
     // Followed as clients follow it, with a range across the part boundary.
     let r = s.req(
         "GET",

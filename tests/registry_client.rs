@@ -59,33 +59,43 @@ pub fn spawn_moto_with(port: u16, env: &[(&str, &str)]) -> u32 {
         Path::new(MOTO).exists(),
         "{MOTO} is missing: run scripts/setup.sh (the S3 tests need moto[server])"
     );
-    let env: Vec<(String, String)> = env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let mut cmd = Command::new(MOTO);
+    cmd.envs(env.iter().copied())
+        .args(["-H", "127.0.0.1", "-p"])
+        .arg(port.to_string());
+    spawn_listening(cmd, port)
+}
+
+/// Run `cmd` (a test store) from a thread that never ends, with the parent-death signal set,
+/// so it dies with this test process however that ends; return its PID once it listens on
+/// `port` (up to 30 s: a loaded CI machine starts Python and Node slowly).
+fn spawn_listening(cmd: Command, port: u16) -> u32 {
+    let program = cmd.get_program().to_owned();
+    let mut full = Command::new("setpriv");
+    full.args(["--pdeathsig", "KILL", "--"])
+        .arg(&program)
+        .args(cmd.get_args())
+        .envs(cmd.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     let (tx, rx) = std::sync::mpsc::channel();
+    let name = program.to_string_lossy().into_owned();
+    let spawned = name.clone();
     std::thread::spawn(move || {
-        let child = Command::new("setpriv")
-            .envs(env)
-            .args(["--pdeathsig", "KILL", "--", MOTO, "-H", "127.0.0.1", "-p"])
-            .arg(port.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+        let mut child = full
             .spawn()
-            .expect("start moto_server");
+            .unwrap_or_else(|e| panic!("start {spawned}: {e}"));
         tx.send(child.id()).expect("send pid");
-        let mut child = child;
         let _ = child.wait();
     });
-    let pid = rx.recv().expect("moto pid");
-    // Up to 30 s: a loaded CI machine starts Python slowly.
+    let pid = rx.recv().expect("test store pid");
     for _ in 0..1200 {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return pid;
         }
         std::thread::sleep(Duration::from_millis(25));
     }
-    panic!("moto_server did not listen on port {port}");
+    panic!("{name} did not listen on port {port}");
 }
 
 impl Moto {
@@ -189,39 +199,19 @@ pub const AZURITE_ACCOUNT: &str = "devstoreaccount1";
 pub const AZURITE_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
-/// Start Azurite's blob service (in memory) on `port` from a thread that never ends, with the
-/// parent-death signal set, as `spawn_moto` does; returns its PID once it listens.
+/// Start Azurite's blob service (in memory) on `port`; returns its PID once it listens.
 fn spawn_azurite(port: u16) -> u32 {
     assert!(
         Path::new(AZURITE).exists(),
         "{AZURITE} is missing: run scripts/setup.sh (the Azure tests need azurite)"
     );
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let child = Command::new("setpriv")
-            .args(["--pdeathsig", "KILL", "--", AZURITE])
-            .args(["--blobHost", "127.0.0.1", "--blobPort"])
-            .arg(port.to_string())
-            .args(["--inMemoryPersistence", "--disableTelemetry", "--silent"])
-            // Room for the suite's blobs; nothing is written to disk.
-            .args(["--extentMemoryLimit", "2048"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start azurite-blob");
-        tx.send(child.id()).expect("send pid");
-        let mut child = child;
-        let _ = child.wait();
-    });
-    let pid = rx.recv().expect("azurite pid");
-    // Up to 30 s: a loaded CI machine starts Node slowly.
-    for _ in 0..1200 {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return pid;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    panic!("azurite-blob did not listen on port {port}");
+    let mut cmd = Command::new(AZURITE);
+    cmd.args(["--blobHost", "127.0.0.1", "--blobPort"])
+        .arg(port.to_string())
+        .args(["--inMemoryPersistence", "--disableTelemetry", "--silent"])
+        // Room for the suite's blobs; nothing is written to disk.
+        .args(["--extentMemoryLimit", "2048"]);
+    spawn_listening(cmd, port)
 }
 
 /// An Azurite blob service on a free loopback port, one per test process, started and ended
@@ -713,6 +703,23 @@ pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], bo
     let mut next = request_once(&host, method, &path, &kept, b"");
     next.redirected_from = Some(Box::new(r));
     next
+}
+
+/// The bytes at `url` (a presigned object-store URL), whole or `range` (`START-END`), fetched
+/// by curl with nothing but the URL's own authorization; fails the test on any error.
+pub fn fetch_url(url: &str, range: Option<&str>) -> Vec<u8> {
+    let mut c = Command::new("curl");
+    c.args(["-sS", "--fail", "-o", "-"]);
+    if let Some(r) = range {
+        c.args(["-H", &format!("Range: bytes={r}")]);
+    }
+    let out = c.arg(url).output().expect("run curl");
+    assert!(
+        out.status.success(),
+        "{url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
 }
 
 /// One request to `host` (`ip:port`), redirects not followed.

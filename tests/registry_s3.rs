@@ -1,102 +1,20 @@
 //! The object-storage backend with several replicas on one bucket (a moto server per test
-//! process, see `registry_client.rs`): push through one and pull through another, an upload
-//! whose chunks land on different replicas and that outlives a `kill -9`, tag races, gc while
-//! replicas serve, and what start-up and a failing object store look like.
+//! process, see `registry_client.rs`): what holds on any bucket
+//! (`registry_shared/replicas.rs`: push through one replica and pull through another, tag
+//! races, gc while replicas serve), and here an upload whose chunks land on different replicas
+//! and that outlives a `kill -9`, the descriptor layout, and what start-up and a failing object
+//! store look like.
 
 #[path = "registry_client.rs"]
 mod client;
+#[path = "registry_shared/replicas.rs"]
+mod replicas;
 
 use std::process::Command;
 
 use client::*;
+use replicas::*;
 use tempfile::TempDir;
-
-fn data(n: usize, seed: u32) -> Vec<u8> {
-    (0..n as u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(seed) >> 13) as u8)
-        .collect()
-}
-
-/// Two replicas of one registry: the same bucket.
-fn replicas(dir: &TempDir) -> (Server, Server) {
-    let storage = dir.path().join("storage");
-    (Server::start(&storage, &[]), Server::start(&storage, &[]))
-}
-
-fn put_manifest(s: &Server, repo: &str, tag: &str, m: &str) -> Resp {
-    s.req(
-        "PUT",
-        &format!("/v2/{repo}/manifests/{tag}"),
-        &[("Content-Type", OCI_MANIFEST)],
-        m.as_bytes(),
-    )
-}
-
-fn berth(s: &Server, args: &[&str]) -> std::process::Output {
-    Command::new(assert_cmd::cargo::cargo_bin("berth"))
-        .envs(Moto::get().env())
-        .args(["--root", s.storage.join("root").to_str().unwrap()])
-        .args(args)
-        .output()
-        .expect("run berth")
-}
-
-/// `berth registry gc --storage URL --grace 2s [extra…]` through replica `s`'s root: its stdout,
-/// after checking it succeeded.
-fn gc(s: &Server, url: &str, extra: &[&str]) -> String {
-    let mut args = vec!["registry", "gc", "--storage", url, "--grace", "2s"];
-    args.extend_from_slice(extra);
-    let run = berth(s, &args);
-    let out = String::from_utf8_lossy(&run.stdout).into_owned();
-    assert!(
-        run.status.success(),
-        "{out}{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    out
-}
-
-#[test]
-fn an_image_pushed_through_one_replica_pulls_from_the_other() {
-    let dir = TempDir::new().unwrap();
-    let (a, b) = replicas(&dir);
-    let cfg = config_blob();
-    let layer = data(12 << 20, 1);
-    let cd = a.push_blob("team/app", &cfg);
-    let ld = a.push_blob("team/app", &layer);
-    let m = manifest_json(OCI_MANIFEST, (&cd, cfg.len()), &[(&ld, layer.len())], "");
-    assert_eq!(put_manifest(&a, "team/app", "v1", &m).status, 201);
-
-    let r = b.get("/v2/team/app/manifests/v1");
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.body, m.as_bytes());
-    assert_eq!(r.header("content-type"), Some(OCI_MANIFEST));
-    assert_eq!(
-        r.header("docker-content-digest"),
-        Some(digest_of(m.as_bytes()).as_str())
-    );
-    let r = b.req("HEAD", &format!("/v2/team/app/blobs/{ld}"), &[], b"");
-    assert_eq!(
-        (r.status, r.header("content-length")),
-        (200, Some((12usize << 20).to_string().as_str()))
-    );
-    assert_eq!(b.get(&format!("/v2/team/app/blobs/{ld}")).body, layer);
-    let r = b.req(
-        "GET",
-        &format!("/v2/team/app/blobs/{ld}"),
-        &[("Range", "bytes=9000000-9000099")],
-        b"",
-    );
-    assert_eq!(r.status, 206);
-    assert_eq!(r.body, layer[9_000_000..9_000_100]);
-    assert_eq!(b.get("/v2/team/app/tags/list").json()["tags"][0], "v1");
-    assert_eq!(
-        b.get("/v2/_catalog").json()["repositories"],
-        serde_json::json!(["team/app"])
-    );
-    // Only verified bytes under blobs/: the two blobs and the manifest.
-    assert_eq!(a.stored_blobs().len(), 3, "{:?}", a.stored_blobs());
-}
 
 #[test]
 fn a_chunked_upload_moves_between_replicas_and_survives_kill_9() {
@@ -165,17 +83,6 @@ fn a_chunked_upload_moves_between_replicas_and_survives_kill_9() {
             .is_empty(),
         "the finished session leaves nothing behind"
     );
-}
-
-/// A POST, PATCH, PUT ?digest= upload (what docker and skopeo do) of `blob` on `s`; returns
-/// the upload's location, ready for the final PUT.
-fn patch_upload(s: &Server, repo: &str, blob: &[u8]) -> String {
-    let r = s.req("POST", &format!("/v2/{repo}/blobs/uploads/"), &[], b"");
-    assert_eq!(r.status, 202, "{}", r.text());
-    let loc = r.header("location").unwrap().to_string();
-    let r = s.req("PATCH", &loc, &[], blob);
-    assert_eq!(r.status, 202, "{}", r.text());
-    r.header("location").unwrap().to_string()
 }
 
 #[test]
@@ -369,94 +276,6 @@ fn a_blob_stored_inline_by_an_older_version_still_reads() {
         201
     );
     assert!(moto.keys(&bucket, "blobs/ref/").is_empty());
-}
-
-#[test]
-fn two_replicas_racing_on_one_tag_leave_one_consistent_winner() {
-    let dir = TempDir::new().unwrap();
-    let (a, b) = replicas(&dir);
-    let cfg = config_blob();
-    let cd = a.push_blob("race/app", &cfg);
-    let mut manifests = Vec::new();
-    for i in 0..2u32 {
-        let layer = data(1000, i);
-        let ld = a.push_blob("race/app", &layer);
-        manifests.push(manifest_json(
-            OCI_MANIFEST,
-            (&cd, cfg.len()),
-            &[(&ld, layer.len())],
-            "",
-        ));
-    }
-    for round in 0..8 {
-        std::thread::scope(|s| {
-            for (srv, m) in [(&a, &manifests[0]), (&b, &manifests[1])] {
-                s.spawn(move || {
-                    let r = put_manifest(srv, "race/app", "latest", m);
-                    assert_eq!(r.status, 201, "round {round}: {}", r.text());
-                });
-            }
-        });
-        let ra = a.get("/v2/race/app/manifests/latest");
-        let rb = b.get("/v2/race/app/manifests/latest");
-        assert_eq!((ra.status, rb.status), (200, 200));
-        assert_eq!(ra.body, rb.body, "both replicas see the same winner");
-        let winner = String::from_utf8(ra.body.clone()).unwrap();
-        assert!(manifests.contains(&winner), "{winner}");
-        assert_eq!(
-            ra.header("docker-content-digest"),
-            Some(digest_of(winner.as_bytes()).as_str())
-        );
-    }
-}
-
-#[test]
-fn gc_on_the_bucket_spares_a_push_racing_it() {
-    let dir = TempDir::new().unwrap();
-    let (a, b) = replicas(&dir);
-    let bucket = a.bucket.clone().unwrap();
-    let url = format!("s3://{bucket}");
-    let cfg = config_blob();
-    let cd = a.push_blob("gc/app", &cfg);
-    let layer = data(3000, 3);
-    let ld = a.push_blob("gc/app", &layer);
-    let m = manifest_json(OCI_MANIFEST, (&cd, cfg.len()), &[(&ld, layer.len())], "");
-    assert_eq!(put_manifest(&a, "gc/app", "v1", &m).status, 201);
-    let orphan = a.push_blob("gc/app", b"nobody refers to me");
-    let r = a.req("POST", "/v2/gc/app/blobs/uploads/", &[], b"");
-    let stale_upload = r.header("location").unwrap().to_string();
-    std::thread::sleep(std::time::Duration::from_secs(3));
-    // A push in progress on the other replica: its layer is up, its manifest not yet.
-    let fresh = data(5000, 4);
-    let fd = b.push_blob("gc/app", &fresh);
-
-    let out = gc(&a, &url, &["--dry-run"]);
-    assert!(
-        out.contains(&format!("blob eligible for deletion: {orphan}")),
-        "{out}"
-    );
-    assert_eq!(a.stored_blobs().len(), 5, "a dry run deletes nothing");
-
-    let out = gc(&a, &url, &[]);
-    assert!(out.contains(&format!("deleting blob: {orphan}")), "{out}");
-    assert!(
-        !out.contains(&fd) && !out.contains(&ld) && !out.contains(&cd),
-        "{out}"
-    );
-    assert!(out.contains("deleting upload: gc/app/"), "{out}");
-    assert!(out.contains("1 blobs deleted, 1 uploads purged"), "{out}");
-    assert_eq!(
-        b.req("HEAD", &format!("/v2/gc/app/blobs/{orphan}"), &[], b"")
-            .status,
-        404
-    );
-    assert_eq!(a.get(&stale_upload).status, 404);
-
-    // The racing push completes: its layer is still there.
-    let m2 = manifest_json(OCI_MANIFEST, (&cd, cfg.len()), &[(&fd, fresh.len())], "");
-    assert_eq!(put_manifest(&b, "gc/app", "v2", &m2).status, 201);
-    assert_eq!(a.get(&format!("/v2/gc/app/blobs/{fd}")).body, fresh);
-    assert_eq!(a.get("/v2/gc/app/manifests/v1").body, m.as_bytes());
 }
 
 #[test]

@@ -106,24 +106,13 @@ fn a_blob_get_answers_307_with_a_presigned_url_of_the_object_holding_the_bytes()
         assert_eq!(query(&url, "X-Amz-Signature").map(str::len), Some(64));
 
         // The URL serves the blob, whole and by range (curl, as any HTTP client would).
-        let curl = |range: Option<&str>| {
-            let mut c = Command::new("curl");
-            c.args(["-sS", "--fail", "-o", "-"]);
-            if let Some(r) = range {
-                c.args(["-H", &format!("Range: bytes={r}")]);
-            }
-            let out = c.arg(&url).output().expect("run curl");
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            out.stdout
-        };
-        assert!(curl(None) == *blob, "the whole blob through {url}");
+        assert!(
+            fetch_url(&url, None) == *blob,
+            "the whole blob through {url}"
+        );
         let n = blob.len();
         assert_eq!(
-            curl(Some(&format!("{}-{}", n - 9, n - 2))),
+            fetch_url(&url, Some(&format!("{}-{}", n - 9, n - 2))),
             blob[n - 9..n - 1]
         );
 
