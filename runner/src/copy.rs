@@ -73,6 +73,25 @@ pub fn copy_from_container(
             } else {
                 Owner::Unchanged
             };
+            // Docker refuses to replace a device, socket or other irregular file with the copy
+            // (docker/cli#1514): `cp C:/f /dev/sda` must not turn the disk's node into a file.
+            if let Ok(m) = std::fs::metadata(d) {
+                use std::os::unix::fs::FileTypeExt;
+                let t = m.file_type();
+                let why = if t.is_char_device() || t.is_block_device() {
+                    Some("got a device")
+                } else if t.is_socket() {
+                    Some("got an irregular file")
+                } else {
+                    None
+                };
+                if let Some(why) = why {
+                    return Err(msg(format!(
+                        "destination \"{}\" must be a directory or a regular file: {why}",
+                        d.display()
+                    )));
+                }
+            }
             let host = Tree::host();
             let ds = d.to_string_lossy().into_owned();
             transfer(&source, host, &ds, owner, &|p| {

@@ -120,20 +120,15 @@ pub fn exec(runner: &Runner, c: &Container, o: &ExecOptions) -> Result<i32> {
     result
 }
 
-/// This process's stdout and stderr (and stdin when `interactive`, else /dev/null), duplicated.
-fn own_stdio(interactive: bool) -> Result<Io> {
+/// This process's streams, duplicated, for an external runtime that proxies a terminal itself:
+/// the runtime holds them, the container only sees the pty the runtime made.
+fn runtime_stdio() -> Result<Io> {
     let dup = |fd: std::os::fd::BorrowedFd<'_>| {
         fd.try_clone_to_owned()
             .map_err(|e| RunnerError::Sandbox(format!("duplicating stdio: {e}")))
     };
     Ok(Io::Fds {
-        stdin: if interactive {
-            dup(rustix::stdio::stdin())?
-        } else {
-            std::fs::File::open("/dev/null")
-                .map_err(|e| RunnerError::io("opening", "/dev/null", e))?
-                .into()
-        },
+        stdin: dup(rustix::stdio::stdin())?,
         stdout: dup(rustix::stdio::stdout())?,
         stderr: dup(rustix::stdio::stderr())?,
     })
@@ -143,10 +138,13 @@ fn run(runner: &Runner, c: &Container, o: &ExecOptions, process: &std::path::Pat
     let sandbox = crate::sandbox::for_runtime(runner.root(), &c.record.runtime_path)?;
     let external = !c.record.runtime_path.is_empty();
     let attach = !o.detach;
-    // External runtimes proxy a terminal themselves when attached; an attached exec without a
-    // terminal uses our own streams directly; otherwise the streams go through a pty or pipes.
-    let (io, plumbing) = if external || (!o.tty && attach) {
-        (own_stdio(o.interactive)?, None)
+    // The container never gets the caller's own descriptors: they may be a file the caller
+    // redirected to (the container could read, truncate or keep writing it after exec returns)
+    // or the caller's terminal (the container could read the next line typed at the prompt).
+    // Without -t it gets pipes, as `run -i` and Docker; with -t a pty of its own. External
+    // runtimes proxy a terminal themselves, so only they get no plumbing for -t.
+    let (io, plumbing) = if external && o.tty && attach {
+        (runtime_stdio()?, None)
     } else {
         let mut p = Plumbing::new(o.tty, o.interactive && attach)?;
         let io =
@@ -162,18 +160,16 @@ fn run(runner: &Runner, c: &Container, o: &ExecOptions, process: &std::path::Pat
         Some(p) => Some(p.connect(None, attach)?),
         None => None,
     };
-    match outcome {
-        ExecOutcome::Exited(code) => Ok(code),
-        ExecOutcome::Pid(_) if o.detach => {
-            // Nobody reads a detached exec's output (Docker discards it too).
-            Ok(0)
-        }
-        ExecOutcome::Pid(pid) => {
-            let code = crate::sandbox::wait_child(pid)?;
-            if let Some(c) = copiers {
-                c.finish();
-            }
-            Ok(code)
-        }
+    let code = match outcome {
+        // Nobody reads a detached exec's output (Docker discards it too).
+        ExecOutcome::Pid(_) if o.detach => return Ok(0),
+        ExecOutcome::Exited(code) => code,
+        ExecOutcome::Pid(pid) => crate::sandbox::wait_child(pid)?,
+    };
+    // A background process the command left behind may hold the pipes open: drain what is
+    // there, then return, as containerd does (it closes an exec's streams 2 s after it exits).
+    if let Some(c) = copiers {
+        c.finish_within(std::time::Duration::from_secs(2));
     }
+    Ok(code)
 }

@@ -141,6 +141,24 @@ impl Copiers {
         self.master.as_ref()
     }
 
+    /// Wait up to `limit` for the output copies to reach end of file, then leave them (a
+    /// process the container left running may hold its streams open for ever).
+    pub fn finish_within(self, limit: std::time::Duration) {
+        let deadline = std::time::Instant::now() + limit;
+        let Copiers {
+            threads, master, ..
+        } = self;
+        drop(master);
+        for t in threads {
+            while !t.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            }
+        }
+    }
+
     /// Wait for the output copies to reach end of file (the container and everything that held
     /// its streams are gone).
     pub fn finish(self) {

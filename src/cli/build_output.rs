@@ -193,23 +193,7 @@ impl OutputSpec {
                 Ok(format!("{label} on stdout"))
             }
             Dest::Path(p) => {
-                let dir = match p.parent() {
-                    Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-                    _ => PathBuf::from("."),
-                };
-                let mut tmp = tempfile::NamedTempFile::with_prefix_in(".berth-output-", &dir)
-                    .with_context(|| format!("creating a temp file beside {}", p.display()))?;
-                {
-                    let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
-                    write(&mut w)?;
-                    w.flush()
-                        .with_context(|| format!("writing {}", p.display()))?;
-                }
-                tmp.as_file()
-                    .sync_all()
-                    .with_context(|| format!("writing {}", p.display()))?;
-                tmp.persist(p)
-                    .with_context(|| format!("writing {}", p.display()))?;
+                super::outfile::write(p, "failed to write the build output", write)??;
                 Ok(format!("{label} {}", p.display()))
             }
         }

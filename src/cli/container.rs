@@ -227,19 +227,29 @@ pub struct CreateArgs {
     /// Runtime to use for this container: an OCI runtime binary (crun, runc, …) or "berth"
     #[arg(long)]
     runtime: Option<String>,
-    /// The image to create the container from
-    image: String,
-    /// The command and its arguments
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    command: Vec<String>,
+    /// The image, then the command and its arguments. One positional so that, as in Docker,
+    /// everything after IMAGE belongs to the container: `run IMG --privileged` passes
+    /// `--privileged` to the container's command, never to berth (a wrapper `berth run tool "$@"`
+    /// cannot smuggle berth flags in).
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        value_names = ["IMAGE", "COMMAND"]
+    )]
+    image_and_command: Vec<String>,
 }
 
 impl CreateArgs {
     fn options(&self, attach: bool) -> CreateOptions {
+        let (image, command) = self
+            .image_and_command
+            .split_first()
+            .map(|(i, c)| (i.clone(), c.to_vec()))
+            .unwrap_or_default();
         CreateOptions {
-            image: self.image.clone(),
+            image,
             name: self.name.clone(),
-            command: self.command.clone(),
+            command,
             entrypoint: self.entrypoint.clone(),
             env: self.env.clone(),
             env_files: self.env_file.clone(),
@@ -1103,19 +1113,33 @@ pub struct ExecArgs {
     /// Give extended privileges to the command
     #[arg(long)]
     privileged: bool,
-    container: String,
-    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
-    command: Vec<String>,
+    /// The container, then the command and its arguments: everything after CONTAINER belongs to
+    /// the command (`exec C ls --privileged` runs `ls --privileged`), as in Docker.
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        value_names = ["CONTAINER", "COMMAND"]
+    )]
+    container_and_command: Vec<String>,
 }
 
 pub fn exec(root: &Path, a: ExecArgs) -> Result<ExitCode> {
     let r = runner(root)?;
-    let c = match r.get(&a.container) {
+    let (container, command) = match a.container_and_command.split_first() {
+        Some((c, cmd)) if !cmd.is_empty() => (c.clone(), cmd.to_vec()),
+        _ => {
+            eprintln!(
+                "\"berth exec\" requires at least 2 arguments.\nSee 'berth exec --help'.\n\nUsage:  berth exec [OPTIONS] CONTAINER COMMAND [ARG...]"
+            );
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let c = match r.get(&container) {
         Ok(c) => c,
         Err(e) => return Ok(fail(e)),
     };
     let opts = berth_runner::exec::ExecOptions {
-        command: a.command,
+        command,
         env: a.env,
         env_files: a.env_file,
         workdir: a.workdir,

@@ -134,27 +134,12 @@ pub fn export(root: &Path, a: ExportArgs) -> Result<ExitCode> {
     };
     match &a.output {
         Some(path) => {
-            let dir = match path.parent() {
-                Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-                _ => PathBuf::from("."),
-            };
-            let mut tmp = tempfile::NamedTempFile::with_prefix_in(".berth-export-", &dir)
-                .with_context(|| format!("failed to export container: {}", path.display()))?;
-            let res = {
-                let mut w = io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
-                berth_runner::fsview::export(&r, &c, &mut w).and_then(|()| {
-                    w.flush()
-                        .map_err(|e| RunnerError::io("writing", path.clone(), e))
-                })
-            };
+            let res = super::outfile::write(path, "failed to export container", |w| {
+                berth_runner::fsview::export(&r, &c, w)
+            })?;
             if let Err(e) = res {
                 return Ok(fail(e));
             }
-            tmp.as_file()
-                .sync_all()
-                .with_context(|| format!("writing {}", path.display()))?;
-            tmp.persist(path)
-                .with_context(|| format!("writing {}", path.display()))?;
         }
         None => {
             let out = io::stdout().lock();

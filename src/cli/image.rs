@@ -674,23 +674,9 @@ pub fn save(root: &Path, a: SaveArgs) -> Result<ExitCode> {
     let store = open_store(root)?;
     match &a.output {
         Some(path) => {
-            let dir = match path.parent() {
-                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-                _ => PathBuf::from("."),
-            };
-            let mut tmp = tempfile::NamedTempFile::with_prefix_in(".berth-save-", &dir)
-                .with_context(|| format!("cannot write in {}", dir.display()))?;
-            {
-                let mut w = io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
-                berth_store::archive::save(&store, &a.images, &mut w)?;
-                w.flush()
-                    .with_context(|| format!("writing {}", path.display()))?;
-            }
-            tmp.as_file()
-                .sync_all()
-                .with_context(|| format!("writing {}", path.display()))?;
-            tmp.persist(path)
-                .with_context(|| format!("cannot create {}", path.display()))?;
+            super::outfile::write(path, "failed to save image", |w| {
+                berth_store::archive::save(&store, &a.images, w).map(|_| ())
+            })??;
         }
         None => {
             if io::stdout().is_terminal() {

@@ -8,6 +8,7 @@ mod container_fs;
 mod format;
 mod image;
 mod network;
+mod outfile;
 mod progress;
 mod registry;
 mod remote;

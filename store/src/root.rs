@@ -39,6 +39,17 @@ impl Drop for LockGuard {
     }
 }
 
+/// Make `dir` accessible to its owner only (0700), when it is ours and more open than that.
+fn private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let m = fs::metadata(dir).ctx("reading state directory", dir)?;
+    if m.mode() & 0o077 != 0 && m.uid() == rustix::process::geteuid().as_raw() {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .ctx("making the state directory private (chmod 0700)", dir)?;
+    }
+    Ok(())
+}
+
 impl Store {
     /// Open (creating when missing) the state root at `root`.
     pub fn open(root: impl AsRef<Path>) -> Result<Store> {
@@ -46,6 +57,12 @@ impl Store {
         fs::create_dir_all(given).ctx("creating state directory", given)?;
         // Mount points and mountinfo are absolute and symlink-free; so must our paths be.
         let root = fs::canonicalize(given).ctx("resolving state root", given)?;
+        // Nothing under the root may be reachable by other local users: stored images hold
+        // setuid binaries and device nodes (unpacked in snapshots/), containers' root
+        // filesystems and volumes hold whatever their processes made. Docker keeps
+        // /var/lib/docker at 0710; an existing root made more open (by an older berth or by
+        // hand) is closed here on open.
+        private_dir(&root)?;
         let layout = root.join("images");
         let blobs_dir = layout.join("blobs").join("sha256");
         for d in [
@@ -56,6 +73,7 @@ impl Store {
         ] {
             fs::create_dir_all(d).ctx("creating state directory", d)?;
         }
+        private_dir(&root.join("snapshots"))?;
         let store = Store {
             blobs: BlobStore::new(blobs_dir, root.join("tmp")),
             root,

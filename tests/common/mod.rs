@@ -82,6 +82,13 @@ impl Env {
         c
     }
 
+    /// The same command as a `std::process::Command`, for spawning with pipes.
+    pub fn berth_std(&self) -> std::process::Command {
+        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("berth"));
+        c.arg("--root").arg(self.root()).env_remove("BERTH_ROOT");
+        c
+    }
+
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.berth().args(args).output().expect("run berth");
         assert!(
@@ -280,4 +287,13 @@ pub fn have(tool: &str) -> bool {
         eprintln!("skipping: {tool} is not installed");
     }
     found
+}
+
+/// Poll `f` every 50 ms until it holds; fail the test after `limit` naming `what`.
+pub fn wait_for(what: &str, limit: std::time::Duration, mut f: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
