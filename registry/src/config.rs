@@ -1,7 +1,8 @@
 //! Server settings: from flags, or from a `registry.toml` with the same names
 //! (`addr`, `storage`, `read-only`, `htpasswd`, `tls-cert`, `tls-key`, `chunk-min-length`,
 //! `auth-token-realm`, `auth-token-service`, `auth-token-issuer`, `auth-token-rootcert`,
-//! `auth-token-key`, `auth-token-anonymous-pull`); flags win over the file.
+//! `auth-token-key`, `auth-token-anonymous-pull`, `max-connections`, `header-timeout`,
+//! `idle-timeout`); flags win over the file.
 //!
 //! `storage` is a directory (`storage = "/srv/registry"`, or `--storage DIR`), or a bucket:
 //! `--storage s3://BUCKET[/PREFIX]`, `az://CONTAINER[/PREFIX]` (Azure Blob Storage),
@@ -54,6 +55,13 @@ pub struct Config {
     /// Bearer-token mode: every `/v2` request needs a token (htpasswd then only guards the
     /// built-in token server).
     pub token: Option<TokenConfig>,
+    /// Connection cap; None: derived from the open-file limit at start.
+    pub max_connections: Option<usize>,
+    /// How long a request head (or TLS handshake) may take to arrive.
+    pub header_timeout: Duration,
+    /// How long a connection may stay without a request in flight, and a request body without
+    /// data.
+    pub idle_timeout: Duration,
 }
 
 /// The token auth settings, as distribution's `auth.token` section plus the built-in issuer.
@@ -501,6 +509,10 @@ pub struct FileConfig {
     pub auth_token_rootcert: Option<PathBuf>,
     pub auth_token_key: Option<PathBuf>,
     pub auth_token_anonymous_pull: Option<bool>,
+    pub max_connections: Option<usize>,
+    /// A duration (`30s`, `2m`, `500ms`).
+    pub header_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -36,12 +36,19 @@ impl ContentRange {
         if end < start {
             return Err(bad());
         }
+        // `0-18446744073709551615` covers 2^64 bytes: no length can say so, no upload holds it.
+        if (end - start).checked_add(1).is_none() {
+            return Err(RegistryError::new(
+                ErrorKind::RangeInvalid,
+                format!("invalid Content-Range {s:?}: it covers more than 2^64-1 bytes"),
+            ));
+        }
         Ok(ContentRange { start, end })
     }
 
-    /// Bytes covered (the range is inclusive).
+    /// Bytes covered (the range is inclusive); saturating for a range not made by `parse`.
     pub fn size(&self) -> u64 {
-        self.end - self.start + 1
+        self.end.saturating_sub(self.start).saturating_add(1)
     }
 }
 
@@ -138,6 +145,17 @@ mod tests {
         );
         assert_eq!(ContentRange::parse("100-100").unwrap().size(), 1);
         assert_eq!(
+            ContentRange::parse("1-18446744073709551615")
+                .unwrap()
+                .size(),
+            u64::MAX
+        );
+        let whole = ContentRange {
+            start: 0,
+            end: u64::MAX,
+        };
+        assert_eq!(whole.size(), u64::MAX);
+        assert_eq!(
             ContentRange::parse("bytes 5-9").unwrap(),
             ContentRange { start: 5, end: 9 }
         );
@@ -156,6 +174,8 @@ mod tests {
             "+1-2",
             "1 - 2",
             "99999999999999999999-1",
+            "0-18446744073709551615",
+            "bytes 0-18446744073709551615/*",
         ] {
             let e = ContentRange::parse(bad).unwrap_err();
             assert_eq!(e.kind, ErrorKind::RangeInvalid, "{bad}");

@@ -12,7 +12,6 @@ use axum::extract::Request;
 use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::serve::ListenerExt as _;
 
 use axum::extract::State;
 use axum::response::IntoResponse;
@@ -122,44 +121,35 @@ pub async fn serve(cfg: Config, on_ready: impl FnOnce(SocketAddr, bool)) -> Resu
     let router = router
         .layer(middleware::from_fn_with_state(basic, require_auth))
         .layer(middleware::from_fn(log_and_version));
-    let Some((cert, key)) = &cfg.tls else {
-        on_ready(addr, false);
-        // Responses are written as headers, then body: without TCP_NODELAY a small body waits
-        // for the client's delayed ACK of the headers (40 ms on Linux) behind Nagle.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(err) = tcp.set_nodelay(true) {
-                tracing::warn!(%err, "cannot set TCP_NODELAY");
-            }
-        });
-        return axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .map_err(ServeError::Serve);
+    let nofile = crate::connections::raise_nofile_limit();
+    let limits = crate::connections::Limits {
+        max_connections: cfg
+            .max_connections
+            .unwrap_or_else(|| crate::connections::Limits::default_max_connections(nofile)),
+        header_timeout: cfg.header_timeout,
+        idle_timeout: cfg.idle_timeout,
     };
-    // Both rustls backends may be compiled in; pick one explicitly (an error only means a
-    // provider is already installed).
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
-        .await
-        .map_err(ServeError::Tls)?;
-    let handle = axum_server::Handle::new();
-    let on_signal = handle.clone();
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        on_signal.graceful_shutdown(None);
-    });
-    let std_listener = listener.into_std().map_err(ServeError::Serve)?;
-    let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(tls)
-        .acceptor(axum_server::accept::NoDelayAcceptor::new());
-    let server = axum_server::from_tcp(std_listener)
-        .map_err(ServeError::Serve)?
-        .acceptor(acceptor);
-    on_ready(addr, true);
-    server
-        .handle(handle)
-        .serve(router.into_make_service())
-        .await
-        .map_err(ServeError::Serve)
+    tracing::info!(
+        "at most {} connections (open-file limit {nofile}), header timeout {:?}, idle timeout {:?}",
+        limits.max_connections,
+        limits.header_timeout,
+        limits.idle_timeout
+    );
+    let tls = match &cfg.tls {
+        None => None,
+        Some((cert, key)) => {
+            // Both rustls backends may be compiled in; pick one explicitly (an error only
+            // means a provider is already installed).
+            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+            let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                .await
+                .map_err(ServeError::Tls)?;
+            Some(tokio_rustls::TlsAcceptor::from(tls.get_inner()))
+        }
+    };
+    on_ready(addr, tls.is_some());
+    crate::connections::serve(listener, tls, router, limits, shutdown_signal()).await;
+    Ok(())
 }
 
 /// The filesystem backend's routes, and its hourly purge of abandoned upload sessions (on a

@@ -135,6 +135,19 @@ pub struct ServeArgs {
     /// Built-in token server: grant pull to clients without credentials
     #[arg(long)]
     pub auth_token_anonymous_pull: bool,
+    /// Most connections open at once; beyond it new clients wait in the listen backlog while
+    /// idle connections are closed to make room [default: half the open-file limit]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: Option<u32>,
+    /// A request's headers (and a TLS handshake) must arrive within this; on HTTP/1 it also
+    /// bounds waiting for the next request on a kept-alive connection (e.g. 30s, 500ms)
+    /// [default: 30s]
+    #[arg(long, value_name = "DURATION", value_parser = berth_registry::gc::parse_duration)]
+    pub header_timeout: Option<std::time::Duration>,
+    /// A connection without a request in flight, or a request body sending nothing, for this
+    /// long is closed [default: 2m]
+    #[arg(long, value_name = "DURATION", value_parser = berth_registry::gc::parse_duration)]
+    pub idle_timeout: Option<std::time::Duration>,
 }
 
 pub fn run(root: &Path, c: RegistryCommand) -> Result<ExitCode> {
@@ -209,6 +222,26 @@ fn serve(root: &Path, a: ServeArgs) -> Result<ExitCode> {
             .or(file.chunk_min_length)
             .unwrap_or(berth_registry::config::DEFAULT_CHUNK_MIN_LENGTH),
         token,
+        max_connections: match a
+            .max_connections
+            .map(|n| n as usize)
+            .or(file.max_connections)
+        {
+            Some(0) => anyhow::bail!("max-connections must be at least 1"),
+            n => n,
+        },
+        header_timeout: timeout_setting(
+            "header-timeout",
+            a.header_timeout,
+            file.header_timeout.as_deref(),
+            berth_registry::connections::DEFAULT_HEADER_TIMEOUT,
+        )?,
+        idle_timeout: timeout_setting(
+            "idle-timeout",
+            a.idle_timeout,
+            file.idle_timeout.as_deref(),
+            berth_registry::connections::DEFAULT_IDLE_TIMEOUT,
+        )?,
     };
     let storage = cfg.storage.clone();
     berth_registry::serve_blocking(cfg, |addr, tls| {
@@ -219,6 +252,26 @@ fn serve(root: &Path, a: ServeArgs) -> Result<ExitCode> {
     })
     .with_context(|| format!("registry with storage {storage}"))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A timeout from its flag, else the file, else the default; zero would close every
+/// connection at once.
+fn timeout_setting(
+    key: &str,
+    flag: Option<std::time::Duration>,
+    file: Option<&str>,
+    default: std::time::Duration,
+) -> Result<std::time::Duration> {
+    let d = match (flag, file) {
+        (Some(d), _) => d,
+        (None, Some(s)) => berth_registry::gc::parse_duration(s)
+            .map_err(|e| anyhow::anyhow!("{key} in the settings file: {e}"))?,
+        (None, None) => default,
+    };
+    if d.is_zero() {
+        anyhow::bail!("{key} must be longer than 0 (e.g. 30s)");
+    }
+    Ok(d)
 }
 
 /// `--storage`, else the file's `storage`, else `<root>/registry`.

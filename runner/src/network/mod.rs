@@ -544,13 +544,21 @@ impl Networks {
 
     /// Make sure the network's bridge exists with its address, and its NAT rules are in place.
     pub fn ensure_up(&self, n: &Network) -> Result<()> {
+        // The name goes into sysfs paths and nft scripts below.
+        nft::bridge_of(n)?;
         let mut nl = netlink::Netlink::host().map_err(|e| net_err("opening netlink", e))?;
         if nl
             .link_index(&n.bridge)
             .map_err(|e| net_err("looking up the bridge", e))?
             .is_some()
         {
-            // The bridge exists: set up by an earlier start (its rules go with it).
+            // The bridge exists: set up by an earlier start (its rules go with it). One set up
+            // by a berth without the loopback guard gets the table again (idempotent).
+            if !guard_marked(&n.bridge) {
+                let _lock = n.lock()?;
+                nft::add_network(&self.table, n)?;
+                mark_guarded(&n.bridge);
+            }
             return Ok(());
         }
         let _lock = n.lock()?;
@@ -570,6 +578,9 @@ impl Networks {
                 .map_err(|e| net_err(&format!("adding {} to {}", n.gateway, n.bridge), e))?;
             nl.set_up(idx)
                 .map_err(|e| net_err(&format!("bringing {} up", n.bridge), e))?;
+            // The rules first: their guard must be in place before route_localnet opens the
+            // host's loopback to packets arriving on the bridge.
+            nft::add_network(&self.table, n)?;
             // Published ports answer on the host's loopback through the kernel's NAT: packets
             // from 127.0.0.1 may leave through this bridge (masqueraded on the way).
             netlink::sysctl(&format!("net/ipv4/conf/{}/route_localnet", n.bridge), "1")
@@ -578,7 +589,7 @@ impl Networks {
                 netlink::sysctl("net/ipv4/ip_forward", "1")
                     .map_err(|e| net_err("enabling IPv4 forwarding", e))?;
             }
-            nft::add_network(&self.table, n)?;
+            mark_guarded(&n.bridge);
             Ok(())
         };
         if let Err(e) = setup() {
@@ -837,21 +848,42 @@ pub fn validate_alias(alias: &str) -> Result<()> {
     Ok(())
 }
 
-/// A Linux interface name: 1 to 15 bytes, no '/', ':' or whitespace.
+/// An interface name berth will use: 1 to 15 of `[A-Za-z0-9_.-]`, not `.` or `..`. The kernel
+/// takes almost any byte, but names go into nftables scripts (inside double quotes) and sysfs
+/// paths, where `"`, `;`, `}` or `/` would change what is run or written; the names people give
+/// bridges (`docker0`, `br-lan`, `br_ext`, `vmbr0.10`) fit.
 pub fn validate_ifname(name: &str) -> std::result::Result<(), String> {
     if name.is_empty()
         || name.len() > 15
         || name == "."
         || name == ".."
-        || name
-            .chars()
-            .any(|c| c == '/' || c == ':' || c.is_whitespace())
+        || !name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
     {
         return Err(format!(
-            "{name:?} is not a valid interface name: 1 to 15 characters, no '/', ':' or spaces"
+            "{name:?} is not a valid interface name: use 1 to 15 letters, digits, '_', '.' or '-'"
         ));
     }
     Ok(())
+}
+
+/// The bridge's alias (`ip link` shows it) says its rules include the loopback guard
+/// ([`nft`]): a bridge made by an earlier berth, whose `route_localnet=1` let containers reach
+/// the host's 127.0.0.1, is found by its missing mark on the next start, without running nft on
+/// every start.
+const GUARD_MARK: &str = "berth: loopback guarded";
+
+fn guard_marked(bridge: &str) -> bool {
+    fs::read_to_string(format!("/sys/class/net/{bridge}/ifalias"))
+        .is_ok_and(|a| a.trim_end() == GUARD_MARK)
+}
+
+fn mark_guarded(bridge: &str) {
+    // Without the mark the next start only applies the (idempotent) rules again.
+    if let Err(e) = fs::write(format!("/sys/class/net/{bridge}/ifalias"), GUARD_MARK) {
+        tracing::debug!("cannot mark bridge {bridge}: {e}");
+    }
 }
 
 /// The host end of a container's veth pair on a network: stable for the pair (container,
@@ -899,6 +931,12 @@ mod tests {
         assert!(validate_alias(&"a".repeat(64)).is_err());
         assert!(validate_ifname("berth0").is_ok());
         assert!(validate_ifname("a-very-long-name0").is_err());
+        assert!(validate_ifname("br-lan_0.10").is_ok());
+        for bad in [
+            "x\";drop", "a}b", "a;b", "a b", "a/b", "a:b", "..", "é", "a\nb", "",
+        ] {
+            assert!(validate_ifname(bad).is_err(), "{bad:?}");
+        }
         assert_eq!(veth_name("a", "b").len(), 15);
     }
 }

@@ -11,6 +11,7 @@
 //!   map nat_to     { ifname : verdict }                bridge -> its hairpin chain
 //!   map fwd_from   { ifname : verdict }                bridge -> its isolation chain
 //!   map fwd_to     { ifname : verdict }                bridge -> its inbound chain (internal)
+//!   chain guard (filter, prerouting, raw): nothing from a bridge may reach 127.0.0.0/8
 //!   chain prerouting/output (nat): local destination -> DNAT through the port maps
 //!   chain postrouting (nat): host-originated (loopback) traffic into a bridge is masqueraded;
 //!                            so is a container reaching a published port that leads back into
@@ -18,6 +19,16 @@
 //!   chain forward (filter): per-bridge isolation
 //! }
 //! ```
+//! Bridges carry `route_localnet=1` so that published ports answer on the host's 127.0.0.1 (the
+//! DNATed packet leaves through the bridge with a loopback source). That setting also makes the
+//! kernel accept packets *arriving* on the bridge for 127.0.0.0/8, so a container with CAP_NET_RAW
+//! could reach the host's loopback-only services (CVE-2020-8558). The guard chain drops them at
+//! `raw` priority, before conntrack and NAT, so replies to loopback publishing (addressed to the
+//! bridge until conntrack reverses the masquerade) still pass; kube-proxy's fix is the same rule.
+//!
+//! Bridge names are interpolated into scripts inside double quotes; [`super::validate_ifname`]
+//! keeps them to characters that cannot end the quoted string, and every entry point checks.
+//!
 //! Per-network chains are named after the network ID; removing a network deletes its map
 //! elements and chains. Published ports are map elements, added and deleted per container.
 
@@ -84,6 +95,9 @@ add map ip {t} nat_from {{ type ifname : verdict; }}
 add map ip {t} nat_to {{ type ifname : verdict; }}
 add map ip {t} fwd_from {{ type ifname : verdict; }}
 add map ip {t} fwd_to {{ type ifname : verdict; }}
+add chain ip {t} guard {{ type filter hook prerouting priority raw; policy accept; }}
+flush chain ip {t} guard
+add rule ip {t} guard iifname @bridges ip daddr 127.0.0.0/8 drop
 add chain ip {t} prerouting {{ type nat hook prerouting priority dstnat; policy accept; }}
 flush chain ip {t} prerouting
 add rule ip {t} prerouting fib daddr type local dnat ip to ip daddr . meta l4proto . th dport map @portsip
@@ -110,10 +124,22 @@ fn short(n: &Network) -> &str {
     &n.record.id[..12]
 }
 
+/// The network's bridge name, checked again here because it goes into nft scripts: a name from
+/// a `network.json` written before names were restricted must not inject statements.
+pub(super) fn bridge_of(n: &Network) -> Result<&str> {
+    super::validate_ifname(&n.bridge).map_err(|m| {
+        RunnerError::invalid(
+            format!("network {}", n.record.name),
+            format!("{m}; remove the network and create it again with a valid bridge name"),
+        )
+    })?;
+    Ok(&n.bridge)
+}
+
 /// Add a network's rules (and the skeleton if this is the table's first network).
 pub fn add_network(t: &str, n: &Network) -> Result<()> {
     let id = short(n);
-    let br = &n.bridge;
+    let br = bridge_of(n)?;
     let subnet = n.subnet;
     let mut s = skeleton(t);
     s.push_str(&format!(
@@ -157,7 +183,10 @@ pub fn remove_network(t: &str, n: &Network) -> Result<()> {
         return Ok(());
     }
     let id = short(n);
-    let br = &n.bridge;
+    // A name that could not have been added safely is not interpolated to delete it either.
+    let Ok(br) = bridge_of(n) else {
+        return Ok(());
+    };
     // Each statement on its own: one that fails (already gone) must not stop the others.
     let steps = [
         format!("delete element ip {t} fwd_from {{ \"{br}\" }}"),
