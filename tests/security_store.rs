@@ -394,6 +394,53 @@ fn long_names_under_the_limit_are_cut_short_in_errors() {
         })),
     );
     assert_refused("cp of a 600 KiB name into a container", &m, &[]);
+    // A build context on stdin and `ADD` of a local tar, both with the long name inside.
+    let long_tgz = std::fs::read(&tgz).unwrap();
+    let ctx_tgz = {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        let dockerfile = b"FROM scratch\nCOPY f /\n";
+        let mut h = tar::Header::new_ustar();
+        h.set_path("Dockerfile").unwrap();
+        h.set_mode(0o644);
+        h.set_size(dockerfile.len() as u64);
+        h.set_cksum();
+        gz.write_all(h.as_bytes()).unwrap();
+        let mut block = [0u8; 512];
+        block[..dockerfile.len()].copy_from_slice(dockerfile);
+        gz.write_all(&block).unwrap();
+        write_tar_with(&mut gz, Hostile::LongName, name_size).unwrap();
+        gz.finish().unwrap()
+    };
+    let m = measured(
+        &env,
+        &["build", "-t", "long:ctx", "-"],
+        Some(Box::new(move |w: &mut dyn Write| {
+            let _ = w.write_all(&ctx_tgz);
+        })),
+    );
+    assert_refused(
+        "build context with a 600 KiB name",
+        &m,
+        &[
+            "name is longer than 4096 bytes",
+            &format!("({name_size} bytes)"),
+        ],
+    );
+    let ctx = env.context("long-add", "FROM scratch\nADD long.tar.gz /x/\n", &[]);
+    std::fs::write(ctx.join("long.tar.gz"), long_tgz).unwrap();
+    let m = measured(
+        &env,
+        &["build", "-t", "long:add", ctx.to_str().unwrap()],
+        None,
+    );
+    assert_refused(
+        "ADD of a tar with a 600 KiB name",
+        &m,
+        &[
+            "name is longer than 4096 bytes",
+            &format!("({name_size} bytes)"),
+        ],
+    );
     env.ok(&["rm", "cp-long"]);
     env.check_store();
 }
