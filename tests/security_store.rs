@@ -104,12 +104,11 @@ struct Measured {
     took: Duration,
 }
 
+/// Writes a command's stdin (in a thread of its own).
+type Feed = Box<dyn FnOnce(&mut dyn Write) + Send>;
+
 /// Run `berth --root ROOT args…` under /usr/bin/time, feeding stdin from `feed` in a thread.
-fn measured(
-    env: &Env,
-    args: &[&str],
-    feed: Option<Box<dyn FnOnce(&mut dyn Write) + Send>>,
-) -> Measured {
+fn measured(env: &Env, args: &[&str], feed: Option<Feed>) -> Measured {
     let bin = assert_cmd::cargo::cargo_bin("berth");
     let time = Path::new("/usr/bin/time");
     let report = env.path("time.out");
