@@ -344,8 +344,10 @@ pub fn context_from_stdin(bytes: &[u8], dir: &Path) -> io::Result<StdinContext> 
     let mut archive = tar::Archive::new(reader);
     archive.set_preserve_permissions(true);
     for entry in archive.entries()? {
+        let mut entry = entry?;
+        berth_store::extract::check_name_lengths(&entry)?;
         // unpack_in refuses `..` and absolute paths.
-        entry?.unpack_in(dir)?;
+        entry.unpack_in(dir)?;
     }
     Ok(StdinContext::Archive)
 }

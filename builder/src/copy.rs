@@ -358,6 +358,7 @@ fn unpack(src: &Path, rootfs: &Path, dir: &Path) -> io::Result<()> {
     archive.set_overwrite(true);
     for entry in archive.entries()? {
         let mut entry = entry?;
+        berth_store::extract::check_name_lengths(&entry)?;
         let Some(rel) = archive_rel(&entry.path()?) else {
             continue;
         };

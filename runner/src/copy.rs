@@ -473,7 +473,7 @@ impl<'a> Extractor<'a> {
             let Some((name, parents)) = comps.split_last() else {
                 continue;
             };
-            let shown = String::from_utf8_lossy(&raw).into_owned();
+            let shown = berth_store::extract::shown_name(&raw);
             let fail = |e: io::Error| RunnerError::io("extracting", shown.clone(), e);
             let parent = self.parent_dir(parents).map_err(fail)?;
             self.entry(&mut entry, parent.as_fd(), OsStr::from_bytes(name), &shown)?;

@@ -97,7 +97,40 @@ struct Unpacker {
 
 /// The entry's name for messages.
 fn shown(raw: &[u8]) -> PathBuf {
-    PathBuf::from(OsStr::from_bytes(raw))
+    PathBuf::from(OsStr::from_bytes(&entry_path::shown_name(raw)))
+}
+
+/// Whether `e` is the tar reader refusing a GNU long name, long link, PAX header or sparse map
+/// over its 1 MiB limit (vendor/tar): a message that already says what is wrong, in one short
+/// line, not a sign of a truncated archive.
+pub fn header_too_large(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::InvalidData && e.to_string().contains("exceeds the 1 MiB limit")
+}
+
+/// For readers of tars that unpack through the `tar` crate (build contexts, `ADD`): refuse an
+/// entry whose name or link target is longer than any path can be (4096 bytes, as layers do),
+/// before the crate fails on it with the whole name, up to 1 MiB, in its message.
+pub fn check_name_lengths<R: Read>(entry: &tar::Entry<'_, R>) -> io::Result<()> {
+    let link = entry.link_name_bytes();
+    for raw in [Some(entry.path_bytes()), link].into_iter().flatten() {
+        if raw.len() > entry_path::MAX_PATH {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "tar entry {}: name is longer than {} bytes",
+                    shown_name(&raw),
+                    entry_path::MAX_PATH
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// An entry name for an error message: lossy UTF-8, at most 256 bytes of it (see
+/// [`entry_path::shown_name`]); for every reader of tars, not only layers.
+pub fn shown_name(raw: &[u8]) -> String {
+    String::from_utf8_lossy(&entry_path::shown_name(raw)).into_owned()
 }
 
 fn io_err(raw: &[u8], op: &'static str, source: impl Into<io::Error>) -> ExtractError {
@@ -148,7 +181,13 @@ impl Unpacker {
         let mut index = 0;
         for entry in entries {
             index += 1;
-            let entry = entry.map_err(|source| ExtractError::Corrupt { index, source })?;
+            let entry = entry.map_err(|source| {
+                if header_too_large(&source) {
+                    ExtractError::HeaderTooLarge { index, source }
+                } else {
+                    ExtractError::Corrupt { index, source }
+                }
+            })?;
             self.entry(index, entry)?;
         }
         self.finish()

@@ -151,7 +151,15 @@ pub(crate) fn store_layer_tar(store: &Store, input: impl Read, what: &str) -> Re
     if let Some(e) = tee_err {
         return Err(StoreError::io("writing layer into", store.tmp_dir(), e));
     }
-    let entries = walk.map_err(|e| bad(format!("{e} (is it a tar archive, and complete?)")))?;
+    let entries = walk.map_err(|e| {
+        // The reader's refusal of an oversized long name or PAX header (vendor/tar) says
+        // exactly what is wrong; the hint is for archives that are no tar or cut short.
+        if crate::extract::header_too_large(&e) {
+            bad(e.to_string())
+        } else {
+            bad(format!("{e} (is it a tar archive, and complete?)"))
+        }
+    })?;
     if entries == 0 {
         return Err(bad("the archive is empty (no files)".into()));
     }

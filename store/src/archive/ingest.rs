@@ -70,6 +70,14 @@ fn bad_archive(reason: impl std::fmt::Display) -> StoreError {
 /// noise to a user; keep its words, drop the bytes.
 fn bad_header(after: Option<&str>, e: &io::Error) -> StoreError {
     let msg = e.to_string();
+    // The reader's refusal of an oversized long name or PAX header (vendor/tar) is already one
+    // short line that names the header and says what is wrong.
+    if crate::extract::header_too_large(e) {
+        return match after {
+            None => bad_archive(msg),
+            Some(last) => bad_archive(format!("after entry {last}: {msg}")),
+        };
+    }
     let detail = match msg.split(": ").next().unwrap_or_default() {
         "failed to read entire block" => "it ends in the middle of a tar header (truncated?)",
         d if d.chars().all(|c| c.is_ascii_graphic() || c == ' ') => d,
@@ -188,7 +196,8 @@ fn classify(path: &str, size: u64) -> Result<Kind> {
                 .map(Kind::NamedBlob)
                 .map_err(|_| {
                     bad_archive(format!(
-                        "entry {path} is not named by a sha256 digest (blobs/sha256/<64 hex>)"
+                        "entry {} is not named by a sha256 digest (blobs/sha256/<64 hex>)",
+                        crate::extract::shown_name(path.as_bytes())
                     ))
                 }),
             Some((alg, _)) => {
@@ -244,7 +253,7 @@ pub(super) fn ingest(store: &Store, input: &mut dyn Read) -> Result<Ingested> {
         let Some(path) = normalize(&raw_path) else {
             continue;
         };
-        last = Some(path.clone());
+        last = Some(crate::extract::shown_name(path.as_bytes()));
         let size = entry.size();
         match entry.header().entry_type() {
             tar::EntryType::Regular | tar::EntryType::Continuous => {}

@@ -10,6 +10,21 @@
 /// directories one entry can create.
 pub(super) const MAX_PATH: usize = 4096;
 
+/// Longest part of an entry name shown in an error: a name may be up to 1 MiB long (the tar
+/// reader's limit for GNU long names and PAX paths) and must not become a megabyte-long line.
+const SHOWN_MAX: usize = 256;
+
+/// `raw` as shown in an error: as it is when short, else its first 256 bytes, `…` and its
+/// length.
+pub fn shown_name(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if raw.len() <= SHOWN_MAX {
+        return raw.into();
+    }
+    let mut out = raw[..SHOWN_MAX].to_vec();
+    out.extend_from_slice(format!("… ({} bytes)", raw.len()).as_bytes());
+    out.into()
+}
+
 /// Prefix of OCI whiteout names.
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 /// Prefix of aufs metadata (`.wh..wh.plnk`, `.wh..wh.aufs`); also of the opaque marker.

@@ -22,6 +22,14 @@ pub enum ExtractError {
         source: io::Error,
     },
 
+    /// A GNU long name or PAX header over the 1 MiB limit (as Go's archive/tar).
+    #[error("layer tar entry {index}: {source}")]
+    HeaderTooLarge {
+        index: u64,
+        #[source]
+        source: io::Error,
+    },
+
     /// The stream ended inside an entry's data.
     #[error(
         "layer tar is truncated or corrupted at entry {index} ({}): expected {expected} bytes of \

@@ -5,7 +5,6 @@
 use std::io::Write;
 use std::path::Path;
 
-use futures::StreamExt;
 use oci_client::RegistryOperation;
 use sha2::{Digest as _, Sha256};
 
@@ -88,17 +87,12 @@ impl Artifacts {
     /// `out` received is then to be thrown away).
     pub fn fetch_blob(&self, digest: &str, size: u64, out: &mut dyn Write) -> Result<()> {
         self.rt.block_on(async {
-            let mut stream = self.s.blob_stream(digest, size).await?;
+            let mut stream = self
+                .s
+                .blob_stream(digest, size, &format!("blob {digest}"))
+                .await?;
             let mut h = Sha256::new();
-            while let Some(chunk) = stream.next().await {
-                let b = chunk.map_err(|e| {
-                    let msg = e.to_string();
-                    if msg.to_ascii_lowercase().contains("digest") {
-                        RemoteError::Other(format!("fetching blob {digest}: {msg}"))
-                    } else {
-                        self.s.unreachable(&e)
-                    }
-                })?;
+            while let Some(b) = stream.chunk().await? {
                 h.update(&b);
                 out.write_all(&b)
                     .map_err(|e| RemoteError::Other(format!("storing blob {digest}: {e}")))?;

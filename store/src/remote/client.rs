@@ -193,7 +193,8 @@ impl Session {
         if !res.status().is_success() {
             return None;
         }
-        let v: serde_json::Value = res.json().await.ok()?;
+        let body = read_limited(res, MAX_SMALL_BODY).await.ok()??;
+        let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
         let t = v.get("token").or_else(|| v.get("access_token"))?.as_str()?;
         HeaderValue::from_str(&format!("Bearer {t}")).ok()
     }
@@ -284,7 +285,11 @@ impl Session {
                 registry: self.endpoint.domain.clone(),
             };
         }
-        let body = res.bytes().await.unwrap_or_default();
+        let body = read_limited(res, MAX_SMALL_BODY)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_default();
         let detail = error_detail(&body);
         RemoteError::Registry {
             what: what.to_string(),
@@ -316,46 +321,76 @@ impl Session {
     }
 
     /// The manifest (or index) `target` names, raw, with its digest as computed here.
+    ///
+    /// Fetched with our own GET rather than `oci-client`'s, which reads the whole body into
+    /// memory whatever its size: a registry that sends an endless manifest is cut off at
+    /// [`MAX_MANIFEST`].
     pub async fn get_manifest(&self, target: &str, reference: &str) -> Result<(Vec<u8>, String)> {
-        const ACCEPT: &[&str] = &[
-            "application/vnd.oci.image.index.v1+json",
-            "application/vnd.oci.image.manifest.v1+json",
-            "application/vnd.docker.distribution.manifest.list.v2+json",
-            "application/vnd.docker.distribution.manifest.v2+json",
-        ];
+        const ACCEPTED: &str = "application/vnd.oci.image.index.v1+json, \
+                              application/vnd.oci.image.manifest.v1+json, \
+                              application/vnd.docker.distribution.manifest.list.v2+json, \
+                              application/vnd.docker.distribution.manifest.v2+json";
+        self.fresh().await?;
+        let what = format!("fetching manifest of {reference}");
         let res = self
-            .oci
-            .pull_manifest_raw(&self.oref(Some(target)), &RegistryAuth::Anonymous, ACCEPT)
-            .await;
-        match res {
-            Ok((bytes, _)) => {
-                let d = crate::digest::sha256_of(&bytes).to_string();
-                Ok((bytes.to_vec(), d))
-            }
-            Err(OciDistributionError::ImageManifestNotFoundError(_))
-            | Err(OciDistributionError::ServerError { code: 404, .. }) => {
-                Err(RemoteError::ManifestUnknown {
-                    reference: reference.to_string(),
-                })
-            }
-            Err(OciDistributionError::RegistryError { envelope, .. })
-                if envelope
-                    .to_string()
-                    .to_ascii_uppercase()
-                    .contains("MANIFEST")
-                    || serde_json::to_string(&envelope)
-                        .unwrap_or_default()
-                        .contains("NAME_UNKNOWN")
-                    || serde_json::to_string(&envelope)
-                        .unwrap_or_default()
-                        .contains("MANIFEST_UNKNOWN") =>
-            {
-                Err(RemoteError::ManifestUnknown {
-                    reference: reference.to_string(),
-                })
-            }
-            Err(e) => Err(self.map_oci(&format!("fetching manifest of {reference}"), e, false)),
+            .request(
+                reqwest::Method::GET,
+                &self.url(&format!("manifests/{target}")),
+            )
+            .header(reqwest::header::ACCEPT, ACCEPTED)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(&e))?;
+        let unknown = || RemoteError::ManifestUnknown {
+            reference: reference.to_string(),
+        };
+        if res.status() == reqwest::StatusCode::NOT_FOUND {
+            return Err(unknown());
         }
+        if !res.status().is_success() {
+            return Err(match self.status_error(&what, res).await {
+                RemoteError::Registry { detail, .. }
+                    if detail.contains("MANIFEST_UNKNOWN") || detail.contains("NAME_UNKNOWN") =>
+                {
+                    unknown()
+                }
+                e => e,
+            });
+        }
+        let too_big = |n: String| {
+            self.misbehaved(format!(
+                "sent {n} as the manifest of {reference}; manifests are limited to 4 MiB (as in \
+                 distribution and containerd)"
+            ))
+        };
+        if let Some(n) = res.content_length()
+            && n > MAX_MANIFEST
+        {
+            return Err(too_big(format!("{n} bytes")));
+        }
+        let header = res
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = read_limited(res, MAX_MANIFEST)
+            .await
+            .map_err(|e| self.unreachable(&e))?
+            .ok_or_else(|| too_big("more than 4 MiB".into()))?;
+        let d = crate::digest::sha256_of(&body).to_string();
+        // As oci-client did: a registry that names a sha256 digest for what it sent must have sent
+        // exactly that.
+        if let Some(h) = header
+            && h.starts_with("sha256:")
+            && h != d
+        {
+            return Err(RemoteError::DigestMismatch {
+                what: format!("manifest of {reference} (its Docker-Content-Digest header)"),
+                expected: h,
+                actual: d,
+            });
+        }
+        Ok((body, d))
     }
 
     pub async fn put_manifest(&self, tag: &str, body: Vec<u8>, media_type: &str) -> Result<()> {
@@ -368,20 +403,91 @@ impl Session {
             .map_err(|e| self.map_oci(&format!("pushing manifest {}:{tag}", self.repo), e, false))
     }
 
-    pub async fn blob_stream(
-        &self,
-        digest: &str,
-        size: u64,
-    ) -> Result<oci_client::client::SizedStream> {
-        let desc = oci_client::manifest::OciDescriptor {
-            digest: digest.to_string(),
-            size: size as i64,
-            ..Default::default()
-        };
-        self.oci
-            .pull_blob_stream(&self.oref(None), &desc)
+    /// A GET of blob `digest`, which the manifest lists at `size` bytes; `what` names it in
+    /// errors (`layer sha256:…`). The stream ends in an error as soon as the registry sends more
+    /// than `size` bytes (before they reach the caller), so a blob can never grow past what its
+    /// descriptor promised; the caller verifies the digest.
+    pub async fn blob_stream(&self, digest: &str, size: u64, what: &str) -> Result<BlobStream<'_>> {
+        let res = self
+            .request(reqwest::Method::GET, &self.url(&format!("blobs/{digest}")))
+            .send()
             .await
-            .map_err(|e| self.map_oci(&format!("fetching blob {digest}"), e, false))
+            .map_err(|e| self.unreachable(&e))?;
+        if !res.status().is_success() {
+            return Err(self.status_error(&format!("fetching {what}"), res).await);
+        }
+        if let Some(n) = res.content_length()
+            && n > size
+        {
+            return Err(self.misbehaved(format!(
+                "announced {n} bytes for {what}, which the manifest lists at {size} bytes"
+            )));
+        }
+        Ok(BlobStream {
+            s: self,
+            res,
+            what: what.to_string(),
+            size,
+            got: 0,
+        })
+    }
+
+    /// The error for a registry that broke the protocol in a way no honest one would.
+    pub fn misbehaved(&self, problem: String) -> RemoteError {
+        RemoteError::Misbehaved {
+            registry: self.endpoint.domain.clone(),
+            problem,
+        }
+    }
+}
+
+/// Largest manifest or image index accepted from a registry (distribution's and containerd's
+/// limit); more is refused before it is all read.
+pub const MAX_MANIFEST: u64 = 4 << 20;
+
+/// Largest error or token body read from a registry: enough for any real one, and a hostile
+/// registry cannot fill memory through them.
+const MAX_SMALL_BODY: u64 = 1 << 20;
+
+/// The body of `res`, or None as soon as it is longer than `limit`.
+async fn read_limited(
+    mut res: reqwest::Response,
+    limit: u64,
+) -> std::result::Result<Option<Vec<u8>>, reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = res.chunk().await? {
+        if (body.len() + chunk.len()) as u64 > limit {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body))
+}
+
+/// A blob being downloaded, never longer than its descriptor's size.
+pub struct BlobStream<'a> {
+    s: &'a Session,
+    res: reqwest::Response,
+    what: String,
+    size: u64,
+    got: u64,
+}
+
+impl BlobStream<'_> {
+    /// The next chunk, None at the end; an error for a transport failure (`Unreachable`, worth
+    /// a retry) or for more bytes than the descriptor's size (`Misbehaved`, not worth one).
+    pub async fn chunk(&mut self) -> Result<Option<bytes::Bytes>> {
+        let Some(b) = self.res.chunk().await.map_err(|e| self.s.unreachable(&e))? else {
+            return Ok(None);
+        };
+        self.got += b.len() as u64;
+        if self.got > self.size {
+            return Err(self.s.misbehaved(format!(
+                "sent more than the {} bytes the manifest lists for {}",
+                self.size, self.what
+            )));
+        }
+        Ok(Some(b))
     }
 }
 

@@ -32,6 +32,10 @@ pub enum RemoteError {
         expected: String,
         actual: String,
     },
+    /// The registry sent what no honest one would (more bytes than a descriptor lists, an
+    /// endless manifest); nothing of it was stored.
+    #[error("registry {registry} {problem}; nothing of it was stored")]
+    Misbehaved { registry: String, problem: String },
     #[error("no manifest for platform {platform} in the image index of {reference}")]
     NoPlatform { reference: String, platform: String },
     #[error("unsupported {what}: {reason}")]

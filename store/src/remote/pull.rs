@@ -73,6 +73,7 @@ fn check_digest(what: &str, expected: &str, actual: &str) -> Result<()> {
 async fn fetch_blob(
     store: &Store,
     s: &Session,
+    kind: &str,
     digest: &str,
     size: u64,
     progress: &Arc<dyn Progress>,
@@ -86,7 +87,7 @@ async fn fetch_blob(
     let mut attempt = 0;
     loop {
         progress.begin(&id, "Downloading", Some(size));
-        match fetch_once(store, s, &d, size, &id, progress).await {
+        match fetch_once(store, s, kind, &d, size, &id, progress).await {
             Ok(()) => {
                 progress.end(&id, "Pull complete");
                 return Ok(());
@@ -103,53 +104,54 @@ async fn fetch_blob(
 async fn fetch_once(
     store: &Store,
     s: &Session,
+    kind: &str,
     d: &oci_spec::image::Digest,
     size: u64,
     id: &str,
     progress: &Arc<dyn Progress>,
 ) -> Result<()> {
     let digest = d.to_string();
-    let mut stream = s.blob_stream(&digest, size).await?;
+    let mut stream = s
+        .blob_stream(&digest, size, &format!("{kind} {digest}"))
+        .await?;
     let writer = store.blobs().writer()?;
-    let (tx, mut rx) = mpsc::channel::<bytes::Bytes>(8);
+    // `None` tells the writer the download failed: drop the temp file, commit nothing.
+    let (tx, mut rx) = mpsc::channel::<Option<bytes::Bytes>>(8);
     let expected = d.clone();
-    let sink = tokio::task::spawn_blocking(move || -> crate::Result<()> {
+    let sink = tokio::task::spawn_blocking(move || -> crate::Result<bool> {
         use std::io::Write;
         let mut w = writer;
-        while let Some(b) = rx.blocking_recv() {
+        while let Some(item) = rx.blocking_recv() {
+            let Some(b) = item else { return Ok(false) };
             w.write_all(&b)
                 .map_err(|e| crate::StoreError::io("writing blob", "tmp", e))?;
         }
-        w.commit(Some(&expected)).map(|_| ())
+        w.commit(Some(&expected)).map(|_| true)
     });
-    let mut failed = None;
-    while let Some(chunk) = stream.next().await {
-        match chunk {
-            Ok(b) => {
+    let failed = loop {
+        match stream.chunk().await {
+            Ok(Some(b)) => {
                 progress.advance(id, b.len() as u64);
-                if tx.send(b).await.is_err() {
-                    break;
+                if tx.send(Some(b)).await.is_err() {
+                    break None;
                 }
             }
-            Err(e) => {
-                failed = Some(e);
-                break;
-            }
+            Ok(None) => break None,
+            Err(e) => break Some(e),
         }
-    }
+    };
     if let Some(e) = failed {
+        // Wait for the writer to remove its temp file, so nothing of the failed download stays
+        // on disk (not even when the process exits right after).
+        let _ = tx.send(None).await;
         drop(tx);
-        sink.abort();
-        // The digest check in the stream reports a mismatch as an I/O error of its own.
-        let msg = e.to_string();
-        if msg.to_ascii_lowercase().contains("digest") {
-            return Err(RemoteError::Other(format!("fetching blob {digest}: {msg}")));
-        }
-        return Err(s.unreachable(&e));
+        let _ = sink.await;
+        return Err(e);
     }
     drop(tx);
     sink.await
         .map_err(|e| RemoteError::Other(format!("storing blob {digest}: {e}")))?
+        .map(|_| ())
         .map_err(|e| match e {
             crate::StoreError::DigestMismatch {
                 expected, actual, ..
@@ -221,27 +223,44 @@ pub(super) async fn pull(
         .as_str()
         .unwrap_or("")
         .to_string();
-    let config_size = manifest["config"]["size"].as_u64().unwrap_or(0);
-    let layers: Vec<(String, u64)> = manifest["layers"]
-        .as_array()
-        .map(|l| {
-            l.iter()
-                .map(|d| {
-                    (
-                        d["digest"].as_str().unwrap_or("").to_string(),
-                        d["size"].as_u64().unwrap_or(0),
-                    )
-                })
-                .collect()
+    // Every download stops at its descriptor's size, so a descriptor must have one.
+    let sized = |d: &Value, what: &str| {
+        d["size"].as_u64().ok_or_else(|| RemoteError::Unsupported {
+            what: format!("manifest of {shown}"),
+            reason: format!("its {what} descriptor has no valid size"),
         })
-        .unwrap_or_default();
+    };
+    let config_size = sized(&manifest["config"], "config")?;
+    // The store reads configs whole; refuse a bigger one before downloading it.
+    if config_size > crate::blobs::MAX_METADATA_BLOB {
+        return Err(RemoteError::Unsupported {
+            what: format!("image config of {shown}"),
+            reason: format!(
+                "the manifest lists it at {config_size} bytes; image configs are limited to \
+                 {} MiB",
+                crate::blobs::MAX_METADATA_BLOB >> 20
+            ),
+        });
+    }
+    let layers: Vec<(String, u64)> = match manifest["layers"].as_array() {
+        Some(l) => l
+            .iter()
+            .map(|d| {
+                Ok((
+                    d["digest"].as_str().unwrap_or("").to_string(),
+                    sized(d, "layer")?,
+                ))
+            })
+            .collect::<Result<_>>()?,
+        None => Vec::new(),
+    };
     for (d, _) in &layers {
         progress.begin(short(d), "Pulling fs layer", None);
     }
     let fetched: Vec<Result<()>> = futures::stream::iter(
         layers
             .iter()
-            .map(|(d, n)| fetch_blob(store, &s, d, *n, &progress)),
+            .map(|(d, n)| fetch_blob(store, &s, "layer", d, *n, &progress)),
     )
     .buffer_unordered(opts.jobs.max(1))
     .collect()
@@ -249,7 +268,7 @@ pub(super) async fn pull(
     for r in fetched {
         r?;
     }
-    fetch_blob(store, &s, &config_digest, config_size, &progress).await?;
+    fetch_blob(store, &s, "config", &config_digest, config_size, &progress).await?;
     let config_d = crate::digest::parse_sha256(&config_digest)?;
     let config: Value =
         serde_json::from_slice(&store.blobs().read_verified(&config_d)?).map_err(|e| {
