@@ -32,6 +32,9 @@ use crate::stats::{PidStatsError, Stats, StatsProvider};
 
 pub struct Manager {
     subsystems: HashMap<CtrlType, PathBuf>,
+    /// berth patch: the container's cgroup in the `name=systemd` hierarchy, when the host
+    /// mounts one (see [`Manager::systemd_path`]).
+    systemd: Option<PathBuf>,
 }
 
 #[derive(thiserror::Error, Debug)]
@@ -101,7 +104,38 @@ impl Manager {
             }
         }
 
-        Ok(Manager { subsystems })
+        let systemd = Self::systemd_path(cgroup_path, &mount_points, &cgroups);
+        Ok(Manager {
+            subsystems,
+            systemd,
+        })
+    }
+
+    /// berth patch (see vendor/README.md): the container's own cgroup in the `name=systemd`
+    /// hierarchy, which runc's cgroupfs manager joins too (its `NameGroup`). Without it the
+    /// container stays in its creator's cgroup there (the hierarchy's root on a host without
+    /// systemd), and that is what a container then sees of it. Only for a container with a
+    /// cgroups path; found as libcontainer mounts it, at `<cgroup root>/systemd`.
+    fn systemd_path(
+        cgroup_path: &Path,
+        mount_points: &Result<Vec<PathBuf>, V1ManagerError>,
+        cgroups: &Result<ProcessCGroups, V1ManagerError>,
+    ) -> Option<PathBuf> {
+        if cgroup_path.as_os_str().is_empty() {
+            return None;
+        }
+        let has_hierarchy = cgroups.as_ref().ok()?.0.iter().any(|c| {
+            c.controllers.len() == 1 && c.controllers[0] == "name=systemd"
+        });
+        if !has_hierarchy {
+            return None;
+        }
+        let mount_point = mount_points
+            .as_ref()
+            .ok()?
+            .iter()
+            .find(|m| m.file_name().is_some_and(|n| n == "systemd"))?;
+        mount_point.join_safely(cgroup_path).ok()
     }
 
     /// The cgroups of this process (`/proc/self/cgroup`).
@@ -214,6 +248,10 @@ impl CgroupManager for Manager {
                 CtrlType::Freezer => Freezer::add_task(pid, cgroup_path)?,
             }
         }
+        if let Some(path) = &self.systemd {
+            fs::create_dir_all(path).wrap_create_dir(path)?;
+            common::write_cgroup_file(path.join(CGROUP_PROCS), pid)?;
+        }
 
         Ok(())
     }
@@ -242,7 +280,7 @@ impl CgroupManager for Manager {
     }
 
     fn remove(&self) -> Result<(), Self::Error> {
-        for cgroup_path in self.subsystems.values() {
+        for cgroup_path in self.subsystems.values().chain(self.systemd.as_ref()) {
             if cgroup_path.exists() {
                 tracing::debug!("remove cgroup {:?}", cgroup_path);
                 let procs_path = cgroup_path.join(CGROUP_PROCS);

@@ -19,8 +19,6 @@ use oci_spec::runtime::{Mount as SpecMount, MountBuilder as SpecMountBuilder};
 use pathrs::Root;
 use pathrs::flags::OpenFlags;
 use pathrs::procfs::{ProcfsBase, ProcfsHandle};
-#[cfg(feature = "v1")]
-use procfs::process::Process;
 use procfs::process::{MountInfo, MountOptFields};
 use procfs::{FromRead, ProcessCGroups};
 
@@ -244,6 +242,13 @@ impl Mount {
     #[cfg(feature = "v1")]
     fn mount_cgroup_v1(&self, cgroup_mount: &SpecMount, options: &MountOptions) -> Result<()> {
         tracing::debug!("mounting cgroup v1 filesystem");
+        // berth patch (see berth's vendor/README.md): the hierarchies, and the tmpfs that holds
+        // them, are read-only when the cgroup mount asks for `ro`, as runc does. Upstream bound
+        // every hierarchy `rw` whatever the spec said, so a container could raise its own
+        // memory, pids and CPU limits.
+        let readonly = parse_mount(cgroup_mount)?
+            .flags
+            .contains(MsFlags::MS_RDONLY);
         // create tmpfs into which the cgroup subsystems will be mounted
         let tmpfs = SpecMountBuilder::default()
             .source("tmpfs")
@@ -266,22 +271,26 @@ impl Mount {
             err
         })?;
 
-        // get all cgroup mounts on the host system
-        let host_mounts: Vec<PathBuf> = libcgroups::v1::util::list_subsystem_mount_points()
-            .map_err(|err| {
-                tracing::error!("failed to get subsystem mount points: {}", err);
-                MountError::Other(err.into())
-            })?
-            .into_iter()
-            .filter(|p| p.as_path().starts_with(DEFAULT_CGROUP_ROOT))
-            .collect();
-        tracing::debug!("cgroup mounts: {:?}", host_mounts);
+        // berth patch: every cgroup v1 mount on the host with its mountinfo root, so that the
+        // container's own cgroup is found relative to the root of what is mounted (as runc's
+        // `getCgroupMounts`). Upstream stripped the cgroup path of the parent process (or of
+        // PID 1) instead, which is the container's own path when the container shares the
+        // host's PID namespace: it then bound the root of every host hierarchy.
+        let mut host_mounts: Vec<MountInfo> = Vec::new();
+        for m in self.mountinfo_provider.mountinfo()? {
+            if m.fs_type != "cgroup" || !m.mount_point.starts_with(DEFAULT_CGROUP_ROOT) {
+                continue;
+            }
+            // A later mount on the same point hides the earlier one.
+            host_mounts.retain(|h| h.mount_point != m.mount_point);
+            host_mounts.push(m);
+        }
+        tracing::debug!(
+            "cgroup mounts: {:?}",
+            host_mounts.iter().map(|m| &m.mount_point).collect::<Vec<_>>()
+        );
 
         // get process cgroups
-        let ppid = std::os::unix::process::parent_id();
-        // The non-zero ppid means that the PID Namespace is not separated.
-        let ppid = if ppid == 0 { std::process::id() } else { ppid };
-        let root_cgroups = Process::new(ppid as i32)?.cgroups()?.0;
         let process_cgroups: HashMap<String, String> =
             ProcessCGroups::from_read(ProcfsHandle::new()?.open(
                 ProcfsBase::ProcSelf,
@@ -289,22 +298,7 @@ impl Mount {
                 OpenFlags::O_RDONLY | OpenFlags::O_CLOEXEC,
             )?)?
             .into_iter()
-            .map(|c| {
-                let hierarchy = c.hierarchy;
-                // When youki itself is running inside a container, the cgroup path
-                // will include the path of pid-1, which needs to be stripped before
-                // mounting.
-                let root_pathname = root_cgroups
-                    .iter()
-                    .find(|c| c.hierarchy == hierarchy)
-                    .map(|c| c.pathname.as_ref())
-                    .unwrap_or("");
-                let path = c
-                    .pathname
-                    .strip_prefix(root_pathname)
-                    .unwrap_or(&c.pathname);
-                (c.controllers.join(","), path.to_owned())
-            })
+            .map(|c| (c.controllers.join(","), c.pathname))
             .collect();
         tracing::debug!("Process cgroups: {:?}", process_cgroups);
 
@@ -324,13 +318,15 @@ impl Mount {
 
         // setup cgroup mounts for container
         for host_mount in &host_mounts {
-            if let Some(subsystem_name) = host_mount.file_name().and_then(|n| n.to_str()) {
+            if let Some(subsystem_name) = host_mount.mount_point.file_name().and_then(|n| n.to_str())
+            {
                 if options.cgroup_ns {
                     self.setup_namespaced_subsystem(
                         cgroup_mount,
                         options,
                         subsystem_name,
                         subsystem_name == "systemd",
+                        readonly,
                     )?;
                 } else {
                     self.setup_emulated_subsystem(
@@ -340,13 +336,34 @@ impl Mount {
                         subsystem_name == "systemd",
                         host_mount,
                         &process_cgroups,
+                        readonly,
                     )?;
                 }
 
                 symlink.setup_comount_symlinks(&cgroup_root, subsystem_name)?;
             } else {
-                tracing::warn!("could not get subsystem name from {:?}", host_mount);
+                tracing::warn!("could not get subsystem name from {:?}", host_mount.mount_point);
             }
+        }
+
+        // berth patch: the tmpfs too, once the hierarchies and symlinks are in it, as runc
+        // 1.0 did ("remount cgroup root as readonly").
+        if readonly {
+            let root = Root::open(options.root)?;
+            let dest: OwnedFd = root.resolve(cgroup_mount.destination())?.into();
+            let attr = linux::MountAttr {
+                attr_set: linux::MOUNT_ATTR_RDONLY,
+                attr_clr: 0,
+                propagation: 0,
+                userns_fd: 0,
+            };
+            self.syscall.mount_setattr(
+                dest.as_fd(),
+                Path::new(""),
+                linux::AT_EMPTY_PATH,
+                &attr,
+                mem::size_of::<linux::MountAttr>(),
+            )?;
         }
 
         Ok(())
@@ -361,6 +378,7 @@ impl Mount {
         options: &MountOptions,
         subsystem_name: &str,
         named: bool,
+        readonly: bool,
     ) -> Result<()> {
         tracing::debug!(
             "Mounting (namespaced) {:?} cgroup subsystem",
@@ -388,8 +406,13 @@ impl Mount {
             subsystem_name.into()
         };
 
+        let mut flags = MsFlags::MS_NOEXEC | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+        // berth patch: read-only when the cgroup mount is.
+        if readonly {
+            flags |= MsFlags::MS_RDONLY;
+        }
         let mount_options_config = MountOptionConfig {
-            flags: MsFlags::MS_NOEXEC | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            flags,
             data: vec![data.into_owned()],
             rec_attr: None,
         };
@@ -407,14 +430,16 @@ impl Mount {
     }
 
     #[cfg(feature = "v1")]
+    #[allow(clippy::too_many_arguments)]
     fn setup_emulated_subsystem(
         &self,
         cgroup_mount: &SpecMount,
         options: &MountOptions,
         subsystem_name: &str,
         named: bool,
-        host_mount: &Path,
+        host_mount: &MountInfo,
         process_cgroups: &HashMap<String, String>,
+        readonly: bool,
     ) -> Result<()> {
         tracing::debug!("Mounting (emulated) {:?} cgroup subsystem", subsystem_name);
         let named_hierarchy: Cow<str> = if named {
@@ -423,48 +448,62 @@ impl Mount {
             subsystem_name.into()
         };
 
-        if let Some(proc_path) = process_cgroups.get(named_hierarchy.as_ref()) {
-            let emulated = SpecMountBuilder::default()
-                .source(
-                    host_mount
-                        .join_safely(proc_path.as_str())
-                        .map_err(|err| {
-                            tracing::error!(
-                                "failed to join mount source for {subsystem_name} subsystem: {}",
-                                err
-                            );
-                            MountError::Other(err.into())
-                        })?,
-                )
-                .destination(
-                    cgroup_mount
-                        .destination()
-                        .join_safely(subsystem_name)
-                        .map_err(|err| {
-                            tracing::error!(
-                                "failed to join mount destination for {subsystem_name} subsystem: {}",
-                                err
-                            );
-                            MountError::Other(err.into())
-                        })?,
-                )
-                .typ("bind")
-                .options(
-                    ["rw", "rbind"]
-                        .iter()
-                        .map(|o| o.to_string())
-                        .collect::<Vec<String>>(),
-                )
-                .build()?;
-            tracing::debug!("Mounting emulated cgroup subsystem: {:?}", emulated);
-
-            self.setup_mount(&emulated, options).map_err(|err| {
-                tracing::error!("failed to mount {subsystem_name} cgroup hierarchy: {}", err);
-                err
-            })?;
-        } else {
+        let Some(proc_path) = process_cgroups.get(named_hierarchy.as_ref()) else {
             tracing::warn!("Could not mount {:?} cgroup subsystem", subsystem_name);
-        }
+            return Ok(());
+        };
+        // berth patch: the process's cgroup relative to the root of the host's mount of this
+        // hierarchy. A cgroup outside what the host mounted is not bound at all (upstream bound
+        // whatever the stripped path named, up to the hierarchy's root).
+        let Ok(relative) = Path::new(proc_path).strip_prefix(&host_mount.root) else {
+            tracing::warn!(
+                "not mounting the {subsystem_name} cgroup hierarchy: this process's cgroup {proc_path} is outside the host's mount of it ({})",
+                host_mount.root
+            );
+            return Ok(());
+        };
+        let mut bind_options = vec!["rbind", "nosuid", "noexec", "nodev"];
+        // berth patch: read-only when the cgroup mount is (upstream: always "rw").
+        bind_options.push(if readonly { "ro" } else { "rw" });
+        let emulated = SpecMountBuilder::default()
+            .source(
+                host_mount
+                    .mount_point
+                    .join_safely(relative)
+                    .map_err(|err| {
+                        tracing::error!(
+                            "failed to join mount source for {subsystem_name} subsystem: {}",
+                            err
+                        );
+                        MountError::Other(err.into())
+                    })?,
+            )
+            .destination(
+                cgroup_mount
+                    .destination()
+                    .join_safely(subsystem_name)
+                    .map_err(|err| {
+                        tracing::error!(
+                            "failed to join mount destination for {subsystem_name} subsystem: {}",
+                            err
+                        );
+                        MountError::Other(err.into())
+                    })?,
+            )
+            .typ("bind")
+            .options(
+                bind_options
+                    .iter()
+                    .map(|o| o.to_string())
+                    .collect::<Vec<String>>(),
+            )
+            .build()?;
+        tracing::debug!("Mounting emulated cgroup subsystem: {:?}", emulated);
+
+        self.setup_mount(&emulated, options).map_err(|err| {
+            tracing::error!("failed to mount {subsystem_name} cgroup hierarchy: {}", err);
+            err
+        })?;
 
         Ok(())
     }
