@@ -57,7 +57,10 @@ enum Reply {
     /// or anything else with its exit code and message.
     NotFound(String),
     NotExecutable(String),
-    Failed { code: u8, message: String },
+    Failed {
+        code: u8,
+        message: String,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -100,8 +103,13 @@ fn send<T: Serialize>(sock: impl AsFd, msg: &T, fds: &[std::os::fd::BorrowedFd<'
     if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
         return Err(proto_err("too many descriptors to pass"));
     }
-    sendmsg(sock, &[IoSlice::new(&bytes)], &mut control, SendFlags::empty())
-        .map_err(|e| proto_err(format!("sending: {e}")))?;
+    sendmsg(
+        sock,
+        &[IoSlice::new(&bytes)],
+        &mut control,
+        SendFlags::empty(),
+    )
+    .map_err(|e| proto_err(format!("sending: {e}")))?;
     Ok(())
 }
 
@@ -174,7 +182,9 @@ pub(super) fn start(
     let pid = outcome?;
     match status {
         Ok(s) if s.success() => Ok(pid),
-        Ok(s) => Err(proto_err(format!("exited with {s} after starting the container"))),
+        Ok(s) => Err(proto_err(format!(
+            "exited with {s} after starting the container"
+        ))),
         Err(e) => Err(proto_err(format!("waiting for it: {e}"))),
     }
 }
@@ -205,7 +215,11 @@ fn converse(
     drop(fds);
     let pid = match recv::<Reply>(sock)? {
         Some((Reply::Created(pid), _)) => pid,
-        Some((other, _)) => return Err(other.into_error().unwrap_or_else(|| proto_err("replied out of turn"))),
+        Some((other, _)) => {
+            return Err(other
+                .into_error()
+                .unwrap_or_else(|| proto_err("replied out of turn")));
+        }
         None => return Err(proto_err("exited before creating the container")),
     };
     if let Err(e) = prestart(pid) {
@@ -216,7 +230,9 @@ fn converse(
     send(sock, &Command::Start, &[])?;
     match recv::<Reply>(sock)? {
         Some((Reply::Started, _)) => Ok(pid),
-        Some((other, _)) => Err(other.into_error().unwrap_or_else(|| proto_err("replied out of turn"))),
+        Some((other, _)) => Err(other
+            .into_error()
+            .unwrap_or_else(|| proto_err("replied out of turn"))),
         None => Err(proto_err("exited before starting the container")),
     }
 }
