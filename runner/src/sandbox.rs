@@ -1,8 +1,8 @@
-//! Executes a runtime bundle. `Embedded` drives youki's `libcontainer` in this process (which
-//! must have no other threads: it forks); `External` hands the same bundle to an OCI runtime
-//! binary (`--runtime crun`). Both leave the container's init as a child (or, for external
-//! runtimes, an orphan adopted by this child subreaper), so the caller waits for it with
-//! `waitpid`. This module (with its children) holds all of the runner's `unsafe`: the fork in
+//! Executes a runtime bundle. `Embedded` drives youki's `libcontainer`, which clones: in this
+//! process when it has a single thread, otherwise in a re-executed berth ([`starter`]; it never
+//! creates a container from a multi-threaded process); `External` hands the same bundle to an
+//! OCI runtime binary (`--runtime crun`). Both leave the container's init as a child (or an
+//! orphan adopted by this child subreaper), so the caller waits for it with `waitpid`. This module (with its children) holds all of the runner's `unsafe`: the fork in
 //! [`spawn_detached`].
 
 mod console;
