@@ -1,14 +1,15 @@
-//! Executes a runtime bundle. `Embedded` drives youki's `libcontainer` in this process (which
-//! must have no other threads: it forks); `External` hands the same bundle to an OCI runtime
-//! binary (`--runtime crun`). Both leave the container's init as a child (or, for external
-//! runtimes, an orphan adopted by this child subreaper), so the caller waits for it with
-//! `waitpid`. This module (with its children) holds all of the runner's `unsafe`: the fork in
+//! Executes a runtime bundle. `Embedded` drives youki's `libcontainer`, which clones: in this
+//! process when it has a single thread, otherwise in a re-executed berth ([`starter`]; it never
+//! creates a container from a multi-threaded process); `External` hands the same bundle to an
+//! OCI runtime binary (`--runtime crun`). Both leave the container's init as a child (or an
+//! orphan adopted by this child subreaper), so the caller waits for it with `waitpid`. This module (with its children) holds all of the runner's `unsafe`: the fork in
 //! [`spawn_detached`].
 
 mod console;
 mod detach;
 mod embedded;
 mod external;
+pub mod starter;
 
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -65,6 +66,36 @@ pub fn for_runtime(state_root: &Path, runtime: &str) -> Result<Box<dyn Sandbox>>
     } else {
         Ok(Box::new(External::new(state_root, runtime)?))
     }
+}
+
+/// How many threads this process runs (`Threads:` of /proc/self/status), if it can tell.
+pub fn threads() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+}
+
+/// The environment variable naming a file to which every container creation appends a line
+/// `ID THREADS`: how many threads the process that called the runtime had (tests check it is
+/// always 1, restarts included).
+pub const THREADS_LOG_ENV: &str = "BERTH_DEBUG_SANDBOX_THREADS";
+
+fn record_threads(id: &str, threads: Option<u32>) {
+    let Some(path) = std::env::var_os(THREADS_LOG_ENV) else {
+        return;
+    };
+    let line = format!(
+        "{id} {}\n",
+        threads.map_or_else(|| "?".to_string(), |n| n.to_string())
+    );
+    // One short O_APPEND write: lines from concurrent starts do not interleave.
+    let _ = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()));
 }
 
 /// Bring up the loopback interface in the network namespace of `pid`, as Docker does for every

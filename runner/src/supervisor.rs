@@ -189,13 +189,9 @@ pub fn reap(root: &Path, id: &str) -> i32 {
     }
 }
 
-/// Whether this process runs a single thread (`Threads:` of /proc/self/status).
+/// Whether this process runs a single thread.
 fn single_threaded() -> bool {
-    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .find_map(|l| l.strip_prefix("Threads:"))
-            .is_some_and(|n| n.trim() == "1")
-    })
+    crate::sandbox::threads() == Some(1)
 }
 
 /// The supervisor's entry point; returns the process exit code.

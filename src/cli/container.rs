@@ -1183,6 +1183,18 @@ pub struct SuperviseArgs {
     reap: bool,
 }
 
+/// `__sandbox-start RUNTIME_ROOT`: create and start one container for a multi-threaded caller
+/// (berth_runner::sandbox::starter).
+#[derive(Args, Debug)]
+pub struct SandboxStartArgs {
+    runtime_root: std::path::PathBuf,
+}
+
+pub fn sandbox_start(a: SandboxStartArgs) -> Result<ExitCode> {
+    let code = berth_runner::sandbox::starter::main(&a.runtime_root);
+    Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}
+
 pub fn supervise(root: &Path, a: SuperviseArgs) -> Result<ExitCode> {
     let code = if a.reap {
         berth_runner::supervisor::reap(root, &a.id)

@@ -137,6 +137,8 @@ pub enum Command {
     Supervise(container::SuperviseArgs),
     #[command(name = "__build-run", hide = true)]
     BuildRun(build_sandbox::BuildRunArgs),
+    #[command(name = "__sandbox-start", hide = true)]
+    SandboxStart(container::SandboxStartArgs),
     /// Display system-wide information
     Info(system::InfoArgs),
     /// Show the berth version information
@@ -207,6 +209,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Top(a) => container_fs::top(&root, a),
         Command::Supervise(a) => container::supervise(&root, a),
         Command::BuildRun(a) => build_sandbox::build_run(&root, a),
+        Command::SandboxStart(a) => container::sandbox_start(a),
         Command::Info(a) => system::info(&root, a),
         Command::Version(a) => system::version(a),
     }

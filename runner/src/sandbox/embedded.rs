@@ -73,20 +73,24 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     msg
 }
 
-impl Sandbox for Embedded {
-    fn start(
-        &self,
-        id: &str,
-        bundle: &Path,
-        io: Io,
-        prestart: &dyn Fn(i32) -> Result<()>,
-    ) -> Result<i32> {
+impl Embedded {
+    /// Create container `id` (its init waits to be started). The runtime clones here, so this
+    /// process must have a single thread: checked at this point, and refused otherwise.
+    pub(super) fn create(&self, id: &str, bundle: &Path, io: Io) -> Result<Container> {
+        let threads = super::threads();
+        super::record_threads(id, threads);
+        if threads != Some(1) {
+            return Err(RunnerError::Sandbox(format!(
+                "refusing to create container {id} from a process with {} threads: the runtime \
+                 clones, which is only safe in a single-threaded process",
+                threads.map_or_else(|| "an unknown number of".to_string(), |n| n.to_string())
+            )));
+        }
         // A stale runtime directory (a crashed supervisor) would make create fail.
         if self.root.join(id).exists() {
             let _ = self.delete(id);
         }
-        let mut container = self
-            .builder(id, io)?
+        self.builder(id, io)?
             .validate_id()
             .map_err(err)?
             .as_init(bundle)
@@ -96,21 +100,48 @@ impl Sandbox for Embedded {
             .map_err(|e| {
                 let _ = self.delete(id);
                 err(e)
-            })?;
-        let pid = container
-            .pid()
-            .map(|p| p.as_raw())
-            .ok_or_else(|| RunnerError::Sandbox("the runtime reported no init process".into()))?;
+            })
+    }
+
+    /// The init PID of a container [`Embedded::create`] made.
+    pub(super) fn pid_of(&self, id: &str, container: &Container) -> Result<i32> {
+        container.pid().map(|p| p.as_raw()).ok_or_else(|| {
+            let _ = self.delete(id);
+            RunnerError::Sandbox("the runtime reported no init process".into())
+        })
+    }
+
+    /// Let the init of a created container run its command (deleting the container if that
+    /// fails).
+    pub(super) fn start_created(&self, id: &str, container: &mut Container) -> Result<()> {
+        container.start().map_err(|e| {
+            let _ = self.delete(id);
+            err(e)
+        })
+    }
+}
+
+impl Sandbox for Embedded {
+    fn start(
+        &self,
+        id: &str,
+        bundle: &Path,
+        io: Io,
+        prestart: &dyn Fn(i32) -> Result<()>,
+    ) -> Result<i32> {
+        if super::threads() != Some(1) {
+            // A supervisor restarting its container has threads: a fresh process creates it.
+            return super::starter::start(&self.root, id, bundle, io, prestart);
+        }
+        let mut container = self.create(id, bundle, io)?;
+        let pid = self.pid_of(id, &container)?;
         tracing::debug!("sandbox: container created");
         if let Err(e) = prestart(pid) {
             let _ = self.delete(id);
             return Err(e);
         }
         tracing::debug!("sandbox: prestart done");
-        if let Err(e) = container.start() {
-            let _ = self.delete(id);
-            return Err(err(e));
-        }
+        self.start_created(id, &mut container)?;
         Ok(pid)
     }
 

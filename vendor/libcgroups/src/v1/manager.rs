@@ -32,6 +32,9 @@ use crate::stats::{PidStatsError, Stats, StatsProvider};
 
 pub struct Manager {
     subsystems: HashMap<CtrlType, PathBuf>,
+    /// berth patch: the container's cgroups in the hierarchies without controllers that the
+    /// host has, `name=systemd` and a hybrid host's cgroup2 (see [`Manager::joined_only`]).
+    joined: Vec<PathBuf>,
 }
 
 #[derive(thiserror::Error, Debug)]
@@ -101,7 +104,50 @@ impl Manager {
             }
         }
 
-        Ok(Manager { subsystems })
+        let joined = Self::joined_only(cgroup_path, &mount_points, &cgroups);
+        Ok(Manager { subsystems, joined })
+    }
+
+    /// berth patch (see vendor/README.md): the container's own cgroups in the hierarchies that
+    /// carry no v1 controller, which runc's cgroupfs manager joins too: `name=systemd` (its
+    /// `NameGroup`, found as libcontainer mounts it, at `<cgroup root>/systemd`) and, on a
+    /// hybrid host, the cgroup2 hierarchy at `<cgroup root>/unified`. Without them the container
+    /// stays in its creator's cgroups there (the roots, on a host without systemd), and
+    /// `name=systemd` is what libcontainer then mounts into the container. Only for a container
+    /// with a cgroups path.
+    fn joined_only(
+        cgroup_path: &Path,
+        mount_points: &Result<Vec<PathBuf>, V1ManagerError>,
+        cgroups: &Result<ProcessCGroups, V1ManagerError>,
+    ) -> Vec<PathBuf> {
+        let mut joined = Vec::new();
+        let Ok(cgroups) = cgroups else {
+            return joined;
+        };
+        if cgroup_path.as_os_str().is_empty() {
+            return joined;
+        }
+        if cgroups
+            .0
+            .iter()
+            .any(|c| c.controllers.len() == 1 && c.controllers[0] == "name=systemd")
+            && let Ok(mount_points) = mount_points
+            && let Some(mp) = mount_points
+                .iter()
+                .find(|m| m.file_name().is_some_and(|n| n == "systemd"))
+            && let Ok(p) = mp.join_safely(cgroup_path)
+        {
+            joined.push(p);
+        }
+        let unified = Path::new(common::DEFAULT_CGROUP_ROOT).join("unified");
+        if cgroups.0.iter().any(|c| c.hierarchy == 0)
+            && nix::sys::statfs::statfs(&unified)
+                .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+            && let Ok(p) = unified.join_safely(cgroup_path)
+        {
+            joined.push(p);
+        }
+        joined
     }
 
     /// The cgroups of this process (`/proc/self/cgroup`).
@@ -214,6 +260,10 @@ impl CgroupManager for Manager {
                 CtrlType::Freezer => Freezer::add_task(pid, cgroup_path)?,
             }
         }
+        for path in &self.joined {
+            fs::create_dir_all(path).wrap_create_dir(path)?;
+            common::write_cgroup_file(path.join(CGROUP_PROCS), pid)?;
+        }
 
         Ok(())
     }
@@ -242,7 +292,7 @@ impl CgroupManager for Manager {
     }
 
     fn remove(&self) -> Result<(), Self::Error> {
-        for cgroup_path in self.subsystems.values() {
+        for cgroup_path in self.subsystems.values().chain(&self.joined) {
             if cgroup_path.exists() {
                 tracing::debug!("remove cgroup {:?}", cgroup_path);
                 let procs_path = cgroup_path.join(CGROUP_PROCS);
