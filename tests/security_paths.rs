@@ -329,18 +329,34 @@ fn sleeper_alive(marker: &str) -> bool {
     !sleepers(marker).is_empty()
 }
 
-/// Kills this test's RUN processes on drop, should a failed assertion leave them running.
-struct Sleepers(Vec<String>);
+/// Should a failed assertion leave them: kills this test's RUN processes, then runs one more
+/// build, whose sweep unmounts and removes what the killed builds left. Made before the
+/// builds' guards, so it runs after they killed their process groups.
+struct Cleanup<'a>(&'a Env, Vec<String>);
 
-impl Drop for Sleepers {
+impl Drop for Cleanup<'_> {
     fn drop(&mut self) {
-        for m in &self.0 {
+        for m in &self.1 {
             for pid in sleepers(m) {
                 let _ = std::process::Command::new("kill")
                     .args(["-KILL", &pid.to_string()])
                     .status();
             }
         }
+        let ctx = self
+            .0
+            .context("cleanup", "FROM bb:1\nLABEL cleanup=1\n", &[]);
+        let _ = self
+            .0
+            .berth()
+            .args([
+                "build",
+                "-q",
+                "-t",
+                "cleanup:1",
+                ctx.to_str().unwrap_or("."),
+            ])
+            .output();
     }
 }
 
@@ -350,7 +366,7 @@ fn a_build_killed_with_its_process_group_is_cleaned_up_by_the_next_build() {
     env.import_busybox("bb:1");
     let marker = |n: u32| format!("{}.{n}", 3000 + std::process::id() % 1000);
     let (m_killed, m_running) = (marker(7), marker(8));
-    let _sleepers = Sleepers(vec![m_killed.clone(), m_running.clone()]);
+    let _cleanup = Cleanup(&env, vec![m_killed.clone(), m_running.clone()]);
     let ctx = |name: &str, m: &str| {
         env.context(
             name,

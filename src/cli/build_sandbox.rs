@@ -133,7 +133,10 @@ fn owner_alive(id: &str) -> bool {
     };
     let rest: Vec<&str> = parts.collect();
     match rest.first().and_then(|s| s.parse::<u64>().ok()) {
-        Some(start) if rest.len() == 3 => berth_runner::state::process_alive(pid, start),
+        // 0: the start time could not be read when the id was made.
+        Some(start) if rest.len() == 3 && start != 0 => {
+            berth_runner::state::process_alive(pid, start)
+        }
         _ => berth_runner::state::process_start_time(pid).is_some(),
     }
 }
