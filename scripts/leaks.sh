@@ -12,6 +12,16 @@ cgroups=$(find /sys/fs/cgroup -maxdepth 3 -path '*/berth/*' -type d 2>/dev/null 
 if [ -n "$cgroups" ]; then
   echo "leak: container cgroups left:"; echo "$cgroups"; status=1
 fi
+# RUN steps' cgroups (build-<pid>-…) whose build process is gone: neither the build nor the
+# sweep of the next build removed them.
+stale=""
+for d in $(find /sys/fs/cgroup -maxdepth 3 -path '*/berth/build-*' -type d 2>/dev/null); do
+  pid=$(basename "$d" | cut -d- -f2)
+  [ -d "/proc/$pid" ] || stale="$stale$d"$'\n'
+done
+if [ -n "$stale" ]; then
+  echo "leak: build step cgroups left:"; printf '%s' "$stale"; status=1
+fi
 procs=$(pgrep -af "__supervise" | grep -F "$base/berth-test-" || true)
 if [ -n "$procs" ]; then
   echo "leak: supervisors still running:"; echo "$procs"; status=1

@@ -180,17 +180,19 @@ impl SourceTree {
     /// `rel` with the symlinks on its path resolved inside the tree root, as BuildKit resolves a
     /// source (an absolute link target is taken from the root, `..` never climbs above it): a
     /// path relative to the root. The last component is followed too when `follow_last`.
-    pub fn resolve(&self, rel: &str, follow_last: bool) -> String {
-        let host = crate::copy::resolve_in_root(&self.root, rel, follow_last);
-        host.strip_prefix(&self.root)
+    /// A chain of more than 40 links fails (`ELOOP`).
+    pub fn resolve(&self, rel: &str, follow_last: bool) -> io::Result<String> {
+        let host = crate::copy::resolve_in_root(&self.root, rel, follow_last)?;
+        Ok(host
+            .strip_prefix(&self.root)
             .map(|p| p.to_string_lossy().into_owned())
-            .unwrap_or_default()
+            .unwrap_or_default())
     }
 
     /// Whether `rel` names an entry of the tree (a symlink followed inside the root) that the
     /// ignore file keeps; `Some(is_dir)` when it does.
     fn entry_kind(&self, rel: &str) -> Option<bool> {
-        let resolved = self.resolve(rel, true);
+        let resolved = self.resolve(rel, true).ok()?;
         let md = fs::symlink_metadata(self.root.join(&resolved)).ok()?;
         let is_dir = md.is_dir();
         (!md.file_type().is_symlink()
@@ -208,10 +210,14 @@ impl SourceTree {
         if !has_glob(&rel) {
             return match self.entry_kind(&rel) {
                 Some(is_dir) => Ok(vec![Selected { rel, is_dir }]),
-                None => Err(BuildError::SourceNotFound {
-                    path: source.to_string(),
-                    what: self.what.clone(),
-                }),
+                // A symlink chain too long to follow is said as such, not as "not found".
+                None => match self.resolve(&rel, true) {
+                    Err(e) => Err(BuildError::io("resolving", self.root.join(&rel), e)),
+                    Ok(_) => Err(BuildError::SourceNotFound {
+                        path: source.to_string(),
+                        what: self.what.clone(),
+                    }),
+                },
             };
         }
         let parts: Vec<&str> = rel.split('/').collect();
@@ -221,13 +227,18 @@ impl SourceTree {
             for dir in &found {
                 if !has_glob(part) {
                     let r = join_rel(dir, part);
-                    let host = self.root.join(self.resolve(&r, false));
-                    if host.symlink_metadata().is_ok() {
+                    let Ok(resolved) = self.resolve(&r, false) else {
+                        continue;
+                    };
+                    if self.root.join(resolved).symlink_metadata().is_ok() {
                         next.push(r);
                     }
                     continue;
                 }
-                let d = self.root.join(self.resolve(dir, true));
+                let Ok(resolved) = self.resolve(dir, true) else {
+                    continue;
+                };
+                let d = self.root.join(resolved);
                 let Ok(rd) = fs::read_dir(&d) else { continue };
                 let mut names: Vec<String> = rd
                     .flatten()
@@ -305,7 +316,7 @@ impl SourceTree {
         sel: &Selected,
         memo: &mut HashMemo,
     ) -> io::Result<Vec<(String, String)>> {
-        let resolved = self.resolve(&sel.rel, true);
+        let resolved = self.resolve(&sel.rel, true)?;
         let mut out = vec![(sel.rel.clone(), self.entry_hash(&resolved, memo)?)];
         if sel.is_dir {
             for r in self.walk(&resolved)? {

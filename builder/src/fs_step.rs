@@ -316,7 +316,8 @@ impl<'a> FsStep<'a> {
                 } else {
                     resolve_chown(&rootfs, user).unwrap_or((0, 0))
                 };
-                let host = resolve_in_root(&rootfs, path, true);
+                let host = resolve_in_root(&rootfs, path, true)
+                    .map_err(io_err("resolving the directory in", &rootfs))?;
                 mkdir_all(&host, owner).map_err(io_err("creating", &host))?;
             }
             FsOp::Run {

@@ -167,7 +167,8 @@ fn context_rel(source: &str) -> Result<String, String> {
 /// error when it is missing or excluded by the ignore file.
 fn context_entry(tree: &SourceTree, source: &str) -> Result<Selected, String> {
     let rel = context_rel(source)?;
-    let host = resolve_in_root(&tree.root, &rel, true);
+    let host = resolve_in_root(&tree.root, &rel, true)
+        .map_err(|e| format!("bind source {source:?}: {e}"))?;
     let rel = host
         .strip_prefix(&tree.root)
         .map(|p| p.to_string_lossy().into_owned())
@@ -459,7 +460,9 @@ impl<'a> Prepared<'a> {
                         Origin::Root { image, name } => {
                             let root =
                                 p.overlay(dirs, image.as_ref().as_ref(), &format!("mnt-{i}"))?;
-                            let host = resolve_in_root(&root, source, true);
+                            let host = resolve_in_root(&root, source, true).map_err(|e| {
+                                err(format!("bind source {source:?} in {name}: {e}"))
+                            })?;
                             if fs::symlink_metadata(&host).is_err() {
                                 return Err(err(format!(
                                     "bind source {source:?} not found in {name}"

@@ -381,6 +381,8 @@ pub fn build(root: &Path, a: BuildArgs) -> Result<ExitCode> {
     // Held shared for the build: `builder prune` waits for running builds (it would take the
     // step images and snapshots they stand on).
     let _building = build_lock(root, false)?;
+    // What builds killed with their steps' children left behind (runtime state, cgroups).
+    super::build_sandbox::sweep_stale_steps(root);
     // From here Ctrl-C stops the build cleanly (a second one ends it at once).
     super::build_sandbox::Interrupt::install();
     let remote_opts = berth_store::remote::Options::for_root(&store, &[])?;
@@ -573,16 +575,10 @@ impl Executor for SandboxExecutor {
     }
 
     fn run(&self, spec: &RunSpec<'_>, output: &mut dyn FnMut(&[u8])) -> Result<i32, ExecError> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        // A counter too: stages building at once may start steps within the clock's tick.
-        static STEPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = STEPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let id = format!("build-{}-{nanos:x}-{n}", std::process::id());
+        let id = super::build_sandbox::step_id();
         // The working directory exists before the process starts in it (as BuildKit makes it).
-        let cwd_host = berth_builder::copy::resolve_in_root(spec.rootfs, &spec.cwd, true);
+        let cwd_host =
+            berth_builder::copy::resolve_in_root(spec.rootfs, &spec.cwd, true).map_err(xerr)?;
         berth_builder::copy::mkdir_all(&cwd_host, (0, 0)).map_err(xerr)?;
         let user = berth_runner::user::resolve_user(spec.rootfs, &spec.user).map_err(xerr)?;
         let hostname = spec.scratch.join("hostname");
@@ -754,6 +750,7 @@ pub fn builder(root: &Path, c: BuilderCommand) -> Result<ExitCode> {
     let BuilderCommand::Prune(a) = c;
     let _ = (a.all, a.force);
     let _no_builds = build_lock(root, true)?;
+    super::build_sandbox::sweep_stale_steps(root);
     let dir = root.join("builder");
     // Cache mounts go too, as Docker's prune removes them (those in use by a build stay).
     let mut total = berth_builder::run_mounts::prune_cache_mounts(root)

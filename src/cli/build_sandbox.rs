@@ -9,6 +9,12 @@
 //! mounts and scratch directories go) and reports the interruption; nothing is tagged. A second
 //! Ctrl-C ends the build process at once. The child also dies with its parent
 //! (`PR_SET_PDEATHSIG`), so even a SIGKILLed build leaves no step running.
+//!
+//! When the child is killed too (the whole process group SIGKILLed, the OOM killer), nothing is
+//! left to remove the step's runtime state (`ROOT/runtime/build-…`) and cgroups. A step's id
+//! names the build process that owns it (PID and start time, [`step_id`]), so the next build,
+//! `builder prune` and `system check` find the steps whose owner is gone and remove them
+//! ([`sweep_stale_steps`]); a running build's steps are left alone.
 
 use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
@@ -99,6 +105,88 @@ impl Cancel {
     fn raised(&self) -> bool {
         self.flag.load(Ordering::SeqCst)
     }
+}
+
+/// A new step's container id: `build-<pid>-<start>-<nanos>-<n>`, where `pid` and `start` (its
+/// start time in clock ticks since boot, as `/proc/PID/stat` says) name this build process, so
+/// [`sweep_stale_steps`] can tell a dead owner from a live one even after the PID is reused.
+pub fn step_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    // A counter too: stages building at once may start steps within the clock's tick.
+    static STEPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = STEPS.fetch_add(1, Ordering::Relaxed);
+    let pid = std::process::id();
+    let start = berth_runner::state::process_start_time(pid as i32).unwrap_or(0);
+    format!("build-{pid}-{start}-{nanos:x}-{n}")
+}
+
+/// Whether the build process that made step `id` is still running. An id of another shape
+/// (`build-<pid>-<nanos>-<n>`, before ids named the start time) is judged by its PID alone.
+fn owner_alive(id: &str) -> bool {
+    let mut parts = id.strip_prefix("build-").unwrap_or_default().split('-');
+    let Some(pid) = parts.next().and_then(|p| p.parse::<i32>().ok()) else {
+        // Not a step of ours: leave it.
+        return true;
+    };
+    let rest: Vec<&str> = parts.collect();
+    match rest.first().and_then(|s| s.parse::<u64>().ok()) {
+        // 0: the start time could not be read when the id was made.
+        Some(start) if rest.len() == 3 && start != 0 => {
+            berth_runner::state::process_alive(pid, start)
+        }
+        _ => berth_runner::state::process_start_time(pid).is_some(),
+    }
+}
+
+/// Removes the runtime state (`ROOT/runtime/build-…`) and cgroups (in every hierarchy) of RUN
+/// steps whose build process is gone: what a build SIGKILLed with its step's child left. The
+/// runtime's delete kills anything still running in such a step first. Cgroups are shared by
+/// every state root on the host; only empty ones can be removed, and only dead owners' are
+/// tried. Returns the ids removed.
+pub fn sweep_stale_steps(root: &Path) -> Vec<String> {
+    let runtime = root.join("runtime");
+    let mut ids = std::collections::BTreeSet::new();
+    let mut dirs = vec![runtime.clone()];
+    dirs.extend(berth_runner::cgroups::dirs("/berth"));
+    for d in dirs {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        ids.extend(
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("build-")),
+        );
+    }
+    let mut removed = Vec::new();
+    for id in ids.into_iter().filter(|id| !owner_alive(id)) {
+        let state = runtime.join(&id);
+        if state.exists() {
+            match Embedded::new(runtime.clone()).and_then(|s| s.delete(&id)) {
+                Ok(()) => {}
+                Err(e) => tracing::debug!("deleting the stale build step {id}: {e}"),
+            }
+            // A state the runtime could not read is removed as it is.
+            if state.exists()
+                && let Err(e) = std::fs::remove_dir_all(&state)
+            {
+                eprintln!(
+                    "warning: cannot remove the stale build step state {}: {e}",
+                    state.display()
+                );
+                continue;
+            }
+        }
+        let cgroup = berth_runner::cgroups::path_for(&id);
+        berth_runner::cgroups::remove(&cgroup);
+        if berth_runner::cgroups::dirs(&cgroup).is_empty() {
+            removed.push(id);
+        }
+    }
+    removed
 }
 
 /// What the child reports on its stderr's last line.

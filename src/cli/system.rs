@@ -143,7 +143,16 @@ pub struct CheckArgs {
 pub fn check(root: &Path, a: CheckArgs) -> Result<ExitCode> {
     let store = open_store(root)?;
     let rep = store.check()?;
+    // Steps of builds killed with their sandbox child: their owner is gone, so they go.
+    let stale = super::build_sandbox::sweep_stale_steps(root);
     let mut out = io::stdout().lock();
+    if !a.quiet && !stale.is_empty() {
+        writeln!(
+            out,
+            "note: removed the runtime state and cgroups of {} step(s) of killed builds",
+            stale.len()
+        )?;
+    }
     for p in &rep.problems {
         writeln!(out, "PROBLEM: {p}")?;
     }

@@ -17,6 +17,7 @@ pub mod extract;
 pub mod gc;
 pub mod images;
 pub mod import;
+pub mod inroot;
 pub mod layers;
 pub mod mount;
 pub mod reference;

@@ -97,7 +97,8 @@ impl Prepared<'_> {
         match base {
             Some((Origin::Root { image, name }, source)) => {
                 let root = self.overlay(dirs, image.as_ref().as_ref(), &format!("base-{i}"))?;
-                let src = resolve_in_root(&root, source, true);
+                let src = resolve_in_root(&root, source, true)
+                    .map_err(|e| err(format!("cache mount source {source:?} in {name}: {e}")))?;
                 if !src.is_dir() {
                     return Err(err(format!(
                         "cache mount source {source:?} is not a directory in {name}"

@@ -33,7 +33,7 @@ impl Prepared<'_> {
         for (k, c) in comps.iter().enumerate() {
             cur.push('/');
             cur.push_str(c);
-            let host = resolve_in_root(rootfs, &cur, true);
+            let host = resolve_in_root(rootfs, &cur, true)?;
             if fs::symlink_metadata(&host).is_ok() {
                 continue;
             }
