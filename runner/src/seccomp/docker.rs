@@ -115,6 +115,10 @@ pub struct Host<'a> {
     pub arch: &'static str,
     /// The seccomp name of the native architecture (what `archMap` entries name).
     pub scmp_arch: Option<Arch>,
+    /// Whether an `archMap` entry brings its sub-architectures (x86 and x32 beside x86_64).
+    /// Docker's conversion always does; see `seccomp::profile` for why berth's default
+    /// profile does not.
+    pub sub_arches: bool,
     pub kernel: KernelVersion,
     pub caps: &'a [String],
 }
@@ -180,7 +184,9 @@ pub fn to_oci(p: &Profile, host: &Host) -> Result<Option<Value>, String> {
         && let Some(m) = maps.iter().find(|m| m.architecture == native)
     {
         architectures.push(m.architecture);
-        architectures.extend(m.sub_architectures.iter().flatten().copied());
+        if host.sub_arches {
+            architectures.extend(m.sub_architectures.iter().flatten().copied());
+        }
     }
 
     let mut syscalls = Vec::new();
@@ -281,6 +287,7 @@ mod tests {
         Host {
             arch: "amd64",
             scmp_arch: Some(Arch::ScmpArchX86_64),
+            sub_arches: true,
             kernel,
             caps,
         }

@@ -82,6 +82,7 @@ pub fn resolve_security_opts(security_opt: &[String]) -> Result<Vec<String>> {
         let host = docker::Host {
             arch,
             scmp_arch,
+            sub_arches: true,
             kernel: docker::KernelVersion(0, 0),
             caps: &all,
         };
@@ -101,6 +102,7 @@ pub fn profile(
     security_opt: &[String],
     caps: &[String],
 ) -> Result<Option<Value>> {
+    let builtin = matches!(choice(security_opt), Choice::Default);
     let (text, what) = match choice(security_opt) {
         Choice::Unconfined => return Ok(None),
         // Docker: --privileged drops the default filter but keeps a profile given explicitly.
@@ -126,6 +128,13 @@ pub fn profile(
     let host = docker::Host {
         arch,
         scmp_arch,
+        // The default filter covers the native architecture only: with the 32-bit x86 and x32
+        // ABIs beside x86_64, as Docker's conversion gives, Debian's libseccomp 2.5.4 takes
+        // 16-26 ms to build the filter in every container's init instead of 2 ms (measured,
+        // bench/RESULTS.md 2026-12-07), on `run`'s critical path. System calls of other ABIs
+        // (an i386 binary's int 0x80) are then killed, where Docker filters them. A profile
+        // file gets Docker's conversion as is.
+        sub_arches: !builtin,
         kernel,
         caps,
     };
@@ -162,6 +171,9 @@ mod tests {
         );
         assert!(!allowed.contains(&"mount"));
         assert!(!allowed.contains(&"keyctl"));
+        if cfg!(target_arch = "x86_64") {
+            assert_eq!(p["architectures"], serde_json::json!(["SCMP_ARCH_X86_64"]));
+        }
         let _: oci_spec::runtime::LinuxSeccomp = serde_json::from_value(p).unwrap();
     }
 
