@@ -158,7 +158,7 @@ const CAP_NAMES: &[&str] = &[
 /// Every capability this process can hand on: its bounding set (root may lack some, e.g. in a
 /// VM or a container), restricted to the names oci-spec knows. `--privileged` and `--cap-add ALL`
 /// mean these, as they do for Docker.
-fn all_caps() -> Vec<String> {
+pub(crate) fn all_caps() -> Vec<String> {
     let bounding = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {

@@ -1115,7 +1115,7 @@ fn host_config(o: &CreateOptions) -> Result<HostConfig> {
         extra_hosts: o.add_host.clone(),
         privileged: o.privileged,
         readonly_rootfs: o.read_only,
-        security_opt: o.security_opt.clone(),
+        security_opt: crate::seccomp::resolve_security_opts(&o.security_opt)?,
         tmpfs: o
             .tmpfs
             .iter()
