@@ -2,7 +2,7 @@
 # Install what berth's build, demo and tests need on a Debian machine (run as root). Idempotent.
 set -euo pipefail
 
-pkgs=(busybox-static skopeo umoci hyperfine libseccomp-dev pkg-config cmake docker-registry curl wrk openssl podman crun runc iproute2 util-linux tini nftables iperf3 python3 python3-venv git)
+pkgs=(busybox-static skopeo umoci hyperfine libseccomp-dev pkg-config cmake docker-registry curl wrk openssl podman crun runc iproute2 util-linux tini nftables iperf3 python3 python3-venv git gcc libc6-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
