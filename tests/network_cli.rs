@@ -10,11 +10,7 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::Env;
-
-fn sh(cmd: &str) -> std::process::Output {
-    Command::new("sh").arg("-c").arg(cmd).output().unwrap()
-}
+use common::{Env, http_get, sh};
 
 fn sh_ok(cmd: &str) -> String {
     let o = sh(cmd);
@@ -115,19 +111,6 @@ fn setup() -> Env {
 
 fn inspect(env: &Env, name: &str, fmt: &str) -> String {
     env.ok(&["inspect", "-f", fmt, name]).trim().to_string()
-}
-
-/// Wait for a TCP port on the host to answer with `want` (httpd in a container starts async).
-fn http_get(url: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let o = sh(&format!("curl -s -m 2 {url}"));
-        let body = String::from_utf8_lossy(&o.stdout).into_owned();
-        if o.status.success() || Instant::now() > deadline {
-            return body;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]

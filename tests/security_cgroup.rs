@@ -17,9 +17,9 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::Env;
+use common::{Env, wait_for};
 use serde_json::Value;
 
 /// Prints the container's view of its cgroups, one normalised line per fact: its own cgroup
@@ -289,23 +289,6 @@ fn the_cgroup_view_matches_runc() {
     );
 }
 
-fn inspect(env: &Env, name: &str) -> Value {
-    let out = env.ok(&["inspect", "--type", "container", name]);
-    let v: Value = serde_json::from_str(&out).expect("inspect json");
-    v[0].clone()
-}
-
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// The thread counts recorded for container `id`'s creations.
 fn creations(log: &Path, id: &str) -> Vec<String> {
     std::fs::read_to_string(log)
@@ -350,11 +333,11 @@ fn restarts_start_from_a_single_threaded_process() {
         "-c",
         "echo started; exit 3",
     ]);
-    wait_for("three restarts then exit", || {
-        let v = inspect(&env, "flaky");
+    wait_for("three restarts then exit", Duration::from_secs(30), || {
+        let v = env.inspect_container("flaky");
         v["State"]["Status"] == "exited" && v["RestartCount"] == 3
     });
-    let v = inspect(&env, "flaky");
+    let v = env.inspect_container("flaky");
     assert_eq!(v["State"]["ExitCode"], 3, "{v}");
     let logs = env.ok(&["logs", "flaky"]);
     assert_eq!(logs.matches("started").count(), 4, "{logs}");
@@ -376,15 +359,15 @@ fn restarts_start_from_a_single_threaded_process() {
         "ip -4 addr show eth0 | grep -q inet && echo plugged; sleep 0.1",
     ]);
     // RestartCount counts the runs that ended.
-    wait_for("three runs", || {
-        inspect(&env, "steady")["RestartCount"]
+    wait_for("three runs", Duration::from_secs(30), || {
+        env.inspect_container("steady")["RestartCount"]
             .as_u64()
             .unwrap_or(0)
             >= 3
     });
     env.ok(&["stop", "-t", "1", "steady"]);
-    wait_for("the stop", || {
-        inspect(&env, "steady")["State"]["Status"] == "exited"
+    wait_for("the stop", Duration::from_secs(30), || {
+        env.inspect_container("steady")["State"]["Status"] == "exited"
     });
     let logs = env.ok(&["logs", "steady"]);
     let starts = creations(&log, &id);

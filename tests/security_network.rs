@@ -15,11 +15,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::Env;
-
-fn sh(cmd: &str) -> std::process::Output {
-    Command::new("sh").arg("-c").arg(cmd).output().unwrap()
-}
+use common::{Env, http_get, sh};
 
 /// Sends UDP datagrams as raw IP packets in ethernet frames to a given MAC, bypassing the
 /// container's routing table (which would keep 127.0.0.1 on its own loopback):
@@ -125,18 +121,6 @@ fn recv_within(sock: &UdpSocket, within: Duration) -> Option<Vec<u8>> {
         }
     }
     None
-}
-
-fn http_get(url: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let o = sh(&format!("curl -s -m 2 {url}"));
-        let body = String::from_utf8_lossy(&o.stdout).into_owned();
-        if o.status.success() || Instant::now() > deadline {
-            return body;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]

@@ -297,3 +297,35 @@ pub fn wait_for(what: &str, limit: std::time::Duration, mut f: impl FnMut() -> b
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+impl Env {
+    /// `inspect --type container NAME`, the first (only) object.
+    pub fn inspect_container(&self, name: &str) -> serde_json::Value {
+        let out = self.ok(&["inspect", "--type", "container", name]);
+        let v: serde_json::Value = serde_json::from_str(&out).expect("inspect json");
+        v[0].clone()
+    }
+}
+
+/// `sh -c CMD` on the host.
+pub fn sh(cmd: &str) -> std::process::Output {
+    std::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .output()
+        .expect("run sh")
+}
+
+/// GET `url` with curl until it answers (a server in a container starts asynchronously), for
+/// up to 10 s; the body (empty when it never answered).
+pub fn http_get(url: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let o = sh(&format!("curl -s -m 2 {url}"));
+        let body = String::from_utf8_lossy(&o.stdout).into_owned();
+        if o.status.success() || std::time::Instant::now() > deadline {
+            return body;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
