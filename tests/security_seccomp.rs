@@ -354,6 +354,12 @@ fn malformed_profiles_are_clear_errors() {
     ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/nonexistent/profile.json"), "{err}");
+    // An option that only starts like one is not taken for it.
+    for bad in ["seccompx", "seccomp", "apparmorx=y"] {
+        let out = env.fails(&["run", "--rm", "--security-opt", bad, "bb:1", "true"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("is not a known option"), "{bad}: {err}");
+    }
     // No container was left behind by the failed runs.
     assert_eq!(env.ok(&["ps", "-aq"]).trim(), "");
 }

@@ -1093,9 +1093,10 @@ fn host_config(o: &CreateOptions) -> Result<HostConfig> {
                 | "no-new-privileges=true"
                 | "no-new-privileges:false"
                 | "no-new-privileges=false"
-        ) || s.starts_with("label")
-            || s.starts_with("apparmor")
-            || s.starts_with("seccomp");
+        ) || ["label", "apparmor", "seccomp"].iter().any(|k| {
+            s.strip_prefix(k)
+                .is_some_and(|rest| rest.starts_with('=') || rest.starts_with(':'))
+        });
         if !known {
             return Err(RunnerError::invalid(
                 "--security-opt",
