@@ -356,7 +356,7 @@ fn restarts_start_from_a_single_threaded_process() {
         "bb:1",
         "sh",
         "-c",
-        "ip -4 addr show eth0 | grep -q inet && echo plugged; sleep 0.1",
+        "ip -4 addr show eth0 | grep -q inet && echo plugged",
     ]);
     // RestartCount counts the runs that ended.
     wait_for("three runs", Duration::from_secs(30), || {

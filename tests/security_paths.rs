@@ -395,13 +395,10 @@ fn a_build_killed_with_its_process_group_is_cleaned_up_by_the_next_build() {
     let next = env.context("next", "FROM bb:1\nLABEL x=y\n", &[]);
     let (ok, err) = build(&env, "next:1", &next);
     assert!(ok, "{err}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while sleeper_alive(&m_killed) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(
-        !sleeper_alive(&m_killed),
-        "the killed build's RUN still runs"
+    common::wait_for(
+        "the killed build's RUN to be ended by the sweep",
+        Duration::from_secs(10),
+        || !sleeper_alive(&m_killed),
     );
     let (rt_after, cg_after) = steps_of(&env, killed.pid());
     assert!(

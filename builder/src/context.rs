@@ -182,7 +182,7 @@ impl SourceTree {
     /// path relative to the root. The last component is followed too when `follow_last`.
     /// A chain of more than 40 links fails (`ELOOP`).
     pub fn resolve(&self, rel: &str, follow_last: bool) -> io::Result<String> {
-        let host = crate::copy::resolve_in_root(&self.root, rel, follow_last)?;
+        let host = berth_store::inroot::resolve(&self.root, rel, follow_last)?;
         Ok(host
             .strip_prefix(&self.root)
             .map(|p| p.to_string_lossy().into_owned())

@@ -11,15 +11,9 @@ use std::io::{self, Read, Seek};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt, lchown, symlink};
 use std::path::{Component, Path, PathBuf};
 
-use crate::context::{Selected, SourceTree};
+use berth_store::inroot;
 
-/// Resolves `path` (absolute in the container) to a host path inside `root`, following
-/// symlinks of existing components as the container would, but never above `root`. The last
-/// component is followed too when `follow_last`. A chain of more than 40 links fails (`ELOOP`),
-/// as in the container: see [`berth_store::inroot`], the one resolver for paths in a root.
-pub fn resolve_in_root(root: &Path, path: &str, follow_last: bool) -> io::Result<PathBuf> {
-    berth_store::inroot::resolve(root, path, follow_last)
-}
+use crate::context::{Selected, SourceTree};
 
 /// Owner for copied files: `--chown` resolved against the root's /etc/passwd and /etc/group.
 pub fn resolve_chown(root: &Path, spec: &str) -> Result<(u32, u32), String> {
@@ -28,7 +22,7 @@ pub fn resolve_chown(root: &Path, spec: &str) -> Result<(u32, u32), String> {
         None => (spec, None),
     };
     let lookup = |file: &str, name: &str| -> Option<(u32, u32)> {
-        let text = fs::read_to_string(resolve_in_root(root, file, true).ok()?).ok()?;
+        let text = fs::read_to_string(inroot::resolve(root, file, true).ok()?).ok()?;
         text.lines().find_map(|l| {
             let f: Vec<&str> = l.split(':').collect();
             (f.len() >= 3 && f[0] == name).then(|| {
@@ -84,7 +78,7 @@ pub struct CopyMode {
 }
 
 /// Creates the directory `host` (inside a root) and its missing parents, root-owned 0755.
-/// `host` must be resolved inside its root (see [`resolve_in_root`]): a symlink met on the
+/// `host` must be resolved inside its root (see [`inroot::resolve`]): a symlink met on the
 /// way is never followed (creating it fails instead).
 pub fn mkdir_all(host: &Path, owner: (u32, u32)) -> io::Result<()> {
     if is_real_dir(host) {
@@ -130,7 +124,7 @@ pub fn copy_into(
         let src_rel = tree.resolve(&sel.rel, true)?;
         let src = tree.root.join(&src_rel);
         if sel.is_dir {
-            let target = resolve_in_root(rootfs, dest, true)?;
+            let target = inroot::resolve(rootfs, dest, true)?;
             mkdir_all(&target, (0, 0))?;
             let base = in_container(rootfs, &target);
             for rel in tree.walk(&src_rel)? {
@@ -139,7 +133,7 @@ pub fn copy_into(
                 // A directory merges into what is there (a symlink to a directory in the image
                 // is followed inside the root); anything else replaces the entry itself.
                 let is_dir = fs::symlink_metadata(&from)?.is_dir();
-                let dst = resolve_in_root(rootfs, &format!("{base}/{sub}"), is_dir)?;
+                let dst = inroot::resolve(rootfs, &format!("{base}/{sub}"), is_dir)?;
                 // An excluded directory's re-included child (`!logs/keep`) still needs it.
                 if let Some(parent) = dst.parent() {
                     mkdir_all(parent, (0, 0))?;
@@ -148,7 +142,7 @@ pub fn copy_into(
             }
             continue;
         }
-        let resolved = resolve_in_root(rootfs, dest, true)?;
+        let resolved = inroot::resolve(rootfs, dest, true)?;
         let target = if dest_dir_syntax || is_real_dir(&resolved) {
             let name = Path::new(&sel.rel)
                 .file_name()
@@ -159,7 +153,7 @@ pub fn copy_into(
         } else {
             let parent = resolved.parent().unwrap_or(rootfs).to_path_buf();
             mkdir_all(&parent, (0, 0))?;
-            resolve_in_root(rootfs, dest, false)?
+            inroot::resolve(rootfs, dest, false)?
         };
         if mode.unpack && is_archive(&src)? {
             // An archive unpacks into the destination, which is a directory then.
@@ -184,14 +178,14 @@ pub fn copy_into(
 /// `/.`) or is a directory, else `dest` itself. Parents are created.
 pub fn file_target(rootfs: &Path, dest: &str, name: &str) -> io::Result<PathBuf> {
     let dest_dir_syntax = dest.ends_with('/') || dest.ends_with("/.") || dest == ".";
-    let resolved = resolve_in_root(rootfs, dest, true)?;
+    let resolved = inroot::resolve(rootfs, dest, true)?;
     if dest_dir_syntax || is_real_dir(&resolved) {
         mkdir_all(&resolved, (0, 0))?;
         return Ok(resolved.join(name));
     }
     let parent = resolved.parent().unwrap_or(rootfs).to_path_buf();
     mkdir_all(&parent, (0, 0))?;
-    resolve_in_root(rootfs, dest, false)
+    inroot::resolve(rootfs, dest, false)
 }
 
 /// Writes a file named `name` with `content` (read to its end) to `dest`, with `mode` unless
@@ -223,7 +217,7 @@ pub fn unpack_into(rootfs: &Path, src: &Path, dest: &str) -> io::Result<bool> {
     if !is_archive(src)? {
         return Ok(false);
     }
-    let target = resolve_in_root(rootfs, dest, true)?;
+    let target = inroot::resolve(rootfs, dest, true)?;
     mkdir_all(&target, (0, 0))?;
     unpack(src, rootfs, &target)?;
     Ok(true)
@@ -329,7 +323,7 @@ fn unpack(src: &Path, rootfs: &Path, dir: &Path) -> io::Result<()> {
             continue;
         }
         let kind = entry.header().entry_type();
-        let dst = resolve_in_root(rootfs, &format!("{base}/{rel}"), kind.is_dir())?;
+        let dst = inroot::resolve(rootfs, &format!("{base}/{rel}"), kind.is_dir())?;
         if let Some(parent) = dst.parent() {
             mkdir_all(parent, (0, 0))?;
         }
@@ -340,7 +334,7 @@ fn unpack(src: &Path, rootfs: &Path, dir: &Path) -> io::Result<()> {
             let Some(link_rel) = archive_rel(&link) else {
                 continue;
             };
-            let from = resolve_in_root(rootfs, &format!("{base}/{link_rel}"), false)?;
+            let from = inroot::resolve(rootfs, &format!("{base}/{link_rel}"), false)?;
             remove_existing(&dst)?;
             fs::hard_link(&from, &dst)?;
             continue;
@@ -373,27 +367,6 @@ fn archive_rel(p: &Path) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn resolving_never_leaves_the_root() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        fs::create_dir(root.join("real")).unwrap();
-        symlink("/real", root.join("abs")).unwrap();
-        symlink("../../../..", root.join("up")).unwrap();
-        assert_eq!(
-            resolve_in_root(root, "/abs/x", true).unwrap(),
-            root.join("real/x")
-        );
-        assert_eq!(
-            resolve_in_root(root, "/up/etc", true).unwrap(),
-            root.join("etc")
-        );
-        assert_eq!(
-            resolve_in_root(root, "/abs", false).unwrap(),
-            root.join("abs")
-        );
-    }
 
     #[test]
     fn chown_names_come_from_the_root() {

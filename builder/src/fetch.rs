@@ -151,7 +151,7 @@ impl Remote {
                         let sub = crate::context::clean_rel(s);
                         // Symlinks in the subdirectory's path are followed inside the
                         // checkout only, never onto the host.
-                        let p = crate::copy::resolve_in_root(&dir, &sub, true)
+                        let p = berth_store::inroot::resolve(&dir, &sub, true)
                             .map_err(|e| format!("git subdirectory {s:?}: {e}"))?;
                         if sub.is_empty() {
                             dir.clone()

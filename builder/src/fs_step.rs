@@ -17,7 +17,9 @@ use berth_store::{Image, Store};
 
 use crate::build::StageResult;
 use crate::context::SourceTree;
-use crate::copy::{CopyMode, copy_into, mkdir_all, resolve_chown, resolve_in_root};
+use berth_store::inroot;
+
+use crate::copy::{CopyMode, copy_into, mkdir_all, resolve_chown};
 use crate::error::BuildError;
 use crate::exec::{ExecError, Executor, NetworkMode, RunSpec};
 use crate::ignore::Ignore;
@@ -316,7 +318,7 @@ impl<'a> FsStep<'a> {
                 } else {
                     resolve_chown(&rootfs, user).unwrap_or((0, 0))
                 };
-                let host = resolve_in_root(&rootfs, path, true)
+                let host = inroot::resolve(&rootfs, path, true)
                     .map_err(io_err("resolving the directory in", &rootfs))?;
                 mkdir_all(&host, owner).map_err(io_err("creating", &host))?;
             }

@@ -30,11 +30,11 @@ use berth_store::{Image, Store};
 use sha2::{Digest, Sha256};
 
 use crate::context::{HashMemo, Selected, SourceTree, join_rel};
-use crate::copy::resolve_in_root;
 use crate::error::BuildError;
 use crate::exec::{Executor, RunMount};
 use crate::frontend::mount::{Mount, MountType, Sharing};
 use crate::ignore::Ignore;
+use berth_store::inroot;
 
 /// Where a secret's value comes from (`berth build --secret`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,7 +167,7 @@ fn context_rel(source: &str) -> Result<String, String> {
 /// error when it is missing or excluded by the ignore file.
 fn context_entry(tree: &SourceTree, source: &str) -> Result<Selected, String> {
     let rel = context_rel(source)?;
-    let host = resolve_in_root(&tree.root, &rel, true)
+    let host = inroot::resolve(&tree.root, &rel, true)
         .map_err(|e| format!("bind source {source:?}: {e}"))?;
     let rel = host
         .strip_prefix(&tree.root)
@@ -460,7 +460,7 @@ impl<'a> Prepared<'a> {
                         Origin::Root { image, name } => {
                             let root =
                                 p.overlay(dirs, image.as_ref().as_ref(), &format!("mnt-{i}"))?;
-                            let host = resolve_in_root(&root, source, true).map_err(|e| {
+                            let host = inroot::resolve(&root, source, true).map_err(|e| {
                                 err(format!("bind source {source:?} in {name}: {e}"))
                             })?;
                             if fs::symlink_metadata(&host).is_err() {

@@ -36,6 +36,20 @@ fn msg(m: impl Into<String>) -> RunnerError {
     RunnerError::Conflict(m.into())
 }
 
+/// Docker's `ValidateOutputPathFileMode`: why an existing file of this type may not be replaced
+/// by an output (a device or socket; a regular file, directory or pipe may), for `cp` here and
+/// for `save`/`export`/`build -o` in the CLI.
+pub fn irregular_kind(t: std::fs::FileType) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_char_device() || t.is_block_device() {
+        Some("got a device")
+    } else if t.is_socket() {
+        Some("got an irregular file")
+    } else {
+        None
+    }
+}
+
 /// `cp CONTAINER:SRC DEST` (`dest` None: a tar stream to `out`).
 pub fn copy_from_container(
     runner: &Runner,
@@ -75,22 +89,13 @@ pub fn copy_from_container(
             };
             // Docker refuses to replace a device, socket or other irregular file with the copy
             // (docker/cli#1514): `cp C:/f /dev/sda` must not turn the disk's node into a file.
-            if let Ok(m) = std::fs::metadata(d) {
-                use std::os::unix::fs::FileTypeExt;
-                let t = m.file_type();
-                let why = if t.is_char_device() || t.is_block_device() {
-                    Some("got a device")
-                } else if t.is_socket() {
-                    Some("got an irregular file")
-                } else {
-                    None
-                };
-                if let Some(why) = why {
-                    return Err(msg(format!(
-                        "destination \"{}\" must be a directory or a regular file: {why}",
-                        d.display()
-                    )));
-                }
+            if let Ok(m) = std::fs::metadata(d)
+                && let Some(why) = irregular_kind(m.file_type())
+            {
+                return Err(msg(format!(
+                    "destination \"{}\" must be a directory or a regular file: {why}",
+                    d.display()
+                )));
             }
             let host = Tree::host();
             let ds = d.to_string_lossy().into_owned();

@@ -197,7 +197,8 @@ pub fn plan(
 /// Create the mount point `dest` inside the rootfs (through the overlay) when missing: a
 /// directory, or an empty file for a bind of a file. Returns the symlink-free container path.
 fn ensure_target(rootfs: &Path, dest: &str, dir: bool) -> Result<String> {
-    let p = copy::secure_join(rootfs, dest).ctx("resolving the mount point", dest)?;
+    let p =
+        berth_store::inroot::resolve(rootfs, dest, true).ctx("resolving the mount point", dest)?;
     match fs::symlink_metadata(&p) {
         Ok(m) if dir && !m.is_dir() => {
             return Err(RunnerError::invalid(
@@ -244,7 +245,7 @@ fn copy_up(v: &store::Volume, rootfs: &Path, dest: &str) -> Result<()> {
     if !copy::is_empty_dir(&data).ctx("reading", &data)? {
         return Ok(());
     }
-    let src = copy::secure_join(rootfs, dest).ctx("resolving", dest)?;
+    let src = berth_store::inroot::resolve(rootfs, dest, true).ctx("resolving", dest)?;
     match fs::symlink_metadata(&src) {
         Ok(m) if m.is_dir() => copy::copy_tree(&src, &data)
             .map_err(|e| RunnerError::io("copying the image's content into volume", &data, e)),

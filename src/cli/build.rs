@@ -577,8 +577,7 @@ impl Executor for SandboxExecutor {
     fn run(&self, spec: &RunSpec<'_>, output: &mut dyn FnMut(&[u8])) -> Result<i32, ExecError> {
         let id = super::build_sandbox::step_id();
         // The working directory exists before the process starts in it (as BuildKit makes it).
-        let cwd_host =
-            berth_builder::copy::resolve_in_root(spec.rootfs, &spec.cwd, true).map_err(xerr)?;
+        let cwd_host = berth_store::inroot::resolve(spec.rootfs, &spec.cwd, true).map_err(xerr)?;
         berth_builder::copy::mkdir_all(&cwd_host, (0, 0)).map_err(xerr)?;
         let user = berth_runner::user::resolve_user(spec.rootfs, &spec.user).map_err(xerr)?;
         let hostname = spec.scratch.join("hostname");

@@ -5,21 +5,9 @@
 //! over it, so a failed write never leaves a half-written file behind.
 
 use std::io::{self, Write};
-use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-
-/// Docker's `ValidateOutputPathFileMode`: why a file of this type may not be replaced.
-pub fn irregular_kind(t: std::fs::FileType) -> Option<&'static str> {
-    if t.is_char_device() || t.is_block_device() {
-        Some("got a device")
-    } else if t.is_socket() {
-        Some("got an irregular file")
-    } else {
-        None
-    }
-}
 
 /// Docker's `ValidateOutputPath`: the parent directory exists, and an existing `path` (symlinks
 /// followed) is a directory, a regular file or a pipe.
@@ -33,7 +21,7 @@ pub fn validate(path: &Path) -> Result<()> {
     }
     match std::fs::metadata(path) {
         Ok(m) => {
-            if let Some(why) = irregular_kind(m.file_type()) {
+            if let Some(why) = berth_runner::copy::irregular_kind(m.file_type()) {
                 bail!(
                     "invalid output path: {:?} must be a directory or a regular file: {why}",
                     path.display().to_string()

@@ -14,10 +14,10 @@ use crate::fs_step::flock_file;
 
 use super::{Origin, Prepared, StepDirs, copy_tree, set_owner_mode};
 use crate::context::SourceTree;
-use crate::copy::resolve_in_root;
 use crate::error::BuildError;
 use crate::frontend::mount::Sharing;
 use crate::ignore::Ignore;
+use berth_store::inroot;
 
 /// Where cache mounts live under `ROOT/builder/`.
 pub const CACHE_MOUNTS_DIR: &str = "cache-mounts";
@@ -97,7 +97,7 @@ impl Prepared<'_> {
         match base {
             Some((Origin::Root { image, name }, source)) => {
                 let root = self.overlay(dirs, image.as_ref().as_ref(), &format!("base-{i}"))?;
-                let src = resolve_in_root(&root, source, true)
+                let src = inroot::resolve(&root, source, true)
                     .map_err(|e| err(format!("cache mount source {source:?} in {name}: {e}")))?;
                 if !src.is_dir() {
                     return Err(err(format!(

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use super::Prepared;
-use crate::copy::resolve_in_root;
+use berth_store::inroot;
 
 /// A mount point made for a step, with its parent's times before and right after.
 pub(super) struct Stub {
@@ -33,7 +33,7 @@ impl Prepared<'_> {
         for (k, c) in comps.iter().enumerate() {
             cur.push('/');
             cur.push_str(c);
-            let host = resolve_in_root(rootfs, &cur, true)?;
+            let host = inroot::resolve(rootfs, &cur, true)?;
             if fs::symlink_metadata(&host).is_ok() {
                 continue;
             }
