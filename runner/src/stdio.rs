@@ -72,6 +72,8 @@ impl Plumbing {
     /// stderr, and our stdin into the container when it has one.
     pub fn connect(mut self, log: Option<Arc<LogFile>>, attach: bool) -> Result<Copiers> {
         let mut threads = Vec::new();
+        // Each copy thread holds a sender until it ends: the channel disconnects when all did.
+        let (done_tx, done) = std::sync::mpsc::channel::<()>();
         let mut master_keep = None;
         if let Some(console) = self.console.take() {
             let master = console.receive_master()?;
@@ -84,6 +86,7 @@ impl Plumbing {
                     .map_err(|e| RunnerError::Sandbox(format!("duplicating the terminal: {e}")))?,
             );
             threads.push(copy_out(
+                done_tx.clone(),
                 reader,
                 log.clone(),
                 Stream::Stdout,
@@ -100,6 +103,7 @@ impl Plumbing {
         }
         if let Some(out) = self.stdout.take() {
             threads.push(copy_out(
+                done_tx.clone(),
                 File::from(out),
                 log.clone(),
                 Stream::Stdout,
@@ -108,6 +112,7 @@ impl Plumbing {
         }
         if let Some(err) = self.stderr.take() {
             threads.push(copy_out(
+                done_tx.clone(),
                 File::from(err),
                 log.clone(),
                 Stream::Stderr,
@@ -122,8 +127,10 @@ impl Plumbing {
                 held_stdin = Some(w);
             }
         }
+        drop(done_tx);
         Ok(Copiers {
             threads,
+            done,
             _held_stdin: held_stdin,
             master: master_keep,
         })
@@ -132,6 +139,7 @@ impl Plumbing {
 
 pub struct Copiers {
     threads: Vec<JoinHandle<()>>,
+    done: std::sync::mpsc::Receiver<()>,
     _held_stdin: Option<OwnedFd>,
     master: Option<OwnedFd>,
 }
@@ -144,17 +152,21 @@ impl Copiers {
     /// Wait up to `limit` for the output copies to reach end of file, then leave them (a
     /// process the container left running may hold its streams open for ever).
     pub fn finish_within(self, limit: std::time::Duration) {
-        let deadline = std::time::Instant::now() + limit;
         let Copiers {
-            threads, master, ..
+            threads,
+            master,
+            done,
+            ..
         } = self;
         drop(master);
-        for t in threads {
-            while !t.is_finished() && std::time::Instant::now() < deadline {
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
-            if t.is_finished() {
-                let _ = t.join();
+        let deadline = std::time::Instant::now() + limit;
+        // Nothing is ever sent: the wait ends when every copy thread dropped its sender.
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Disconnected) = done.recv_timeout(left) {
+                for t in threads {
+                    let _ = t.join();
+                }
+                return;
             }
         }
     }
@@ -179,12 +191,14 @@ enum Sink {
 }
 
 fn copy_out(
+    done: std::sync::mpsc::Sender<()>,
     mut from: File,
     log: Option<Arc<LogFile>>,
     stream: Stream,
     sink: Option<Sink>,
 ) -> JoinHandle<()> {
     std::thread::spawn(move || {
+        let _done = done;
         let mut writer = log.as_ref().map(|l| l.writer(stream));
         let mut buf = vec![0u8; 64 * 1024];
         loop {
