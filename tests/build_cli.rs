@@ -602,7 +602,9 @@ fn start_build(
 fn build_until_started(env: &Env, tag: &str, marker: &str) -> std::process::Child {
     let ctx = context(
         env,
-        &format!("FROM bb:1\nRUN echo started; exec sleep {marker}\n"),
+        // `st''arted`: the step's own output, not the progress line naming the RUN (a kill
+        // then could land while the step's scratch directory is still being made).
+        &format!("FROM bb:1\nRUN echo st''arted; exec sleep {marker}\n"),
         &[],
     );
     start_build(env, tag, ctx.to_str().unwrap(), None).0
@@ -682,12 +684,12 @@ fn ctrl_c_stops_a_build_cleanly_and_a_killed_build_leaves_no_step_running() {
     let ctx = context(&env, "FROM bb:1\nRUN true\n", &[]);
     build_ok(&env, &["-t", "k:2", ctx.to_str().unwrap()]);
     no_mounts_left(&env);
-    assert_eq!(
-        fs::read_dir(env.root().join("builder/tmp"))
-            .unwrap()
-            .count(),
-        0
-    );
+    let left: Vec<_> = fs::read_dir(env.root().join("builder/tmp"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(left.len(), 0, "left in builder/tmp: {left:?}");
 }
 
 /// Waits (up to 20 s) in a shared cache mount for `other`'s file after leaving its own: two
@@ -837,7 +839,9 @@ fn a_killed_build_from_stdin_leaves_its_context_for_the_next_build_to_clean() {
     let marker = format!("{}.{}", 3000 + std::process::id() % 1000, 9);
     let ctx = context(
         &env,
-        &format!("FROM bb:1\nRUN echo started; exec sleep {marker}\n"),
+        // `st''arted`: the step's own output, not the progress line naming the RUN (a kill
+        // then could land while the step's scratch directory is still being made).
+        &format!("FROM bb:1\nRUN echo st''arted; exec sleep {marker}\n"),
         &[("data.txt", "x\n")],
     );
     let tar = env.path("ctx.tar");
