@@ -1,5 +1,7 @@
 //! berth: build, registry and run, in one daemonless binary.
 
+#![forbid(unsafe_code)]
+
 mod cli;
 
 use std::process::ExitCode;

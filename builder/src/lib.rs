@@ -7,6 +7,8 @@
 //! runner's sandbox in), COPY/ADD/WORKDIR write into an overlay whose upper directory becomes
 //! the layer, and every step is cached by content ([`cache`], [`context`]).
 
+#![forbid(unsafe_code)]
+
 mod base;
 pub mod build;
 pub mod cache;

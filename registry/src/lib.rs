@@ -4,6 +4,8 @@
 //! of error codes and statuses, `connections` the accept loop with its limits and timeouts. `auth` is htpasswd basic auth; `token`, `scope` and `issuer` are
 //! bearer-token auth and the built-in token server.
 
+#![forbid(unsafe_code)]
+
 pub mod auth;
 pub mod config;
 pub mod connections;

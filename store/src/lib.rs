@@ -4,6 +4,8 @@
 //! `index.json` whose `org.opencontainers.image.ref.name` annotations are the tags. Layers are
 //! unpacked once into `snapshots/<diffid>/` and shared read-only.
 
+#![forbid(unsafe_code)]
+
 pub mod archive;
 pub mod blobs;
 pub mod change;
