@@ -114,10 +114,10 @@ def module_files(src):
 PATH_RE = re.compile(r"(?<![\w.])((?:crate|super|self)\b(?:\s*::\s*\w+)*)(?:\s*::\s*\{([^;]*?)\})?")
 
 
-def resolve(mod, path, mods):
+def resolve(mod, path, mods, with_rest=False):
     """The longest module-file prefix of `path` (a list of segments) as seen from module `mod`."""
     if not path:
-        return None
+        return (None, []) if with_rest else None
     if path[0] == "crate":
         base, rest = (), path[1:]
     elif path[0] in ("super", "self"):
@@ -128,12 +128,12 @@ def resolve(mod, path, mods):
             rest = rest[1:]
     else:
         base, rest = mod, path
-    best = None
+    best, after = None, []
     for k in range(0, len(rest) + 1):
         cand = tuple(base) + tuple(rest[:k])
         if cand in mods:
-            best = cand
-    return best
+            best, after = cand, list(rest[k:])
+    return (best, after) if with_rest else best
 
 
 def main():
@@ -183,23 +183,14 @@ def main():
                         reexports[(mod, alias)] = target
 
         def resolve_through(mod, path):
-            target = resolve(mod, path, mods)
+            target, rest = resolve(mod, path, mods, with_rest=True)
             # follow re-exports of the next segment after the module prefix
-            seen = 0
-            while target is not None and seen < 8:
-                base_len = len(target) - (0 if path[0] != "crate" else 0)
-                # segments after the module prefix
-                full = list(path)
-                if full[0] == "crate":
-                    rest = full[1 + len(target):]
-                else:
-                    rest = None
-                    for k in range(len(full), -1, -1):
-                        if resolve(mod, full[:k], mods) == target:
-                            rest = full[k:]
-                            break
-                if not rest or (target, rest[0]) not in reexports:
-                    return target
+            for _ in range(8):
+                if target is None or not rest or (target, rest[0]) not in reexports:
+                    break
+                nxt = reexports[(target, rest[0])]
+                target, rest = resolve(nxt, ["crate"] + list(nxt) + rest[1:], mods, with_rest=True)
+            return target
                 nxt = reexports[(target, rest[0])]
                 if nxt == target:
                     return target

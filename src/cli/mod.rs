@@ -12,15 +12,18 @@ mod outfile;
 mod progress;
 mod registry;
 mod remote;
+mod setup;
 mod system;
 mod volume;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
-use berth_store::Store;
+use anyhow::Result;
 use clap::{Parser, Subcommand};
+
+// What every command does first, in its own file so that the commands do not import this one.
+pub use setup::{init_logging, open_store};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -143,25 +146,6 @@ pub enum Command {
     Info(system::InfoArgs),
     /// Show the berth version information
     Version(system::VersionArgs),
-}
-
-pub fn init_logging(level: Option<&str>) {
-    use tracing_subscriber::EnvFilter;
-    let filter = match level {
-        Some(l) => EnvFilter::new(if l == "fatal" { "error" } else { l }),
-        // libcontainer logs its own view of failures that berth reports in one line.
-        None => EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| EnvFilter::new("warn,libcontainer=off,libcgroups=off")),
-    };
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
-}
-
-pub fn open_store(root: &std::path::Path) -> Result<Store> {
-    Store::open(root).with_context(|| format!("cannot open state root {}", root.display()))
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
