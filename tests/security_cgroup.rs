@@ -187,6 +187,93 @@ fn privileged_containers_keep_writable_cgroups() {
     }
 }
 
+/// The probe run by berth as a cgroup v2 host would: in a private mount namespace whose
+/// /sys/fs/cgroup is the unified hierarchy (a hybrid host mounts it at /sys/fs/cgroup/unified,
+/// without controllers). berth then takes its v2 path: a cgroup namespace and a fresh cgroup2
+/// mount. None when the host has no unified hierarchy to show.
+fn berth_probe_as_v2(env: &Env, extra: &[&str]) -> Option<String> {
+    if host_is_v2() {
+        return None;
+    }
+    let unified = Path::new("/sys/fs/cgroup/unified");
+    if !unified.join("cgroup.controllers").exists() {
+        eprintln!("skipped: no cgroup2 hierarchy at {}", unified.display());
+        return None;
+    }
+    let berth = assert_cmd::cargo::cargo_bin("berth");
+    let root = env.root();
+    let mut args: Vec<&str> = vec![
+        "-m",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        r#"mount --bind /sys/fs/cgroup/unified /sys/fs/cgroup && exec "$0" "$@""#,
+    ];
+    args.push(berth.to_str().unwrap());
+    args.extend(["--root", root.to_str().unwrap()]);
+    args.extend(["run", "--rm", "--network", "none"]);
+    args.extend_from_slice(extra);
+    let script = format!("{PROBE}{PROBE_V2}");
+    args.extend(["bb:1", "sh", "-c", &script]);
+    let out = std::process::Command::new("unshare")
+        .args(&args)
+        .env_remove("BERTH_ROOT")
+        .output()
+        .expect("run unshare");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "berth {extra:?} as on cgroup v2 failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(stdout)
+}
+
+/// The v2 part of the probe, and what only v2 has: the files that move processes and enable
+/// controllers (cgroup.procs, cgroup.subtree_control) and the container's view of its own path.
+const PROBE_V2: &str = r#"
+echo "self $(busybox sed -n 's/^0:://p' /proc/self/cgroup)"
+for f in cgroup.procs cgroup.subtree_control; do
+  if out=$(sh -c "echo 0 > /sys/fs/cgroup/$f" 2>&1); then echo "write $f OK"; else
+    case "$out" in *"Read-only file system"*) echo "write $f EROFS" ;; *) echo "write $f ERR $out" ;; esac
+  fi
+done
+"#;
+
+#[test]
+fn on_cgroup_v2_a_container_sees_only_its_own_cgroup_read_only() {
+    // Issue 15 item 2 on v2 (this VM is hybrid: the unified hierarchy is shown to berth as the
+    // only one). Expected, as runc and Docker on v2: a cgroup namespace rooted at the container's
+    // own cgroup, mounted read-only; no write or mkdir anywhere.
+    let env = Env::new();
+    env.import_busybox("bb:1");
+    let Some(out) = berth_probe_as_v2(&env, &[]) else {
+        return;
+    };
+    let seen = lines(&out);
+    for want in [
+        // `own` is the container's cgroup; `self /` says the namespace is rooted at it.
+        "self /",
+        "mount /sys/fs/cgroup root=own ro",
+        "top /sys/fs/cgroup ro",
+        "cgroup unified own",
+        "mkdir /sys/fs/cgroup EROFS",
+        "write cgroup.procs EROFS",
+        "write cgroup.subtree_control EROFS",
+    ] {
+        assert!(seen.contains(want), "missing {want:?} in:\n{out}");
+    }
+    for l in &seen {
+        assert!(!l.contains(" OK") && !l.contains("ERR"), "{l:?} in:\n{out}");
+    }
+    // --privileged keeps the namespace but mounts it read-write, as Docker does on v2.
+    let out = berth_probe_as_v2(&env, &["--privileged"]).expect("probed once already");
+    let seen = lines(&out);
+    assert!(seen.contains("mount /sys/fs/cgroup root=own rw"), "{out}");
+    assert!(seen.contains("self /"), "{out}");
+}
+
 /// The same probe in a runc container with Docker's defaults (capabilities, read-only cgroup
 /// mount, the host's cgroup namespace on v1); its normalised lines.
 fn runc_probe(dir: &Path, id: &str) -> String {
