@@ -213,6 +213,16 @@ fn push_then_pull_gives_the_same_image_and_files() {
         again.contains(&format!("Status: Image is up to date for {name}")),
         "{again}"
     );
+    // -q: only the reference, as Docker prints it (issue 18 item 10).
+    let quiet = b.ok(&["pull", "-q", &name]);
+    assert_eq!(quiet, format!("{name}\n"));
+    // A bare name: Docker's CLI first says which tag it chose.
+    let bare = name.rsplit_once(':').map(|(n, _)| n).unwrap_or(&name);
+    a.ok(&["tag", &name, &format!("{bare}:latest")]);
+    a.ok(&["push", "-q", &format!("{bare}:latest")]);
+    let out = b.ok(&["pull", bare]);
+    assert!(out.starts_with("Using default tag: latest\n"), "{out}");
+    assert_eq!(b.ok(&["pull", "-q", bare]), format!("{bare}:latest\n"));
 
     let ma = Mounted::new(&a, &name);
     let mb = Mounted::new(&b, &name);

@@ -155,14 +155,23 @@ pub fn push(root: &Path, a: PushArgs) -> Result<ExitCode> {
 pub fn pull(root: &Path, a: PullArgs) -> Result<ExitCode> {
     let store = open_store(root)?;
     let opts = a.transfer.options(&store)?;
-    let out = remote::pull(&store, &a.image, &opts, progress(a.transfer.quiet))
+    let quiet = a.transfer.quiet;
+    // Docker's CLI says which tag it chose before pulling, unless -q.
+    if !quiet && berth_store::reference::Reference::parse(&a.image).is_ok_and(|r| r.is_name_only())
+    {
+        println!("Using default tag: latest");
+    }
+    let out = remote::pull(&store, &a.image, &opts, progress(quiet))
         .with_context(|| format!("pull {}", a.image))?;
-    let shown = out.reference.familiar_string();
-    println!("Digest: {}", out.digest);
-    if out.updated {
-        println!("Status: Downloaded newer image for {shown}");
-    } else {
-        println!("Status: Image is up to date for {shown}");
+    // With -q, Docker prints only the reference pulled (scripts read it as the last line).
+    if !quiet {
+        let shown = out.reference.familiar_string();
+        println!("Digest: {}", out.digest);
+        if out.updated {
+            println!("Status: Downloaded newer image for {shown}");
+        } else {
+            println!("Status: Image is up to date for {shown}");
+        }
     }
     println!("{}", out.reference);
     Ok(ExitCode::SUCCESS)
