@@ -4,6 +4,8 @@
 //! - a slowloris client sending headers a byte at a time, a silent connection (plain and TLS),
 //!   an idle keep-alive connection and a stalled upload body are each closed after their
 //!   timeout;
+//! - a client that asks for a large blob and never reads is cut off after the write timeout,
+//!   while other clients are served;
 //! - a chunk whose `Content-Range` covers 2^64 bytes is refused with 416, never a panic.
 
 #[path = "registry_client.rs"]
@@ -217,6 +219,74 @@ fn slow_and_silent_clients_are_closed_after_their_timeouts() {
     );
 
     // Meanwhile, and after, normal clients are served.
+    assert_eq!(probe(s.port, Duration::from_secs(5)), Some(200));
+}
+
+/// The TCP state of the server's end of a connection from the client's `client_port` to the
+/// server's `server_port` over IPv4 loopback (`/proc/net/tcp`: 01 is ESTABLISHED); None once
+/// the server has no such socket.
+fn server_socket_state(server_port: u16, client_port: u16) -> Option<String> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let local = format!(":{server_port:04X}");
+    let remote = format!(":{client_port:04X}");
+    table.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() > 3 && f[1].ends_with(&local) && f[2].ends_with(&remote)).then(|| f[3].to_string())
+    })
+}
+
+#[test]
+fn a_client_that_never_reads_is_cut_off_after_the_write_timeout() {
+    let dir = TempDir::new().unwrap();
+    let s = start(&dir, None, &["--write-timeout", "2s"]);
+    // Far more than the socket buffers on both sides hold while the client reads nothing
+    // (the receive buffer only grows as the application reads).
+    let blob: Vec<u8> = (0..32u32 << 20).map(|i| (i % 251) as u8).collect();
+    let d = s.push_blob("big/blob", &blob);
+
+    let mut stuck = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    let client_port = stuck.local_addr().unwrap().port();
+    stuck
+        .write_all(format!("GET /v2/big/blob/blobs/{d} HTTP/1.1\r\nHost: r\r\n\r\n").as_bytes())
+        .unwrap();
+    let t = Instant::now();
+    // Meanwhile others are served: a ping, and the whole blob.
+    assert_eq!(probe(s.port, Duration::from_secs(5)), Some(200));
+    let r = s.get(&format!("/v2/big/blob/blobs/{d}"));
+    assert_eq!(r.status, 200);
+    assert!(r.body == blob, "another client got a different blob");
+
+    let deadline = t + Duration::from_secs(15);
+    let closed = loop {
+        if server_socket_state(s.port, client_port).is_none_or(|st| st != "01") {
+            break t.elapsed();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server kept the connection of a client that reads nothing for 15 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        closed >= Duration::from_millis(1500),
+        "closed after {closed:?}"
+    );
+    // The client got the start of the response, never all of it.
+    stuck
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = stuck.read_to_end(&mut got);
+    assert!(
+        got.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        &got[..got.len().min(64)]
+    );
+    assert!(
+        got.len() < blob.len(),
+        "the client got the whole blob ({} bytes)",
+        got.len()
+    );
     assert_eq!(probe(s.port, Duration::from_secs(5)), Some(200));
 }
 

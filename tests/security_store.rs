@@ -8,7 +8,8 @@
 //!
 //! Item 11: a tiny registry in a thread of the test (std TcpListener on 127.0.0.1, just enough
 //! of the distribution API) serves an endless manifest, a layer longer than its descriptor and
-//! a huge config; `berth pull` must fail fast naming what the registry did wrong, stay small,
+//! a huge config, and asks for a token from a token server whose answer never ends; `berth pull`
+//! must fail fast naming what the registry did wrong, stay small,
 //! stop reading, leave nothing in the store, and `system check` stays clean.
 
 mod common;
@@ -458,6 +459,8 @@ enum Trick {
     HugeConfig,
     /// The config is listed at 1000 bytes; the blob GET sends 64 MiB.
     LongConfig,
+    /// `/v2/` asks for a bearer token from `/token`, whose answer never ends.
+    EndlessToken,
 }
 
 const LAYER_SIZE: u64 = 1024;
@@ -536,10 +539,16 @@ fn serve(conn: TcpStream, trick: Trick, sent: &AtomicU64) -> std::io::Result<()>
     let mut parts = line.split_whitespace();
     let method = parts.next().unwrap_or("").to_string();
     let path = parts.next().unwrap_or("").to_string();
+    let mut host = String::new();
     loop {
         let mut h = String::new();
         if reader.read_line(&mut h)? == 0 || h == "\r\n" {
             break;
+        }
+        if let Some((k, v)) = h.split_once(':')
+            && k.eq_ignore_ascii_case("host")
+        {
+            host = v.trim().to_string();
         }
     }
     let mut w = conn;
@@ -565,6 +574,21 @@ fn serve(conn: TcpStream, trick: Trick, sent: &AtomicU64) -> std::io::Result<()>
         Ok(())
     };
     let body = method != "HEAD";
+    if let Trick::EndlessToken = trick {
+        if path.starts_with("/token") {
+            head(&mut w, "200 OK", "application/json", None)?;
+            return endless(&mut w, b"{\"token\": \"", b'a', ENDLESS_CAP);
+        }
+        if path == "/v2/" || path == "/v2" {
+            let msg = br#"{"errors":[{"code":"UNAUTHORIZED","message":"token needed"}]}"#;
+            write!(
+                w,
+                "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: {}\r\nWWW-Authenticate: Bearer realm=\"http://{host}/token\",service=\"hostile\"\r\nConnection: close\r\n\r\n",
+                msg.len()
+            )?;
+            return w.write_all(msg);
+        }
+    }
     if path == "/v2/" || path == "/v2" {
         head(&mut w, "200 OK", "application/json", Some(2))?;
         return w.write_all(b"{}");
@@ -661,7 +685,7 @@ fn pull_from_hostile(trick: Trick, needles: &[&str]) {
     // The client hung up instead of reading the rest.
     let sent = reg.sent.load(Ordering::SeqCst);
     let cap = match trick {
-        Trick::EndlessManifest => ENDLESS_CAP,
+        Trick::EndlessManifest | Trick::EndlessToken => ENDLESS_CAP,
         _ => LONG_BLOB,
     };
     assert!(
@@ -733,6 +757,18 @@ fn a_huge_config_is_refused_before_it_is_downloaded() {
             "image config of",
             "300000000 bytes",
             "image configs are limited to 16 MiB",
+        ],
+    );
+}
+
+#[test]
+fn an_endless_token_response_is_cut_off_at_1_mib() {
+    pull_from_hostile(
+        Trick::EndlessToken,
+        &[
+            "token server http://127.0.0.1:",
+            "/token of registry 127.0.0.1:",
+            "token responses are limited to 1 MiB",
         ],
     );
 }

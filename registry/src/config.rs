@@ -2,7 +2,7 @@
 //! (`addr`, `storage`, `read-only`, `htpasswd`, `tls-cert`, `tls-key`, `chunk-min-length`,
 //! `auth-token-realm`, `auth-token-service`, `auth-token-issuer`, `auth-token-rootcert`,
 //! `auth-token-key`, `auth-token-anonymous-pull`, `max-connections`, `header-timeout`,
-//! `idle-timeout`); flags win over the file.
+//! `idle-timeout`, `write-timeout`); flags win over the file.
 //!
 //! `storage` is a directory (`storage = "/srv/registry"`, or `--storage DIR`), or a bucket:
 //! `--storage s3://BUCKET[/PREFIX]`, `az://CONTAINER[/PREFIX]` (Azure Blob Storage),
@@ -62,6 +62,8 @@ pub struct Config {
     /// How long a connection may stay without a request in flight, and a request body without
     /// data.
     pub idle_timeout: Duration,
+    /// How long a write to a client may wait without the client taking any data.
+    pub write_timeout: Duration,
 }
 
 /// The token auth settings, as distribution's `auth.token` section plus the built-in issuer.
@@ -513,6 +515,7 @@ pub struct FileConfig {
     /// A duration (`30s`, `2m`, `500ms`).
     pub header_timeout: Option<String>,
     pub idle_timeout: Option<String>,
+    pub write_timeout: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -7,7 +7,12 @@
 //!   On HTTP/1 this also bounds how long a keep-alive connection waits for its next request;
 //! - a connection with no request in flight for `idle_timeout` is closed (HTTP/2 included);
 //! - a request body that sends nothing for `idle_timeout` fails, so a stalled upload does not
-//!   hold its connection forever.
+//!   hold its connection forever;
+//! - a write to the client that makes no progress for `write_timeout` ends the connection
+//!   (nginx's `send_timeout`): a client that requests a large blob and never reads (a zero
+//!   window) does not hold its connection, its slot and its buffers forever. HTTP/2 flow control
+//!   is not covered: a stream whose window the client keeps at zero while the connection stays
+//!   readable holds its request (not more than the window in memory) until the client goes.
 //!
 //! The soft `RLIMIT_NOFILE` is raised to the hard limit at start ([`raise_nofile_limit`]).
 //! Graceful shutdown stops accepting and lets requests in flight finish.
@@ -37,6 +42,8 @@ use tower::ServiceExt as _;
 /// (Go's transport keeps idle connections 90 s).
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// nginx's `send_timeout`: time allowed between two successive writes that make progress.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// File descriptors kept for everything but client sockets (runtime, listener, storage, logs).
 const RESERVED_FDS: u64 = 64;
@@ -50,6 +57,7 @@ pub struct Limits {
     pub max_connections: usize,
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
+    pub write_timeout: Duration,
 }
 
 impl Limits {
@@ -197,6 +205,8 @@ struct Connection {
 
 impl Connection {
     async fn run(self, tcp: TcpStream, tls: Option<TlsAcceptor>) {
+        // Below TLS, so the handshake's and the records' writes are bounded too.
+        let tcp = WriteTimeout::new(tcp, self.limits.write_timeout);
         match tls {
             None => self.http(tcp).await,
             Some(acceptor) => {
@@ -428,6 +438,96 @@ impl HttpBody for Stalling {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// A socket whose writes fail with `TimedOut` once one has waited `timeout` without the
+/// client taking a byte; any progress restarts the clock.
+struct WriteTimeout<IO> {
+    inner: IO,
+    timeout: Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+    /// The timer runs for the write that is pending.
+    waiting: bool,
+}
+
+impl<IO> WriteTimeout<IO> {
+    fn new(inner: IO, timeout: Duration) -> WriteTimeout<IO> {
+        WriteTimeout {
+            inner,
+            timeout,
+            timer: Box::pin(tokio::time::sleep(timeout)),
+            waiting: false,
+        }
+    }
+
+    /// Account for one poll of a write-side operation: progress stops the clock, a pending
+    /// one starts it (or fails once it has run out).
+    fn check<T>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if r.is_ready() {
+            self.waiting = false;
+            return r;
+        }
+        if !self.waiting {
+            self.waiting = true;
+            let deadline = tokio::time::Instant::now() + self.timeout;
+            self.timer.as_mut().reset(deadline);
+        }
+        match self.timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("the client took no data for {:?}", self.timeout),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for WriteTimeout<IO> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for WriteTimeout<IO> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.check(cx, r)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.check(cx, r)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_flush(cx);
+        this.check(cx, r)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_shutdown(cx);
+        this.check(cx, r)
     }
 }
 

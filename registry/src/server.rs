@@ -128,12 +128,15 @@ pub async fn serve(cfg: Config, on_ready: impl FnOnce(SocketAddr, bool)) -> Resu
             .unwrap_or_else(|| crate::connections::Limits::default_max_connections(nofile)),
         header_timeout: cfg.header_timeout,
         idle_timeout: cfg.idle_timeout,
+        write_timeout: cfg.write_timeout,
     };
     tracing::info!(
-        "at most {} connections (open-file limit {nofile}), header timeout {:?}, idle timeout {:?}",
+        "at most {} connections (open-file limit {nofile}), header timeout {:?}, idle timeout {:?}, \
+         write timeout {:?}",
         limits.max_connections,
         limits.header_timeout,
-        limits.idle_timeout
+        limits.idle_timeout,
+        limits.write_timeout
     );
     let tls = match &cfg.tls {
         None => None,

@@ -148,6 +148,10 @@ pub struct ServeArgs {
     /// long is closed [default: 2m]
     #[arg(long, value_name = "DURATION", value_parser = berth_registry::gc::parse_duration)]
     pub idle_timeout: Option<std::time::Duration>,
+    /// A response write that the client takes no data of for this long ends the connection
+    /// (a client that asks for a blob and never reads) [default: 1m]
+    #[arg(long, value_name = "DURATION", value_parser = berth_registry::gc::parse_duration)]
+    pub write_timeout: Option<std::time::Duration>,
 }
 
 pub fn run(root: &Path, c: RegistryCommand) -> Result<ExitCode> {
@@ -241,6 +245,12 @@ fn serve(root: &Path, a: ServeArgs) -> Result<ExitCode> {
             a.idle_timeout,
             file.idle_timeout.as_deref(),
             berth_registry::connections::DEFAULT_IDLE_TIMEOUT,
+        )?,
+        write_timeout: timeout_setting(
+            "write-timeout",
+            a.write_timeout,
+            file.write_timeout.as_deref(),
+            berth_registry::connections::DEFAULT_WRITE_TIMEOUT,
         )?,
     };
     let storage = cfg.storage.clone();

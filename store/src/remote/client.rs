@@ -1,6 +1,8 @@
-//! A connection to one repository of one registry. `oci-client` does the token dance, blob HEAD,
-//! manifest GET/PUT and blob GET; plain `reqwest` (with the same Authorization) does what it
-//! lacks: upload sessions with chunking, resume and cross-repo mount (see `upload`).
+//! A connection to one repository of one registry, over plain `reqwest`: the token dance, blob
+//! HEAD and GET, manifest GET and PUT, and (see `upload`) upload sessions with chunking, resume
+//! and cross-repo mount. Every answer is read with a bound (token and error bodies 1 MiB,
+//! manifests 4 MiB, blobs their descriptor's size): `oci-client`'s calls read whole bodies into
+//! memory, so a hostile registry or token server could fill it.
 //!
 //! With a token registry the session's bearer token is renewed shortly before it expires
 //! ([`Session::fresh`], called before each upload request), and a 401 whose challenge asks for
@@ -10,10 +12,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::errors::OciDistributionError;
-use oci_client::secrets::RegistryAuth;
-use oci_client::{Reference as OciRef, RegistryOperation};
+use oci_client::RegistryOperation;
 use reqwest::header::{AUTHORIZATION, HeaderValue};
 
 use super::auth::Credentials;
@@ -24,7 +23,6 @@ pub struct Session {
     pub endpoint: Endpoint,
     /// Repository path inside the registry (`library/busybox`).
     pub repo: String,
-    oci: oci_client::Client,
     pub(super) http: reqwest::Client,
     authz: Mutex<Authz>,
     creds: Option<Credentials>,
@@ -81,17 +79,6 @@ impl Session {
         creds: Option<Credentials>,
         op: RegistryOperation,
     ) -> Result<Session> {
-        let protocol = if endpoint.scheme == "http" {
-            ClientProtocol::HttpsExcept(vec![endpoint.api_host.clone()])
-        } else {
-            ClientProtocol::Https
-        };
-        let oci = oci_client::Client::new(ClientConfig {
-            protocol,
-            connect_timeout: Some(CONNECT_TIMEOUT),
-            read_timeout: Some(READ_TIMEOUT),
-            ..Default::default()
-        });
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .read_timeout(READ_TIMEOUT)
@@ -101,7 +88,6 @@ impl Session {
         let s = Session {
             endpoint,
             repo: repo.to_string(),
-            oci,
             http,
             authz: Mutex::new(Authz {
                 header: None,
@@ -114,20 +100,16 @@ impl Session {
         Ok(s)
     }
 
-    fn registry_auth(&self) -> RegistryAuth {
-        match &self.creds {
-            Some(c) => RegistryAuth::Basic(c.username.clone(), c.password.clone()),
-            None => RegistryAuth::Anonymous,
-        }
-    }
-
     /// Ask the registry how to authenticate and get a token (or settle on basic auth).
+    ///
+    /// Our own GETs rather than `oci-client`'s `auth()`, which reads a token server's answer
+    /// into memory whatever its size: an endless token response is cut off at
+    /// [`MAX_SMALL_BODY`].
     async fn authenticate(&self) -> Result<()> {
-        let token = self
-            .oci
-            .auth(&self.oref(None), &self.registry_auth(), self.op)
-            .await
-            .map_err(|e| self.map_oci("authenticating", e, self.creds.is_some()))?;
+        let token = match self.bearer_challenge().await? {
+            Some((realm, service)) => Some(self.fetch_token(&realm, service.as_deref()).await?),
+            None => None,
+        };
         let authz = match (token, &self.creds) {
             (Some(t), _) => Authz {
                 header: HeaderValue::from_str(&format!("Bearer {t}")).ok(),
@@ -149,6 +131,92 @@ impl Session {
         };
         *self.authz.lock().unwrap_or_else(|p| p.into_inner()) = authz;
         Ok(())
+    }
+
+    /// The realm and service of the bearer challenge `GET /v2/` answers with; None when the
+    /// registry asks for no token (open, or basic auth).
+    async fn bearer_challenge(&self) -> Result<Option<(String, Option<String>)>> {
+        let res = self
+            .http
+            .get(self.endpoint.base_url())
+            .send()
+            .await
+            .map_err(|e| self.unreachable(&e))?;
+        let Some(challenge) = res
+            .headers()
+            .get(reqwest::header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+        else {
+            return Ok(None);
+        };
+        let Some((scheme, params)) = challenge.trim().split_once(' ') else {
+            return Ok(None);
+        };
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Ok(None);
+        }
+        Ok(super::challenge_param(params, "realm")
+            .map(|realm| (realm, super::challenge_param(params, "service"))))
+    }
+
+    /// A token for this session's repository and operation from the token server at `realm`,
+    /// with the session's credentials (anonymous without).
+    async fn fetch_token(&self, realm: &str, service: Option<&str>) -> Result<String> {
+        let scope = match self.op {
+            RegistryOperation::Pull => format!("repository:{}:pull", self.repo),
+            RegistryOperation::Push => format!("repository:{}:pull,push", self.repo),
+        };
+        let mut query = vec![("scope", scope.as_str())];
+        if let Some(s) = service {
+            query.push(("service", s));
+        }
+        let mut req = self.http.get(realm).query(&query);
+        if let Some(c) = &self.creds {
+            req = req.basic_auth(&c.username, Some(&c.password));
+        }
+        let res = req.send().await.map_err(|e| self.unreachable(&e))?;
+        let status = res.status();
+        let token_server = |problem: String| RemoteError::TokenServer {
+            realm: realm.to_string(),
+            registry: self.endpoint.domain.clone(),
+            problem,
+        };
+        let too_big = |n: String| {
+            token_server(format!(
+                "sent {n} as its token response; token responses are limited to 1 MiB"
+            ))
+        };
+        if let Some(n) = res.content_length()
+            && n > MAX_SMALL_BODY
+        {
+            return Err(too_big(format!("{n} bytes")));
+        }
+        let body = read_limited(res, MAX_SMALL_BODY)
+            .await
+            .map_err(|e| self.unreachable(&e))?
+            .ok_or_else(|| too_big("more than 1 MiB".into()))?;
+        if !status.is_success() {
+            let registry = self.endpoint.domain.clone();
+            return Err(if self.creds.is_some() {
+                RemoteError::BadCredentials { registry }
+            } else {
+                RemoteError::Unauthorized { registry }
+            });
+        }
+        #[derive(serde::Deserialize)]
+        struct TokenResponse {
+            token: Option<String>,
+            access_token: Option<String>,
+        }
+        let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|e| {
+            token_server(format!(
+                "sent a token response that is not the spec's JSON: {e}"
+            ))
+        })?;
+        parsed
+            .token
+            .or(parsed.access_token)
+            .ok_or_else(|| token_server("sent a token response without a token".into()))
     }
 
     /// Renew the bearer token when it is about to expire, so long pushes outlive it.
@@ -199,66 +267,10 @@ impl Session {
         HeaderValue::from_str(&format!("Bearer {t}")).ok()
     }
 
-    /// An `oci-client` reference to this repository, at `digest` or the `latest` placeholder
-    /// (blob calls use only registry and repository).
-    pub fn oref(&self, target: Option<&str>) -> OciRef {
-        match target {
-            Some(t) if t.starts_with("sha256:") => OciRef::with_digest(
-                self.endpoint.api_host.clone(),
-                self.repo.clone(),
-                t.to_string(),
-            ),
-            Some(t) => OciRef::with_tag(
-                self.endpoint.api_host.clone(),
-                self.repo.clone(),
-                t.to_string(),
-            ),
-            None => OciRef::with_tag(
-                self.endpoint.api_host.clone(),
-                self.repo.clone(),
-                "latest".into(),
-            ),
-        }
-    }
-
     pub fn unreachable(&self, e: &(dyn std::error::Error + 'static)) -> RemoteError {
         RemoteError::Unreachable {
             registry: self.endpoint.domain.clone(),
             reason: transport_reason(e),
-        }
-    }
-
-    pub fn map_oci(&self, what: &str, e: OciDistributionError, had_creds: bool) -> RemoteError {
-        let registry = self.endpoint.domain.clone();
-        match e {
-            OciDistributionError::RequestError(r) => self.unreachable(&r),
-            OciDistributionError::AuthenticationFailure(_) if had_creds => {
-                RemoteError::BadCredentials { registry }
-            }
-            OciDistributionError::AuthenticationFailure(_)
-            | OciDistributionError::UnauthorizedError { .. } => {
-                RemoteError::Unauthorized { registry }
-            }
-            OciDistributionError::ServerError { code: 401, .. } => {
-                RemoteError::Unauthorized { registry }
-            }
-            OciDistributionError::RegistryError { envelope, .. } => {
-                let body = serde_json::to_vec(&envelope).unwrap_or_default();
-                let detail = error_detail(&body);
-                if detail.contains("UNAUTHORIZED") || detail.contains("DENIED") {
-                    return RemoteError::Unauthorized { registry };
-                }
-                RemoteError::Registry {
-                    what: what.to_string(),
-                    detail: detail.trim_start_matches(": ").to_string(),
-                }
-            }
-            OciDistributionError::ServerError { code, message, .. } => RemoteError::Registry {
-                what: what.to_string(),
-                detail: format!("HTTP {code}{}", error_detail(message.as_bytes())),
-            },
-            OciDistributionError::DigestError(d) => RemoteError::Other(format!("{what}: {d}")),
-            other => RemoteError::Other(format!("{what}: {other}")),
         }
     }
 
@@ -314,10 +326,19 @@ impl Session {
     }
 
     pub async fn blob_exists(&self, digest: &str) -> Result<bool> {
-        self.oci
-            .blob_exists(&self.oref(None), digest)
+        self.fresh().await?;
+        let res = self
+            .request(reqwest::Method::HEAD, &self.url(&format!("blobs/{digest}")))
+            .send()
             .await
-            .map_err(|e| self.map_oci(&format!("checking blob {digest}"), e, false))
+            .map_err(|e| self.unreachable(&e))?;
+        match res.status() {
+            s if s.is_success() => Ok(true),
+            reqwest::StatusCode::NOT_FOUND => Ok(false),
+            _ => Err(self
+                .status_error(&format!("checking blob {digest}"), res)
+                .await),
+        }
     }
 
     /// The manifest (or index) `target` names, raw, with its digest as computed here.
@@ -396,11 +417,20 @@ impl Session {
     pub async fn put_manifest(&self, tag: &str, body: Vec<u8>, media_type: &str) -> Result<()> {
         let ct = HeaderValue::from_str(media_type)
             .map_err(|e| RemoteError::Other(format!("media type {media_type}: {e}")))?;
-        self.oci
-            .push_manifest_raw(&self.oref(Some(tag)), body, ct)
+        self.fresh().await?;
+        let res = self
+            .request(reqwest::Method::PUT, &self.url(&format!("manifests/{tag}")))
+            .header(reqwest::header::CONTENT_TYPE, ct)
+            .body(body)
+            .send()
             .await
-            .map(|_| ())
-            .map_err(|e| self.map_oci(&format!("pushing manifest {}:{tag}", self.repo), e, false))
+            .map_err(|e| self.unreachable(&e))?;
+        if res.status().is_success() {
+            return Ok(());
+        }
+        Err(self
+            .status_error(&format!("pushing manifest {}:{tag}", self.repo), res)
+            .await)
     }
 
     /// A GET of blob `digest`, which the manifest lists at `size` bytes; `what` names it in

@@ -36,6 +36,14 @@ pub enum RemoteError {
     /// endless manifest); nothing of it was stored.
     #[error("registry {registry} {problem}; nothing of it was stored")]
     Misbehaved { registry: String, problem: String },
+    /// A registry's token server sent what no honest one would (an endless or malformed token
+    /// response).
+    #[error("token server {realm} of registry {registry} {problem}")]
+    TokenServer {
+        realm: String,
+        registry: String,
+        problem: String,
+    },
     #[error("no manifest for platform {platform} in the image index of {reference}")]
     NoPlatform { reference: String, platform: String },
     #[error("unsupported {what}: {reason}")]
