@@ -12,6 +12,7 @@ pub mod change;
 pub mod check;
 pub mod commit;
 pub mod compression;
+pub mod daemon_json;
 pub mod digest;
 pub mod epoch;
 pub mod error;

@@ -22,6 +22,7 @@ pub mod gzip;
 pub mod pull;
 pub mod push;
 pub mod state;
+pub mod transport;
 pub mod upload;
 
 use std::sync::Arc;
@@ -39,6 +40,8 @@ use error::Result;
 pub struct Options {
     /// `--insecure-registry` entries plus the config file's.
     pub insecure: Vec<String>,
+    /// Docker Hub pull-through mirrors, tried in order (`registry-mirrors` in daemon.json).
+    pub mirrors: Vec<endpoint::Mirror>,
     /// Blobs transferred at once.
     pub jobs: usize,
 }
@@ -47,18 +50,21 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             insecure: Vec::new(),
+            mirrors: Vec::new(),
             jobs: 3,
         }
     }
 }
 
 impl Options {
-    /// Defaults plus the `insecure-registries` of `<root>/config.json` or `/etc/berth/config.json`.
+    /// Defaults plus the `insecure-registries` and `registry-mirrors` of daemon.json (and the
+    /// older `<root>/config.json` or `/etc/berth/config.json` for insecure registries).
     pub fn for_root(store: &Store, insecure: &[String]) -> Result<Options> {
         let mut list = insecure.to_vec();
         list.extend(endpoint::configured_insecure(store.root()).map_err(RemoteError::Config)?);
         Ok(Options {
             insecure: list,
+            mirrors: endpoint::configured_mirrors(store.root()).map_err(RemoteError::Config)?,
             ..Options::default()
         })
     }
@@ -123,11 +129,7 @@ pub fn pull(
 pub fn verify_login(server: &str, creds: &Credentials, insecure: &[String]) -> Result<()> {
     let ep = endpoint::Endpoint::new(server, insecure);
     runtime()?.block_on(async {
-        let http = reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(30))
-            .timeout(std::time::Duration::from_secs(60))
-            .build()
-            .map_err(|e| RemoteError::Other(format!("HTTP client: {e}")))?;
+        let (ep, http) = transport::connect(ep).await?;
         let unreachable = |e: reqwest::Error| RemoteError::Unreachable {
             registry: ep.domain.clone(),
             reason: error::transport_reason(&e),

@@ -67,11 +67,6 @@ fn renew_at(token: &str) -> Instant {
     now + lifetime - RENEW_MARGIN.min(lifetime / 2)
 }
 
-/// Per-read and connect limits only: a multi-GiB transfer may take as long as it takes while
-/// bytes keep moving.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-const READ_TIMEOUT: Duration = Duration::from_secs(300);
-
 impl Session {
     pub async fn connect(
         endpoint: Endpoint,
@@ -79,12 +74,7 @@ impl Session {
         creds: Option<Credentials>,
         op: RegistryOperation,
     ) -> Result<Session> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .read_timeout(READ_TIMEOUT)
-            .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| RemoteError::Other(format!("HTTP client: {e}")))?;
+        let (endpoint, http) = super::transport::connect(endpoint).await?;
         let s = Session {
             endpoint,
             repo: repo.to_string(),

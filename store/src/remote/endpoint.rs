@@ -1,6 +1,8 @@
 //! Where a reference's registry lives and how to speak to it: Docker Hub's name
-//! (`docker.io` → `registry-1.docker.io`), plain HTTP for loopback registries and for those the
-//! user declared insecure (`--insecure-registry`, `insecure-registries` in `config.json`).
+//! (`docker.io` → `registry-1.docker.io`), and whether it is insecure as Docker means it —
+//! loopback registries and those the user declared (`--insecure-registry`, `insecure-registries`
+//! in `daemon.json`): HTTPS without certificate verification, then plain HTTP
+//! (`transport::negotiate` settles which).
 
 use std::path::Path;
 
@@ -16,8 +18,11 @@ pub struct Endpoint {
     pub domain: String,
     /// `host[:port]` requests go to (`registry-1.docker.io` for `docker.io`).
     pub api_host: String,
-    /// `http` or `https`.
+    /// `https`, or `http` once [`super::transport::negotiate`] found an insecure registry
+    /// speaking plain HTTP.
     pub scheme: &'static str,
+    /// Loopback or declared insecure: TLS unverified, plain HTTP allowed.
+    pub insecure: bool,
 }
 
 impl Endpoint {
@@ -28,15 +33,12 @@ impl Endpoint {
         } else {
             domain.clone()
         };
-        let scheme = if is_loopback(&domain) || is_insecure(&domain, insecure) {
-            "http"
-        } else {
-            "https"
-        };
+        let insecure = is_loopback(&domain) || is_insecure(&domain, insecure);
         Endpoint {
             domain,
             api_host,
-            scheme,
+            scheme: "https",
+            insecure,
         }
     }
 
@@ -69,7 +71,8 @@ fn host_of(domain: &str) -> &str {
     domain.split(':').next().unwrap_or(domain)
 }
 
-/// Docker speaks plain HTTP to loopback registries on any port.
+/// Docker treats loopback registries on any port as insecure (127.0.0.0/8 and ::1 are in its
+/// default insecure CIDRs).
 pub fn is_loopback(domain: &str) -> bool {
     let host = host_of(domain);
     host == "localhost"
@@ -106,30 +109,81 @@ pub fn is_insecure(domain: &str, insecure: &[String]) -> bool {
     })
 }
 
-/// `insecure-registries` from the first config file that exists: `<root>/config.json`, then
-/// `/etc/berth/config.json`. A file that does not parse is reported, not ignored.
+/// `insecure-registries` from `daemon.json` (see [`crate::daemon_json`]), as Docker reads them,
+/// and from berth's older `<root>/config.json` (else `/etc/berth/config.json`), still honoured.
+/// A file that does not parse is reported, not ignored.
 pub fn configured_insecure(root: &Path) -> Result<Vec<String>, String> {
+    let mut list = match crate::daemon_json::read(root)? {
+        Some((p, v)) => crate::daemon_json::strings(&p, &v, "insecure-registries")?,
+        None => Vec::new(),
+    };
     for p in [root.join("config.json"), "/etc/berth/config.json".into()] {
         match std::fs::read(&p) {
             Ok(bytes) => {
                 let v: serde_json::Value =
                     serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", p.display()))?;
-                let list = v
-                    .get("insecure-registries")
-                    .and_then(|l| l.as_array())
-                    .map(|l| {
-                        l.iter()
-                            .filter_map(|s| s.as_str().map(str::to_string))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                return Ok(list);
+                list.extend(crate::daemon_json::strings(&p, &v, "insecure-registries")?);
+                break;
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(format!("{}: {e}", p.display())),
         }
     }
-    Ok(Vec::new())
+    Ok(list)
+}
+
+/// `registry-mirrors` from `daemon.json`: pull-through mirrors of Docker Hub, as URLs
+/// (`https://mirror.example`, `http://127.0.0.1:5000`), tried in order before Docker Hub.
+/// Returned as the domains berth speaks to, each with whether the URL said plain HTTP.
+pub fn configured_mirrors(root: &Path) -> Result<Vec<Mirror>, String> {
+    let Some((p, v)) = crate::daemon_json::read(root)? else {
+        return Ok(Vec::new());
+    };
+    crate::daemon_json::strings(&p, &v, "registry-mirrors")?
+        .iter()
+        .map(|url| {
+            Mirror::parse(url).map_err(|e| format!("{}: registry-mirrors: {e}", p.display()))
+        })
+        .collect()
+}
+
+/// One entry of `registry-mirrors`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mirror {
+    /// `host[:port]`.
+    pub domain: String,
+    /// The URL said `http://`: speak plain HTTP to it (Docker: a mirror is contacted at the
+    /// scheme its URL gives).
+    pub plain_http: bool,
+}
+
+impl Mirror {
+    /// Docker's rules: a URL with scheme http or https, a host, and no path beyond `/`.
+    pub fn parse(url: &str) -> Result<Mirror, String> {
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| format!("{url:?}: a mirror is a URL with scheme http or https"))?;
+        let plain_http = match scheme.to_ascii_lowercase().as_str() {
+            "http" => true,
+            "https" => false,
+            _ => {
+                return Err(format!(
+                    "{url:?}: unsupported scheme {scheme:?} (http or https)"
+                ));
+            }
+        };
+        let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+        if host.is_empty() {
+            return Err(format!("{url:?}: no host"));
+        }
+        if !path.trim_end_matches('/').is_empty() {
+            return Err(format!("{url:?}: a mirror URL has no path (got /{path})"));
+        }
+        Ok(Mirror {
+            domain: host.to_ascii_lowercase(),
+            plain_http,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -141,7 +195,7 @@ mod tests {
     }
 
     #[test]
-    fn loopback_registries_use_http_on_any_port() {
+    fn loopback_registries_are_insecure_on_any_port() {
         for d in [
             "localhost",
             "localhost:5000",
@@ -149,7 +203,7 @@ mod tests {
             "[::1]:5000",
             "127.0.0.2",
         ] {
-            assert_eq!(Endpoint::new(d, &[]).scheme, "http", "{d}");
+            assert!(Endpoint::new(d, &[]).insecure, "{d}");
         }
         for d in [
             "example.com",
@@ -157,7 +211,7 @@ mod tests {
             "10.0.0.1:5000",
             "localhost.example",
         ] {
-            assert_eq!(Endpoint::new(d, &[]).scheme, "https", "{d}");
+            assert!(!Endpoint::new(d, &[]).insecure, "{d}");
         }
     }
 
@@ -196,6 +250,21 @@ mod tests {
             canonical_domain("https://Reg.Example:5000/v2/"),
             "reg.example:5000"
         );
+    }
+
+    #[test]
+    fn mirror_urls_parse_as_docker_checks_them() {
+        assert_eq!(
+            Mirror::parse("https://Mirror.Example:5000/").unwrap(),
+            Mirror {
+                domain: "mirror.example:5000".into(),
+                plain_http: false
+            }
+        );
+        assert!(Mirror::parse("http://127.0.0.1:5000").unwrap().plain_http);
+        for bad in ["mirror.example", "ftp://m", "https://", "https://m/v2/x"] {
+            assert!(Mirror::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

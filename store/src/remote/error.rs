@@ -85,15 +85,31 @@ pub fn error_detail(body: &[u8]) -> String {
 }
 
 /// One line for a transport error, with its innermost cause ("connection refused").
+///
+/// A TLS client that is answered in plain HTTP sees a record of the wrong content type; Go (and
+/// so Docker) says what happened instead, and so does berth, with the way out.
 pub fn transport_reason(e: &(dyn std::error::Error + 'static)) -> String {
     let mut msg = e.to_string();
     let mut cur = e.source();
+    let mut plain_http = false;
     while let Some(s) = cur {
         let t = s.to_string();
-        if !msg.contains(&t) {
+        if t.contains("InvalidContentType") {
+            plain_http = true;
+        } else if !msg.contains(&t) {
             msg = format!("{msg}: {t}");
         }
         cur = s.source();
+    }
+    if plain_http || msg.contains("InvalidContentType") {
+        let first = msg
+            .split(": received corrupt message")
+            .next()
+            .unwrap_or(&msg);
+        return format!(
+            "{first}: server gave HTTP response to HTTPS client (if the registry serves plain \
+             HTTP, pass --insecure-registry or list it in insecure-registries in daemon.json)"
+        );
     }
     msg
 }

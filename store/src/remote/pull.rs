@@ -164,6 +164,45 @@ async fn fetch_once(
         })
 }
 
+/// A session with the registry the pull reads from, and the manifest `wanted` names there.
+///
+/// Docker Hub images come through `registry-mirrors` when the daemon.json lists some: each is
+/// tried in order, and any failure (unreachable, unauthorized, not there) moves on to the next
+/// and finally to Docker Hub, as Docker's daemon does. The repository path is the same on a
+/// mirror (`library/busybox`).
+async fn top_manifest(
+    target: &Reference,
+    wanted: &str,
+    shown: &str,
+    opts: &Options,
+) -> Result<(Session, Vec<u8>, String)> {
+    if target.domain() == "docker.io" {
+        for m in &opts.mirrors {
+            let mut endpoint = Endpoint::new(&m.domain, &opts.insecure);
+            if m.plain_http {
+                endpoint.scheme = "http";
+                endpoint.insecure = false;
+            }
+            let attempt = async {
+                let creds = super::auth::lookup(&endpoint.domain)?;
+                let s = Session::connect(endpoint, target.path(), creds, RegistryOperation::Pull)
+                    .await?;
+                let (bytes, digest) = s.get_manifest(wanted, shown).await?;
+                Ok::<_, RemoteError>((s, bytes, digest))
+            };
+            match attempt.await {
+                Ok(found) => return Ok(found),
+                Err(e) => tracing::info!("mirror {} for {shown}: {e}; trying the next", m.domain),
+            }
+        }
+    }
+    let endpoint = Endpoint::new(target.domain(), &opts.insecure);
+    let creds = super::auth::lookup(&endpoint.domain)?;
+    let s = Session::connect(endpoint, target.path(), creds, RegistryOperation::Pull).await?;
+    let (bytes, digest) = s.get_manifest(wanted, shown).await?;
+    Ok((s, bytes, digest))
+}
+
 pub(super) async fn pull(
     store: &Store,
     spec: &str,
@@ -172,16 +211,12 @@ pub(super) async fn pull(
 ) -> Result<PullOutcome> {
     let target = Reference::parse_normalized(spec).map_err(crate::StoreError::from)?;
     let shown = target.familiar_string();
-    let endpoint = Endpoint::new(target.domain(), &opts.insecure);
-    let creds = super::auth::lookup(&endpoint.domain)?;
-    let s = Session::connect(endpoint, target.path(), creds, RegistryOperation::Pull).await?;
-
     let wanted = match (target.digest(), target.tag()) {
         (Some(d), _) => d.to_string(),
         (None, Some(t)) => t.to_string(),
         (None, None) => "latest".to_string(),
     };
-    let (bytes, digest) = s.get_manifest(&wanted, &shown).await?;
+    let (s, bytes, digest) = top_manifest(&target, &wanted, &shown, opts).await?;
     if let Some(d) = target.digest() {
         check_digest(&format!("manifest of {shown}"), d.as_ref(), &digest)?;
     }

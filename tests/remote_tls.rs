@@ -1,0 +1,331 @@
+//! Issue 18, items 7–9: how berth reaches a registry, as Docker does. Loopback and insecure
+//! registries over HTTPS first (unverified), then plain HTTP; secure ones over verified HTTPS
+//! only, trusting the CAs of `certs.d`; a plain-HTTP answer to HTTPS named as Go names it;
+//! `registry-mirrors` and `insecure-registries` from daemon.json.
+//!
+//! The "remote" registry is berth's own `registry serve`, on loopback or on an address of a
+//! bridge the test makes (a registry that is not loopback, so not insecure by default).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use common::{Env, have};
+
+/// A `berth registry serve` on `addr` (`IP:0`), killed by PID on drop.
+struct Registry {
+    child: Child,
+    /// `IP:PORT`.
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    fn start(ip: &str, tls: Option<(&Path, &Path)>) -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("berth"));
+        cmd.arg("--root")
+            .arg(dir.path().join("root"))
+            .args([
+                "registry",
+                "serve",
+                "--addr",
+                &format!("{ip}:0"),
+                "--storage",
+            ])
+            .arg(dir.path().join("storage"));
+        if let Some((cert, key)) = tls {
+            cmd.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start berth registry serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .rsplit("://")
+            .next()
+            .filter(|a| a.starts_with(ip))
+            .unwrap_or_else(|| {
+                let _ = child.kill();
+                panic!("unexpected startup line {line:?}")
+            })
+            .to_string();
+        Registry {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn openssl(args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A test CA and a server certificate it signed for `ip`: (ca, cert, key) files in `dir`.
+fn certificate(dir: &Path, ip: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let p = |n: &str| dir.join(n).to_str().unwrap().to_string();
+    let (ca, ca_key, cert, key, csr, ext) = (
+        p("ca.pem"),
+        p("ca.key"),
+        p("reg.crt"),
+        p("reg.key"),
+        p("reg.csr"),
+        p("ext.cnf"),
+    );
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=berth test CA",
+        "-keyout",
+        &ca_key,
+        "-out",
+        &ca,
+    ]);
+    openssl(&[
+        "req",
+        "-new",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        &format!("/CN={ip}"),
+        "-keyout",
+        &key,
+        "-out",
+        &csr,
+    ]);
+    std::fs::write(
+        &ext,
+        format!("basicConstraints=CA:FALSE\nsubjectAltName=IP:{ip}\n"),
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        &ext,
+        "-out",
+        &cert,
+    ]);
+    (ca.into(), cert.into(), key.into())
+}
+
+/// A bridge of the test's own with one address, removed on drop: a registry there is not on
+/// loopback, so berth treats it as secure unless told otherwise.
+struct Bridge {
+    name: String,
+    ip: String,
+}
+
+impl Bridge {
+    fn new(env: &Env) -> Bridge {
+        let name = format!("brt{:x}", std::process::id());
+        let ip = format!("{}1", env.subnet_prefix());
+        for args in [
+            vec!["link", "add", &name, "type", "bridge"],
+            vec!["addr", "add", &format!("{ip}/24"), "dev", &name],
+            vec!["link", "set", &name, "up"],
+        ] {
+            let ok = Command::new("ip").args(&args).status().expect("ip");
+            assert!(ok.success(), "ip {args:?}");
+        }
+        Bridge { name, ip }
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.name])
+            .status();
+    }
+}
+
+fn stderr_of(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn a_tls_registry_on_loopback_is_spoken_to_over_https() {
+    // Before: every loopback registry got plain HTTP ("invalid HTTP version parsed").
+    if !have("openssl") {
+        return;
+    }
+    let certs = tempfile::tempdir().unwrap();
+    let (_, cert, key) = certificate(certs.path(), "127.0.0.1");
+    let reg = Registry::start("127.0.0.1", Some((&cert, &key)));
+    let a = Env::new();
+    let name = format!("{}/tls/bb:1", reg.addr);
+    a.import_busybox(&name);
+    // Loopback is insecure as in Docker: the self-signed certificate is not verified.
+    let out = a.ok(&["push", &name]);
+    assert!(out.starts_with("1: digest: sha256:"), "{out}");
+    let b = Env::new();
+    assert_eq!(b.ok(&["pull", "-q", &name]), format!("{name}\n"));
+    // A plain-HTTP loopback registry still works (HTTPS is tried, then HTTP).
+    let plain = Registry::start("127.0.0.1", None);
+    let name = format!("{}/plain/bb:1", plain.addr);
+    a.ok(&["tag", &format!("{}/tls/bb:1", reg.addr), &name]);
+    a.ok(&["push", "-q", &name]);
+    assert_eq!(b.ok(&["pull", "-q", &name]), format!("{name}\n"));
+}
+
+#[test]
+fn a_secure_registry_is_verified_against_the_cas_of_certs_d() {
+    if !have("openssl") || !have("ip") {
+        return;
+    }
+    let env = Env::new();
+    let bridge = Bridge::new(&env);
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = certificate(certs.path(), &bridge.ip);
+    let reg = Registry::start(&bridge.ip, Some((&cert, &key)));
+    let name = format!("{}/sec/bb:1", reg.addr);
+    env.import_busybox(&name);
+    let certs_d = certs.path().join("certs.d");
+    let push = |certs_d: &Path| {
+        env.berth()
+            .env("BERTH_CERTS_D", certs_d)
+            .args(["push", &name])
+            .output()
+            .unwrap()
+    };
+    // Without its CA the certificate is refused, with a reason and no fallback to HTTP.
+    let out = push(&certs_d);
+    assert!(!out.status.success());
+    let err = stderr_of(&out);
+    assert!(
+        err.contains(&reg.addr) && err.to_lowercase().contains("certificate"),
+        "{err}"
+    );
+    // certs.d/HOST:PORT/ca.crt makes it trusted.
+    let dir = certs_d.join(&reg.addr);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(&ca, dir.join("ca.crt")).unwrap();
+    let out = push(&certs_d);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    // A broken certs.d entry is a clear error naming the file.
+    std::fs::write(dir.join("client.key"), "x").unwrap();
+    let err = stderr_of(&push(&certs_d));
+    assert!(
+        err.contains("client.cert") && err.contains("client.key"),
+        "{err}"
+    );
+}
+
+#[test]
+fn plain_http_answering_https_is_named_and_insecure_registries_fall_back() {
+    if !have("ip") {
+        return;
+    }
+    let env = Env::new();
+    let bridge = Bridge::new(&env);
+    let reg = Registry::start(&bridge.ip, None);
+    let name = format!("{}/plain/bb:1", reg.addr);
+    env.import_busybox(&name);
+    // Secure by default (not loopback): Go's wording for what happened, and the way out.
+    let out = env.fails(&["push", &name]);
+    let err = stderr_of(&out);
+    assert!(
+        err.contains("server gave HTTP response to HTTPS client")
+            && err.contains("insecure-registr"),
+        "{err}"
+    );
+    // --insecure-registry: HTTPS is tried, then plain HTTP.
+    env.ok(&["push", "--insecure-registry", &reg.addr, &name]);
+    // insecure-registries in daemon.json does the same (Docker's key, in Docker's file).
+    let b = Env::new();
+    add_daemon_keys(&b, serde_json::json!({ "insecure-registries": [reg.addr] }));
+    assert_eq!(b.ok(&["pull", "-q", &name]), format!("{name}\n"));
+}
+
+/// Merge `keys` into the root's daemon.json (the test harness writes network settings there).
+fn add_daemon_keys(env: &Env, keys: serde_json::Value) {
+    let path = env.root().join("daemon.json");
+    std::fs::create_dir_all(env.root()).unwrap();
+    let mut v: serde_json::Value = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_else(|| serde_json::json!({}));
+    for (k, val) in keys.as_object().unwrap() {
+        v[k] = val.clone();
+    }
+    std::fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
+}
+
+#[test]
+fn docker_hub_images_come_through_registry_mirrors_in_order() {
+    let mirror = Registry::start("127.0.0.1", None);
+    let a = Env::new();
+    // The mirror holds library/bb:1, as a pull-through cache of Docker Hub would.
+    let on_mirror = format!("{}/library/bb:1", mirror.addr);
+    a.import_busybox(&on_mirror);
+    a.ok(&["push", "-q", &on_mirror]);
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    drop(dead);
+    let b = Env::new();
+    add_daemon_keys(
+        &b,
+        serde_json::json!({ "registry-mirrors": [
+            format!("http://{dead_addr}"),
+            format!("http://{}", mirror.addr),
+        ] }),
+    );
+    // The first mirror is down; the second answers; Docker Hub is never asked.
+    assert_eq!(b.ok(&["pull", "-q", "bb:1"]), "docker.io/library/bb:1\n");
+    let images = b.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert_eq!(images.trim(), "bb:1");
+    // Only Docker Hub images are mirrored: another registry's image is not looked for there.
+    let err = stderr_of(&b.fails(&["pull", &format!("{dead_addr}/library/bb:1")]));
+    assert!(err.contains(&dead_addr.to_string()), "{err}");
+    // A malformed mirror is an error naming the file and the entry.
+    add_daemon_keys(
+        &b,
+        serde_json::json!({ "registry-mirrors": ["mirror.example"] }),
+    );
+    let err = stderr_of(&b.fails(&["pull", "bb:1"]));
+    assert!(
+        err.contains("daemon.json") && err.contains("registry-mirrors"),
+        "{err}"
+    );
+}
