@@ -1,7 +1,8 @@
-//! Issue 18, items 7–9: how berth reaches a registry, as Docker does. Loopback and insecure
+//! Issue 18, items 7–9: how berth reaches a registry and authenticates, as Docker does. Loopback and insecure
 //! registries over HTTPS first (unverified), then plain HTTP; secure ones over verified HTTPS
 //! only, trusting the CAs of `certs.d`; a plain-HTTP answer to HTTPS named as Go names it;
-//! `registry-mirrors` and `insecure-registries` from daemon.json.
+//! `registry-mirrors` and `insecure-registries` from daemon.json; credential helpers and
+//! `login` without a TTY.
 //!
 //! The "remote" registry is berth's own `registry serve`, on loopback or on an address of a
 //! bridge the test makes (a registry that is not loopback, so not insecure by default).
@@ -24,6 +25,10 @@ struct Registry {
 
 impl Registry {
     fn start(ip: &str, tls: Option<(&Path, &Path)>) -> Registry {
+        Self::start_with(ip, tls, &[])
+    }
+
+    fn start_with(ip: &str, tls: Option<(&Path, &Path)>, extra: &[&str]) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("berth"));
         cmd.arg("--root")
@@ -39,6 +44,7 @@ impl Registry {
         if let Some((cert, key)) = tls {
             cmd.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
         }
+        cmd.args(extra);
         let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -326,6 +332,130 @@ fn docker_hub_images_come_through_registry_mirrors_in_order() {
     let err = stderr_of(&b.fails(&["pull", "bb:1"]));
     assert!(
         err.contains("daemon.json") && err.contains("registry-mirrors"),
+        "{err}"
+    );
+}
+
+/// A `docker-credential-file` helper (Docker's protocol) keeping one record per server as
+/// `DIR/<server>.json`; returns the PATH to run berth with.
+fn credential_helper(dir: &Path) -> String {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let store = dir.join("creds");
+    std::fs::create_dir_all(&store).unwrap();
+    let script = format!(
+        r#"#!/bin/sh
+set -e
+read -r input || true
+case "$1" in
+  get) f="{s}/$(echo "$input" | tr '/:' '__').json"
+       [ -f "$f" ] || {{ echo "credentials not found in native keychain"; exit 1; }}
+       cat "$f" ;;
+  store) server=$(echo "$input" | sed 's/.*"ServerURL":"\([^"]*\)".*/\1/')
+         echo "$input" > "{s}/$(echo "$server" | tr '/:' '__').json" ;;
+  erase) rm -f "{s}/$(echo "$input" | tr '/:' '__').json" ;;
+esac
+"#,
+        s = store.display()
+    );
+    let helper = bin.join("docker-credential-file");
+    std::fs::write(&helper, script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+#[test]
+fn credential_helpers_store_and_answer_for_login_push_and_logout() {
+    let env = Env::new();
+    let dir = tempfile::tempdir().unwrap();
+    let htpasswd = dir.path().join("htpasswd");
+    let out = env
+        .berth()
+        .args(["registry", "htpasswd", "alice", "--file"])
+        .arg(&htpasswd)
+        .write_stdin("wonderland\n")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let reg = Registry::start_with(
+        "127.0.0.1",
+        None,
+        &["--htpasswd", htpasswd.to_str().unwrap()],
+    );
+    let path = credential_helper(dir.path());
+    let auth = dir.path().join("auth.json");
+    std::fs::write(&auth, r#"{"credsStore": "file"}"#).unwrap();
+    let berth = |args: &[&str], stdin: &str| {
+        env.berth()
+            .env("PATH", &path)
+            .env("BERTH_AUTH_FILE", &auth)
+            .args(args)
+            .write_stdin(stdin.to_string())
+            .output()
+            .unwrap()
+    };
+    // Without a TTY and without -u, docker login's refusal.
+    let out = berth(&["login", &reg.addr], "");
+    assert!(!out.status.success());
+    assert!(
+        stderr_of(&out).contains("Cannot perform an interactive login from a non TTY device"),
+        "{}",
+        stderr_of(&out)
+    );
+    // login stores through the helper; the file keeps an empty entry, as Docker's does.
+    let out = berth(
+        &["login", "-u", "alice", "--password-stdin", &reg.addr],
+        "wonderland\n",
+    );
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("docker-credential-file"),
+        "{}",
+        stderr_of(&out)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&auth).unwrap()).unwrap();
+    assert_eq!(v["auths"][&reg.addr], serde_json::json!({}));
+    let record = std::fs::read_to_string(
+        dir.path()
+            .join("creds")
+            .join(format!("{}.json", reg.addr.replace(':', "_"))),
+    )
+    .unwrap();
+    assert!(record.contains("\"Secret\":\"wonderland\""), "{record}");
+    // Push authenticates with what the helper answers.
+    let name = format!("{}/helped/bb:1", reg.addr);
+    env.import_busybox(&name);
+    let out = berth(&["push", "-q", &name], "");
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    // Login again with no flags: the stored credentials are tried first (Docker 28).
+    let out = berth(&["login", &reg.addr], "");
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("Authenticating with existing credentials... [Username: alice]"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // logout erases in the helper too; then push is refused with the way out.
+    let out = berth(&["logout", &reg.addr], "");
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let out = berth(&["push", &name], "");
+    assert!(!out.status.success());
+    let err = stderr_of(&out);
+    assert!(
+        err.contains("unauthorized") && err.contains("berth login"),
+        "{err}"
+    );
+    // A helper that is not installed is named, with the way out.
+    std::fs::write(&auth, r#"{"credsStore": "missing"}"#).unwrap();
+    let err = stderr_of(&berth(&["push", &name], ""));
+    assert!(
+        err.contains("docker-credential-missing") && err.contains("PATH"),
         "{err}"
     );
 }

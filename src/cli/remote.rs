@@ -179,10 +179,37 @@ pub fn pull(root: &Path, a: PullArgs) -> Result<ExitCode> {
 
 pub fn login(a: LoginArgs) -> Result<ExitCode> {
     let server = a.server.unwrap_or_else(|| "docker.io".to_string());
+    let shown = remote::endpoint::canonical_domain(&server);
+    let tty = io::stdin().is_terminal();
+    // Docker 28: with no credentials given, stored ones are tried first.
+    if a.username.is_none()
+        && a.password.is_none()
+        && !a.password_stdin
+        && let Some(stored) =
+            remote::auth::lookup(&shown).with_context(|| format!("login {server}"))?
+    {
+        println!(
+            "Authenticating with existing credentials... [Username: {}]",
+            stored.username
+        );
+        if remote::verify_login(&server, &stored, &a.insecure).is_ok() {
+            println!("Login Succeeded");
+            return Ok(ExitCode::SUCCESS);
+        }
+        if !tty {
+            bail!(
+                "login {server}: the stored credentials were refused; pass -u and --password-stdin"
+            );
+        }
+    }
     let username = match a.username {
         Some(u) => u,
-        None => bail!("login {server}: a username is required (-u USER)"),
+        None if tty => prompt_line("Username: ")?,
+        None => bail!("Cannot perform an interactive login from a non TTY device"),
     };
+    if username.is_empty() {
+        bail!("Username is required");
+    }
     let password = if a.password_stdin {
         let mut p = String::new();
         io::stdin()
@@ -192,19 +219,43 @@ pub fn login(a: LoginArgs) -> Result<ExitCode> {
     } else if let Some(p) = a.password {
         eprintln!("WARNING! Using --password via the CLI is insecure. Use --password-stdin.");
         p
+    } else if tty {
+        rpassword::prompt_password("Password: ").context("reading the password")?
     } else {
-        bail!("login {server}: a password is required (-p PASSWORD or --password-stdin)")
+        bail!("Cannot perform an interactive login from a non TTY device")
     };
     if password.is_empty() {
-        bail!("login {server}: the password is empty");
+        bail!("Password is required");
     }
     let creds = Credentials { username, password };
     remote::verify_login(&server, &creds, &a.insecure)
         .with_context(|| format!("login {server}"))?;
-    let file = remote::auth::store(&server, &creds).with_context(|| format!("login {server}"))?;
-    eprintln!("Credentials saved to {}", file.display());
+    match remote::auth::store(&server, &creds).with_context(|| format!("login {server}"))? {
+        remote::auth::Stored::File(file) => {
+            eprintln!(
+                "WARNING! Your credentials are stored unencrypted in '{}'.",
+                file.display()
+            );
+            eprintln!("Configure a credential helper to remove this warning. See");
+            eprintln!("https://docs.docker.com/go/credential-store/");
+        }
+        remote::auth::Stored::Helper(h) => eprintln!("Credentials stored with {h}"),
+    }
     println!("Login Succeeded");
     Ok(ExitCode::SUCCESS)
+}
+
+/// One line typed at the terminal after `prompt` (shown on stdout, as docker login does).
+fn prompt_line(prompt: &str) -> Result<String> {
+    use std::io::{BufRead, Write};
+    print!("{prompt}");
+    io::stdout().flush().ok();
+    let mut line = String::new();
+    io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("reading the username")?;
+    Ok(line.trim().to_string())
 }
 
 pub fn logout(a: LogoutArgs) -> Result<ExitCode> {

@@ -1,6 +1,12 @@
 //! Registry credentials: berth's own file (`$BERTH_AUTH_FILE`, else
 //! `~/.config/berth/auth.json`) in Docker's `config.json` shape (`{"auths": {"host": {"auth":
 //! base64("user:pass")}}}`), read first, then Docker's `~/.docker/config.json` (read only).
+//!
+//! Either file may name credential helpers as Docker's does: `credHelpers` (registry → helper)
+//! and `credsStore` (the helper for every other registry). A helper is the program
+//! `docker-credential-<name>` on the PATH, spoken to with Docker's protocol: `get` / `store` /
+//! `erase` with the server URL (or a JSON record) on stdin. In a file that names helpers, a
+//! helper's answer wins over an `auths` entry, as in Docker.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -92,16 +98,142 @@ fn read_json(p: &Path) -> Result<Option<Value>, RemoteError> {
     }
 }
 
-/// Credentials for `domain`: berth's file first, then Docker's.
+/// Credentials for `domain`: berth's file first, then Docker's; in each, its credential helper
+/// for the registry (if it names one) before its `auths` entry.
 pub fn lookup(domain: &str) -> Result<Option<Credentials>, RemoteError> {
     for p in std::iter::once(auth_file()).chain(docker_config_file()) {
-        if let Some(v) = read_json(&p)?
-            && let Some(c) = find_in(&v, domain)
-        {
+        let Some(v) = read_json(&p)? else { continue };
+        if let Some(helper) = helper_for(&v, domain) {
+            if let Some(c) = helper_get(&helper, domain)? {
+                return Ok(Some(c));
+            }
+        }
+        if let Some(c) = find_in(&v, domain) {
             return Ok(Some(c));
         }
     }
     Ok(None)
+}
+
+/// The credential helper a config names for `domain`: its `credHelpers` entry, else
+/// `credsStore`.
+pub fn helper_for(config: &Value, domain: &str) -> Option<String> {
+    let want = canonical_domain(domain);
+    config
+        .get("credHelpers")
+        .and_then(Value::as_object)
+        .and_then(|m| {
+            m.iter()
+                .find(|(k, _)| canonical_domain(k) == want)
+                .and_then(|(_, v)| v.as_str())
+        })
+        .or_else(|| config.get("credsStore").and_then(Value::as_str))
+        .filter(|h| !h.is_empty())
+        .map(str::to_string)
+}
+
+/// What a helper is given as the server: Docker's legacy URL for Hub, `host[:port]` else.
+fn helper_server(domain: &str) -> String {
+    auth_key(domain)
+}
+
+/// Run `docker-credential-<helper> <action>` with `input` on stdin; its stdout, or an error
+/// naming the helper and what it said.
+fn run_helper(helper: &str, action: &str, input: &[u8]) -> Result<(bool, String), RemoteError> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let program = format!("docker-credential-{helper}");
+    let fail = |e: String| RemoteError::Config(format!("credential helper {program}: {e}"));
+    let mut child = Command::new(&program)
+        .arg(action)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            fail(if e.kind() == std::io::ErrorKind::NotFound {
+                "not found on the PATH (install it, or remove credsStore/credHelpers from the \
+                 config file)"
+                    .to_string()
+            } else {
+                e.to_string()
+            })
+        })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(input).map_err(|e| fail(e.to_string()))?;
+    }
+    let out = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let said = if stdout.is_empty() {
+        String::from_utf8_lossy(&out.stderr).trim().to_string()
+    } else {
+        stdout.clone()
+    };
+    Ok((
+        out.status.success(),
+        if out.status.success() { stdout } else { said },
+    ))
+}
+
+/// `get` from a helper: None when it has nothing for the server (Docker's "credentials not
+/// found" answer).
+pub fn helper_get(helper: &str, domain: &str) -> Result<Option<Credentials>, RemoteError> {
+    let (ok, out) = run_helper(helper, "get", helper_server(domain).as_bytes())?;
+    if !ok {
+        if out.to_ascii_lowercase().contains("credentials not found") {
+            return Ok(None);
+        }
+        return Err(RemoteError::Config(format!(
+            "credential helper docker-credential-{helper} get: {out}"
+        )));
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Answer {
+        #[serde(default)]
+        username: String,
+        #[serde(default)]
+        secret: String,
+    }
+    let a: Answer = serde_json::from_str(&out).map_err(|e| {
+        RemoteError::Config(format!(
+            "credential helper docker-credential-{helper} get: not its JSON answer: {e}"
+        ))
+    })?;
+    if a.secret.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Credentials {
+        username: a.username,
+        password: a.secret,
+    }))
+}
+
+fn helper_store(helper: &str, server: &str, c: &Credentials) -> Result<(), RemoteError> {
+    let input = serde_json::json!({
+        "ServerURL": helper_server(server),
+        "Username": c.username,
+        "Secret": c.password,
+    });
+    let (ok, out) = run_helper(helper, "store", input.to_string().as_bytes())?;
+    if ok {
+        Ok(())
+    } else {
+        Err(RemoteError::Config(format!(
+            "credential helper docker-credential-{helper} store: {out}"
+        )))
+    }
+}
+
+fn helper_erase(helper: &str, server: &str) -> Result<(), RemoteError> {
+    let (ok, out) = run_helper(helper, "erase", helper_server(server).as_bytes())?;
+    if ok || out.to_ascii_lowercase().contains("credentials not found") {
+        Ok(())
+    } else {
+        Err(RemoteError::Config(format!(
+            "credential helper docker-credential-{helper} erase: {out}"
+        )))
+    }
 }
 
 /// Add or replace `server`'s entry in `config` (other keys and entries kept).
@@ -150,25 +282,49 @@ fn write_config(p: &Path, v: &Value) -> Result<(), RemoteError> {
         .map_err(err)?;
     let bytes = serde_json::to_vec_pretty(v).expect("JSON values serialize");
     std::io::Write::write_all(&mut tmp, &bytes).map_err(err)?;
+    tmp.as_file().sync_all().map_err(err)?;
     tmp.persist(p).map_err(|e| err(e.error))?;
     Ok(())
 }
 
-/// Store credentials for `server` in berth's auth file.
-pub fn store(server: &str, c: &Credentials) -> Result<PathBuf, RemoteError> {
-    let p = auth_file();
-    let mut v = read_json(&p)?.unwrap_or_else(|| Value::Object(Map::new()));
-    set_in(&mut v, server, c);
-    write_config(&p, &v)?;
-    Ok(p)
+/// Where `store` put credentials.
+pub enum Stored {
+    File(PathBuf),
+    Helper(String),
 }
 
-/// Forget `server` in berth's auth file; false when it was not there.
+/// Store credentials for `server`: with the credential helper berth's auth file names for it
+/// (the file then keeps an empty `auths` entry, as Docker's does), else in the file itself.
+pub fn store(server: &str, c: &Credentials) -> Result<Stored, RemoteError> {
+    let p = auth_file();
+    let mut v = read_json(&p)?.unwrap_or_else(|| Value::Object(Map::new()));
+    let helper = helper_for(&v, server);
+    if let Some(h) = &helper {
+        helper_store(h, server, c)?;
+    }
+    set_in(&mut v, server, c);
+    if helper.is_some()
+        && let Some(entry) = v.get_mut("auths").and_then(|a| a.get_mut(auth_key(server)))
+    {
+        *entry = Value::Object(Map::new());
+    }
+    write_config(&p, &v)?;
+    Ok(match helper {
+        Some(h) => Stored::Helper(format!("docker-credential-{h}")),
+        None => Stored::File(p),
+    })
+}
+
+/// Forget `server` in berth's auth file (and its credential helper); false when it was not
+/// there.
 pub fn erase(server: &str) -> Result<bool, RemoteError> {
     let p = auth_file();
     let Some(mut v) = read_json(&p)? else {
         return Ok(false);
     };
+    if let Some(h) = helper_for(&v, server) {
+        helper_erase(&h, server)?;
+    }
     let removed = remove_in(&mut v, server);
     if removed {
         write_config(&p, &v)?;
