@@ -103,10 +103,10 @@ fn read_json(p: &Path) -> Result<Option<Value>, RemoteError> {
 pub fn lookup(domain: &str) -> Result<Option<Credentials>, RemoteError> {
     for p in std::iter::once(auth_file()).chain(docker_config_file()) {
         let Some(v) = read_json(&p)? else { continue };
-        if let Some(helper) = helper_for(&v, domain) {
-            if let Some(c) = helper_get(&helper, domain)? {
-                return Ok(Some(c));
-            }
+        if let Some(helper) = helper_for(&v, domain)
+            && let Some(c) = helper_get(&helper, domain)?
+        {
+            return Ok(Some(c));
         }
         if let Some(c) = find_in(&v, domain) {
             return Ok(Some(c));
