@@ -2,6 +2,8 @@
 
 #[path = "registry_client.rs"]
 mod client;
+#[path = "common/mod.rs"]
+mod common;
 
 use client::*;
 use tempfile::TempDir;
@@ -52,17 +54,19 @@ fn base_health_version_header_and_access_log() {
     );
     let r = s.req("POST", "/v2/_catalog", &[], b"");
     assert_eq!(r.status, 405);
-    std::thread::sleep(std::time::Duration::from_millis(100));
-    let log = s.access_log();
-    assert!(
-        log.lines().any(|l| l.starts_with("GET /v2/ 200 2 ")),
-        "{log}"
-    );
-    assert!(
-        log.lines()
-            .any(|l| l.starts_with("GET /v2/a/nothing-here 404 ")),
-        "{log}"
-    );
+    // Each access log line is written once its response is sent.
+    let logged = |log: &str| {
+        [
+            "GET /v2/ 200 2 ",
+            "GET /v2/a/nothing-here 404 ",
+            "POST /v2/_catalog 405 ",
+        ]
+        .iter()
+        .all(|p| log.lines().any(|l| l.starts_with(p)))
+    };
+    common::wait_for("the access log", std::time::Duration::from_secs(10), || {
+        logged(&s.access_log())
+    });
 }
 
 #[test]
@@ -1174,9 +1178,12 @@ fn sigterm_lets_requests_in_flight_finish() {
     let mut conn = start_request(s.port, &head, b"01234");
     std::thread::sleep(std::time::Duration::from_millis(200));
     s.signal("TERM");
-    std::thread::sleep(std::time::Duration::from_millis(200));
     // New connections are refused once shutdown began.
-    assert!(std::net::TcpStream::connect(("127.0.0.1", s.port)).is_err());
+    common::wait_for(
+        "new connections to be refused",
+        std::time::Duration::from_secs(10),
+        || std::net::TcpStream::connect(("127.0.0.1", s.port)).is_err(),
+    );
     use std::io::Write;
     conn.write_all(b"56789").unwrap();
     let resp = read_response(conn, false);

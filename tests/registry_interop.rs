@@ -153,14 +153,17 @@ fn skopeo_push_and_pull_round_trip() {
     assert_eq!(out.stdout, r.body);
     // Layer and config are shared by both repositories; each manifest is stored once.
     assert_eq!(s.stored_blobs().len(), 4);
-    std::thread::sleep(std::time::Duration::from_millis(100));
-    let log = s.access_log();
-    assert!(
-        log.lines()
-            .any(|l| l.starts_with("POST /v2/other/z/blobs/uploads/?")
+    let mounted = |log: &str| {
+        log.lines().any(|l| {
+            l.starts_with("POST /v2/other/z/blobs/uploads/?")
                 && l.contains("mount=")
-                && l.contains(" 201 ")),
-        "skopeo mounted the layer from x/y: {log}"
+                && l.contains(" 201 ")
+        })
+    };
+    common::wait_for(
+        "skopeo's mount in the access log",
+        std::time::Duration::from_secs(10),
+        || mounted(&s.access_log()),
     );
 }
 

@@ -1,8 +1,9 @@
 //! berth-registry: an OCI distribution server. `endpoint` parses paths into typed endpoints,
 //! `routes` holds the thin handlers, `storage` the trait and its filesystem backend, `manifest`
 //! the push-time validation, `gc` the mark-and-sweep of unreferenced blobs, `error` the one table
-//! of error codes and statuses, `connections` the accept loop with its limits and timeouts. `auth` is htpasswd basic auth; `token`, `scope` and `issuer` are
-//! bearer-token auth and the built-in token server.
+//! of error codes and statuses, `connections` the accept loop with its limits and timeouts. `auth` is htpasswd basic auth; `token` (checking tokens), `keys`
+//! (their key material), `scope` and `issuer` are bearer-token auth and the built-in token
+//! server.
 
 #![forbid(unsafe_code)]
 
@@ -13,6 +14,7 @@ pub mod endpoint;
 pub mod error;
 pub mod gc;
 pub mod issuer;
+pub mod keys;
 pub mod manifest;
 pub mod range;
 pub mod routes;

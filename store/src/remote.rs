@@ -1,7 +1,7 @@
 //! Push and pull between this store and registries speaking the OCI distribution API, and the
 //! credentials `login` keeps for them.
 //!
-//! The library is async inside (`tokio`, `oci-client`, `reqwest`); the entry points here are
+//! The library is async inside (`tokio`, `reqwest`; every request is our own, with a size bound); the entry points here are
 //! synchronous and run a short-lived runtime, as the CLI and builder are synchronous.
 //!
 //! - `endpoint`: registry names, Docker Hub's API host, HTTP for loopback and insecure registries

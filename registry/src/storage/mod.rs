@@ -3,6 +3,7 @@
 //! The filesystem backend ([`fs::FsStorage`]) is the default; [`object::ObjectStorage`] keeps
 //! everything in a bucket, for replicas. [`Backend`] is whichever the configuration chose.
 
+mod bucket;
 pub mod chunks;
 pub mod cloud;
 pub mod fs;

@@ -5,12 +5,11 @@
 use std::io::Write;
 use std::path::Path;
 
-use oci_client::RegistryOperation;
 use sha2::{Digest as _, Sha256};
 
 use crate::reference::Reference;
 
-use super::client::Session;
+use super::client::{Operation, Session};
 use super::endpoint::Endpoint;
 use super::error::{RemoteError, Result};
 use super::upload::{self, Source};
@@ -34,9 +33,9 @@ impl Artifacts {
         let endpoint = Endpoint::new(reference.domain(), &opts.insecure);
         let creds = super::auth::lookup(&endpoint.domain)?;
         let op = if push {
-            RegistryOperation::Push
+            Operation::Push
         } else {
-            RegistryOperation::Pull
+            Operation::Pull
         };
         let s = rt.block_on(Session::connect(endpoint, reference.path(), creds, op))?;
         Ok(Artifacts { rt, s, reference })

@@ -2,7 +2,8 @@
 //! HEAD and GET, manifest GET and PUT, and (see `upload`) upload sessions with chunking, resume
 //! and cross-repo mount. Every answer is read with a bound (token and error bodies 1 MiB,
 //! manifests 4 MiB, blobs their descriptor's size): `oci-client`'s calls read whole bodies into
-//! memory, so a hostile registry or token server could fill it.
+//! memory, so a hostile registry or token server could fill it; the `oci-client` crate is no
+//! longer used.
 //!
 //! With a token registry the session's bearer token is renewed shortly before it expires
 //! ([`Session::fresh`], called before each upload request), and a 401 whose challenge asks for
@@ -12,12 +13,18 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use oci_client::RegistryOperation;
 use reqwest::header::{AUTHORIZATION, HeaderValue};
 
 use super::auth::Credentials;
 use super::endpoint::Endpoint;
 use super::error::{RemoteError, Result, error_detail, transport_reason};
+
+/// What a session's token must allow: `pull`, or `pull,push` on its repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Pull,
+    Push,
+}
 
 pub struct Session {
     pub endpoint: Endpoint,
@@ -26,7 +33,7 @@ pub struct Session {
     pub(super) http: reqwest::Client,
     authz: Mutex<Authz>,
     creds: Option<Credentials>,
-    op: RegistryOperation,
+    op: Operation,
 }
 
 /// The Authorization every reqwest call carries, and when a bearer token needs renewing.
@@ -72,7 +79,7 @@ impl Session {
         endpoint: Endpoint,
         repo: &str,
         creds: Option<Credentials>,
-        op: RegistryOperation,
+        op: Operation,
     ) -> Result<Session> {
         let (endpoint, http) = super::transport::connect(endpoint).await?;
         let s = Session {
@@ -153,8 +160,8 @@ impl Session {
     /// with the session's credentials (anonymous without).
     async fn fetch_token(&self, realm: &str, service: Option<&str>) -> Result<String> {
         let scope = match self.op {
-            RegistryOperation::Pull => format!("repository:{}:pull", self.repo),
-            RegistryOperation::Push => format!("repository:{}:pull,push", self.repo),
+            Operation::Pull => format!("repository:{}:pull", self.repo),
+            Operation::Push => format!("repository:{}:pull,push", self.repo),
         };
         let mut query = vec![("scope", scope.as_str())];
         if let Some(s) = service {

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use futures::StreamExt;
-use oci_client::RegistryOperation;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -13,7 +12,7 @@ use crate::images::NewImage;
 use crate::reference::Reference;
 use crate::root::Store;
 
-use super::client::Session;
+use super::client::{Operation, Session};
 use super::endpoint::Endpoint;
 use super::error::{RemoteError, Result};
 use super::state::State;
@@ -185,7 +184,7 @@ async fn top_manifest(
             }
             let attempt = async {
                 let creds = super::auth::lookup(&endpoint.domain)?;
-                let s = Session::connect(endpoint, target.path(), creds, RegistryOperation::Pull)
+                let s = Session::connect(endpoint, target.path(), creds, Operation::Pull)
                     .await?;
                 let (bytes, digest) = s.get_manifest(wanted, shown).await?;
                 Ok::<_, RemoteError>((s, bytes, digest))
@@ -198,7 +197,7 @@ async fn top_manifest(
     }
     let endpoint = Endpoint::new(target.domain(), &opts.insecure);
     let creds = super::auth::lookup(&endpoint.domain)?;
-    let s = Session::connect(endpoint, target.path(), creds, RegistryOperation::Pull).await?;
+    let s = Session::connect(endpoint, target.path(), creds, Operation::Pull).await?;
     let (bytes, digest) = s.get_manifest(wanted, shown).await?;
     Ok((s, bytes, digest))
 }

@@ -9,7 +9,6 @@
 use std::sync::Arc;
 
 use futures::StreamExt;
-use oci_client::RegistryOperation;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -18,7 +17,7 @@ use crate::images::Image;
 use crate::reference::Reference;
 use crate::root::Store;
 
-use super::client::Session;
+use super::client::{Operation, Session};
 use super::endpoint::Endpoint;
 use super::error::{RemoteError, Result};
 use super::gzip;
@@ -177,7 +176,7 @@ fn local_tag(store: &Store, target: &Reference) -> Result<Image> {
 async fn connect(target: &Reference, opts: &Options) -> Result<Session> {
     let endpoint = Endpoint::new(target.domain(), &opts.insecure);
     let creds = super::auth::lookup(&endpoint.domain)?;
-    Session::connect(endpoint, target.path(), creds, RegistryOperation::Push).await
+    Session::connect(endpoint, target.path(), creds, Operation::Push).await
 }
 
 /// `push NAME[:TAG]`: a name alone pushes `:latest`, as Docker's CLI does since `-a` exists.
