@@ -1,11 +1,13 @@
 //! Push and pull between this store and registries speaking the OCI distribution API, and the
 //! credentials `login` keeps for them.
 //!
-//! The library is async inside (`tokio`, `reqwest`; every request is our own, with a size bound); the entry points here are
-//! synchronous and run a short-lived runtime, as the CLI and builder are synchronous.
+//! The library is async inside (`tokio`, `reqwest`: every request is our own, each answer read
+//! with a size bound); the entry points here are synchronous and run a short-lived runtime, as
+//! the CLI and builder are synchronous.
 //!
-//! - `endpoint`: registry names, Docker Hub's API host, HTTP for loopback and insecure registries
-//! - `auth`: berth's and Docker's credential files
+//! - `endpoint`: registry names, Docker Hub's API host, insecure registries, mirrors
+//! - `transport`: the HTTP client per registry (certs.d, TLS), HTTPS-then-HTTP negotiation
+//! - `auth`: berth's and Docker's credential files, credential helpers
 //! - `client`: one authenticated session with a repository
 //! - `upload`: chunked uploads with resume, cross-repo mount
 //! - `gzip`: parallel gzip of plain layers on their way up

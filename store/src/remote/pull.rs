@@ -184,8 +184,7 @@ async fn top_manifest(
             }
             let attempt = async {
                 let creds = super::auth::lookup(&endpoint.domain)?;
-                let s = Session::connect(endpoint, target.path(), creds, Operation::Pull)
-                    .await?;
+                let s = Session::connect(endpoint, target.path(), creds, Operation::Pull).await?;
                 let (bytes, digest) = s.get_manifest(wanted, shown).await?;
                 Ok::<_, RemoteError>((s, bytes, digest))
             };
