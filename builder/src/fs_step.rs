@@ -25,24 +25,6 @@ use crate::exec::{ExecError, Executor, NetworkMode, RunSpec};
 use crate::ignore::Ignore;
 use crate::run_mounts::{MountPlan, MountSources, Prepared, StepDirs};
 
-/// Mount points the runtime creates when the image lacks them; the layer leaves them out
-/// (the runner's `changes` rule), so the upper directory drops them before it becomes the
-/// snapshot.
-const INIT_PATHS: [&str; 12] = [
-    "/dev/pts",
-    "/dev/shm",
-    "/dev/mqueue",
-    "/dev/console",
-    "/etc/hosts",
-    "/etc/hostname",
-    "/etc/resolv.conf",
-    "/etc/mtab",
-    "/proc",
-    "/sys",
-    "/dev",
-    "/etc",
-];
-
 /// What a filesystem step leaves: its layer tar (None when it changed nothing) and its upper
 /// directory, which is that layer in snapshot form, inside a scratch directory removed on drop.
 pub struct FsOutput {
@@ -170,28 +152,6 @@ fn warn_stale(dir: &Path, err: &std::io::Error) {
         "warning: cannot remove the stale build directory {}: {err}",
         dir.display()
     );
-}
-
-/// Removes what the runtime made in `upper` (empty, absent from every lower), deepest first.
-fn strip_runtime_made(upper: &Path, lowers: &[PathBuf]) {
-    for p in INIT_PATHS {
-        let rel = p.trim_start_matches('/');
-        let host = upper.join(rel);
-        let Ok(md) = std::fs::symlink_metadata(&host) else {
-            continue;
-        };
-        if lowers
-            .iter()
-            .any(|l| l.join(rel).symlink_metadata().is_ok())
-        {
-            continue;
-        }
-        if md.is_file() && md.len() == 0 {
-            let _ = std::fs::remove_file(&host);
-        } else if md.is_dir() && std::fs::read_dir(&host).is_ok_and(|mut d| d.next().is_none()) {
-            let _ = std::fs::remove_dir(&host);
-        }
-    }
 }
 
 /// How many output lines a failed RUN reports.
@@ -535,7 +495,7 @@ impl<'a> FsStep<'a> {
         file.seek(SeekFrom::Start(0))
             .map_err(|e| BuildError::io("reading back the layer in", &layer_tmp, e))?;
         if matches!(op, FsOp::Run { .. }) {
-            strip_runtime_made(&upper, &lowers);
+            berth_store::layers::strip_runtime_made(&upper, &lowers);
         }
         Ok(FsOutput {
             layer: (!empty).then_some(file),

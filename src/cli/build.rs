@@ -567,7 +567,7 @@ impl Executor for SandboxExecutor {
         lowers: &[PathBuf],
         out: &mut dyn std::io::Write,
     ) -> Result<(), ExecError> {
-        berth_runner::changes::write_layer(upper, lowers, out).map_err(xerr)
+        berth_store::layers::write_layer(upper, lowers, out).map_err(xerr)
     }
 
     fn interrupted(&self) -> bool {
