@@ -5,6 +5,11 @@
 //! An image's ID is its config digest, as Docker's. Index entries carry the ID, creation time and
 //! size as annotations so that listing a thousand images reads one file.
 
+mod write;
+
+pub use write::config_json;
+pub(crate) use write::created_of;
+
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fs;

@@ -8,14 +8,14 @@
 
 use std::io::{self, Read, Write};
 
-use oci_spec::image::{Descriptor, ImageManifestBuilder, MediaType};
+use oci_spec::image::{Descriptor, MediaType};
 use serde_json::{Map, Value, json};
 
 use crate::blobs::BlobWriter;
 use crate::change::apply_changes;
 use crate::compression::auto_decoder;
 use crate::error::{Result, StoreError};
-use crate::images::{Image, NewImage};
+use crate::images::{Image, config_json};
 use crate::reference::Reference;
 use crate::root::Store;
 
@@ -198,34 +198,9 @@ impl Store {
             "rootfs": {"type": "layers", "diff_ids": [layer.digest().to_string()]},
             "history": [{"created": created, "created_by": "berth import", "comment": comment}],
         });
-        let config_bytes = serde_json::to_vec(&config)
-            .map_err(|e| StoreError::invalid("image config", e.to_string()))?;
-        let (config_digest, config_size) = self.blobs().put_bytes(&config_bytes)?;
-        let size = layer.size();
-        let manifest = ImageManifestBuilder::default()
-            .schema_version(2u32)
-            .media_type(MediaType::ImageManifest)
-            .config(Descriptor::new(
-                MediaType::ImageConfig,
-                config_size,
-                config_digest.clone(),
-            ))
-            .layers(vec![layer])
-            .build()
-            .map_err(|e| StoreError::invalid("image manifest", e.to_string()))?;
-        let manifest_bytes = serde_json::to_vec(&manifest)
-            .map_err(|e| StoreError::invalid("image manifest", e.to_string()))?;
-        let (manifest_digest, manifest_size) = self.blobs().put_bytes(&manifest_bytes)?;
-        let new = NewImage {
-            manifest: manifest_digest,
-            manifest_size,
-            media_type: MediaType::ImageManifest,
-            config: config_digest.clone(),
-            created: Some(created),
-            size,
-        };
+        let new = self.write_image(&config_json(&config)?, vec![layer])?;
         let tags: Vec<Reference> = tag.into_iter().cloned().collect();
         self.add_image(&new, &tags)?;
-        self.resolve_image(config_digest.as_ref())
+        self.resolve_image(new.config.as_ref())
     }
 }
