@@ -22,6 +22,7 @@ mod fs_step;
 pub mod ignore;
 pub mod lint;
 pub mod progress;
+pub mod prune;
 pub mod run_mounts;
 
 pub use build::{BuildOptions, build};

@@ -16,6 +16,7 @@
 mod cache;
 mod stubs;
 
+pub(crate) use cache::dir_size;
 pub use cache::{CACHE_MOUNTS_DIR, prune_cache_mounts};
 use stubs::Stub;
 pub(crate) use stubs::drop_copied_up;
