@@ -11,6 +11,7 @@ mod base;
 pub mod build;
 pub mod cache;
 pub mod cache_io;
+pub mod change;
 pub mod config;
 pub mod context;
 pub mod copy;

@@ -343,7 +343,7 @@ mod tests {
                 &tar_of(&[("a", b"1")])[..],
                 Some(&Reference::parse("base").unwrap()),
                 &crate::import::ImportOptions {
-                    changes: vec!["ENV A=1".into()],
+                    config: [("Env".to_string(), json!(["A=1"]))].into_iter().collect(),
                     source: "-".into(),
                     ..Default::default()
                 },

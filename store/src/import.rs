@@ -12,7 +12,6 @@ use oci_spec::image::{Descriptor, MediaType};
 use serde_json::{Map, Value, json};
 
 use crate::blobs::BlobWriter;
-use crate::change::apply_changes;
 use crate::compression::auto_decoder;
 use crate::error::{Result, StoreError};
 use crate::images::{Image, config_json};
@@ -21,8 +20,9 @@ use crate::root::Store;
 
 #[derive(Debug, Clone, Default)]
 pub struct ImportOptions {
-    /// Dockerfile-style config edits (`CMD …`, `ENV …`).
-    pub changes: Vec<String>,
+    /// The image config's `config` object (Cmd, Env, …): `import --change`, applied by the
+    /// caller (`berth_builder::change`, which expands them as Docker does).
+    pub config: Map<String, Value>,
     /// History comment; Docker's default is "Imported from <source>".
     pub message: Option<String>,
     /// Where the tar came from (`-` for stdin), for the history comment.
@@ -175,9 +175,7 @@ impl Store {
         tag: Option<&Reference>,
         opts: &ImportOptions,
     ) -> Result<Image> {
-        // Fail on a bad --change before reading any input.
-        let mut cfg = Map::new();
-        apply_changes(&mut cfg, &opts.changes)?;
+        let cfg = opts.config.clone();
         let _writing = self.writer_lock()?;
         let what = if opts.source == "-" {
             "standard input"
