@@ -60,11 +60,9 @@ impl Backend {
     }
 
     fn blob_path(dir: &Path, digest: &str) -> Result<PathBuf, String> {
-        let hex = digest
-            .strip_prefix("sha256:")
-            .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
-            .ok_or_else(|| format!("{digest:?} is not a sha256 digest"))?;
-        Ok(dir.join("blobs").join("sha256").join(hex))
+        let d = berth_store::digest::parse_sha256(digest)
+            .map_err(|_| format!("{digest:?} is not a sha256 digest"))?;
+        Ok(dir.join("blobs").join("sha256").join(d.digest()))
     }
 
     /// The cache's manifest; `None` when there is none under the tag.

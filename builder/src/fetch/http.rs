@@ -79,7 +79,7 @@ pub fn mtime(last_modified: Option<&str>) -> SystemTime {
 
 /// Checks a `--checksum` value: `sha256:` and 64 hex digits.
 pub fn parse_checksum(s: &str) -> Result<String, String> {
-    let (alg, hex) = s
+    let (alg, _) = s
         .split_once(':')
         .ok_or_else(|| format!("invalid checksum digest format {s:?}: expected sha256:<hex>"))?;
     if alg != "sha256" {
@@ -87,15 +87,11 @@ pub fn parse_checksum(s: &str) -> Result<String, String> {
             "unsupported checksum algorithm {alg:?}: berth verifies sha256 digests"
         ));
     }
-    if hex.len() != 64
-        || !hex
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    {
-        return Err(format!(
+    berth_store::digest::parse_sha256(s).map_err(|_| {
+        format!(
             "invalid checksum digest {s:?}: expected sha256: followed by 64 lowercase hex digits"
-        ));
-    }
+        )
+    })?;
     Ok(s.to_string())
 }
 
