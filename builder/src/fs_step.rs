@@ -427,7 +427,7 @@ impl<'a> FsStep<'a> {
                 for (i, r) in remote.iter().enumerate() {
                     let fetched = r
                         .fetch(&scratch.path().join(format!("git-{i}")), scratch.path())
-                        .map_err(|m| self.step_err(m))?;
+                        .map_err(|e| self.step_err(e.to_string()))?;
                     match (fetched, r) {
                         (
                             crate::fetch::Fetched::File { path, mtime, .. },

@@ -160,7 +160,7 @@ impl Builder<'_> {
                         &self.store.root().join("builder").join("http"),
                         &dl,
                     )
-                    .map_err(err)?
+                    .map_err(|e| err(e.to_string()))?
                 }
                 Some(mut g) => {
                     if c.keep_git_dir && g.keep_git_dir == Some(false) {
@@ -177,7 +177,7 @@ impl Builder<'_> {
                             g.reference = Some(cs.clone());
                         }
                     }
-                    let res = crate::fetch::git::resolve(&g).map_err(err)?;
+                    let res = crate::fetch::git::resolve(&g).map_err(|e| err(e.to_string()))?;
                     crate::fetch::Remote::Git {
                         keep_git_dir: g.keep_git_dir.unwrap_or(c.keep_git_dir),
                         git: g,
