@@ -2,16 +2,26 @@
 //! path that makes an image from parts — `import`, `commit`, each build step, `load` of a
 //! docker-archive (which carries no manifest) — ends here, so they all write the same manifest.
 
-use oci_spec::image::{Descriptor, ImageManifestBuilder, MediaType};
+use oci_spec::image::{Descriptor, Digest, ImageManifestBuilder, MediaType};
 use serde_json::Value;
 
 use crate::error::{Result, StoreError};
-use crate::images::NewImage;
 use crate::root::Store;
 
 /// An image config as the bytes stored: the image ID is their digest.
 pub fn config_json(config: &impl serde::Serialize) -> Result<Vec<u8>> {
     serde_json::to_vec(config).map_err(|e| StoreError::invalid("image config", e.to_string()))
+}
+
+/// Facts about a newly stored image that go into its index entries.
+#[derive(Debug, Clone)]
+pub struct NewImage {
+    pub manifest: Digest,
+    pub manifest_size: u64,
+    pub media_type: MediaType,
+    pub config: Digest,
+    pub created: Option<String>,
+    pub size: u64,
 }
 
 impl Store {
