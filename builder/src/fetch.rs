@@ -109,6 +109,25 @@ pub enum Remote {
 }
 
 impl Remote {
+    /// An http source of ADD, resolved for the cache key ([`http::resolve`]).
+    pub fn http(
+        url: &str,
+        checksum: Option<&str>,
+        unpack: bool,
+        state: &Path,
+        tmp: &Path,
+    ) -> Result<Remote, http::HttpError> {
+        let r = http::resolve(url, checksum, state, tmp)?;
+        Ok(Remote::Http {
+            url: url.to_string(),
+            name: http::file_name(url),
+            digest: r.digest,
+            last_modified: r.last_modified,
+            file: r.file.map(Arc::new),
+            unpack,
+        })
+    }
+
     /// The cache key part: what the content is, never where it was fetched to.
     pub fn key(&self) -> String {
         match self {

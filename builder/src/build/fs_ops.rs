@@ -153,7 +153,7 @@ impl Builder<'_> {
                     // swept by `image prune` as abandoned.
                     let dl = self.store.root().join("builder").join("tmp");
                     std::fs::create_dir_all(&dl).map_err(|e| BuildError::io("creating", &dl, e))?;
-                    crate::fetch::http::resolve(
+                    crate::fetch::Remote::http(
                         src,
                         c.checksum.as_deref(),
                         c.unpack.unwrap_or(false),

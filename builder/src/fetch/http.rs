@@ -6,13 +6,10 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-
-use super::Remote;
 
 /// What stops an http source.
 #[derive(Debug, thiserror::Error)]
@@ -224,25 +221,28 @@ fn record_path(state: &Path, url: &str) -> std::path::PathBuf {
     ))
 }
 
+/// An http source resolved for the cache key: its content digest, and the download when one
+/// was needed for it.
+pub struct Resolved {
+    pub digest: String,
+    pub last_modified: Option<String>,
+    pub file: Option<tempfile::TempPath>,
+}
+
 /// Resolves an http source for the cache key, as BuildKit does: `--checksum` is the key;
 /// otherwise an ETag recorded for this URL is revalidated (304: its digest, no download),
 /// and anything else is downloaded and hashed (the file then goes to the step).
 pub fn resolve(
     url: &str,
     checksum: Option<&str>,
-    unpack: bool,
     state: &Path,
     tmp: &Path,
-) -> Result<Remote, HttpError> {
-    let name = file_name(url);
+) -> Result<Resolved, HttpError> {
     if let Some(c) = checksum {
-        return Ok(Remote::Http {
-            url: url.to_string(),
-            name,
+        return Ok(Resolved {
             digest: parse_checksum(c)?,
             last_modified: None,
             file: None,
-            unpack,
         });
     }
     let rec_path = record_path(state, url);
@@ -251,13 +251,10 @@ pub fn resolve(
         .and_then(|b| serde_json::from_slice(&b).ok());
     let Some(d) = download(url, tmp, record.as_ref().map(|r| r.etag.as_str()))? else {
         let r = record.ok_or(HttpError::NotModifiedWithoutRecord)?;
-        return Ok(Remote::Http {
-            url: url.to_string(),
-            name,
+        return Ok(Resolved {
             digest: r.digest,
             last_modified: r.last_modified,
             file: None,
-            unpack,
         });
     };
     if let Some(etag) = &d.etag {
@@ -275,13 +272,10 @@ pub fn resolve(
             let _ = t.persist(&rec_path);
         }
     }
-    Ok(Remote::Http {
-        url: url.to_string(),
-        name,
+    Ok(Resolved {
         digest: d.digest,
         last_modified: d.last_modified,
-        file: Some(Arc::new(d.file)),
-        unpack,
+        file: Some(d.file),
     })
 }
 
