@@ -165,14 +165,13 @@ fn build_once(
                         _ => false,
                     })
                     .map_or(stage.from.start_line, |s| s.instruction.start_line);
-                let img =
-                    crate::base::resolve(store, r, opts.pull, progress).map_err(|reason| {
-                        BuildError::MissingImage {
-                            reference: r.clone(),
-                            line,
-                            reason,
-                        }
-                    })?;
+                let img = crate::base::resolve(store, r, opts.pull, progress).map_err(|e| {
+                    BuildError::MissingImage {
+                        reference: r.clone(),
+                        line,
+                        reason: e.to_string(),
+                    }
+                })?;
                 let cfg = image_config(store, &img)?;
                 let onbuild: Vec<String> = cfg
                     .get("OnBuild")
@@ -592,12 +591,18 @@ impl Builder<'_> {
                 cur.config.author = Some(m.clone());
                 (format!("MAINTAINER {m}"), None)
             }
-            Command::Expose(ports) => (cur.config.expose(ports).map_err(err)?, None),
+            Command::Expose(ports) => (
+                cur.config.expose(ports).map_err(|e| err(e.to_string()))?,
+                None,
+            ),
             Command::User(u) => {
                 cur.config.set_str("User", u);
                 (format!("USER {u}"), None)
             }
-            Command::Volume(v) => (cur.config.add_volumes(v).map_err(err)?, None),
+            Command::Volume(v) => (
+                cur.config.add_volumes(v).map_err(|e| err(e.to_string()))?,
+                None,
+            ),
             Command::Stopsignal(s) => {
                 cur.config.set_str("StopSignal", s);
                 (format!("STOPSIGNAL {s}"), None)

@@ -47,8 +47,8 @@ pub enum ChangeProblem {
     #[error("{0}")]
     Expand(String),
     /// The instruction's value is wrong (a port, an empty volume).
-    #[error("{0}")]
-    Value(String),
+    #[error(transparent)]
+    Value(#[from] crate::config::ConfigError),
 }
 
 /// The store reports a bad change as it reports any bad input (`commit` checks changes

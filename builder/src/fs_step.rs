@@ -369,7 +369,9 @@ impl<'a> FsStep<'a> {
                 remote,
             } => {
                 let owner = match chown {
-                    Some(c) => resolve_chown(&rootfs, c).map_err(|m| self.step_err(m))?,
+                    Some(c) => {
+                        resolve_chown(&rootfs, c).map_err(|e| self.step_err(e.to_string()))?
+                    }
                     None => (0, 0),
                 };
                 let mode = CopyMode {

@@ -207,7 +207,7 @@ impl Builder<'_> {
             .as_deref()
             .map(crate::copy::parse_chmod)
             .transpose()
-            .map_err(err)?;
+            .map_err(|e| err(e.to_string()))?;
         let dest = if c.dest.starts_with('/') {
             c.dest.clone()
         } else {
