@@ -697,7 +697,7 @@ impl Builder<'_> {
                     text: ins.original.trim().to_string(),
                 };
                 let progress = &mut *self.progress;
-                let out = fs.run(cur, &op, &mut |b| progress.output(n, b))?;
+                let out = fs.run(cur.image.as_ref(), &op, &mut |b| progress.output(n, b))?;
                 match out.layer {
                     Some(mut file) => {
                         let img = self.commit(cur, Some(&mut file), created_by)?;

@@ -15,7 +15,6 @@ use rustix::fs::FlockOperation;
 
 use berth_store::{Image, Store};
 
-use crate::build::StageResult;
 use crate::context::SourceTree;
 use berth_store::inroot;
 
@@ -23,6 +22,7 @@ use crate::copy::{CopyMode, copy_into, mkdir_all, resolve_chown};
 use crate::error::BuildError;
 use crate::exec::{ExecError, Executor, NetworkMode, RunSpec};
 use crate::ignore::Ignore;
+use crate::lock::flock_file;
 use crate::run_mounts::{MountPlan, MountSources, Prepared, StepDirs};
 
 /// What a filesystem step leaves: its layer tar (None when it changed nothing) and its upper
@@ -90,17 +90,6 @@ fn lock_scratch(dir: &Path, blocking: bool) -> std::io::Result<File> {
         FlockOperation::NonBlockingLockExclusive
     };
     flock_file(&dir.join("lock"), op)
-}
-
-/// Opens (creating) the lock file `path` and takes `op` on it; held until the file is dropped.
-pub(crate) fn flock_file(path: &Path, op: FlockOperation) -> std::io::Result<File> {
-    let f = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)?;
-    rustix::fs::flock(&f, op)?;
-    Ok(f)
 }
 
 /// Unmounts and removes scratch directories no running build holds: what a build killed
@@ -249,15 +238,15 @@ impl<'a> FsStep<'a> {
         }
     }
 
-    /// Carries out `op` on `cur`; returns the layer tar (positioned at its start; `None` when
-    /// the step changed nothing) and the upper directory.
+    /// Carries out `op` on the image `parent` (`None`: an empty root); returns the layer tar
+    /// (positioned at its start; `None` when the step changed nothing) and the upper directory.
     pub fn run(
         &self,
-        cur: &StageResult,
+        parent: Option<&Image>,
         op: &FsOp,
         output: &mut dyn FnMut(&[u8]),
     ) -> Result<FsOutput, BuildError> {
-        let lowers = match &cur.image {
+        let lowers = match parent {
             Some(img) => self.store.ensure_snapshots(img)?,
             None => Vec::new(),
         };

@@ -22,6 +22,7 @@ pub mod frontend;
 mod fs_step;
 pub mod ignore;
 pub mod lint;
+mod lock;
 pub mod progress;
 pub mod prune;
 pub mod run_mounts;

@@ -10,7 +10,7 @@ use berth_store::remote::Options;
 use berth_store::remote::artifact::Artifacts;
 use rustix::fs::FlockOperation;
 
-use crate::fs_step::flock_file;
+use crate::lock::flock_file;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::FlockOperation;
 
-use crate::fs_step::flock_file;
+use crate::lock::flock_file;
 
 use super::{Origin, Prepared, StepDirs, copy_tree, set_owner_mode};
 use crate::context::SourceTree;
