@@ -375,7 +375,7 @@ fn bad_input_is_refused_and_store_is_unchanged() {
                 env.path("busybox.tar").display().to_string(),
                 "bad".into(),
             ],
-            "cannot be used with --change",
+            "run is not a valid change command",
         ),
         (
             vec!["tag".into(), "keep".into(), "UPPER:x".into()],
@@ -666,5 +666,40 @@ fn a_large_failed_import_leaves_no_temp_file_and_bad_ids_are_refused() {
     ]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("digest"));
     assert_eq!(env.ok(&["images", "-q"]).lines().count(), 1);
+    env.check_store();
+}
+
+#[test]
+fn import_change_expands_variables_as_docker_does() {
+    let env = Env::new();
+    let tar = env.path("rootfs.tar");
+    busybox_rootfs_tar(&tar);
+    let tar = tar.to_str().unwrap();
+    env.ok(&[
+        "import",
+        "-c",
+        "ENV A=1",
+        "-c",
+        "ENV B=$A/x C=${A:-unset} PATH=/x:$PATH",
+        "-c",
+        "WORKDIR /srv/$A",
+        "-c",
+        "LABEL v=${B}",
+        tar,
+        "expanded",
+    ]);
+    let doc = inspect(&env, "expanded");
+    // An imported image starts with an empty config, so $PATH is empty (as with Docker).
+    assert_eq!(
+        doc["Config"]["Env"],
+        serde_json::json!(["A=1", "B=1/x", "C=1", "PATH=/x:"])
+    );
+    assert_eq!(doc["Config"]["WorkingDir"], "/srv/1");
+    assert_eq!(doc["Config"]["Labels"]["v"], "1/x");
+    // An instruction that is no change is refused in Docker's words, before anything is stored.
+    let out = env.fails(&["import", "-c", "COPY a b", tar, "refused"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("copy is not a valid change command"), "{err}");
+    env.fails(&["inspect", "refused"]);
     env.check_store();
 }

@@ -5,10 +5,25 @@
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
+use berth_store::remote::error::RemoteError;
 use berth_store::remote::{self, Options};
 use berth_store::{Image, Reference, Store, StoreError};
 
 use crate::progress::Progress;
+
+/// Why a base image could be neither found locally nor pulled.
+#[derive(Debug, thiserror::Error)]
+pub enum BaseError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("no such image in the local store, and {0:?} is not a reference that can be pulled")]
+    NotPullable(String),
+    #[error(transparent)]
+    Pull(#[from] RemoteError),
+    /// The pull's thread ended without an outcome (it panicked).
+    #[error("the pull stopped unexpectedly")]
+    PullStopped,
+}
 
 /// Resolves `r` locally (unless `always_pull`), else pulls it; `Err` says why neither worked.
 pub fn resolve(
@@ -16,22 +31,20 @@ pub fn resolve(
     r: &str,
     always_pull: bool,
     progress: &mut dyn Progress,
-) -> Result<Image, String> {
+) -> Result<Image, BaseError> {
     if !always_pull {
         match store.resolve_image(r) {
             Ok(img) => return Ok(img),
             Err(StoreError::ImageNotFound(_)) => {}
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e.into()),
         }
     }
     // An image ID names nothing a registry could serve.
     if r.starts_with("sha256:") || Reference::parse(r).is_err() {
-        return Err(format!(
-            "no such image in the local store, and {r:?} is not a reference that can be pulled"
-        ));
+        return Err(BaseError::NotPullable(r.to_string()));
     }
     pull(store, r, progress)?;
-    store.resolve_image(r).map_err(|e| e.to_string())
+    Ok(store.resolve_image(r)?)
 }
 
 /// Pull progress, sent line by line to the thread that owns the build's progress.
@@ -45,8 +58,8 @@ impl remote::Progress for Notes {
     }
 }
 
-fn pull(store: &Store, r: &str, progress: &mut dyn Progress) -> Result<(), String> {
-    let opts = Options::for_root(store, &[]).map_err(|e| e.to_string())?;
+fn pull(store: &Store, r: &str, progress: &mut dyn Progress) -> Result<(), BaseError> {
+    let opts = Options::for_root(store, &[])?;
     progress.note(&format!("pulling {r}"));
     let (tx, rx) = mpsc::channel::<String>();
     // The pull runs beside this thread so its progress streams; the build itself stays on
@@ -72,7 +85,7 @@ fn pull(store: &Store, r: &str, progress: &mut dyn Progress) -> Result<(), Strin
             progress.note(&format!("Status: {status} {}", out.reference));
             Ok(())
         }
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("the pull stopped unexpectedly".into()),
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => Err(BaseError::PullStopped),
     }
 }

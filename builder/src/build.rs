@@ -4,10 +4,13 @@
 //! and committed as an (unnamed) image on top of the previous step. Only the final image is
 //! named in the store.
 
+mod fs_ops;
+mod stages;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 
 use berth_store::commit::StepCommit;
 use berth_store::{Image, Reference, Store};
@@ -18,13 +21,13 @@ use crate::config::{StageConfig, run_created_by};
 use crate::context::{HashMemo, SourceTree};
 use crate::error::BuildError;
 use crate::exec::{Executor, NetworkMode};
-use crate::frontend::mount::Mount;
 use crate::frontend::plan::{Base, PROXY_ARGS, PlanOptions, Stage, Step, plan};
-use crate::frontend::{Command, Copy, Instruction, Network, Source, parse};
+use crate::frontend::{Command, Copy, Network, Source, parse};
 use crate::fs_step::{FsOp, FsStep};
 use crate::ignore::Ignore;
 use crate::progress::Progress;
 use crate::run_mounts::{MountPlan, MountSources, Origin, SecretSource};
+use stages::{BasePins, ProgressHandle, SharedProgress, build_stages};
 
 /// BuildKit's history comment.
 const COMMENT: &str = "buildkit.dockerfile.v0";
@@ -162,14 +165,13 @@ fn build_once(
                         _ => false,
                     })
                     .map_or(stage.from.start_line, |s| s.instruction.start_line);
-                let img =
-                    crate::base::resolve(store, r, opts.pull, progress).map_err(|reason| {
-                        BuildError::MissingImage {
-                            reference: r.clone(),
-                            line,
-                            reason,
-                        }
-                    })?;
+                let img = crate::base::resolve(store, r, opts.pull, progress).map_err(|e| {
+                    BuildError::MissingImage {
+                        reference: r.clone(),
+                        line,
+                        reason: e.to_string(),
+                    }
+                })?;
                 let cfg = image_config(store, &img)?;
                 let onbuild: Vec<String> = cfg
                     .get("OnBuild")
@@ -329,193 +331,6 @@ fn build_once(
         return Err(BuildError::Interrupted);
     }
     Ok(store.name_image(&img, &opts.tags)?)
-}
-
-/// Pins of this build's base images (holder `build-<pid>`), dropped when the build ends.
-struct BasePins<'a> {
-    store: &'a Store,
-    holder: String,
-}
-
-impl<'a> BasePins<'a> {
-    fn new(store: &'a Store, bases: &BTreeMap<String, Image>) -> Result<Self, BuildError> {
-        for h in store.pin_holders() {
-            let dead = h
-                .strip_prefix("build-")
-                .and_then(|p| p.parse::<u32>().ok())
-                .is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists());
-            if dead {
-                let _ = store.unpin_all(&h);
-            }
-        }
-        let holder = format!("build-{}", std::process::id());
-        for img in bases.values() {
-            store.pin(&holder, &img.manifest)?;
-        }
-        Ok(BasePins { store, holder })
-    }
-}
-
-impl Drop for BasePins<'_> {
-    fn drop(&mut self) {
-        let _ = self.store.unpin_all(&self.holder);
-    }
-}
-
-/// The build's progress, shared by the stages building at once.
-type SharedProgress<'p> = Mutex<&'p mut (dyn Progress + Send)>;
-
-/// One stage's view of the shared progress.
-struct ProgressHandle<'s, 'p>(&'s SharedProgress<'p>);
-
-impl ProgressHandle<'_, '_> {
-    fn with(&self, f: impl FnOnce(&mut dyn Progress)) {
-        let mut p = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        f(&mut **p);
-    }
-}
-
-impl Progress for ProgressHandle<'_, '_> {
-    fn start(&mut self, n: usize, title: &str) {
-        self.with(|p| p.start(n, title));
-    }
-    fn cached(&mut self, n: usize) {
-        self.with(|p| p.cached(n));
-    }
-    fn miss(&mut self, n: usize, reason: Option<&str>) {
-        self.with(|p| p.miss(n, reason));
-    }
-    fn output(&mut self, n: usize, bytes: &[u8]) {
-        self.with(|p| p.output(n, bytes));
-    }
-    fn done(&mut self, n: usize) {
-        self.with(|p| p.done(n));
-    }
-    fn error(&mut self, n: usize, message: &str) {
-        self.with(|p| p.error(n, message));
-    }
-    fn note(&mut self, text: &str) {
-        self.with(|p| p.note(text));
-    }
-    fn finish(&mut self) {
-        self.with(|p| p.finish());
-    }
-    fn tick(&mut self) {
-        self.with(|p| p.tick());
-    }
-}
-
-/// Stages building at once, at most (more only wait on each other for the machine's cores).
-fn stage_parallelism() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get().max(2))
-}
-
-/// Builds the used stages, each on its own thread as soon as the stages it depends on are
-/// built (so independent stages build in parallel, as BuildKit's solver runs independent
-/// vertices), at most [`stage_parallelism`] at a time. `run(stage, results, first_step_no)`
-/// builds one stage; step numbers follow the Dockerfile's order whatever the schedule. The
-/// first failure stops the others (`abort` at their next step, `cancel` for the processes
-/// they run now) and is the one returned.
-fn build_stages<F>(
-    stages: &[Stage],
-    run: F,
-    abort: &AtomicBool,
-    cancel: &(dyn Fn() + Sync),
-) -> Result<Vec<Option<StageResult>>, BuildError>
-where
-    F: Fn(&Stage, &[Option<StageResult>], usize) -> Result<StageResult, BuildError> + Sync,
-{
-    struct State {
-        results: Vec<Option<StageResult>>,
-        error: Option<BuildError>,
-        running: usize,
-    }
-    let used: Vec<&Stage> = stages.iter().filter(|s| s.used).collect();
-    let mut first_no = vec![0; stages.len()];
-    let mut n = 0;
-    for s in &used {
-        first_no[s.index] = n;
-        n += s.steps.len() + 1;
-    }
-    let state = Mutex::new(State {
-        results: vec![None; stages.len()],
-        error: None,
-        running: 0,
-    });
-    let changed = Condvar::new();
-    let limit = stage_parallelism();
-    let lock = || state.lock().unwrap_or_else(|e| e.into_inner());
-    std::thread::scope(|scope| {
-        for stage in &used {
-            let (run, lock, changed, first) = (&run, &lock, &changed, first_no[stage.index]);
-            let cancel = &cancel;
-            scope.spawn(move || {
-                // Wait for the stages this one reads from, and for a free slot.
-                let results = {
-                    let mut st = lock();
-                    loop {
-                        if st.error.is_some() {
-                            return;
-                        }
-                        let missing = stage.depends_on.iter().find(|d| {
-                            !stages.get(**d).is_some_and(|s| s.used)
-                                && st.results.get(**d).is_none_or(Option::is_none)
-                        });
-                        if let Some(d) = missing {
-                            st.error = Some(BuildError::Step {
-                                line: stage.from.start_line,
-                                instruction: stage.from.original.trim().to_string(),
-                                message: format!("stage {d} is needed but not built"),
-                            });
-                            changed.notify_all();
-                            return;
-                        }
-                        let ready = stage.depends_on.iter().all(|d| st.results[*d].is_some());
-                        if ready && st.running < limit {
-                            st.running += 1;
-                            break st.results.clone();
-                        }
-                        st = changed.wait(st).unwrap_or_else(|e| e.into_inner());
-                    }
-                };
-                // A panic must still free the slot and wake the others (or they wait forever).
-                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    run(stage, &results, first)
-                }))
-                .unwrap_or_else(|_| {
-                    Err(BuildError::Step {
-                        line: stage.from.start_line,
-                        instruction: stage.from.original.trim().to_string(),
-                        message: "internal error: building this stage panicked".into(),
-                    })
-                });
-                let mut st = lock();
-                st.running -= 1;
-                match r {
-                    Ok(r) => st.results[stage.index] = Some(r),
-                    Err(e) => {
-                        abort.store(true, Ordering::SeqCst);
-                        // An incomplete imported cache means building again: the other
-                        // stages stop at their next step, their running processes are left
-                        // to finish (a cancel would stop the second attempt too).
-                        if !matches!(e, BuildError::CacheIncomplete { .. }) {
-                            cancel();
-                        }
-                        // The first failure is the build's; later ones are its consequences.
-                        if st.error.is_none() {
-                            st.error = Some(e);
-                        }
-                    }
-                }
-                changed.notify_all();
-            });
-        }
-    });
-    let st = state.into_inner().unwrap_or_else(|e| e.into_inner());
-    match st.error {
-        Some(e) => Err(e),
-        None => Ok(st.results),
-    }
 }
 
 pub(crate) fn image_config(store: &Store, img: &Image) -> Result<Map<String, Value>, BuildError> {
@@ -776,12 +591,18 @@ impl Builder<'_> {
                 cur.config.author = Some(m.clone());
                 (format!("MAINTAINER {m}"), None)
             }
-            Command::Expose(ports) => (cur.config.expose(ports).map_err(err)?, None),
+            Command::Expose(ports) => (
+                cur.config.expose(ports).map_err(|e| err(e.to_string()))?,
+                None,
+            ),
             Command::User(u) => {
                 cur.config.set_str("User", u);
                 (format!("USER {u}"), None)
             }
-            Command::Volume(v) => (cur.config.add_volumes(v).map_err(err)?, None),
+            Command::Volume(v) => (
+                cur.config.add_volumes(v).map_err(|e| err(e.to_string()))?,
+                None,
+            ),
             Command::Stopsignal(s) => {
                 cur.config.set_str("StopSignal", s);
                 (format!("STOPSIGNAL {s}"), None)
@@ -876,7 +697,7 @@ impl Builder<'_> {
                     text: ins.original.trim().to_string(),
                 };
                 let progress = &mut *self.progress;
-                let out = fs.run(cur, &op, &mut |b| progress.output(n, b))?;
+                let out = fs.run(cur.image.as_ref(), &op, &mut |b| progress.output(n, b))?;
                 match out.layer {
                     Some(mut file) => {
                         let img = self.commit(cur, Some(&mut file), created_by)?;
@@ -902,274 +723,6 @@ impl Builder<'_> {
         cur.image = Some(img);
         cur.key = inputs.key();
         Ok(true)
-    }
-
-    /// `RUN --mount`s planned (see [`crate::run_mounts`]); binds from the context and
-    /// `from=` roots add to the step's key.
-    fn plan_mounts(
-        &mut self,
-        mounts: &[Mount],
-        cwd: &str,
-        results: &[Option<StageResult>],
-        bases: &BTreeMap<String, Image>,
-        ins: &Instruction,
-        inputs: &mut KeyInputs,
-    ) -> Result<(Vec<MountPlan>, Vec<String>), BuildError> {
-        if mounts.is_empty() {
-            return Ok((Vec::new(), Vec::new()));
-        }
-        let err = |message: String| BuildError::Step {
-            line: ins.start_line,
-            instruction: ins.original.trim().to_string(),
-            message,
-        };
-        let store = self.store;
-        let stage_names = &self.stage_names;
-        let mut from = |f: &str| -> Result<(Origin, String), BuildError> {
-            let lower = f.to_ascii_lowercase();
-            let index = stage_names
-                .iter()
-                .position(|n| n.as_deref() == Some(lower.as_str()))
-                .or_else(|| f.parse::<usize>().ok());
-            if let Some(r) = index.and_then(|i| results.get(i).cloned().flatten()) {
-                let name = format!("stage {f}");
-                return Ok((
-                    Origin::Root {
-                        image: Box::new(r.image),
-                        name,
-                    },
-                    r.key,
-                ));
-            }
-            let img = match bases.get(f) {
-                Some(i) => i.clone(),
-                None => store
-                    .resolve_image(f)
-                    .map_err(|e| BuildError::MissingImage {
-                        reference: f.to_string(),
-                        line: ins.start_line,
-                        reason: e.to_string(),
-                    })?,
-            };
-            let key = img.id.to_string();
-            let name = format!("image {f}");
-            Ok((
-                Origin::Root {
-                    image: Box::new(Some(img)),
-                    name,
-                },
-                key,
-            ))
-        };
-        crate::run_mounts::plan(
-            mounts,
-            cwd,
-            &mut from,
-            &self.context,
-            &mut self.memo.lock().unwrap_or_else(|e| e.into_inner()),
-            &mut inputs.files,
-            &err,
-        )
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn copy_op(
-        &mut self,
-        cur: &StageResult,
-        c: &Copy,
-        is_add: bool,
-        ins: &Instruction,
-        results: &[Option<StageResult>],
-        bases: &BTreeMap<String, Image>,
-        inputs: &mut KeyInputs,
-    ) -> Result<FsOp, BuildError> {
-        let err = |message: String| BuildError::Step {
-            line: ins.start_line,
-            instruction: ins.original.trim().to_string(),
-            message,
-        };
-        // Sources by kind: context (or --from) paths, URLs and git repositories (ADD only),
-        // and heredoc bodies.
-        let mut paths: Vec<&str> = Vec::new();
-        let mut remote_srcs: Vec<(&str, Option<crate::fetch::GitRef>)> = Vec::new();
-        for s in &c.sources {
-            let Source::Path(p) = s else { continue };
-            use crate::fetch::SourceKind;
-            match crate::fetch::classify(p).map_err(|m| err(format!("{p}: {m}")))? {
-                SourceKind::Local => paths.push(p),
-                SourceKind::Http if !is_add => {
-                    return Err(err(format!(
-                        "source can't be a URL for COPY ({p}): use ADD to download it"
-                    )));
-                }
-                SourceKind::Git(_) if !is_add => {
-                    return Err(err(format!(
-                        "source can't be a git ref for COPY ({p}): use ADD to fetch it"
-                    )));
-                }
-                SourceKind::Http => remote_srcs.push((p, None)),
-                SourceKind::Git(g) => remote_srcs.push((p, Some(g))),
-                // COPY reads any other string as a path, as BuildKit does.
-                SourceKind::BadScheme(_) if !is_add => paths.push(p),
-                SourceKind::BadScheme(scheme) => {
-                    return Err(err(format!(
-                        "unsupported URL scheme {scheme:?} in source {p:?}: ADD fetches http:// and https:// files and git repositories (git://, ssh://, git@host:path, https://host/repo.git)"
-                    )));
-                }
-            }
-        }
-        if c.checksum.is_some() {
-            let n = c
-                .sources
-                .iter()
-                .filter(|s| matches!(s, Source::Path(_)))
-                .count();
-            if n != 1 {
-                return Err(err(
-                    "checksum can't be specified for multiple sources".into()
-                ));
-            }
-            if remote_srcs.is_empty() {
-                return Err(err(
-                    "checksum requires HTTP(S) or Git sources: --checksum verifies a download, not a context file".into(),
-                ));
-            }
-        }
-        let mut remote = Vec::with_capacity(remote_srcs.len());
-        for (src, git) in remote_srcs {
-            let r = match git {
-                None => {
-                    // Downloads wait in the builder's own temp directory: the store's is
-                    // swept by `image prune` as abandoned.
-                    let dl = self.store.root().join("builder").join("tmp");
-                    std::fs::create_dir_all(&dl).map_err(|e| BuildError::io("creating", &dl, e))?;
-                    crate::fetch::http::resolve(
-                        src,
-                        c.checksum.as_deref(),
-                        c.unpack.unwrap_or(false),
-                        &self.store.root().join("builder").join("http"),
-                        &dl,
-                    )
-                    .map_err(err)?
-                }
-                Some(mut g) => {
-                    if c.keep_git_dir && g.keep_git_dir == Some(false) {
-                        return Err(err("inconsistent keep-git-dir configuration".into()));
-                    }
-                    if let (Some(a), Some(b)) = (&c.checksum, &g.checksum)
-                        && a != b
-                    {
-                        return Err(err(format!("checksum mismatch {a:?} != {b:?}")));
-                    }
-                    if let Some(cs) = &c.checksum {
-                        g.checksum = Some(cs.clone());
-                        if g.reference.is_none() {
-                            g.reference = Some(cs.clone());
-                        }
-                    }
-                    let res = crate::fetch::git::resolve(&g).map_err(err)?;
-                    crate::fetch::Remote::Git {
-                        keep_git_dir: g.keep_git_dir.unwrap_or(c.keep_git_dir),
-                        git: g,
-                        commit: res.commit,
-                        refname: res.refname,
-                    }
-                }
-            };
-            inputs.files.insert(src.to_string(), r.key());
-            remote.push(r);
-        }
-        let inline: Vec<(String, String)> = c
-            .sources
-            .iter()
-            .filter_map(|s| match s {
-                Source::Heredoc(h) => Some((h.name.clone(), h.data())),
-                Source::Path(_) => None,
-            })
-            .collect();
-        if c.sources.len() > 1 && !c.dest.ends_with('/') {
-            return Err(err(
-                "When using COPY with more than one source file, the destination must be a directory and end with a /".into(),
-            ));
-        }
-        let chmod = c
-            .chmod
-            .as_deref()
-            .map(crate::copy::parse_chmod)
-            .transpose()
-            .map_err(err)?;
-        let dest = if c.dest.starts_with('/') {
-            c.dest.clone()
-        } else {
-            let wd = cur.config.workdir();
-            let mut d = format!("{}/{}", wd.trim_end_matches('/'), c.dest);
-            if c.dest == "." || c.dest.ends_with('/') {
-                d.push('/');
-            }
-            d
-        };
-        // Where the sources come from: the context, or another stage's or image's root.
-        let from = match &c.from {
-            None => None,
-            Some(f) => {
-                let lower = f.to_ascii_lowercase();
-                let index = self
-                    .stage_names
-                    .iter()
-                    .position(|n| n.as_deref() == Some(lower.as_str()))
-                    .or_else(|| f.parse::<usize>().ok());
-                let found = index.and_then(|i| results.get(i).cloned().flatten());
-                match found {
-                    Some(r) => {
-                        inputs.files.insert("--from".into(), r.key.clone());
-                        Some(r.image)
-                    }
-                    None => {
-                        let img = match bases.get(f) {
-                            Some(i) => i.clone(),
-                            None => self.store.resolve_image(f).map_err(|e| {
-                                BuildError::MissingImage {
-                                    reference: f.clone(),
-                                    line: ins.start_line,
-                                    reason: e.to_string(),
-                                }
-                            })?,
-                        };
-                        inputs.files.insert("--from".into(), img.id.to_string());
-                        Some(Some(img))
-                    }
-                }
-            }
-        };
-        if from.is_none() {
-            for p in &paths {
-                let selected = self.context.select(p)?;
-                for sel in &selected {
-                    let hashes = self
-                        .context
-                        .hash_selection(
-                            sel,
-                            &mut self.memo.lock().unwrap_or_else(|e| e.into_inner()),
-                        )
-                        .map_err(|e| {
-                            BuildError::io("reading", self.context.root.join(&sel.rel), e)
-                        })?;
-                    inputs.files.extend(hashes);
-                }
-            }
-        }
-        Ok(FsOp::Copy {
-            sources: paths.iter().map(|s| s.to_string()).collect(),
-            from,
-            dest,
-            chown: c.chown.clone(),
-            chmod,
-            unpack: is_add && c.unpack.unwrap_or(true),
-            context_root: self.context.root.clone(),
-            ignore: self.context.ignore.clone(),
-            inline,
-            remote,
-        })
     }
 }
 

@@ -9,6 +9,15 @@ use crate::frontend::{CommandLine, Healthcheck, KeyValue};
 /// BuildKit's PATH for images that define none (`FROM scratch`).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+/// An EXPOSE or VOLUME value an image config cannot take (BuildKit's words).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid containerPort: {0}")]
+    InvalidPort(String),
+    #[error("VOLUME specified can not be an empty string")]
+    EmptyVolume,
+}
+
 /// The config of the stage being built.
 #[derive(Debug, Clone, Default)]
 pub struct StageConfig {
@@ -200,7 +209,7 @@ impl StageConfig {
     }
 
     /// EXPOSE: ports as `port/proto`; the history text as BuildKit's `%v` of its port map.
-    pub fn expose(&mut self, ports: &[String]) -> Result<String, String> {
+    pub fn expose(&mut self, ports: &[String]) -> Result<String, ConfigError> {
         let mut all = Vec::new();
         for p in ports {
             // [ip:][host:]container[/proto]; only the container part matters here.
@@ -214,10 +223,10 @@ impl StageConfig {
                 None => (container, container),
             };
             let (Ok(a), Ok(b)) = (start.parse::<u16>(), end.parse::<u16>()) else {
-                return Err(format!("invalid containerPort: {container}"));
+                return Err(ConfigError::InvalidPort(container.to_string()));
             };
             if b < a {
-                return Err(format!("invalid containerPort: {container}"));
+                return Err(ConfigError::InvalidPort(container.to_string()));
             }
             for port in a..=b {
                 all.push(format!("{port}/{proto}"));
@@ -232,10 +241,10 @@ impl StageConfig {
         Ok(format!("EXPOSE map[{}]", inner.join(" ")))
     }
 
-    pub fn add_volumes(&mut self, vols: &[String]) -> Result<String, String> {
+    pub fn add_volumes(&mut self, vols: &[String]) -> Result<String, ConfigError> {
         for v in vols {
             if v.is_empty() {
-                return Err("VOLUME specified can not be an empty string".into());
+                return Err(ConfigError::EmptyVolume);
             }
             self.set_map_entry("Volumes", v, json!({}));
         }

@@ -15,8 +15,19 @@ use berth_store::inroot;
 
 use crate::context::{Selected, SourceTree};
 
+/// A `--chown` name the root does not know, or a `--chmod` that is no mode (BuildKit's words).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OwnerModeError {
+    #[error("unable to find user {0}: no matching entries in passwd file")]
+    NoSuchUser(String),
+    #[error("unable to find group {0}: no matching entries in group file")]
+    NoSuchGroup(String),
+    #[error("invalid chmod parameter: '{0}'. it should be octal string and between 0 and 07777")]
+    BadChmod(String),
+}
+
 /// Owner for copied files: `--chown` resolved against the root's /etc/passwd and /etc/group.
-pub fn resolve_chown(root: &Path, spec: &str) -> Result<(u32, u32), String> {
+pub fn resolve_chown(root: &Path, spec: &str) -> Result<(u32, u32), OwnerModeError> {
     let (user, group) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
@@ -34,9 +45,8 @@ pub fn resolve_chown(root: &Path, spec: &str) -> Result<(u32, u32), String> {
     };
     let (uid, primary) = match user.parse::<u32>() {
         Ok(u) => (u, lookup("/etc/passwd", user).map(|p| p.1).unwrap_or(u)),
-        Err(_) => lookup("/etc/passwd", user).ok_or_else(|| {
-            format!("unable to find user {user}: no matching entries in passwd file")
-        })?,
+        Err(_) => lookup("/etc/passwd", user)
+            .ok_or_else(|| OwnerModeError::NoSuchUser(user.to_string()))?,
     };
     let gid = match group {
         None => {
@@ -48,24 +58,20 @@ pub fn resolve_chown(root: &Path, spec: &str) -> Result<(u32, u32), String> {
         }
         Some(g) => match g.parse::<u32>() {
             Ok(g) => g,
-            Err(_) => lookup("/etc/group", g).map(|p| p.0).ok_or_else(|| {
-                format!("unable to find group {g}: no matching entries in group file")
-            })?,
+            Err(_) => lookup("/etc/group", g)
+                .map(|p| p.0)
+                .ok_or_else(|| OwnerModeError::NoSuchGroup(g.to_string()))?,
         },
     };
     Ok((uid, gid))
 }
 
 /// Parses `--chmod` (octal, up to 07777).
-pub fn parse_chmod(s: &str) -> Result<u32, String> {
+pub fn parse_chmod(s: &str) -> Result<u32, OwnerModeError> {
     u32::from_str_radix(s, 8)
         .ok()
         .filter(|m| *m <= 0o7777)
-        .ok_or_else(|| {
-            format!(
-                "invalid chmod parameter: '{s}'. it should be octal string and between 0 and 07777"
-            )
-        })
+        .ok_or_else(|| OwnerModeError::BadChmod(s.to_string()))
 }
 
 /// How copied entries are owned and moded.
@@ -381,7 +387,10 @@ mod tests {
         assert_eq!(resolve_chown(dir.path(), "app").unwrap(), (1000, 1001));
         assert_eq!(resolve_chown(dir.path(), "app:staff").unwrap(), (1000, 50));
         assert_eq!(resolve_chown(dir.path(), "7:8").unwrap(), (7, 8));
-        assert!(resolve_chown(dir.path(), "nobody").is_err());
+        assert_eq!(
+            resolve_chown(dir.path(), "nobody"),
+            Err(OwnerModeError::NoSuchUser("nobody".into()))
+        );
         assert_eq!(parse_chmod("755").unwrap(), 0o755);
         assert!(parse_chmod("9").is_err());
     }

@@ -9,7 +9,36 @@ pub mod http;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use git::GitRef;
+pub use git::{GitError, GitRef};
+
+/// What stops a remote source from being fetched.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error(transparent)]
+    Git(#[from] GitError),
+    #[error(transparent)]
+    Http(#[from] http::HttpError),
+    #[error("{url}: the server answered 304 Not Modified to a plain GET")]
+    NotModified { url: String },
+    #[error("digest mismatch for {url}: {actual} (expected: {expected})")]
+    DigestMismatch {
+        url: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("git subdirectory {subdir:?}: {source}")]
+    Subdir {
+        subdir: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("subdirectory {subdir:?} not found in {remote} at {commit}")]
+    SubdirNotFound {
+        subdir: String,
+        remote: String,
+        commit: String,
+    },
+}
 
 /// What a COPY/ADD source string names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,7 +61,7 @@ fn scheme_of(src: &str) -> Option<String> {
 }
 
 /// Classifies a source string. Fails only on a git address whose options cannot be read.
-pub fn classify(src: &str) -> Result<SourceKind, String> {
+pub fn classify(src: &str) -> Result<SourceKind, GitError> {
     if src.starts_with("./") || src.starts_with("../") || src.starts_with("github.com/") {
         // `github.com/x/y` is indistinguishable from a local path: BuildKit reads it as one
         // (it accepts that form only for build contexts).
@@ -80,6 +109,25 @@ pub enum Remote {
 }
 
 impl Remote {
+    /// An http source of ADD, resolved for the cache key ([`http::resolve`]).
+    pub fn http(
+        url: &str,
+        checksum: Option<&str>,
+        unpack: bool,
+        state: &Path,
+        tmp: &Path,
+    ) -> Result<Remote, http::HttpError> {
+        let r = http::resolve(url, checksum, state, tmp)?;
+        Ok(Remote::Http {
+            url: url.to_string(),
+            name: http::file_name(url),
+            digest: r.digest,
+            last_modified: r.last_modified,
+            file: r.file.map(Arc::new),
+            unpack,
+        })
+    }
+
     /// The cache key part: what the content is, never where it was fetched to.
     pub fn key(&self) -> String {
         match self {
@@ -107,7 +155,7 @@ impl Remote {
     /// Makes the content available on the host: an http file (downloaded into `tmp` now when
     /// the key did not need it, and checked against the digest) or a tree checked out in
     /// `dir` (which must not exist).
-    pub fn fetch(&self, dir: &Path, tmp: &Path) -> Result<Fetched, String> {
+    pub fn fetch(&self, dir: &Path, tmp: &Path) -> Result<Fetched, FetchError> {
         match self {
             Remote::Http {
                 url,
@@ -123,14 +171,14 @@ impl Remote {
                         mtime: http::mtime(last_modified.as_deref()),
                     });
                 }
-                let d = http::download(url, tmp, None)?.ok_or_else(|| {
-                    format!("{url}: the server answered 304 Not Modified to a plain GET")
-                })?;
+                let d = http::download(url, tmp, None)?
+                    .ok_or_else(|| FetchError::NotModified { url: url.clone() })?;
                 if &d.digest != digest {
-                    return Err(format!(
-                        "digest mismatch for {url}: {} (expected: {digest})",
-                        d.digest
-                    ));
+                    return Err(FetchError::DigestMismatch {
+                        url: url.clone(),
+                        expected: digest.clone(),
+                        actual: d.digest.clone(),
+                    });
                 }
                 Ok(Fetched::File {
                     path: d.file.to_path_buf(),
@@ -151,17 +199,23 @@ impl Remote {
                         let sub = crate::context::clean_rel(s);
                         // Symlinks in the subdirectory's path are followed inside the
                         // checkout only, never onto the host.
-                        let p = berth_store::inroot::resolve(&dir, &sub, true)
-                            .map_err(|e| format!("git subdirectory {s:?}: {e}"))?;
+                        let p =
+                            berth_store::inroot::resolve(&dir, &sub, true).map_err(|source| {
+                                FetchError::Subdir {
+                                    subdir: s.clone(),
+                                    source,
+                                }
+                            })?;
                         if sub.is_empty() {
                             dir.clone()
                         } else if std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) {
                             p
                         } else {
-                            return Err(format!(
-                                "subdirectory {s:?} not found in {} at {commit}",
-                                git.remote
-                            ));
+                            return Err(FetchError::SubdirNotFound {
+                                subdir: s.clone(),
+                                remote: git.remote.clone(),
+                                commit: commit.clone(),
+                            });
                         }
                     }
                     None => dir.clone(),

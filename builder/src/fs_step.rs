@@ -15,7 +15,6 @@ use rustix::fs::FlockOperation;
 
 use berth_store::{Image, Store};
 
-use crate::build::StageResult;
 use crate::context::SourceTree;
 use berth_store::inroot;
 
@@ -23,25 +22,8 @@ use crate::copy::{CopyMode, copy_into, mkdir_all, resolve_chown};
 use crate::error::BuildError;
 use crate::exec::{ExecError, Executor, NetworkMode, RunSpec};
 use crate::ignore::Ignore;
+use crate::lock::flock_file;
 use crate::run_mounts::{MountPlan, MountSources, Prepared, StepDirs};
-
-/// Mount points the runtime creates when the image lacks them; the layer leaves them out
-/// (the runner's `changes` rule), so the upper directory drops them before it becomes the
-/// snapshot.
-const INIT_PATHS: [&str; 12] = [
-    "/dev/pts",
-    "/dev/shm",
-    "/dev/mqueue",
-    "/dev/console",
-    "/etc/hosts",
-    "/etc/hostname",
-    "/etc/resolv.conf",
-    "/etc/mtab",
-    "/proc",
-    "/sys",
-    "/dev",
-    "/etc",
-];
 
 /// What a filesystem step leaves: its layer tar (None when it changed nothing) and its upper
 /// directory, which is that layer in snapshot form, inside a scratch directory removed on drop.
@@ -110,17 +92,6 @@ fn lock_scratch(dir: &Path, blocking: bool) -> std::io::Result<File> {
     flock_file(&dir.join("lock"), op)
 }
 
-/// Opens (creating) the lock file `path` and takes `op` on it; held until the file is dropped.
-pub(crate) fn flock_file(path: &Path, op: FlockOperation) -> std::io::Result<File> {
-    let f = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)?;
-    rustix::fs::flock(&f, op)?;
-    Ok(f)
-}
-
 /// Unmounts and removes scratch directories no running build holds: what a build killed
 /// mid-step (Ctrl-C, SIGKILL) left behind.
 pub fn clean_stale(store: &Store, exec: &dyn Executor) {
@@ -170,28 +141,6 @@ fn warn_stale(dir: &Path, err: &std::io::Error) {
         "warning: cannot remove the stale build directory {}: {err}",
         dir.display()
     );
-}
-
-/// Removes what the runtime made in `upper` (empty, absent from every lower), deepest first.
-fn strip_runtime_made(upper: &Path, lowers: &[PathBuf]) {
-    for p in INIT_PATHS {
-        let rel = p.trim_start_matches('/');
-        let host = upper.join(rel);
-        let Ok(md) = std::fs::symlink_metadata(&host) else {
-            continue;
-        };
-        if lowers
-            .iter()
-            .any(|l| l.join(rel).symlink_metadata().is_ok())
-        {
-            continue;
-        }
-        if md.is_file() && md.len() == 0 {
-            let _ = std::fs::remove_file(&host);
-        } else if md.is_dir() && std::fs::read_dir(&host).is_ok_and(|mut d| d.next().is_none()) {
-            let _ = std::fs::remove_dir(&host);
-        }
-    }
 }
 
 /// How many output lines a failed RUN reports.
@@ -289,15 +238,15 @@ impl<'a> FsStep<'a> {
         }
     }
 
-    /// Carries out `op` on `cur`; returns the layer tar (positioned at its start; `None` when
-    /// the step changed nothing) and the upper directory.
+    /// Carries out `op` on the image `parent` (`None`: an empty root); returns the layer tar
+    /// (positioned at its start; `None` when the step changed nothing) and the upper directory.
     pub fn run(
         &self,
-        cur: &StageResult,
+        parent: Option<&Image>,
         op: &FsOp,
         output: &mut dyn FnMut(&[u8]),
     ) -> Result<FsOutput, BuildError> {
-        let lowers = match &cur.image {
+        let lowers = match parent {
             Some(img) => self.store.ensure_snapshots(img)?,
             None => Vec::new(),
         };
@@ -409,7 +358,9 @@ impl<'a> FsStep<'a> {
                 remote,
             } => {
                 let owner = match chown {
-                    Some(c) => resolve_chown(&rootfs, c).map_err(|m| self.step_err(m))?,
+                    Some(c) => {
+                        resolve_chown(&rootfs, c).map_err(|e| self.step_err(e.to_string()))?
+                    }
                     None => (0, 0),
                 };
                 let mode = CopyMode {
@@ -467,7 +418,7 @@ impl<'a> FsStep<'a> {
                 for (i, r) in remote.iter().enumerate() {
                     let fetched = r
                         .fetch(&scratch.path().join(format!("git-{i}")), scratch.path())
-                        .map_err(|m| self.step_err(m))?;
+                        .map_err(|e| self.step_err(e.to_string()))?;
                     match (fetched, r) {
                         (
                             crate::fetch::Fetched::File { path, mtime, .. },
@@ -535,7 +486,7 @@ impl<'a> FsStep<'a> {
         file.seek(SeekFrom::Start(0))
             .map_err(|e| BuildError::io("reading back the layer in", &layer_tmp, e))?;
         if matches!(op, FsOp::Run { .. }) {
-            strip_runtime_made(&upper, &lowers);
+            berth_store::layers::strip_runtime_made(&upper, &lowers);
         }
         Ok(FsOutput {
             layer: (!empty).then_some(file),

@@ -13,6 +13,7 @@ mod base;
 pub mod build;
 pub mod cache;
 pub mod cache_io;
+pub mod change;
 pub mod config;
 pub mod context;
 pub mod copy;
@@ -23,7 +24,9 @@ pub mod frontend;
 mod fs_step;
 pub mod ignore;
 pub mod lint;
+mod lock;
 pub mod progress;
+pub mod prune;
 pub mod run_mounts;
 
 pub use build::{BuildOptions, build};

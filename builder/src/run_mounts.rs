@@ -16,6 +16,7 @@
 mod cache;
 mod stubs;
 
+pub(crate) use cache::dir_size;
 pub use cache::{CACHE_MOUNTS_DIR, prune_cache_mounts};
 use stubs::Stub;
 pub(crate) use stubs::drop_copied_up;
@@ -44,13 +45,43 @@ pub enum SecretSource {
     Env(String),
 }
 
+/// A `RUN --mount` that cannot be set up as written.
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    #[error("reading the secret file {}: {source}", path.display())]
+    SecretFile {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("mount target is required (add target=PATH)")]
+    NoTarget,
+    #[error("invalid mount target {0:?}: cannot mount over /")]
+    OverRoot(String),
+    #[error("bind source {0:?} is outside the build context")]
+    OutsideContext(String),
+    #[error("bind source {bind:?}: {source}")]
+    BindSource {
+        bind: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("bind source {0:?} not found in the build context (or excluded by .dockerignore)")]
+    NotInContext(String),
+}
+
 impl SecretSource {
     /// The value; `None` when the variable is unset.
-    fn read(&self) -> Result<Option<Vec<u8>>, String> {
+    fn read(&self) -> Result<Option<Vec<u8>>, MountError> {
         match self {
-            SecretSource::File(p) => fs::read(p)
-                .map(Some)
-                .map_err(|e| format!("reading the secret file {}: {e}", p.display())),
+            SecretSource::File(p) => {
+                fs::read(p)
+                    .map(Some)
+                    .map_err(|source| MountError::SecretFile {
+                        path: p.clone(),
+                        source,
+                    })
+            }
             SecretSource::Env(v) => Ok(std::env::var_os(v).map(|v| v.into_encoded_bytes())),
         }
     }
@@ -118,9 +149,9 @@ pub enum MountPlan {
 }
 
 /// `target` made absolute against the working directory and cleaned, as BuildKit does.
-fn abs_target(workdir: &str, target: &str) -> Result<String, String> {
+fn abs_target(workdir: &str, target: &str) -> Result<String, MountError> {
     if target.is_empty() {
-        return Err("mount target is required (add target=PATH)".into());
+        return Err(MountError::NoTarget);
     }
     let joined = if target.starts_with('/') {
         target.to_string()
@@ -138,23 +169,19 @@ fn abs_target(workdir: &str, target: &str) -> Result<String, String> {
         }
     }
     if parts.is_empty() {
-        return Err(format!(
-            "invalid mount target {target:?}: cannot mount over /"
-        ));
+        return Err(MountError::OverRoot(target.to_string()));
     }
     Ok(format!("/{}", parts.join("/")))
 }
 
 /// A context path as written, relative to the context root; an error when `..` leaves it.
-fn context_rel(source: &str) -> Result<String, String> {
+fn context_rel(source: &str) -> Result<String, MountError> {
     let mut parts: Vec<&str> = Vec::new();
     for c in source.split('/') {
         match c {
             "" | "." => {}
             ".." if parts.pop().is_none() => {
-                return Err(format!(
-                    "bind source {source:?} is outside the build context"
-                ));
+                return Err(MountError::OutsideContext(source.to_string()));
             }
             ".." => {}
             c => parts.push(c),
@@ -165,10 +192,12 @@ fn context_rel(source: &str) -> Result<String, String> {
 
 /// The selected context entry `source` names (symlinks followed inside the context), or an
 /// error when it is missing or excluded by the ignore file.
-fn context_entry(tree: &SourceTree, source: &str) -> Result<Selected, String> {
+fn context_entry(tree: &SourceTree, source: &str) -> Result<Selected, MountError> {
     let rel = context_rel(source)?;
-    let host = inroot::resolve(&tree.root, &rel, true)
-        .map_err(|e| format!("bind source {source:?}: {e}"))?;
+    let host = inroot::resolve(&tree.root, &rel, true).map_err(|e| MountError::BindSource {
+        bind: source.to_string(),
+        source: e,
+    })?;
     let rel = host
         .strip_prefix(&tree.root)
         .map(|p| p.to_string_lossy().into_owned())
@@ -178,9 +207,7 @@ fn context_entry(tree: &SourceTree, source: &str) -> Result<Selected, String> {
             rel,
             is_dir: md.is_dir(),
         }),
-        _ => Err(format!(
-            "bind source {source:?} not found in the build context (or excluded by .dockerignore)"
-        )),
+        _ => Err(MountError::NotInContext(source.to_string())),
     }
 }
 
@@ -205,11 +232,12 @@ pub(crate) fn plan(
     for m in mounts {
         let plan = match m.kind {
             MountType::Bind => {
-                let target = abs_target(workdir, &m.target).map_err(err)?;
+                let target = abs_target(workdir, &m.target).map_err(|e| err(e.to_string()))?;
                 let source = m.source.clone().unwrap_or_default();
                 let origin = match &m.from {
                     None => {
-                        let sel = context_entry(context, &source).map_err(err)?;
+                        let sel =
+                            context_entry(context, &source).map_err(|e| err(e.to_string()))?;
                         let hashes = context.hash_selection(&sel, memo).map_err(|e| {
                             BuildError::io("reading", context.root.join(&sel.rel), e)
                         })?;
@@ -230,7 +258,7 @@ pub(crate) fn plan(
                 }
             }
             MountType::Cache => {
-                let target = abs_target(workdir, &m.target).map_err(err)?;
+                let target = abs_target(workdir, &m.target).map_err(|e| err(e.to_string()))?;
                 let id = m.id.clone().unwrap_or_else(|| target.clone());
                 let mode = m.mode.unwrap_or(0o755);
                 let owner = (m.uid.unwrap_or(0), m.gid.unwrap_or(0));
@@ -258,7 +286,7 @@ pub(crate) fn plan(
                 }
             }
             MountType::Tmpfs => MountPlan::Tmpfs {
-                target: abs_target(workdir, &m.target).map_err(err)?,
+                target: abs_target(workdir, &m.target).map_err(|e| err(e.to_string()))?,
                 size: m.size,
             },
             MountType::Secret => MountPlan::Secret {
@@ -266,7 +294,7 @@ pub(crate) fn plan(
                 target: (!m.target.is_empty())
                     .then(|| abs_target(workdir, &m.target))
                     .transpose()
-                    .map_err(err)?,
+                    .map_err(|e| err(e.to_string()))?,
                 env: m.env.clone(),
                 required: m.required,
                 mode: m.mode.unwrap_or(0o400),
@@ -276,7 +304,7 @@ pub(crate) fn plan(
                 let target = if m.target.is_empty() {
                     format!("/run/buildkit/ssh_agent.{ssh_count}")
                 } else {
-                    abs_target(workdir, &m.target).map_err(err)?
+                    abs_target(workdir, &m.target).map_err(|e| err(e.to_string()))?
                 };
                 if ssh_count == 0 {
                     env.push(format!("SSH_AUTH_SOCK={target}"));
@@ -507,7 +535,7 @@ impl<'a> Prepared<'a> {
                     owner,
                 } => {
                     let value = match sources.secrets.get(id) {
-                        Some(s) => s.read().map_err(err)?,
+                        Some(s) => s.read().map_err(|e| err(e.to_string()))?,
                         None => None,
                     };
                     let Some(value) = value else {
@@ -629,7 +657,7 @@ impl<'a> Prepared<'a> {
             ignore: sources.ignore.clone(),
             what: "build context".into(),
         };
-        let sel = context_entry(&tree, source).map_err(err)?;
+        let sel = context_entry(&tree, source).map_err(|e| err(e.to_string()))?;
         let host = tree.root.join(&sel.rel);
         let copy = dirs.scratch.join(format!("ctx-{i}"));
         let io = |e| BuildError::io("copying the bind source to", &copy, e);

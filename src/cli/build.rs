@@ -567,7 +567,7 @@ impl Executor for SandboxExecutor {
         lowers: &[PathBuf],
         out: &mut dyn std::io::Write,
     ) -> Result<(), ExecError> {
-        berth_runner::changes::write_layer(upper, lowers, out).map_err(xerr)
+        berth_store::layers::write_layer(upper, lowers, out).map_err(xerr)
     }
 
     fn interrupted(&self) -> bool {
@@ -681,34 +681,11 @@ impl Executor for SandboxExecutor {
 /// `ROOT/builder/build.lock`: shared by each build, exclusive for `builder prune` (which says
 /// so when it has to wait).
 fn build_lock(root: &Path, exclusive: bool) -> Result<std::fs::File> {
-    use rustix::fs::{FlockOperation, flock};
-    let dir = root.join("builder");
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let p = dir.join("build.lock");
-    let f = std::fs::File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&p)
-        .with_context(|| format!("opening {}", p.display()))?;
-    let (try_op, op) = if exclusive {
-        (
-            FlockOperation::NonBlockingLockExclusive,
-            FlockOperation::LockExclusive,
-        )
-    } else {
-        (
-            FlockOperation::NonBlockingLockShared,
-            FlockOperation::LockShared,
-        )
-    };
-    if flock(&f, try_op).is_err() {
+    Ok(berth_builder::prune::build_lock(root, exclusive, || {
         if exclusive {
             eprintln!("waiting for the builds running on this root to finish…");
         }
-        flock(&f, op).with_context(|| format!("locking {}", p.display()))?;
-    }
-    Ok(f)
+    })?)
 }
 
 /// `berth builder …`.
@@ -729,48 +706,14 @@ pub struct PruneArgs {
     force: bool,
 }
 
-fn dir_size(p: &Path) -> u64 {
-    let Ok(rd) = std::fs::read_dir(p) else {
-        return 0;
-    };
-    rd.flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => dir_size(&e.path()),
-            Ok(m) => m.len(),
-            Err(_) => 0,
-        })
-        .sum()
-}
-
-/// Forget every cached step (and the context hash memo), remove the `RUN --mount=type=cache`
-/// directories no build is using, unpin the step images and sweep what nothing else holds
-/// (their blobs and snapshots, unless a named image shares them).
+/// `builder prune`: [`berth_builder::prune::prune`] once no build runs on this root.
 pub fn builder(root: &Path, c: BuilderCommand) -> Result<ExitCode> {
     let BuilderCommand::Prune(a) = c;
     let _ = (a.all, a.force);
     let _no_builds = build_lock(root, true)?;
     super::build_sandbox::sweep_stale_steps(root);
-    let dir = root.join("builder");
-    // Cache mounts go too, as Docker's prune removes them (those in use by a build stay).
-    let mut total = berth_builder::run_mounts::prune_cache_mounts(root)
-        .with_context(|| format!("removing the cache mounts in {}", dir.display()))?;
-    for p in [
-        dir.join("cache"),
-        dir.join("context-hashes.json"),
-        dir.join("context-hashes"),
-        dir.join("http"),
-    ] {
-        if p.is_dir() {
-            total += dir_size(&p);
-            std::fs::remove_dir_all(&p).with_context(|| format!("removing {}", p.display()))?;
-        } else if let Ok(m) = std::fs::metadata(&p) {
-            total += m.len();
-            std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
-        }
-    }
     let store = open_store(root)?;
-    store.unpin_all(berth_store::commit::BUILDER_PINS)?;
-    total += store.sweep()?.bytes;
+    let total = berth_builder::prune::prune(&store)?;
     println!("Total:\t{}", super::format::human_size(total));
     Ok(ExitCode::SUCCESS)
 }

@@ -335,7 +335,7 @@ fn image_row(img: &Image, tag: Option<&Reference>, no_trunc: bool) -> ImageRow {
 
 #[derive(Args, Debug)]
 pub struct ImportArgs {
-    /// Apply Dockerfile instruction to the created image (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, ONBUILD, STOPSIGNAL, USER, VOLUME, WORKDIR)
+    /// Apply Dockerfile instruction to the created image (CMD, ENTRYPOINT, ENV, EXPOSE, HEALTHCHECK, LABEL, ONBUILD, STOPSIGNAL, USER, VOLUME, WORKDIR)
     #[arg(short, long = "change")]
     change: Vec<String>,
     /// Set commit message for imported image
@@ -368,8 +368,11 @@ pub fn import(root: &Path, a: ImportArgs) -> Result<ExitCode> {
         );
     }
     let store = open_store(root)?;
+    // A bad --change fails before any input is read.
+    let mut config = serde_json::Map::new();
+    berth_builder::change::apply_changes(&mut config, &a.change)?;
     let opts = ImportOptions {
-        changes: a.change,
+        config,
         message: a.message,
         source: a.file.clone(),
     };

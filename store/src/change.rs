@@ -1,5 +1,7 @@
-//! `--change` instructions for `import` (and later `commit`): the subset of Dockerfile
-//! instructions that only edit an image's config, applied as Docker applies them.
+//! Superseded by `berth_builder::change` (the builder's front end reads the instructions and
+//! expands `$VAR` as Docker does), which `import` uses. Left only for `commit` in
+//! `src/cli/container_fs.rs` until it calls `berth_builder::change::apply_changes`; delete this
+//! file then.
 
 use std::collections::HashMap;
 
@@ -250,83 +252,4 @@ pub fn apply_changes(config: &mut Map<String, Value>, changes: &[String]) -> Res
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn apply(ch: &[&str]) -> Result<Map<String, Value>> {
-        let mut m = Map::new();
-        apply_changes(
-            &mut m,
-            &ch.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-        )?;
-        Ok(m)
-    }
-
-    #[test]
-    fn cmd_forms() {
-        let m = apply(&[r#"CMD ["sh", "-c", "echo hi"]"#]).unwrap();
-        assert_eq!(m["Cmd"], json!(["sh", "-c", "echo hi"]));
-        let m = apply(&["CMD echo hi there"]).unwrap();
-        assert_eq!(m["Cmd"], json!(["/bin/sh", "-c", "echo hi there"]));
-        let m = apply(&["cmd [not json"]).unwrap();
-        assert_eq!(m["Cmd"], json!(["/bin/sh", "-c", "[not json"]));
-    }
-
-    #[test]
-    fn env_label_expose_user_workdir() {
-        let m = apply(&[
-            r#"ENV A=1 B="two words""#,
-            "ENV C three four",
-            "ENV A=9",
-            r#"LABEL org.x="y z""#,
-            "EXPOSE 80 53/udp 8000-8010",
-            "USER app:app",
-            "WORKDIR /srv",
-            "WORKDIR data",
-            "VOLUME /data /cache",
-            "STOPSIGNAL SIGINT",
-        ])
-        .unwrap();
-        assert_eq!(m["Env"], json!(["B=two words", "C=three four", "A=9"]));
-        assert_eq!(m["Labels"], json!({"org.x": "y z"}));
-        assert_eq!(
-            m["ExposedPorts"],
-            json!({"80/tcp": {}, "53/udp": {}, "8000-8010/tcp": {}})
-        );
-        assert_eq!(m["User"], json!("app:app"));
-        assert_eq!(m["WorkingDir"], json!("/srv/data"));
-        assert_eq!(m["Volumes"], json!({"/data": {}, "/cache": {}}));
-        assert_eq!(m["StopSignal"], json!("SIGINT"));
-    }
-
-    #[test]
-    fn entrypoint_resets_only_an_inherited_cmd() {
-        let m = apply(&[r#"CMD ["-v"]"#, r#"ENTRYPOINT ["/bin/app"]"#]).unwrap();
-        assert_eq!(m["Cmd"], json!(["-v"]));
-        assert_eq!(m["Entrypoint"], json!(["/bin/app"]));
-        let mut inherited = Map::new();
-        inherited.insert("Cmd".into(), json!(["sh"]));
-        apply_changes(&mut inherited, &[r#"ENTRYPOINT ["/bin/app"]"#.to_string()]).unwrap();
-        assert!(inherited.get("Cmd").is_none());
-    }
-
-    #[test]
-    fn bad_changes_are_clear_errors() {
-        for (c, frag) in [
-            ("RUN echo", "cannot be used with --change"),
-            ("EXPOSE 99999", "invalid port"),
-            ("EXPOSE 80/icmp", "invalid protocol"),
-            ("ENV", "needs at least one"),
-            ("ENV =x", "empty key"),
-            ("USER", "needs a value"),
-            ("", "empty change"),
-            (r#"ENV A="unterminated"#, "unterminated"),
-        ] {
-            let e = apply(&[c]).unwrap_err().to_string();
-            assert!(e.contains(frag), "{c:?}: {e}");
-        }
-    }
 }

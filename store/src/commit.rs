@@ -6,11 +6,11 @@
 
 use std::io::{self, Read};
 
-use oci_spec::image::{Descriptor, Digest, ImageManifestBuilder, MediaType};
+use oci_spec::image::{Descriptor, Digest, MediaType};
 use serde_json::{Map, Value, json};
 
 use crate::error::{Result, StoreError};
-use crate::images::{Image, NewImage};
+use crate::images::{Image, NewImage, config_json};
 use crate::import::Tee;
 use crate::import::{canonical_container_config, host_arch, now_rfc3339};
 use crate::reference::Reference;
@@ -64,7 +64,7 @@ impl Store {
         tags: &[Reference],
     ) -> Result<Image> {
         let _writing = self.writer_lock()?;
-        let new = self.write_image(parent, Some(layer), cfg, &Map::new(), None)?;
+        let new = self.write_layered(parent, Some(layer), cfg, &Map::new(), None)?;
         self.add_image(&new, tags)?;
         self.resolve_image(new.config.as_ref())
     }
@@ -97,9 +97,9 @@ impl Store {
         let new = match step.epoch {
             Some(epoch) => {
                 let clamped = layer.map(|l| crate::epoch::ClampMtimes::new(l, epoch));
-                self.write_image(parent, clamped, &cfg, &step.defaults, Some(epoch))?
+                self.write_layered(parent, clamped, &cfg, &step.defaults, Some(epoch))?
             }
-            None => self.write_image(parent, layer, &cfg, &step.defaults, None)?,
+            None => self.write_layered(parent, layer, &cfg, &step.defaults, None)?,
         };
         // Pinned before the writer lock goes: a sweep can never catch the step unlinked.
         self.pin(BUILDER_PINS, &new.manifest)?;
@@ -160,7 +160,8 @@ impl Store {
         }
     }
 
-    fn write_image<R: Read>(
+    /// `parent`'s config and layers plus `layer`, as a new image (not yet in the index).
+    fn write_layered<R: Read>(
         &self,
         parent: Option<&Image>,
         layer: Option<R>,
@@ -273,9 +274,6 @@ impl Store {
         config.insert("history".into(), Value::Array(history));
         let config = canonical_image_config(config);
 
-        let config_bytes = serde_json::to_vec(&config)
-            .map_err(|e| StoreError::invalid("image config", e.to_string()))?;
-        let (config_digest, config_size) = self.blobs().put_bytes(&config_bytes)?;
         if let Some((layer_digest, layer_size)) = new_layer {
             layers.push(Descriptor::new(
                 MediaType::ImageLayer,
@@ -283,29 +281,7 @@ impl Store {
                 layer_digest,
             ));
         }
-        let size = layers.iter().map(|l| l.size()).sum();
-        let manifest = ImageManifestBuilder::default()
-            .schema_version(2u32)
-            .media_type(MediaType::ImageManifest)
-            .config(Descriptor::new(
-                MediaType::ImageConfig,
-                config_size,
-                config_digest.clone(),
-            ))
-            .layers(layers)
-            .build()
-            .map_err(|e| StoreError::invalid("image manifest", e.to_string()))?;
-        let manifest_bytes = serde_json::to_vec(&manifest)
-            .map_err(|e| StoreError::invalid("image manifest", e.to_string()))?;
-        let (manifest_digest, manifest_size) = self.blobs().put_bytes(&manifest_bytes)?;
-        Ok(NewImage {
-            manifest: manifest_digest,
-            manifest_size,
-            media_type: MediaType::ImageManifest,
-            config: config_digest,
-            created: Some(created),
-            size,
-        })
+        self.write_image(&config_json(&config)?, layers)
     }
 }
 
@@ -367,7 +343,7 @@ mod tests {
                 &tar_of(&[("a", b"1")])[..],
                 Some(&Reference::parse("base").unwrap()),
                 &crate::import::ImportOptions {
-                    changes: vec!["ENV A=1".into()],
+                    config: [("Env".to_string(), json!(["A=1"]))].into_iter().collect(),
                     source: "-".into(),
                     ..Default::default()
                 },

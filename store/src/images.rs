@@ -5,6 +5,11 @@
 //! An image's ID is its config digest, as Docker's. Index entries carry the ID, creation time and
 //! size as annotations so that listing a thousand images reads one file.
 
+mod write;
+
+pub(crate) use write::created_of;
+pub use write::{NewImage, config_json};
+
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -85,17 +90,6 @@ impl Image {
 pub enum Removal {
     Untagged(Reference),
     Deleted(Digest),
-}
-
-/// Facts about a newly stored image that go into its index entries.
-#[derive(Debug, Clone)]
-pub struct NewImage {
-    pub manifest: Digest,
-    pub manifest_size: u64,
-    pub media_type: MediaType,
-    pub config: Digest,
-    pub created: Option<String>,
-    pub size: u64,
 }
 
 fn ref_name(d: &Descriptor) -> Option<&str> {
@@ -378,7 +372,7 @@ impl Store {
                 containers: users.join(", "),
             });
         }
-        if !only_untag && crate::mount::is_mount_point(&self.mount_path(&img)) {
+        if !only_untag && self.image_mounted(&img) {
             if !force {
                 return Err(StoreError::Conflict {
                     id: img.short_id().to_string(),

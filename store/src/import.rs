@@ -8,21 +8,21 @@
 
 use std::io::{self, Read, Write};
 
-use oci_spec::image::{Descriptor, ImageManifestBuilder, MediaType};
+use oci_spec::image::{Descriptor, MediaType};
 use serde_json::{Map, Value, json};
 
 use crate::blobs::BlobWriter;
-use crate::change::apply_changes;
 use crate::compression::auto_decoder;
 use crate::error::{Result, StoreError};
-use crate::images::{Image, NewImage};
+use crate::images::{Image, config_json};
 use crate::reference::Reference;
 use crate::root::Store;
 
 #[derive(Debug, Clone, Default)]
 pub struct ImportOptions {
-    /// Dockerfile-style config edits (`CMD …`, `ENV …`).
-    pub changes: Vec<String>,
+    /// The image config's `config` object (Cmd, Env, …): `import --change`, applied by the
+    /// caller (`berth_builder::change`, which expands them as Docker does).
+    pub config: Map<String, Value>,
     /// History comment; Docker's default is "Imported from <source>".
     pub message: Option<String>,
     /// Where the tar came from (`-` for stdin), for the history comment.
@@ -175,9 +175,7 @@ impl Store {
         tag: Option<&Reference>,
         opts: &ImportOptions,
     ) -> Result<Image> {
-        // Fail on a bad --change before reading any input.
-        let mut cfg = Map::new();
-        apply_changes(&mut cfg, &opts.changes)?;
+        let cfg = opts.config.clone();
         let _writing = self.writer_lock()?;
         let what = if opts.source == "-" {
             "standard input"
@@ -198,34 +196,9 @@ impl Store {
             "rootfs": {"type": "layers", "diff_ids": [layer.digest().to_string()]},
             "history": [{"created": created, "created_by": "berth import", "comment": comment}],
         });
-        let config_bytes = serde_json::to_vec(&config)
-            .map_err(|e| StoreError::invalid("image config", e.to_string()))?;
-        let (config_digest, config_size) = self.blobs().put_bytes(&config_bytes)?;
-        let size = layer.size();
-        let manifest = ImageManifestBuilder::default()
-            .schema_version(2u32)
-            .media_type(MediaType::ImageManifest)
-            .config(Descriptor::new(
-                MediaType::ImageConfig,
-                config_size,
-                config_digest.clone(),
-            ))
-            .layers(vec![layer])
-            .build()
-            .map_err(|e| StoreError::invalid("image manifest", e.to_string()))?;
-        let manifest_bytes = serde_json::to_vec(&manifest)
-            .map_err(|e| StoreError::invalid("image manifest", e.to_string()))?;
-        let (manifest_digest, manifest_size) = self.blobs().put_bytes(&manifest_bytes)?;
-        let new = NewImage {
-            manifest: manifest_digest,
-            manifest_size,
-            media_type: MediaType::ImageManifest,
-            config: config_digest.clone(),
-            created: Some(created),
-            size,
-        };
+        let new = self.write_image(&config_json(&config)?, vec![layer])?;
         let tags: Vec<Reference> = tag.into_iter().cloned().collect();
         self.add_image(&new, &tags)?;
-        self.resolve_image(config_digest.as_ref())
+        self.resolve_image(new.config.as_ref())
     }
 }

@@ -1,10 +1,16 @@
-//! Snapshots: each layer unpacked once into `snapshots/<diff-id hex>/`, shared read-only by every
-//! container and build that stacks it.
+//! Layers: each unpacked once into `snapshots/<diff-id hex>/`, shared read-only by every
+//! container and build that stacks it; and new layers made from an overlay upper directory over
+//! such snapshots (`diff`: the change list and layer tar; `tree`: the fd-based tar writer).
 //!
 //! A snapshot is unpacked into a temp directory beside its final place while the decompressed
 //! stream is hashed; only when the hash equals the diff ID and the files are synced is it renamed
 //! into place. Two processes racing to unpack the same layer both succeed: the second rename
 //! finds the snapshot there and discards its copy.
+
+mod diff;
+pub mod tree;
+
+pub use diff::{Change, ChangeKind, changes, strip_runtime_made, write_layer};
 
 use std::fs;
 use std::io::{self, BufReader};

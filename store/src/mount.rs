@@ -53,6 +53,11 @@ fn unescape_mountinfo(s: &str) -> String {
 }
 
 impl Store {
+    /// Whether `img` is mounted (`image mount`) at its mount path.
+    pub(crate) fn image_mounted(&self, img: &Image) -> bool {
+        is_mount_point(&self.mount_path(img))
+    }
+
     pub fn mount_path(&self, img: &Image) -> PathBuf {
         self.root().join("mounts").join(img.id.digest())
     }

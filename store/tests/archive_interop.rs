@@ -10,8 +10,7 @@ use std::process::Command;
 
 use berth_store::archive::{load, save};
 use berth_store::digest::sha256_of;
-use berth_store::images::NewImage;
-use berth_store::oci_spec::image::{Descriptor, Digest, ImageManifestBuilder, MediaType};
+use berth_store::oci_spec::image::{Descriptor, Digest, MediaType};
 use berth_store::{Reference, Store};
 use serde_json::json;
 
@@ -94,7 +93,6 @@ fn make_busybox(s: &Store, gzip_top: bool) -> Made {
     let top = layer(&[("etc/motd", b"welcome\n")]);
     let mut descs = Vec::new();
     let mut diff_ids = Vec::new();
-    let mut size = 0;
     for (raw, compress) in [(&base, false), (&top, gzip_top)] {
         diff_ids.push(sha256_of(raw).to_string());
         let (bytes, mt) = if compress {
@@ -104,7 +102,6 @@ fn make_busybox(s: &Store, gzip_top: bool) -> Made {
         };
         let (d, n) = s.blobs().put_bytes(&bytes).unwrap();
         descs.push(Descriptor::new(mt, n, d));
-        size += n;
     }
     let config = serde_json::to_vec(&json!({
         "created": CREATED,
@@ -115,33 +112,12 @@ fn make_busybox(s: &Store, gzip_top: bool) -> Made {
         "history": [{"created": CREATED, "created_by": "test"}, {"created": CREATED, "created_by": "test"}],
     }))
     .unwrap();
-    let (cd, cn) = s.blobs().put_bytes(&config).unwrap();
-    let manifest = ImageManifestBuilder::default()
-        .schema_version(2u32)
-        .media_type(MediaType::ImageManifest)
-        .config(Descriptor::new(MediaType::ImageConfig, cn, cd.clone()))
-        .layers(descs)
-        .build()
+    let new = s.write_image(&config, descs).unwrap();
+    s.add_image(&new, &[Reference::parse("busybox:latest").unwrap()])
         .unwrap();
-    let (md, mn) = s
-        .blobs()
-        .put_bytes(&serde_json::to_vec(&manifest).unwrap())
-        .unwrap();
-    s.add_image(
-        &NewImage {
-            manifest: md.clone(),
-            manifest_size: mn,
-            media_type: MediaType::ImageManifest,
-            config: cd.clone(),
-            created: Some(CREATED.into()),
-            size,
-        },
-        &[Reference::parse("busybox:latest").unwrap()],
-    )
-    .unwrap();
     Made {
-        id: cd,
-        manifest: md,
+        id: new.config,
+        manifest: new.manifest,
     }
 }
 

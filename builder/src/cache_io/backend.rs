@@ -10,7 +10,7 @@ use berth_store::remote::Options;
 use berth_store::remote::artifact::Artifacts;
 use rustix::fs::FlockOperation;
 
-use crate::fs_step::flock_file;
+use crate::lock::flock_file;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
@@ -60,11 +60,9 @@ impl Backend {
     }
 
     fn blob_path(dir: &Path, digest: &str) -> Result<PathBuf, String> {
-        let hex = digest
-            .strip_prefix("sha256:")
-            .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
-            .ok_or_else(|| format!("{digest:?} is not a sha256 digest"))?;
-        Ok(dir.join("blobs").join("sha256").join(hex))
+        let d = berth_store::digest::parse_sha256(digest)
+            .map_err(|_| format!("{digest:?} is not a sha256 digest"))?;
+        Ok(dir.join("blobs").join("sha256").join(d.digest()))
     }
 
     /// The cache's manifest; `None` when there is none under the tag.

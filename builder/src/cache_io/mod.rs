@@ -37,7 +37,7 @@ use crate::cache::{Cache, KeyInputs};
 use backend::Backend;
 pub use export::ExportStats;
 use format::{CacheConfig, Chunk, LayerEntry, MountEntry, RecordEntry};
-pub use spec::{CacheFrom, CacheTo, Location, Mode};
+pub use spec::{CacheFrom, CacheTo, Location, Mode, SpecError, SpecProblem};
 
 /// An imported record, checked and ready to be a cache hit.
 struct Imported {

@@ -12,7 +12,7 @@ use std::path::Path;
 
 use rustix::fs::FlockOperation;
 
-use crate::fs_step::flock_file;
+use crate::lock::flock_file;
 use sha2::{Digest as _, Sha256};
 
 use super::backend::Backend;

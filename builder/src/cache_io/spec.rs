@@ -48,15 +48,69 @@ pub struct CacheFrom {
     pub location: Location,
 }
 
+/// A `--cache-to` or `--cache-from` value that does not read.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("invalid {flag} {spec:?}: {problem}")]
+    Invalid {
+        flag: &'static str,
+        spec: String,
+        problem: SpecProblem,
+    },
+    #[error(
+        "--cache-to type=inline is not supported by berth: export the cache beside the image with type=registry,ref=HOST/REPO:cache (or type=local,dest=DIR)"
+    )]
+    InlineUnsupported,
+}
+
+/// What is wrong inside a cache spec.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecProblem {
+    #[error("field {0:?} must be a key=value pair")]
+    NotKeyValue(String),
+    #[error("{key} must be true or false, not {value:?}")]
+    NotBool { key: String, value: String },
+    #[error("type is required (type=registry,ref=HOST/REPO:TAG or type=local,{dir_key}=DIR)")]
+    NoType { dir_key: &'static str },
+    #[error("type=registry needs ref=HOST/REPO:TAG")]
+    NoRef,
+    #[error("ref {reference:?}: {source}")]
+    BadRef {
+        reference: String,
+        #[source]
+        source: Box<berth_store::reference::ReferenceError>,
+    },
+    #[error("type=local needs {dir_key}=DIR")]
+    NoDir { dir_key: &'static str },
+    #[error("tag {0:?} is not a tag")]
+    BadTag(String),
+    #[error("unsupported cache type {0:?} (berth supports registry and local)")]
+    UnsupportedType(String),
+    #[error("mode must be min or max, not {0:?}")]
+    BadMode(String),
+    #[error("unknown key {key:?} (accepted keys: {accepted})")]
+    UnknownKey { key: String, accepted: &'static str },
+}
+
+fn invalid(flag: &'static str, spec: &str, problem: SpecProblem) -> SpecError {
+    SpecError::Invalid {
+        flag,
+        spec: spec.to_string(),
+        problem,
+    }
+}
+
 const TO_KEYS: &str = "type, ref (registry), dest and tag (local), mode, ignore-error, oci-mediatypes, image-manifest";
 const FROM_KEYS: &str = "type, ref (registry), src and tag (local)";
 
-fn fields<'a>(flag: &str, spec: &'a str) -> Result<Vec<(String, &'a str)>, String> {
+fn fields<'a>(flag: &'static str, spec: &'a str) -> Result<Vec<(String, &'a str)>, SpecError> {
     let mut out = Vec::new();
     for field in spec.split(',') {
         let Some((k, v)) = field.split_once('=') else {
-            return Err(format!(
-                "invalid {flag} {spec:?}: field {field:?} must be a key=value pair"
+            return Err(invalid(
+                flag,
+                spec,
+                SpecProblem::NotKeyValue(field.to_string()),
             ));
         };
         out.push((k.trim().to_ascii_lowercase(), v.trim()));
@@ -64,69 +118,76 @@ fn fields<'a>(flag: &str, spec: &'a str) -> Result<Vec<(String, &'a str)>, Strin
     Ok(out)
 }
 
-fn bool_value(flag: &str, spec: &str, k: &str, v: &str) -> Result<bool, String> {
+fn bool_value(flag: &'static str, spec: &str, k: &str, v: &str) -> Result<bool, SpecError> {
     match v.to_ascii_lowercase().as_str() {
         "true" | "1" => Ok(true),
         "false" | "0" => Ok(false),
-        _ => Err(format!(
-            "invalid {flag} {spec:?}: {k} must be true or false, not {v:?}"
+        _ => Err(invalid(
+            flag,
+            spec,
+            SpecProblem::NotBool {
+                key: k.to_string(),
+                value: v.to_string(),
+            },
         )),
     }
 }
 
 fn location(
-    flag: &str,
+    flag: &'static str,
     spec: &str,
     typ: Option<&str>,
     reference: Option<&str>,
     dir: Option<&str>,
-    dir_key: &str,
+    dir_key: &'static str,
     tag: Option<&str>,
-) -> Result<Location, String> {
+) -> Result<Location, SpecError> {
     let Some(typ) = typ else {
-        return Err(format!(
-            "invalid {flag} {spec:?}: type is required (type=registry,ref=HOST/REPO:TAG or type=local,{dir_key}=DIR)"
-        ));
+        return Err(invalid(flag, spec, SpecProblem::NoType { dir_key }));
     };
     match typ {
         "registry" => {
             let Some(r) = reference.filter(|r| !r.is_empty()) else {
-                return Err(format!(
-                    "invalid {flag} {spec:?}: type=registry needs ref=HOST/REPO:TAG"
-                ));
+                return Err(invalid(flag, spec, SpecProblem::NoRef));
             };
-            berth_store::Reference::parse(r)
-                .map_err(|e| format!("invalid {flag} {spec:?}: ref {r:?}: {e}"))?;
+            berth_store::Reference::parse(r).map_err(|source| {
+                invalid(
+                    flag,
+                    spec,
+                    SpecProblem::BadRef {
+                        reference: r.to_string(),
+                        source: Box::new(source),
+                    },
+                )
+            })?;
             Ok(Location::Registry {
                 reference: r.to_string(),
             })
         }
         "local" => {
             let Some(d) = dir.filter(|d| !d.is_empty()) else {
-                return Err(format!(
-                    "invalid {flag} {spec:?}: type=local needs {dir_key}=DIR"
-                ));
+                return Err(invalid(flag, spec, SpecProblem::NoDir { dir_key }));
             };
             let tag = tag.unwrap_or("latest");
             if tag.is_empty() || tag.contains(['/', ':', '@']) {
-                return Err(format!("invalid {flag} {spec:?}: tag {tag:?} is not a tag"));
+                return Err(invalid(flag, spec, SpecProblem::BadTag(tag.to_string())));
             }
             Ok(Location::Local {
                 dir: PathBuf::from(d),
                 tag: tag.to_string(),
             })
         }
-        "inline" if flag == "--cache-to" => Err(
-            "--cache-to type=inline is not supported by berth: export the cache beside the image with type=registry,ref=HOST/REPO:cache (or type=local,dest=DIR)"
-        .to_string()),
-        other => Err(format!(
-            "invalid {flag} {spec:?}: unsupported cache type {other:?} (berth supports registry and local)"
+        "inline" if flag == "--cache-to" => Err(SpecError::InlineUnsupported),
+        other => Err(invalid(
+            flag,
+            spec,
+            SpecProblem::UnsupportedType(other.to_string()),
         )),
     }
 }
 
 impl CacheTo {
-    pub fn parse(spec: &str) -> Result<CacheTo, String> {
+    pub fn parse(spec: &str) -> Result<CacheTo, SpecError> {
         const FLAG: &str = "--cache-to";
         if !spec.contains('=') {
             return Ok(CacheTo {
@@ -149,9 +210,7 @@ impl CacheTo {
                         "min" => Mode::Min,
                         "max" => Mode::Max,
                         _ => {
-                            return Err(format!(
-                                "invalid {FLAG} {spec:?}: mode must be min or max, not {v:?}"
-                            ));
+                            return Err(invalid(FLAG, spec, SpecProblem::BadMode(v.to_string())));
                         }
                     }
                 }
@@ -161,8 +220,13 @@ impl CacheTo {
                     bool_value(FLAG, spec, &k, v)?;
                 }
                 _ => {
-                    return Err(format!(
-                        "invalid {FLAG} {spec:?}: unknown key {k:?} (accepted keys: {TO_KEYS})"
+                    return Err(invalid(
+                        FLAG,
+                        spec,
+                        SpecProblem::UnknownKey {
+                            key: k,
+                            accepted: TO_KEYS,
+                        },
                     ));
                 }
             }
@@ -177,7 +241,7 @@ impl CacheTo {
 }
 
 impl CacheFrom {
-    pub fn parse(spec: &str) -> Result<CacheFrom, String> {
+    pub fn parse(spec: &str) -> Result<CacheFrom, SpecError> {
         const FLAG: &str = "--cache-from";
         if !spec.contains('=') {
             return Ok(CacheFrom {
@@ -192,8 +256,13 @@ impl CacheFrom {
                 "src" => src = Some(v),
                 "tag" => tag = Some(v),
                 _ => {
-                    return Err(format!(
-                        "invalid {FLAG} {spec:?}: unknown key {k:?} (accepted keys: {FROM_KEYS})"
+                    return Err(invalid(
+                        FLAG,
+                        spec,
+                        SpecProblem::UnknownKey {
+                            key: k,
+                            accepted: FROM_KEYS,
+                        },
                     ));
                 }
             }
@@ -248,10 +317,23 @@ mod tests {
             ("type=registry,ref=a b", "ref \"a b\""),
             ("type=registry,ref", "key=value"),
         ] {
-            let e = CacheTo::parse(bad).unwrap_err();
+            let e = CacheTo::parse(bad).unwrap_err().to_string();
             assert!(e.contains(says), "{bad}: {e}");
         }
-        let e = CacheFrom::parse("type=local,dest=/x").unwrap_err();
+        assert!(matches!(
+            CacheTo::parse("type=inline"),
+            Err(SpecError::InlineUnsupported)
+        ));
+        assert!(matches!(
+            CacheTo::parse("type=registry,ref=x,mode=all"),
+            Err(SpecError::Invalid {
+                problem: SpecProblem::BadMode(_),
+                ..
+            })
+        ));
+        let e = CacheFrom::parse("type=local,dest=/x")
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("accepted keys: type, ref (registry), src"),
             "{e}"

@@ -6,6 +6,74 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+/// What stops a git source: an address that does not read, or a `git` command that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error("invalid field '{field}' must be a key=value pair")]
+    FieldNotKeyValue { field: String },
+    #[error("unexpected key '{key}' in '{field}' (supported keys: ref, commit, subdir)")]
+    UnexpectedKey { key: String, field: String },
+    #[error("invalid {key} value: {value:?}")]
+    InvalidBool { key: String, value: String },
+    /// The same option given twice with different values (`#ref` and `?ref=`).
+    #[error("{what} conflicts: {first:?} vs {second:?}")]
+    Conflict {
+        what: &'static str,
+        first: String,
+        second: String,
+    },
+    #[error("unexpected query {key:?} in git address {address}")]
+    UnexpectedQuery { key: String, address: String },
+    #[error("branch conflicts with tag")]
+    BranchAndTag,
+    #[error("ADD from a git repository needs the git binary: install git")]
+    GitMissing,
+    #[error("running git: {0}")]
+    Spawn(#[source] std::io::Error),
+    /// A `git` command that failed, with the last lines of its stderr.
+    #[error("git {command}: {tail}")]
+    Command { command: String, tail: String },
+    #[error("failed to resolve {want:?} in {remote}: {source}")]
+    Resolve {
+        want: String,
+        remote: String,
+        #[source]
+        source: Box<GitError>,
+    },
+    #[error(
+        "git ref {want:?} not found in {remote}: name a branch, tag or full commit that exists there"
+    )]
+    RefNotFound { want: String, remote: String },
+    #[error("expected checksum to match {checksum}, got {commit}")]
+    Checksum { checksum: String, commit: String },
+    #[error("creating {}: {source}", path.display())]
+    CreateDir {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to fetch {target} from {remote}: {source}")]
+    Fetch {
+        target: String,
+        remote: String,
+        #[source]
+        source: Box<GitError>,
+    },
+    #[error("commit {commit} not found in {remote}: {source}")]
+    Checkout {
+        commit: String,
+        remote: String,
+        #[source]
+        source: Box<GitError>,
+    },
+    #[error("checking out the submodules of {remote}: {source}")]
+    Submodules {
+        remote: String,
+        #[source]
+        source: Box<GitError>,
+    },
+}
+
 /// A git source.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GitRef {
@@ -41,16 +109,19 @@ pub fn is_scp_style(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
-fn parse_bool(key: &str, v: &str) -> Result<bool, String> {
+fn parse_bool(key: &str, v: &str) -> Result<bool, GitError> {
     match v {
         "" | "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
         "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
-        _ => Err(format!("invalid {key} value: {v:?}")),
+        _ => Err(GitError::InvalidBool {
+            key: key.to_string(),
+            value: v.to_string(),
+        }),
     }
 }
 
 /// Reads a git address; `None` for an http(s) URL whose path does not end in `.git` (a file).
-pub fn parse(src: &str) -> Result<Option<GitRef>, String> {
+pub fn parse(src: &str) -> Result<Option<GitRef>, GitError> {
     let (base, fragment) = match src.split_once('#') {
         Some((b, f)) => (b, Some(f)),
         None => (src, None),
@@ -83,15 +154,18 @@ pub fn parse(src: &str) -> Result<Option<GitRef>, String> {
             for field in f[1..].split(',').filter(|f| !f.is_empty()) {
                 let (k, v) = field
                     .split_once('=')
-                    .ok_or_else(|| format!("invalid field '{field}' must be a key=value pair"))?;
+                    .ok_or_else(|| GitError::FieldNotKeyValue {
+                        field: field.to_string(),
+                    })?;
                 match k.to_ascii_lowercase().as_str() {
                     "ref" => g.reference = some(v),
                     "commit" => g.checksum = some(v),
                     "subdir" => g.subdir = some(v),
                     other => {
-                        return Err(format!(
-                            "unexpected key '{other}' in '{field}' (supported keys: ref, commit, subdir)"
-                        ));
+                        return Err(GitError::UnexpectedKey {
+                            key: other.to_string(),
+                            field: field.to_string(),
+                        });
                     }
                 }
             }
@@ -106,8 +180,12 @@ pub fn parse(src: &str) -> Result<Option<GitRef>, String> {
     let (mut tag, mut branch) = (None, None);
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let conflict = |what: &str, a: &Option<String>| match a {
-            Some(a) if a != v => Err(format!("{what} conflicts: {a:?} vs {v:?}")),
+        let conflict = |what: &'static str, a: &Option<String>| match a {
+            Some(a) if a != v => Err(GitError::Conflict {
+                what,
+                first: a.clone(),
+                second: v.to_string(),
+            }),
             _ => Ok(()),
         };
         match k {
@@ -124,11 +202,16 @@ pub fn parse(src: &str) -> Result<Option<GitRef>, String> {
             "checksum" | "commit" => g.checksum = some(v),
             "keep-git-dir" => g.keep_git_dir = Some(parse_bool(k, v)?),
             "submodules" => g.submodules = parse_bool(k, v)?,
-            _ => return Err(format!("unexpected query {k:?} in git address {src}")),
+            _ => {
+                return Err(GitError::UnexpectedQuery {
+                    key: k.to_string(),
+                    address: src.to_string(),
+                });
+            }
         }
     }
     if tag.is_some() && branch.is_some() {
-        return Err("branch conflicts with tag".into());
+        return Err(GitError::BranchAndTag);
     }
     let named = tag
         .map(|t| with_prefix("refs/tags/", t))
@@ -137,7 +220,11 @@ pub fn parse(src: &str) -> Result<Option<GitRef>, String> {
         if let Some(r) = &g.reference
             && *r != n
         {
-            return Err(format!("ref conflicts: {r:?} vs {n:?}"));
+            return Err(GitError::Conflict {
+                what: "ref",
+                first: r.clone(),
+                second: n,
+            });
         }
         g.reference = Some(n);
     }
@@ -160,7 +247,7 @@ fn is_full_commit(s: &str) -> bool {
 }
 
 /// Runs `git` without prompts or system config; Ok(stdout) or the last lines of stderr.
-fn git(dir: Option<&Path>, args: &[&str]) -> Result<String, String> {
+fn git(dir: Option<&Path>, args: &[&str]) -> Result<String, GitError> {
     let mut cmd = Command::new("git");
     if let Some(d) = dir {
         cmd.arg("-C").arg(d);
@@ -173,9 +260,9 @@ fn git(dir: Option<&Path>, args: &[&str]) -> Result<String, String> {
         .output()
         .map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
-                "ADD from a git repository needs the git binary: install git".to_string()
+                GitError::GitMissing
             } else {
-                format!("running git: {e}")
+                GitError::Spawn(e)
             }
         })?;
     if out.status.success() {
@@ -184,7 +271,10 @@ fn git(dir: Option<&Path>, args: &[&str]) -> Result<String, String> {
     let err = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
     let tail = lines[lines.len().saturating_sub(3)..].join("; ");
-    Err(format!("git {}: {}", args[0], tail.trim()))
+    Err(GitError::Command {
+        command: args[0].to_string(),
+        tail: tail.trim().to_string(),
+    })
 }
 
 /// A ref resolved on the remote.
@@ -196,7 +286,7 @@ pub struct Resolved {
 }
 
 /// Resolves the ref to a commit with `git ls-remote`, as BuildKit does for its cache key.
-pub fn resolve(g: &GitRef) -> Result<Resolved, String> {
+pub fn resolve(g: &GitRef) -> Result<Resolved, GitError> {
     let want = g.reference.as_deref().unwrap_or("HEAD");
     let resolved = if is_full_commit(want) {
         Resolved {
@@ -204,8 +294,12 @@ pub fn resolve(g: &GitRef) -> Result<Resolved, String> {
             refname: None,
         }
     } else {
-        let out = git(None, &["ls-remote", "--", &g.remote, want])
-            .map_err(|e| format!("failed to resolve {want:?} in {}: {e}", g.remote))?;
+        let out =
+            git(None, &["ls-remote", "--", &g.remote, want]).map_err(|e| GitError::Resolve {
+                want: want.to_string(),
+                remote: g.remote.clone(),
+                source: Box::new(e),
+            })?;
         let refs: Vec<(&str, &str)> = out
             .lines()
             .filter_map(|l| l.split_once('\t'))
@@ -221,10 +315,10 @@ pub fn resolve(g: &GitRef) -> Result<Resolved, String> {
             .or_else(|| pick(&tag).map(|s| (s, tag.clone())))
             .or_else(|| pick(&head).map(|s| (s, head.clone())));
         let Some((sha, name)) = found else {
-            return Err(format!(
-                "git ref {want:?} not found in {}: name a branch, tag or full commit that exists there",
-                g.remote
-            ));
+            return Err(GitError::RefNotFound {
+                want: want.to_string(),
+                remote: g.remote.clone(),
+            });
         };
         Resolved {
             commit: sha.to_ascii_lowercase(),
@@ -234,18 +328,26 @@ pub fn resolve(g: &GitRef) -> Result<Resolved, String> {
     if let Some(c) = &g.checksum
         && !resolved.commit.starts_with(&c.to_ascii_lowercase())
     {
-        return Err(format!(
-            "expected checksum to match {c}, got {}",
-            resolved.commit
-        ));
+        return Err(GitError::Checksum {
+            checksum: c.clone(),
+            commit: resolved.commit,
+        });
     }
     Ok(resolved)
 }
 
 /// Checks out `commit` of `g` in `dir` (created), fetching as little as the server allows:
 /// a shallow fetch of the ref, else a full fetch (dumb http cannot do shallow ones).
-pub fn checkout(g: &GitRef, commit: &str, refname: Option<&str>, dir: &Path) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+pub fn checkout(
+    g: &GitRef,
+    commit: &str,
+    refname: Option<&str>,
+    dir: &Path,
+) -> Result<(), GitError> {
+    std::fs::create_dir_all(dir).map_err(|source| GitError::CreateDir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
     git(Some(dir), &["init", "-q"])?;
     git(Some(dir), &["remote", "add", "origin", &g.remote])?;
     let target = refname.unwrap_or(commit);
@@ -259,12 +361,20 @@ pub fn checkout(g: &GitRef, commit: &str, refname: Option<&str>, dir: &Path) -> 
         None => git(Some(dir), &["fetch", "-q", "origin"]),
         Some(_) => Err(e),
     });
-    fetched.map_err(|e| format!("failed to fetch {target} from {}: {e}", g.remote))?;
+    fetched.map_err(|e| GitError::Fetch {
+        target: target.to_string(),
+        remote: g.remote.clone(),
+        source: Box::new(e),
+    })?;
     git(
         Some(dir),
         &["-c", "advice.detachedHead=false", "checkout", "-q", commit],
     )
-    .map_err(|e| format!("commit {commit} not found in {}: {e}", g.remote))?;
+    .map_err(|e| GitError::Checkout {
+        commit: commit.to_string(),
+        remote: g.remote.clone(),
+        source: Box::new(e),
+    })?;
     if g.submodules && dir.join(".gitmodules").is_file() {
         git(
             Some(dir),
@@ -277,7 +387,10 @@ pub fn checkout(g: &GitRef, commit: &str, refname: Option<&str>, dir: &Path) -> 
                 "--depth=1",
             ],
         )
-        .map_err(|e| format!("checking out the submodules of {}: {e}", g.remote))?;
+        .map_err(|e| GitError::Submodules {
+            remote: g.remote.clone(),
+            source: Box::new(e),
+        })?;
     }
     Ok(())
 }
@@ -299,8 +412,18 @@ mod tests {
         assert_eq!(g.remote, "https://h/r.git");
         assert_eq!(g.reference.as_deref(), Some("refs/heads/dev"));
         assert_eq!(g.keep_git_dir, Some(true));
-        assert!(parse("https://h/r.git?nope=1").is_err());
-        assert!(parse("https://h/r.git?tag=a&branch=b").is_err());
+        assert!(matches!(
+            parse("https://h/r.git?nope=1"),
+            Err(GitError::UnexpectedQuery { .. })
+        ));
+        assert!(matches!(
+            parse("https://h/r.git?tag=a&branch=b"),
+            Err(GitError::BranchAndTag)
+        ));
+        assert_eq!(
+            parse("https://h/r.git?ref=v2#v1").unwrap_err().to_string(),
+            "ref conflicts: \"v1\" vs \"v2\""
+        );
         assert!(parse("https://h/file.txt").unwrap().is_none());
         assert!(is_scp_style("git@github.com:a/b.git"));
         assert!(!is_scp_style("a.txt"));

@@ -6,13 +6,56 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::Remote;
+/// What stops an http source.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("invalid checksum digest format {value:?}: expected sha256:<hex>")]
+    ChecksumFormat { value: String },
+    #[error("unsupported checksum algorithm {algorithm:?}: berth verifies sha256 digests")]
+    ChecksumAlgorithm { algorithm: String },
+    #[error(
+        "invalid checksum digest {value:?}: expected sha256: followed by 64 lowercase hex digits"
+    )]
+    ChecksumDigest { value: String },
+    #[error("creating {}: {source}", path.display())]
+    CreateDir {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("starting the HTTP client: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error("HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
+    /// The request or the body transfer failed (connection, TLS, timeout).
+    #[error("failed to fetch {url}: {reason}")]
+    Transport { url: String, reason: String },
+    #[error("failed to fetch {url}: invalid response status {status}")]
+    Status {
+        url: String,
+        status: reqwest::StatusCode,
+    },
+    #[error("creating a temp file in {}: {source}", dir.display())]
+    TempFile {
+        dir: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("writing the download of {url}: {source}")]
+    Write {
+        url: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A 304 answer to a revalidation whose ETag record has gone meanwhile.
+    #[error("304 without a recorded ETag")]
+    NotModifiedWithoutRecord,
+}
 
 /// A finished download.
 pub struct Download {
@@ -78,24 +121,18 @@ pub fn mtime(last_modified: Option<&str>) -> SystemTime {
 }
 
 /// Checks a `--checksum` value: `sha256:` and 64 hex digits.
-pub fn parse_checksum(s: &str) -> Result<String, String> {
-    let (alg, hex) = s
-        .split_once(':')
-        .ok_or_else(|| format!("invalid checksum digest format {s:?}: expected sha256:<hex>"))?;
+pub fn parse_checksum(s: &str) -> Result<String, HttpError> {
+    let (alg, _) = s.split_once(':').ok_or_else(|| HttpError::ChecksumFormat {
+        value: s.to_string(),
+    })?;
     if alg != "sha256" {
-        return Err(format!(
-            "unsupported checksum algorithm {alg:?}: berth verifies sha256 digests"
-        ));
+        return Err(HttpError::ChecksumAlgorithm {
+            algorithm: alg.to_string(),
+        });
     }
-    if hex.len() != 64
-        || !hex
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    {
-        return Err(format!(
-            "invalid checksum digest {s:?}: expected sha256: followed by 64 lowercase hex digits"
-        ));
-    }
+    berth_store::digest::parse_sha256(s).map_err(|_| HttpError::ChecksumDigest {
+        value: s.to_string(),
+    })?;
     Ok(s.to_string())
 }
 
@@ -112,24 +149,25 @@ pub fn download(
     url: &str,
     tmp: &Path,
     if_none_match: Option<&str>,
-) -> Result<Option<Download>, String> {
-    std::fs::create_dir_all(tmp).map_err(|e| format!("creating {}: {e}", tmp.display()))?;
+) -> Result<Option<Download>, HttpError> {
+    std::fs::create_dir_all(tmp).map_err(|source| HttpError::CreateDir {
+        path: tmp.to_path_buf(),
+        source,
+    })?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("starting the HTTP client: {e}"))?;
-    let unreachable = |e: reqwest::Error| {
-        format!(
-            "failed to fetch {url}: {}",
-            berth_store::remote::error::transport_reason(&e)
-        )
+        .map_err(HttpError::Runtime)?;
+    let unreachable = |e: reqwest::Error| HttpError::Transport {
+        url: url.to_string(),
+        reason: berth_store::remote::error::transport_reason(&e),
     };
     rt.block_on(async {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(30))
             .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| format!("HTTP client: {e}"))?;
+            .map_err(HttpError::Client)?;
         let mut req = client.get(url);
         if let Some(t) = if_none_match {
             req = req.header(reqwest::header::IF_NONE_MATCH, t);
@@ -140,25 +178,33 @@ pub fn download(
             return Ok(None);
         }
         if !status.is_success() {
-            return Err(format!(
-                "failed to fetch {url}: invalid response status {}",
-                status
-            ));
+            return Err(HttpError::Status {
+                url: url.to_string(),
+                status,
+            });
         }
         let etag =
             header(&res, reqwest::header::ETAG).map(|t| t.trim_start_matches("W/").to_string());
         let last_modified = header(&res, reqwest::header::LAST_MODIFIED);
-        let mut file = tempfile::NamedTempFile::new_in(tmp)
-            .map_err(|e| format!("creating a temp file in {}: {e}", tmp.display()))?;
+        let mut file =
+            tempfile::NamedTempFile::new_in(tmp).map_err(|source| HttpError::TempFile {
+                dir: tmp.to_path_buf(),
+                source,
+            })?;
         let mut h = Sha256::new();
         while let Some(chunk) = res.chunk().await.map_err(unreachable)? {
             h.update(&chunk);
-            file.write_all(&chunk)
-                .map_err(|e| format!("writing the download of {url}: {e}"))?;
+            file.write_all(&chunk).map_err(|source| HttpError::Write {
+                url: url.to_string(),
+                source,
+            })?;
         }
         file.as_file()
             .sync_all()
-            .map_err(|e| format!("writing the download of {url}: {e}"))?;
+            .map_err(|source| HttpError::Write {
+                url: url.to_string(),
+                source,
+            })?;
         Ok(Some(Download {
             file: file.into_temp_path(),
             digest: format!("sha256:{}", hex::encode(h.finalize())),
@@ -175,25 +221,28 @@ fn record_path(state: &Path, url: &str) -> std::path::PathBuf {
     ))
 }
 
+/// An http source resolved for the cache key: its content digest, and the download when one
+/// was needed for it.
+pub struct Resolved {
+    pub digest: String,
+    pub last_modified: Option<String>,
+    pub file: Option<tempfile::TempPath>,
+}
+
 /// Resolves an http source for the cache key, as BuildKit does: `--checksum` is the key;
 /// otherwise an ETag recorded for this URL is revalidated (304: its digest, no download),
 /// and anything else is downloaded and hashed (the file then goes to the step).
 pub fn resolve(
     url: &str,
     checksum: Option<&str>,
-    unpack: bool,
     state: &Path,
     tmp: &Path,
-) -> Result<Remote, String> {
-    let name = file_name(url);
+) -> Result<Resolved, HttpError> {
     if let Some(c) = checksum {
-        return Ok(Remote::Http {
-            url: url.to_string(),
-            name,
+        return Ok(Resolved {
             digest: parse_checksum(c)?,
             last_modified: None,
             file: None,
-            unpack,
         });
     }
     let rec_path = record_path(state, url);
@@ -201,14 +250,11 @@ pub fn resolve(
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
     let Some(d) = download(url, tmp, record.as_ref().map(|r| r.etag.as_str()))? else {
-        let r = record.ok_or("304 without a recorded ETag")?;
-        return Ok(Remote::Http {
-            url: url.to_string(),
-            name,
+        let r = record.ok_or(HttpError::NotModifiedWithoutRecord)?;
+        return Ok(Resolved {
             digest: r.digest,
             last_modified: r.last_modified,
             file: None,
-            unpack,
         });
     };
     if let Some(etag) = &d.etag {
@@ -226,13 +272,10 @@ pub fn resolve(
             let _ = t.persist(&rec_path);
         }
     }
-    Ok(Remote::Http {
-        url: url.to_string(),
-        name,
+    Ok(Resolved {
         digest: d.digest,
         last_modified: d.last_modified,
-        file: Some(Arc::new(d.file)),
-        unpack,
+        file: Some(d.file),
     })
 }
 
@@ -251,8 +294,14 @@ mod tests {
             SystemTime::UNIX_EPOCH + Duration::from_secs(1445412480)
         );
         assert_eq!(mtime(None), SystemTime::UNIX_EPOCH);
-        assert!(parse_checksum("sha256:abc").is_err());
-        assert!(parse_checksum("md5:abc").is_err());
+        assert!(matches!(
+            parse_checksum("sha256:abc"),
+            Err(HttpError::ChecksumDigest { .. })
+        ));
+        assert!(matches!(
+            parse_checksum("md5:abc"),
+            Err(HttpError::ChecksumAlgorithm { .. })
+        ));
         assert!(parse_checksum(&format!("sha256:{}", "a".repeat(64))).is_ok());
     }
 }

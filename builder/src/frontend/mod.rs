@@ -56,6 +56,23 @@ impl Dockerfile {
 /// Reads a Dockerfile's syntax. Fails on anything BuildKit's parser and instruction reader
 /// reject: unknown instructions, missing or extra arguments, bad flags, unterminated
 /// heredocs, a bad escape directive, no FROM, or instructions before the first FROM.
+/// Instructions outside a Dockerfile (`import`/`commit --change`): typed as in a Dockerfile,
+/// with no FROM needed.
+pub fn parse_instructions(source: &str) -> Result<Dockerfile, ParseError> {
+    let lines = parser::parse_lines(source)?;
+    let escape = lines.directives.escape;
+    let instructions = lines
+        .lines
+        .iter()
+        .map(|l| dispatch::instruction(l, escape))
+        .collect::<Result<_, _>>()?;
+    Ok(Dockerfile {
+        directives: lines.directives,
+        instructions,
+        warnings: lines.warnings,
+    })
+}
+
 pub fn parse(source: &str) -> Result<Dockerfile, ParseError> {
     let lines = parser::parse_lines(source)?;
     let escape = lines.directives.escape;

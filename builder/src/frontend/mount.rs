@@ -74,7 +74,64 @@ pub struct Mount {
 
 /// Splits one CSV record as Go's `encoding/csv` reads it: `,` separates, a field that starts
 /// with `"` is quoted and `""` inside is a quote.
-fn csv_fields(s: &str) -> Result<Vec<String>, String> {
+/// A `--mount` value that does not read (BuildKit's words where it has them).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MountSpecError {
+    #[error("failed to parse csv mounts: {0}")]
+    Csv(CsvError),
+    #[error("invalid field '{0}': it must be a key=value pair")]
+    NotKeyValue(String),
+    /// A value whose variables do not expand (the expander's message).
+    #[error("{0}")]
+    Expand(String),
+    #[error("unsupported mount type {0:?} (use bind, cache, tmpfs, secret or ssh)")]
+    UnsupportedType(String),
+    #[error("unexpected key '{key}' for mount type '{kind}'")]
+    KeyNotForType {
+        key: &'static str,
+        kind: &'static str,
+    },
+    #[error("invalid value for {key}: {value:?} (use true or false)")]
+    InvalidBool { key: String, value: String },
+    #[error("invalid value for {key}: {value:?} (expected {what})")]
+    InvalidNumber {
+        key: String,
+        value: String,
+        what: &'static str,
+    },
+    #[error("unsupported sharing value {0:?} (use shared, private or locked)")]
+    UnsupportedSharing(String),
+    #[error("invalid size {0:?} (e.g. 64m, 1g)")]
+    InvalidSize(String),
+    #[error("unexpected key '{key}' in '{field}'")]
+    UnexpectedKey { key: String, field: String },
+    #[error("{name} not allowed for {kind:?} type mounts")]
+    FileInfoNotAllowed {
+        name: &'static str,
+        kind: &'static str,
+    },
+    #[error("invalid cache sharing set for {0} mount")]
+    SharingNotCache(&'static str),
+    #[error("secret mounts can't be from images or stages")]
+    SecretFrom,
+    #[error("secret mount needs an id, a target or an env")]
+    SecretWithoutName,
+    #[error("ssh mounts can't be from images or stages")]
+    SshFrom,
+}
+
+/// Quoting that Go's csv reader refuses in a `--mount` value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CsvError {
+    #[error("extraneous or missing \" in quoted field of {0:?}")]
+    UnclosedQuote(String),
+    #[error("extraneous \" in field of {0:?}")]
+    ExtraQuote(String),
+    #[error("bare \" in non-quoted field of {0:?}")]
+    BareQuote(String),
+}
+
+fn csv_fields(s: &str) -> Result<Vec<String>, CsvError> {
     let chars: Vec<char> = s.chars().collect();
     let mut fields = Vec::new();
     let mut i = 0;
@@ -85,7 +142,7 @@ fn csv_fields(s: &str) -> Result<Vec<String>, String> {
             loop {
                 match chars.get(i) {
                     None => {
-                        return Err(format!("extraneous or missing \" in quoted field of {s:?}"));
+                        return Err(CsvError::UnclosedQuote(s.to_string()));
                     }
                     Some('"') if chars.get(i + 1) == Some(&'"') => {
                         field.push('"');
@@ -107,7 +164,7 @@ fn csv_fields(s: &str) -> Result<Vec<String>, String> {
                     return Ok(fields);
                 }
                 Some(',') => i += 1,
-                Some(_) => return Err(format!("extraneous \" in field of {s:?}")),
+                Some(_) => return Err(CsvError::ExtraQuote(s.to_string())),
             }
         } else {
             loop {
@@ -120,7 +177,7 @@ fn csv_fields(s: &str) -> Result<Vec<String>, String> {
                         i += 1;
                         break;
                     }
-                    Some('"') => return Err(format!("bare \" in non-quoted field of {s:?}")),
+                    Some('"') => return Err(CsvError::BareQuote(s.to_string())),
                     Some(&c) => {
                         field.push(c);
                         i += 1;
@@ -132,24 +189,26 @@ fn csv_fields(s: &str) -> Result<Vec<String>, String> {
     }
 }
 
-fn parse_bool(key: &str, v: &str) -> Result<bool, String> {
+fn parse_bool(key: &str, v: &str) -> Result<bool, MountSpecError> {
     match v {
         "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
         "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
-        _ => Err(format!(
-            "invalid value for {key}: {v:?} (use true or false)"
-        )),
+        _ => Err(MountSpecError::InvalidBool {
+            key: key.to_string(),
+            value: v.to_string(),
+        }),
     }
 }
 
-fn parse_u32(key: &str, v: &str, radix: u32) -> Result<u32, String> {
-    u32::from_str_radix(v, radix).map_err(|_| {
-        let what = if radix == 8 {
+fn parse_u32(key: &str, v: &str, radix: u32) -> Result<u32, MountSpecError> {
+    u32::from_str_radix(v, radix).map_err(|_| MountSpecError::InvalidNumber {
+        key: key.to_string(),
+        value: v.to_string(),
+        what: if radix == 8 {
             "an octal number"
         } else {
             "a number"
-        };
-        format!("invalid value for {key}: {v:?} (expected {what})")
+        },
     })
 }
 
@@ -186,8 +245,8 @@ pub fn parse_mount(
     spec: &str,
     expand: &mut dyn FnMut(&str) -> Result<String, String>,
     skip_bare: bool,
-) -> Result<Mount, String> {
-    let fields = csv_fields(spec).map_err(|e| format!("failed to parse csv mounts: {e}"))?;
+) -> Result<Mount, MountSpecError> {
+    let fields = csv_fields(spec).map_err(MountSpecError::Csv)?;
     let mut m = Mount {
         kind: MountType::Bind,
         target: String::new(),
@@ -226,31 +285,24 @@ pub fn parse_mount(
                     m.required = true;
                 }
                 "required" => {
-                    return Err(format!(
-                        "unexpected key 'required' for mount type '{}'",
-                        m.kind.as_str()
-                    ));
+                    return Err(MountSpecError::KeyNotForType {
+                        key: "required",
+                        kind: m.kind.as_str(),
+                    });
                 }
-                _ => {
-                    return Err(format!(
-                        "invalid field '{field}': it must be a key=value pair"
-                    ));
-                }
+                _ => return Err(MountSpecError::NotKeyValue(field.to_string())),
             }
             continue;
         };
         let value = if key == "type" {
             value.to_string()
         } else {
-            expand(value)?
+            expand(value).map_err(MountSpecError::Expand)?
         };
         match key.as_str() {
             "type" => {
-                m.kind = MountType::parse(&value).ok_or_else(|| {
-                    format!(
-                        "unsupported mount type {value:?} (use bind, cache, tmpfs, secret or ssh)"
-                    )
-                })?;
+                m.kind = MountType::parse(&value)
+                    .ok_or_else(|| MountSpecError::UnsupportedType(value.clone()))?;
             }
             "from" => m.from = Some(value),
             "source" | "src" => m.source = Some(value),
@@ -265,10 +317,10 @@ pub fn parse_mount(
             }
             "required" => {
                 if !matches!(m.kind, MountType::Secret | MountType::Ssh) {
-                    return Err(format!(
-                        "unexpected key 'required' for mount type '{}'",
-                        m.kind.as_str()
-                    ));
+                    return Err(MountSpecError::KeyNotForType {
+                        key: "required",
+                        kind: m.kind.as_str(),
+                    });
                 }
                 m.required = parse_bool(&key, &value)?;
             }
@@ -279,11 +331,7 @@ pub fn parse_mount(
                     "shared" => Some(Sharing::Shared),
                     "private" => Some(Sharing::Private),
                     "locked" => Some(Sharing::Locked),
-                    _ => {
-                        return Err(format!(
-                            "unsupported sharing value {value:?} (use shared, private or locked)"
-                        ));
-                    }
+                    _ => return Err(MountSpecError::UnsupportedSharing(value.clone())),
                 }
             }
             "mode" => m.mode = Some(parse_u32(&key, &value, 8)?),
@@ -291,18 +339,22 @@ pub fn parse_mount(
             "gid" => m.gid = Some(parse_u32(&key, &value, 10)?),
             "size" => {
                 if m.kind != MountType::Tmpfs {
-                    return Err(format!(
-                        "unexpected key 'size' for mount type '{}'",
-                        m.kind.as_str()
-                    ));
+                    return Err(MountSpecError::KeyNotForType {
+                        key: "size",
+                        kind: m.kind.as_str(),
+                    });
                 }
                 m.size = Some(
-                    parse_size(&value)
-                        .ok_or_else(|| format!("invalid size {value:?} (e.g. 64m, 1g)"))?,
+                    parse_size(&value).ok_or_else(|| MountSpecError::InvalidSize(value.clone()))?,
                 );
             }
             "env" => m.env = Some(value),
-            _ => return Err(format!("unexpected key '{key}' in '{field}'")),
+            _ => {
+                return Err(MountSpecError::UnexpectedKey {
+                    key,
+                    field: field.clone(),
+                });
+            }
         }
     }
 
@@ -317,10 +369,10 @@ pub fn parse_mount(
             ("gid", m.gid.is_some()),
         ] {
             if set {
-                return Err(format!(
-                    "{name} not allowed for {:?} type mounts",
-                    m.kind.as_str()
-                ));
+                return Err(MountSpecError::FileInfoNotAllowed {
+                    name,
+                    kind: m.kind.as_str(),
+                });
             }
         }
     }
@@ -328,21 +380,18 @@ pub fn parse_mount(
         m.read_only = !matches!(m.kind, MountType::Cache | MountType::Tmpfs);
     }
     if m.sharing.is_some() && m.kind != MountType::Cache {
-        return Err(format!(
-            "invalid cache sharing set for {} mount",
-            m.kind.as_str()
-        ));
+        return Err(MountSpecError::SharingNotCache(m.kind.as_str()));
     }
     match m.kind {
         MountType::Cache if m.sharing.is_none() => m.sharing = Some(Sharing::Shared),
         MountType::Secret => {
             if m.from.is_some() {
-                return Err("secret mounts can't be from images or stages".into());
+                return Err(MountSpecError::SecretFrom);
             }
             if m.id.is_none() {
                 if m.target.is_empty() {
                     if m.env.is_none() {
-                        return Err("secret mount needs an id, a target or an env".into());
+                        return Err(MountSpecError::SecretWithoutName);
                     }
                 } else {
                     let base = m.target.rsplit('/').next().unwrap_or_default();
@@ -355,7 +404,7 @@ pub fn parse_mount(
         }
         MountType::Ssh => {
             if m.from.is_some() {
-                return Err("ssh mounts can't be from images or stages".into());
+                return Err(MountSpecError::SshFrom);
             }
             if m.id.is_none() {
                 m.id = Some("default".into());
@@ -370,7 +419,7 @@ pub fn parse_mount(
 mod tests {
     use super::*;
 
-    fn parse(s: &str) -> Result<Mount, String> {
+    fn parse(s: &str) -> Result<Mount, MountSpecError> {
         parse_mount(s, &mut |v| Ok(v.to_string()), false)
     }
 
@@ -411,7 +460,14 @@ mod tests {
             parse("type=tmpfs,target=/t,size=64m").unwrap().size,
             Some(64 << 20)
         );
-        assert!(parse("type=nfs,target=/x").is_err());
+        assert_eq!(
+            parse("type=nfs,target=/x").unwrap_err().to_string(),
+            "unsupported mount type \"nfs\" (use bind, cache, tmpfs, secret or ssh)"
+        );
+        assert_eq!(
+            parse("type=bind,target=\"/x").unwrap_err().to_string(),
+            "failed to parse csv mounts: bare \" in non-quoted field of \"type=bind,target=\\\"/x\""
+        );
         assert!(parse("type=bind,target=/x,mode=0644").is_err());
         assert_eq!(parse("type=bind").unwrap().target, "");
         assert!(parse("").is_err());

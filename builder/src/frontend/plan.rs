@@ -207,6 +207,39 @@ fn trigger(text: &str, from: &Instruction) -> Result<Instruction, PlanError> {
     Ok(ins)
 }
 
+/// Expands instructions outside a build (`import`/`commit --change`) as a stage expands them,
+/// with `env` (the image's environment) in scope and no ARGs; an ENV changes what the later
+/// instructions see.
+pub fn expand_in_env(
+    df: &Dockerfile,
+    env: Vec<(String, String)>,
+) -> Result<Vec<Instruction>, PlanError> {
+    if let Some(ins) = df.instructions.iter().find(|i| !i.flag_errors.is_empty()) {
+        return Err(at(ins, ins.flag_errors.join("; ")));
+    }
+    let options = PlanOptions::default();
+    let planner = Planner {
+        lex: Lexer::new(df.escape()),
+        options: &options,
+        meta: Vec::new(),
+        meta_declared: BTreeSet::new(),
+        auto: Vec::new(),
+        names: Vec::new(),
+    };
+    let mut work = StageWork {
+        env,
+        args: Vec::new(),
+        steps: Vec::new(),
+        depends_on: Vec::new(),
+        images: Vec::new(),
+        declared: BTreeSet::new(),
+    };
+    for ins in &df.instructions {
+        planner.step(&mut work, ins, 0)?;
+    }
+    Ok(work.steps.into_iter().map(|s| s.instruction).collect())
+}
+
 /// Plans a parsed Dockerfile. See the module documentation for the rules.
 pub fn plan(df: &Dockerfile, options: &PlanOptions) -> Result<Plan, PlanError> {
     let platform = options

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::FlockOperation;
 
-use crate::fs_step::flock_file;
+use crate::lock::flock_file;
 
 use super::{Origin, Prepared, StepDirs, copy_tree, set_owner_mode};
 use crate::context::SourceTree;
@@ -149,7 +149,7 @@ pub fn prune_cache_mounts(state_root: &Path) -> io::Result<u64> {
     Ok(freed)
 }
 
-fn dir_size(p: &Path) -> u64 {
+pub(crate) fn dir_size(p: &Path) -> u64 {
     let Ok(rd) = fs::read_dir(p) else { return 0 };
     rd.flatten()
         .map(|e| match e.metadata() {

@@ -5,16 +5,15 @@
 
 use std::collections::BTreeMap;
 
-use oci_spec::image::{Descriptor, ImageManifestBuilder, MediaType};
+use oci_spec::image::Descriptor;
 use serde::{Deserialize, Serialize};
 
 use super::ingest::{Ingested, Member};
 use super::load::{Plan, normalize_tag};
 use super::{MANIFEST_JSON, printable};
 use crate::blobs::MAX_METADATA_BLOB;
-use crate::digest::parse_sha256;
+use crate::digest::{parse_sha256, sha256_of};
 use crate::error::{Result, StoreError};
-use crate::images::NewImage;
 use crate::reference::Reference;
 use crate::root::Store;
 
@@ -68,12 +67,6 @@ pub(super) fn repo_tags_by_config(bytes: &[u8]) -> Result<Vec<(String, Vec<Refer
     Ok(out)
 }
 
-/// The config's `created`, as the index records it.
-pub(super) fn created_of(config: &[u8]) -> Option<String> {
-    let v: serde_json::Value = serde_json::from_slice(config).ok()?;
-    v.get("created")?.as_str().map(str::to_string)
-}
-
 /// The config's `rootfs.diff_ids`.
 fn diff_ids_of(config: &[u8], what: &str) -> Result<Vec<String>> {
     let v: serde_json::Value = serde_json::from_slice(config)
@@ -125,8 +118,7 @@ pub(super) fn plan(store: &Store, ing: &Ingested) -> Result<Vec<Plan>> {
 fn plan_item(store: &Store, ing: &Ingested, item: &ManifestItem) -> Result<Plan> {
     let tags = parse_repo_tags(item)?;
     let config = config_bytes(store, ing, &item.config)?;
-    let (config_digest, config_size) = store.blobs().put_bytes(&config)?;
-    let what = format!("image {config_digest} in the archive");
+    let what = format!("image {} in the archive", sha256_of(&config));
     let diff_ids = diff_ids_of(&config, &what)?;
     if diff_ids.len() != item.layers.len() {
         return Err(StoreError::invalid(
@@ -139,7 +131,6 @@ fn plan_item(store: &Store, ing: &Ingested, item: &ManifestItem) -> Result<Plan>
         ));
     }
     let mut layers = Vec::with_capacity(item.layers.len());
-    let mut size = 0u64;
     for (path, expected) in item.layers.iter().zip(&diff_ids) {
         let shown = printable(path);
         let blob = ing.blob(path).ok_or_else(|| {
@@ -162,31 +153,9 @@ fn plan_item(store: &Store, ing: &Ingested, item: &ManifestItem) -> Result<Plan>
             blob.size,
             blob.digest.clone(),
         ));
-        size = size.saturating_add(blob.size);
     }
-    let manifest = ImageManifestBuilder::default()
-        .schema_version(2u32)
-        .media_type(MediaType::ImageManifest)
-        .config(Descriptor::new(
-            MediaType::ImageConfig,
-            config_size,
-            config_digest.clone(),
-        ))
-        .layers(layers)
-        .build()
-        .map_err(|e| StoreError::invalid(what.clone(), e.to_string()))?;
-    let manifest_bytes =
-        serde_json::to_vec(&manifest).map_err(|e| StoreError::invalid(what, e.to_string()))?;
-    let (manifest_digest, manifest_size) = store.blobs().put_bytes(&manifest_bytes)?;
     Ok(Plan {
-        image: NewImage {
-            manifest: manifest_digest,
-            manifest_size,
-            media_type: MediaType::ImageManifest,
-            config: config_digest,
-            created: created_of(&config),
-            size,
-        },
+        image: store.write_image(&config, layers)?,
         tags,
     })
 }

@@ -159,7 +159,7 @@ fn check_image(store: &Store, ing: &Ingested, d: &Descriptor) -> Result<Option<N
         manifest_size: d.size(),
         media_type: d.media_type().clone(),
         config: manifest.config().digest().clone(),
-        created: docker::created_of(&config),
+        created: crate::images::created_of(&config),
         size,
     }))
 }

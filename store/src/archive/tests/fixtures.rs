@@ -3,13 +3,12 @@
 use std::fs;
 use std::io::{Read, Write};
 
-use oci_spec::image::{Descriptor, Digest, ImageManifestBuilder, MediaType};
+use oci_spec::image::{Descriptor, Digest, MediaType};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
 use crate::archive::{load, save};
 use crate::error::StoreError;
-use crate::images::NewImage;
 use crate::reference::Reference;
 use crate::root::Store;
 
@@ -55,42 +54,18 @@ pub(super) struct Made {
 pub(super) fn make_image(s: &Store, layers: &[Vec<u8>], created: &str, tags: &[&str]) -> Made {
     let mut descs = Vec::new();
     let mut digests = Vec::new();
-    let mut size = 0;
     for l in layers {
         let (d, n) = s.blobs().put_bytes(l).unwrap();
         descs.push(Descriptor::new(MediaType::ImageLayer, n, d.clone()));
         digests.push(d);
-        size += n;
     }
     let config = config_json(&digests, created);
-    let (cd, cn) = s.blobs().put_bytes(&config).unwrap();
-    let manifest = ImageManifestBuilder::default()
-        .schema_version(2u32)
-        .media_type(MediaType::ImageManifest)
-        .config(Descriptor::new(MediaType::ImageConfig, cn, cd.clone()))
-        .layers(descs)
-        .build()
-        .unwrap();
-    let (md, mn) = s
-        .blobs()
-        .put_bytes(&serde_json::to_vec(&manifest).unwrap())
-        .unwrap();
+    let new = s.write_image(&config, descs).unwrap();
     let tags: Vec<Reference> = tags.iter().map(|t| Reference::parse(t).unwrap()).collect();
-    s.add_image(
-        &NewImage {
-            manifest: md.clone(),
-            manifest_size: mn,
-            media_type: MediaType::ImageManifest,
-            config: cd.clone(),
-            created: Some(created.to_string()),
-            size,
-        },
-        &tags,
-    )
-    .unwrap();
+    s.add_image(&new, &tags).unwrap();
     Made {
-        id: cd,
-        manifest: md,
+        id: new.config,
+        manifest: new.manifest,
         layers: digests,
     }
 }
