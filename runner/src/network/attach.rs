@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use super::{AttachRequest, Endpoint, Network, Networks};
+use super::record::{AttachRequest, Endpoint, Network};
+use super::store::Networks;
 use crate::container::{Container, Runner};
 use crate::error::{Result, RunnerError};
 use crate::state::{EndpointSettings, Status};
@@ -248,7 +249,7 @@ pub fn connect(
         )));
     }
     for a in es.aliases.iter().flatten() {
-        super::validate_alias(a)?;
+        super::record::validate_alias(a)?;
     }
     if n.is_default && es.aliases.as_ref().is_some_and(|a| !a.is_empty()) {
         return Err(RunnerError::invalid(
@@ -337,7 +338,7 @@ impl NetResolver {
                 continue;
             }
             let is_default =
-                crate::state::read_json::<super::NetworkRecord>(&dir.join("network.json"))
+                crate::state::read_json::<super::record::NetworkRecord>(&dir.join("network.json"))
                     .map(|r| {
                         r.options
                             .contains_key("com.docker.network.bridge.default_bridge")

@@ -281,3 +281,8 @@ pub fn sysctl(key: &str, value: &str) -> io::Result<()> {
     }
     std::fs::write(&path, value)
 }
+
+/// A netlink failure as the runner reports it.
+pub(super) fn net_err(what: &str, e: std::io::Error) -> crate::error::RunnerError {
+    crate::error::RunnerError::Network(format!("{what}: {e}"))
+}
