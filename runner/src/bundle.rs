@@ -459,7 +459,7 @@ pub fn write(dir: &Path, spec: &Spec) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| RunnerError::io("creating", dir, e))?;
     let bytes = serde_json::to_vec(spec)
         .map_err(|e| RunnerError::invalid("runtime spec", e.to_string()))?;
-    crate::state::write_regenerated(&dir.join("config.json"), &bytes)
+    crate::persist::write_regenerated(&dir.join("config.json"), &bytes)
 }
 
 /// The argv a container runs: Docker's ENTRYPOINT/CMD combination is already applied when the

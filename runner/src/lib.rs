@@ -19,6 +19,8 @@ pub mod fsview;
 pub mod logs;
 pub mod names;
 pub mod network;
+pub mod persist;
+pub mod process;
 pub mod rootfs;
 pub mod sandbox;
 pub mod seccomp;

@@ -17,7 +17,8 @@ use std::path::Path;
 use crate::bundle::ExtraMount;
 use crate::container::{Container, CreateOptions, Runner};
 use crate::error::{IoContext, Result, RunnerError};
-use crate::state::{FileLock, MountPoint, MountRequest, VolumeOptions, ZERO_TIME};
+use crate::persist::FileLock;
+use crate::state::{MountPoint, MountRequest, VolumeOptions, ZERO_TIME};
 use spec::{Spec, clean};
 
 enum Planned {
@@ -387,7 +388,7 @@ pub fn release(runner: &Runner, c: &Container, remove_anonymous: bool) -> Result
         return Ok(());
     }
     let root = runner.root();
-    let _lock = store::containers_lock(root)?;
+    let _lock = crate::container::store::containers_lock(root)?;
     let users = store::users(runner)?;
     for m in c.record.mounts.iter().filter(|m| m.kind == "volume") {
         let Ok(v) = store::get(root, &m.name) else {

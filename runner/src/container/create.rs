@@ -11,9 +11,9 @@ use super::record::Container;
 use super::store::Runner;
 use crate::error::{IoContext, Result, RunnerError};
 use crate::names;
+use crate::persist::write_json_with;
 use crate::state::{
     ContainerConfig, ContainerPaths, ContainerRecord, HostConfig, State, now_rfc3339,
-    write_json_with,
 };
 
 impl Runner {
@@ -82,7 +82,7 @@ impl Runner {
             crate::signal::parse(s)?;
         }
 
-        let _lock = self.names_lock()?;
+        let _lock = super::store::containers_lock(self.root())?;
         let existing = self.list()?;
         let name = match &opts.name {
             Some(n) => {
@@ -216,7 +216,11 @@ impl Runner {
         let tmp_paths = ContainerPaths { dir: tmp.clone() };
         let made = (|| {
             let durable = !opts.auto_remove;
-            crate::state::write_atomic_with(&tmp_paths.image(), record.image.as_bytes(), durable)?;
+            crate::persist::write_atomic_with(
+                &tmp_paths.image(),
+                record.image.as_bytes(),
+                durable,
+            )?;
             write_json_with(&tmp_paths.config(), &record, durable)?;
             write_json_with(&tmp_paths.state(), &State::default(), durable)?;
             fs::create_dir_all(tmp_paths.upper()).ctx("creating", tmp_paths.upper())?;

@@ -10,9 +10,9 @@ use super::record::Container;
 use super::store::Runner;
 use crate::error::{IoContext, Result, RunnerError};
 use crate::names;
-use crate::state::{
-    ContainerRecord, FileLock, State, Status, process_alive, read_json, write_json,
-};
+use crate::persist::{FileLock, read_json, write_json};
+use crate::process::process_alive;
+use crate::state::{ContainerRecord, State, Status};
 
 impl Runner {
     /// Send `signal` to the container's init (only if it is still the same process).
@@ -118,6 +118,31 @@ impl Runner {
             self.wait_stopped(c, Duration::from_secs(10))?;
         }
         Ok(())
+    }
+
+    /// Docker's `stop --signal`: `signal` instead of the container's stop signal, then SIGKILL
+    /// after the timeout.
+    pub fn stop_with_signal(
+        &self,
+        c: &mut Container,
+        signal: i32,
+        timeout: Option<i64>,
+    ) -> Result<()> {
+        self.update_state(c, |st| st.internal.manually_stopped = true)?;
+        self.signal(c, signal)?;
+        let secs = timeout.or(c.record.config.stop_timeout).unwrap_or(10);
+        if secs < 0 || !self.wait_stopped(c, Duration::from_secs(secs as u64))? {
+            self.signal(c, crate::signal::SIGKILL)?;
+            self.wait_stopped(c, Duration::from_secs(10))?;
+        }
+        Ok(())
+    }
+
+    /// Docker's `restart`: stop, then start detached.
+    pub fn restart(&self, c: &mut Container, timeout: Option<i64>) -> Result<()> {
+        self.stop(c, timeout)?;
+        self.reload(c)?;
+        self.spawn_supervisor(c, false).map(|_| ())
     }
 
     /// Wait until the container is no longer running (as its supervisor records it); `false` on
@@ -300,7 +325,7 @@ impl Runner {
     pub fn rename(&self, c: &mut Container, new_name: &str) -> Result<()> {
         names::validate_name(new_name).map_err(|r| RunnerError::invalid("container name", r))?;
         let new_name = new_name.trim_start_matches('/');
-        let _lock = self.names_lock()?;
+        let _lock = super::store::containers_lock(self.root())?;
         if let Some(other) = self.list()?.into_iter().find(|o| o.record.name == new_name) {
             return Err(RunnerError::NameInUse {
                 name: new_name.to_string(),

@@ -2,9 +2,10 @@
 //! prefix, the locks), what makes one ([`create`]: Docker's rules for entrypoint, command,
 //! environment, limits and networks), the transitions that do not need the supervisor
 //! ([`lifecycle`]: stop, kill, pause, rm, restart) and Docker's flag grammar parsed into typed
-//! values at the edge ([`options`]).
+//! values at the edge ([`options`], and [`filter`] for `--filter`).
 
 pub mod create;
+pub mod filter;
 pub mod lifecycle;
 pub mod options;
 pub mod record;

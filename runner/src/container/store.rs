@@ -10,10 +10,17 @@ use berth_store::Store;
 
 use super::record::Container;
 use crate::error::{IoContext, Result, RunnerError};
-use crate::state::{
-    ContainerPaths, ContainerRecord, FileLock, State, Status, now_rfc3339, process_alive,
-    read_json, write_json, write_json_with,
-};
+use crate::persist::{FileLock, read_json, write_json, write_json_with};
+use crate::process::process_alive;
+use crate::state::{ContainerPaths, ContainerRecord, State, Status, now_rfc3339};
+
+/// The lock over the containers of a state root as a set: names (create, rename) and the
+/// volumes they mount (create, `volume rm`, `volume prune`) change under it.
+pub fn containers_lock(root: &Path) -> Result<FileLock> {
+    let locks = root.join("locks");
+    fs::create_dir_all(&locks).ctx("creating", &locks)?;
+    FileLock::acquire(&locks.join("containers.lock"))
+}
 
 /// The container half of the state root.
 pub struct Runner {
@@ -34,12 +41,6 @@ impl Runner {
 
     pub fn root(&self) -> &Path {
         self.store.root()
-    }
-
-    pub(super) fn names_lock(&self) -> Result<FileLock> {
-        let locks = self.store.root().join("locks");
-        fs::create_dir_all(&locks).ctx("creating", &locks)?;
-        FileLock::acquire(&locks.join("containers.lock"))
     }
 
     pub fn paths(&self, id: &str) -> ContainerPaths {

@@ -216,10 +216,10 @@ fn update_record(
     c: &mut Container,
     f: impl FnOnce(&mut crate::state::ContainerRecord),
 ) -> Result<()> {
-    let _lock = crate::state::FileLock::acquire(&c.paths.lock())?;
-    let mut rec: crate::state::ContainerRecord = crate::state::read_json(&c.paths.config())?;
+    let _lock = crate::persist::FileLock::acquire(&c.paths.lock())?;
+    let mut rec: crate::state::ContainerRecord = crate::persist::read_json(&c.paths.config())?;
     f(&mut rec);
-    crate::state::write_json(&c.paths.config(), &rec)?;
+    crate::persist::write_json(&c.paths.config(), &rec)?;
     c.record = rec;
     Ok(())
 }
@@ -337,13 +337,14 @@ impl NetResolver {
             if !eps.join(format!("{}.json", self.container_id)).exists() {
                 continue;
             }
-            let is_default =
-                crate::state::read_json::<super::record::NetworkRecord>(&dir.join("network.json"))
-                    .map(|r| {
-                        r.options
-                            .contains_key("com.docker.network.bridge.default_bridge")
-                    })
-                    .unwrap_or(true);
+            let is_default = crate::persist::read_json::<super::record::NetworkRecord>(
+                &dir.join("network.json"),
+            )
+            .map(|r| {
+                r.options
+                    .contains_key("com.docker.network.bridge.default_bridge")
+            })
+            .unwrap_or(true);
             if is_default {
                 continue;
             }
@@ -352,7 +353,7 @@ impl NetResolver {
             };
             for f in files.flatten() {
                 if f.file_name().to_string_lossy().ends_with(".json")
-                    && let Ok(ep) = crate::state::read_json::<Endpoint>(&f.path())
+                    && let Ok(ep) = crate::persist::read_json::<Endpoint>(&f.path())
                 {
                     out.push(ep);
                 }

@@ -73,7 +73,7 @@ impl Networks {
                         ))
                     },
                 )?;
-                crate::state::write_regenerated(&last_path, ip.to_string().as_bytes())?;
+                crate::persist::write_regenerated(&last_path, ip.to_string().as_bytes())?;
                 ip
             }
         };

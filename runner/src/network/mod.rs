@@ -20,6 +20,7 @@ pub mod dns;
 pub mod endpoints;
 pub mod ipam;
 pub mod netlink;
+pub mod netns;
 pub mod nft;
 pub mod ports;
 pub mod record;

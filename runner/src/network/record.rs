@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::ipam::Subnet;
 use crate::error::{Result, RunnerError};
-use crate::state::{FileLock, read_json};
+use crate::persist::{FileLock, read_json};
 
 /// The default network's name, as Docker's.
 pub const DEFAULT_NETWORK: &str = "bridge";
@@ -243,7 +243,7 @@ pub(super) fn veth_name(container_id: &str, network_id: &str) -> String {
 pub(super) fn write_endpoint(path: &Path, ep: &Endpoint) -> Result<()> {
     let bytes = serde_json::to_vec(ep)
         .map_err(|e| RunnerError::invalid(path.display().to_string(), e.to_string()))?;
-    crate::state::write_regenerated(path, &bytes)
+    crate::persist::write_regenerated(path, &bytes)
 }
 
 pub(super) fn random_id() -> String {

@@ -18,7 +18,7 @@ use super::record::{
 };
 use super::{netlink, nft};
 use crate::error::{IoContext, Result, RunnerError};
-use crate::state::{FileLock, read_json, write_json};
+use crate::persist::{FileLock, read_json, write_json};
 
 /// The networks of one state root.
 pub struct Networks {

@@ -12,8 +12,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::container::Runner;
+use crate::container::store::containers_lock;
 use crate::error::{IoContext, Result, RunnerError};
-use crate::state::{FileLock, read_json, write_json};
+use crate::persist::{read_json, write_json};
 
 /// The label Docker 23+ puts on anonymous volumes (`volume prune` without `-a` removes only those).
 pub const ANONYMOUS_LABEL: &str = "com.docker.volume.anonymous";
@@ -59,13 +60,6 @@ impl Volume {
 
 pub fn volumes_dir(root: &Path) -> PathBuf {
     root.join("volumes")
-}
-
-/// The lock `Runner::create` holds while it plans mounts (Runner::names_lock).
-pub fn containers_lock(root: &Path) -> Result<FileLock> {
-    let locks = root.join("locks");
-    fs::create_dir_all(&locks).ctx("creating", &locks)?;
-    FileLock::acquire(&locks.join("containers.lock"))
 }
 
 /// The local driver's name rule: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.

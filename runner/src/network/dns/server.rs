@@ -1,10 +1,8 @@
 //! The serving side: sockets bound inside the container's network namespace, UDP and TCP loops
 //! on threads in the host namespace, forwarding bounded in number, and the stop flag.
 
-use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::{self, JoinHandle};
@@ -51,31 +49,8 @@ impl Sockets {
 /// needs `CAP_SYS_ADMIN` over the namespace (and the right to bind port 53
 /// in it).
 pub fn bind_in_netns(pid: i32) -> io::Result<Sockets> {
-    in_netns(pid, || {
+    super::super::netns::run_in(pid, || {
         Sockets::bind(SocketAddr::from((DNS_ADDR, DNS_PORT)))
-    })
-}
-
-/// Run `f` on a short-lived thread inside the network namespace of `pid`.
-/// Sockets created by `f` belong to that namespace.
-pub(super) fn in_netns<T: Send>(
-    pid: i32,
-    f: impl FnOnce() -> io::Result<T> + Send,
-) -> io::Result<T> {
-    let ns = File::open(format!("/proc/{pid}/ns/net"))?;
-    thread::scope(|scope| {
-        let handle = thread::Builder::new()
-            .name("berth-dns-setns".into())
-            .spawn_scoped(scope, move || {
-                rustix::thread::move_into_link_name_space(
-                    ns.as_fd(),
-                    Some(rustix::thread::LinkNameSpaceType::Network),
-                )?;
-                f()
-            })?;
-        handle
-            .join()
-            .map_err(|_| io::Error::other("netns thread panicked"))?
     })
 }
 

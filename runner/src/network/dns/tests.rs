@@ -940,7 +940,7 @@ fn netns_serves_names_forwards_ptr_and_tcp() {
     let server = SocketAddr::from((DNS_ADDR, DNS_PORT));
 
     // Client sockets made inside the namespace.
-    let (udp, mut tcp) = in_netns(ns.pid(), || {
+    let (udp, mut tcp) = crate::network::netns::run_in(ns.pid(), || {
         let udp = UdpSocket::bind("127.0.0.1:0")?;
         udp.connect(server)?;
         let tcp = TcpStream::connect_timeout(&server, Duration::from_secs(2))?;
