@@ -12,5 +12,5 @@ pub mod record;
 pub mod store;
 
 pub use options::{CreateOptions, DEFAULT_PATH, parse_bytes, parse_restart, read_env_file};
-pub use record::Container;
+pub use record::{Container, Containers};
 pub use store::Runner;

@@ -1,7 +1,8 @@
 //! One container as the rest of the runner sees it: its record, its state and where it lives.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use crate::error::Result;
 use crate::state::{ContainerPaths, ContainerRecord, State, Status};
 
 /// One container: its record, its state and where it lives.
@@ -31,4 +32,18 @@ impl Container {
     pub fn log_path(&self) -> PathBuf {
         self.paths.log(&self.record.id)
     }
+}
+
+/// What volumes and networks need of the containers of a state root: where the root is, lookup,
+/// the list, and a state change under the container's lock. A narrow handle, so they are used
+/// (and tested) without a whole [`Runner`](super::Runner), which implements it.
+pub trait Containers {
+    /// The state root.
+    fn root(&self) -> &Path;
+    /// A container by full ID, name or unique ID prefix.
+    fn get(&self, spec: &str) -> Result<Container>;
+    /// Every container, its state corrected for dead processes.
+    fn list(&self) -> Result<Vec<Container>>;
+    /// Change a container's state under its lock.
+    fn update_state(&self, c: &mut Container, f: impl FnOnce(&mut State)) -> Result<()>;
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use berth_store::Store;
 
-use super::record::Container;
+use super::record::{Container, Containers};
 use crate::error::{IoContext, Result, RunnerError};
 use crate::persist::{FileLock, read_json, write_json, write_json_with};
 use crate::process::process_alive;
@@ -195,5 +195,20 @@ impl Runner {
         write_json_with(&c.paths.state(), &st, !c.record.host_config.auto_remove)?;
         c.state = st;
         Ok(())
+    }
+}
+
+impl Containers for Runner {
+    fn root(&self) -> &Path {
+        Runner::root(self)
+    }
+    fn get(&self, spec: &str) -> Result<Container> {
+        Runner::get(self, spec)
+    }
+    fn list(&self) -> Result<Vec<Container>> {
+        Runner::list(self)
+    }
+    fn update_state(&self, c: &mut Container, f: impl FnOnce(&mut State)) -> Result<()> {
+        Runner::update_state(self, c, f)
     }
 }

@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 
 use super::record::{AttachRequest, Endpoint, Network};
 use super::store::Networks;
-use crate::container::{Container, Runner};
+use crate::container::{Container, Containers};
 use crate::error::{Result, RunnerError};
 use crate::state::{EndpointSettings, Status};
 
@@ -125,7 +125,7 @@ pub fn settings(
 
 /// `--link`: for each linked container (running, on the default bridge with us), its /etc/hosts
 /// line and Docker's legacy environment variables (`ALIAS_PORT_80_TCP_ADDR`, `ALIAS_ENV_X`, ...).
-pub fn links(runner: &Runner, c: &Container) -> Result<(Vec<String>, Vec<String>)> {
+pub fn links(runner: &impl Containers, c: &Container) -> Result<(Vec<String>, Vec<String>)> {
     let mut hosts = Vec::new();
     let mut env = Vec::new();
     let nets = Networks::open(runner.root())?;
@@ -227,7 +227,7 @@ fn update_record(
 /// `network connect`: add the network to the container's configuration and, when it runs,
 /// plug it in now (eth1, eth2, ...; the first network keeps the default route).
 pub fn connect(
-    runner: &Runner,
+    runner: &impl Containers,
     c: &mut Container,
     network: &str,
     es: EndpointSettings,
@@ -280,7 +280,7 @@ pub fn connect(
 }
 
 /// `network disconnect`: unplug (when running) and drop the network from the configuration.
-pub fn disconnect(runner: &Runner, c: &mut Container, network: &str) -> Result<()> {
+pub fn disconnect(runner: &impl Containers, c: &mut Container, network: &str) -> Result<()> {
     let nets = Networks::open(runner.root())?;
     let n = nets.get(network)?;
     if !c.record.networking_config.contains_key(n.name()) {

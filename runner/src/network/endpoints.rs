@@ -145,3 +145,56 @@ impl Networks {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::network::record::CreateNetwork;
+
+    /// The IPAM store is files under the state root: networks are used without a Runner and
+    /// without touching the kernel (no bridge is made until a container is plugged).
+    #[test]
+    fn endpoints_allocate_rename_and_release_without_a_runner() {
+        let tmp = tempfile::tempdir().unwrap();
+        let nets = Networks::open(tmp.path()).unwrap();
+        let n = nets
+            .create(&CreateNetwork {
+                name: "unit-net".into(),
+                subnet: Some("10.251.7.0/29".into()),
+                ..Default::default()
+            })
+            .unwrap();
+        let a = nets
+            .allocate(&n, "a1", "web", "eth0", &AttachRequest::default())
+            .unwrap();
+        assert_eq!(
+            a.ip,
+            Ipv4Addr::new(10, 251, 7, 2),
+            "the first host after the gateway"
+        );
+        let fixed = AttachRequest {
+            ip: Some(Ipv4Addr::new(10, 251, 7, 5)),
+            ..Default::default()
+        };
+        let b = nets.allocate(&n, "b2", "db", "eth0", &fixed).unwrap();
+        assert_eq!(b.ip, Ipv4Addr::new(10, 251, 7, 5));
+        let taken = nets
+            .allocate(&n, "c3", "other", "eth0", &fixed)
+            .unwrap_err();
+        assert!(matches!(taken, RunnerError::Conflict(_)), "{taken}");
+        assert_eq!(
+            taken.to_string(),
+            "Address already in use: 10.251.7.5 on network unit-net"
+        );
+
+        nets.rename("a1", "frontend").unwrap();
+        let attached = nets.attached("a1").unwrap();
+        assert_eq!(attached.len(), 1);
+        assert_eq!(attached[0].1.name, "frontend");
+
+        nets.release_all("a1").unwrap();
+        assert!(nets.attached("a1").unwrap().is_empty());
+        let left: Vec<String> = n.endpoints().into_iter().map(|e| e.name).collect();
+        assert_eq!(left, ["db"]);
+    }
+}

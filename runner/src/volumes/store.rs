@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::container::Runner;
+use crate::container::Containers;
 use crate::container::store::containers_lock;
 use crate::error::{IoContext, Result, RunnerError};
 use crate::persist::{read_json, write_json};
@@ -193,7 +193,7 @@ pub fn list(root: &Path) -> Result<Vec<Volume>> {
 }
 
 /// For each volume name, the IDs of the containers (running or not) whose mounts use it.
-pub fn users(runner: &Runner) -> Result<BTreeMap<String, Vec<String>>> {
+pub fn users(runner: &impl Containers) -> Result<BTreeMap<String, Vec<String>>> {
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for c in runner.list()? {
         for m in &c.record.mounts {
@@ -220,7 +220,7 @@ pub fn delete(root: &Path, v: &Volume) -> Result<()> {
 }
 
 /// Docker's `volume rm`: refused while any container uses it.
-pub fn remove(runner: &Runner, name: &str) -> Result<()> {
+pub fn remove(runner: &impl Containers, name: &str) -> Result<()> {
     let root = runner.root();
     let _lock = containers_lock(root)?;
     let v = get(root, name)?;
@@ -250,7 +250,7 @@ pub fn disk_usage(dir: &Path) -> u64 {
 /// Docker's `volume prune`: unused volumes that `keep` does not keep; with `all` false only
 /// anonymous ones. Returns (name, bytes) of each removed volume.
 pub fn prune(
-    runner: &Runner,
+    runner: &impl Containers,
     all: bool,
     keep: &dyn Fn(&Volume) -> bool,
 ) -> Result<Vec<(String, u64)>> {
