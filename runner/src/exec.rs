@@ -109,7 +109,7 @@ pub fn exec(runner: &Runner, c: &Container, o: &ExecOptions) -> Result<i32> {
         process["consoleSize"] = json!({"height": rows, "width": cols});
     }
     if o.privileged {
-        let all = crate::bundle::capabilities(true, &[], &[])?;
+        let all = crate::caps::capabilities(true, &[], &[])?;
         process["capabilities"] = json!({"bounding": all, "effective": all, "permitted": all});
     }
     let file = c

@@ -218,7 +218,7 @@ pub(super) fn host_config(o: &CreateOptions) -> Result<HostConfig> {
         }
     }
     for c in o.cap_add.iter().chain(&o.cap_drop) {
-        crate::bundle::parse_capability(c)?;
+        crate::caps::parse_capability(c)?;
     }
     for s in &o.security_opt {
         let known = matches!(
