@@ -40,4 +40,4 @@ pub mod user;
 pub mod volumes;
 
 pub use container::{Container, Runner};
-pub use error::{Result, RunnerError};
+pub use error::{ErrorKind, Result, RunnerError};

@@ -6,6 +6,7 @@ use std::fs;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use super::conflict::StateConflict;
 use super::record::Container;
 use super::store::Runner;
 use crate::error::{IoContext, Result, RunnerError};
@@ -35,25 +36,16 @@ impl Runner {
     /// Docker's `pause`: freeze every process of a running container.
     pub fn pause(&self, c: &mut Container) -> Result<()> {
         match c.state.status {
-            Status::Paused => Err(RunnerError::Conflict(format!(
-                "Container {} is already paused",
-                c.id()
-            ))),
+            Status::Paused => Err(StateConflict::AlreadyPaused { id: c.id().into() }.into()),
             Status::Running => self.set_paused(c, true),
-            _ => Err(RunnerError::Conflict(format!(
-                "Container {} is not running",
-                c.id()
-            ))),
+            _ => Err(StateConflict::NotRunning { id: c.id().into() }.into()),
         }
     }
 
     /// Docker's `unpause`.
     pub fn unpause(&self, c: &mut Container) -> Result<()> {
         if c.state.status != Status::Paused {
-            return Err(RunnerError::Conflict(format!(
-                "Container {} is not paused",
-                c.id()
-            )));
+            return Err(StateConflict::NotPaused { id: c.id().into() }.into());
         }
         self.set_paused(c, false)
     }
@@ -85,11 +77,11 @@ impl Runner {
     /// Docker's `kill`: send a signal to a running container.
     pub fn kill(&self, c: &mut Container, signal: i32) -> Result<()> {
         if !c.is_running() {
-            return Err(RunnerError::Conflict(format!(
-                "cannot kill container: {}: container {} is not running",
-                c.name(),
-                c.id()
-            )));
+            return Err(StateConflict::KillNotRunning {
+                name: c.name().into(),
+                id: c.id().into(),
+            }
+            .into());
         }
         let stop_signal =
             crate::signal::parse(c.record.config.stop_signal.as_deref().unwrap_or("SIGTERM"))?;
@@ -187,10 +179,10 @@ impl Runner {
     pub fn remove(&self, c: &mut Container, force: bool, volumes: bool) -> Result<()> {
         if c.is_running() {
             if !force {
-                return Err(RunnerError::Conflict(format!(
-                    "cannot remove container \"/{}\": container is running: stop the container before removing or force remove",
-                    c.name()
-                )));
+                return Err(StateConflict::RemoveRunning {
+                    name: c.name().into(),
+                }
+                .into());
             }
             self.update_state(c, |s| s.internal.manually_stopped = true)?;
             self.signal(c, crate::signal::SIGKILL)?;

@@ -4,6 +4,7 @@
 //! ([`lifecycle`]: stop, kill, pause, rm, restart) and Docker's flag grammar parsed into typed
 //! values at the edge ([`options`], and [`filter`] for `--filter`).
 
+pub mod conflict;
 pub mod create;
 pub mod filter;
 pub mod lifecycle;

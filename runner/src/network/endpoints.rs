@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::net::Ipv4Addr;
 
+use super::conflict::NetworkConflict;
 use super::record::{AttachRequest, Endpoint, Network, random_id, veth_name, write_endpoint};
 use super::store::Networks;
 use super::{ipam, netlink};
@@ -25,10 +26,11 @@ impl Networks {
         fs::create_dir_all(n.endpoints_dir()).ctx("creating", n.endpoints_dir())?;
         let eps = n.endpoints();
         if let Some(e) = eps.iter().find(|e| e.container_id == container_id) {
-            return Err(RunnerError::Conflict(format!(
-                "endpoint with name {} already exists in network {}",
-                e.name, n.record.name
-            )));
+            return Err(NetworkConflict::EndpointExists {
+                name: e.name.clone(),
+                network: n.record.name.clone(),
+            }
+            .into());
         }
         let used: BTreeSet<Ipv4Addr> = eps.iter().map(|e| e.ip).collect();
         let ip = match req.ip {
@@ -53,10 +55,11 @@ impl Networks {
                     ));
                 }
                 if used.contains(&ip) {
-                    return Err(RunnerError::Conflict(format!(
-                        "Address already in use: {ip} on network {}",
-                        n.record.name
-                    )));
+                    return Err(NetworkConflict::AddressInUse {
+                        ip,
+                        network: n.record.name.clone(),
+                    }
+                    .into());
                 }
                 ip
             }
@@ -67,10 +70,10 @@ impl Networks {
                     .and_then(|s| s.trim().parse().ok());
                 let ip = ipam::allocate(&n.subnet, &n.range, n.gateway, &used, last).ok_or_else(
                     || {
-                        RunnerError::Conflict(format!(
-                            "no available IPv4 addresses on network {} ({})",
-                            n.record.name, n.range
-                        ))
+                        RunnerError::from(NetworkConflict::AddressesExhausted {
+                            network: n.record.name.clone(),
+                            range: n.range.to_string(),
+                        })
                     },
                 )?;
                 crate::persist::write_regenerated(&last_path, ip.to_string().as_bytes())?;
@@ -181,7 +184,15 @@ mod tests {
         let taken = nets
             .allocate(&n, "c3", "other", "eth0", &fixed)
             .unwrap_err();
-        assert!(matches!(taken, RunnerError::Conflict(_)), "{taken}");
+        assert!(
+            matches!(
+                &taken,
+                RunnerError::Net(NetworkConflict::AddressInUse { ip, .. })
+                    if *ip == Ipv4Addr::new(10, 251, 7, 5)
+            ),
+            "{taken}"
+        );
+        assert_eq!(taken.kind(), crate::error::ErrorKind::Conflict);
         assert_eq!(
             taken.to_string(),
             "Address already in use: 10.251.7.5 on network unit-net"

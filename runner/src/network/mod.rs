@@ -15,6 +15,7 @@
 
 pub mod attach;
 pub mod config;
+pub mod conflict;
 pub mod dataplane;
 pub mod dns;
 pub mod endpoints;

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::config::DaemonConfig;
+use super::conflict::NetworkConflict;
 use super::ipam::{self, Subnet};
 use super::netlink::net_err;
 use super::record::{
@@ -200,18 +201,18 @@ impl Networks {
             )));
         }
         if is_predefined(&o.name) {
-            return Err(RunnerError::Conflict(format!(
-                "network with name {} already exists",
-                o.name
-            )));
+            return Err(NetworkConflict::NameExists {
+                name: o.name.clone(),
+            }
+            .into());
         }
         let _lock = self.lock()?;
         let existing = self.list()?;
         if existing.iter().any(|n| n.record.name == o.name) {
-            return Err(RunnerError::Conflict(format!(
-                "network with name {} already exists",
-                o.name
-            )));
+            return Err(NetworkConflict::NameExists {
+                name: o.name.clone(),
+            }
+            .into());
         }
         let mut options = o.options.clone();
         for k in options.keys() {
@@ -232,9 +233,7 @@ impl Networks {
         if let Some(b) = options.get(OPT_BRIDGE_NAME) {
             validate_ifname(b).map_err(|m| RunnerError::invalid("bridge name", m))?;
             if existing.iter().any(|n| &n.bridge == b) {
-                return Err(RunnerError::Conflict(format!(
-                    "bridge name {b} is used by another network"
-                )));
+                return Err(NetworkConflict::BridgeInUse { bridge: b.clone() }.into());
             }
         }
         if let Some(m) = options.get(OPT_MTU)
@@ -260,17 +259,23 @@ impl Networks {
                     ));
                 }
                 if let Some((name, other)) = taken.iter().find(|(_, t)| t.overlaps(&s)) {
-                    return Err(RunnerError::Conflict(format!(
-                        "invalid pool request: Pool overlaps with other one on this address space: {s} overlaps {other} of network {name}"
-                    )));
+                    return Err(NetworkConflict::PoolOverlaps {
+                        subnet: s.to_string(),
+                        other: other.to_string(),
+                        network: name.clone(),
+                    }
+                    .into());
                 }
                 if let Some((dev, r)) = host_routes
                     .iter()
                     .find(|(dev, r)| r.overlaps(&s) && !existing.iter().any(|n| &n.bridge == dev))
                 {
-                    return Err(RunnerError::Conflict(format!(
-                        "invalid pool request: {s} overlaps the host's route {r} on {dev}"
-                    )));
+                    return Err(NetworkConflict::RouteOverlaps {
+                        subnet: s.to_string(),
+                        route: r.to_string(),
+                        dev: dev.clone(),
+                    }
+                    .into());
                 }
                 s
             }
@@ -355,26 +360,26 @@ impl Networks {
                 a += step;
             }
         }
-        Err(RunnerError::Conflict(
-            "could not find an available, non-overlapping IPv4 address pool among the defaults to assign to the network: give one with --subnet".into(),
-        ))
+        Err(NetworkConflict::PoolsExhausted.into())
     }
 
     /// `network rm`: the caller has checked that no container uses it.
     pub fn remove(&self, n: &Network) -> Result<()> {
         if n.is_default {
-            return Err(RunnerError::Conflict(format!(
-                "{} is a pre-defined network and cannot be removed",
-                n.record.name
-            )));
+            return Err(NetworkConflict::Predefined {
+                name: n.record.name.clone(),
+            }
+            .into());
         }
         let _lock = self.lock()?;
         let leftovers = n.endpoints();
         if let Some(e) = leftovers.first() {
-            return Err(RunnerError::Conflict(format!(
-                "error while removing network: network {} id {} has active endpoints (container {})",
-                n.record.name, n.record.id, e.name
-            )));
+            return Err(NetworkConflict::ActiveEndpoints {
+                name: n.record.name.clone(),
+                id: n.record.id.clone(),
+                container: e.name.clone(),
+            }
+            .into());
         }
         nft::remove_network(&self.table, n)?;
         let mut nl = netlink::Netlink::host().map_err(|e| net_err("opening netlink", e))?;
