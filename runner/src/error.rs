@@ -44,6 +44,9 @@ pub enum RunnerError {
     /// A network request that conflicts with what exists (a name, a subnet, an address).
     #[error(transparent)]
     Net(#[from] crate::network::conflict::NetworkConflict),
+    /// A volume request that conflicts with what exists (a mount point, a volume's users).
+    #[error(transparent)]
+    Volume(#[from] crate::volumes::conflict::VolumeConflict),
     #[error("{0}")]
     Unsupported(String),
     /// The command could not be found in the container (exit code 127).
@@ -95,7 +98,8 @@ impl RunnerError {
             RunnerError::NameInUse { .. }
             | RunnerError::Conflict(_)
             | RunnerError::State(_)
-            | RunnerError::Net(_) => ErrorKind::Conflict,
+            | RunnerError::Net(_)
+            | RunnerError::Volume(_) => ErrorKind::Conflict,
             RunnerError::Invalid { .. } | RunnerError::Ambiguous { .. } => ErrorKind::InvalidInput,
             RunnerError::Unsupported(_) => ErrorKind::Unsupported,
             RunnerError::Io { .. }

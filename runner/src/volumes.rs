@@ -6,6 +6,7 @@
 //! copy-up of image content into empty volumes at the first start, the runtime mounts) and
 //! `release` at `rm -v`/`--rm` (anonymous volumes no other container uses).
 
+pub mod conflict;
 pub mod copy;
 pub mod spec;
 pub mod store;
@@ -36,7 +37,10 @@ enum Origin {
 }
 
 fn duplicate(dest: &str) -> RunnerError {
-    RunnerError::Conflict(format!("Duplicate mount point: {dest}"))
+    conflict::VolumeConflict::DuplicateMountPoint {
+        destination: dest.to_string(),
+    }
+    .into()
 }
 
 /// At create: validate `-v`, `--mount`, `--tmpfs`, `--volumes-from` and the image's VOLUMEs, create
@@ -506,8 +510,15 @@ mod tests {
         let name = points[0].name.clone();
         h.containers
             .push(container(&"b".repeat(64), "user", points));
-        let err = store::remove(&h, &name).unwrap_err().to_string();
-        assert!(err.contains("volume is in use"), "{err}");
+        let err = store::remove(&h, &name).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("remove {name}: volume is in use - [{}]", "b".repeat(64))
+        );
+        assert!(matches!(
+            err,
+            RunnerError::Volume(conflict::VolumeConflict::InUse { .. })
+        ));
         assert!(store::prune(&h, false, &|_| false).unwrap().is_empty());
         h.containers.clear();
         let pruned = store::prune(&h, false, &|_| false).unwrap();

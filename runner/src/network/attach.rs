@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
+use super::conflict::NetworkConflict;
 use super::record::{AttachRequest, Endpoint, Network};
 use super::store::Networks;
 use crate::container::{Container, Containers};
@@ -138,17 +139,18 @@ pub fn links(runner: &impl Containers, c: &Container) -> Result<(Vec<String>, Ve
             RunnerError::invalid("--link", format!("could not get container for {target}"))
         })?;
         if t.state.status != Status::Running {
-            return Err(RunnerError::Conflict(format!(
-                "Cannot link to a non running container: /{} AS /{}/{alias}",
-                t.name(),
-                c.name()
-            )));
+            return Err(NetworkConflict::LinkNotRunning {
+                target: t.name().into(),
+                container: c.name().into(),
+                alias: alias.into(),
+            }
+            .into());
         }
         let Some((_, ep)) = nets.attached(t.id())?.into_iter().next() else {
-            return Err(RunnerError::Conflict(format!(
-                "Cannot link to /{}: it has no address on a bridge network",
-                t.name()
-            )));
+            return Err(NetworkConflict::LinkNoAddress {
+                target: t.name().into(),
+            }
+            .into());
         };
         let ip = ep.ip;
         hosts.push(format!("{ip}\t{alias} {} {}", t.short_id(), t.name()));
@@ -233,20 +235,20 @@ pub fn connect(
     es: EndpointSettings,
 ) -> Result<()> {
     if !is_bridged(c) {
-        return Err(RunnerError::Conflict(format!(
-            "container sharing network namespace with another container or host cannot be connected to any other network (container {} uses --network {})",
-            c.name(),
-            c.record.host_config.network_mode
-        )));
+        return Err(NetworkConflict::SharedNamespace {
+            container: c.name().into(),
+            mode: c.record.host_config.network_mode.clone(),
+        }
+        .into());
     }
     let nets = Networks::open(runner.root())?;
     let n = nets.get(network)?;
     if c.record.networking_config.contains_key(n.name()) {
-        return Err(RunnerError::Conflict(format!(
-            "endpoint with name {} already exists in network {}",
-            c.name(),
-            n.name()
-        )));
+        return Err(NetworkConflict::EndpointExists {
+            name: c.name().into(),
+            network: n.name().into(),
+        }
+        .into());
     }
     for a in es.aliases.iter().flatten() {
         super::record::validate_alias(a)?;
@@ -284,11 +286,11 @@ pub fn disconnect(runner: &impl Containers, c: &mut Container, network: &str) ->
     let nets = Networks::open(runner.root())?;
     let n = nets.get(network)?;
     if !c.record.networking_config.contains_key(n.name()) {
-        return Err(RunnerError::Conflict(format!(
-            "container {} is not connected to network {}",
-            c.short_id(),
-            n.name()
-        )));
+        return Err(NetworkConflict::NotConnected {
+            container: c.short_id().into(),
+            network: n.name().into(),
+        }
+        .into());
     }
     nets.release(&n, c.id(), c.is_running())?;
     let name = n.name().to_string();

@@ -40,6 +40,20 @@ pub enum NetworkConflict {
     },
     #[error("endpoint with name {name} already exists in network {network}")]
     EndpointExists { name: String, network: String },
+    #[error("Cannot link to a non running container: /{target} AS /{container}/{alias}")]
+    LinkNotRunning {
+        target: String,
+        container: String,
+        alias: String,
+    },
+    #[error("Cannot link to /{target}: it has no address on a bridge network")]
+    LinkNoAddress { target: String },
+    #[error(
+        "container sharing network namespace with another container or host cannot be connected to any other network (container {container} uses --network {mode})"
+    )]
+    SharedNamespace { container: String, mode: String },
+    #[error("container {container} is not connected to network {network}")]
+    NotConnected { container: String, network: String },
     #[error("Address already in use: {ip} on network {network}")]
     AddressInUse { ip: Ipv4Addr, network: String },
     #[error("no available IPv4 addresses on network {network} ({range})")]

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::conflict::VolumeConflict;
 use crate::container::Containers;
 use crate::container::store::containers_lock;
 use crate::error::{IoContext, Result, RunnerError};
@@ -225,10 +226,11 @@ pub fn remove(runner: &impl Containers, name: &str) -> Result<()> {
     let _lock = containers_lock(root)?;
     let v = get(root, name)?;
     if let Some(ids) = users(runner)?.get(name) {
-        return Err(RunnerError::Conflict(format!(
-            "remove {name}: volume is in use - [{}]",
-            ids.join(", ")
-        )));
+        return Err(VolumeConflict::InUse {
+            name: name.to_string(),
+            containers: ids.clone(),
+        }
+        .into());
     }
     delete(root, &v)
 }
