@@ -38,6 +38,15 @@ pub enum RunnerError {
     Invalid { what: String, reason: String },
     #[error("{0}")]
     Conflict(String),
+    /// A lifecycle operation the container's state refuses (pause a paused one, rm a running one).
+    #[error(transparent)]
+    State(#[from] crate::container::conflict::StateConflict),
+    /// A network request that conflicts with what exists (a name, a subnet, an address).
+    #[error(transparent)]
+    Net(#[from] crate::network::conflict::NetworkConflict),
+    /// A volume request that conflicts with what exists (a mount point, a volume's users).
+    #[error(transparent)]
+    Volume(#[from] crate::volumes::conflict::VolumeConflict),
     #[error("{0}")]
     Unsupported(String),
     /// The command could not be found in the container (exit code 127).
@@ -71,6 +80,37 @@ impl RunnerError {
         }
     }
 
+    /// What kind of failure this is, for a caller that must tell them apart (an API's status
+    /// code, a retry) without reading the message.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            RunnerError::NotFound(_)
+            | RunnerError::NoSuchNetwork(_)
+            | RunnerError::NoSuchVolume(_)
+            | RunnerError::CommandNotFound { .. } => ErrorKind::NotFound,
+            RunnerError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                ErrorKind::NotFound
+            }
+            RunnerError::Store(
+                berth_store::StoreError::ImageNotFound(_)
+                | berth_store::StoreError::BlobNotFound(_),
+            ) => ErrorKind::NotFound,
+            RunnerError::NameInUse { .. }
+            | RunnerError::Conflict(_)
+            | RunnerError::State(_)
+            | RunnerError::Net(_)
+            | RunnerError::Volume(_) => ErrorKind::Conflict,
+            RunnerError::Invalid { .. } | RunnerError::Ambiguous { .. } => ErrorKind::InvalidInput,
+            RunnerError::Unsupported(_) => ErrorKind::Unsupported,
+            RunnerError::Io { .. }
+            | RunnerError::Store(_)
+            | RunnerError::Network(_)
+            | RunnerError::CommandNotExecutable { .. }
+            | RunnerError::Sandbox(_)
+            | RunnerError::Reported { .. } => ErrorKind::System,
+        }
+    }
+
     /// The exit code Docker's CLI uses for this failure.
     pub fn exit_code(&self) -> u8 {
         match self {
@@ -82,6 +122,21 @@ impl RunnerError {
     }
 }
 
+/// The kinds of [`RunnerError`] a caller tells apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// No such container, network, volume or command.
+    NotFound,
+    /// The request conflicts with what exists or with a container's state.
+    Conflict,
+    /// Bad input: a flag, a name, a reference that matches several things.
+    InvalidInput,
+    /// Something berth does not do (a driver, a plugin).
+    Unsupported,
+    /// The host failed: I/O, the kernel, the sandbox, a supervisor.
+    System,
+}
+
 /// `.ctx("reading", path)` on io results.
 pub trait IoContext<T> {
     fn ctx(self, context: &'static str, path: impl Into<PathBuf>) -> Result<T>;
@@ -90,5 +145,41 @@ pub trait IoContext<T> {
 impl<T> IoContext<T> for std::io::Result<T> {
     fn ctx(self, context: &'static str, path: impl Into<PathBuf>) -> Result<T> {
         self.map_err(|e| RunnerError::io(context, path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::container::conflict::StateConflict;
+
+    #[test]
+    fn state_conflicts_keep_dockers_words_and_are_conflicts() {
+        let e: RunnerError = StateConflict::RemoveRunning { name: "web".into() }.into();
+        assert_eq!(
+            e.to_string(),
+            "cannot remove container \"/web\": container is running: stop the container before removing or force remove"
+        );
+        assert_eq!(e.kind(), ErrorKind::Conflict);
+        assert_eq!(e.exit_code(), 125);
+        let e: RunnerError = StateConflict::KillNotRunning {
+            name: "web".into(),
+            id: "abc".into(),
+        }
+        .into();
+        assert_eq!(
+            e.to_string(),
+            "cannot kill container: web: container abc is not running"
+        );
+        assert_eq!(
+            RunnerError::NotFound("x".into()).kind(),
+            ErrorKind::NotFound
+        );
+        assert_eq!(
+            RunnerError::invalid("--ip", "bad").kind(),
+            ErrorKind::InvalidInput
+        );
+        let gone = RunnerError::io("reading", "/x", std::io::ErrorKind::NotFound.into());
+        assert_eq!(gone.kind(), ErrorKind::NotFound);
     }
 }

@@ -10,8 +10,10 @@ use serde_json::json;
 
 use crate::container::{Container, Runner, read_env_file};
 use crate::error::{Result, RunnerError};
+use crate::persist::read_json;
+use crate::process::process_alive;
 use crate::sandbox::{ExecOutcome, Io};
-use crate::state::{Status, process_alive, read_json};
+use crate::state::Status;
 use crate::stdio::Plumbing;
 
 #[derive(Debug, Clone, Default)]
@@ -107,14 +109,14 @@ pub fn exec(runner: &Runner, c: &Container, o: &ExecOptions) -> Result<i32> {
         process["consoleSize"] = json!({"height": rows, "width": cols});
     }
     if o.privileged {
-        let all = crate::bundle::capabilities(true, &[], &[])?;
+        let all = crate::caps::capabilities(true, &[], &[])?;
         process["capabilities"] = json!({"bounding": all, "effective": all, "permitted": all});
     }
     let file = c
         .paths
         .dir
         .join(format!("exec-{}.json", &crate::names::new_id()[..12]));
-    crate::state::write_json(&file, &process)?;
+    crate::persist::write_json(&file, &process)?;
     let result = run(runner, c, o, &file);
     let _ = std::fs::remove_file(&file);
     result

@@ -15,7 +15,8 @@ use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags};
 
 use crate::container::{Container, Runner};
 use crate::error::{Result, RunnerError};
-use crate::state::{Status, process_alive};
+use crate::process::process_alive;
+use crate::state::Status;
 
 /// What the view shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

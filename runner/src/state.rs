@@ -1,16 +1,15 @@
 //! What is stored for each container: its configuration (`config.json`, in the shape Docker's
 //! `inspect` shows, so inspect is a read and a merge) and its state (`state.json`, rewritten by the
-//! supervisor at each transition). Writes go to a temp file, are synced and renamed over the old
-//! file; read-modify-write cycles hold the container's lock file.
+//! supervisor at each transition), and where a container's files live. How they are written and
+//! locked is [`crate::persist`]'s.
 
 use std::collections::BTreeMap;
-use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{IoContext, Result, RunnerError};
+// The CLI's build sandbox (src/cli/build_sandbox.rs) still names these here.
+pub use crate::process::{process_alive, process_start_time};
 
 /// Go's zero time, which Docker shows for "never".
 pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
@@ -331,102 +330,6 @@ pub fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
 }
 
-/// Write `value` as JSON to `path` atomically (temp file, fsync, rename).
-pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    write_json_with(path, value, true)
-}
-
-/// [`write_json`], synced only when `durable`: the files of a `--rm` container are removed
-/// with it, and Docker forgets such a container after a crash too, so they need the atomic
-/// rename (a reader never sees half a file) but not the fsync, which costs milliseconds per
-/// write on a busy disk.
-pub fn write_json_with<T: Serialize>(path: &Path, value: &T, durable: bool) -> Result<()> {
-    let bytes = serde_json::to_vec(value)
-        .map_err(|e| RunnerError::invalid(path.display().to_string(), e.to_string()))?;
-    write_replacing(path, &bytes, durable)
-}
-
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    write_replacing(path, bytes, true)
-}
-
-/// [`write_atomic`], synced only when `durable` (see [`write_json_with`]).
-pub fn write_atomic_with(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
-    write_replacing(path, bytes, durable)
-}
-
-/// Replace a file that is regenerated at every start (the bundle, /etc/hosts and friends):
-/// atomic like [`write_atomic`] but not synced, as a crash loses nothing that the next start
-/// would not write again.
-pub fn write_regenerated(path: &Path, bytes: &[u8]) -> Result<()> {
-    write_replacing(path, bytes, false)
-}
-
-fn write_replacing(path: &Path, bytes: &[u8], sync: bool) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp =
-        tempfile::NamedTempFile::with_prefix_in(".tmp-", dir).ctx("creating temp file in", dir)?;
-    tmp.write_all(bytes)
-        .ctx("writing", tmp.path().to_path_buf())?;
-    if sync {
-        tmp.as_file().sync_all().ctx("syncing", path)?;
-    }
-    tmp.persist(path)
-        .map_err(|e| RunnerError::io("replacing", path, e.error))?;
-    Ok(())
-}
-
-pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
-    let bytes = fs::read(path).ctx("reading", path)?;
-    serde_json::from_slice(&bytes).map_err(|e| {
-        RunnerError::invalid(
-            format!("container file {}", path.display()),
-            format!("{e} (the file is damaged; `berth rm -f` removes the container)"),
-        )
-    })
-}
-
-/// An exclusive advisory lock on a file, released on drop.
-pub struct FileLock {
-    _file: fs::File,
-}
-
-impl FileLock {
-    pub fn acquire(path: &Path) -> Result<FileLock> {
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(path)
-            .ctx("opening lock file", path)?;
-        file.lock().ctx("locking", path)?;
-        Ok(FileLock { _file: file })
-    }
-}
-
-/// Start time of a process in clock ticks since boot (field 22 of /proc/PID/stat), or None when
-/// there is no such process.
-pub fn process_start_time(pid: i32) -> Option<u64> {
-    if pid <= 0 {
-        return None;
-    }
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may contain spaces and parentheses: fields resume after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let mut fields = rest.split(' ');
-    // rest starts at field 3 (state); a zombie is as good as gone.
-    if fields.next()? == "Z" {
-        return None;
-    }
-    fields.nth(18)?.parse().ok()
-}
-
-/// Whether the process `pid` that started at `start` is still there.
-pub fn process_alive(pid: i32, start: u64) -> bool {
-    start != 0 && process_start_time(pid) == Some(start)
-}
-
 /// Paths inside a container's directory.
 #[derive(Debug, Clone)]
 pub struct ContainerPaths {
@@ -475,15 +378,6 @@ impl ContainerPaths {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn own_process_start_time_is_known() {
-        let me = std::process::id() as i32;
-        let t = process_start_time(me).expect("own stat");
-        assert!(process_alive(me, t));
-        assert!(!process_alive(me, t + 1));
-        assert!(!process_alive(-1, t));
-    }
 
     #[test]
     fn state_round_trips_with_docker_field_names() {

@@ -19,7 +19,8 @@ use crate::cgroups::MigrationPrimer;
 use crate::container::{Container, Runner};
 use crate::error::{IoContext, Result, RunnerError};
 use crate::logs::LogFile;
-use crate::state::{Status, now_rfc3339, process_alive, process_start_time};
+use crate::process::{process_alive, process_start_time};
+use crate::state::{Status, now_rfc3339};
 use crate::stdio::Plumbing;
 
 /// The hidden subcommand the CLI maps to [`main`].
@@ -663,7 +664,7 @@ fn write_etc_files(
     } else {
         hostname.clone()
     };
-    crate::state::write_regenerated(&p.hostname(), format!("{name}\n").as_bytes())?;
+    crate::persist::write_regenerated(&p.hostname(), format!("{name}\n").as_bytes())?;
     let mut hosts = if host_mode {
         std::fs::read_to_string("/etc/hosts").unwrap_or_default()
     } else {
@@ -694,7 +695,7 @@ fn write_etc_files(
             None => hosts.push_str(&format!("127.0.1.1\t{hostname}\n")),
         }
     }
-    crate::state::write_regenerated(&p.hosts(), hosts.as_bytes())?;
+    crate::persist::write_regenerated(&p.hosts(), hosts.as_bytes())?;
 
     let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     let mut servers: Vec<String> = Vec::new();
@@ -735,7 +736,7 @@ fn write_etc_files(
         } else {
             render_resolv(&servers, &search, &options)
         };
-        crate::state::write_regenerated(&p.resolv_conf(), text.as_bytes())?;
+        crate::persist::write_regenerated(&p.resolv_conf(), text.as_bytes())?;
         return Ok(None);
     }
     let is_loopback = |s: &String| {
@@ -751,11 +752,11 @@ fn write_etc_files(
     if !user_defined && !eps.is_empty() && !reachable.is_empty() {
         // The default bridge, as Docker: the host's servers minus the ones only the host reaches.
         let text = render_resolv(&reachable, &search, &options);
-        crate::state::write_regenerated(&p.resolv_conf(), text.as_bytes())?;
+        crate::persist::write_regenerated(&p.resolv_conf(), text.as_bytes())?;
         return Ok(None);
     }
     if eps.is_empty() {
-        crate::state::write_regenerated(
+        crate::persist::write_regenerated(
             &p.resolv_conf(),
             render_resolv(&servers, &search, &options).as_bytes(),
         )?;
@@ -771,7 +772,7 @@ fn write_etc_files(
         options.push("ndots:0".into());
     }
     let text = render_resolv(&["127.0.0.11".to_string()], &search, &options);
-    crate::state::write_regenerated(&p.resolv_conf(), text.as_bytes())?;
+    crate::persist::write_regenerated(&p.resolv_conf(), text.as_bytes())?;
     Ok(Some(upstreams))
 }
 

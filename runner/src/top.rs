@@ -10,7 +10,8 @@ use std::process::Command;
 
 use crate::container::Container;
 use crate::error::{Result, RunnerError};
-use crate::state::{Status, process_alive};
+use crate::process::process_alive;
+use crate::state::Status;
 
 /// Titles and one row of cells per process, as Docker's `ContainerTopOKBody`.
 #[derive(Debug, Clone, PartialEq)]

@@ -6,6 +6,7 @@
 //! copy-up of image content into empty volumes at the first start, the runtime mounts) and
 //! `release` at `rm -v`/`--rm` (anonymous volumes no other container uses).
 
+pub mod conflict;
 pub mod copy;
 pub mod spec;
 pub mod store;
@@ -15,9 +16,10 @@ use std::fs;
 use std::path::Path;
 
 use crate::bundle::ExtraMount;
-use crate::container::{Container, CreateOptions, Runner};
+use crate::container::{Container, Containers, CreateOptions};
 use crate::error::{IoContext, Result, RunnerError};
-use crate::state::{FileLock, MountPoint, MountRequest, VolumeOptions, ZERO_TIME};
+use crate::persist::FileLock;
+use crate::state::{MountPoint, MountRequest, VolumeOptions, ZERO_TIME};
 use spec::{Spec, clean};
 
 enum Planned {
@@ -35,14 +37,17 @@ enum Origin {
 }
 
 fn duplicate(dest: &str) -> RunnerError {
-    RunnerError::Conflict(format!("Duplicate mount point: {dest}"))
+    conflict::VolumeConflict::DuplicateMountPoint {
+        destination: dest.to_string(),
+    }
+    .into()
 }
 
 /// At create: validate `-v`, `--mount`, `--tmpfs`, `--volumes-from` and the image's VOLUMEs, create
 /// named/anonymous volumes, and return what the record keeps: the mount points `inspect` shows
 /// and the requests (HostConfig.Mounts). The caller holds the containers lock.
 pub fn plan(
-    runner: &Runner,
+    runner: &impl Containers,
     opts: &CreateOptions,
     image_volumes: &[String],
 ) -> Result<(Vec<MountPoint>, Vec<MountRequest>)> {
@@ -271,7 +276,7 @@ fn bind_options(ro: bool, propagation: &str) -> Vec<String> {
 /// At each start, with the rootfs mounted at `rootfs`: fill new empty named/anonymous volumes
 /// from the image's content at their path (Docker's copy-up, at the first start), and return
 /// the runtime mounts, parents before children.
-pub fn prepare(runner: &Runner, c: &Container, rootfs: &Path) -> Result<Vec<ExtraMount>> {
+pub fn prepare(runner: &impl Containers, c: &Container, rootfs: &Path) -> Result<Vec<ExtraMount>> {
     let root = runner.root();
     let hc = &c.record.host_config;
     let first_start = c.state.started_at == ZERO_TIME || c.state.started_at.is_empty();
@@ -382,12 +387,12 @@ pub fn prepare(runner: &Runner, c: &Container, rootfs: &Path) -> Result<Vec<Extr
 
 /// At `rm`: with `remove_anonymous` (`rm -v`, `--rm`), delete the container's anonymous volumes
 /// unless another container uses them. Named volumes are never removed here.
-pub fn release(runner: &Runner, c: &Container, remove_anonymous: bool) -> Result<()> {
+pub fn release(runner: &impl Containers, c: &Container, remove_anonymous: bool) -> Result<()> {
     if !remove_anonymous || !c.record.mounts.iter().any(|m| m.kind == "volume") {
         return Ok(());
     }
     let root = runner.root();
-    let _lock = store::containers_lock(root)?;
+    let _lock = crate::container::store::containers_lock(root)?;
     let users = store::users(runner)?;
     for m in c.record.mounts.iter().filter(|m| m.kind == "volume") {
         let Ok(v) = store::get(root, &m.name) else {
@@ -401,4 +406,123 @@ pub fn release(runner: &Runner, c: &Container, remove_anonymous: bool) -> Result
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::state::{ContainerPaths, ContainerRecord, State};
+
+    /// A state root's containers without a Runner (no store, no images): what volumes need.
+    struct Fake {
+        root: PathBuf,
+        containers: Vec<Container>,
+    }
+
+    impl Containers for Fake {
+        fn root(&self) -> &Path {
+            &self.root
+        }
+        fn get(&self, spec: &str) -> Result<Container> {
+            self.containers
+                .iter()
+                .find(|c| c.name() == spec || c.id() == spec)
+                .cloned()
+                .ok_or_else(|| RunnerError::NotFound(spec.to_string()))
+        }
+        fn list(&self) -> Result<Vec<Container>> {
+            Ok(self.containers.clone())
+        }
+        fn update_state(&self, c: &mut Container, f: impl FnOnce(&mut State)) -> Result<()> {
+            f(&mut c.state);
+            Ok(())
+        }
+    }
+
+    fn container(id: &str, name: &str, mounts: Vec<MountPoint>) -> Container {
+        Container {
+            record: ContainerRecord {
+                id: id.into(),
+                name: name.into(),
+                mounts,
+                ..Default::default()
+            },
+            state: State::default(),
+            paths: ContainerPaths {
+                dir: PathBuf::from("/nonexistent"),
+            },
+        }
+    }
+
+    #[test]
+    fn plan_makes_named_and_image_volumes_and_volumes_from_reuses_them_without_a_runner() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut h = Fake {
+            root: tmp.path().to_path_buf(),
+            containers: Vec::new(),
+        };
+        let opts = CreateOptions {
+            volumes: vec!["data:/data:ro".into()],
+            ..Default::default()
+        };
+        let (points, requests) = plan(&h, &opts, &["/cache".to_string()]).unwrap();
+        assert!(requests.is_empty(), "only --mount makes requests");
+        let data = points.iter().find(|m| m.destination == "/data").unwrap();
+        assert_eq!((data.name.as_str(), data.rw), ("data", false));
+        let cache = points.iter().find(|m| m.destination == "/cache").unwrap();
+        assert_eq!(cache.name.len(), 64, "an anonymous volume: {cache:?}");
+        assert!(store::get(tmp.path(), "data").is_ok());
+        assert!(store::get(tmp.path(), &cache.name).is_ok());
+
+        // Another container takes them over with --volumes-from.
+        h.containers
+            .push(container(&"a".repeat(64), "first", points.clone()));
+        let from = CreateOptions {
+            volumes_from: vec!["first".into()],
+            ..Default::default()
+        };
+        let (taken, _) = plan(&h, &from, &[]).unwrap();
+        assert_eq!(taken, points);
+        let missing = CreateOptions {
+            volumes_from: vec!["nobody".into()],
+            ..Default::default()
+        };
+        assert!(matches!(
+            plan(&h, &missing, &[]),
+            Err(RunnerError::NotFound(n)) if n == "nobody"
+        ));
+    }
+
+    #[test]
+    fn volume_rm_refuses_a_volume_in_use_and_prune_keeps_it_without_a_runner() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut h = Fake {
+            root: tmp.path().to_path_buf(),
+            containers: Vec::new(),
+        };
+        let opts = CreateOptions {
+            volumes: vec!["/anon".into()],
+            ..Default::default()
+        };
+        let (points, _) = plan(&h, &opts, &[]).unwrap();
+        let name = points[0].name.clone();
+        h.containers
+            .push(container(&"b".repeat(64), "user", points));
+        let err = store::remove(&h, &name).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("remove {name}: volume is in use - [{}]", "b".repeat(64))
+        );
+        assert!(matches!(
+            err,
+            RunnerError::Volume(conflict::VolumeConflict::InUse { .. })
+        ));
+        assert!(store::prune(&h, false, &|_| false).unwrap().is_empty());
+        h.containers.clear();
+        let pruned = store::prune(&h, false, &|_| false).unwrap();
+        assert_eq!(pruned.len(), 1);
+        assert_eq!(pruned[0].0, name);
+    }
 }

@@ -11,12 +11,19 @@ use berth_runner::container::CreateOptions;
 use berth_runner::logs::LogOptions;
 use berth_runner::state::Status;
 use berth_runner::supervisor::Launch;
-use berth_runner::{Container, Runner, RunnerError};
+use berth_runner::{Runner, RunnerError};
 use clap::{Args, Subcommand};
-use serde_json::{Value, json};
 
-use super::format::{Format, Row, print_rows, render, template};
 use super::open_store;
+
+// Sibling files of this one (src/cli/container_*.rs), children of this module.
+#[path = "container_inspect.rs"]
+mod inspect;
+#[path = "container_ps.rs"]
+mod ps;
+
+pub use inspect::{InspectArgs, find_for_inspect, inspect, print_docs};
+pub use ps::{PsArgs, ps};
 
 #[derive(Subcommand, Debug)]
 pub enum ContainerCommand {
@@ -415,18 +422,10 @@ pub fn stop(root: &Path, a: StopArgs) -> Result<ExitCode> {
     let r = runner(root)?;
     Ok(each(&a.containers, |n| {
         let mut c = r.get(n)?;
-        if let Some(s) = &a.signal {
-            let sig = berth_runner::signal::parse(s)?;
-            r.update_state(&mut c, |st| st.internal.manually_stopped = true)?;
-            r.signal(&c, sig)?;
-            let secs = a.time.or(c.record.config.stop_timeout).unwrap_or(10);
-            if secs < 0 || !r.wait_stopped(&mut c, std::time::Duration::from_secs(secs as u64))? {
-                r.signal(&c, berth_runner::signal::SIGKILL)?;
-                r.wait_stopped(&mut c, std::time::Duration::from_secs(10))?;
-            }
-            return Ok(());
+        match &a.signal {
+            Some(s) => r.stop_with_signal(&mut c, berth_runner::signal::parse(s)?, a.time),
+            None => r.stop(&mut c, a.time),
         }
-        r.stop(&mut c, a.time)
     }))
 }
 
@@ -434,9 +433,7 @@ pub fn restart(root: &Path, a: StopArgs) -> Result<ExitCode> {
     let r = runner(root)?;
     Ok(each(&a.containers, |n| {
         let mut c = r.get(n)?;
-        r.stop(&mut c, a.time)?;
-        r.reload(&mut c)?;
-        r.spawn_supervisor(&c, false).map(|_| ())
+        r.restart(&mut c, a.time)
     }))
 }
 
@@ -514,7 +511,7 @@ pub struct PruneArgs {
 
 pub fn prune(root: &Path, a: PruneArgs) -> Result<ExitCode> {
     let r = runner(root)?;
-    let filters = Filters::parse(&a.filter)?;
+    let filters = berth_runner::container::filter::Filters::parse(&a.filter)?;
     let mut out = io::stdout().lock();
     writeln!(out, "Deleted Containers:")?;
     let mut code = ExitCode::SUCCESS;
@@ -533,469 +530,6 @@ pub fn prune(root: &Path, a: PruneArgs) -> Result<ExitCode> {
     writeln!(out)?;
     let _ = a.force;
     Ok(code)
-}
-
-#[derive(Args, Debug)]
-pub struct PsArgs {
-    /// Show all containers (default shows just running)
-    #[arg(short, long)]
-    all: bool,
-    /// Only display container IDs
-    #[arg(short, long)]
-    quiet: bool,
-    /// Filter output based on conditions provided
-    #[arg(short, long = "filter")]
-    filter: Vec<String>,
-    /// Format output: table, json, or a Go template
-    #[arg(long)]
-    format: Option<String>,
-    /// Don't truncate output
-    #[arg(long)]
-    no_trunc: bool,
-    /// Show n last created containers (includes all states)
-    #[arg(short = 'n', long = "last", default_value_t = -1, allow_hyphen_values = true)]
-    last: i64,
-    /// Show the latest created container (includes all states)
-    #[arg(short = 'l', long)]
-    latest: bool,
-    /// Display total file sizes (accepted for Docker compatibility)
-    #[arg(short, long)]
-    size: bool,
-}
-
-/// `ps --filter`: Docker's keys that make sense here.
-struct Filters {
-    items: Vec<(String, String)>,
-}
-
-impl Filters {
-    fn parse(raw: &[String]) -> Result<Filters> {
-        let mut items = Vec::new();
-        for f in raw {
-            let (k, v) = f
-                .split_once('=')
-                .ok_or_else(|| anyhow!("bad format of filter (expected name=value): {f}"))?;
-            match k {
-                "id" | "name" | "status" | "label" | "exited" | "ancestor" | "before" | "since" => {
-                }
-                _ => bail!("invalid filter '{k}'"),
-            }
-            if k == "status"
-                && !matches!(
-                    v,
-                    "created"
-                        | "restarting"
-                        | "running"
-                        | "removing"
-                        | "paused"
-                        | "exited"
-                        | "dead"
-                )
-            {
-                bail!("invalid filter 'status={v}'");
-            }
-            items.push((k.to_string(), v.to_string()));
-        }
-        Ok(Filters { items })
-    }
-
-    fn has(&self, key: &str) -> bool {
-        self.items.iter().any(|(k, _)| k == key)
-    }
-
-    /// Filters with the same key are OR'd, different keys AND'd (Docker's rule).
-    fn matches(&self, c: &Container) -> bool {
-        let keys: std::collections::BTreeSet<&str> =
-            self.items.iter().map(|(k, _)| k.as_str()).collect();
-        keys.into_iter().all(|key| {
-            self.items
-                .iter()
-                .filter(|(k, _)| k == key)
-                .any(|(_, v)| match key {
-                    "id" => c.id().starts_with(v.as_str()),
-                    "name" => c.name().contains(v.as_str()),
-                    "status" => c.state.status.as_str() == v,
-                    "exited" => {
-                        c.state.status == Status::Exited
-                            && v.parse::<i32>().ok() == Some(c.state.exit_code)
-                    }
-                    "label" => match v.split_once('=') {
-                        Some((lk, lv)) => {
-                            c.record.config.labels.get(lk).map(String::as_str) == Some(lv)
-                        }
-                        None => c.record.config.labels.contains_key(v.as_str()),
-                    },
-                    "ancestor" => {
-                        c.record.config.image == *v
-                            || c.record
-                                .image
-                                .trim_start_matches("sha256:")
-                                .starts_with(v.trim_start_matches("sha256:"))
-                    }
-                    _ => true,
-                })
-        })
-    }
-}
-
-#[derive(serde::Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct PsRow {
-    command: String,
-    created_at: String,
-    #[serde(rename = "ID")]
-    id: String,
-    image: String,
-    labels: String,
-    local_volumes: String,
-    mounts: String,
-    names: String,
-    networks: String,
-    ports: String,
-    running_for: String,
-    size: String,
-    state: String,
-    status: String,
-}
-
-impl Row for PsRow {
-    fn cell(&self, field: &str) -> String {
-        match field {
-            "ID" => self.id.clone(),
-            "Image" => self.image.clone(),
-            "Command" => self.command.clone(),
-            "RunningFor" => self.running_for.clone(),
-            "Status" => self.status.clone(),
-            "Ports" => self.ports.clone(),
-            "Names" => self.names.clone(),
-            "State" => self.state.clone(),
-            "CreatedAt" => self.created_at.clone(),
-            "Labels" => self.labels.clone(),
-            _ => String::new(),
-        }
-    }
-}
-
-/// The PORTS column: "0.0.0.0:8080->80/tcp, 53/udp" (exposed but unpublished ports bare).
-fn ports_text(c: &Container) -> String {
-    let mut out: Vec<String> = Vec::new();
-    if c.is_running() {
-        for (k, bs) in &c.state.ports {
-            for b in bs {
-                out.push(format!("{}:{}->{k}", b.host_ip, b.host_port));
-            }
-        }
-    }
-    if let Some(exp) = &c.record.config.exposed_ports {
-        for k in exp.keys() {
-            if !c.is_running() || !c.state.ports.contains_key(k) {
-                out.push(k.clone());
-            }
-        }
-    }
-    out.join(", ")
-}
-
-fn ps_row(c: &Container, no_trunc: bool, now: chrono::DateTime<chrono::Utc>) -> PsRow {
-    let mut command = std::iter::once(c.record.path.as_str())
-        .chain(c.record.args.iter().map(String::as_str))
-        .collect::<Vec<_>>()
-        .join(" ");
-    if !no_trunc && command.chars().count() > 20 {
-        command = format!("{}…", command.chars().take(19).collect::<String>());
-    }
-    let created = chrono::DateTime::parse_from_rfc3339(&c.record.created).ok();
-    PsRow {
-        command: format!("\"{command}\""),
-        created_at: created
-            .map(|t| {
-                t.with_timezone(&chrono::Utc)
-                    .format("%Y-%m-%d %H:%M:%S +0000 UTC")
-                    .to_string()
-            })
-            .unwrap_or_default(),
-        id: if no_trunc {
-            c.id().to_string()
-        } else {
-            c.short_id().to_string()
-        },
-        image: c.record.config.image.clone(),
-        labels: c
-            .record
-            .config
-            .labels
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(","),
-        local_volumes: "0".into(),
-        mounts: String::new(),
-        names: c.name().to_string(),
-        networks: if c.record.networking_config.is_empty() {
-            c.record.host_config.network_mode.clone()
-        } else {
-            c.record
-                .networking_config
-                .keys()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(",")
-        },
-        ports: ports_text(c),
-        running_for: created
-            .map(|t| {
-                format!(
-                    "{} ago",
-                    super::format::human_duration(
-                        now.signed_duration_since(t.with_timezone(&chrono::Utc))
-                    )
-                )
-            })
-            .unwrap_or_default(),
-        size: String::new(),
-        state: c.state.status.as_str().to_string(),
-        status: describe(&c.state, now),
-    }
-}
-
-/// `Up 3 minutes` / `Exited (0) 2 seconds ago` / `Created`, as `docker ps` shows it.
-fn describe(st: &berth_runner::state::State, now: chrono::DateTime<chrono::Utc>) -> String {
-    let since = |t: &str| {
-        chrono::DateTime::parse_from_rfc3339(t)
-            .ok()
-            .map(|t| {
-                super::format::human_duration(
-                    now.signed_duration_since(t.with_timezone(&chrono::Utc)),
-                )
-            })
-            .unwrap_or_default()
-    };
-    match st.status {
-        Status::Running => format!("Up {}", since(&st.started_at)),
-        Status::Paused => format!("Up {} (Paused)", since(&st.started_at)),
-        Status::Restarting => format!(
-            "Restarting ({}) {} ago",
-            st.exit_code,
-            since(&st.finished_at)
-        ),
-        Status::Exited if st.finished_at != berth_runner::state::ZERO_TIME => {
-            format!("Exited ({}) {} ago", st.exit_code, since(&st.finished_at))
-        }
-        Status::Exited => format!("Exited ({})", st.exit_code),
-        Status::Created => "Created".into(),
-        Status::Removing => "Removal In Progress".into(),
-        Status::Dead => "Dead".into(),
-    }
-}
-
-pub fn ps(root: &Path, a: PsArgs) -> Result<ExitCode> {
-    let r = runner(root)?;
-    let filters = Filters::parse(&a.filter)?;
-    let all = a.all || a.last >= 0 || a.latest || filters.has("status") || filters.has("exited");
-    let mut list: Vec<Container> = r
-        .list()?
-        .into_iter()
-        .filter(|c| all || c.is_running())
-        .filter(|c| filters.matches(c))
-        .collect();
-    if a.latest {
-        list.truncate(1);
-    } else if a.last >= 0 {
-        list.truncate(a.last as usize);
-    }
-    let mut out = io::stdout().lock();
-    if a.quiet {
-        for c in &list {
-            writeln!(out, "{}", if a.no_trunc { c.id() } else { c.short_id() })?;
-        }
-        return Ok(ExitCode::SUCCESS);
-    }
-    let now = chrono::Utc::now();
-    let rows: Vec<PsRow> = list.iter().map(|c| ps_row(c, a.no_trunc, now)).collect();
-    let columns = [
-        ("ID", "CONTAINER ID"),
-        ("Image", "IMAGE"),
-        ("Command", "COMMAND"),
-        ("RunningFor", "CREATED"),
-        ("Status", "STATUS"),
-        ("Ports", "PORTS"),
-        ("Names", "NAMES"),
-    ];
-    print_rows(
-        &mut out,
-        &Format::parse(a.format.as_deref()),
-        &columns,
-        &rows,
-    )?;
-    Ok(ExitCode::SUCCESS)
-}
-
-#[derive(Args, Debug)]
-pub struct InspectArgs {
-    /// Format output using a Go template or json
-    #[arg(short, long)]
-    format: Option<String>,
-    /// Display total file sizes (accepted for Docker compatibility)
-    #[arg(short, long)]
-    size: bool,
-    #[arg(required = true, value_name = "CONTAINER")]
-    containers: Vec<String>,
-}
-
-/// Docker's container inspect document.
-pub fn inspect_json(c: &Container) -> Value {
-    let rec = &c.record;
-    let mut state = serde_json::to_value(&c.state).unwrap_or(Value::Null);
-    if let Some(o) = state.as_object_mut() {
-        o.remove("berth");
-        o.remove("RestartCount");
-    }
-    let mut host_config = serde_json::to_value(&rec.host_config).unwrap_or(Value::Null);
-    if let Some(o) = host_config.as_object_mut() {
-        o.insert("NanoCpus".into(), json!(rec.host_config.nano_cpus));
-        o.insert(
-            "ReadonlyRootfs".into(),
-            json!(rec.host_config.readonly_rootfs),
-        );
-        o.insert(
-            "LogConfig".into(),
-            json!({"Type": "json-file", "Config": {}}),
-        );
-    }
-    json!({
-        "Id": rec.id,
-        "Created": rec.created,
-        "Path": rec.path,
-        "Args": rec.args,
-        "State": state,
-        "Image": rec.image,
-        "ResolvConfPath": c.paths.resolv_conf(),
-        "HostnamePath": c.paths.hostname(),
-        "HostsPath": c.paths.hosts(),
-        "LogPath": c.log_path(),
-        "Name": format!("/{}", rec.name),
-        "RestartCount": c.state.restart_count,
-        "Driver": "overlay",
-        "Platform": "linux",
-        "MountLabel": "",
-        "ProcessLabel": "",
-        "AppArmorProfile": "",
-        "ExecIDs": null,
-        "HostConfig": host_config,
-        "GraphDriver": {
-            "Name": "overlay",
-            "Data": {
-                "UpperDir": c.paths.upper(),
-                "WorkDir": c.paths.work(),
-                "MergedDir": c.paths.rootfs(),
-            }
-        },
-        "Mounts": rec.mounts,
-        "Config": rec.config,
-        "NetworkSettings": network_settings(c),
-    })
-}
-
-/// Docker's `NetworkSettings`: per-network endpoints (with addresses while running), published
-/// ports, and the default bridge's address at the top level as Docker shows it.
-fn network_settings(c: &Container) -> Value {
-    let rec = &c.record;
-    let running = c.is_running();
-    let mut networks = serde_json::Map::new();
-    for (name, cfg) in &rec.networking_config {
-        let es = if running {
-            c.state
-                .networks
-                .get(name)
-                .cloned()
-                .unwrap_or_else(|| cfg.clone())
-        } else {
-            cfg.clone()
-        };
-        networks.insert(
-            name.clone(),
-            serde_json::to_value(es).unwrap_or(Value::Null),
-        );
-    }
-    if rec.networking_config.is_empty() {
-        networks.insert(
-            rec.host_config.network_mode.clone(),
-            serde_json::to_value(berth_runner::state::EndpointSettings::default())
-                .unwrap_or(Value::Null),
-        );
-    }
-    let default = if running {
-        c.state.networks.get("bridge").cloned().unwrap_or_default()
-    } else {
-        Default::default()
-    };
-    let mut ports = serde_json::Map::new();
-    if let Some(exp) = &rec.config.exposed_ports {
-        for k in exp.keys() {
-            ports.insert(k.clone(), Value::Null);
-        }
-    }
-    if running {
-        for (k, bs) in &c.state.ports {
-            ports.insert(k.clone(), json!(bs));
-        }
-    }
-    json!({
-        "Bridge": "", "SandboxID": "", "HairpinMode": false,
-        "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0,
-        "Ports": ports,
-        "SandboxKey": if c.state.pid > 0 { format!("/proc/{}/ns/net", c.state.pid) } else { String::new() },
-        "SecondaryIPAddresses": null, "SecondaryIPv6Addresses": null,
-        "EndpointID": default.endpoint_id,
-        "Gateway": default.gateway,
-        "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
-        "IPAddress": default.ip_address,
-        "IPPrefixLen": default.ip_prefix_len,
-        "IPv6Gateway": "",
-        "MacAddress": default.mac_address,
-        "Networks": networks,
-    })
-}
-
-/// Look `name` up as a container (for the top-level `inspect`, which tries containers first).
-pub fn find_for_inspect(root: &Path, name: &str) -> Option<Value> {
-    let r = runner(root).ok()?;
-    r.get(name).ok().map(|c| inspect_json(&c))
-}
-
-pub fn inspect(root: &Path, a: InspectArgs) -> Result<ExitCode> {
-    let r = runner(root)?;
-    let mut docs = Vec::new();
-    let mut failed = false;
-    for n in &a.containers {
-        match r.get(n) {
-            Ok(c) => docs.push(inspect_json(&c)),
-            Err(e) => {
-                eprintln!("Error: {e}");
-                failed = true;
-            }
-        }
-    }
-    print_docs(&docs, a.format.as_deref())?;
-    Ok(if failed {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
-}
-
-pub fn print_docs(docs: &[Value], format: Option<&str>) -> Result<()> {
-    let mut out = io::stdout().lock();
-    match Format::parse(format) {
-        Format::Template { tmpl, .. } => {
-            let t = template(&tmpl)?;
-            for d in docs {
-                writeln!(out, "{}", render(&t, d)?)?;
-            }
-        }
-        Format::Json | Format::Table => writeln!(out, "{}", serde_json::to_string_pretty(docs)?)?,
-    }
-    Ok(())
 }
 
 #[derive(Args, Debug)]

@@ -5,8 +5,10 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use super::{AttachRequest, Endpoint, Network, Networks};
-use crate::container::{Container, Runner};
+use super::conflict::NetworkConflict;
+use super::record::{AttachRequest, Endpoint, Network};
+use super::store::Networks;
+use crate::container::{Container, Containers};
 use crate::error::{Result, RunnerError};
 use crate::state::{EndpointSettings, Status};
 
@@ -124,7 +126,7 @@ pub fn settings(
 
 /// `--link`: for each linked container (running, on the default bridge with us), its /etc/hosts
 /// line and Docker's legacy environment variables (`ALIAS_PORT_80_TCP_ADDR`, `ALIAS_ENV_X`, ...).
-pub fn links(runner: &Runner, c: &Container) -> Result<(Vec<String>, Vec<String>)> {
+pub fn links(runner: &impl Containers, c: &Container) -> Result<(Vec<String>, Vec<String>)> {
     let mut hosts = Vec::new();
     let mut env = Vec::new();
     let nets = Networks::open(runner.root())?;
@@ -137,17 +139,18 @@ pub fn links(runner: &Runner, c: &Container) -> Result<(Vec<String>, Vec<String>
             RunnerError::invalid("--link", format!("could not get container for {target}"))
         })?;
         if t.state.status != Status::Running {
-            return Err(RunnerError::Conflict(format!(
-                "Cannot link to a non running container: /{} AS /{}/{alias}",
-                t.name(),
-                c.name()
-            )));
+            return Err(NetworkConflict::LinkNotRunning {
+                target: t.name().into(),
+                container: c.name().into(),
+                alias: alias.into(),
+            }
+            .into());
         }
         let Some((_, ep)) = nets.attached(t.id())?.into_iter().next() else {
-            return Err(RunnerError::Conflict(format!(
-                "Cannot link to /{}: it has no address on a bridge network",
-                t.name()
-            )));
+            return Err(NetworkConflict::LinkNoAddress {
+                target: t.name().into(),
+            }
+            .into());
         };
         let ip = ep.ip;
         hosts.push(format!("{ip}\t{alias} {} {}", t.short_id(), t.name()));
@@ -215,10 +218,10 @@ fn update_record(
     c: &mut Container,
     f: impl FnOnce(&mut crate::state::ContainerRecord),
 ) -> Result<()> {
-    let _lock = crate::state::FileLock::acquire(&c.paths.lock())?;
-    let mut rec: crate::state::ContainerRecord = crate::state::read_json(&c.paths.config())?;
+    let _lock = crate::persist::FileLock::acquire(&c.paths.lock())?;
+    let mut rec: crate::state::ContainerRecord = crate::persist::read_json(&c.paths.config())?;
     f(&mut rec);
-    crate::state::write_json(&c.paths.config(), &rec)?;
+    crate::persist::write_json(&c.paths.config(), &rec)?;
     c.record = rec;
     Ok(())
 }
@@ -226,29 +229,29 @@ fn update_record(
 /// `network connect`: add the network to the container's configuration and, when it runs,
 /// plug it in now (eth1, eth2, ...; the first network keeps the default route).
 pub fn connect(
-    runner: &Runner,
+    runner: &impl Containers,
     c: &mut Container,
     network: &str,
     es: EndpointSettings,
 ) -> Result<()> {
     if !is_bridged(c) {
-        return Err(RunnerError::Conflict(format!(
-            "container sharing network namespace with another container or host cannot be connected to any other network (container {} uses --network {})",
-            c.name(),
-            c.record.host_config.network_mode
-        )));
+        return Err(NetworkConflict::SharedNamespace {
+            container: c.name().into(),
+            mode: c.record.host_config.network_mode.clone(),
+        }
+        .into());
     }
     let nets = Networks::open(runner.root())?;
     let n = nets.get(network)?;
     if c.record.networking_config.contains_key(n.name()) {
-        return Err(RunnerError::Conflict(format!(
-            "endpoint with name {} already exists in network {}",
-            c.name(),
-            n.name()
-        )));
+        return Err(NetworkConflict::EndpointExists {
+            name: c.name().into(),
+            network: n.name().into(),
+        }
+        .into());
     }
     for a in es.aliases.iter().flatten() {
-        super::validate_alias(a)?;
+        super::record::validate_alias(a)?;
     }
     if n.is_default && es.aliases.as_ref().is_some_and(|a| !a.is_empty()) {
         return Err(RunnerError::invalid(
@@ -279,15 +282,15 @@ pub fn connect(
 }
 
 /// `network disconnect`: unplug (when running) and drop the network from the configuration.
-pub fn disconnect(runner: &Runner, c: &mut Container, network: &str) -> Result<()> {
+pub fn disconnect(runner: &impl Containers, c: &mut Container, network: &str) -> Result<()> {
     let nets = Networks::open(runner.root())?;
     let n = nets.get(network)?;
     if !c.record.networking_config.contains_key(n.name()) {
-        return Err(RunnerError::Conflict(format!(
-            "container {} is not connected to network {}",
-            c.short_id(),
-            n.name()
-        )));
+        return Err(NetworkConflict::NotConnected {
+            container: c.short_id().into(),
+            network: n.name().into(),
+        }
+        .into());
     }
     nets.release(&n, c.id(), c.is_running())?;
     let name = n.name().to_string();
@@ -336,13 +339,14 @@ impl NetResolver {
             if !eps.join(format!("{}.json", self.container_id)).exists() {
                 continue;
             }
-            let is_default =
-                crate::state::read_json::<super::NetworkRecord>(&dir.join("network.json"))
-                    .map(|r| {
-                        r.options
-                            .contains_key("com.docker.network.bridge.default_bridge")
-                    })
-                    .unwrap_or(true);
+            let is_default = crate::persist::read_json::<super::record::NetworkRecord>(
+                &dir.join("network.json"),
+            )
+            .map(|r| {
+                r.options
+                    .contains_key("com.docker.network.bridge.default_bridge")
+            })
+            .unwrap_or(true);
             if is_default {
                 continue;
             }
@@ -351,7 +355,7 @@ impl NetResolver {
             };
             for f in files.flatten() {
                 if f.file_name().to_string_lossy().ends_with(".json")
-                    && let Ok(ep) = crate::state::read_json::<Endpoint>(&f.path())
+                    && let Ok(ep) = crate::persist::read_json::<Endpoint>(&f.path())
                 {
                     out.push(ep);
                 }

@@ -143,7 +143,7 @@ impl DaemonConfig {
             .bridge
             .clone()
             .unwrap_or_else(|| DEFAULT_BRIDGE.to_string());
-        super::validate_ifname(&bridge).map_err(|m| at("bridge", m))?;
+        super::record::validate_ifname(&bridge).map_err(|m| at("bridge", m))?;
         if let Some(mtu) = f.mtu
             && !(68..=65535).contains(&mtu)
         {

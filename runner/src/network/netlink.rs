@@ -48,16 +48,7 @@ impl Netlink {
 
     /// A socket in the network namespace of process `pid`.
     pub fn in_netns_of(pid: i32) -> io::Result<Netlink> {
-        let ns_path = format!("/proc/{pid}/ns/net");
-        let ns = std::fs::File::open(&ns_path)?;
-        std::thread::spawn(move || -> io::Result<Netlink> {
-            use rustix::thread::{LinkNameSpaceType, move_into_link_name_space};
-            use std::os::fd::AsFd;
-            move_into_link_name_space(ns.as_fd(), Some(LinkNameSpaceType::Network))?;
-            Netlink::host()
-        })
-        .join()
-        .map_err(|_| io::Error::other("the netlink thread panicked"))?
+        super::netns::run_in(pid, Netlink::host)
     }
 
     /// Send one request and wait for its acknowledgement (or its single answer).
@@ -280,4 +271,9 @@ pub fn sysctl(key: &str, value: &str) -> io::Result<()> {
         return Ok(());
     }
     std::fs::write(&path, value)
+}
+
+/// A netlink failure as the runner reports it.
+pub(super) fn net_err(what: &str, e: std::io::Error) -> crate::error::RunnerError {
+    crate::error::RunnerError::Network(format!("{what}: {e}"))
 }

@@ -26,7 +26,7 @@
 //! `raw` priority, before conntrack and NAT, so replies to loopback publishing (addressed to the
 //! bridge until conntrack reverses the masquerade) still pass; kube-proxy's fix is the same rule.
 //!
-//! Bridge names are interpolated into scripts inside double quotes; [`super::validate_ifname`]
+//! Bridge names are interpolated into scripts inside double quotes; [`super::record::validate_ifname`]
 //! keeps them to characters that cannot end the quoted string, and every entry point checks.
 //!
 //! Per-network chains are named after the network ID; removing a network deletes its map
@@ -38,7 +38,7 @@ use std::process::{Command, Stdio};
 
 use sha2::{Digest, Sha256};
 
-use super::Network;
+use super::record::Network;
 use crate::error::{Result, RunnerError};
 use crate::state::Published;
 
@@ -127,7 +127,7 @@ fn short(n: &Network) -> &str {
 /// The network's bridge name, checked again here because it goes into nft scripts: a name from
 /// a `network.json` written before names were restricted must not inject statements.
 pub(super) fn bridge_of(n: &Network) -> Result<&str> {
-    super::validate_ifname(&n.bridge).map_err(|m| {
+    super::record::validate_ifname(&n.bridge).map_err(|m| {
         RunnerError::invalid(
             format!("network {}", n.record.name),
             format!("{m}; remove the network and create it again with a valid bridge name"),

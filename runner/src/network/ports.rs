@@ -260,13 +260,16 @@ pub fn reserve(
             }
         }
         let Some((fd, hp)) = got else {
+            let in_use = last_err
+                .as_ref()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::AddrInUse);
             let e = last_err.map(|e| e.to_string()).unwrap_or_default();
             let what = if lo == hi {
                 format!("{ip}:{lo}")
             } else {
                 format!("{ip}:{lo}-{hi}")
             };
-            return Err(RunnerError::Conflict(if e.contains("in use") {
+            return Err(RunnerError::Conflict(if in_use {
                 format!("Bind for {what} failed: port is already allocated")
             } else {
                 format!("Bind for {what} failed: {e}")

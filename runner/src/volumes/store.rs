@@ -11,9 +11,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::container::Runner;
+use super::conflict::VolumeConflict;
+use crate::container::Containers;
+use crate::container::store::containers_lock;
 use crate::error::{IoContext, Result, RunnerError};
-use crate::state::{FileLock, read_json, write_json};
+use crate::persist::{read_json, write_json};
 
 /// The label Docker 23+ puts on anonymous volumes (`volume prune` without `-a` removes only those).
 pub const ANONYMOUS_LABEL: &str = "com.docker.volume.anonymous";
@@ -59,13 +61,6 @@ impl Volume {
 
 pub fn volumes_dir(root: &Path) -> PathBuf {
     root.join("volumes")
-}
-
-/// The lock `Runner::create` holds while it plans mounts (Runner::names_lock).
-pub fn containers_lock(root: &Path) -> Result<FileLock> {
-    let locks = root.join("locks");
-    fs::create_dir_all(&locks).ctx("creating", &locks)?;
-    FileLock::acquire(&locks.join("containers.lock"))
 }
 
 /// The local driver's name rule: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
@@ -199,7 +194,7 @@ pub fn list(root: &Path) -> Result<Vec<Volume>> {
 }
 
 /// For each volume name, the IDs of the containers (running or not) whose mounts use it.
-pub fn users(runner: &Runner) -> Result<BTreeMap<String, Vec<String>>> {
+pub fn users(runner: &impl Containers) -> Result<BTreeMap<String, Vec<String>>> {
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for c in runner.list()? {
         for m in &c.record.mounts {
@@ -226,15 +221,16 @@ pub fn delete(root: &Path, v: &Volume) -> Result<()> {
 }
 
 /// Docker's `volume rm`: refused while any container uses it.
-pub fn remove(runner: &Runner, name: &str) -> Result<()> {
+pub fn remove(runner: &impl Containers, name: &str) -> Result<()> {
     let root = runner.root();
     let _lock = containers_lock(root)?;
     let v = get(root, name)?;
     if let Some(ids) = users(runner)?.get(name) {
-        return Err(RunnerError::Conflict(format!(
-            "remove {name}: volume is in use - [{}]",
-            ids.join(", ")
-        )));
+        return Err(VolumeConflict::InUse {
+            name: name.to_string(),
+            containers: ids.clone(),
+        }
+        .into());
     }
     delete(root, &v)
 }
@@ -256,7 +252,7 @@ pub fn disk_usage(dir: &Path) -> u64 {
 /// Docker's `volume prune`: unused volumes that `keep` does not keep; with `all` false only
 /// anonymous ones. Returns (name, bytes) of each removed volume.
 pub fn prune(
-    runner: &Runner,
+    runner: &impl Containers,
     all: bool,
     keep: &dyn Fn(&Volume) -> bool,
 ) -> Result<Vec<(String, u64)>> {
