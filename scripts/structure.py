@@ -111,7 +111,7 @@ def module_files(src):
     return mods
 
 
-PATH_RE = re.compile(r"(?<![\w.])((?:crate|super|self)\b(?:\s*::\s*\w+)*)(?:\s*::\s*\{([^;]*?)\})?")
+PATH_RE = re.compile(r"(?<![\w.(])((?:crate|super|self)\b(?:\s*::\s*\w+)*)(?:\s*::\s*\{([^;]*?)\})?")
 
 
 def resolve(mod, path, mods, with_rest=False):
@@ -191,12 +191,7 @@ def main():
                 nxt = reexports[(target, rest[0])]
                 target, rest = resolve(nxt, ["crate"] + list(nxt) + rest[1:], mods, with_rest=True)
             return target
-                nxt = reexports[(target, rest[0])]
-                if nxt == target:
-                    return target
-                target, path, mod = nxt, ["crate"] + list(nxt) + rest[1:], nxt
-                seen += 1
-            return target
+
         for mod in edges:
             code = codes[mod]
             lines = sum(1 for line in code.split("\n") if line.strip())

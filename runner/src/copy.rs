@@ -19,10 +19,10 @@ use std::path::Path;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat, Timespec, Timestamps};
 use rustix::io::Errno;
 
-use crate::archive::{DIR_FLAGS, TreeWriter, lstat_at, open_dir_at};
 use crate::container::{Container, Runner};
 use crate::error::{Result, RunnerError};
 use crate::fsview::{ContainerFs, Tree, View};
+use berth_store::layers::tree::{DIR_FLAGS, TreeWriter, lstat_at, open_dir_at};
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CopyOptions {

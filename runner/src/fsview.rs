@@ -227,9 +227,14 @@ impl Tree<'_> {
 /// `export`: the container's filesystem (image and changes, no volumes) as a tar on `out`.
 pub fn export(runner: &Runner, c: &Container, out: impl std::io::Write) -> Result<()> {
     let fs = ContainerFs::open(runner, c, View::Layers)?;
-    let root = rustix::fs::openat(fs.root(), ".", crate::archive::DIR_FLAGS, Mode::empty())
-        .map_err(|e| RunnerError::io("opening", "the container's filesystem", e.into()))?;
-    let mut tw = crate::archive::TreeWriter::new(out);
+    let root = rustix::fs::openat(
+        fs.root(),
+        ".",
+        berth_store::layers::tree::DIR_FLAGS,
+        Mode::empty(),
+    )
+    .map_err(|e| RunnerError::io("opening", "the container's filesystem", e.into()))?;
+    let mut tw = berth_store::layers::tree::TreeWriter::new(out);
     tw.append_tree(root.as_fd(), b"", &mut |_, _| true)
         .map_err(|e| RunnerError::io("exporting", c.name().to_string(), e))?;
     tw.finish()
@@ -249,7 +254,7 @@ pub fn export_image(
     let mut lowers = store.ensure_snapshots(img)?;
     if lowers.is_empty() {
         // No layers (FROM scratch with only metadata): an empty archive.
-        let tw = crate::archive::TreeWriter::new(out);
+        let tw = berth_store::layers::tree::TreeWriter::new(out);
         tw.finish()
             .map_err(|e| RunnerError::io("exporting", img.short_id().to_string(), e))?;
         return Ok(());
@@ -259,9 +264,14 @@ pub fn export_image(
     }
     let fs = overlay(&lowers, None)?;
     let what = || format!("image {}", img.short_id());
-    let root = rustix::fs::openat(&fs, ".", crate::archive::DIR_FLAGS, Mode::empty())
-        .map_err(|e| RunnerError::io("opening", what(), e.into()))?;
-    let mut tw = crate::archive::TreeWriter::new(out);
+    let root = rustix::fs::openat(
+        &fs,
+        ".",
+        berth_store::layers::tree::DIR_FLAGS,
+        Mode::empty(),
+    )
+    .map_err(|e| RunnerError::io("opening", what(), e.into()))?;
+    let mut tw = berth_store::layers::tree::TreeWriter::new(out);
     tw.append_tree(root.as_fd(), b"", &mut |_, _| true)
         .map_err(|e| RunnerError::io("exporting", what(), e))?;
     tw.finish()

@@ -11,11 +11,9 @@
 // that needs the kernel goes through rustix's safe calls.
 #![deny(unsafe_code)]
 
-pub mod archive;
 pub mod bundle;
 pub mod caps;
 pub mod cgroups;
-pub mod changes;
 pub mod container;
 pub mod copy;
 pub mod error;

@@ -17,13 +17,9 @@ use clap::{Args, Subcommand};
 use super::open_store;
 
 // Sibling files of this one (src/cli/container_*.rs), children of this module.
-#[path = "container_inspect.rs"]
-mod inspect;
-#[path = "container_ps.rs"]
-mod ps;
 
-pub use inspect::{InspectArgs, find_for_inspect, inspect, print_docs};
-pub use ps::{PsArgs, ps};
+pub use super::container_inspect::{InspectArgs, find_for_inspect, inspect, print_docs};
+pub use super::container_ps::{PsArgs, ps};
 
 #[derive(Subcommand, Debug)]
 pub enum ContainerCommand {

@@ -172,7 +172,9 @@ pub fn diff(root: &Path, a: DiffArgs) -> Result<ExitCode> {
         Ok(c) => c,
         Err(e) => return Ok(fail(e)),
     };
-    let changes = lowers(&r, &c).and_then(|l| berth_runner::changes::changes(&c.paths.upper(), &l));
+    let changes = lowers(&r, &c).and_then(|l| {
+        berth_store::layers::changes(&c.paths.upper(), &l).map_err(RunnerError::from)
+    });
     let changes = match changes {
         Ok(ch) => ch,
         Err(e) => return Ok(fail(e)),
@@ -273,7 +275,7 @@ pub fn commit(root: &Path, a: CommitArgs) -> Result<ExitCode> {
         None => Vec::new(),
     };
     // A bad --change fails before anything is read.
-    berth_store::change::apply_changes(&mut Map::new(), &a.change)?;
+    berth_builder::change::apply_changes(&mut Map::new(), &a.change)?;
     let r = runner(root)?;
     let c = match r.get(&a.container) {
         Ok(c) => c,
@@ -291,7 +293,8 @@ pub fn commit(root: &Path, a: CommitArgs) -> Result<ExitCode> {
         let img = r.store().resolve_image(&c.record.image)?;
         let lowers = r.store().ensure_snapshots(&img)?;
         let mut config = committed_config(&r, &c)?;
-        berth_store::change::apply_changes(&mut config, &a.change)?;
+        berth_builder::change::apply_changes(&mut config, &a.change)
+            .map_err(berth_store::StoreError::from)?;
         // The layer goes through a temp file in the store: a tar of the upper directory is
         // written, then stored (and checked) in one pass.
         let tmp_dir = r.store().tmp_dir();
@@ -299,7 +302,7 @@ pub fn commit(root: &Path, a: CommitArgs) -> Result<ExitCode> {
             .map_err(|e| RunnerError::io("creating a temp file in", tmp_dir.clone(), e))?;
         {
             let w = io::BufWriter::with_capacity(1 << 20, &mut tmp);
-            berth_runner::changes::write_layer(&c.paths.upper(), &lowers, w)?;
+            berth_store::layers::write_layer(&c.paths.upper(), &lowers, w)?;
         }
         io::Seek::rewind(&mut tmp).map_err(|e| RunnerError::io("reading", tmp_dir.clone(), e))?;
         let cfg = CommitConfig {

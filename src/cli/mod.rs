@@ -5,6 +5,8 @@ mod build_output;
 mod build_sandbox;
 mod container;
 mod container_fs;
+mod container_inspect;
+mod container_ps;
 mod format;
 mod image;
 mod network;

@@ -8,7 +8,6 @@
 
 pub mod archive;
 pub mod blobs;
-pub mod change;
 pub mod check;
 pub mod commit;
 pub mod compression;
