@@ -90,10 +90,15 @@ impl Embedded {
         if self.root.join(id).exists() {
             let _ = self.delete(id);
         }
+        let program = self
+            .root
+            .parent()
+            .and_then(|state| crate::seccomp::compiled_program(&state.join("seccomp"), bundle));
         self.builder(id, io)?
             .validate_id()
             .map_err(err)?
             .as_init(bundle)
+            .with_seccomp_program(program)
             .with_systemd(false)
             .with_detach(true)
             .build()

@@ -8,7 +8,10 @@
 //! the stored `--security-opt` (as Docker's CLI sends it), so the container starts the same way
 //! later even if the file changed or went away.
 
+mod cache;
 mod docker;
+
+pub use cache::program as compiled_program;
 
 use std::path::Path;
 
@@ -102,7 +105,6 @@ pub fn profile(
     security_opt: &[String],
     caps: &[String],
 ) -> Result<Option<Value>> {
-    let builtin = matches!(choice(security_opt), Choice::Default);
     let (text, what) = match choice(security_opt) {
         Choice::Unconfined => return Ok(None),
         // Docker: --privileged drops the default filter but keeps a profile given explicitly.
@@ -128,13 +130,11 @@ pub fn profile(
     let host = docker::Host {
         arch,
         scmp_arch,
-        // The default filter covers the native architecture only: with the 32-bit x86 and x32
-        // ABIs beside x86_64, as Docker's conversion gives, Debian's libseccomp 2.5.4 takes
-        // 16-26 ms to build the filter in every container's init instead of 2 ms (measured,
-        // bench/RESULTS.md 2026-12-07), on `run`'s critical path. System calls of other ABIs
-        // (an i386 binary's int 0x80) are then killed, where Docker filters them. A profile
-        // file gets Docker's conversion as is.
-        sub_arches: !builtin,
+        // Docker's conversion as is, the x86 and x32 ABIs beside x86_64 included, so an i386
+        // binary's system calls meet the same rules as under Docker. libseccomp takes 15-112 ms
+        // to compile that (bench/RESULTS.md 2026-12-07), once per profile, capability set and
+        // kernel: the program is kept compiled (`cache`), not built in every container's init.
+        sub_arches: true,
         kernel,
         caps,
     };
@@ -172,7 +172,10 @@ mod tests {
         assert!(!allowed.contains(&"mount"));
         assert!(!allowed.contains(&"keyctl"));
         if cfg!(target_arch = "x86_64") {
-            assert_eq!(p["architectures"], serde_json::json!(["SCMP_ARCH_X86_64"]));
+            assert_eq!(
+                p["architectures"],
+                serde_json::json!(["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"])
+            );
         }
         let _: oci_spec::runtime::LinuxSeccomp = serde_json::from_value(p).unwrap();
     }
