@@ -105,6 +105,7 @@ pub fn profile(
     security_opt: &[String],
     caps: &[String],
 ) -> Result<Option<Value>> {
+    let builtin = matches!(choice(security_opt), Choice::Default);
     let (text, what) = match choice(security_opt) {
         Choice::Unconfined => return Ok(None),
         // Docker: --privileged drops the default filter but keeps a profile given explicitly.
@@ -130,11 +131,15 @@ pub fn profile(
     let host = docker::Host {
         arch,
         scmp_arch,
-        // Docker's conversion as is, the x86 and x32 ABIs beside x86_64 included, so an i386
-        // binary's system calls meet the same rules as under Docker. libseccomp takes 15-112 ms
-        // to compile that (bench/RESULTS.md 2026-12-07), once per profile, capability set and
-        // kernel: the program is kept compiled (`cache`), not built in every container's init.
-        sub_arches: true,
+        // The default filter covers the native architecture only. Compiling it with the 32-bit
+        // x86 and x32 ABIs beside x86_64, as Docker's conversion gives, takes libseccomp 15-112
+        // ms, which the compiled-filter cache (`cache`) takes off the start path; but the
+        // program is then three times longer (1041 instructions instead of 354) and the
+        // kernel's load of it takes ~0.4 ms more on every start (bench/RESULTS.md 2026-12-08),
+        // where `run` is over its latency bound. System calls of other ABIs (an i386 binary's
+        // int 0x80) are therefore killed, where Docker filters them. A profile file gets
+        // Docker's conversion as is.
+        sub_arches: !builtin,
         kernel,
         caps,
     };
@@ -172,10 +177,7 @@ mod tests {
         assert!(!allowed.contains(&"mount"));
         assert!(!allowed.contains(&"keyctl"));
         if cfg!(target_arch = "x86_64") {
-            assert_eq!(
-                p["architectures"],
-                serde_json::json!(["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"])
-            );
+            assert_eq!(p["architectures"], serde_json::json!(["SCMP_ARCH_X86_64"]));
         }
         let _: oci_spec::runtime::LinuxSeccomp = serde_json::from_value(p).unwrap();
     }
