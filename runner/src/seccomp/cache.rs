@@ -117,13 +117,18 @@ fn check<'a>(bytes: &'a [u8], key: &[u8; 32]) -> Result<&'a [u8], &'static str> 
         return Err("was made for other inputs");
     }
     let program = &bytes[HEADER..];
-    if program.is_empty() || program.len() % INSN != 0 || program.len() / INSN > MAX_INSNS {
+    if !loadable(program) {
         return Err("is truncated or not a BPF program");
     }
     if checksum(key, program)[..] != bytes[40..HEADER] {
         return Err("does not match its checksum");
     }
     Ok(program)
+}
+
+/// Whether `program` has the shape of one the kernel takes: whole instructions, 1 to 4096.
+fn loadable(program: &[u8]) -> bool {
+    !program.is_empty() && program.len().is_multiple_of(INSN) && program.len() / INSN <= MAX_INSNS
 }
 
 /// The file's checksum: over the key and the program, so a program is only ever taken for the
@@ -148,7 +153,7 @@ fn compile(seccomp: &LinuxSeccomp) -> Option<Vec<u8>> {
         Ok(program)
     };
     match run() {
-        Ok(p) if !p.is_empty() && p.len() % INSN == 0 && p.len() / INSN <= MAX_INSNS => Some(p),
+        Ok(p) if loadable(&p) => Some(p),
         Ok(p) => {
             tracing::warn!(
                 "seccomp cache: the compiled filter is {} bytes, not a loadable program",
