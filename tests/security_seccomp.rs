@@ -385,3 +385,45 @@ fn unconfined_and_privileged_run_without_a_filter() {
         );
     }
 }
+
+#[test]
+fn exec_runs_under_the_containers_filter() {
+    let env = env_with_image();
+    let profile = env.path("no-mkdir.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction": "SCMP_ACT_ALLOW",
+  "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]}"#,
+    )
+    .unwrap();
+    let opt = format!("seccomp={}", profile.display());
+    for (name, flags, filtered) in [
+        ("dflt", &[][..], true),
+        ("custom", &["--security-opt", opt.as_str()][..], true),
+        (
+            "unconf",
+            &["--security-opt", "seccomp=unconfined"][..],
+            false,
+        ),
+    ] {
+        let mut args = vec!["run", "-d", "--name", name, "--network", "none"];
+        args.extend(flags);
+        args.extend(["bb:1", "sleep", "60"]);
+        env.ok(&args);
+        let status = env.ok(&["exec", name, "cat", "/proc/self/status"]);
+        let mode = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Seccomp:"))
+            .map(str::trim);
+        // Docker (runc) filters exec'd processes with the container's profile.
+        let want = if filtered { "2" } else { "0" };
+        assert_eq!(mode, Some(want), "{name}: exec'd process's seccomp mode");
+        if name == "custom" {
+            // The profile's own rule, not only some filter.
+            let out = env.fails(&["exec", name, "mkdir", "/tmp/y"]);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains("Permission denied"), "exec mkdir: {err}");
+        }
+        env.ok(&["rm", "-f", name]);
+    }
+}

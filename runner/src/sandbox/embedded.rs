@@ -21,6 +21,11 @@ impl Embedded {
         Ok(Embedded { root })
     }
 
+    /// Where compiled seccomp filters are kept: `ROOT/seccomp` beside `ROOT/runtime`.
+    fn seccomp_cache(&self) -> Option<PathBuf> {
+        self.root.parent().map(|state| state.join("seccomp"))
+    }
+
     fn builder(&self, id: &str, io: Io) -> Result<ContainerBuilder> {
         let mut b = ContainerBuilder::new(id.to_string(), SyscallType::default())
             .with_root_path(&self.root)
@@ -90,10 +95,14 @@ impl Embedded {
         if self.root.join(id).exists() {
             let _ = self.delete(id);
         }
+        let program = self
+            .seccomp_cache()
+            .and_then(|cache| crate::seccomp::compiled_program(&cache, bundle));
         self.builder(id, io)?
             .validate_id()
             .map_err(err)?
             .as_init(bundle)
+            .with_seccomp_program(program)
             .with_systemd(false)
             .with_detach(true)
             .build()
@@ -146,10 +155,17 @@ impl Sandbox for Embedded {
     }
 
     fn exec(&self, id: &str, process: &Path, io: Io, detach: bool) -> Result<ExecOutcome> {
+        // The container's filter applies to the exec'd process too; from the cache, like
+        // `create`'s (without it the exec's init would compile it with libseccomp).
+        let program = Container::load(self.root.join(id))
+            .ok()
+            .and_then(|c| Some((c.bundle().to_path_buf(), self.seccomp_cache()?)))
+            .and_then(|(bundle, cache)| crate::seccomp::compiled_program(&cache, &bundle));
         let pid = self
             .builder(id, io)?
             .as_tenant()
             .with_process(Some(process))
+            .with_seccomp_program(program)
             .with_detach(true)
             .build()
             .map_err(err)?;

@@ -8,7 +8,10 @@
 //! the stored `--security-opt` (as Docker's CLI sends it), so the container starts the same way
 //! later even if the file changed or went away.
 
+mod cache;
 mod docker;
+
+pub use cache::program as compiled_program;
 
 use std::path::Path;
 
@@ -128,12 +131,14 @@ pub fn profile(
     let host = docker::Host {
         arch,
         scmp_arch,
-        // The default filter covers the native architecture only: with the 32-bit x86 and x32
-        // ABIs beside x86_64, as Docker's conversion gives, Debian's libseccomp 2.5.4 takes
-        // 16-26 ms to build the filter in every container's init instead of 2 ms (measured,
-        // bench/RESULTS.md 2026-12-07), on `run`'s critical path. System calls of other ABIs
-        // (an i386 binary's int 0x80) are then killed, where Docker filters them. A profile
-        // file gets Docker's conversion as is.
+        // The default filter covers the native architecture only. Compiling it with the 32-bit
+        // x86 and x32 ABIs beside x86_64, as Docker's conversion gives, takes libseccomp 15-112
+        // ms, which the compiled-filter cache (`cache`) takes off the start path; but the
+        // program is then three times longer (1041 instructions instead of 354) and the
+        // kernel's load of it takes ~0.4 ms more on every start (bench/RESULTS.md 2026-12-08),
+        // where `run` is over its latency bound. System calls of other ABIs (an i386 binary's
+        // int 0x80) are therefore killed, where Docker filters them. A profile file gets
+        // Docker's conversion as is.
         sub_arches: !builtin,
         kernel,
         caps,

@@ -25,6 +25,7 @@ pub struct InitContainerBuilder {
     detached: bool,
     no_pivot: bool,
     as_sibling: bool,
+    seccomp_program: Option<Vec<u8>>,
 }
 
 impl InitContainerBuilder {
@@ -38,6 +39,7 @@ impl InitContainerBuilder {
             detached: true,
             no_pivot: false,
             as_sibling: false,
+            seccomp_program: None,
         }
     }
 
@@ -51,6 +53,15 @@ impl InitContainerBuilder {
     /// the calling process
     pub fn as_sibling(mut self, as_sibling: bool) -> Self {
         self.as_sibling = as_sibling;
+        self
+    }
+
+    /// berth patch: the spec's seccomp filter compiled ahead of time by
+    /// [`crate::seccomp::export_bpf`] (for this spec's `linux.seccomp`, which must satisfy
+    /// [`crate::seccomp::can_precompile`]). The init loads it where it would build and load
+    /// the filter with libseccomp.
+    pub fn with_seccomp_program(mut self, program: Option<Vec<u8>>) -> Self {
+        self.seccomp_program = program;
         self
     }
 
@@ -133,6 +144,7 @@ impl InitContainerBuilder {
             as_sibling: self.as_sibling,
             sub_cgroup_path: None,
             process_label: None,
+            seccomp_program: self.seccomp_program,
         };
 
         builder_impl.create()?;

@@ -55,6 +55,7 @@ pub struct TenantContainerBuilder {
     sub_cgroup: Option<String>,
     process_label: Option<String>,
     apparmor: Option<String>,
+    seccomp_program: Option<Vec<u8>>,
 }
 
 /// This is a helper function to get capabilities for tenant container, based on
@@ -154,6 +155,7 @@ impl TenantContainerBuilder {
             sub_cgroup: None,
             process_label: None,
             apparmor: None,
+            seccomp_program: None,
         }
     }
 
@@ -237,6 +239,13 @@ impl TenantContainerBuilder {
         self
     }
 
+    /// berth patch: the container's seccomp filter compiled ahead of time, as
+    /// `InitContainerBuilder::with_seccomp_program`.
+    pub fn with_seccomp_program(mut self, program: Option<Vec<u8>>) -> Self {
+        self.seccomp_program = program;
+        self
+    }
+
     /// Joins an existing container
     pub fn build(self) -> Result<Pid, LibcontainerError> {
         let container_dir = self.lookup_container_dir()?;
@@ -287,6 +296,7 @@ impl TenantContainerBuilder {
             as_sibling: self.as_sibling,
             sub_cgroup_path: self.sub_cgroup,
             process_label: self.process_label,
+            seccomp_program: self.seccomp_program,
         };
 
         let pid = builder_impl.create()?;
@@ -468,6 +478,12 @@ impl TenantContainerBuilder {
 
         if let Some(time_offsets) = spec_linux.time_offsets() {
             linux_builder = linux_builder.time_offsets(time_offsets.clone());
+        }
+
+        // berth patch: the container's seccomp filter applies to an exec'd process too, as
+        // with runc (upstream left it out, so `exec` ran unfiltered).
+        if let Some(seccomp) = spec_linux.seccomp() {
+            linux_builder = linux_builder.seccomp(seccomp.clone());
         }
 
         let linux = linux_builder.build()?;

@@ -55,4 +55,7 @@ pub struct ContainerArgs {
     /// File path used to communicate the PID of the
     /// container process to the higher-level runtime.
     pub pid_file: Option<PathBuf>,
+    /// berth patch: the seccomp filter of the spec as a raw BPF program compiled ahead of time
+    /// (`seccomp::export_bpf`), loaded instead of building it with libseccomp in the init.
+    pub seccomp_program: Option<Vec<u8>>,
 }

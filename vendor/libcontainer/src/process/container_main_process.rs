@@ -211,8 +211,15 @@ pub fn container_main_process(container_args: &ContainerArgs) -> Result<Pid> {
             &mut init_sender,
         )?;
 
+        // berth patch: only a filter with notify rules involves the main process (it passes the
+        // listener fd on); without this check a tenant (`exec`), which has no container state
+        // here, failed as soon as its spec carried a filter.
         #[cfg(feature = "libseccomp")]
-        if let Some(seccomp) = linux.seccomp() {
+        if let Some(seccomp) = linux
+            .seccomp()
+            .as_ref()
+            .filter(|s| crate::seccomp::is_notify(s))
+        {
             let container = container_args
                 .container
                 .as_ref()

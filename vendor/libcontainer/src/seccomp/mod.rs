@@ -48,6 +48,14 @@ pub enum SeccompError {
     SetCtlNnp {
         source: libseccomp::error::SeccompError,
     },
+    #[error("failed to export the seccomp filter as BPF")]
+    ExportBpf {
+        source: libseccomp::error::SeccompError,
+    },
+    #[error("a precompiled seccomp program of {len} bytes is not a BPF program")]
+    BadProgram { len: usize },
+    #[error("failed to load the precompiled seccomp program")]
+    LoadBpf { source: std::io::Error },
 }
 
 type Result<T> = std::result::Result<T, SeccompError>;
@@ -148,6 +156,96 @@ fn check_seccomp(seccomp: &LinuxSeccomp) -> Result<()> {
 
 #[tracing::instrument(level = "trace", skip(seccomp))]
 pub fn initialize_seccomp(seccomp: &LinuxSeccomp) -> Result<Option<io::RawFd>> {
+    let ctx = build_filter(seccomp)?;
+
+    // In order to use the SECCOMP_SET_MODE_FILTER operation, either the calling
+    // thread must have the CAP_SYS_ADMIN capability in its user namespace, or
+    // the thread must already have the no_new_privs bit set.
+    // Ref: https://man7.org/linux/man-pages/man2/seccomp.2.html
+    ctx.load()
+        .map_err(|err| SeccompError::LoadContext { source: err })?;
+
+    let fd = if is_notify(seccomp) {
+        Some(
+            ctx.get_notify_fd()
+                .map_err(|err| SeccompError::GetNotifyId { source: err })?,
+        )
+    } else {
+        None
+    };
+
+    Ok(fd)
+}
+
+// berth patch: the filter can be compiled ahead of time (`export_bpf`) and the raw program
+// loaded in the init (`load_bpf`, given by `InitContainerBuilder::with_seccomp_program`), so
+// libseccomp's compile is not on every container start's critical path.
+
+/// Whether [`initialize_seccomp`]'s filter is fully described by its BPF program: no notify
+/// rules (they need the listener fd libseccomp's load returns) and no filter flags (they are
+/// arguments of the load, not part of the program).
+pub fn can_precompile(seccomp: &LinuxSeccomp) -> bool {
+    !is_notify(seccomp) && seccomp.flags().as_ref().is_none_or(|f| f.is_empty())
+}
+
+/// Builds the filter [`initialize_seccomp`] would load and writes its raw BPF program (an array
+/// of `struct sock_filter`, host byte order) to `out`.
+pub fn export_bpf<T: std::os::fd::AsFd>(seccomp: &LinuxSeccomp, out: T) -> Result<()> {
+    build_filter(seccomp)?
+        .export_bpf(out)
+        .map_err(|err| SeccompError::ExportBpf { source: err })
+}
+
+/// The version of the libseccomp library that compiles filters, "major.minor.micro".
+pub fn libseccomp_version() -> Result<String> {
+    libseccomp::ScmpVersion::current()
+        .map(|v| v.to_string())
+        .map_err(|err| SeccompError::ExportBpf { source: err })
+}
+
+/// Loads a program [`export_bpf`] wrote as the calling thread's seccomp filter, as libseccomp's
+/// load does for a filter without flags: `seccomp(SECCOMP_SET_MODE_FILTER, 0, prog)`. The
+/// program must come from `export_bpf` for the same `LinuxSeccomp`, which must satisfy
+/// [`can_precompile`]; the kernel checks that it is valid BPF.
+pub fn load_bpf(program: &[u8]) -> Result<()> {
+    const INSN: usize = std::mem::size_of::<libc::sock_filter>();
+    if program.is_empty() || program.len() % INSN != 0 || program.len() / INSN > u16::MAX as usize
+    {
+        return Err(SeccompError::BadProgram { len: program.len() });
+    }
+    // The program's bytes are copied into properly aligned instructions.
+    let insns: Vec<libc::sock_filter> = program
+        .chunks_exact(INSN)
+        .map(|c| libc::sock_filter {
+            code: u16::from_ne_bytes([c[0], c[1]]),
+            jt: c[2],
+            jf: c[3],
+            k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
+        })
+        .collect();
+    let prog = libc::sock_fprog {
+        len: insns.len() as u16,
+        filter: insns.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: `prog` points to `insns`, which outlives the call; the kernel copies the program.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            0,
+            &prog as *const libc::sock_fprog,
+        )
+    };
+    if rc != 0 {
+        return Err(SeccompError::LoadBpf {
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    Ok(())
+}
+
+/// The libseccomp filter context `seccomp` describes, not loaded.
+fn build_filter(seccomp: &LinuxSeccomp) -> Result<ScmpFilterContext> {
     check_seccomp(seccomp)?;
 
     tracing::trace!(default_action = ?seccomp.default_action(), errno = ?seccomp.default_errno_ret(), "initializing seccomp");
@@ -297,23 +395,7 @@ pub fn initialize_seccomp(seccomp: &LinuxSeccomp) -> Result<Option<io::RawFd>> {
         }
     }
 
-    // In order to use the SECCOMP_SET_MODE_FILTER operation, either the calling
-    // thread must have the CAP_SYS_ADMIN capability in its user namespace, or
-    // the thread must already have the no_new_privs bit set.
-    // Ref: https://man7.org/linux/man-pages/man2/seccomp.2.html
-    ctx.load()
-        .map_err(|err| SeccompError::LoadContext { source: err })?;
-
-    let fd = if is_notify(seccomp) {
-        Some(
-            ctx.get_notify_fd()
-                .map_err(|err| SeccompError::GetNotifyId { source: err })?,
-        )
-    } else {
-        None
-    };
-
-    Ok(fd)
+    Ok(ctx)
 }
 
 pub fn is_notify(seccomp: &LinuxSeccomp) -> bool {

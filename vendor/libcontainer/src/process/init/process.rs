@@ -354,10 +354,7 @@ pub fn container_init_process(
     #[cfg(feature = "libseccomp")]
     if let Some(seccomp) = ctx.linux.seccomp() {
         if ctx.process.no_new_privileges().is_none() {
-            let notify_fd = seccomp::initialize_seccomp(seccomp).map_err(|err| {
-                tracing::error!(?err, "failed to initialize seccomp");
-                err
-            })?;
+            let notify_fd = load_seccomp(seccomp, args.seccomp_program.as_deref())?;
             sync_seccomp(notify_fd, main_sender, init_receiver).map_err(|err| {
                 tracing::error!(?err, "failed to sync seccomp");
                 err
@@ -401,10 +398,7 @@ pub fn container_init_process(
     #[cfg(feature = "libseccomp")]
     if let Some(seccomp) = ctx.linux.seccomp() {
         if ctx.process.no_new_privileges().is_some() {
-            let notify_fd = seccomp::initialize_seccomp(seccomp).map_err(|err| {
-                tracing::error!(?err, "failed to initialize seccomp");
-                err
-            })?;
+            let notify_fd = load_seccomp(seccomp, args.seccomp_program.as_deref())?;
             sync_seccomp(notify_fd, main_sender, init_receiver).map_err(|err| {
                 tracing::error!(?err, "failed to sync seccomp");
                 err
@@ -933,6 +927,22 @@ fn setup_scheduler(sc_op: &Option<Scheduler>) -> Result<()> {
         };
     }
     Ok(())
+}
+
+/// berth patch: the spec's filter, from the precompiled program when the builder was given one.
+#[cfg(feature = "libseccomp")]
+fn load_seccomp(
+    seccomp: &oci_spec::runtime::LinuxSeccomp,
+    program: Option<&[u8]>,
+) -> Result<Option<i32>> {
+    let loaded = match program {
+        Some(program) => seccomp::load_bpf(program).map(|()| None),
+        None => seccomp::initialize_seccomp(seccomp),
+    };
+    Ok(loaded.map_err(|err| {
+        tracing::error!(?err, "failed to initialize seccomp");
+        err
+    })?)
 }
 
 #[cfg(feature = "libseccomp")]
