@@ -7,6 +7,10 @@
 //! ROOT/tmp/               temp files; same filesystem, so renames are atomic
 //! ROOT/locks/             index.lock (index updates), gc.lock (writers shared, gc exclusive)
 //! ```
+//!
+//! Other parts of berth keep their state beside these: `containers/`, `volumes/`, `networks/`
+//! and `runtime/` (the runner), `seccomp/` (compiled seccomp programs, the runner's sandbox
+//! cache), `builder/` (the build cache).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
