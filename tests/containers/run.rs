@@ -2,7 +2,7 @@
 //! from inside, Docker's exit codes, detached containers with their supervisor, logs, exec,
 //! limits, restart policies, an external runtime, and crash recovery.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -3,9 +3,8 @@
 //! COPY/ADD heredocs, ONBUILD triggers of a base image, and base images pulled from a
 //! `berth registry serve` the test starts; with the errors each can end in.
 
-mod common;
-#[path = "registry_client.rs"]
-mod registry_client;
+use crate::common;
+use crate::registry_client;
 
 use std::collections::HashMap;
 use std::fs;

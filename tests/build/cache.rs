@@ -4,9 +4,8 @@
 //! cache-mount contents travel with mode=max, incrementally; bad values and unreachable caches
 //! are handled as buildx does.
 
-#[path = "registry_client.rs"]
-mod client;
-mod common;
+use crate::common;
+use crate::registry_client as client;
 
 use std::fs;
 use std::path::Path;

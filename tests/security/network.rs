@@ -8,7 +8,7 @@
 //! Each test has its own state root, default bridge and subnet (`Env::new`); traffic goes only
 //! to the host's loopback and to the bridge the test made.
 
-mod common;
+use crate::common;
 
 use std::net::UdpSocket;
 use std::path::Path;

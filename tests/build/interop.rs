@@ -2,9 +2,8 @@
 //! it runs the same and inspects the same (image ID, config, rootfs, history), and serves as the
 //! base of a build there.
 
-#[path = "registry_client.rs"]
-mod client;
-mod common;
+use crate::common;
+use crate::registry_client as client;
 
 use std::fs;
 

@@ -2,7 +2,7 @@
 //! volumes from the image's VOLUME, Docker's copy-up into a fresh volume, tmpfs, --volumes-from,
 //! `volume rm|prune`, and bad mount syntax that leaves nothing behind. Needs root (namespaces).
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

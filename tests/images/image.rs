@@ -1,6 +1,6 @@
 //! End-to-end tests of the image commands against a private state root.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::process::{Command, Stdio};

@@ -12,7 +12,7 @@
 //! must fail fast naming what the registry did wrong, stay small,
 //! stop reading, leave nothing in the store, and `system check` stays clean.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};

@@ -13,7 +13,7 @@
 //! (the runtime clones). berth records the thread count of the process that calls the runtime
 //! when BERTH_DEBUG_SANDBOX_THREADS names a file.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::Path;

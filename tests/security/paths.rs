@@ -11,7 +11,7 @@
 //!
 //! Needs root (namespaces, cgroups).
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

@@ -1,9 +1,8 @@
 //! A push whose connection drops in the middle of a layer upload resumes from the offset the
 //! registry reports, and the image arrives intact.
 
-mod common;
-#[path = "registry_client.rs"]
-mod registry_client;
+use crate::common;
+use crate::registry_client;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};

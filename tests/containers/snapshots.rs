@@ -1,6 +1,6 @@
 //! Layers are unpacked once into shared snapshots; whiteouts work on a real overlay mount.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

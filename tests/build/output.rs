@@ -3,7 +3,7 @@
 //! `--compression`, `SOURCE_DATE_EPOCH` reproducibility across state roots, `--check`,
 //! `--no-cache-filter` and the tty progress view.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::io::Read;
@@ -82,7 +82,7 @@ fn podman(env: &Env, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-/// `podman run --rm IMAGE` as bench/run.sh drives it on this host (see build_cli.rs).
+/// `podman run --rm IMAGE` as bench/run.sh drives it on this host (see build/cli.rs).
 fn podman_run(env: &Env, image: &str) -> std::process::Output {
     let mut cmd = format!(
         "podman --root {} --runroot {} --storage-driver vfs run --rm --network none \

@@ -1,7 +1,7 @@
 //! Real peers read and write what berth stores: skopeo and umoci on the store's OCI layout, and
 //! skopeo's docker-archive/oci-archive files through `load`/`save`.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

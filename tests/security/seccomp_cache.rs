@@ -2,7 +2,7 @@
 //! changed profile or capability set gets its own filter, and a damaged cache file is compiled
 //! again, never loaded.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -7,7 +7,7 @@
 //! The "remote" registry is berth's own `registry serve`, on loopback or on an address of a
 //! bridge the test makes (a registry that is not loopback, so not insecure by default).
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

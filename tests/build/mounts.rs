@@ -4,7 +4,7 @@
 //! target, `required`; never in the image, its history or its config) and an SSH agent socket;
 //! no mount point the runtime made is left in a layer.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::io::Read;

@@ -5,7 +5,7 @@
 //! subnets and nftables table (see `Env::new`); traffic stays on loopback and inside
 //! what the test creates.
 
-mod common;
+use crate::common;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -3,7 +3,7 @@
 //! changed file rerunning from its COPY with the reason); failing RUNs; multi-stage builds;
 //! .dockerignore; and a built image running under podman.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::PathBuf;

@@ -4,7 +4,7 @@
 //! absolute symlink gives the target inside the stage, and a context symlink to a host file
 //! outside the context is not followed out of it.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};

@@ -1,7 +1,7 @@
 //! `push`, `pull`, `login`, `logout` against Debian's CNCF registry (`docker-registry`), with
 //! skopeo as a second client. Each test runs its own registry on a free port.
 
-mod common;
+use crate::common;
 
 use std::io::Read;
 use std::net::TcpListener;

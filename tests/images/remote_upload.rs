@@ -2,9 +2,8 @@
 //! (one gzip member, decodable by any reader), and chunks sized by the registry's
 //! `OCI-Chunk-Min-Length`.
 
-mod common;
-#[path = "registry_client.rs"]
-mod registry_client;
+use crate::common;
+use crate::registry_client;
 
 use std::io::Read;
 

@@ -8,8 +8,7 @@
 //!   while other clients are served;
 //! - a chunk whose `Content-Range` covers 2^64 bytes is refused with 416, never a panic.
 
-#[path = "registry_client.rs"]
-mod client;
+use crate::registry_client as client;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;

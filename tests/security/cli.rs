@@ -3,7 +3,7 @@
 //! container, `exec` handing the caller's own descriptors to the container, stored images
 //! reachable by other local users, and `-o` replacing a device node.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::process::Stdio;

@@ -5,7 +5,7 @@
 //! "ok" or the errno's name. The same probe runs under runc with Docker's profile (through
 //! podman, which converts Docker's profile format the way Docker does) for the reference table.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

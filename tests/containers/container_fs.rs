@@ -1,6 +1,6 @@
 //! `cp`, `export`, `diff`, `commit` and `top` end to end: what the user sees and what is stored.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::Command;
