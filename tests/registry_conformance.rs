@@ -1,0 +1,269 @@
+//! `berth registry serve` on the points where the OCI conformance suites and real clients found
+//! it apart from the spec or from CNCF distribution (issue 18): connections kept across early
+//! answers, invalid references, sha512 digests.
+
+#[path = "registry_client.rs"]
+mod client;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use base64::Engine as _;
+use client::*;
+use tempfile::TempDir;
+
+/// One HTTP/1.1 connection kept across requests, as a client's pool keeps it.
+struct KeepAlive {
+    r: BufReader<TcpStream>,
+    w: TcpStream,
+}
+
+/// A response read off a kept connection.
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn header(&self, k: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(k))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn closes(&self) -> bool {
+        self.header("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"))
+    }
+
+    fn code(&self) -> String {
+        let v: serde_json::Value = serde_json::from_slice(&self.body).unwrap_or_default();
+        v["errors"][0]["code"].as_str().unwrap_or_default().into()
+    }
+}
+
+impl KeepAlive {
+    fn open(port: u16) -> KeepAlive {
+        let w = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        w.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        let r = BufReader::new(w.try_clone().expect("clone"));
+        KeepAlive { r, w }
+    }
+
+    /// Send a whole request, head then body; a failed write (the server reset the connection
+    /// while the body was still on its way) fails the test.
+    fn send(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) {
+        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: registry\r\n");
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+        self.w
+            .write_all(head.as_bytes())
+            .unwrap_or_else(|e| panic!("{method} {path}: writing the head: {e}"));
+        self.w
+            .write_all(body)
+            .unwrap_or_else(|e| panic!("{method} {path}: writing the body: {e}"));
+    }
+
+    fn answer(&mut self, head_only: bool) -> Answer {
+        let mut line = String::new();
+        self.r.read_line(&mut line).expect("status line");
+        let status = line
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("no status line, got {line:?}"));
+        let mut headers = Vec::new();
+        loop {
+            let mut l = String::new();
+            self.r.read_line(&mut l).expect("header line");
+            let l = l.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = l.split_once(':') {
+                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+            }
+        }
+        let mut a = Answer {
+            status,
+            headers,
+            body: Vec::new(),
+        };
+        let len: usize = a
+            .header("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        if !head_only {
+            a.body.resize(len, 0);
+            self.r.read_exact(&mut a.body).expect("body");
+        }
+        a
+    }
+
+    fn call(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Answer {
+        self.send(method, path, headers, body);
+        self.answer(method == "HEAD")
+    }
+
+    /// After an answer that said `Connection: close`: the server closes in order (FIN, no
+    /// reset), so the client reads the end of the stream rather than an error.
+    fn expect_clean_close(&mut self) {
+        let mut rest = Vec::new();
+        self.r
+            .read_to_end(&mut rest)
+            .expect("the server closed in order, without a reset");
+        assert!(rest.is_empty(), "nothing after the answer: {rest:?}");
+    }
+}
+
+fn basic(user: &str, pw: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}"))
+    )
+}
+
+/// After the request on `c` got its early answer, the connection either serves the next
+/// request or was closed in order after saying so.
+fn next_request_works(c: &mut KeepAlive, first: &Answer, auth: &[(&str, &str)]) {
+    if first.closes() {
+        c.expect_clean_close();
+        return;
+    }
+    let r = c.call("GET", "/v2/", auth, b"");
+    assert_eq!(r.status, 200, "the connection serves the next request");
+}
+
+/// Answers given before the request body was read (416 for a chunk out of order, 400, 404,
+/// 401 before credentials) leave the connection usable: the server reads the body (or says
+/// `Connection: close` and closes only once the client is done), never resetting a connection
+/// the client is still writing to.
+#[test]
+fn early_answers_keep_the_connection() {
+    let dir = TempDir::new().unwrap();
+    let s = Server::start(&dir.path().join("storage"), &[]);
+    let chunk = vec![7u8; 1 << 20];
+    let mut c = KeepAlive::open(s.port);
+    let r = c.call("POST", "/v2/a/blobs/uploads/", &[], b"");
+    assert_eq!(r.status, 202);
+    let loc = r.header("location").expect("location").to_string();
+
+    // A chunk that does not start at the session's offset: 416 before a byte is read.
+    let range = format!("10-{}", 10 + chunk.len() - 1);
+    let r = c.call(
+        "PATCH",
+        &loc,
+        &[
+            ("Content-Type", "application/octet-stream"),
+            ("Content-Range", &range),
+        ],
+        &chunk,
+    );
+    assert_eq!(r.status, 416);
+    next_request_works(&mut c, &r, &[]);
+
+    // A body too large to be worth reading: the answer says the connection ends, and it ends
+    // in order once the client has sent it all.
+    let big = vec![7u8; 24 << 20];
+    let range = format!("10-{}", 10 + big.len() - 1);
+    let mut c = KeepAlive::open(s.port);
+    let r = c.call(
+        "PATCH",
+        &loc,
+        &[
+            ("Content-Type", "application/octet-stream"),
+            ("Content-Range", &range),
+        ],
+        &big,
+    );
+    assert_eq!(r.status, 416);
+    assert!(r.closes(), "{:?}", r.headers);
+    c.expect_clean_close();
+
+    // An invalid digest, an unknown session, a bad manifest: each answered early.
+    let mut c = KeepAlive::open(s.port);
+    for (method, path) in [
+        ("PUT", format!("{loc}?digest=sha256:nothex")),
+        (
+            "PATCH",
+            "/v2/a/blobs/uploads/8f1a4a52-5a1f-4f39-9d0e-3f4c6b0e0a11".to_string(),
+        ),
+        ("PUT", "/v2/a/manifests/latest".to_string()),
+    ] {
+        let r = c.call(
+            method,
+            &path,
+            &[("Content-Type", "application/octet-stream")],
+            &chunk,
+        );
+        assert!(
+            matches!(r.status, 400 | 404),
+            "{method} {path}: {}",
+            r.status
+        );
+        if r.closes() {
+            c.expect_clean_close();
+            c = KeepAlive::open(s.port);
+        } else {
+            let ok = c.call("GET", "/v2/", &[], b"");
+            assert_eq!(ok.status, 200, "after {method} {path}");
+        }
+    }
+}
+
+#[test]
+fn unauthenticated_upload_keeps_the_connection() {
+    let dir = TempDir::new().unwrap();
+    let file = dir.path().join("htpasswd");
+    let out = assert_cmd::Command::cargo_bin("berth")
+        .unwrap()
+        .args(["--root", dir.path().join("root").to_str().unwrap()])
+        .args([
+            "registry",
+            "htpasswd",
+            "u",
+            "--file",
+            file.to_str().unwrap(),
+        ])
+        .write_stdin("pw\n")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let s = Server::start(
+        &dir.path().join("storage"),
+        &["--htpasswd", file.to_str().unwrap()],
+    );
+    let auth = basic("u", "pw");
+    let auth = [("Authorization", auth.as_str())];
+    let chunk = vec![9u8; 1 << 20];
+    let d = digest_of(&chunk);
+
+    // A monolithic PUT sent before credentials, as clients do on their first try.
+    let mut c = KeepAlive::open(s.port);
+    let r = c.call("POST", "/v2/a/blobs/uploads/", &auth, b"");
+    assert_eq!(r.status, 202);
+    let loc = r.header("location").expect("location").to_string();
+    let r = c.call(
+        "PUT",
+        &format!("{loc}?digest={d}"),
+        &[("Content-Type", "application/octet-stream")],
+        &chunk,
+    );
+    assert_eq!((r.status, r.code().as_str()), (401, "UNAUTHORIZED"));
+    next_request_works(&mut c, &r, &auth);
+
+    // And the retry with credentials goes through on a connection of its own.
+    let mut c = KeepAlive::open(s.port);
+    let mut h = auth.to_vec();
+    h.push(("Content-Type", "application/octet-stream"));
+    let r = c.call("PUT", &format!("{loc}?digest={d}"), &h, &chunk);
+    assert_eq!(r.status, 201);
+    let r = c.call("HEAD", &format!("/v2/a/blobs/{d}"), &auth, b"");
+    assert_eq!(r.status, 200);
+}
