@@ -267,3 +267,39 @@ fn unauthenticated_upload_keeps_the_connection() {
     let r = c.call("HEAD", &format!("/v2/a/blobs/{d}"), &auth, b"");
     assert_eq!(r.status, 200);
 }
+
+/// A manifest reference that is neither a tag nor a digest: a read finds nothing there (404,
+/// the only failure end-3 lists), a write is a bad request.
+#[test]
+fn invalid_manifest_references() {
+    let dir = TempDir::new().unwrap();
+    let s = Server::start(&dir.path().join("storage"), &[]);
+    for bad in [
+        ".INVALID_MANIFEST_NAME",
+        "sha256:totallywrong",
+        "-x",
+        "md5:abc",
+    ] {
+        let path = format!("/v2/a/manifests/{bad}");
+        let r = s.get(&path);
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (404, "MANIFEST_UNKNOWN"),
+            "GET {bad}"
+        );
+        let r = s.req("HEAD", &path, &[], b"");
+        assert_eq!(r.status, 404, "HEAD {bad}");
+        let r = s.req("PUT", &path, &[("Content-Type", OCI_MANIFEST)], b"{}");
+        let want = if bad.contains(':') {
+            "DIGEST_INVALID"
+        } else {
+            "MANIFEST_INVALID"
+        };
+        assert_eq!((r.status, r.code().as_str()), (400, want), "PUT {bad}");
+        let r = s.req("DELETE", &path, &[], b"");
+        assert_eq!((r.status, r.code().as_str()), (400, want), "DELETE {bad}");
+    }
+    // A valid tag that is absent answers the same.
+    let r = s.get("/v2/a/manifests/valid-but-absent");
+    assert_eq!((r.status, r.code().as_str()), (404, "MANIFEST_UNKNOWN"));
+}

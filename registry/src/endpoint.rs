@@ -161,6 +161,10 @@ pub enum Route {
     Tags(Name),
     /// `/v2/<name>/manifests/<reference>`
     Manifest(Name, Reference),
+    /// `/v2/<name>/manifests/<reference>` with a reference that is neither a tag nor a digest
+    /// the registry can address: what that is worth depends on the method (a manifest that
+    /// cannot exist to a read, a bad request to a write).
+    ManifestBadReference(Name, String),
     /// `/v2/<name>/blobs/<digest>`
     Blob(Name, Digest),
     /// `/v2/<name>/blobs/uploads/`
@@ -239,10 +243,11 @@ pub fn parse_route(rest: &str) -> Result<Route> {
         return Ok(Route::Blob(name, parse_digest(seg(n - 1))?));
     }
     if n >= 3 && seg(n - 2) == "manifests" {
-        return Ok(Route::Manifest(
-            name_of(n - 2)?,
-            Reference::parse(seg(n - 1))?,
-        ));
+        let name = name_of(n - 2)?;
+        return Ok(match Reference::parse(seg(n - 1)) {
+            Ok(r) => Route::Manifest(name, r),
+            Err(_) => Route::ManifestBadReference(name, seg(n - 1).to_string()),
+        });
     }
     if n >= 3 && seg(n - 2) == "referrers" {
         return Ok(Route::Referrers(name_of(n - 2)?, parse_digest(seg(n - 1))?));
@@ -411,7 +416,10 @@ mod tests {
             kind("a/blobs/uploads/not-a-uuid"),
             ErrorKind::BlobUploadUnknown
         );
-        assert_eq!(kind("a/manifests/.hidden"), ErrorKind::TagInvalid);
+        assert_eq!(
+            parse_route("a/manifests/.hidden").unwrap(),
+            Route::ManifestBadReference(Name::parse("a").unwrap(), ".hidden".into())
+        );
         assert_eq!(kind("a/whatever"), ErrorKind::RouteUnknown);
         assert_eq!(kind("a/b%zz/tags/list"), ErrorKind::NameInvalid);
     }

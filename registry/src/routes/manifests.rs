@@ -2,7 +2,7 @@
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 use futures::StreamExt;
 use sha2::{Digest as _, Sha256};
@@ -44,6 +44,29 @@ pub async fn get<S: Storage>(st: &S, name: &Name, r: &Reference, head: bool) -> 
         }
     }
     Ok(resp)
+}
+
+// GET/HEAD /v2/<name>/manifests/<neither>     404 MANIFEST_UNKNOWN: end-3 fails with 404 only
+// PUT/DELETE /v2/<name>/manifests/<neither>   400 TAG_INVALID (as MANIFEST_INVALID) / DIGEST_INVALID
+pub fn bad_reference(r: &str, method: &Method) -> Result<Response> {
+    let invalid = match Reference::parse(r) {
+        Err(e) => e,
+        Ok(_) => RegistryError::new(
+            ErrorKind::ManifestInvalid,
+            format!("invalid reference {r:?}"),
+        ),
+    };
+    match *method {
+        Method::GET | Method::HEAD => Err(RegistryError::new(
+            ErrorKind::ManifestUnknown,
+            format!("manifest unknown: {}", invalid.message),
+        )),
+        Method::PUT | Method::DELETE => Err(invalid),
+        ref m => Err(RegistryError::new(
+            ErrorKind::MethodNotAllowed,
+            format!("{m} is not allowed here"),
+        )),
+    }
 }
 
 // PUT /v2/<name>/manifests/<tag-or-digest>
