@@ -303,3 +303,226 @@ fn invalid_manifest_references() {
     let r = s.get("/v2/a/manifests/valid-but-absent");
     assert_eq!((r.status, r.code().as_str()), (404, "MANIFEST_UNKNOWN"));
 }
+
+fn sha512_of(b: &[u8]) -> String {
+    use sha2::Digest as _;
+    format!("sha512:{}", hex::encode(sha2::Sha512::digest(b)))
+}
+
+/// sha512 digests wherever a digest is accepted: monolithic, two-step and chunked uploads (with
+/// `digest-algorithm`), blob GET/HEAD/DELETE, cross-repository mounts, manifests pushed and
+/// pulled by digest, `Docker-Content-Digest` in the algorithm the client used, and gc keeping
+/// what a sha512 manifest references. On object storage they are refused with a clear 400.
+#[test]
+fn sha512_digests() {
+    let dir = TempDir::new().unwrap();
+    let storage = dir.path().join("storage");
+    let s = Server::start(&storage, &[]);
+    let layer = b"a layer hashed in sha512".to_vec();
+    let d = sha512_of(&layer);
+    let r = s.req(
+        "POST",
+        &format!("/v2/a/blobs/uploads/?digest={d}"),
+        &[("Content-Type", "application/octet-stream")],
+        &layer,
+    );
+    if backend() != Backend::Fs {
+        assert_eq!((r.status, r.code().as_str()), (400, "DIGEST_INVALID"));
+        assert!(r.text().contains("sha256"), "{}", r.text());
+        let r = s.req(
+            "POST",
+            "/v2/a/blobs/uploads/?digest-algorithm=sha512",
+            &[],
+            b"",
+        );
+        assert_eq!((r.status, r.code().as_str()), (400, "DIGEST_INVALID"));
+        return;
+    }
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.header("docker-content-digest"), Some(d.as_str()));
+    assert_eq!(
+        r.header("location"),
+        Some(format!("/v2/a/blobs/{d}").as_str())
+    );
+
+    let r = s.get(&format!("/v2/a/blobs/{d}"));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, layer);
+    assert_eq!(r.header("docker-content-digest"), Some(d.as_str()));
+    let r = s.req("HEAD", &format!("/v2/a/blobs/{d}"), &[], b"");
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("content-length"),
+        Some(layer.len().to_string().as_str())
+    );
+    // The same bytes under their sha256 digest were never pushed.
+    assert_eq!(
+        s.get(&format!("/v2/a/blobs/{}", digest_of(&layer))).status,
+        404
+    );
+
+    // A wrong sha512 is refused.
+    let wrong = sha512_of(b"other bytes");
+    let r = s.req(
+        "POST",
+        &format!("/v2/a/blobs/uploads/?digest={wrong}"),
+        &[],
+        &layer,
+    );
+    assert_eq!((r.status, r.code().as_str()), (400, "DIGEST_INVALID"));
+    let r = s.req(
+        "POST",
+        "/v2/a/blobs/uploads/?digest-algorithm=md5",
+        &[],
+        b"",
+    );
+    assert_eq!((r.status, r.code().as_str()), (400, "DIGEST_INVALID"));
+
+    // Chunked, announced with digest-algorithm; and POST then PUT.
+    let cfg = config_blob();
+    let cd = sha512_of(&cfg);
+    let r = s.req(
+        "POST",
+        "/v2/a/blobs/uploads/?digest-algorithm=sha512",
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+    let loc = r.header("location").unwrap().to_string();
+    let (first, rest) = cfg.split_at(10);
+    let r = s.req(
+        "PATCH",
+        &loc,
+        &[
+            ("Content-Type", "application/octet-stream"),
+            ("Content-Range", &format!("0-{}", first.len() - 1)),
+        ],
+        first,
+    );
+    assert_eq!(r.status, 202);
+    let r = s.req(
+        "PUT",
+        &format!("{loc}?digest={cd}"),
+        &[
+            ("Content-Type", "application/octet-stream"),
+            (
+                "Content-Range",
+                &format!("{}-{}", first.len(), cfg.len() - 1),
+            ),
+        ],
+        rest,
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.header("docker-content-digest"), Some(cd.as_str()));
+    let second = b"a second layer".to_vec();
+    let d2 = sha512_of(&second);
+    let r = s.req("POST", "/v2/a/blobs/uploads/", &[], b"");
+    let loc = r.header("location").unwrap().to_string();
+    let r = s.req("PUT", &format!("{loc}?digest={d2}"), &[], &second);
+    assert_eq!(r.status, 201, "{}", r.text());
+
+    // Mounted into another repository.
+    let r = s.req(
+        "POST",
+        &format!("/v2/b/blobs/uploads/?mount={d}&from=a"),
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.header("docker-content-digest"), Some(d.as_str()));
+    assert_eq!(s.get(&format!("/v2/b/blobs/{d}")).body, layer);
+
+    // A manifest over sha512 blobs, pushed by its sha512 digest with a tag.
+    let m = manifest_json(
+        OCI_MANIFEST,
+        (&cd, cfg.len()),
+        &[(&d, layer.len()), (&d2, second.len())],
+        "",
+    );
+    let md = sha512_of(m.as_bytes());
+    let r = s.req(
+        "PUT",
+        &format!("/v2/a/manifests/{md}?tag=v1"),
+        &[("Content-Type", OCI_MANIFEST)],
+        m.as_bytes(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.header("docker-content-digest"), Some(md.as_str()));
+    assert_eq!(
+        r.header("location"),
+        Some(format!("/v2/a/manifests/{md}").as_str())
+    );
+    for reference in [md.as_str(), "v1"] {
+        let r = s.get(&format!("/v2/a/manifests/{reference}"));
+        assert_eq!(r.status, 200, "{reference}");
+        assert_eq!(r.body, m.as_bytes());
+        assert_eq!(r.header("docker-content-digest"), Some(md.as_str()));
+        let r = s.req("HEAD", &format!("/v2/a/manifests/{reference}"), &[], b"");
+        assert_eq!(r.status, 200);
+    }
+    // Pushed by tag, a manifest is addressed in sha256, as before.
+    let r = s.req(
+        "PUT",
+        "/v2/a/manifests/v2",
+        &[("Content-Type", OCI_MANIFEST)],
+        m.as_bytes(),
+    );
+    assert_eq!(r.status, 201);
+    assert_eq!(
+        r.header("docker-content-digest"),
+        Some(digest_of(m.as_bytes()).as_str())
+    );
+    let wrong = sha512_of(b"not this manifest");
+    let r = s.req(
+        "PUT",
+        &format!("/v2/a/manifests/{wrong}"),
+        &[("Content-Type", OCI_MANIFEST)],
+        m.as_bytes(),
+    );
+    assert_eq!((r.status, r.code().as_str()), (400, "DIGEST_INVALID"));
+    // The sha256 layout is where it always was; sha512 beside it.
+    let hex = &d["sha512:".len()..];
+    assert!(
+        storage
+            .join("blobs/sha512")
+            .join(&hex[..2])
+            .join(hex)
+            .is_file()
+    );
+    let h256 = &digest_of(m.as_bytes())["sha256:".len()..];
+    assert!(
+        storage
+            .join("blobs/sha256")
+            .join(&h256[..2])
+            .join(h256)
+            .is_file()
+    );
+
+    // gc keeps everything the sha512 manifest references, and what b links.
+    drop(s);
+    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("berth"))
+        .args(["--root", dir.path().join("root").to_str().unwrap()])
+        .args(["registry", "gc", "--storage", storage.to_str().unwrap()])
+        .args(["--grace", "0s"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = Server::start(&storage, &[]);
+    for (digest, bytes) in [(&d, &layer), (&cd, &cfg), (&d2, &second)] {
+        assert_eq!(&s.get(&format!("/v2/a/blobs/{digest}")).body, bytes);
+    }
+    assert_eq!(s.get(&format!("/v2/a/manifests/{md}")).status, 200);
+
+    // Deleted by digest.
+    let r = s.req("DELETE", &format!("/v2/b/blobs/{d}"), &[], b"");
+    assert_eq!(r.status, 202);
+    assert_eq!(s.get(&format!("/v2/b/blobs/{d}")).status, 404);
+    let r = s.req("DELETE", &format!("/v2/a/manifests/{md}"), &[], b"");
+    assert_eq!(r.status, 202);
+    assert_eq!(s.get(&format!("/v2/a/manifests/{md}")).status, 404);
+    assert_eq!(s.get("/v2/a/manifests/v1").status, 404);
+}

@@ -109,7 +109,8 @@ impl fmt::Display for Tag {
     }
 }
 
-/// Parse a digest the registry can address: `sha256:` and 64 lower-case hex characters.
+/// Parse a digest the registry can address: `sha256:` and 64 lower-case hex characters, or
+/// `sha512:` and 128.
 pub fn parse_digest(s: &str) -> Result<Digest> {
     let bad = |why: &str| {
         RegistryError::new(
@@ -120,16 +121,18 @@ pub fn parse_digest(s: &str) -> Result<Digest> {
     let d: Digest = s
         .parse()
         .map_err(|e: oci_spec::OciSpecError| bad(&e.to_string()))?;
-    if *d.algorithm() != DigestAlgorithm::Sha256 {
-        return Err(bad("only sha256 is supported"));
-    }
+    let len = match d.algorithm() {
+        DigestAlgorithm::Sha256 => 64,
+        DigestAlgorithm::Sha512 => 128,
+        _ => return Err(bad("only sha256 and sha512 are supported")),
+    };
     let hex = d.digest();
-    if hex.len() != 64
+    if hex.len() != len
         || !hex
             .bytes()
             .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
     {
-        return Err(bad("expected 64 lower-case hex characters"));
+        return Err(bad(&format!("expected {len} lower-case hex characters")));
     }
     Ok(d)
 }

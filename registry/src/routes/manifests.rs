@@ -5,13 +5,13 @@ use axum::extract::Request;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 use futures::StreamExt;
-use sha2::{Digest as _, Sha256};
+use oci_spec::image::DigestAlgorithm;
 
 use super::empty;
 use crate::endpoint::{Name, Reference, Tag};
 use crate::error::{ErrorKind, RegistryError, Result};
 use crate::manifest::{MAX_MANIFEST_BYTES, Needed, check};
-use crate::storage::fs::from_hasher;
+use crate::storage::hash::digest_of;
 use crate::storage::{NewManifest, Storage};
 
 fn unknown(r: &Reference) -> RegistryError {
@@ -88,9 +88,12 @@ pub async fn put<S: Storage>(
         .map(str::to_string);
     let bytes = read_limited(req.into_body()).await?;
     let checked = check(content_type.as_deref(), &bytes)?;
-    let mut h = Sha256::new();
-    h.update(&bytes);
-    let digest = from_hasher(h);
+    // Pushed by digest, the manifest is addressed in that digest's algorithm; by tag, sha256.
+    let alg = match r {
+        Reference::Digest(d) => d.algorithm().clone(),
+        Reference::Tag(_) => DigestAlgorithm::Sha256,
+    };
+    let digest = digest_of(&alg, &bytes);
     let mut tags: Vec<Tag> = Vec::new();
     match r {
         Reference::Digest(d) if *d != digest => {

@@ -5,11 +5,11 @@
 use axum::extract::Request;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
-use oci_spec::image::Digest;
+use oci_spec::image::{Digest, DigestAlgorithm};
 use uuid::Uuid;
 
-use super::{body_stream, content_length, empty};
-use crate::endpoint::{Name, parse_digest, query_get};
+use super::{body_stream, content_length, empty, supported_digest};
+use crate::endpoint::{Name, query_get};
 use crate::error::{ErrorKind, RegistryError, Result};
 use crate::range::{ContentRange, upload_range_header};
 use crate::storage::{Storage, StorageError};
@@ -79,7 +79,7 @@ fn chunk_len(h: &HeaderMap, cr: Option<ContentRange>) -> Result<Option<u64>> {
 // POST /v2/<name>/blobs/uploads/                          202 Location, Docker-Upload-UUID, Range,
 //                                                         OCI-Chunk-Min-Length (end-4a)
 // POST /v2/<name>/blobs/uploads/?digest=<digest>          201 Location | 400 DIGEST_INVALID (end-4b)
-// POST /v2/<name>/blobs/uploads/?digest-algorithm=<alg>   202 | 400 for other than sha256 (end-4c)
+// POST /v2/<name>/blobs/uploads/?digest-algorithm=<alg>   202 | 400 for other than sha256/sha512 (end-4c)
 // POST /v2/<name>/blobs/uploads/?mount=<digest>&from=<other_name>
 //                                                         201 when mounted, else 202 new session (end-11)
 pub async fn start<S: Storage>(
@@ -90,7 +90,7 @@ pub async fn start<S: Storage>(
     req: Request,
 ) -> Result<Response> {
     if let Some(m) = query_get(q, "mount") {
-        let d = parse_digest(m)?;
+        let d = supported_digest(st, m)?;
         // Without `from` (or with one we cannot read) we do not look the digest up elsewhere: a
         // guessed digest must not reach another repository's blob.
         if let Some(from) = query_get(q, "from").and_then(|f| Name::parse(f).ok())
@@ -99,18 +99,28 @@ pub async fn start<S: Storage>(
             return Ok(blob_created(name, &d));
         }
     } else if let Some(ds) = query_get(q, "digest") {
-        let d = parse_digest(ds)?;
+        let d = supported_digest(st, ds)?;
         let len = content_length(req.headers())?;
         st.blob_put(name, &d, body_stream(req.into_body()), len)
             .await?;
         return Ok(blob_created(name, &d));
-    } else if let Some(alg) = query_get(q, "digest-algorithm")
-        && alg != "sha256"
-    {
-        return Err(RegistryError::new(
-            ErrorKind::DigestInvalid,
-            format!("digest algorithm {alg} is not supported, only sha256"),
-        ));
+    } else if let Some(alg) = query_get(q, "digest-algorithm") {
+        // Chunks are hashed in sha256 as they arrive and read again to finish in another
+        // algorithm, so the parameter only has to name one the storage can address.
+        let known = match alg {
+            "sha256" => Some(DigestAlgorithm::Sha256),
+            "sha512" => Some(DigestAlgorithm::Sha512),
+            _ => None,
+        };
+        if !known.is_some_and(|a| st.digest_supported(&a)) {
+            return Err(RegistryError::new(
+                ErrorKind::DigestInvalid,
+                format!(
+                    "digest algorithm {alg} is not supported here, only {}",
+                    st.digest_algorithms()
+                ),
+            ));
+        }
     }
     let id = st.upload_start(name).await?;
     let mut headers = session_headers(name, id, 0);
@@ -169,7 +179,7 @@ pub async fn put<S: Storage>(
             "the closing PUT needs ?digest=<digest>",
         )
     })?;
-    let d = parse_digest(ds)?;
+    let d = supported_digest(st, ds)?;
     let cr = content_range(req.headers())?;
     let len = chunk_len(req.headers(), cr)?;
     let has_body =

@@ -7,6 +7,7 @@ mod bucket;
 pub mod chunks;
 pub mod cloud;
 pub mod fs;
+pub mod hash;
 pub mod inventory;
 mod layout;
 pub mod object;
@@ -21,7 +22,7 @@ use std::pin::Pin;
 
 use bytes::Bytes;
 use futures::Stream;
-use oci_spec::image::{Descriptor, Digest};
+use oci_spec::image::{Descriptor, Digest, DigestAlgorithm};
 use uuid::Uuid;
 
 use crate::endpoint::{Name, Reference, Tag};
@@ -90,6 +91,14 @@ pub struct NewManifest {
 /// The storage every backend provides. Nothing becomes visible under a digest before its bytes
 /// were verified against it; every write is atomic.
 pub trait Storage: Send + Sync + 'static {
+    /// Whether blobs and manifests may be addressed by digests of `alg` here.
+    fn digest_supported(&self, alg: &DigestAlgorithm) -> bool {
+        matches!(alg, DigestAlgorithm::Sha256 | DigestAlgorithm::Sha512)
+    }
+    /// The algorithms [`Storage::digest_supported`] accepts, for error messages.
+    fn digest_algorithms(&self) -> &'static str {
+        "sha256 and sha512"
+    }
     /// Size of `digest` if it is linked into `repo`.
     fn blob_size(
         &self,

@@ -45,7 +45,7 @@ use futures::StreamExt;
 use object_store::multipart::PartId;
 use object_store::path::Path as Key;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions};
-use oci_spec::image::{Descriptor, Digest};
+use oci_spec::image::{Descriptor, Digest, DigestAlgorithm};
 use sha2::Sha256;
 use uuid::Uuid;
 
@@ -259,6 +259,14 @@ impl ObjectStorage {
 }
 
 impl Storage for ObjectStorage {
+    // Upload sessions keep a sha256 state between chunks, in the bucket; finishing in another
+    // algorithm would read every part back.
+    fn digest_supported(&self, alg: &DigestAlgorithm) -> bool {
+        *alg == DigestAlgorithm::Sha256
+    }
+    fn digest_algorithms(&self) -> &'static str {
+        "sha256 (on object storage)"
+    }
     async fn blob_size(&self, repo: &Name, digest: &Digest) -> StorageResult<Option<u64>> {
         Ok(self.linked_blob(repo, digest).await?.map(|s| s.size()))
     }
