@@ -312,7 +312,7 @@ fn sha512_of(b: &[u8]) -> String {
 /// sha512 digests wherever a digest is accepted: monolithic, two-step and chunked uploads (with
 /// `digest-algorithm`), blob GET/HEAD/DELETE, cross-repository mounts, manifests pushed and
 /// pulled by digest, `Docker-Content-Digest` in the algorithm the client used, and gc keeping
-/// what a sha512 manifest references. On object storage they are refused with a clear 400.
+/// what a sha512 manifest references; on every backend.
 #[test]
 fn sha512_digests() {
     let dir = TempDir::new().unwrap();
@@ -326,18 +326,6 @@ fn sha512_digests() {
         &[("Content-Type", "application/octet-stream")],
         &layer,
     );
-    if backend() != Backend::Fs {
-        assert_eq!((r.status, r.code().as_str()), (400, "DIGEST_INVALID"));
-        assert!(r.text().contains("sha256"), "{}", r.text());
-        let r = s.req(
-            "POST",
-            "/v2/a/blobs/uploads/?digest-algorithm=sha512",
-            &[],
-            b"",
-        );
-        assert_eq!((r.status, r.code().as_str()), (400, "DIGEST_INVALID"));
-        return;
-    }
     assert_eq!(r.status, 201, "{}", r.text());
     assert_eq!(r.header("docker-content-digest"), Some(d.as_str()));
     assert_eq!(
@@ -348,7 +336,9 @@ fn sha512_digests() {
     let r = s.get(&format!("/v2/a/blobs/{d}"));
     assert_eq!(r.status, 200);
     assert_eq!(r.body, layer);
-    assert_eq!(r.header("docker-content-digest"), Some(d.as_str()));
+    // On a bucket the digest is on the redirect (issue 18 item 4 is the store's answer).
+    let answered = r.redirected_from.as_deref().unwrap_or(&r);
+    assert_eq!(answered.header("docker-content-digest"), Some(d.as_str()));
     let r = s.req("HEAD", &format!("/v2/a/blobs/{d}"), &[], b"");
     assert_eq!(r.status, 200);
     assert_eq!(
@@ -420,6 +410,27 @@ fn sha512_digests() {
     let loc = r.header("location").unwrap().to_string();
     let r = s.req("PUT", &format!("{loc}?digest={d2}"), &[], &second);
     assert_eq!(r.status, 201, "{}", r.text());
+    // Chunks sent to a session not told the algorithm: the filesystem reads them again; object
+    // storage (whose parts cannot be read back before the finish) asks for digest-algorithm.
+    let third = b"a third blob, sent in chunks".to_vec();
+    let d3 = sha512_of(&third);
+    let r = s.req("POST", "/v2/a/blobs/uploads/", &[], b"");
+    let loc = r.header("location").unwrap().to_string();
+    let r = s.req(
+        "PATCH",
+        &loc,
+        &[("Content-Range", &format!("0-{}", third.len() - 1))],
+        &third,
+    );
+    assert_eq!(r.status, 202);
+    let r = s.req("PUT", &format!("{loc}?digest={d3}"), &[], b"");
+    if backend() == Backend::Fs {
+        assert_eq!(r.status, 201, "{}", r.text());
+        assert_eq!(s.get(&format!("/v2/a/blobs/{d3}")).body, third);
+    } else {
+        assert_eq!((r.status, r.code().as_str()), (400, "DIGEST_INVALID"));
+        assert!(r.text().contains("digest-algorithm=sha512"), "{}", r.text());
+    }
 
     // Mounted into another repository.
     let r = s.req(
@@ -482,28 +493,26 @@ fn sha512_digests() {
     assert_eq!((r.status, r.code().as_str()), (400, "DIGEST_INVALID"));
     // The sha256 layout is where it always was; sha512 beside it.
     let hex = &d["sha512:".len()..];
-    assert!(
-        storage
-            .join("blobs/sha512")
-            .join(&hex[..2])
-            .join(hex)
-            .is_file()
-    );
     let h256 = &digest_of(m.as_bytes())["sha256:".len()..];
-    assert!(
-        storage
-            .join("blobs/sha256")
-            .join(&h256[..2])
-            .join(h256)
-            .is_file()
-    );
+    for (alg, hex) in [("sha512", hex), ("sha256", h256)] {
+        let rel = format!("blobs/{alg}/{}/{hex}", &hex[..2]);
+        match &s.bucket {
+            None => assert!(storage.join(&rel).is_file(), "{rel}"),
+            Some(b) => assert!(!bucket_keys(b, &rel).is_empty(), "{rel}"),
+        }
+    }
 
     // gc keeps everything the sha512 manifest references, and what b links.
+    let url = match &s.bucket {
+        None => storage.to_str().unwrap().to_string(),
+        Some(b) if backend() == Backend::Azure => format!("az://{b}"),
+        Some(b) => format!("s3://{b}"),
+    };
     drop(s);
     let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("berth"))
+        .envs(backend_env())
         .args(["--root", dir.path().join("root").to_str().unwrap()])
-        .args(["registry", "gc", "--storage", storage.to_str().unwrap()])
-        .args(["--grace", "0s"])
+        .args(["registry", "gc", "--storage", &url, "--grace", "0s"])
         .output()
         .unwrap();
     assert!(

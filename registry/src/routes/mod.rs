@@ -17,9 +17,8 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use futures::TryStreamExt;
-use oci_spec::image::Digest;
 
-use crate::endpoint::{Reference, Route, parse_digest, parse_query, parse_route};
+use crate::endpoint::{Route, parse_query, parse_route};
 use crate::error::{ErrorKind, RegistryError, Result};
 use crate::storage::{ByteStream, Storage, StorageError};
 
@@ -61,10 +60,6 @@ async fn route<S: Storage>(app: &App<S>, req: Request) -> Result<Response> {
         ));
     }
     let st = &app.storage;
-    // Reads of a digest the storage cannot address find nothing; a push must say why.
-    if let (Route::Manifest(_, Reference::Digest(d)), &Method::PUT) = (&endpoint, &method) {
-        check_algorithm(st, d)?;
-    }
     let head = method == Method::HEAD;
     match (endpoint, method) {
         (Route::Base, m) if m == Method::GET || m == Method::HEAD => Ok(base()),
@@ -107,7 +102,9 @@ impl From<StorageError> for RegistryError {
                 ErrorKind::Internal
             }
             StorageError::Body(_) => ErrorKind::BlobUploadInvalid,
-            StorageError::DigestMismatch { .. } => ErrorKind::DigestInvalid,
+            StorageError::DigestMismatch { .. } | StorageError::AlgorithmMismatch { .. } => {
+                ErrorKind::DigestInvalid
+            }
             StorageError::SizeMismatch { .. } => ErrorKind::SizeInvalid,
             StorageError::RangeMismatch { .. } => ErrorKind::RangeInvalid,
             StorageError::UploadUnknown(_) => ErrorKind::BlobUploadUnknown,
@@ -119,26 +116,6 @@ impl From<StorageError> for RegistryError {
 /// A request body as a stream of chunks (never collected).
 pub(crate) fn body_stream(body: Body) -> ByteStream {
     Box::pin(body.into_data_stream().map_err(io::Error::other))
-}
-
-/// Parse a digest a client sends (in a query) and check the storage can address it.
-pub(crate) fn supported_digest<S: Storage>(st: &S, s: &str) -> Result<Digest> {
-    let d = parse_digest(s)?;
-    check_algorithm(st, &d)?;
-    Ok(d)
-}
-
-fn check_algorithm<S: Storage>(st: &S, d: &Digest) -> Result<()> {
-    if st.digest_supported(d.algorithm()) {
-        return Ok(());
-    }
-    Err(RegistryError::new(
-        ErrorKind::DigestInvalid,
-        format!(
-            "invalid digest {d}: only {} digests are supported here",
-            st.digest_algorithms()
-        ),
-    ))
 }
 
 pub(crate) fn content_length(h: &HeaderMap) -> Result<Option<u64>> {

@@ -43,6 +43,15 @@ pub enum StorageError {
     RangeMismatch { start: u64, offset: u64 },
     #[error("upload {0} unknown")]
     UploadUnknown(Uuid),
+    #[error(
+        "this upload session hashes in {session}, not in the algorithm of {digest}: open it with \
+         ?digest-algorithm={wanted}"
+    )]
+    AlgorithmMismatch {
+        session: String,
+        digest: Digest,
+        wanted: String,
+    },
     #[error("object store, at {key}: {source}")]
     Store {
         key: String,
@@ -91,14 +100,6 @@ pub struct NewManifest {
 /// The storage every backend provides. Nothing becomes visible under a digest before its bytes
 /// were verified against it; every write is atomic.
 pub trait Storage: Send + Sync + 'static {
-    /// Whether blobs and manifests may be addressed by digests of `alg` here.
-    fn digest_supported(&self, alg: &DigestAlgorithm) -> bool {
-        matches!(alg, DigestAlgorithm::Sha256 | DigestAlgorithm::Sha512)
-    }
-    /// The algorithms [`Storage::digest_supported`] accepts, for error messages.
-    fn digest_algorithms(&self) -> &'static str {
-        "sha256 and sha512"
-    }
     /// Size of `digest` if it is linked into `repo`.
     fn blob_size(
         &self,
@@ -150,6 +151,15 @@ pub trait Storage: Send + Sync + 'static {
     ) -> impl Future<Output = StorageResult<u64>> + Send;
 
     fn upload_start(&self, repo: &Name) -> impl Future<Output = StorageResult<Uuid>> + Send;
+    /// A session to be finished with a digest of `alg` (backends that hash as chunks arrive
+    /// hash in that algorithm; others read the data again when the digest is not sha256).
+    fn upload_start_in(
+        &self,
+        repo: &Name,
+        _alg: &DigestAlgorithm,
+    ) -> impl Future<Output = StorageResult<Uuid>> + Send {
+        self.upload_start(repo)
+    }
     /// Bytes received so far, or None for an unknown session.
     fn upload_offset(
         &self,
