@@ -344,7 +344,11 @@ mod tests {
     #[test]
     fn digests() {
         assert!(parse_digest(D).is_ok());
+        let sha512 = format!("sha512:{}", "ab".repeat(64));
+        assert!(parse_digest(&sha512).is_ok());
         for bad in [
+            &format!("sha512:{}", "ab".repeat(32)),
+            &format!("sha256:{}", "ab".repeat(64)),
             "sha256:abc",
             "sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855",
             "md5:x",
