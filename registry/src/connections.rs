@@ -14,6 +14,8 @@
 //!   is not covered: a stream whose window the client keeps at zero while the connection stays
 //!   readable holds its request (not more than the window in memory) until the client goes.
 //!
+//! An answer given before the request body was read keeps the connection usable ([`linger`]).
+//!
 //! The soft `RLIMIT_NOFILE` is raised to the hard limit at start ([`raise_nofile_limit`]).
 //! Graceful shutdown stops accepting and lets requests in flight finish.
 
@@ -28,6 +30,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::Request;
+use axum::http::{Version, header};
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -37,6 +40,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
+
+use crate::linger::{self, Lingering, Unread};
 
 /// Defaults: hyper's own header timeout; idle keep-alive a little over common clients'
 /// (Go's transport keeps idle connections 90 s).
@@ -206,7 +211,7 @@ struct Connection {
 impl Connection {
     async fn run(self, tcp: TcpStream, tls: Option<TlsAcceptor>) {
         // Below TLS, so the handshake's and the records' writes are bounded too.
-        let tcp = WriteTimeout::new(tcp, self.limits.write_timeout);
+        let tcp = WriteTimeout::new(Lingering::new(tcp), self.limits.write_timeout);
         match tls {
             None => self.http(tcp).await,
             Some(acceptor) => {
@@ -230,10 +235,26 @@ impl Connection {
             let body_timeout = self.limits.idle_timeout;
             tower::service_fn(move |req: Request<Incoming>| {
                 let busy = activity.begin();
-                let req = req.map(|b| Body::new(Stalling::new(b, body_timeout)));
-                let call = router.clone().oneshot(req);
+                let (parts, body) = req.into_parts();
+                let body = Stalling::new(body, body_timeout);
+                // A body the handler may leave unread comes back to be drained (HTTP/1 only:
+                // HTTP/2 ends one stream, not the connection).
+                let expect = parts.headers.contains_key(header::EXPECT);
+                let (body, unread) = if parts.version < Version::HTTP_2 && !body.is_end_stream() {
+                    let (b, rx) = Unread::new(body);
+                    (Body::new(b), Some(rx))
+                } else {
+                    (Body::new(body), None)
+                };
+                let call = router.clone().oneshot(Request::from_parts(parts, body));
                 async move {
-                    let resp = call.await?;
+                    let mut resp = call.await?;
+                    if let Some(left) = unread.and_then(|mut rx| rx.try_recv().ok()) {
+                        // With `Expect: 100-continue`, reading would invite the body.
+                        if expect || !linger::drain(left).await {
+                            linger::close_after(&mut resp);
+                        }
+                    }
                     // The request stays in flight until its response body is written.
                     Ok::<_, std::convert::Infallible>(resp.map(|b| {
                         Body::new(Tracked {

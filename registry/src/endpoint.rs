@@ -109,7 +109,8 @@ impl fmt::Display for Tag {
     }
 }
 
-/// Parse a digest the registry can address: `sha256:` and 64 lower-case hex characters.
+/// Parse a digest the registry can address: `sha256:` and 64 lower-case hex characters, or
+/// `sha512:` and 128.
 pub fn parse_digest(s: &str) -> Result<Digest> {
     let bad = |why: &str| {
         RegistryError::new(
@@ -120,16 +121,18 @@ pub fn parse_digest(s: &str) -> Result<Digest> {
     let d: Digest = s
         .parse()
         .map_err(|e: oci_spec::OciSpecError| bad(&e.to_string()))?;
-    if *d.algorithm() != DigestAlgorithm::Sha256 {
-        return Err(bad("only sha256 is supported"));
-    }
+    let len = match d.algorithm() {
+        DigestAlgorithm::Sha256 => 64,
+        DigestAlgorithm::Sha512 => 128,
+        _ => return Err(bad("only sha256 and sha512 are supported")),
+    };
     let hex = d.digest();
-    if hex.len() != 64
+    if hex.len() != len
         || !hex
             .bytes()
             .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
     {
-        return Err(bad("expected 64 lower-case hex characters"));
+        return Err(bad(&format!("expected {len} lower-case hex characters")));
     }
     Ok(d)
 }
@@ -161,6 +164,10 @@ pub enum Route {
     Tags(Name),
     /// `/v2/<name>/manifests/<reference>`
     Manifest(Name, Reference),
+    /// `/v2/<name>/manifests/<reference>` with a reference that is neither a tag nor a digest
+    /// the registry can address: what that is worth depends on the method (a manifest that
+    /// cannot exist to a read, a bad request to a write).
+    ManifestBadReference(Name, String),
     /// `/v2/<name>/blobs/<digest>`
     Blob(Name, Digest),
     /// `/v2/<name>/blobs/uploads/`
@@ -239,10 +246,11 @@ pub fn parse_route(rest: &str) -> Result<Route> {
         return Ok(Route::Blob(name, parse_digest(seg(n - 1))?));
     }
     if n >= 3 && seg(n - 2) == "manifests" {
-        return Ok(Route::Manifest(
-            name_of(n - 2)?,
-            Reference::parse(seg(n - 1))?,
-        ));
+        let name = name_of(n - 2)?;
+        return Ok(match Reference::parse(seg(n - 1)) {
+            Ok(r) => Route::Manifest(name, r),
+            Err(_) => Route::ManifestBadReference(name, seg(n - 1).to_string()),
+        });
     }
     if n >= 3 && seg(n - 2) == "referrers" {
         return Ok(Route::Referrers(name_of(n - 2)?, parse_digest(seg(n - 1))?));
@@ -336,7 +344,11 @@ mod tests {
     #[test]
     fn digests() {
         assert!(parse_digest(D).is_ok());
+        let sha512 = format!("sha512:{}", "ab".repeat(64));
+        assert!(parse_digest(&sha512).is_ok());
         for bad in [
+            &format!("sha512:{}", "ab".repeat(32)),
+            &format!("sha256:{}", "ab".repeat(64)),
             "sha256:abc",
             "sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855",
             "md5:x",
@@ -411,7 +423,10 @@ mod tests {
             kind("a/blobs/uploads/not-a-uuid"),
             ErrorKind::BlobUploadUnknown
         );
-        assert_eq!(kind("a/manifests/.hidden"), ErrorKind::TagInvalid);
+        assert_eq!(
+            parse_route("a/manifests/.hidden").unwrap(),
+            Route::ManifestBadReference(Name::parse("a").unwrap(), ".hidden".into())
+        );
         assert_eq!(kind("a/whatever"), ErrorKind::RouteUnknown);
         assert_eq!(kind("a/b%zz/tags/list"), ErrorKind::NameInvalid);
     }

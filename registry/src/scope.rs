@@ -99,6 +99,7 @@ pub fn required(route: &Route, method: &Method, from: Option<&Name>) -> Vec<Acce
         Route::Catalog => return vec![Access::catalog()],
         Route::Tags(n)
         | Route::Manifest(n, _)
+        | Route::ManifestBadReference(n, _)
         | Route::Blob(n, _)
         | Route::UploadStart(n)
         | Route::Upload(n, _)

@@ -2,16 +2,16 @@
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 use futures::StreamExt;
-use sha2::{Digest as _, Sha256};
+use oci_spec::image::DigestAlgorithm;
 
 use super::empty;
 use crate::endpoint::{Name, Reference, Tag};
 use crate::error::{ErrorKind, RegistryError, Result};
 use crate::manifest::{MAX_MANIFEST_BYTES, Needed, check};
-use crate::storage::fs::from_hasher;
+use crate::storage::hash::digest_of;
 use crate::storage::{NewManifest, Storage};
 
 fn unknown(r: &Reference) -> RegistryError {
@@ -46,6 +46,29 @@ pub async fn get<S: Storage>(st: &S, name: &Name, r: &Reference, head: bool) -> 
     Ok(resp)
 }
 
+// GET/HEAD /v2/<name>/manifests/<neither>     404 MANIFEST_UNKNOWN: end-3 fails with 404 only
+// PUT/DELETE /v2/<name>/manifests/<neither>   400 TAG_INVALID (as MANIFEST_INVALID) / DIGEST_INVALID
+pub fn bad_reference(r: &str, method: &Method) -> Result<Response> {
+    let invalid = match Reference::parse(r) {
+        Err(e) => e,
+        Ok(_) => RegistryError::new(
+            ErrorKind::ManifestInvalid,
+            format!("invalid reference {r:?}"),
+        ),
+    };
+    match *method {
+        Method::GET | Method::HEAD => Err(RegistryError::new(
+            ErrorKind::ManifestUnknown,
+            format!("manifest unknown: {}", invalid.message),
+        )),
+        Method::PUT | Method::DELETE => Err(invalid),
+        ref m => Err(RegistryError::new(
+            ErrorKind::MethodNotAllowed,
+            format!("{m} is not allowed here"),
+        )),
+    }
+}
+
 // PUT /v2/<name>/manifests/<tag-or-digest>
 // Content-Type: <media type>                    201 Location, Docker-Content-Digest [, OCI-Subject] (end-7a)
 // PUT /v2/<name>/manifests/<digest>?tag=1&tag=2 201 … OCI-Tag per accepted tag (end-7b)
@@ -65,9 +88,12 @@ pub async fn put<S: Storage>(
         .map(str::to_string);
     let bytes = read_limited(req.into_body()).await?;
     let checked = check(content_type.as_deref(), &bytes)?;
-    let mut h = Sha256::new();
-    h.update(&bytes);
-    let digest = from_hasher(h);
+    // Pushed by digest, the manifest is addressed in that digest's algorithm; by tag, sha256.
+    let alg = match r {
+        Reference::Digest(d) => d.algorithm().clone(),
+        Reference::Tag(_) => DigestAlgorithm::Sha256,
+    };
+    let digest = digest_of(&alg, &bytes);
     let mut tags: Vec<Tag> = Vec::new();
     match r {
         Reference::Digest(d) if *d != digest => {

@@ -82,6 +82,7 @@ async fn route<S: Storage>(app: &App<S>, req: Request) -> Result<Response> {
         }
         (Route::Manifest(n, r), Method::PUT) => manifests::put(st, &n, &r, &query, req).await,
         (Route::Manifest(n, r), Method::DELETE) => manifests::delete(st, &n, &r).await,
+        (Route::ManifestBadReference(_, r), m) => manifests::bad_reference(&r, &m),
         (_, m) => Err(RegistryError::new(
             ErrorKind::MethodNotAllowed,
             format!("{m} is not allowed here"),
@@ -101,7 +102,9 @@ impl From<StorageError> for RegistryError {
                 ErrorKind::Internal
             }
             StorageError::Body(_) => ErrorKind::BlobUploadInvalid,
-            StorageError::DigestMismatch { .. } => ErrorKind::DigestInvalid,
+            StorageError::DigestMismatch { .. } | StorageError::AlgorithmMismatch { .. } => {
+                ErrorKind::DigestInvalid
+            }
             StorageError::SizeMismatch { .. } => ErrorKind::SizeInvalid,
             StorageError::RangeMismatch { .. } => ErrorKind::RangeInvalid,
             StorageError::UploadUnknown(_) => ErrorKind::BlobUploadUnknown,

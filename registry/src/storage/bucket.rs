@@ -13,10 +13,11 @@ use object_store::signer::Signer;
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload, UpdateVersion};
 use oci_spec::image::Digest;
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 use sha2::digest::common::hazmat::SerializableState;
+use sha2::{Sha256, Sha512};
 use uuid::Uuid;
 
+use super::hash::{Hasher, alg_dir};
 use super::parts::{PartBuf, store_err};
 use super::{StorageError, StorageResult};
 use crate::endpoint::Name;
@@ -114,12 +115,12 @@ impl Bucket {
     }
     pub(super) fn blob(&self, d: &Digest) -> Key {
         let h = d.digest();
-        self.key(&format!("blobs/sha256/{}/{h}", &h[..2]))
+        self.key(&format!("blobs/{}/{}/{h}", alg_dir(d), &h[..2]))
     }
     /// Where blob `d`'s descriptor is, when it is stored by one.
     pub(super) fn blob_ref(&self, d: &Digest) -> Key {
         let h = d.digest();
-        self.key(&format!("blobs/ref/sha256/{}/{h}", &h[..2]))
+        self.key(&format!("blobs/ref/{}/{}/{h}", alg_dir(d), &h[..2]))
     }
     pub(super) fn data_dir(&self) -> Key {
         self.key("blobs/data")
@@ -191,12 +192,14 @@ impl Bucket {
         format!("repositories/{}", r.as_str())
     }
     pub(super) fn link(&self, r: &Name, d: &Digest) -> Key {
-        self.key(&format!("{}/_layers/sha256/{}", self.repo(r), d.digest()))
+        let (repo, alg) = (self.repo(r), alg_dir(d));
+        self.key(&format!("{repo}/_layers/{alg}/{}", d.digest()))
     }
     pub(super) fn revision(&self, r: &Name, d: &Digest) -> Key {
         self.key(&format!(
-            "{}/_manifests/revisions/sha256/{}",
+            "{}/_manifests/revisions/{}/{}",
             self.repo(r),
+            alg_dir(d),
             d.digest()
         ))
     }
@@ -205,8 +208,9 @@ impl Bucket {
     }
     pub(super) fn referrers_dir(&self, r: &Name, subject: &Digest) -> Key {
         self.key(&format!(
-            "{}/_referrers/sha256/{}",
+            "{}/_referrers/{}/{}",
             self.repo(r),
+            alg_dir(subject),
             subject.digest()
         ))
     }
@@ -344,8 +348,11 @@ pub(super) struct Session {
     pub(super) part_size: u64,
     /// Bytes in the tail object, after the parts.
     pub(super) tail: u64,
-    /// SHA-256 state over all the bytes so far, hex.
+    /// Hash state over all the bytes so far, hex.
     pub(super) hash: String,
+    /// The algorithm of `hash`: sha256 unless the session was opened for another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) algorithm: Option<String>,
 }
 
 impl Session {
@@ -353,16 +360,27 @@ impl Session {
         self.parts.len() as u64 * self.part_size + self.tail
     }
 
-    pub(super) fn hasher(&self, key: &Key) -> StorageResult<Sha256> {
+    pub(super) fn hasher(&self, key: &Key) -> StorageResult<Hasher> {
         let raw = hex::decode(&self.hash).map_err(|e| corrupt(key, e))?;
-        let state = raw
-            .as_slice()
-            .try_into()
-            .map_err(|_| corrupt(key, "hash state has the wrong length"))?;
-        Sha256::deserialize(state).map_err(|e| corrupt(key, format!("hash state: {e:?}")))
+        let bad = |e| corrupt(key, format!("hash state: {e:?}"));
+        let len = || corrupt(key, "hash state has the wrong length");
+        match self.algorithm.as_deref() {
+            None | Some("sha256") => {
+                let state = raw.as_slice().try_into().map_err(|_| len())?;
+                Ok(Hasher::Sha256(Sha256::deserialize(state).map_err(bad)?))
+            }
+            Some("sha512") => {
+                let state = raw.as_slice().try_into().map_err(|_| len())?;
+                Ok(Hasher::Sha512(Sha512::deserialize(state).map_err(bad)?))
+            }
+            Some(other) => Err(corrupt(key, format!("hash algorithm {other:?}"))),
+        }
     }
 
-    pub(super) fn set_hasher(&mut self, h: &Sha256) {
-        self.hash = hex::encode(h.serialize());
+    pub(super) fn set_hasher(&mut self, h: &Hasher) {
+        (self.hash, self.algorithm) = match h {
+            Hasher::Sha256(h) => (hex::encode(h.serialize()), None),
+            Hasher::Sha512(h) => (hex::encode(h.serialize()), Some("sha512".into())),
+        };
     }
 }

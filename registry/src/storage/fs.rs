@@ -21,10 +21,11 @@ use std::io::{self, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use oci_spec::image::{Descriptor, Digest};
+use oci_spec::image::{Descriptor, Digest, DigestAlgorithm};
 use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
 
+use super::hash::Hasher;
 use super::layout::{Layout, blocking, io_at, not_found_is_none, remove_if_exists};
 use super::sink::write_stream;
 use super::{
@@ -35,7 +36,7 @@ use crate::endpoint::{Name, Reference, Tag, parse_digest};
 
 /// An upload's in-memory hash state: valid only while it covers exactly `offset` bytes. After a
 /// restart it is rebuilt by hashing the session's data file once.
-type SessionHash = Option<(u64, Sha256)>;
+type SessionHash = Option<(u64, Hasher)>;
 
 pub struct FsStorage {
     root: PathBuf,
@@ -196,14 +197,15 @@ impl Storage for FsStorage {
         let tmp_dir = l.tmp();
         let tmp = tempfile::NamedTempFile::new_in(&tmp_dir).map_err(io_at(&tmp_dir))?;
         let file = tmp.as_file().try_clone().map_err(io_at(tmp.path()))?;
-        let (file, hasher, total) = write_stream(file, Sha256::new(), body, tmp.path()).await?;
+        let (file, hasher, total) =
+            write_stream(file, Hasher::for_digest(digest), body, tmp.path()).await?;
         if let Some(expected) = len.filter(|&e| e != total) {
             return Err(StorageError::SizeMismatch {
                 expected,
                 actual: total,
             });
         }
-        let actual = from_hasher(hasher);
+        let actual = hasher.finish();
         if actual != *digest {
             return Err(StorageError::DigestMismatch {
                 expected: digest.clone(),
@@ -264,7 +266,7 @@ impl Storage for FsStorage {
             let data = dir2.join("data");
             let hasher = match cached {
                 Some((o, h)) if o == offset => h,
-                _ => l2.rehash(&data, offset)?,
+                _ => l2.rehash(&data, offset, &DigestAlgorithm::Sha256)?,
             };
             let mut f = OpenOptions::new()
                 .write(true)
@@ -335,14 +337,15 @@ impl Storage for FsStorage {
                 Err(e) => return (Err(e), None),
             };
             let data = dir.join("data");
+            // Chunks are hashed in sha256 as they arrive; another algorithm reads them again.
             let hasher = match cached {
-                Some((o, h)) if o == offset => h,
-                _ => match l.rehash(&data, offset) {
+                Some((o, h)) if o == offset && h.algorithm() == *d.algorithm() => h,
+                _ => match l.rehash(&data, offset, d.algorithm()) {
                     Ok(h) => h,
                     Err(e) => return (Err(e), None),
                 },
             };
-            let actual = from_hasher(hasher.clone());
+            let actual = hasher.clone().finish();
             if actual != d {
                 return (
                     Err(StorageError::DigestMismatch {

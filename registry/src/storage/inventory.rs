@@ -12,8 +12,9 @@ use oci_spec::image::Digest;
 use uuid::Uuid;
 
 use super::StorageResult;
+use super::hash::{ALG_DIRS, digest_from_hex};
 use super::layout::{Layout, io_at, not_found_is_none, remove_if_exists};
-use crate::endpoint::{Name, parse_digest};
+use crate::endpoint::Name;
 
 /// Something stored, with its last modification time (None when it could not be read).
 #[derive(Debug, Clone)]
@@ -87,7 +88,7 @@ fn digests_in(dir: &Path) -> StorageResult<Vec<Stamped<Digest>>> {
     Ok(names(dir)?
         .into_iter()
         .filter_map(|(n, p)| {
-            let d = parse_digest(&format!("sha256:{n}")).ok()?;
+            let d = digest_from_hex(&n)?;
             Some(Stamped {
                 item: d,
                 mtime: mtime(&p),
@@ -97,6 +98,15 @@ fn digests_in(dir: &Path) -> StorageResult<Vec<Stamped<Digest>>> {
 }
 
 impl FsInventory {
+    /// The digests of `dir/<algorithm>/<hex>` for every algorithm.
+    fn per_algorithm(&self, dir: &Path) -> StorageResult<Vec<Stamped<Digest>>> {
+        let mut out = Vec::new();
+        for alg in ALG_DIRS {
+            out.extend(digests_in(&dir.join(alg))?);
+        }
+        Ok(out)
+    }
+
     /// Open an existing storage root; None for a directory that does not look like one.
     pub fn open(root: &Path) -> Option<FsInventory> {
         ["blobs/sha256", "repositories"]
@@ -148,7 +158,7 @@ impl Inventory for FsInventory {
 
     /// Manifests linked into `repo`, tagged or not.
     fn revisions(&self, repo: &Name) -> StorageResult<Vec<Stamped<Digest>>> {
-        digests_in(&self.l.repo(repo).join("_manifests/revisions/sha256"))
+        self.per_algorithm(&self.l.repo(repo).join("_manifests/revisions"))
     }
 
     fn has_revision(&self, repo: &Name, d: &Digest) -> StorageResult<bool> {
@@ -181,9 +191,11 @@ impl Inventory for FsInventory {
     /// Every stored blob.
     fn blobs(&self) -> StorageResult<Vec<Stamped<Digest>>> {
         let mut out = Vec::new();
-        for (_, prefix) in names(&self.l.root.join("blobs/sha256"))? {
-            if prefix.is_dir() {
-                out.extend(digests_in(&prefix)?);
+        for alg in ALG_DIRS {
+            for (_, prefix) in names(&self.l.root.join("blobs").join(alg))? {
+                if prefix.is_dir() {
+                    out.extend(digests_in(&prefix)?);
+                }
             }
         }
         Ok(out)
@@ -191,7 +203,7 @@ impl Inventory for FsInventory {
 
     /// Blobs linked into `repo`.
     fn links(&self, repo: &Name) -> StorageResult<Vec<Stamped<Digest>>> {
-        digests_in(&self.l.repo(repo).join("_layers/sha256"))
+        self.per_algorithm(&self.l.repo(repo).join("_layers"))
     }
 
     fn remove_blob(&self, d: &Digest) -> StorageResult<bool> {

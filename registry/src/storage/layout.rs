@@ -5,10 +5,10 @@ use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use oci_spec::image::Digest;
-use sha2::{Digest as _, Sha256};
+use oci_spec::image::{Digest, DigestAlgorithm};
 use uuid::Uuid;
 
+use super::hash::{Hasher, alg_dir};
 use super::{StorageError, StorageResult};
 use crate::endpoint::{Name, parse_digest};
 
@@ -54,17 +54,25 @@ impl Layout {
     }
     pub(super) fn blob(&self, d: &Digest) -> PathBuf {
         let h = d.digest();
-        self.root.join("blobs/sha256").join(&h[..2]).join(h)
+        self.root
+            .join("blobs")
+            .join(alg_dir(d))
+            .join(&h[..2])
+            .join(h)
     }
     pub(super) fn repo(&self, r: &Name) -> PathBuf {
         self.root.join("repositories").join(r.as_str())
     }
     pub(super) fn layer_link(&self, r: &Name, d: &Digest) -> PathBuf {
-        self.repo(r).join("_layers/sha256").join(d.digest())
+        self.repo(r)
+            .join("_layers")
+            .join(alg_dir(d))
+            .join(d.digest())
     }
     pub(super) fn revision(&self, r: &Name, d: &Digest) -> PathBuf {
         self.repo(r)
-            .join("_manifests/revisions/sha256")
+            .join("_manifests/revisions")
+            .join(alg_dir(d))
             .join(d.digest())
     }
     pub(super) fn tags_dir(&self, r: &Name) -> PathBuf {
@@ -72,7 +80,8 @@ impl Layout {
     }
     pub(super) fn referrers_dir(&self, r: &Name, subject: &Digest) -> PathBuf {
         self.repo(r)
-            .join("_referrers/sha256")
+            .join("_referrers")
+            .join(alg_dir(subject))
             .join(subject.digest())
     }
     pub(super) fn upload(&self, r: &Name, id: Uuid) -> PathBuf {
@@ -138,10 +147,16 @@ impl Layout {
             })
     }
 
-    /// Hash the first `len` bytes of a session's data file (after a restart).
-    pub(super) fn rehash(&self, data: &Path, len: u64) -> StorageResult<Sha256> {
+    /// Hash the first `len` bytes of a session's data file in `alg` (after a restart, or to
+    /// finish in another algorithm than the one hashed as chunks arrived).
+    pub(super) fn rehash(
+        &self,
+        data: &Path,
+        len: u64,
+        alg: &DigestAlgorithm,
+    ) -> StorageResult<Hasher> {
         let f = File::open(data).map_err(io_at(data))?;
-        let mut h = Sha256::new();
+        let mut h = Hasher::new(alg);
         let mut r = f.take(len);
         let mut buf = vec![0u8; 1 << 20];
         loop {

@@ -7,6 +7,7 @@ mod bucket;
 pub mod chunks;
 pub mod cloud;
 pub mod fs;
+pub mod hash;
 pub mod inventory;
 mod layout;
 pub mod object;
@@ -21,7 +22,7 @@ use std::pin::Pin;
 
 use bytes::Bytes;
 use futures::Stream;
-use oci_spec::image::{Descriptor, Digest};
+use oci_spec::image::{Descriptor, Digest, DigestAlgorithm};
 use uuid::Uuid;
 
 use crate::endpoint::{Name, Reference, Tag};
@@ -42,6 +43,15 @@ pub enum StorageError {
     RangeMismatch { start: u64, offset: u64 },
     #[error("upload {0} unknown")]
     UploadUnknown(Uuid),
+    #[error(
+        "this upload session hashes in {session}, not in the algorithm of {digest}: open it with \
+         ?digest-algorithm={wanted}"
+    )]
+    AlgorithmMismatch {
+        session: String,
+        digest: Digest,
+        wanted: String,
+    },
     #[error("object store, at {key}: {source}")]
     Store {
         key: String,
@@ -141,6 +151,15 @@ pub trait Storage: Send + Sync + 'static {
     ) -> impl Future<Output = StorageResult<u64>> + Send;
 
     fn upload_start(&self, repo: &Name) -> impl Future<Output = StorageResult<Uuid>> + Send;
+    /// A session to be finished with a digest of `alg` (backends that hash as chunks arrive
+    /// hash in that algorithm; others read the data again when the digest is not sha256).
+    fn upload_start_in(
+        &self,
+        repo: &Name,
+        _alg: &DigestAlgorithm,
+    ) -> impl Future<Output = StorageResult<Uuid>> + Send {
+        self.upload_start(repo)
+    }
     /// Bytes received so far, or None for an unknown session.
     fn upload_offset(
         &self,

@@ -16,6 +16,10 @@
 //! repositories/<name>/_uploads/<uuid>/data                 multipart of a session begun before blobs/data
 //! ```
 //!
+//! `sha256` is the digest algorithm: sha512 digests live beside, under `sha512`. An upload
+//! session hashes in one algorithm as its chunks arrive (sha256, or the `digest-algorithm` it
+//! was opened with): its parts cannot be read back before the finish completes them.
+//!
 //! Reads never list: a HEAD is two HEADs (link, blob), a manifest GET by digest one GET (the
 //! revision holds the bytes), by tag two. An upload session lives in the bucket, not in a
 //! process: every full part of every chunk goes straight into one multipart upload; the rest
@@ -40,13 +44,13 @@
 //! object that holds the bytes — the inline key or the descriptor's data object — and the
 //! client's `Range` goes there. If signing fails the registry streams the blob as before.
 
+use crate::storage::hash::Hasher;
 use bytes::Bytes;
 use futures::StreamExt;
 use object_store::multipart::PartId;
 use object_store::path::Path as Key;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions};
-use oci_spec::image::{Descriptor, Digest};
-use sha2::Sha256;
+use oci_spec::image::{Descriptor, Digest, DigestAlgorithm};
 use uuid::Uuid;
 
 use super::parts::{Hashing, PartBuf, PartWriter, store_err};
@@ -55,7 +59,6 @@ use super::{
     StoredManifest, subject_of,
 };
 use crate::endpoint::{Name, Reference, Tag, parse_digest};
-use crate::storage::fs::from_hasher;
 
 pub(super) use super::bucket::BlobRef;
 use super::bucket::{AbortOnDrop, PREFETCH, READ_WINDOW, Session, Stored, corrupt, read_window};
@@ -345,7 +348,7 @@ impl Storage for ObjectStorage {
             0,
             PartBuf::new(self.part_size)?,
         );
-        let mut hash = Hashing::new(Sha256::default());
+        let mut hash = Hashing::new(Hasher::for_digest(digest));
         let res = async {
             let total = w.write(body, &mut hash).await?;
             if let Some(expected) = len.filter(|&e| e != total) {
@@ -354,7 +357,7 @@ impl Storage for ObjectStorage {
                     actual: total,
                 });
             }
-            let actual = from_hasher(hash.finish().await?);
+            let actual = hash.finish().await?.finish();
             if actual != *digest {
                 return Err(StorageError::DigestMismatch {
                     expected: digest.clone(),
@@ -398,6 +401,12 @@ impl Storage for ObjectStorage {
     }
 
     async fn upload_start(&self, repo: &Name) -> StorageResult<Uuid> {
+        self.upload_start_in(repo, &DigestAlgorithm::Sha256).await
+    }
+
+    // The session hashes in `alg` as its chunks arrive (its parts cannot be read back before
+    // the finish completes them).
+    async fn upload_start_in(&self, repo: &Name, alg: &DigestAlgorithm) -> StorageResult<Uuid> {
         let id = Uuid::new_v4();
         let mut s = Session {
             detached: true,
@@ -406,8 +415,9 @@ impl Storage for ObjectStorage {
             part_size: self.part_size as u64,
             tail: 0,
             hash: String::new(),
+            algorithm: None,
         };
-        s.set_hasher(&Sha256::default());
+        s.set_hasher(&Hasher::new(alg));
         let key = self.b.session_key(repo, id, "state");
         let json = serde_json::to_vec(&s).map_err(|e| corrupt(&key, e))?;
         self.b.put(&key, json).await?;
@@ -529,7 +539,15 @@ impl Storage for ObjectStorage {
             .await?
             .ok_or(StorageError::UploadUnknown(id))?;
         let state_key = self.b.session_key(repo, id, "state");
-        let actual = from_hasher(s.hasher(&state_key)?);
+        let hasher = s.hasher(&state_key)?;
+        if hasher.algorithm() != *digest.algorithm() {
+            return Err(StorageError::AlgorithmMismatch {
+                session: hasher.algorithm().to_string(),
+                digest: digest.clone(),
+                wanted: digest.algorithm().to_string(),
+            });
+        }
+        let actual = hasher.finish();
         if actual != *digest {
             return Err(StorageError::DigestMismatch {
                 expected: digest.clone(),
@@ -799,8 +817,7 @@ mod tests {
     }
 
     fn digest(b: &[u8]) -> Digest {
-        use sha2::Digest as _;
-        from_hasher(Sha256::new_with_prefix(b))
+        crate::storage::hash::digest_of(&DigestAlgorithm::Sha256, b)
     }
 
     #[tokio::test]

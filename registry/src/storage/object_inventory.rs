@@ -13,6 +13,7 @@ use oci_spec::image::Digest;
 use uuid::Uuid;
 
 use super::StorageResult;
+use super::hash::{ALG_DIRS, digest_from_hex};
 use super::inventory::{Inventory, Stamped};
 use super::object::{BlobRef, Bucket, ObjectStorage};
 use super::parts::store_err;
@@ -29,7 +30,7 @@ fn stamp(m: &ObjectMeta) -> Option<SystemTime> {
 }
 
 fn hex_digest(name: &str) -> Option<Digest> {
-    parse_digest(&format!("sha256:{name}")).ok()
+    digest_from_hex(name)
 }
 
 impl ObjectInventory {
@@ -84,7 +85,11 @@ impl ObjectInventory {
     fn named_data(&self) -> StorageResult<HashSet<Uuid>> {
         let b = self.b();
         let mut named = HashSet::new();
-        for m in self.list(&b.key("blobs/ref/sha256"))? {
+        let mut refs = Vec::new();
+        for alg in ALG_DIRS {
+            refs.extend(self.list(&b.key(&format!("blobs/ref/{alg}")))?);
+        }
+        for m in refs {
             let Some(raw) = self.rt.block_on(b.read(&m.location))? else {
                 continue;
             };
@@ -134,6 +139,15 @@ impl ObjectInventory {
     fn repo_key(&self, repo: &Name, rest: &str) -> Key {
         self.b().key(&format!("{}/{rest}", self.b().repo(repo)))
     }
+
+    /// The digests under `<repo>/<rest>/<algorithm>/` for every algorithm.
+    fn per_algorithm(&self, repo: &Name, rest: &str) -> StorageResult<Vec<Stamped<Digest>>> {
+        let mut out = Vec::new();
+        for alg in ALG_DIRS {
+            out.extend(self.digests_in(&self.repo_key(repo, &format!("{rest}/{alg}")))?);
+        }
+        Ok(out)
+    }
 }
 
 impl Inventory for ObjectInventory {
@@ -143,7 +157,7 @@ impl Inventory for ObjectInventory {
     }
 
     fn revisions(&self, repo: &Name) -> StorageResult<Vec<Stamped<Digest>>> {
-        self.digests_in(&self.repo_key(repo, "_manifests/revisions/sha256"))
+        self.per_algorithm(repo, "_manifests/revisions")
     }
 
     fn has_revision(&self, repo: &Name, d: &Digest) -> StorageResult<bool> {
@@ -181,8 +195,11 @@ impl Inventory for ObjectInventory {
     /// Blobs stored inline and by descriptor (a blob stored both ways, by two pushes racing,
     /// is one, as new as its newer object).
     fn blobs(&self) -> StorageResult<Vec<Stamped<Digest>>> {
-        let mut all = self.list(&self.b().key("blobs/sha256"))?;
-        all.extend(self.list(&self.b().key("blobs/ref/sha256"))?);
+        let mut all = Vec::new();
+        for alg in ALG_DIRS {
+            all.extend(self.list(&self.b().key(&format!("blobs/{alg}")))?);
+            all.extend(self.list(&self.b().key(&format!("blobs/ref/{alg}")))?);
+        }
         let mut newest: HashMap<Digest, Option<SystemTime>> = HashMap::new();
         for m in &all {
             let Some(d) = m.location.filename().and_then(hex_digest) else {
@@ -200,7 +217,7 @@ impl Inventory for ObjectInventory {
     }
 
     fn links(&self, repo: &Name) -> StorageResult<Vec<Stamped<Digest>>> {
-        self.digests_in(&self.repo_key(repo, "_layers/sha256"))
+        self.per_algorithm(repo, "_layers")
     }
 
     fn remove_blob(&self, d: &Digest) -> StorageResult<bool> {

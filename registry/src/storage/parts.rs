@@ -12,13 +12,13 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use super::hash::Hasher;
 use bytes::Bytes;
 use futures::StreamExt;
 use memmap2::MmapMut;
 use object_store::MultipartId;
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as Key;
-use sha2::{Digest as _, Sha256};
 use tokio::task::JoinHandle;
 
 use super::{ByteStream, StorageError, StorageResult};
@@ -113,16 +113,16 @@ fn reclaim(mem: Arc<MmapMut>) -> Option<PartBuf> {
     Arc::try_unwrap(mem).ok().map(|mem| PartBuf { mem, len: 0 })
 }
 
-/// A SHA-256 fed on the blocking pool, one batch while the next one fills.
+/// A hash fed on the blocking pool, one batch while the next one fills.
 pub(super) struct Hashing {
-    idle: Option<Sha256>,
-    busy: Option<JoinHandle<Sha256>>,
+    idle: Option<Hasher>,
+    busy: Option<JoinHandle<Hasher>>,
     batch: Vec<Bytes>,
     batch_len: usize,
 }
 
 impl Hashing {
-    pub(super) fn new(h: Sha256) -> Hashing {
+    pub(super) fn new(h: Hasher) -> Hashing {
         Hashing {
             idle: Some(h),
             busy: None,
@@ -140,7 +140,7 @@ impl Hashing {
         Ok(())
     }
 
-    async fn take(&mut self) -> StorageResult<Sha256> {
+    async fn take(&mut self) -> StorageResult<Hasher> {
         match self.busy.take() {
             Some(j) => joined(j.await),
             None => Ok(self.idle.take().expect("the hasher is idle or busy")),
@@ -160,7 +160,7 @@ impl Hashing {
         Ok(())
     }
 
-    pub(super) async fn finish(mut self) -> StorageResult<Sha256> {
+    pub(super) async fn finish(mut self) -> StorageResult<Hasher> {
         self.flush().await?;
         self.take().await
     }

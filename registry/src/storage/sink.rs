@@ -4,24 +4,24 @@
 use std::fs::File;
 use std::io::Write;
 
+use super::hash::Hasher;
 use futures::StreamExt;
-use sha2::{Digest as _, Sha256};
 use tokio::task::JoinHandle;
 
 use super::{ByteStream, StorageError, StorageResult};
 
 const BUF: usize = 1 << 20;
 
-type Pending = JoinHandle<std::io::Result<(File, Sha256)>>;
+type Pending = JoinHandle<std::io::Result<(File, Hasher)>>;
 
 /// Append all of `body` to `file`, feeding `hasher`; returns them with the byte count. On a body
 /// error the caller gets `StorageError::Body` and must discard what was written.
 pub async fn write_stream(
     file: File,
-    hasher: Sha256,
+    hasher: Hasher,
     mut body: ByteStream,
     path: &std::path::Path,
-) -> StorageResult<(File, Sha256, u64)> {
+) -> StorageResult<(File, Hasher, u64)> {
     let io_err = |e: std::io::Error| StorageError::Io {
         path: path.to_path_buf(),
         source: e,
@@ -31,7 +31,7 @@ pub async fn write_stream(
     let mut buf: Vec<u8> = Vec::with_capacity(BUF);
     let mut total = 0u64;
 
-    async fn settle(p: Pending) -> std::io::Result<(File, Sha256)> {
+    async fn settle(p: Pending) -> std::io::Result<(File, Hasher)> {
         p.await.map_err(std::io::Error::other)?
     }
 
