@@ -89,6 +89,7 @@ impl Cache {
             created: e.created,
             size: e.size,
             tags: Vec::new(),
+            digests: Vec::new(),
         })
     }
 
@@ -218,6 +219,7 @@ mod tests {
             created: None,
             size: 0,
             tags: vec![],
+            digests: vec![],
         };
         cache.put(&a, &img);
         assert_eq!(cache.get(&a.key()).unwrap().id, img.id);

@@ -177,7 +177,7 @@ pub fn list(root: &Path, a: ListArgs) -> Result<ExitCode> {
                 "false" | "0" => false,
                 _ => bail!("invalid filter 'dangling={v}' (use true or false)"),
             };
-            if img.tags.is_empty() != want {
+            if img.is_dangling() != want {
                 continue;
             }
         }
@@ -217,10 +217,14 @@ pub fn list(root: &Path, a: ListArgs) -> Result<ExitCode> {
             .filter(|(k, _)| k == "reference")
             .map(|(_, v)| v)
             .collect();
-        let tags: Vec<Option<&Reference>> = if img.tags.is_empty() {
-            vec![None]
-        } else {
+        // One row per tag; an image known only by registry digests gets one `REPO <none>` row
+        // per repository, as Docker lists an image pulled by digest.
+        let tags: Vec<Option<&Reference>> = if !img.tags.is_empty() {
             img.tags.iter().map(Some).collect()
+        } else if !img.digests.is_empty() {
+            img.digests.iter().map(Some).collect()
+        } else {
+            vec![None]
         };
         let mut shown = false;
         for t in tags {
@@ -309,16 +313,17 @@ fn image_row(img: &Image, tag: Option<&Reference>, no_trunc: bool) -> ImageRow {
         Some(t) => (t.familiar_name(), t.tag().unwrap_or("<none>").to_string()),
         None => ("<none>".to_string(), "<none>".to_string()),
     };
+    // DIGEST: the registry's digest for this repository (Docker's RepoDigests), else <none>.
+    let digest = tag
+        .and_then(|t| img.digest_in(&t.repository()))
+        .and_then(|r| r.digest())
+        .map_or_else(|| "<none>".to_string(), |d| d.to_string());
     let size = human_size(img.size);
     ImageRow {
         containers: "N/A",
         created_at: go_time(img.created.as_deref()),
         created_since: since(img.created.as_deref()),
-        digest: if tag.is_some() {
-            img.manifest.to_string()
-        } else {
-            "<none>".to_string()
-        },
+        digest,
         id: if no_trunc {
             img.id.to_string()
         } else {
@@ -503,7 +508,7 @@ pub fn inspect_json(store: &Store, img: &Image) -> Result<Value> {
     Ok(json!({
         "Id": img.id.to_string(),
         "RepoTags": img.tags.iter().map(|t| t.familiar_string()).collect::<Vec<_>>(),
-        "RepoDigests": [],
+        "RepoDigests": img.digests.iter().map(|t| t.familiar_string()).collect::<Vec<_>>(),
         "Parent": "",
         "Comment": cfg.pointer("/history/0/comment").cloned().unwrap_or(json!("")),
         "Created": cfg.get("created").cloned().unwrap_or(json!("")),

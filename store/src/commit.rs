@@ -111,6 +111,7 @@ impl Store {
             created: new.created.clone(),
             size: new.size,
             tags: Vec::new(),
+            digests: Vec::new(),
         })
     }
 

@@ -40,7 +40,7 @@ impl Store {
         let images = self.images()?;
         let mut doomed = HashSet::new();
         for img in &images {
-            let dangling = img.tags.is_empty();
+            let dangling = img.is_dangling();
             let mounted = crate::mount::is_mount_point(&self.mount_path(img));
             if (dangling || all) && !mounted && self.containers_using(&img.id)?.is_empty() {
                 doomed.insert(img.manifest.clone());

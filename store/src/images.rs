@@ -69,6 +69,9 @@ pub struct Image {
     pub size: u64,
     /// Sorted full references.
     pub tags: Vec<Reference>,
+    /// `repo@digest` references: the digest a registry knows the image by in that repository
+    /// (recorded by pull and push; Docker's RepoDigests). Sorted.
+    pub digests: Vec<Reference>,
 }
 
 impl Image {
@@ -82,6 +85,17 @@ impl Image {
 
     pub fn short_id(&self) -> &str {
         &self.id.digest()[..12]
+    }
+
+    /// Neither tagged nor known by a registry digest: what `image prune` removes and `images`
+    /// shows as `<none>:<none>`.
+    pub fn is_dangling(&self) -> bool {
+        self.tags.is_empty() && self.digests.is_empty()
+    }
+
+    /// The registry digest this image has in `repository`, if one was recorded.
+    pub fn digest_in(&self, repository: &str) -> Option<&Reference> {
+        self.digests.iter().find(|d| d.repository() == repository)
     }
 }
 
@@ -200,11 +214,13 @@ impl Store {
                             .and_then(|s| s.parse().ok())
                             .unwrap_or(0),
                         tags: Vec::new(),
+                        digests: Vec::new(),
                     })
                 }
             };
             if let Some(name) = &d.annotations.ref_name {
                 match Reference::parse(name) {
+                    Ok(r) if r.digest().is_some() && r.tag().is_none() => img.digests.push(r),
                     Ok(r) => img.tags.push(r),
                     Err(e) => {
                         tracing::warn!("ignoring index entry with bad ref name {name:?}: {e}")
@@ -216,6 +232,9 @@ impl Store {
         for i in &mut out {
             if i.tags.len() > 1 {
                 i.tags.sort_by_key(|t| t.to_string());
+            }
+            if i.digests.len() > 1 {
+                i.digests.sort_by_key(|t| t.to_string());
             }
         }
         out.sort_by(|a, b| {
@@ -253,8 +272,12 @@ impl Store {
                     .filter(|i| {
                         // `name@digest` names the image only within that repository (or an
                         // untagged image, which has no repository to disagree with).
-                        i.manifest.to_string() == d
-                            && (i.tags.is_empty() || i.tags.iter().any(|t| t.repository() == repo))
+                        i.digest_in(&repo)
+                            .is_some_and(|r| r.digest().is_some_and(|rd| rd.to_string() == d))
+                            || (i.manifest.to_string() == d
+                                && (i.is_dangling()
+                                    || i.tags.iter().any(|t| t.repository() == repo)
+                                    || i.digests.iter().any(|t| t.repository() == repo)))
                     })
                     .collect();
                 return pick(spec, found);
@@ -350,17 +373,79 @@ impl Store {
         self.resolve_image(&target.to_string())
     }
 
+    /// Record that a registry knows the stored image `manifest` as `reference` (`repo@digest`:
+    /// pulled by that digest, or pulled/pushed and answered with it), as Docker keeps
+    /// RepoDigests. An image known only so is not dangling. One digest per repository and
+    /// image: a newer one replaces it.
+    pub fn add_repo_digest(&self, manifest: &Digest, reference: &Reference) -> Result<()> {
+        if reference.digest().is_none() || reference.tag().is_some() {
+            return Err(StoreError::invalid(
+                format!("repository digest {reference}"),
+                "must be NAME@DIGEST",
+            ));
+        }
+        let repo = reference.repository();
+        self.update_index(|entries| {
+            let Some(d) = entries.iter().find(|d| d.digest() == manifest).cloned() else {
+                return Err(StoreError::ImageNotFound(manifest.to_string()));
+            };
+            let id = d
+                .annotations()
+                .as_ref()
+                .and_then(|a| a.get(ANN_ID))
+                .and_then(|s| parse_sha256(s).ok());
+            let Some(id) = id else {
+                return Ok(());
+            };
+            entries.retain(|e| {
+                !(e.digest() == manifest
+                    && ref_name(e)
+                        .and_then(|n| Reference::parse(n).ok())
+                        .is_some_and(|r| {
+                            r.digest().is_some() && r.tag().is_none() && r.repository() == repo
+                        }))
+            });
+            retag(entries, &new_image_of(&d, id), Some(reference));
+            Ok(())
+        })
+    }
+
     /// `rmi`: untag, and delete the image once no tag is left. Blobs and snapshots no other image
     /// uses are swept afterwards.
     pub fn remove_image(&self, spec: &str, force: bool) -> Result<Vec<Removal>> {
         let _gc = self.gc_lock()?;
         let img = self.resolve_image(spec)?;
-        let by_name = Reference::parse(spec).ok().filter(|r| {
-            let full = r.with_default_tag().to_string();
-            r.digest().is_none() && img.tags.iter().any(|t| t.to_string() == full)
+        // The names `spec` removes: a tag, with the repository's digests when it was the
+        // repository's last tag (as Docker cleans them up); or one `repo@digest`.
+        let by_name: Option<Vec<Reference>> = Reference::parse(spec).ok().and_then(|r| {
+            if r.digest().is_none() {
+                let full = r.with_default_tag();
+                if !img.tags.contains(&full) {
+                    return None;
+                }
+                let repo = full.repository();
+                let mut names = vec![full.clone()];
+                if !img
+                    .tags
+                    .iter()
+                    .any(|t| *t != full && t.repository() == repo)
+                {
+                    names.extend(
+                        img.digests
+                            .iter()
+                            .filter(|d| d.repository() == repo)
+                            .cloned(),
+                    );
+                }
+                Some(names)
+            } else {
+                img.digests.contains(&r).then(|| vec![r])
+            }
         });
         // Removing one of several names only untags, whoever uses the image (as Docker).
-        let only_untag = by_name.is_some() && img.tags.len() > 1;
+        let only_untag = by_name
+            .as_ref()
+            .is_some_and(|n| img.tags.len() + img.digests.len() > n.len());
         let users = if only_untag {
             Vec::new()
         } else {
@@ -397,15 +482,22 @@ impl Store {
                 .iter()
                 .find(|d| d.digest() == &img.manifest)
                 .cloned();
-            if let Some(r) = &by_name {
-                let full = r.with_default_tag().to_string();
-                entries.retain(|d| ref_name(d) != Some(full.as_str()));
-                events.push(Removal::Untagged(r.with_default_tag()));
+            if let Some(removed) = &by_name {
+                for r in removed {
+                    let full = r.to_string();
+                    entries.retain(|d| ref_name(d) != Some(full.as_str()));
+                    events.push(Removal::Untagged(r.clone()));
+                }
                 if entries.iter().any(|d| d.digest() == &img.manifest) {
                     return Ok(());
                 }
             } else {
-                if names.len() > 1 && !force {
+                let repos: HashSet<String> = names
+                    .iter()
+                    .filter_map(|n| Reference::parse(n).ok())
+                    .map(|r| r.repository())
+                    .collect();
+                if repos.len() > 1 && !force {
                     return Err(StoreError::Conflict {
                         id: img.short_id().to_string(),
                         reason: "image is referenced in multiple repositories".into(),

@@ -437,6 +437,97 @@ fn pull_by_digest_and_through_an_image_index() {
     let out = c.ok(&["pull", &multi]);
     assert!(out.contains(&format!("Digest: {index_digest}")), "{out}");
     assert_eq!(id_of(&c, &multi), id_of(&a, &name));
+    // Pulled through an index by tag: RepoDigests and DIGEST name the index, as Docker's do.
+    let repo = format!("{}/idx/app", reg.addr);
+    let doc = inspect_image(&c, &multi);
+    assert_eq!(
+        doc["RepoDigests"],
+        serde_json::json!([format!("{repo}@{index_digest}")])
+    );
+    let listed = c.ok(&["images", "--digests", "--format", "{{.Tag}} {{.Digest}}"]);
+    assert_eq!(listed.trim(), format!("multi {index_digest}"));
+}
+
+fn inspect_image(env: &Env, name: &str) -> serde_json::Value {
+    let out = env.ok(&["image", "inspect", name]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v[0].clone()
+}
+
+#[test]
+fn repo_digests_are_recorded_by_push_and_pull_as_docker_records_them() {
+    // Issue 18 items 5 and 6.
+    let Some(reg) = Registry::start() else { return };
+    let a = Env::new();
+    let repo = format!("{}/rd/app", reg.addr);
+    let name = format!("{repo}:1");
+    a.import_busybox(&name);
+    let pushed = a.ok(&["push", &name]);
+    let digest = pushed.split_whitespace().nth(2).unwrap().to_string();
+    // After push: the digest the registry answers to, in RepoDigests and the DIGEST column.
+    assert_eq!(
+        inspect_image(&a, &name)["RepoDigests"],
+        serde_json::json!([format!("{repo}@{digest}")])
+    );
+    let listed = a.ok(&[
+        "images",
+        "--digests",
+        "--format",
+        "{{.Repository}} {{.Tag}} {{.Digest}}",
+    ]);
+    assert_eq!(listed.trim(), format!("{repo} 1 {digest}"));
+    let st = Command::new("curl")
+        .args(["-sf", "-o", "/dev/null", "-I", "-H"])
+        .arg(
+            "Accept: application/vnd.oci.image.manifest.v1+json, \
+             application/vnd.docker.distribution.manifest.v2+json",
+        )
+        .arg(format!("http://{}/v2/rd/app/manifests/{digest}", reg.addr))
+        .status()
+        .unwrap();
+    assert!(st.success(), "the registry does not know {digest}");
+
+    // Pulled by digest: named `REPO <none>`, not dangling, kept by image prune.
+    let b = Env::new();
+    let by_digest = format!("{repo}@{digest}");
+    b.ok(&["pull", "-q", &by_digest]);
+    let listed = b.ok(&[
+        "images",
+        "--digests",
+        "--format",
+        "{{.Repository}} {{.Tag}} {{.Digest}}",
+    ]);
+    assert_eq!(listed.trim(), format!("{repo} <none> {digest}"));
+    assert_eq!(b.ok(&["images", "-q", "--filter", "dangling=true"]), "");
+    b.ok(&["image", "prune", "-f"]);
+    let doc = inspect_image(&b, &by_digest);
+    assert_eq!(doc["RepoDigests"], serde_json::json!([by_digest.clone()]));
+    assert_eq!(doc["RepoTags"], serde_json::json!([]));
+    // Tagging it and removing the tag keeps the digest; removing the digest deletes the image.
+    b.ok(&["tag", &by_digest, &format!("{repo}:mine")]);
+    let out = b.ok(&["rmi", &by_digest]);
+    assert_eq!(out, format!("Untagged: {by_digest}\n"));
+    let out = b.ok(&["rmi", &format!("{repo}:mine")]);
+    assert!(
+        out.starts_with(&format!("Untagged: {repo}:mine\nDeleted: sha256:")),
+        "{out}"
+    );
+
+    // Pulled by tag: the tag and the digest; rmi of the repository's last tag removes both.
+    let c = Env::new();
+    c.ok(&["pull", "-q", &name]);
+    assert_eq!(
+        inspect_image(&c, &name)["RepoDigests"],
+        serde_json::json!([by_digest.clone()])
+    );
+    let out = c.ok(&["rmi", &name]);
+    assert!(
+        out.starts_with(&format!(
+            "Untagged: {name}\nUntagged: {by_digest}\nDeleted: sha256:"
+        )),
+        "{out}"
+    );
+    assert_eq!(c.ok(&["images", "-q"]), "");
 }
 
 #[test]

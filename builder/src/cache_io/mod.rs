@@ -393,6 +393,7 @@ fn checked(r: RecordEntry) -> Option<(String, Imported)> {
         created: cfg["created"].as_str().map(str::to_string),
         size,
         tags: Vec::new(),
+        digests: Vec::new(),
     };
     Some((
         r.key,

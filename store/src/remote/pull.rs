@@ -325,6 +325,15 @@ pub(super) async fn pull(
     };
     let tags: Vec<Reference> = tagged.iter().cloned().collect();
     store.add_image(&img, &tags)?;
+    // RepoDigests: the repository knows this image by the digest the reference resolved to
+    // (an index's, for a multi-platform image), as Docker records it; an image pulled by
+    // digest is then named by it, not dangling.
+    let top = crate::digest::parse_sha256(&digest).map_err(RemoteError::from)?;
+    let known_as = target
+        .name_only()
+        .with_digest(&top)
+        .map_err(crate::StoreError::from)?;
+    store.add_repo_digest(&md, &known_as)?;
     let here = format!("{}/{}", s.endpoint.domain, s.repo);
     State::update(store, |st| {
         for (d, _) in &layers {

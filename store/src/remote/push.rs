@@ -310,9 +310,16 @@ async fn push_image(
     } else {
         manifest_bytes
     };
-    let digest = crate::digest::sha256_of(&body).to_string();
+    let pushed = crate::digest::sha256_of(&body);
+    let digest = pushed.to_string();
     let size = body.len() as u64;
     s.put_manifest(&tag, body, &media_type).await?;
+    // The registry knows the image by this digest now: Docker records it in RepoDigests.
+    let known_as = target
+        .name_only()
+        .with_digest(&pushed)
+        .map_err(crate::StoreError::from)?;
+    store.add_repo_digest(&img.manifest, &known_as)?;
     Ok(PushOutcome {
         reference: target,
         tag,
