@@ -63,17 +63,8 @@ pub const DEFAULT_BRIDGE: &str = "berth0";
 
 impl DaemonConfig {
     pub fn load(root: &Path) -> Result<DaemonConfig> {
-        let path = if let Some(p) = std::env::var_os("BERTH_DAEMON_CONFIG") {
-            Some(PathBuf::from(p))
-        } else if root.join("daemon.json").exists() {
-            Some(root.join("daemon.json"))
-        } else if root == Path::new(berth_store::root::DEFAULT_ROOT)
-            && Path::new("/etc/berth/daemon.json").exists()
-        {
-            Some(PathBuf::from("/etc/berth/daemon.json"))
-        } else {
-            None
-        };
+        // Which file is the store's rule (remote reads its registry keys from the same one).
+        let path = berth_store::daemon_json::path(root);
         let file: File = match &path {
             Some(p) => {
                 let text =
