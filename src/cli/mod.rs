@@ -83,6 +83,8 @@ pub enum Command {
     Push(remote::PushArgs),
     /// Download an image from a registry
     Pull(remote::PullArgs),
+    /// Search a registry for images
+    Search(remote::SearchArgs),
     /// Log in to a registry
     Login(remote::LoginArgs),
     /// Log out from a registry
@@ -168,6 +170,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Registry(c) => registry::run(&root, c),
         Command::Push(a) => remote::push(&root, a),
         Command::Pull(a) => remote::pull(&root, a),
+        Command::Search(a) => remote::search(&root, a),
         Command::Login(a) => remote::login(a),
         Command::Logout(a) => remote::logout(a),
         Command::Container(c) => container::run_group(&root, c),

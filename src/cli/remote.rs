@@ -1,5 +1,5 @@
-//! `push`, `pull`, `login`, `logout`: argument handling and Docker's output; the work is in
-//! `berth_store::remote`.
+//! `push`, `pull`, `search`, `login`, `logout`: argument handling and Docker's output; the work
+//! is in `berth_store::remote`.
 
 use std::collections::HashMap;
 use std::io::{self, IsTerminal, Read};
@@ -53,6 +53,134 @@ pub struct PullArgs {
     image: String,
     #[command(flatten)]
     transfer: TransferArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct SearchArgs {
+    /// [REGISTRY/]TERM (Docker Hub without a registry)
+    term: String,
+    /// Filter output based on conditions provided (stars=N, is-official=BOOL, is-automated=BOOL)
+    #[arg(short, long = "filter")]
+    filter: Vec<String>,
+    /// Format output using a custom template ('table', 'json', or a Go template)
+    #[arg(long)]
+    format: Option<String>,
+    /// Max number of search results
+    #[arg(long, default_value_t = 25)]
+    limit: usize,
+    /// Don't truncate output
+    #[arg(long)]
+    no_trunc: bool,
+    /// Speak plain HTTP to this registry (HOST[:PORT] or CIDR); repeatable
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    insecure: Vec<String>,
+}
+
+/// One line of `search`, with Docker's field names.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct SearchRow {
+    name: String,
+    description: String,
+    star_count: String,
+    is_official: String,
+    is_automated: String,
+}
+
+impl super::format::Row for SearchRow {
+    fn cell(&self, field: &str) -> String {
+        match field {
+            "Name" => self.name.clone(),
+            "Description" => self.description.clone(),
+            "StarCount" => self.star_count.clone(),
+            "IsOfficial" => self.is_official.clone(),
+            "IsAutomated" => self.is_automated.clone(),
+            _ => String::new(),
+        }
+    }
+}
+
+/// Docker's search filters, checked before anything is sent.
+struct SearchFilter {
+    stars: u64,
+    official: Option<bool>,
+    automated: Option<bool>,
+}
+
+fn search_filter(list: &[String]) -> Result<SearchFilter> {
+    let mut f = SearchFilter {
+        stars: 0,
+        official: None,
+        automated: None,
+    };
+    for item in list {
+        let (k, v) = item
+            .split_once('=')
+            .with_context(|| format!("bad format of filter (expected name=value): {item}"))?;
+        let boolean = |v: &str| match v {
+            "true" | "1" => Ok(true),
+            "false" | "0" => Ok(false),
+            _ => bail!("invalid filter '{k}={v}'"),
+        };
+        match k {
+            "stars" => {
+                f.stars = v
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("invalid filter 'stars={v}'"))?
+            }
+            "is-official" => f.official = Some(boolean(v)?),
+            "is-automated" => f.automated = Some(boolean(v)?),
+            _ => bail!("invalid filter '{k}'"),
+        }
+    }
+    Ok(f)
+}
+
+pub fn search(root: &Path, a: SearchArgs) -> Result<ExitCode> {
+    if !(1..=100).contains(&a.limit) {
+        bail!("limit {} is outside the range of [1, 100]", a.limit);
+    }
+    let filter = search_filter(&a.filter)?;
+    let store = open_store(root)?;
+    let opts = Options::for_root(&store, &a.insecure)?;
+    let results =
+        remote::search(&a.term, a.limit, &opts).with_context(|| format!("search {}", a.term))?;
+    let rows: Vec<SearchRow> = results
+        .into_iter()
+        .filter(|r| r.star_count >= filter.stars)
+        .filter(|r| filter.official.is_none_or(|o| r.is_official == o))
+        .filter(|r| filter.automated.is_none_or(|o| r.is_automated == o))
+        .map(|r| {
+            // Docker's table cuts descriptions at 45 characters with an ellipsis.
+            let description = if a.no_trunc || r.description.chars().count() <= 45 {
+                r.description
+            } else {
+                let cut: String = r.description.chars().take(44).collect();
+                format!("{cut}…")
+            };
+            SearchRow {
+                name: r.name,
+                description: description.replace('\n', " "),
+                star_count: r.star_count.to_string(),
+                is_official: if r.is_official { "[OK]" } else { "" }.to_string(),
+                is_automated: if r.is_automated { "[OK]" } else { "" }.to_string(),
+            }
+        })
+        .collect();
+    let columns = [
+        ("Name", "NAME"),
+        ("Description", "DESCRIPTION"),
+        ("StarCount", "STARS"),
+        ("IsOfficial", "OFFICIAL"),
+    ];
+    let mut out = io::stdout().lock();
+    super::format::print_rows(
+        &mut out,
+        &super::format::Format::parse(a.format.as_deref()),
+        &columns,
+        &rows,
+    )?;
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Args, Debug)]

@@ -8,6 +8,7 @@
 //! - `endpoint`: registry names, Docker Hub's API host, insecure registries, mirrors
 //! - `transport`: the HTTP client per registry (certs.d, TLS), HTTPS-then-HTTP negotiation
 //! - `auth`: berth's and Docker's credential files, credential helpers
+//! - `search`: `/v1/search`, or the catalog filtered for registries without search
 //! - `client`: one authenticated session with a repository
 //! - `upload`: chunked uploads with resume, cross-repo mount
 //! - `gzip`: parallel gzip of plain layers on their way up
@@ -23,6 +24,7 @@ pub mod error;
 pub mod gzip;
 pub mod pull;
 pub mod push;
+pub mod search;
 pub mod state;
 pub mod transport;
 pub mod upload;
@@ -125,6 +127,11 @@ pub fn pull(
     progress: Arc<dyn Progress>,
 ) -> Result<PullOutcome> {
     runtime()?.block_on(pull::pull(store, spec, opts, progress))
+}
+
+/// `search TERM`: results from the registry `TERM` names (see [`search`]), at most `limit`.
+pub fn search(term: &str, limit: usize, opts: &Options) -> Result<Vec<search::SearchResult>> {
+    runtime()?.block_on(search::search(term, limit, opts))
 }
 
 /// Check credentials against `server` (basic or bearer-token challenge) without storing them.

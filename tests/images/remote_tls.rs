@@ -459,3 +459,76 @@ fn credential_helpers_store_and_answer_for_login_push_and_logout() {
         "{err}"
     );
 }
+
+#[test]
+fn search_finds_repositories_in_a_registry_without_a_search_api() {
+    // Issue 18 item 12: a plain OCI registry is searched through its catalog.
+    let reg = Registry::start("127.0.0.1", None);
+    let env = Env::new();
+    for repo in ["team/app", "team/web", "other/appliance"] {
+        let name = format!("{}/{repo}:1", reg.addr);
+        env.import_busybox(&name);
+        env.ok(&["push", "-q", &name]);
+    }
+    let out = env.ok(&["search", &format!("{}/app", reg.addr)]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("NAME") && lines[0].contains("DESCRIPTION"),
+        "{out}"
+    );
+    assert!(
+        lines[0].contains("STARS") && lines[0].contains("OFFICIAL"),
+        "{out}"
+    );
+    let names = env.ok(&[
+        "search",
+        "--format",
+        "{{.Name}} {{.StarCount}} [{{.IsOfficial}}]",
+        &format!("{}/app", reg.addr),
+    ]);
+    assert_eq!(
+        names,
+        format!(
+            "{a}/other/appliance 0 []\n{a}/team/app 0 []\n",
+            a = reg.addr
+        )
+    );
+    // What search prints is what pull takes.
+    let b = Env::new();
+    b.ok(&["pull", "-q", &format!("{}/team/app:1", reg.addr)]);
+    let one = env.ok(&[
+        "search",
+        "--limit",
+        "1",
+        "--format",
+        "{{.Name}}",
+        &format!("{}/a", reg.addr),
+    ]);
+    assert_eq!(one.lines().count(), 1, "{one}");
+    assert_eq!(
+        env.ok(&[
+            "search",
+            "--filter",
+            "stars=1",
+            "--format",
+            "{{.Name}}",
+            &format!("{}/app", reg.addr)
+        ]),
+        ""
+    );
+    for (args, want) in [
+        (vec!["--limit", "0"], "outside the range of [1, 100]"),
+        (vec!["--filter", "color=red"], "invalid filter 'color'"),
+        (
+            vec!["--filter", "stars=many"],
+            "invalid filter 'stars=many'",
+        ),
+    ] {
+        let mut full = vec!["search"];
+        full.extend(args);
+        let term = format!("{}/app", reg.addr);
+        full.push(&term);
+        let err = stderr_of(&env.fails(&full));
+        assert!(err.contains(want), "{full:?}: {err}");
+    }
+}

@@ -24,6 +24,8 @@ use super::error::{RemoteError, Result, error_detail, transport_reason};
 pub enum Operation {
     Pull,
     Push,
+    /// The registry's catalog (`registry:catalog:*`), for `search`; the session's repo is empty.
+    Catalog,
 }
 
 pub struct Session {
@@ -162,6 +164,7 @@ impl Session {
         let scope = match self.op {
             Operation::Pull => format!("repository:{}:pull", self.repo),
             Operation::Push => format!("repository:{}:pull,push", self.repo),
+            Operation::Catalog => "registry:catalog:*".to_string(),
         };
         let mut query = vec![("scope", scope.as_str())];
         if let Some(s) = service {
@@ -474,10 +477,10 @@ pub const MAX_MANIFEST: u64 = 4 << 20;
 
 /// Largest error or token body read from a registry: enough for any real one, and a hostile
 /// registry cannot fill memory through them.
-const MAX_SMALL_BODY: u64 = 1 << 20;
+pub(super) const MAX_SMALL_BODY: u64 = 1 << 20;
 
 /// The body of `res`, or None as soon as it is longer than `limit`.
-async fn read_limited(
+pub(super) async fn read_limited(
     mut res: reqwest::Response,
     limit: u64,
 ) -> std::result::Result<Option<Vec<u8>>, reqwest::Error> {
