@@ -208,6 +208,19 @@ fn push_then_pull_gives_the_same_image_and_files() {
     );
     assert_eq!(id_of(&b, &name), id_of(&a, &name));
     assert!(id_of(&a, &name).ends_with(&id), "{id}");
+    // Sizes are uncompressed, as Docker reports them: the pulled image (its layer came gzipped)
+    // is as big as the imported one (issue 18 item 10).
+    let size = |e: &Env| inspect_image(e, &name)["Size"].as_u64().unwrap();
+    assert_eq!(size(&b), size(&a));
+    // Pulled again under another tag, its layer already in the store: the same size.
+    let again_as = format!("{}/test/busybox:again", reg.addr);
+    a.ok(&["tag", &name, &again_as]);
+    a.ok(&["push", "-q", &again_as]);
+    b.ok(&["pull", "-q", &again_as]);
+    assert_eq!(
+        inspect_image(&b, &again_as)["Size"],
+        inspect_image(&a, &name)["Size"]
+    );
     let again = b.ok(&["pull", &name]);
     assert!(
         again.contains(&format!("Status: Image is up to date for {name}")),

@@ -69,6 +69,9 @@ fn check_digest(what: &str, expected: &str, actual: &str) -> Result<()> {
 }
 
 /// Stream one blob into the store, verifying it; retried from the start on a transport error.
+/// Returns its decompressed length (counted as it arrives, or read back from the store when it
+/// was there already): Docker reports image sizes uncompressed. None when it does not
+/// decompress.
 async fn fetch_blob(
     store: &Store,
     s: &Session,
@@ -76,20 +79,26 @@ async fn fetch_blob(
     digest: &str,
     size: u64,
     progress: &Arc<dyn Progress>,
-) -> Result<()> {
+) -> Result<Option<u64>> {
     let d = crate::digest::parse_sha256(digest)?;
     let id = short(digest).to_string();
     if store.blobs().contains(&d) {
         progress.end(&id, "Already exists");
-        return Ok(());
+        let file = store.blobs().open(&d)?;
+        return Ok(tokio::task::spawn_blocking(move || {
+            crate::compression::UnpackedCounter::of(std::io::BufReader::new(file))
+        })
+        .await
+        .ok()
+        .flatten());
     }
     let mut attempt = 0;
     loop {
         progress.begin(&id, "Downloading", Some(size));
         match fetch_once(store, s, kind, &d, size, &id, progress).await {
-            Ok(()) => {
+            Ok(unpacked) => {
                 progress.end(&id, "Pull complete");
-                return Ok(());
+                return Ok(unpacked);
             }
             Err(RemoteError::Unreachable { .. }) if attempt + 1 < ATTEMPTS => {
                 attempt += 1;
@@ -108,7 +117,7 @@ async fn fetch_once(
     size: u64,
     id: &str,
     progress: &Arc<dyn Progress>,
-) -> Result<()> {
+) -> Result<Option<u64>> {
     let digest = d.to_string();
     let mut stream = s
         .blob_stream(&digest, size, &format!("{kind} {digest}"))
@@ -117,15 +126,18 @@ async fn fetch_once(
     // `None` tells the writer the download failed: drop the temp file, commit nothing.
     let (tx, mut rx) = mpsc::channel::<Option<bytes::Bytes>>(8);
     let expected = d.clone();
-    let sink = tokio::task::spawn_blocking(move || -> crate::Result<bool> {
+    let sink = tokio::task::spawn_blocking(move || -> crate::Result<Option<u64>> {
         use std::io::Write;
         let mut w = writer;
+        let mut unpacked = crate::compression::UnpackedCounter::new();
         while let Some(item) = rx.blocking_recv() {
-            let Some(b) = item else { return Ok(false) };
+            let Some(b) = item else { return Ok(None) };
             w.write_all(&b)
                 .map_err(|e| crate::StoreError::io("writing blob", "tmp", e))?;
+            unpacked.write(&b);
         }
-        w.commit(Some(&expected)).map(|_| true)
+        w.commit(Some(&expected))?;
+        Ok(unpacked.finish())
     });
     let failed = loop {
         match stream.chunk().await {
@@ -150,7 +162,6 @@ async fn fetch_once(
     drop(tx);
     sink.await
         .map_err(|e| RemoteError::Other(format!("storing blob {digest}: {e}")))?
-        .map(|_| ())
         .map_err(|e| match e {
             crate::StoreError::DigestMismatch {
                 expected, actual, ..
@@ -290,16 +301,20 @@ pub(super) async fn pull(
     for (d, _) in &layers {
         progress.begin(short(d), "Pulling fs layer", None);
     }
-    let fetched: Vec<Result<()>> = futures::stream::iter(
-        layers
-            .iter()
-            .map(|(d, n)| fetch_blob(store, &s, "layer", d, *n, &progress)),
-    )
-    .buffer_unordered(opts.jobs.max(1))
-    .collect()
-    .await;
-    for r in fetched {
-        r?;
+    // Each result with the layer's download size: they finish in any order.
+    let fetched: Vec<(Result<Option<u64>>, u64)> =
+        futures::stream::iter(layers.iter().map(|(d, n)| {
+            let (s, progress) = (&s, &progress);
+            async move { (fetch_blob(store, s, "layer", d, *n, progress).await, *n) }
+        }))
+        .buffer_unordered(opts.jobs.max(1))
+        .collect()
+        .await;
+    // Image size as Docker reports it: the layers decompressed (a layer that does not
+    // decompress counts as downloaded; unpacking it will say what is wrong).
+    let mut unpacked_size = 0u64;
+    for (r, n) in fetched {
+        unpacked_size += r?.unwrap_or(n);
     }
     fetch_blob(store, &s, "config", &config_digest, config_size, &progress).await?;
     let config_d = crate::digest::parse_sha256(&config_digest)?;
@@ -321,7 +336,7 @@ pub(super) async fn pull(
         media_type: oci_spec::image::MediaType::from(media_type),
         config: config_d.clone(),
         created: config["created"].as_str().map(str::to_string),
-        size: layers.iter().map(|(_, n)| n).sum(),
+        size: unpacked_size,
     };
     let tags: Vec<Reference> = tagged.iter().cloned().collect();
     store.add_image(&img, &tags)?;
