@@ -126,23 +126,31 @@ async fn fetch_once(
     // `None` tells the writer the download failed: drop the temp file, commit nothing.
     let (tx, mut rx) = mpsc::channel::<Option<bytes::Bytes>>(8);
     let expected = d.clone();
-    let sink = tokio::task::spawn_blocking(move || -> crate::Result<Option<u64>> {
+    let sink = tokio::task::spawn_blocking(move || -> crate::Result<bool> {
         use std::io::Write;
         let mut w = writer;
-        let mut unpacked = crate::compression::UnpackedCounter::new();
         while let Some(item) = rx.blocking_recv() {
-            let Some(b) = item else { return Ok(None) };
+            let Some(b) = item else { return Ok(false) };
             w.write_all(&b)
                 .map_err(|e| crate::StoreError::io("writing blob", "tmp", e))?;
+        }
+        w.commit(Some(&expected)).map(|_| true)
+    });
+    // The decompressed length is counted on another thread, beside the write, so inflating
+    // does not slow the download more than its own speed bounds it.
+    let (ctx, mut crx) = mpsc::channel::<bytes::Bytes>(16);
+    let counter = tokio::task::spawn_blocking(move || {
+        let mut unpacked = crate::compression::UnpackedCounter::new();
+        while let Some(b) = crx.blocking_recv() {
             unpacked.write(&b);
         }
-        w.commit(Some(&expected))?;
-        Ok(unpacked.finish())
+        unpacked.finish()
     });
     let failed = loop {
         match stream.chunk().await {
             Ok(Some(b)) => {
                 progress.advance(id, b.len() as u64);
+                let _ = ctx.send(b.clone()).await;
                 if tx.send(Some(b)).await.is_err() {
                     break None;
                 }
@@ -160,8 +168,11 @@ async fn fetch_once(
         return Err(e);
     }
     drop(tx);
+    drop(ctx);
+    let unpacked = counter.await.ok().flatten();
     sink.await
         .map_err(|e| RemoteError::Other(format!("storing blob {digest}: {e}")))?
+        .map(|_| unpacked)
         .map_err(|e| match e {
             crate::StoreError::DigestMismatch {
                 expected, actual, ..
