@@ -14,6 +14,15 @@ use std::process::{Command, Output};
 
 use client::*;
 use replicas::*;
+
+per_backend!(
+    [replicas_on_azure: Azure]
+    [
+        an_image_pushed_through_one_replica_pulls_from_the_other,
+        two_replicas_racing_on_one_tag_leave_one_consistent_winner,
+        gc_on_the_bucket_spares_a_push_racing_it,
+    ]
+);
 use tempfile::TempDir;
 
 /// `berth ARGS` with `env` (and nothing of the Azurite's emulator settings unless given).
@@ -40,7 +49,7 @@ fn serve_fails(root: &std::path::Path, env: &[(&str, String)], args: &[&str]) ->
 #[test]
 fn a_chunked_upload_is_continued_and_finished_on_the_other_replica() {
     let dir = TempDir::new().unwrap();
-    let (a, b) = replicas(&dir);
+    let (a, b) = replicas(Backend::Azure, &dir);
     let c = a.bucket.clone().unwrap();
     // Chunks that do not line up with the 8 MiB blocks: 9 MiB, 100 KiB, 3 MiB, then the rest.
     let blob = data(20 << 20, 7);
@@ -223,7 +232,7 @@ fn a_missing_container_a_wrong_key_and_no_service_stop_the_server_at_start_up() 
 #[test]
 fn two_sessions_of_one_blob_finishing_at_once_leave_one_blob() {
     let dir = TempDir::new().unwrap();
-    let (a, b) = replicas(&dir);
+    let (a, b) = replicas(Backend::Azure, &dir);
     let c = a.bucket.clone().unwrap();
     let blob = data(17 << 20, 5);
     let d = digest_of(&blob);
@@ -274,7 +283,12 @@ fn a_failing_azure_service_is_a_5xx_and_the_registry_recovers() {
         ),
     )
     .unwrap();
-    let s = Server::start_with(&["--config", cfg.to_str().unwrap()], &storage, &[]);
+    let s = Server::start_with_on(
+        Backend::Azure,
+        &["--config", cfg.to_str().unwrap()],
+        &storage,
+        &[],
+    );
     let d = s.push_blob("fault/app", b"before the outage");
 
     az.stop();
@@ -313,7 +327,7 @@ fn a_failing_azure_service_is_a_5xx_and_the_registry_recovers() {
 #[test]
 fn blob_gets_redirect_to_a_sas_url_and_suffix_ranges_stay_with_the_replica() {
     let dir = TempDir::new().unwrap();
-    let s = Server::start(&dir.path().join("storage"), &[]);
+    let s = Server::start_on(Backend::Azure, &dir.path().join("storage"), &[]);
     let az = Azurite::get();
     // Larger than a part: stored by descriptor, read from its data object.
     let big = data(9 << 20, 5);
@@ -371,7 +385,12 @@ fn blob_gets_redirect_to_a_sas_url_and_suffix_ranges_stay_with_the_replica() {
         format!("[storage]\nkind = \"azure\"\ncontainer = {container:?}\nredirect = false\n"),
     )
     .unwrap();
-    let p = Server::start_with(&["--config", cfg.to_str().unwrap()], &storage, &[]);
+    let p = Server::start_with_on(
+        Backend::Azure,
+        &["--config", cfg.to_str().unwrap()],
+        &storage,
+        &[],
+    );
     let d = p.push_blob("plain/app", &big[..1000]);
     let r = p.get(&format!("/v2/plain/app/blobs/{d}"));
     assert!(r.redirected_from.is_none());
@@ -386,7 +405,7 @@ fn blob_gets_redirect_to_a_sas_url_and_suffix_ranges_stay_with_the_replica() {
 fn a_sas_token_serves_without_redirects_and_says_why() {
     let dir = TempDir::new().unwrap();
     let az = Azurite::get();
-    let writer = Server::start(&dir.path().join("writer"), &[]);
+    let writer = Server::start_on(Backend::Azure, &dir.path().join("writer"), &[]);
     let container = writer.bucket.clone().unwrap();
     let blob = data(3 << 20, 9);
     let d = writer.push_blob("sas/app", &blob);

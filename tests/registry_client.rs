@@ -16,10 +16,9 @@ pub fn digest_of(b: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(b)))
 }
 
-/// Which storage `Server::start` gives a registry. The `registry_api_s3` and `registry_s3*`
-/// test binaries run on buckets of a moto server, `registry_api_azure` and `registry_azure*`
-/// on containers of an Azurite; every other binary on a directory. (Chosen by the binary's
-/// name, so `registry_api_s3` and `registry_api_azure` can include the very same suite.)
+/// Which storage a test registry runs on: a directory, buckets of this process's moto, or
+/// containers of this process's Azurite. Chosen by the test (`Server::start_on`), so one suite
+/// body runs once per backend and nextest names the backend in each test's path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Fs,
@@ -27,16 +26,58 @@ pub enum Backend {
     Azure,
 }
 
-pub fn backend() -> Backend {
-    let exe = std::env::current_exe().unwrap_or_default();
-    let name = exe.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    if name.starts_with("registry_api_s3") || name.starts_with("registry_s3") {
-        Backend::S3
-    } else if name.starts_with("registry_api_azure") || name.starts_with("registry_azure") {
-        Backend::Azure
-    } else {
-        Backend::Fs
+impl Backend {
+    /// The keys under `prefix` of bucket (or container) `bucket` of this object store.
+    pub fn keys(self, bucket: &str, prefix: &str) -> Vec<String> {
+        match self {
+            Backend::Azure => Azurite::get().keys(bucket, prefix),
+            _ => Moto::get().keys(bucket, prefix),
+        }
     }
+
+    /// A `[storage]` table for bucket (or container) `bucket` of this object store.
+    pub fn storage_table(self, bucket: &str) -> String {
+        match self {
+            Backend::Azure => format!("[storage]\nkind = \"azure\"\ncontainer = {bucket:?}\n"),
+            _ => format!("[storage]\nkind = \"s3\"\nbucket = {bucket:?}\n"),
+        }
+    }
+
+    /// The environment a `berth` command needs to reach this object store.
+    pub fn env(self) -> Vec<(&'static str, String)> {
+        match self {
+            Backend::Fs => Vec::new(),
+            Backend::S3 => Moto::get().env(),
+            Backend::Azure => Azurite::get().env(),
+        }
+    }
+
+    /// The `--storage` URL of bucket (container) `bucket`.
+    pub fn url(self, bucket: &str) -> String {
+        match self {
+            Backend::Azure => format!("az://{bucket}"),
+            _ => format!("s3://{bucket}"),
+        }
+    }
+}
+
+/// One `#[test]` per (body, backend), so nextest names the backend in each test's path:
+/// `per_backend!([fs: Fs, s3: S3] [a, b])` makes `fs::a`, `fs::b`, `s3::a`, `s3::b`, each
+/// calling `super::a(Backend::…)`. The bodies' module must have `Backend` in scope.
+#[macro_export]
+macro_rules! per_backend {
+    ([$($module:ident: $variant:ident),+ $(,)?] $names:tt) => {
+        $( $crate::backend_tests!($module, $variant, $names); )+
+    };
+}
+
+#[macro_export]
+macro_rules! backend_tests {
+    ($module:ident, $variant:ident, [$($name:ident),* $(,)?]) => {
+        mod $module {
+            $( #[test] fn $name() { super::$name(super::Backend::$variant) } )*
+        }
+    };
 }
 
 /// A moto S3 server on a free loopback port, one per test process. It is started from a
@@ -413,31 +454,6 @@ fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
         .into()
 }
 
-/// The keys under `prefix` of bucket (or container) `bucket` of this binary's backend.
-pub fn bucket_keys(bucket: &str, prefix: &str) -> Vec<String> {
-    match backend() {
-        Backend::Azure => Azurite::get().keys(bucket, prefix),
-        _ => Moto::get().keys(bucket, prefix),
-    }
-}
-
-/// A `[storage]` table for bucket (or container) `bucket` of this binary's backend.
-pub fn storage_table(bucket: &str) -> String {
-    match backend() {
-        Backend::Azure => format!("[storage]\nkind = \"azure\"\ncontainer = {bucket:?}\n"),
-        _ => format!("[storage]\nkind = \"s3\"\nbucket = {bucket:?}\n"),
-    }
-}
-
-/// The environment a `berth` command needs to reach this binary's object store.
-pub fn backend_env() -> Vec<(&'static str, String)> {
-    match backend() {
-        Backend::Fs => Vec::new(),
-        Backend::S3 => Moto::get().env(),
-        Backend::Azure => Azurite::get().env(),
-    }
-}
-
 /// A bucket name for a storage directory: the same directory (a restarted server) gets the
 /// same bucket.
 pub fn bucket_for(storage: &Path) -> String {
@@ -453,44 +469,57 @@ pub struct Server {
     pub log: PathBuf,
     /// On an object-storage backend: the bucket (or Azure container).
     pub bucket: Option<String>,
+    pub backend: Backend,
 }
 
 impl Server {
-    /// A registry on `storage` (a directory), or, in the S3 and Azure test binaries, on the
-    /// bucket (container) named after it.
+    /// A registry on `storage` (a directory).
     pub fn start(storage: &Path, extra: &[&str]) -> Server {
-        let bucket = bucket_for(storage);
-        let url = match backend() {
-            Backend::Fs => None,
-            Backend::S3 => {
-                Moto::get().create_bucket(&bucket);
-                Some(format!("s3://{bucket}"))
-            }
-            Backend::Azure => {
-                Azurite::get().create_container(&bucket);
-                Some(format!("az://{bucket}"))
-            }
-        };
-        if let Some(url) = url {
-            let mut s = Self::start_with(&["--storage", &url], storage, extra);
-            s.bucket = Some(bucket);
-            return s;
-        }
-        Self::start_with(
-            &["--storage", storage.to_str().expect("utf-8 path")],
-            storage,
-            extra,
-        )
+        Self::start_on(Backend::Fs, storage, extra)
     }
 
+    /// A registry on `backend`: on `storage` (a directory), or on the bucket (container) named
+    /// after it.
+    pub fn start_on(backend: Backend, storage: &Path, extra: &[&str]) -> Server {
+        let bucket = bucket_for(storage);
+        match backend {
+            Backend::Fs => {
+                return Self::start_with(
+                    &["--storage", storage.to_str().expect("utf-8 path")],
+                    storage,
+                    extra,
+                );
+            }
+            Backend::S3 => Moto::get().create_bucket(&bucket),
+            Backend::Azure => Azurite::get().create_container(&bucket),
+        }
+        let url = backend.url(&bucket);
+        let mut s = Self::start_with_on(backend, &["--storage", &url], storage, extra);
+        s.bucket = Some(bucket);
+        s
+    }
+
+    /// A registry with command-line `args`, on a directory.
     pub fn start_with(args: &[&str], storage: &Path, extra: &[&str]) -> Server {
+        Self::start_with_on(Backend::Fs, args, storage, extra)
+    }
+
+    /// A registry with command-line `args` and the environment reaching `backend`.
+    pub fn start_with_on(
+        backend: Backend,
+        args: &[&str],
+        storage: &Path,
+        extra: &[&str],
+    ) -> Server {
         let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("berth"));
-        cmd.envs(backend_env())
+        cmd.envs(backend.env())
             .args(["--root", storage.join("root").to_str().expect("utf-8")])
             .args(["registry", "serve", "--addr", "127.0.0.1:0"])
             .args(args)
             .args(extra);
-        Self::spawn(cmd, storage)
+        let mut s = Self::spawn(cmd, storage);
+        s.backend = backend;
+        s
     }
 
     /// Run `cmd` (a whole `berth … registry serve` command line) and wait until it listens.
@@ -525,6 +554,7 @@ impl Server {
             storage: storage.to_path_buf(),
             log,
             bucket: None,
+            backend: Backend::Fs,
         }
     }
 
@@ -588,7 +618,7 @@ impl Server {
     /// Whether anything is stored under `rel` (a directory, or a key prefix in the bucket).
     pub fn stored_under(&self, rel: &str) -> bool {
         match &self.bucket {
-            Some(b) => !bucket_keys(b, &format!("{rel}/")).is_empty(),
+            Some(b) => !self.backend.keys(b, &format!("{rel}/")).is_empty(),
             None => self.storage.join(rel).exists(),
         }
     }
@@ -598,8 +628,8 @@ impl Server {
     /// name.
     pub fn stored_blobs(&self) -> Vec<PathBuf> {
         if let Some(b) = &self.bucket {
-            let mut keys = bucket_keys(b, "blobs/sha256/");
-            for k in bucket_keys(b, "blobs/ref/sha256/") {
+            let mut keys = self.backend.keys(b, "blobs/sha256/");
+            for k in self.backend.keys(b, "blobs/ref/sha256/") {
                 let hex = k.rsplit('/').next().unwrap_or_default().to_string();
                 if !keys.iter().any(|i| i.ends_with(&format!("/{hex}"))) {
                     keys.push(k);

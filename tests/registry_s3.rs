@@ -14,12 +14,21 @@ use std::process::Command;
 
 use client::*;
 use replicas::*;
+
+per_backend!(
+    [replicas_on_s3: S3]
+    [
+        an_image_pushed_through_one_replica_pulls_from_the_other,
+        two_replicas_racing_on_one_tag_leave_one_consistent_winner,
+        gc_on_the_bucket_spares_a_push_racing_it,
+    ]
+);
 use tempfile::TempDir;
 
 #[test]
 fn a_chunked_upload_moves_between_replicas_and_survives_kill_9() {
     let dir = TempDir::new().unwrap();
-    let (mut a, b) = replicas(&dir);
+    let (mut a, b) = replicas(Backend::S3, &dir);
     // Chunks that do not line up with the 8 MiB parts: 9 MiB, 100 KiB, 3 MiB, then the rest.
     let blob = data(20 << 20, 7);
     let d = digest_of(&blob);
@@ -88,7 +97,7 @@ fn a_chunked_upload_moves_between_replicas_and_survives_kill_9() {
 #[test]
 fn a_session_pushed_blob_is_a_descriptor_read_whole_and_by_range_through_the_other_replica() {
     let dir = TempDir::new().unwrap();
-    let (a, b) = replicas(&dir);
+    let (a, b) = replicas(Backend::S3, &dir);
     let bucket = a.bucket.clone().unwrap();
     let blob = data(19 << 20, 11);
     let d = digest_of(&blob);
@@ -145,7 +154,7 @@ fn a_session_pushed_blob_is_a_descriptor_read_whole_and_by_range_through_the_oth
 #[test]
 fn two_sessions_of_one_blob_finishing_at_once_leave_one_blob_and_gc_leaves_no_orphan() {
     let dir = TempDir::new().unwrap();
-    let (a, b) = replicas(&dir);
+    let (a, b) = replicas(Backend::S3, &dir);
     let bucket = a.bucket.clone().unwrap();
     let url = format!("s3://{bucket}");
     let blob = data(17 << 20, 5);
@@ -238,7 +247,7 @@ fn two_sessions_of_one_blob_finishing_at_once_leave_one_blob_and_gc_leaves_no_or
 #[test]
 fn a_blob_stored_inline_by_an_older_version_still_reads() {
     let dir = TempDir::new().unwrap();
-    let (a, b) = replicas(&dir);
+    let (a, b) = replicas(Backend::S3, &dir);
     let bucket = a.bucket.clone().unwrap();
     let moto = Moto::get();
     // Laid out as before descriptors: the bytes at blobs/sha256/<hh>/<hex>, plus the link.
@@ -325,7 +334,12 @@ fn a_failing_object_store_is_a_5xx_and_the_registry_recovers() {
         ),
     )
     .unwrap();
-    let s = Server::start_with(&["--config", cfg.to_str().unwrap()], &storage, &[]);
+    let s = Server::start_with_on(
+        Backend::S3,
+        &["--config", cfg.to_str().unwrap()],
+        &storage,
+        &[],
+    );
     let d = s.push_blob("fault/app", b"before the outage");
 
     moto.stop();
@@ -433,7 +447,7 @@ fn peak_rss_mib(pid: u32) -> u64 {
 #[test]
 fn server_memory_does_not_grow_with_the_blob() {
     let dir = TempDir::new().unwrap();
-    let s = Server::start(&dir.path().join("storage"), &[]);
+    let s = Server::start_on(Backend::S3, &dir.path().join("storage"), &[]);
     // Warm up (first-use allocations), then a small and a five times larger blob, each on
     // the monolithic PUT and on the session path, and pulled back.
     s.push_blob("mem/app", &data(1 << 20, 1));

@@ -1,8 +1,7 @@
-//! What holds for replicas on any bucket, run by each object-storage test binary on its own
-//! store (`registry_s3.rs` on moto, `registry_azure.rs` on Azurite; the binary's name picks the
-//! backend, see `registry_client.rs`): an image pushed through one replica pulls from the
-//! other, two replicas racing on one tag leave one winner, and gc spares a push racing it.
-//! Also the helpers both binaries use. (In a directory of its own, so Cargo does not build it
+//! What holds for replicas on any bucket, run on each object store (moto and Azurite; the
+//! caller passes the `Backend`): an image pushed through one replica pulls from the other, two
+//! replicas racing on one tag leave one winner, and gc spares a push racing it. Also the
+//! helpers the object-store tests share. (In a directory of its own, so Cargo does not build it
 //! as a test binary by itself: it needs the including binary's `client` module.)
 
 use std::process::Command;
@@ -17,9 +16,12 @@ pub fn data(n: usize, seed: u32) -> Vec<u8> {
 }
 
 /// Two replicas of one registry: the same bucket (container).
-pub fn replicas(dir: &TempDir) -> (Server, Server) {
+pub fn replicas(backend: Backend, dir: &TempDir) -> (Server, Server) {
     let storage = dir.path().join("storage");
-    (Server::start(&storage, &[]), Server::start(&storage, &[]))
+    (
+        Server::start_on(backend, &storage, &[]),
+        Server::start_on(backend, &storage, &[]),
+    )
 }
 
 pub fn put_manifest(s: &Server, repo: &str, tag: &str, m: &str) -> Resp {
@@ -44,18 +46,14 @@ pub fn patch_upload(s: &Server, repo: &str, blob: &[u8]) -> String {
 
 /// The `--storage` URL of replica `s`'s bucket.
 pub fn storage_url(s: &Server) -> String {
-    let scheme = match backend() {
-        Backend::Azure => "az",
-        _ => "s3",
-    };
-    format!("{scheme}://{}", s.bucket.as_deref().expect("a bucket"))
+    s.backend.url(s.bucket.as_deref().expect("a bucket"))
 }
 
 /// `berth registry gc --storage URL --grace 2s [extra…]` through replica `s`'s root: its stdout,
 /// after checking it succeeded.
 pub fn gc(s: &Server, url: &str, extra: &[&str]) -> String {
     let run = Command::new(assert_cmd::cargo::cargo_bin("berth"))
-        .envs(backend_env())
+        .envs(s.backend.env())
         .args(["--root", s.storage.join("root").to_str().unwrap()])
         .args(["registry", "gc", "--storage", url, "--grace", "2s"])
         .args(extra)
@@ -70,10 +68,9 @@ pub fn gc(s: &Server, url: &str, extra: &[&str]) -> String {
     out
 }
 
-#[test]
-fn an_image_pushed_through_one_replica_pulls_from_the_other() {
+pub fn an_image_pushed_through_one_replica_pulls_from_the_other(backend: Backend) {
     let dir = TempDir::new().unwrap();
-    let (a, b) = replicas(&dir);
+    let (a, b) = replicas(backend, &dir);
     let cfg = config_blob();
     // Larger than a part, pushed through a session: stored by descriptor.
     let layer = data(12 << 20, 1);
@@ -115,17 +112,16 @@ fn an_image_pushed_through_one_replica_pulls_from_the_other() {
     let c = a.bucket.clone().unwrap();
     let hex = &ld["sha256:".len()..];
     assert_eq!(
-        bucket_keys(&c, "blobs/ref/"),
+        backend.keys(&c, "blobs/ref/"),
         vec![format!("blobs/ref/sha256/{}/{hex}", &hex[..2])]
     );
-    assert_eq!(bucket_keys(&c, "blobs/data/").len(), 1);
-    assert!(bucket_keys(&c, "_probe/").is_empty());
+    assert_eq!(backend.keys(&c, "blobs/data/").len(), 1);
+    assert!(backend.keys(&c, "_probe/").is_empty());
 }
 
-#[test]
-fn two_replicas_racing_on_one_tag_leave_one_consistent_winner() {
+pub fn two_replicas_racing_on_one_tag_leave_one_consistent_winner(backend: Backend) {
     let dir = TempDir::new().unwrap();
-    let (a, b) = replicas(&dir);
+    let (a, b) = replicas(backend, &dir);
     let cfg = config_blob();
     let cd = a.push_blob("race/app", &cfg);
     let mut manifests = Vec::new();
@@ -161,10 +157,9 @@ fn two_replicas_racing_on_one_tag_leave_one_consistent_winner() {
     }
 }
 
-#[test]
-fn gc_on_the_bucket_spares_a_push_racing_it() {
+pub fn gc_on_the_bucket_spares_a_push_racing_it(backend: Backend) {
     let dir = TempDir::new().unwrap();
-    let (a, b) = replicas(&dir);
+    let (a, b) = replicas(backend, &dir);
     let url = storage_url(&a);
     let cfg = config_blob();
     let cd = a.push_blob("gc/app", &cfg);
