@@ -2,14 +2,12 @@
 //! back byte-identical; a second copy converts to Docker schema2 inside the registry (exercising
 //! cross-repository mount and the Docker media types).
 
-#[path = "registry_client.rs"]
-pub(crate) mod client;
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;
 
-use client::*;
+use crate::client::*;
 use common::have;
 use tempfile::TempDir;
 

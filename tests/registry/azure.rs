@@ -1,19 +1,14 @@
 //! The object-storage backend on Azure Blob Storage (an Azurite per test process, see
-//! `registry_client.rs`): what holds on any bucket (`registry_shared/replicas.rs`: two
+//! `registry_client.rs`): what holds on any bucket (`replicas.rs`: two
 //! replicas on one container, a tag race, gc racing a push), and here an upload continued on
 //! the other replica, the account-URL settings a real Azure account uses, what start-up says
 //! about a missing container, a wrong key or an unreachable service, one blob finished by two
 //! sessions at once, a service outage (5xx, then recovery), and blob GET redirects to SAS URLs.
 
-#[path = "registry_client.rs"]
-mod client;
-#[path = "registry_shared/replicas.rs"]
-mod replicas;
-
 use std::process::{Command, Output};
 
-use client::*;
-use replicas::*;
+use crate::client::*;
+use crate::replicas::*;
 
 per_backend!(
     [replicas_on_azure: Azure]
@@ -332,7 +327,7 @@ fn blob_gets_redirect_to_a_sas_url_and_suffix_ranges_stay_with_the_replica() {
     // Larger than a part: stored by descriptor, read from its data object.
     let big = data(9 << 20, 5);
     let loc = patch_upload(&s, "sas/app", &big);
-    let d = client::digest_of(&big);
+    let d = digest_of(&big);
     let sep = if loc.contains('?') { '&' } else { '?' };
     let r = s.req("PUT", &format!("{loc}{sep}digest={d}"), &[], b"");
     assert_eq!(r.status, 201, "{}", r.text());

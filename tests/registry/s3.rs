@@ -1,19 +1,14 @@
 //! The object-storage backend with several replicas on one bucket (a moto server per test
 //! process, see `registry_client.rs`): what holds on any bucket
-//! (`registry_shared/replicas.rs`: push through one replica and pull through another, tag
+//! (`replicas.rs`: push through one replica and pull through another, tag
 //! races, gc while replicas serve), and here an upload whose chunks land on different replicas
 //! and that outlives a `kill -9`, the descriptor layout, and what start-up and a failing object
 //! store look like.
 
-#[path = "registry_client.rs"]
-mod client;
-#[path = "registry_shared/replicas.rs"]
-mod replicas;
-
 use std::process::Command;
 
-use client::*;
-use replicas::*;
+use crate::client::*;
+use crate::replicas::*;
 
 per_backend!(
     [replicas_on_s3: S3]

@@ -6,13 +6,11 @@
 //! `registry_client.rs`; moto does not check signatures, the Garage bench in
 //! `bench/registry_s3.sh` does.)
 
-#[path = "registry_client.rs"]
-mod client;
-mod common;
+use crate::common;
 
 use std::process::Command;
 
-use client::*;
+use crate::client::*;
 use common::{Env, have};
 use tempfile::TempDir;
 

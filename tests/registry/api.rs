@@ -1,11 +1,8 @@
 //! `berth registry serve` against the OCI distribution spec, endpoint by endpoint, over HTTP.
 
-#[path = "registry_client.rs"]
-mod client;
-#[path = "common/mod.rs"]
-mod common;
+use crate::common;
 
-use client::*;
+use crate::client::*;
 use tempfile::TempDir;
 
 per_backend!(

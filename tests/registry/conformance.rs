@@ -2,15 +2,12 @@
 //! it apart from the spec or from CNCF distribution (issue 18): connections kept across early
 //! answers, invalid references, sha512 digests.
 
-#[path = "registry_client.rs"]
-mod client;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+use crate::client::*;
 use base64::Engine as _;
-use client::*;
 use tempfile::TempDir;
 
 // On a directory and on S3 (moto).

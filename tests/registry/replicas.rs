@@ -1,8 +1,7 @@
 //! What holds for replicas on any bucket, run on each object store (moto and Azurite; the
 //! caller passes the `Backend`): an image pushed through one replica pulls from the other, two
 //! replicas racing on one tag leave one winner, and gc spares a push racing it. Also the
-//! helpers the object-store tests share. (In a directory of its own, so Cargo does not build it
-//! as a test binary by itself: it needs the including binary's `client` module.)
+//! helpers the object-store tests share.
 
 use std::process::Command;
 
