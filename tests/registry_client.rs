@@ -1,6 +1,6 @@
-//! Shared by tests/registry and the build, images and security tests (included with `#[path]`): start the real
-//! `berth registry serve` binary and talk raw HTTP/1.1 to it, so tests can also send what a
-//! well-behaved client never would (a body shorter than its Content-Length).
+//! Shared by tests/registry and the build, images and security tests (included with `#[path]`):
+//! start the real `berth registry serve` binary and talk raw HTTP/1.1 to it, so tests can also
+//! send what a well-behaved client never would (a body shorter than its Content-Length).
 #![allow(dead_code)]
 
 use std::fs::File;
