@@ -52,6 +52,33 @@ impl Backend {
         }
     }
 
+    /// Create bucket (container) `bucket` on this object store.
+    pub fn create(self, bucket: &str) {
+        match self {
+            Backend::Fs => {}
+            Backend::S3 => Moto::get().create_bucket(bucket),
+            Backend::Azure => Azurite::get().create_container(bucket),
+        }
+    }
+
+    /// Kill this process's object store (until `restart`).
+    pub fn stop(self) {
+        match self {
+            Backend::Fs => {}
+            Backend::S3 => Moto::get().stop(),
+            Backend::Azure => Azurite::get().stop(),
+        }
+    }
+
+    /// Start this process's object store again on its port (empty: it keeps nothing).
+    pub fn restart(self) {
+        match self {
+            Backend::Fs => {}
+            Backend::S3 => Moto::get().restart(),
+            Backend::Azure => Azurite::get().restart(),
+        }
+    }
+
     /// The `--storage` URL of bucket (container) `bucket`.
     pub fn url(self, bucket: &str) -> String {
         match self {

@@ -8,6 +8,16 @@ use std::process::Command;
 use crate::client::*;
 use tempfile::TempDir;
 
+per_backend!(
+    [s3: S3, azure: Azure]
+    [
+        an_image_pushed_through_one_replica_pulls_from_the_other,
+        two_replicas_racing_on_one_tag_leave_one_consistent_winner,
+        gc_on_the_bucket_spares_a_push_racing_it,
+        a_failing_object_store_is_a_5xx_and_the_registry_recovers,
+    ]
+);
+
 pub fn data(n: usize, seed: u32) -> Vec<u8> {
     (0..n as u32)
         .map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(seed) >> 13) as u8)
@@ -206,4 +216,58 @@ pub fn gc_on_the_bucket_spares_a_push_racing_it(backend: Backend) {
     assert_eq!(put_manifest(&b, "gc/app", "v2", &m2).status, 201);
     assert_eq!(a.get(&format!("/v2/gc/app/blobs/{fd}")).body, fresh);
     assert_eq!(a.get("/v2/gc/app/manifests/v1").body, m.as_bytes());
+}
+
+/// The object store going away is a 500 (bounded retries), and when it comes back (empty),
+/// pushes work again without a restart.
+pub fn a_failing_object_store_is_a_5xx_and_the_registry_recovers(backend: Backend) {
+    let dir = TempDir::new().unwrap();
+    let storage = dir.path().join("storage");
+    let bucket = bucket_for(&storage);
+    backend.create(&bucket);
+    let cfg = dir.path().join("registry.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "{}max-retries = 1\nretry-timeout = \"1s\"\nrequest-timeout = \"2s\"\n",
+            backend.storage_table(&bucket)
+        ),
+    )
+    .unwrap();
+    let s = Server::start_with_on(backend, &["--config", cfg.to_str().unwrap()], &storage, &[]);
+    let d = s.push_blob("fault/app", b"before the outage");
+
+    backend.stop();
+    let t = std::time::Instant::now();
+    for path in [
+        format!("/v2/fault/app/blobs/{d}"),
+        "/v2/fault/app/manifests/v1".to_string(),
+        "/v2/fault/app/tags/list".to_string(),
+    ] {
+        let r = s.get(&path);
+        assert_eq!(r.status, 500, "{path}: {}", r.text());
+        assert_eq!(r.code(), "UNKNOWN", "{path}");
+        let msg = r.json()["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(msg.contains("object store"), "{msg}");
+    }
+    let r = s.req("POST", "/v2/fault/app/blobs/uploads/", &[], b"");
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(30),
+        "bounded retries: {:?}",
+        t.elapsed()
+    );
+    assert_eq!(s.get("/v2/").status, 200, "still serving");
+
+    // The store comes back (it forgets everything): pushes work again, no restart needed.
+    backend.restart();
+    backend.create(&bucket);
+    let d2 = s.push_blob("fault/app", b"after the outage");
+    assert_eq!(
+        s.get(&format!("/v2/fault/app/blobs/{d2}")).body,
+        b"after the outage"
+    );
 }
