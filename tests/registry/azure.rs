@@ -219,40 +219,8 @@ fn a_missing_container_a_wrong_key_and_no_service_stop_the_server_at_start_up() 
 #[test]
 fn two_sessions_of_one_blob_finishing_at_once_leave_one_blob() {
     let dir = TempDir::new().unwrap();
-    let (a, b) = replicas(Backend::Azure, &dir);
-    let c = a.bucket.clone().unwrap();
-    let blob = data(17 << 20, 5);
-    let d = digest_of(&blob);
-    let la = patch_upload(&a, "dup/app", &blob);
-    let lb = patch_upload(&b, "dup/app", &blob);
-    let statuses = std::thread::scope(|sc| {
-        let ta = sc.spawn(|| a.req("PUT", &format!("{la}?digest={d}"), &[], b"").status);
-        let tb = sc.spawn(|| b.req("PUT", &format!("{lb}?digest={d}"), &[], b"").status);
-        (ta.join().unwrap(), tb.join().unwrap())
-    });
-    assert_eq!(statuses, (201, 201));
-    // The descriptor is created if absent (If-None-Match: *): one wins, the other session
-    // deletes its data object.
-    let az = Azurite::get();
-    assert_eq!(az.keys(&c, "blobs/ref/sha256/").len(), 1);
-    assert_eq!(az.keys(&c, "blobs/data/").len(), 1);
-    assert!(a.get(&format!("/v2/dup/app/blobs/{d}")).body == blob);
-    assert!(b.get(&format!("/v2/dup/app/blobs/{d}")).body == blob);
-
-    // Unreferenced: gc deletes the descriptor and its data object together.
-    std::thread::sleep(std::time::Duration::from_secs(3));
-    let out = gc(&a, &format!("az://{c}"), &[]);
-    assert!(out.contains(&format!("deleting blob: {d}")), "{out}");
-    assert!(
-        az.keys(&c, "blobs/").is_empty(),
-        "{:?}",
-        az.keys(&c, "blobs/")
-    );
-    assert_eq!(
-        b.req("HEAD", &format!("/v2/dup/app/blobs/{d}"), &[], b"")
-            .status,
-        404
-    );
+    let (a, b, _, d) = two_sessions_finish_at_once(Backend::Azure, &dir);
+    gc_deletes_the_unreferenced_blob(&a, &b, &d);
 }
 
 /// Blob GETs on a container are redirected to a service SAS URL of the object holding the

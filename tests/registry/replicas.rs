@@ -271,3 +271,51 @@ pub fn a_failing_object_store_is_a_5xx_and_the_registry_recovers(backend: Backen
         b"after the outage"
     );
 }
+
+/// Two sessions of one 17 MiB blob, one on each replica, finishing at once: both succeed, and as
+/// the descriptor is created if absent (If-None-Match: *), one wins and the other session
+/// deletes its data object. Returns the replicas, the blob and its digest.
+pub fn two_sessions_finish_at_once(
+    backend: Backend,
+    dir: &TempDir,
+) -> (Server, Server, Vec<u8>, String) {
+    let (a, b) = replicas(backend, dir);
+    let bucket = a.bucket.clone().expect("a bucket");
+    let blob = data(17 << 20, 5);
+    let d = digest_of(&blob);
+    let la = patch_upload(&a, "dup/app", &blob);
+    let lb = patch_upload(&b, "dup/app", &blob);
+    let statuses = std::thread::scope(|sc| {
+        let ta = sc.spawn(|| a.req("PUT", &format!("{la}?digest={d}"), &[], b"").status);
+        let tb = sc.spawn(|| b.req("PUT", &format!("{lb}?digest={d}"), &[], b"").status);
+        (ta.join().unwrap(), tb.join().unwrap())
+    });
+    assert_eq!(statuses, (201, 201));
+    assert_eq!(backend.keys(&bucket, "blobs/ref/sha256/").len(), 1);
+    assert_eq!(
+        backend.keys(&bucket, "blobs/data/").len(),
+        1,
+        "the losing session deleted its data object"
+    );
+    assert!(a.get(&format!("/v2/dup/app/blobs/{d}")).body == blob);
+    assert!(b.get(&format!("/v2/dup/app/blobs/{d}")).body == blob);
+    (a, b, blob, d)
+}
+
+/// Once blob `d` is unreferenced and older than gc's grace: gc through replica `a` deletes its
+/// descriptor and its data object together, and replica `b` no longer has it.
+pub fn gc_deletes_the_unreferenced_blob(a: &Server, b: &Server, d: &str) {
+    // Waits for time itself: the grace period (2 s) has to pass.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let out = gc(a, &storage_url(a), &[]);
+    assert!(out.contains(&format!("deleting blob: {d}")), "{out}");
+    let keys = a
+        .backend
+        .keys(a.bucket.as_deref().expect("a bucket"), "blobs/");
+    assert!(keys.is_empty(), "{keys:?}");
+    assert_eq!(
+        b.req("HEAD", &format!("/v2/dup/app/blobs/{d}"), &[], b"")
+            .status,
+        404
+    );
+}
