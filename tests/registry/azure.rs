@@ -38,24 +38,9 @@ fn a_chunked_upload_is_continued_and_finished_on_the_other_replica() {
     let dir = TempDir::new().unwrap();
     let (a, b) = replicas(Backend::Azure, &dir);
     let c = a.bucket.clone().unwrap();
-    // Chunks that do not line up with the 8 MiB blocks: 9 MiB, 100 KiB, 3 MiB, then the rest.
     let blob = data(20 << 20, 7);
     let d = digest_of(&blob);
-    let r = a.req("POST", "/v2/up/load/blobs/uploads/", &[], b"");
-    assert_eq!(r.status, 202);
-    let loc = r.header("location").unwrap().to_string();
-    let mut at = 0usize;
-    for (n, s) in [(9 << 20, &a), (100 << 10, &b), (3 << 20, &a)] {
-        let r = s.req(
-            "PATCH",
-            &loc,
-            &[("Content-Range", &format!("{at}-{}", at + n - 1))],
-            &blob[at..at + n],
-        );
-        assert_eq!(r.status, 202, "{}", r.text());
-        at += n;
-        assert_eq!(r.header("range"), Some(format!("0-{}", at - 1).as_str()));
-    }
+    let (loc, at) = chunks_through_both_replicas(&a, &b, "up/load", &blob);
     assert_eq!(
         b.stored_blobs().len(),
         0,

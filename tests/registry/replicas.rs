@@ -319,3 +319,31 @@ pub fn gc_deletes_the_unreferenced_blob(a: &Server, b: &Server, d: &str) {
         404
     );
 }
+
+/// A chunked upload of `blob` to `repo` begun on replica `a`, its chunks alternating between
+/// the replicas and not lined up with the 8 MiB parts (blocks): 9 MiB, 100 KiB, 3 MiB, each
+/// acknowledged with the range stored so far. Returns the upload's location and how many bytes
+/// were sent.
+pub fn chunks_through_both_replicas(
+    a: &Server,
+    b: &Server,
+    repo: &str,
+    blob: &[u8],
+) -> (String, usize) {
+    let r = a.req("POST", &format!("/v2/{repo}/blobs/uploads/"), &[], b"");
+    assert_eq!(r.status, 202);
+    let loc = r.header("location").unwrap().to_string();
+    let mut at = 0usize;
+    for (n, s) in [(9 << 20, a), (100 << 10, b), (3 << 20, a)] {
+        let r = s.req(
+            "PATCH",
+            &loc,
+            &[("Content-Range", &format!("{at}-{}", at + n - 1))],
+            &blob[at..at + n],
+        );
+        assert_eq!(r.status, 202, "{}", r.text());
+        at += n;
+        assert_eq!(r.header("range"), Some(format!("0-{}", at - 1).as_str()));
+    }
+    (loc, at)
+}

@@ -16,24 +16,9 @@ use tempfile::TempDir;
 fn a_chunked_upload_moves_between_replicas_and_survives_kill_9() {
     let dir = TempDir::new().unwrap();
     let (mut a, b) = replicas(Backend::S3, &dir);
-    // Chunks that do not line up with the 8 MiB parts: 9 MiB, 100 KiB, 3 MiB, then the rest.
     let blob = data(20 << 20, 7);
     let d = digest_of(&blob);
-    let r = a.req("POST", "/v2/up/load/blobs/uploads/", &[], b"");
-    assert_eq!(r.status, 202);
-    let loc = r.header("location").unwrap().to_string();
-    let mut at = 0usize;
-    for (n, s) in [(9 << 20, &a), (100 << 10, &b), (3 << 20, &a)] {
-        let r = s.req(
-            "PATCH",
-            &loc,
-            &[("Content-Range", &format!("{at}-{}", at + n - 1))],
-            &blob[at..at + n],
-        );
-        assert_eq!(r.status, 202, "{}", r.text());
-        at += n;
-        assert_eq!(r.header("range"), Some(format!("0-{}", at - 1).as_str()));
-    }
+    let (loc, at) = chunks_through_both_replicas(&a, &b, "up/load", &blob);
     // The next chunk is in flight on replica a when it dies.
     let head = format!(
         "PATCH {loc} HTTP/1.1\r\nHost: x\r\nContent-Range: {at}-{}\r\nContent-Length: {}\r\n\r\n",
