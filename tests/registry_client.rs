@@ -819,6 +819,47 @@ pub fn start_request(port: u16, head: &str, partial_body: &[u8]) -> TcpStream {
     s
 }
 
+/// Wait (up to 10 s) until the server has accepted `conn` and read all it was sent: its end of
+/// the connection, in /proc/net/tcp, holds nothing unread. (What a test waits for before it
+/// kills or stops a server with a request in flight.)
+pub fn wait_read_by_server(conn: &TcpStream) {
+    let (local, peer) = (
+        conn.local_addr().expect("local addr"),
+        conn.peer_addr().expect("peer addr"),
+    );
+    // The server's end: local address the peer, remote address this end, as /proc writes them
+    // (IPv4 in host byte order, port in hex).
+    let hex = |a: std::net::SocketAddr| match a {
+        std::net::SocketAddr::V4(v4) => format!(
+            "{:08X}:{:04X}",
+            u32::from_ne_bytes(v4.ip().octets()),
+            v4.port()
+        ),
+        std::net::SocketAddr::V6(_) => panic!("test servers listen on 127.0.0.1"),
+    };
+    let (server_end, client_end) = (hex(peer), hex(local));
+    let drained = || {
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+        table.lines().skip(1).any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 4
+                && f[1] == server_end
+                && f[2] == client_end
+                && f[4]
+                    .split(':')
+                    .nth(1)
+                    .is_some_and(|rx| rx.trim_start_matches('0').is_empty())
+        })
+    };
+    for _ in 0..400 {
+        if drained() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("the server did not read the request in flight within 10 s");
+}
+
 pub fn read_response(mut s: TcpStream, head_only: bool) -> Resp {
     let _ = head_only;
     let mut raw = Vec::new();

@@ -1097,7 +1097,7 @@ fn upload_resumes_after_kill_9(b: Backend) {
         data.len() - first
     );
     let conn = start_request(s.port, &head, &data[first..first + 300_000]);
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    wait_read_by_server(&conn);
     s.kill9();
     drop(conn);
     assert!(s.stored_blobs().is_empty(), "no partial blob visible");
@@ -1184,7 +1184,7 @@ fn sigterm_lets_requests_in_flight_finish(b: Backend) {
         "PATCH {loc} HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\nConnection: close\r\n\r\n"
     );
     let mut conn = start_request(s.port, &head, b"01234");
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    wait_read_by_server(&conn);
     s.signal("TERM");
     // New connections are refused once shutdown began.
     common::wait_for(

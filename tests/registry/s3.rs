@@ -26,7 +26,7 @@ fn a_chunked_upload_moves_between_replicas_and_survives_kill_9() {
         blob.len() - at
     );
     let conn = start_request(a.port, &head, &blob[at..at + (2 << 20)]);
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    wait_read_by_server(&conn);
     a.kill9();
     drop(conn);
     assert_eq!(
