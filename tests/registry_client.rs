@@ -1,6 +1,6 @@
-//! Shared by the `registry_*` tests (included with `#[path]`): start the real
-//! `berth registry serve` binary and talk raw HTTP/1.1 to it, so tests can also send what a
-//! well-behaved client never would (a body shorter than its Content-Length).
+//! Shared by tests/registry and the build, images and security tests (included with `#[path]`):
+//! start the real `berth registry serve` binary and talk raw HTTP/1.1 to it, so tests can also
+//! send what a well-behaved client never would (a body shorter than its Content-Length).
 #![allow(dead_code)]
 
 use std::fs::File;
@@ -16,10 +16,9 @@ pub fn digest_of(b: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(b)))
 }
 
-/// Which storage `Server::start` gives a registry. The `registry_api_s3` and `registry_s3*`
-/// test binaries run on buckets of a moto server, `registry_api_azure` and `registry_azure*`
-/// on containers of an Azurite; every other binary on a directory. (Chosen by the binary's
-/// name, so `registry_api_s3` and `registry_api_azure` can include the very same suite.)
+/// Which storage a test registry runs on: a directory, buckets of this process's moto, or
+/// containers of this process's Azurite. Chosen by the test (`Server::start_on`), so one suite
+/// body runs once per backend and nextest names the backend in each test's path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Fs,
@@ -27,16 +26,85 @@ pub enum Backend {
     Azure,
 }
 
-pub fn backend() -> Backend {
-    let exe = std::env::current_exe().unwrap_or_default();
-    let name = exe.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    if name.starts_with("registry_api_s3") || name.starts_with("registry_s3") {
-        Backend::S3
-    } else if name.starts_with("registry_api_azure") || name.starts_with("registry_azure") {
-        Backend::Azure
-    } else {
-        Backend::Fs
+impl Backend {
+    /// The keys under `prefix` of bucket (or container) `bucket` of this object store.
+    pub fn keys(self, bucket: &str, prefix: &str) -> Vec<String> {
+        match self {
+            Backend::Azure => Azurite::get().keys(bucket, prefix),
+            _ => Moto::get().keys(bucket, prefix),
+        }
     }
+
+    /// A `[storage]` table for bucket (or container) `bucket` of this object store.
+    pub fn storage_table(self, bucket: &str) -> String {
+        match self {
+            Backend::Azure => format!("[storage]\nkind = \"azure\"\ncontainer = {bucket:?}\n"),
+            _ => format!("[storage]\nkind = \"s3\"\nbucket = {bucket:?}\n"),
+        }
+    }
+
+    /// The environment a `berth` command needs to reach this object store.
+    pub fn env(self) -> Vec<(&'static str, String)> {
+        match self {
+            Backend::Fs => Vec::new(),
+            Backend::S3 => Moto::get().env(),
+            Backend::Azure => Azurite::get().env(),
+        }
+    }
+
+    /// Create bucket (container) `bucket` on this object store.
+    pub fn create(self, bucket: &str) {
+        match self {
+            Backend::Fs => {}
+            Backend::S3 => Moto::get().create_bucket(bucket),
+            Backend::Azure => Azurite::get().create_container(bucket),
+        }
+    }
+
+    /// Kill this process's object store (until `restart`).
+    pub fn stop(self) {
+        match self {
+            Backend::Fs => {}
+            Backend::S3 => Moto::get().stop(),
+            Backend::Azure => Azurite::get().stop(),
+        }
+    }
+
+    /// Start this process's object store again on its port (empty: it keeps nothing).
+    pub fn restart(self) {
+        match self {
+            Backend::Fs => {}
+            Backend::S3 => Moto::get().restart(),
+            Backend::Azure => Azurite::get().restart(),
+        }
+    }
+
+    /// The `--storage` URL of bucket (container) `bucket`.
+    pub fn url(self, bucket: &str) -> String {
+        match self {
+            Backend::Azure => format!("az://{bucket}"),
+            _ => format!("s3://{bucket}"),
+        }
+    }
+}
+
+/// One `#[test]` per (body, backend), so nextest names the backend in each test's path:
+/// `per_backend!([fs: Fs, s3: S3] [a, b])` makes `fs::a`, `fs::b`, `s3::a`, `s3::b`, each
+/// calling `super::a(Backend::…)`. The bodies' module must have `Backend` in scope.
+#[macro_export]
+macro_rules! per_backend {
+    ([$($module:ident: $variant:ident),+ $(,)?] $names:tt) => {
+        $( $crate::backend_tests!($module, $variant, $names); )+
+    };
+}
+
+#[macro_export]
+macro_rules! backend_tests {
+    ($module:ident, $variant:ident, [$($name:ident),* $(,)?]) => {
+        mod $module {
+            $( #[test] fn $name() { super::$name(super::Backend::$variant) } )*
+        }
+    };
 }
 
 /// A moto S3 server on a free loopback port, one per test process. It is started from a
@@ -413,31 +481,6 @@ fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
         .into()
 }
 
-/// The keys under `prefix` of bucket (or container) `bucket` of this binary's backend.
-pub fn bucket_keys(bucket: &str, prefix: &str) -> Vec<String> {
-    match backend() {
-        Backend::Azure => Azurite::get().keys(bucket, prefix),
-        _ => Moto::get().keys(bucket, prefix),
-    }
-}
-
-/// A `[storage]` table for bucket (or container) `bucket` of this binary's backend.
-pub fn storage_table(bucket: &str) -> String {
-    match backend() {
-        Backend::Azure => format!("[storage]\nkind = \"azure\"\ncontainer = {bucket:?}\n"),
-        _ => format!("[storage]\nkind = \"s3\"\nbucket = {bucket:?}\n"),
-    }
-}
-
-/// The environment a `berth` command needs to reach this binary's object store.
-pub fn backend_env() -> Vec<(&'static str, String)> {
-    match backend() {
-        Backend::Fs => Vec::new(),
-        Backend::S3 => Moto::get().env(),
-        Backend::Azure => Azurite::get().env(),
-    }
-}
-
 /// A bucket name for a storage directory: the same directory (a restarted server) gets the
 /// same bucket.
 pub fn bucket_for(storage: &Path) -> String {
@@ -453,44 +496,57 @@ pub struct Server {
     pub log: PathBuf,
     /// On an object-storage backend: the bucket (or Azure container).
     pub bucket: Option<String>,
+    pub backend: Backend,
 }
 
 impl Server {
-    /// A registry on `storage` (a directory), or, in the S3 and Azure test binaries, on the
-    /// bucket (container) named after it.
+    /// A registry on `storage` (a directory).
     pub fn start(storage: &Path, extra: &[&str]) -> Server {
-        let bucket = bucket_for(storage);
-        let url = match backend() {
-            Backend::Fs => None,
-            Backend::S3 => {
-                Moto::get().create_bucket(&bucket);
-                Some(format!("s3://{bucket}"))
-            }
-            Backend::Azure => {
-                Azurite::get().create_container(&bucket);
-                Some(format!("az://{bucket}"))
-            }
-        };
-        if let Some(url) = url {
-            let mut s = Self::start_with(&["--storage", &url], storage, extra);
-            s.bucket = Some(bucket);
-            return s;
-        }
-        Self::start_with(
-            &["--storage", storage.to_str().expect("utf-8 path")],
-            storage,
-            extra,
-        )
+        Self::start_on(Backend::Fs, storage, extra)
     }
 
+    /// A registry on `backend`: on `storage` (a directory), or on the bucket (container) named
+    /// after it.
+    pub fn start_on(backend: Backend, storage: &Path, extra: &[&str]) -> Server {
+        let bucket = bucket_for(storage);
+        match backend {
+            Backend::Fs => {
+                return Self::start_with(
+                    &["--storage", storage.to_str().expect("utf-8 path")],
+                    storage,
+                    extra,
+                );
+            }
+            Backend::S3 => Moto::get().create_bucket(&bucket),
+            Backend::Azure => Azurite::get().create_container(&bucket),
+        }
+        let url = backend.url(&bucket);
+        let mut s = Self::start_with_on(backend, &["--storage", &url], storage, extra);
+        s.bucket = Some(bucket);
+        s
+    }
+
+    /// A registry with command-line `args`, on a directory.
     pub fn start_with(args: &[&str], storage: &Path, extra: &[&str]) -> Server {
+        Self::start_with_on(Backend::Fs, args, storage, extra)
+    }
+
+    /// A registry with command-line `args` and the environment reaching `backend`.
+    pub fn start_with_on(
+        backend: Backend,
+        args: &[&str],
+        storage: &Path,
+        extra: &[&str],
+    ) -> Server {
         let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("berth"));
-        cmd.envs(backend_env())
+        cmd.envs(backend.env())
             .args(["--root", storage.join("root").to_str().expect("utf-8")])
             .args(["registry", "serve", "--addr", "127.0.0.1:0"])
             .args(args)
             .args(extra);
-        Self::spawn(cmd, storage)
+        let mut s = Self::spawn(cmd, storage);
+        s.backend = backend;
+        s
     }
 
     /// Run `cmd` (a whole `berth … registry serve` command line) and wait until it listens.
@@ -525,6 +581,7 @@ impl Server {
             storage: storage.to_path_buf(),
             log,
             bucket: None,
+            backend: Backend::Fs,
         }
     }
 
@@ -588,7 +645,7 @@ impl Server {
     /// Whether anything is stored under `rel` (a directory, or a key prefix in the bucket).
     pub fn stored_under(&self, rel: &str) -> bool {
         match &self.bucket {
-            Some(b) => !bucket_keys(b, &format!("{rel}/")).is_empty(),
+            Some(b) => !self.backend.keys(b, &format!("{rel}/")).is_empty(),
             None => self.storage.join(rel).exists(),
         }
     }
@@ -598,8 +655,8 @@ impl Server {
     /// name.
     pub fn stored_blobs(&self) -> Vec<PathBuf> {
         if let Some(b) = &self.bucket {
-            let mut keys = bucket_keys(b, "blobs/sha256/");
-            for k in bucket_keys(b, "blobs/ref/sha256/") {
+            let mut keys = self.backend.keys(b, "blobs/sha256/");
+            for k in self.backend.keys(b, "blobs/ref/sha256/") {
                 let hex = k.rsplit('/').next().unwrap_or_default().to_string();
                 if !keys.iter().any(|i| i.ends_with(&format!("/{hex}"))) {
                     keys.push(k);
@@ -760,6 +817,47 @@ pub fn start_request(port: u16, head: &str, partial_body: &[u8]) -> TcpStream {
     s.write_all(partial_body).expect("body");
     s.flush().expect("flush");
     s
+}
+
+/// Wait (up to 10 s) until the server has accepted `conn` and read all it was sent: its end of
+/// the connection, in /proc/net/tcp, holds nothing unread. (What a test waits for before it
+/// kills or stops a server with a request in flight.)
+pub fn wait_read_by_server(conn: &TcpStream) {
+    let (local, peer) = (
+        conn.local_addr().expect("local addr"),
+        conn.peer_addr().expect("peer addr"),
+    );
+    // The server's end: local address the peer, remote address this end, as /proc writes them
+    // (IPv4 in host byte order, port in hex).
+    let hex = |a: std::net::SocketAddr| match a {
+        std::net::SocketAddr::V4(v4) => format!(
+            "{:08X}:{:04X}",
+            u32::from_ne_bytes(v4.ip().octets()),
+            v4.port()
+        ),
+        std::net::SocketAddr::V6(_) => panic!("test servers listen on 127.0.0.1"),
+    };
+    let (server_end, client_end) = (hex(peer), hex(local));
+    let drained = || {
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+        table.lines().skip(1).any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 4
+                && f[1] == server_end
+                && f[2] == client_end
+                && f[4]
+                    .split(':')
+                    .nth(1)
+                    .is_some_and(|rx| rx.trim_start_matches('0').is_empty())
+        })
+    };
+    for _ in 0..400 {
+        if drained() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("the server did not read the request in flight within 10 s");
 }
 
 pub fn read_response(mut s: TcpStream, head_only: bool) -> Resp {

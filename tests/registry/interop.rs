@@ -2,16 +2,24 @@
 //! back byte-identical; a second copy converts to Docker schema2 inside the registry (exercising
 //! cross-repository mount and the Docker media types).
 
-#[path = "registry_client.rs"]
-pub(crate) mod client;
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;
 
-use client::*;
+use crate::client::*;
 use common::have;
 use tempfile::TempDir;
+
+// On a directory and on S3 (moto).
+per_backend!(
+    [fs: Fs, s3: S3]
+    [
+        skopeo_push_and_pull_round_trip,
+        skopeo_push_with_basic_auth,
+        tls_with_a_self_signed_certificate,
+    ]
+);
 
 fn write_blob(layout: &Path, bytes: &[u8]) -> String {
     let d = digest_of(bytes);
@@ -83,13 +91,12 @@ pub(crate) fn layout_manifest_digest(layout: &Path) -> String {
         .to_string()
 }
 
-#[test]
-fn skopeo_push_and_pull_round_trip() {
+fn skopeo_push_and_pull_round_trip(b: Backend) {
     if !have("skopeo") {
         return;
     }
     let dir = TempDir::new().unwrap();
-    let s = Server::start(&dir.path().join("storage"), &[]);
+    let s = Server::start_on(b, &dir.path().join("storage"), &[]);
     let built = dir.path().join("built");
     make_layout(&built);
     // The source layout is what skopeo itself writes from ours.
@@ -167,8 +174,7 @@ fn skopeo_push_and_pull_round_trip() {
     );
 }
 
-#[test]
-fn skopeo_push_with_basic_auth() {
+fn skopeo_push_with_basic_auth(b: Backend) {
     if !have("skopeo") {
         return;
     }
@@ -187,7 +193,8 @@ fn skopeo_push_with_basic_auth() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    let s = Server::start(
+    let s = Server::start_on(
+        b,
         &dir.path().join("storage"),
         &["--htpasswd", file.to_str().unwrap()],
     );
@@ -235,8 +242,7 @@ fn skopeo_push_with_basic_auth() {
     assert_eq!(m["schemaVersion"], 2);
 }
 
-#[test]
-fn tls_with_a_self_signed_certificate() {
+fn tls_with_a_self_signed_certificate(b: Backend) {
     if !have("openssl") || !have("curl") || !have("skopeo") {
         return;
     }
@@ -266,7 +272,8 @@ fn tls_with_a_self_signed_certificate() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let s = Server::start(
+    let s = Server::start_on(
+        b,
         &dir.path().join("storage"),
         &[
             "--tls-cert",
@@ -324,4 +331,56 @@ fn tls_with_a_self_signed_certificate() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
     let _ = md;
+}
+
+/// An image copied in through one replica on a bucket and out through another.
+#[test]
+fn s3_skopeo_copies_in_through_one_replica_and_out_through_the_other() {
+    if !have("skopeo") {
+        return;
+    }
+    let dir = TempDir::new().unwrap();
+    let storage = dir.path().join("storage");
+    let (a, b) = (
+        Server::start_on(Backend::S3, &storage, &[]),
+        Server::start_on(Backend::S3, &storage, &[]),
+    );
+    let built = dir.path().join("built");
+    make_layout(&built);
+    let src = dir.path().join("src");
+    skopeo(&[
+        "copy",
+        &format!("oci:{}:t", built.display()),
+        &format!("oci:{}:t", src.display()),
+    ]);
+    let md = layout_manifest_digest(&src);
+    skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:t", src.display()),
+        &format!("docker://127.0.0.1:{}/team/app:v1", a.port),
+    ]);
+    let back = dir.path().join("back");
+    skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://127.0.0.1:{}/team/app:v1", b.port),
+        &format!("oci:{}:t", back.display()),
+    ]);
+    assert_eq!(layout_manifest_digest(&back), md, "same manifest digest");
+    // Every blob of the source layout came back byte-identical.
+    for e in std::fs::read_dir(src.join("blobs/sha256")).unwrap() {
+        let e = e.unwrap();
+        let got = std::fs::read(back.join("blobs/sha256").join(e.file_name()))
+            .unwrap_or_else(|err| panic!("{:?} missing after the copy: {err}", e.file_name()));
+        assert_eq!(got, std::fs::read(e.path()).unwrap(), "{:?}", e.file_name());
+    }
+    // Replica b serves the same manifest bytes replica a stored.
+    let (ra, rb) = (
+        a.get("/v2/team/app/manifests/v1"),
+        b.get("/v2/team/app/manifests/v1"),
+    );
+    assert_eq!((ra.status, rb.status), (200, 200));
+    assert_eq!(ra.body, rb.body);
+    assert_eq!(rb.header("docker-content-digest"), Some(md.as_str()));
 }

@@ -2,14 +2,12 @@
 //! server, or trusting an outside issuer's certificate), raw HTTP for the challenges and scopes,
 //! `berth login/push/pull` and skopeo as clients going through the whole token flow.
 
-#[path = "registry_client.rs"]
-mod client;
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use client::*;
+use crate::client::*;
 use common::{Env, have};
 use tempfile::TempDir;
 

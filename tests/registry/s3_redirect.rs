@@ -6,13 +6,11 @@
 //! `registry_client.rs`; moto does not check signatures, the Garage bench in
 //! `bench/registry_s3.sh` does.)
 
-#[path = "registry_client.rs"]
-mod client;
-mod common;
+use crate::common;
 
 use std::process::Command;
 
-use client::*;
+use crate::client::*;
 use common::{Env, have};
 use tempfile::TempDir;
 
@@ -64,7 +62,7 @@ fn blob_gets(s: &Server, status: u16) -> usize {
 #[test]
 fn a_blob_get_answers_307_with_a_presigned_url_of_the_object_holding_the_bytes() {
     let dir = TempDir::new().unwrap();
-    let s = Server::start(&dir.path().join("storage"), &[]);
+    let s = Server::start_on(Backend::S3, &dir.path().join("storage"), &[]);
     let bucket = s.bucket.clone().unwrap();
     let moto = Moto::get();
     // A session blob larger than a part (stored by descriptor) and a small one pushed whole
@@ -179,7 +177,12 @@ fn with_redirect_off_the_registry_streams_blobs_itself() {
         format!("[storage]\nkind = \"s3\"\nbucket = {bucket:?}\nredirect = false\n"),
     )
     .unwrap();
-    let s = Server::start_with(&["--config", cfg.to_str().unwrap()], &storage, &[]);
+    let s = Server::start_with_on(
+        Backend::S3,
+        &["--config", cfg.to_str().unwrap()],
+        &storage,
+        &[],
+    );
     let big = data(9 << 20, 8);
     let d = push_session(&s, "plain/app", &big);
     let r = s.get(&format!("/v2/plain/app/blobs/{d}"));
@@ -221,7 +224,7 @@ fn big_rootfs(dir: &std::path::Path, size: usize) -> std::path::PathBuf {
 #[test]
 fn berth_pull_skopeo_and_podman_follow_the_redirect_and_get_the_same_image() {
     let dir = TempDir::new().unwrap();
-    let s = Server::start(&dir.path().join("storage"), &[]);
+    let s = Server::start_on(Backend::S3, &dir.path().join("storage"), &[]);
     let a = Env::new();
     let name = format!("127.0.0.1:{}/redir/app:v1", s.port);
     // A layer larger than a part, so its blob is a session's data object.
@@ -408,7 +411,8 @@ fn credentials_for_the_registry_never_reach_the_object_store() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let s = Server::start_with(
+    let s = Server::start_with_on(
+        Backend::S3,
         &["--config", cfg.to_str().unwrap()],
         &storage,
         &["--htpasswd", htpasswd.to_str().unwrap()],

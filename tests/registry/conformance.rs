@@ -2,16 +2,24 @@
 //! it apart from the spec or from CNCF distribution (issue 18): connections kept across early
 //! answers, invalid references, sha512 digests.
 
-#[path = "registry_client.rs"]
-mod client;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+use crate::client::*;
 use base64::Engine as _;
-use client::*;
 use tempfile::TempDir;
+
+// On a directory and on S3 (moto).
+per_backend!(
+    [fs: Fs, s3: S3]
+    [
+        early_answers_keep_the_connection,
+        unauthenticated_upload_keeps_the_connection,
+        invalid_manifest_references,
+        sha512_digests,
+    ]
+);
 
 /// One HTTP/1.1 connection kept across requests, as a client's pool keeps it.
 struct KeepAlive {
@@ -144,10 +152,9 @@ fn next_request_works(c: &mut KeepAlive, first: &Answer, auth: &[(&str, &str)]) 
 /// 401 before credentials) leave the connection usable: the server reads the body (or says
 /// `Connection: close` and closes only once the client is done), never resetting a connection
 /// the client is still writing to.
-#[test]
-fn early_answers_keep_the_connection() {
+fn early_answers_keep_the_connection(b: Backend) {
     let dir = TempDir::new().unwrap();
-    let s = Server::start(&dir.path().join("storage"), &[]);
+    let s = Server::start_on(b, &dir.path().join("storage"), &[]);
     let chunk = vec![7u8; 1 << 20];
     let mut c = KeepAlive::open(s.port);
     let r = c.call("POST", "/v2/a/blobs/uploads/", &[], b"");
@@ -217,8 +224,7 @@ fn early_answers_keep_the_connection() {
     }
 }
 
-#[test]
-fn unauthenticated_upload_keeps_the_connection() {
+fn unauthenticated_upload_keeps_the_connection(b: Backend) {
     let dir = TempDir::new().unwrap();
     let file = dir.path().join("htpasswd");
     let out = assert_cmd::Command::cargo_bin("berth")
@@ -235,7 +241,8 @@ fn unauthenticated_upload_keeps_the_connection() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    let s = Server::start(
+    let s = Server::start_on(
+        b,
         &dir.path().join("storage"),
         &["--htpasswd", file.to_str().unwrap()],
     );
@@ -270,10 +277,9 @@ fn unauthenticated_upload_keeps_the_connection() {
 
 /// A manifest reference that is neither a tag nor a digest: a read finds nothing there (404,
 /// the only failure end-3 lists), a write is a bad request.
-#[test]
-fn invalid_manifest_references() {
+fn invalid_manifest_references(b: Backend) {
     let dir = TempDir::new().unwrap();
-    let s = Server::start(&dir.path().join("storage"), &[]);
+    let s = Server::start_on(b, &dir.path().join("storage"), &[]);
     for bad in [
         ".INVALID_MANIFEST_NAME",
         "sha256:totallywrong",
@@ -313,11 +319,10 @@ fn sha512_of(b: &[u8]) -> String {
 /// `digest-algorithm`), blob GET/HEAD/DELETE, cross-repository mounts, manifests pushed and
 /// pulled by digest, `Docker-Content-Digest` in the algorithm the client used, and gc keeping
 /// what a sha512 manifest references; on every backend.
-#[test]
-fn sha512_digests() {
+fn sha512_digests(b: Backend) {
     let dir = TempDir::new().unwrap();
     let storage = dir.path().join("storage");
-    let s = Server::start(&storage, &[]);
+    let s = Server::start_on(b, &storage, &[]);
     let layer = b"a layer hashed in sha512".to_vec();
     let d = sha512_of(&layer);
     let r = s.req(
@@ -424,7 +429,7 @@ fn sha512_digests() {
     );
     assert_eq!(r.status, 202);
     let r = s.req("PUT", &format!("{loc}?digest={d3}"), &[], b"");
-    if backend() == Backend::Fs {
+    if b == Backend::Fs {
         assert_eq!(r.status, 201, "{}", r.text());
         assert_eq!(s.get(&format!("/v2/a/blobs/{d3}")).body, third);
     } else {
@@ -498,19 +503,18 @@ fn sha512_digests() {
         let rel = format!("blobs/{alg}/{}/{hex}", &hex[..2]);
         match &s.bucket {
             None => assert!(storage.join(&rel).is_file(), "{rel}"),
-            Some(b) => assert!(!bucket_keys(b, &rel).is_empty(), "{rel}"),
+            Some(bucket) => assert!(!b.keys(bucket, &rel).is_empty(), "{rel}"),
         }
     }
 
     // gc keeps everything the sha512 manifest references, and what b links.
     let url = match &s.bucket {
         None => storage.to_str().unwrap().to_string(),
-        Some(b) if backend() == Backend::Azure => format!("az://{b}"),
-        Some(b) => format!("s3://{b}"),
+        Some(bucket) => b.url(bucket),
     };
     drop(s);
     let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("berth"))
-        .envs(backend_env())
+        .envs(b.env())
         .args(["--root", dir.path().join("root").to_str().unwrap()])
         .args(["registry", "gc", "--storage", &url, "--grace", "0s"])
         .output()
@@ -520,7 +524,7 @@ fn sha512_digests() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let s = Server::start(&storage, &[]);
+    let s = Server::start_on(b, &storage, &[]);
     for (digest, bytes) in [(&d, &layer), (&cd, &cfg), (&d2, &second)] {
         assert_eq!(&s.get(&format!("/v2/a/blobs/{digest}")).body, bytes);
     }

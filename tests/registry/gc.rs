@@ -1,8 +1,7 @@
 //! `berth registry gc` on storage a real `berth registry serve` wrote: what it deletes, what it
 //! keeps, the dry run, the grace period, and that the surviving image still pulls unchanged.
 
-#[path = "registry_client.rs"]
-mod registry_client;
+use crate::client as registry_client;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -1,19 +1,15 @@
 //! The object-storage backend on Azure Blob Storage (an Azurite per test process, see
-//! `registry_client.rs`): what holds on any bucket (`registry_shared/replicas.rs`: two
+//! `registry_client.rs`): what holds on any bucket (`replicas.rs`: two
 //! replicas on one container, a tag race, gc racing a push), and here an upload continued on
 //! the other replica, the account-URL settings a real Azure account uses, what start-up says
 //! about a missing container, a wrong key or an unreachable service, one blob finished by two
 //! sessions at once, a service outage (5xx, then recovery), and blob GET redirects to SAS URLs.
 
-#[path = "registry_client.rs"]
-mod client;
-#[path = "registry_shared/replicas.rs"]
-mod replicas;
-
 use std::process::{Command, Output};
 
-use client::*;
-use replicas::*;
+use crate::client::*;
+use crate::replicas::*;
+
 use tempfile::TempDir;
 
 /// `berth ARGS` with `env` (and nothing of the Azurite's emulator settings unless given).
@@ -40,26 +36,11 @@ fn serve_fails(root: &std::path::Path, env: &[(&str, String)], args: &[&str]) ->
 #[test]
 fn a_chunked_upload_is_continued_and_finished_on_the_other_replica() {
     let dir = TempDir::new().unwrap();
-    let (a, b) = replicas(&dir);
+    let (a, b) = replicas(Backend::Azure, &dir);
     let c = a.bucket.clone().unwrap();
-    // Chunks that do not line up with the 8 MiB blocks: 9 MiB, 100 KiB, 3 MiB, then the rest.
     let blob = data(20 << 20, 7);
     let d = digest_of(&blob);
-    let r = a.req("POST", "/v2/up/load/blobs/uploads/", &[], b"");
-    assert_eq!(r.status, 202);
-    let loc = r.header("location").unwrap().to_string();
-    let mut at = 0usize;
-    for (n, s) in [(9 << 20, &a), (100 << 10, &b), (3 << 20, &a)] {
-        let r = s.req(
-            "PATCH",
-            &loc,
-            &[("Content-Range", &format!("{at}-{}", at + n - 1))],
-            &blob[at..at + n],
-        );
-        assert_eq!(r.status, 202, "{}", r.text());
-        at += n;
-        assert_eq!(r.header("range"), Some(format!("0-{}", at - 1).as_str()));
-    }
+    let (loc, at) = chunks_through_both_replicas(&a, &b, "up/load", &blob);
     assert_eq!(
         b.stored_blobs().len(),
         0,
@@ -223,88 +204,8 @@ fn a_missing_container_a_wrong_key_and_no_service_stop_the_server_at_start_up() 
 #[test]
 fn two_sessions_of_one_blob_finishing_at_once_leave_one_blob() {
     let dir = TempDir::new().unwrap();
-    let (a, b) = replicas(&dir);
-    let c = a.bucket.clone().unwrap();
-    let blob = data(17 << 20, 5);
-    let d = digest_of(&blob);
-    let la = patch_upload(&a, "dup/app", &blob);
-    let lb = patch_upload(&b, "dup/app", &blob);
-    let statuses = std::thread::scope(|sc| {
-        let ta = sc.spawn(|| a.req("PUT", &format!("{la}?digest={d}"), &[], b"").status);
-        let tb = sc.spawn(|| b.req("PUT", &format!("{lb}?digest={d}"), &[], b"").status);
-        (ta.join().unwrap(), tb.join().unwrap())
-    });
-    assert_eq!(statuses, (201, 201));
-    // The descriptor is created if absent (If-None-Match: *): one wins, the other session
-    // deletes its data object.
-    let az = Azurite::get();
-    assert_eq!(az.keys(&c, "blobs/ref/sha256/").len(), 1);
-    assert_eq!(az.keys(&c, "blobs/data/").len(), 1);
-    assert!(a.get(&format!("/v2/dup/app/blobs/{d}")).body == blob);
-    assert!(b.get(&format!("/v2/dup/app/blobs/{d}")).body == blob);
-
-    // Unreferenced: gc deletes the descriptor and its data object together.
-    std::thread::sleep(std::time::Duration::from_secs(3));
-    let out = gc(&a, &format!("az://{c}"), &[]);
-    assert!(out.contains(&format!("deleting blob: {d}")), "{out}");
-    assert!(
-        az.keys(&c, "blobs/").is_empty(),
-        "{:?}",
-        az.keys(&c, "blobs/")
-    );
-    assert_eq!(
-        b.req("HEAD", &format!("/v2/dup/app/blobs/{d}"), &[], b"")
-            .status,
-        404
-    );
-}
-
-#[test]
-fn a_failing_azure_service_is_a_5xx_and_the_registry_recovers() {
-    let dir = TempDir::new().unwrap();
-    let storage = dir.path().join("storage");
-    let container = bucket_for(&storage);
-    let az = Azurite::get();
-    az.create_container(&container);
-    let cfg = dir.path().join("registry.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[storage]\nkind = \"azure\"\ncontainer = {container:?}\nmax-retries = 1\nretry-timeout = \"1s\"\nrequest-timeout = \"2s\"\n"
-        ),
-    )
-    .unwrap();
-    let s = Server::start_with(&["--config", cfg.to_str().unwrap()], &storage, &[]);
-    let d = s.push_blob("fault/app", b"before the outage");
-
-    az.stop();
-    let t = std::time::Instant::now();
-    for path in [
-        format!("/v2/fault/app/blobs/{d}"),
-        "/v2/fault/app/manifests/v1".to_string(),
-        "/v2/fault/app/tags/list".to_string(),
-    ] {
-        let r = s.get(&path);
-        assert_eq!(r.status, 500, "{path}: {}", r.text());
-        assert_eq!(r.code(), "UNKNOWN", "{path}");
-    }
-    let r = s.req("POST", "/v2/fault/app/blobs/uploads/", &[], b"");
-    assert_eq!(r.status, 500, "{}", r.text());
-    assert!(
-        t.elapsed() < std::time::Duration::from_secs(30),
-        "bounded retries: {:?}",
-        t.elapsed()
-    );
-    assert_eq!(s.get("/v2/").status, 200, "still serving");
-
-    // The service comes back (empty): pushes work again, no restart needed.
-    az.restart();
-    az.create_container(&container);
-    let d2 = s.push_blob("fault/app", b"after the outage");
-    assert_eq!(
-        s.get(&format!("/v2/fault/app/blobs/{d2}")).body,
-        b"after the outage"
-    );
+    let (a, b, _, d) = two_sessions_finish_at_once(Backend::Azure, &dir);
+    gc_deletes_the_unreferenced_blob(&a, &b, &d);
 }
 
 /// Blob GETs on a container are redirected to a service SAS URL of the object holding the
@@ -313,12 +214,12 @@ fn a_failing_azure_service_is_a_5xx_and_the_registry_recovers() {
 #[test]
 fn blob_gets_redirect_to_a_sas_url_and_suffix_ranges_stay_with_the_replica() {
     let dir = TempDir::new().unwrap();
-    let s = Server::start(&dir.path().join("storage"), &[]);
+    let s = Server::start_on(Backend::Azure, &dir.path().join("storage"), &[]);
     let az = Azurite::get();
     // Larger than a part: stored by descriptor, read from its data object.
     let big = data(9 << 20, 5);
     let loc = patch_upload(&s, "sas/app", &big);
-    let d = client::digest_of(&big);
+    let d = digest_of(&big);
     let sep = if loc.contains('?') { '&' } else { '?' };
     let r = s.req("PUT", &format!("{loc}{sep}digest={d}"), &[], b"");
     assert_eq!(r.status, 201, "{}", r.text());
@@ -371,7 +272,12 @@ fn blob_gets_redirect_to_a_sas_url_and_suffix_ranges_stay_with_the_replica() {
         format!("[storage]\nkind = \"azure\"\ncontainer = {container:?}\nredirect = false\n"),
     )
     .unwrap();
-    let p = Server::start_with(&["--config", cfg.to_str().unwrap()], &storage, &[]);
+    let p = Server::start_with_on(
+        Backend::Azure,
+        &["--config", cfg.to_str().unwrap()],
+        &storage,
+        &[],
+    );
     let d = p.push_blob("plain/app", &big[..1000]);
     let r = p.get(&format!("/v2/plain/app/blobs/{d}"));
     assert!(r.redirected_from.is_none());
@@ -386,7 +292,7 @@ fn blob_gets_redirect_to_a_sas_url_and_suffix_ranges_stay_with_the_replica() {
 fn a_sas_token_serves_without_redirects_and_says_why() {
     let dir = TempDir::new().unwrap();
     let az = Azurite::get();
-    let writer = Server::start(&dir.path().join("writer"), &[]);
+    let writer = Server::start_on(Backend::Azure, &dir.path().join("writer"), &[]);
     let container = writer.bucket.clone().unwrap();
     let blob = data(3 << 20, 9);
     let d = writer.push_blob("sas/app", &blob);

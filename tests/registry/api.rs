@@ -1,16 +1,42 @@
 //! `berth registry serve` against the OCI distribution spec, endpoint by endpoint, over HTTP.
 
-#[path = "registry_client.rs"]
-mod client;
-#[path = "common/mod.rs"]
-mod common;
+use crate::common;
 
-use client::*;
+use crate::client::*;
 use tempfile::TempDir;
 
-fn server() -> (TempDir, Server) {
+per_backend!(
+    [fs: Fs, s3: S3, azure: Azure]
+    [
+        base_health_version_header_and_access_log,
+        monolithic_post_then_put_and_blob_reads,
+        single_post_with_digest_and_wrong_digests,
+        chunked_upload_with_out_of_order_chunk,
+        chunked_upload_closed_by_empty_put,
+        cancel_upload,
+        cross_repository_mount,
+        repositories_are_isolated,
+        blob_delete,
+        manifests_by_tag_and_digest,
+        manifest_refusals,
+        push_with_tag_query_and_deletes,
+        tags_and_catalog_pagination,
+        referrers_api,
+        referrers_too_large_for_one_index_are_paged_with_link,
+        upload_sessions_announce_chunk_min_length,
+        invalid_names,
+        body_shorter_than_content_length_is_refused,
+        concurrent_pushes_of_the_same_blob,
+        upload_resumes_after_kill_9,
+        read_only_mode_and_config_file,
+        sigterm_lets_requests_in_flight_finish,
+        htpasswd_basic_auth,
+    ]
+);
+
+fn server(b: Backend) -> (TempDir, Server) {
     let dir = TempDir::new().expect("tempdir");
-    let s = Server::start(&dir.path().join("storage"), &[]);
+    let s = Server::start_on(b, &dir.path().join("storage"), &[]);
     (dir, s)
 }
 
@@ -36,9 +62,8 @@ fn push_image(
     (digest_of(m.as_bytes()), m)
 }
 
-#[test]
-fn base_health_version_header_and_access_log() {
-    let (_d, s) = server();
+fn base_health_version_header_and_access_log(b: Backend) {
+    let (_d, s) = server(b);
     let r = s.get("/v2/");
     assert_eq!(r.status, 200);
     assert_eq!(
@@ -69,9 +94,8 @@ fn base_health_version_header_and_access_log() {
     });
 }
 
-#[test]
-fn monolithic_post_then_put_and_blob_reads() {
-    let (_d, s) = server();
+fn monolithic_post_then_put_and_blob_reads(b: Backend) {
+    let (_d, s) = server(b);
     let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
     let d = digest_of(&data);
     let r = s.req("POST", "/v2/a/b/blobs/uploads/", &[], b"");
@@ -147,9 +171,8 @@ fn monolithic_post_then_put_and_blob_reads() {
     assert_eq!((r.status, r.code().as_str()), (404, "BLOB_UNKNOWN"));
 }
 
-#[test]
-fn single_post_with_digest_and_wrong_digests() {
-    let (_d, s) = server();
+fn single_post_with_digest_and_wrong_digests(b: Backend) {
+    let (_d, s) = server(b);
     let data = b"single post body";
     let d = digest_of(data);
     let r = s.req(
@@ -207,9 +230,8 @@ fn single_post_with_digest_and_wrong_digests() {
     assert_eq!(r.status, 202);
 }
 
-#[test]
-fn chunked_upload_with_out_of_order_chunk() {
-    let (_d, s) = server();
+fn chunked_upload_with_out_of_order_chunk(b: Backend) {
+    let (_d, s) = server(b);
     let data = b"0123456789abcdef";
     let d = digest_of(data);
     let r = s.req(
@@ -277,9 +299,8 @@ fn chunked_upload_with_out_of_order_chunk() {
     assert_eq!(s.get(&format!("/v2/c/blobs/{d}")).body, data);
 }
 
-#[test]
-fn chunked_upload_closed_by_empty_put() {
-    let (_d, s) = server();
+fn chunked_upload_closed_by_empty_put(b: Backend) {
+    let (_d, s) = server(b);
     let data = vec![7u8; 3 << 20];
     let d = digest_of(&data);
     let r = s.req("POST", "/v2/c/blobs/uploads/", &[], b"");
@@ -304,9 +325,8 @@ fn chunked_upload_closed_by_empty_put() {
     assert_eq!(s.get(&format!("/v2/c/blobs/{d}")).body, data);
 }
 
-#[test]
-fn cancel_upload() {
-    let (_d, s) = server();
+fn cancel_upload(b: Backend) {
+    let (_d, s) = server(b);
     let r = s.req("POST", "/v2/c/blobs/uploads/", &[], b"");
     let loc = r.header("location").unwrap().to_string();
     assert_eq!(s.req("PATCH", &loc, &[], b"abc").status, 202);
@@ -322,9 +342,8 @@ fn cancel_upload() {
     assert_eq!(s.get("/v2/c/blobs/uploads/not-a-uuid").status, 404);
 }
 
-#[test]
-fn cross_repository_mount() {
-    let (_d, s) = server();
+fn cross_repository_mount(b: Backend) {
+    let (_d, s) = server(b);
     let d = s.push_blob("src/repo", b"shared layer");
     let r = s.req(
         "POST",
@@ -369,9 +388,8 @@ fn cross_repository_mount() {
     assert_eq!(s.stored_blobs().len(), 1, "stored once, linked twice");
 }
 
-#[test]
-fn repositories_are_isolated() {
-    let (_d, s) = server();
+fn repositories_are_isolated(b: Backend) {
+    let (_d, s) = server(b);
     let d = s.push_blob("alice/private", b"secret layer");
     let r = s.get(&format!("/v2/bob/app/blobs/{d}"));
     assert_eq!((r.status, r.code().as_str()), (404, "BLOB_UNKNOWN"));
@@ -396,9 +414,8 @@ fn repositories_are_isolated() {
     assert_eq!(s.get("/v2/bob/app/manifests/v1").status, 404);
 }
 
-#[test]
-fn blob_delete() {
-    let (_d, s) = server();
+fn blob_delete(b: Backend) {
+    let (_d, s) = server(b);
     let d = s.push_blob("r", b"to delete");
     let r = s.req("DELETE", &format!("/v2/r/blobs/{d}"), &[], b"");
     assert_eq!(r.status, 202);
@@ -407,9 +424,8 @@ fn blob_delete() {
     assert_eq!((r.status, r.code().as_str()), (404, "BLOB_UNKNOWN"));
 }
 
-#[test]
-fn manifests_by_tag_and_digest() {
-    let (_d, s) = server();
+fn manifests_by_tag_and_digest(b: Backend) {
+    let (_d, s) = server(b);
     let (md, m) = push_image(&s, "img/app", "v1", b"layer one", OCI_MANIFEST);
     for path in [
         "/v2/img/app/manifests/v1".to_string(),
@@ -496,9 +512,8 @@ fn manifests_by_tag_and_digest() {
     );
 }
 
-#[test]
-fn manifest_refusals() {
-    let (_d, s) = server();
+fn manifest_refusals(b: Backend) {
+    let (_d, s) = server(b);
     let (_md, m) = push_image(&s, "v/r", "ok", b"l", OCI_MANIFEST);
     let put = |path: &str, ct: &str, body: &[u8]| s.req("PUT", path, &[("Content-Type", ct)], body);
     let r = put("/v2/v/r/manifests/t", OCI_MANIFEST, b"{not json");
@@ -534,9 +549,8 @@ fn manifest_refusals() {
     );
 }
 
-#[test]
-fn push_with_tag_query_and_deletes() {
-    let (_d, s) = server();
+fn push_with_tag_query_and_deletes(b: Backend) {
+    let (_d, s) = server(b);
     let (md, m) = push_image(&s, "d/r", "first", b"layer", OCI_MANIFEST);
     let r = s.req(
         "PUT",
@@ -585,9 +599,8 @@ fn push_with_tag_query_and_deletes() {
     );
 }
 
-#[test]
-fn tags_and_catalog_pagination() {
-    let (_d, s) = server();
+fn tags_and_catalog_pagination(b: Backend) {
+    let (_d, s) = server(b);
     let (md, m) = push_image(&s, "p/q", "a", b"layer", OCI_MANIFEST);
     for t in ["c", "b", "B", "e", "d"] {
         let r = s.req(
@@ -649,9 +662,8 @@ fn tags_and_catalog_pagination() {
     assert!(r.header("link").is_none());
 }
 
-#[test]
-fn referrers_api() {
-    let (_d, s) = server();
+fn referrers_api(b: Backend) {
+    let (_d, s) = server(b);
     let (subject, m) = push_image(&s, "ref/app", "v1", b"layer", OCI_MANIFEST);
     let empty_index = s.get(&format!("/v2/ref/app/referrers/{subject}"));
     assert_eq!(empty_index.status, 200);
@@ -796,9 +808,8 @@ fn follow_pages(s: &Server, first: &str) -> Vec<Resp> {
     pages
 }
 
-#[test]
-fn referrers_too_large_for_one_index_are_paged_with_link() {
-    let (_d, s) = server();
+fn referrers_too_large_for_one_index_are_paged_with_link(b: Backend) {
+    let (_d, s) = server(b);
     let (subject, m) = push_image(&s, "big/refs", "v1", b"layer", OCI_MANIFEST);
     // Six referrers of ~900 KiB of annotations each: ~5.3 MiB of descriptors, more than one
     // index (a manifest, ≤ 4 MiB) may hold.
@@ -883,11 +894,10 @@ fn referrers_too_large_for_one_index_are_paged_with_link() {
     assert_eq!(r.status, 400);
 }
 
-#[test]
-fn upload_sessions_announce_chunk_min_length() {
-    let (_d, s) = server();
+fn upload_sessions_announce_chunk_min_length(b: Backend) {
+    let (_d, s) = server(b);
     // Default: 1 MiB (on a bucket: its 8 MiB part size), on every response that opens a session.
-    let default = match backend() {
+    let default = match b {
         Backend::Fs => "1048576",
         Backend::S3 | Backend::Azure => "8388608",
     };
@@ -919,7 +929,7 @@ fn upload_sessions_announce_chunk_min_length() {
     assert!(r.header("oci-chunk-min-length").is_none());
 
     let dir = TempDir::new().unwrap();
-    let s = Server::start(&dir.path().join("s"), &["--chunk-min-length", "5242880"]);
+    let s = Server::start_on(b, &dir.path().join("s"), &["--chunk-min-length", "5242880"]);
     let r = s.req("POST", "/v2/c/blobs/uploads/", &[], b"");
     assert_eq!(r.header("oci-chunk-min-length"), Some("5242880"));
     // Smaller chunks are still accepted: the minimum is advice to clients.
@@ -931,15 +941,18 @@ fn upload_sessions_announce_chunk_min_length() {
     let dir = TempDir::new().unwrap();
     let cfg = dir.path().join("registry.toml");
     std::fs::write(&cfg, "chunk-min-length = 0\n").unwrap();
-    let s = Server::start(&dir.path().join("s"), &["--config", cfg.to_str().unwrap()]);
+    let s = Server::start_on(
+        b,
+        &dir.path().join("s"),
+        &["--config", cfg.to_str().unwrap()],
+    );
     let r = s.req("POST", "/v2/c/blobs/uploads/", &[], b"");
     assert_eq!(r.status, 202);
     assert!(r.header("oci-chunk-min-length").is_none());
 }
 
-#[test]
-fn invalid_names() {
-    let (_d, s) = server();
+fn invalid_names(b: Backend) {
+    let (_d, s) = server(b);
     for path in [
         "/v2/UPPER/tags/list",
         "/v2/a/../b/tags/list",
@@ -970,9 +983,8 @@ fn invalid_names() {
     assert!(!s.stored_under("repositories/b"));
 }
 
-#[test]
-fn body_shorter_than_content_length_is_refused() {
-    let (_d, s) = server();
+fn body_shorter_than_content_length_is_refused(b: Backend) {
+    let (_d, s) = server(b);
     let r = s.req("POST", "/v2/c/blobs/uploads/", &[], b"");
     let loc = r.header("location").unwrap().to_string();
     assert_eq!(s.req("PATCH", &loc, &[], b"12345").status, 202);
@@ -1014,9 +1026,8 @@ fn read_response_lenient(mut s: std::net::TcpStream) -> Vec<u8> {
     v
 }
 
-#[test]
-fn concurrent_pushes_of_the_same_blob() {
-    let (_d, s) = server();
+fn concurrent_pushes_of_the_same_blob(b: Backend) {
+    let (_d, s) = server(b);
     let data: Vec<u8> = (0..(4u32 << 20)).map(|i| (i * 7 % 256) as u8).collect();
     let d = digest_of(&data);
     let port = s.port;
@@ -1063,11 +1074,10 @@ fn concurrent_pushes_of_the_same_blob() {
     assert_eq!(s.stored_blobs().len(), 1);
 }
 
-#[test]
-fn upload_resumes_after_kill_9() {
+fn upload_resumes_after_kill_9(b: Backend) {
     let dir = TempDir::new().unwrap();
     let storage = dir.path().join("storage");
-    let mut s = Server::start(&storage, &[]);
+    let mut s = Server::start_on(b, &storage, &[]);
     let data: Vec<u8> = (0..(2u32 << 20)).map(|i| (i % 253) as u8).collect();
     let d = digest_of(&data);
     let r = s.req("POST", "/v2/k/blobs/uploads/", &[], b"");
@@ -1087,12 +1097,12 @@ fn upload_resumes_after_kill_9() {
         data.len() - first
     );
     let conn = start_request(s.port, &head, &data[first..first + 300_000]);
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    wait_read_by_server(&conn);
     s.kill9();
     drop(conn);
     assert!(s.stored_blobs().is_empty(), "no partial blob visible");
 
-    let s = Server::start(&storage, &[]);
+    let s = Server::start_on(b, &storage, &[]);
     let r = s.get(&loc);
     assert_eq!(r.status, 204);
     assert_eq!(
@@ -1116,16 +1126,15 @@ fn upload_resumes_after_kill_9() {
     assert_eq!(s.get(&format!("/v2/k/blobs/{d}")).body, data);
 }
 
-#[test]
-fn read_only_mode_and_config_file() {
+fn read_only_mode_and_config_file(b: Backend) {
     let dir = TempDir::new().unwrap();
     let storage = dir.path().join("storage");
     let d = {
-        let s = Server::start(&storage, &[]);
+        let s = Server::start_on(b, &storage, &[]);
         push_image(&s, "ro/app", "v1", b"layer", OCI_MANIFEST);
         s.push_blob("ro/app", b"blob")
     };
-    let s = Server::start(&storage, &["--read-only"]);
+    let s = Server::start_on(b, &storage, &["--read-only"]);
     let s_bucket = s.bucket.clone();
     assert_eq!(s.get("/v2/ro/app/manifests/v1").status, 200);
     assert_eq!(s.get(&format!("/v2/ro/app/blobs/{d}")).body, b"blob");
@@ -1146,7 +1155,7 @@ fn read_only_mode_and_config_file() {
 
     let cfg = dir.path().join("registry.toml");
     let setting = match &s_bucket {
-        Some(b) => storage_table(b),
+        Some(bucket) => b.storage_table(bucket),
         None => format!("storage = {:?}\n", storage.to_str().unwrap()),
     };
     std::fs::write(
@@ -1154,7 +1163,7 @@ fn read_only_mode_and_config_file() {
         format!("addr = \"127.0.0.1:0\"\nread-only = true\n{setting}"),
     )
     .unwrap();
-    let s = Server::start_with(&["--config", cfg.to_str().unwrap()], &storage, &[]);
+    let s = Server::start_with_on(b, &["--config", cfg.to_str().unwrap()], &storage, &[]);
     assert_eq!(
         s.get("/v2/ro/app/manifests/v1").status,
         200,
@@ -1166,17 +1175,16 @@ fn read_only_mode_and_config_file() {
     );
 }
 
-#[test]
-fn sigterm_lets_requests_in_flight_finish() {
+fn sigterm_lets_requests_in_flight_finish(b: Backend) {
     let dir = TempDir::new().unwrap();
-    let mut s = Server::start(&dir.path().join("storage"), &[]);
+    let mut s = Server::start_on(b, &dir.path().join("storage"), &[]);
     let r = s.req("POST", "/v2/g/blobs/uploads/", &[], b"");
     let loc = r.header("location").unwrap().to_string();
     let head = format!(
         "PATCH {loc} HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\nConnection: close\r\n\r\n"
     );
     let mut conn = start_request(s.port, &head, b"01234");
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    wait_read_by_server(&conn);
     s.signal("TERM");
     // New connections are refused once shutdown began.
     common::wait_for(
@@ -1192,8 +1200,7 @@ fn sigterm_lets_requests_in_flight_finish() {
     assert!(s.wait_exit(10).success());
 }
 
-#[test]
-fn htpasswd_basic_auth() {
+fn htpasswd_basic_auth(b: Backend) {
     let dir = TempDir::new().unwrap();
     let file = dir.path().join("htpasswd");
     for (user, pw) in [("alice", "first"), ("bob", "pw2"), ("alice", "second")] {
@@ -1223,7 +1230,8 @@ fn htpasswd_basic_auth() {
         "alice replaced, not duplicated: {text}"
     );
 
-    let s = Server::start(
+    let s = Server::start_on(
+        b,
         &dir.path().join("storage"),
         &["--htpasswd", file.to_str().unwrap()],
     );

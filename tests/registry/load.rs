@@ -1,9 +1,8 @@
 //! Many clients at once: 200 concurrent small-blob uploads all complete, each blob readable;
 //! and how connections are set up.
 
-mod common;
-#[path = "registry_client.rs"]
-mod registry_client;
+use crate::client as registry_client;
+use crate::common;
 
 use common::Env;
 use registry_client::Server;

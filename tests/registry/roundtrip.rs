@@ -1,9 +1,8 @@
 //! The whole loop on berth alone: `berth registry serve`, `berth push`, `berth pull` into a
 //! fresh root, and a peer (skopeo) reading the same registry.
 
-mod common;
-#[path = "registry_client.rs"]
-mod registry_client;
+use crate::client as registry_client;
+use crate::common;
 
 use common::{Env, have};
 use registry_client::Server;

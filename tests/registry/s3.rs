@@ -1,43 +1,24 @@
 //! The object-storage backend with several replicas on one bucket (a moto server per test
 //! process, see `registry_client.rs`): what holds on any bucket
-//! (`registry_shared/replicas.rs`: push through one replica and pull through another, tag
+//! (`replicas.rs`: push through one replica and pull through another, tag
 //! races, gc while replicas serve), and here an upload whose chunks land on different replicas
 //! and that outlives a `kill -9`, the descriptor layout, and what start-up and a failing object
 //! store look like.
 
-#[path = "registry_client.rs"]
-mod client;
-#[path = "registry_shared/replicas.rs"]
-mod replicas;
-
 use std::process::Command;
 
-use client::*;
-use replicas::*;
+use crate::client::*;
+use crate::replicas::*;
+
 use tempfile::TempDir;
 
 #[test]
 fn a_chunked_upload_moves_between_replicas_and_survives_kill_9() {
     let dir = TempDir::new().unwrap();
-    let (mut a, b) = replicas(&dir);
-    // Chunks that do not line up with the 8 MiB parts: 9 MiB, 100 KiB, 3 MiB, then the rest.
+    let (mut a, b) = replicas(Backend::S3, &dir);
     let blob = data(20 << 20, 7);
     let d = digest_of(&blob);
-    let r = a.req("POST", "/v2/up/load/blobs/uploads/", &[], b"");
-    assert_eq!(r.status, 202);
-    let loc = r.header("location").unwrap().to_string();
-    let mut at = 0usize;
-    for (n, s) in [(9 << 20, &a), (100 << 10, &b), (3 << 20, &a)] {
-        let r = s.req(
-            "PATCH",
-            &loc,
-            &[("Content-Range", &format!("{at}-{}", at + n - 1))],
-            &blob[at..at + n],
-        );
-        assert_eq!(r.status, 202, "{}", r.text());
-        at += n;
-        assert_eq!(r.header("range"), Some(format!("0-{}", at - 1).as_str()));
-    }
+    let (loc, at) = chunks_through_both_replicas(&a, &b, "up/load", &blob);
     // The next chunk is in flight on replica a when it dies.
     let head = format!(
         "PATCH {loc} HTTP/1.1\r\nHost: x\r\nContent-Range: {at}-{}\r\nContent-Length: {}\r\n\r\n",
@@ -45,7 +26,7 @@ fn a_chunked_upload_moves_between_replicas_and_survives_kill_9() {
         blob.len() - at
     );
     let conn = start_request(a.port, &head, &blob[at..at + (2 << 20)]);
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    wait_read_by_server(&conn);
     a.kill9();
     drop(conn);
     assert_eq!(
@@ -88,7 +69,7 @@ fn a_chunked_upload_moves_between_replicas_and_survives_kill_9() {
 #[test]
 fn a_session_pushed_blob_is_a_descriptor_read_whole_and_by_range_through_the_other_replica() {
     let dir = TempDir::new().unwrap();
-    let (a, b) = replicas(&dir);
+    let (a, b) = replicas(Backend::S3, &dir);
     let bucket = a.bucket.clone().unwrap();
     let blob = data(19 << 20, 11);
     let d = digest_of(&blob);
@@ -145,28 +126,10 @@ fn a_session_pushed_blob_is_a_descriptor_read_whole_and_by_range_through_the_oth
 #[test]
 fn two_sessions_of_one_blob_finishing_at_once_leave_one_blob_and_gc_leaves_no_orphan() {
     let dir = TempDir::new().unwrap();
-    let (a, b) = replicas(&dir);
+    let (a, b, blob, d) = two_sessions_finish_at_once(Backend::S3, &dir);
     let bucket = a.bucket.clone().unwrap();
     let url = format!("s3://{bucket}");
-    let blob = data(17 << 20, 5);
-    let d = digest_of(&blob);
-    let la = patch_upload(&a, "dup/app", &blob);
-    let lb = patch_upload(&b, "dup/app", &blob);
-    let statuses = std::thread::scope(|sc| {
-        let ta = sc.spawn(|| a.req("PUT", &format!("{la}?digest={d}"), &[], b"").status);
-        let tb = sc.spawn(|| b.req("PUT", &format!("{lb}?digest={d}"), &[], b"").status);
-        (ta.join().unwrap(), tb.join().unwrap())
-    });
-    assert_eq!(statuses, (201, 201));
     let moto = Moto::get();
-    assert_eq!(moto.keys(&bucket, "blobs/ref/sha256/").len(), 1);
-    assert_eq!(
-        moto.keys(&bucket, "blobs/data/").len(),
-        1,
-        "the losing session deleted its data object"
-    );
-    assert!(a.get(&format!("/v2/dup/app/blobs/{d}")).body == blob);
-    assert!(b.get(&format!("/v2/dup/app/blobs/{d}")).body == blob);
 
     // A finish that crashed between its data object and its descriptor leaves an orphan:
     // gc deletes it once older than the grace period, and keeps a fresh one.
@@ -219,26 +182,13 @@ fn two_sessions_of_one_blob_finishing_at_once_leave_one_blob_and_gc_leaves_no_or
         .status,
         202
     );
-    std::thread::sleep(std::time::Duration::from_secs(3));
-    let out = gc(&a, &url, &[]);
-    assert!(out.contains(&format!("deleting blob: {d}")), "{out}");
-    assert!(moto.keys(&bucket, "blobs/ref/").is_empty());
-    assert!(
-        moto.keys(&bucket, "blobs/data/").is_empty(),
-        "{:?}",
-        moto.keys(&bucket, "blobs/data/")
-    );
-    assert_eq!(
-        b.req("HEAD", &format!("/v2/dup/app/blobs/{d}"), &[], b"")
-            .status,
-        404
-    );
+    gc_deletes_the_unreferenced_blob(&a, &b, &d);
 }
 
 #[test]
 fn a_blob_stored_inline_by_an_older_version_still_reads() {
     let dir = TempDir::new().unwrap();
-    let (a, b) = replicas(&dir);
+    let (a, b) = replicas(Backend::S3, &dir);
     let bucket = a.bucket.clone().unwrap();
     let moto = Moto::get();
     // Laid out as before descriptors: the bytes at blobs/sha256/<hh>/<hex>, plus the link.
@@ -308,59 +258,6 @@ fn a_missing_bucket_stops_the_server_at_start_up() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("unreachable"), "{err}");
-}
-
-#[test]
-fn a_failing_object_store_is_a_5xx_and_the_registry_recovers() {
-    let dir = TempDir::new().unwrap();
-    let storage = dir.path().join("storage");
-    let bucket = bucket_for(&storage);
-    let moto = Moto::get();
-    moto.create_bucket(&bucket);
-    let cfg = dir.path().join("registry.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[storage]\nkind = \"s3\"\nbucket = {bucket:?}\nmax-retries = 1\nretry-timeout = \"1s\"\nrequest-timeout = \"2s\"\n"
-        ),
-    )
-    .unwrap();
-    let s = Server::start_with(&["--config", cfg.to_str().unwrap()], &storage, &[]);
-    let d = s.push_blob("fault/app", b"before the outage");
-
-    moto.stop();
-    let t = std::time::Instant::now();
-    for path in [
-        format!("/v2/fault/app/blobs/{d}"),
-        "/v2/fault/app/manifests/v1".to_string(),
-        "/v2/fault/app/tags/list".to_string(),
-    ] {
-        let r = s.get(&path);
-        assert_eq!(r.status, 500, "{path}: {}", r.text());
-        assert_eq!(r.code(), "UNKNOWN", "{path}");
-        let msg = r.json()["errors"][0]["message"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        assert!(msg.contains("object store"), "{msg}");
-    }
-    let r = s.req("POST", "/v2/fault/app/blobs/uploads/", &[], b"");
-    assert_eq!(r.status, 500, "{}", r.text());
-    assert!(
-        t.elapsed() < std::time::Duration::from_secs(30),
-        "bounded retries: {:?}",
-        t.elapsed()
-    );
-    assert_eq!(s.get("/v2/").status, 200, "still serving");
-
-    // The store comes back (moto forgets everything): pushes work again, no restart needed.
-    moto.restart();
-    moto.create_bucket(&bucket);
-    let d2 = s.push_blob("fault/app", b"after the outage");
-    assert_eq!(
-        s.get(&format!("/v2/fault/app/blobs/{d2}")).body,
-        b"after the outage"
-    );
 }
 
 /// A moto that enforces authentication (after `INITIAL_NO_AUTH_ACTION_COUNT` free actions),
@@ -433,7 +330,7 @@ fn peak_rss_mib(pid: u32) -> u64 {
 #[test]
 fn server_memory_does_not_grow_with_the_blob() {
     let dir = TempDir::new().unwrap();
-    let s = Server::start(&dir.path().join("storage"), &[]);
+    let s = Server::start_on(Backend::S3, &dir.path().join("storage"), &[]);
     // Warm up (first-use allocations), then a small and a five times larger blob, each on
     // the monolithic PUT and on the session path, and pulled back.
     s.push_blob("mem/app", &data(1 << 20, 1));

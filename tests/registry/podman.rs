@@ -1,9 +1,8 @@
 //! podman, a real client, pushes to and pulls from `berth registry serve`; berth pulls what
 //! podman pushed and podman pulls what berth pushed, with the same image IDs.
 
-mod common;
-#[path = "registry_client.rs"]
-mod registry_client;
+use crate::client as registry_client;
+use crate::common;
 
 use std::process::Command;
 
