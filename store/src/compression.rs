@@ -82,109 +82,25 @@ pub fn auto_decoder<'a, R: Read + 'a>(r: R) -> io::Result<(Compression, Box<dyn 
     Ok((c, decoder(br, c)?))
 }
 
-/// The decompressed length of a layer written to it in pieces as it downloads (Docker reports
-/// image sizes uncompressed). The compression is sniffed from the first bytes; a stream that
-/// does not decompress gives `None` (the digest check, not this, decides whether it is kept).
-pub struct UnpackedCounter {
-    state: CounterState,
-}
-
-enum CounterState {
-    Start(Vec<u8>),
-    Plain(u64),
-    Gzip(Box<flate2::write::MultiGzDecoder<Count>>),
-    Zstd(Box<zstd::stream::write::Decoder<'static, Count>>),
-    Failed,
-}
-
-/// A sink that only counts.
-pub struct Count(u64);
-
-impl io::Write for Count {
-    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-        self.0 += b.len() as u64;
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Default for UnpackedCounter {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl UnpackedCounter {
-    pub fn new() -> Self {
-        UnpackedCounter {
-            state: CounterState::Start(Vec::new()),
+/// The decompressed length of a layer stream (Docker reports image sizes uncompressed); the
+/// compression is sniffed from the first bytes. None when it does not decompress (the digest
+/// check, not this, decides whether a layer is kept). Reads through the same large-block
+/// decoder as unpacking does: inflating in small pieces costs most of zlib-ng's speed.
+pub fn unpacked_len(r: impl Read) -> Option<u64> {
+    struct Count(u64);
+    impl io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0 += b.len() as u64;
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
         }
     }
-
-    pub fn write(&mut self, b: &[u8]) {
-        use std::io::Write;
-        if let CounterState::Start(head) = &mut self.state {
-            head.extend_from_slice(b);
-            if head.len() < XZ_MAGIC.len() {
-                return;
-            }
-            let head = std::mem::take(head);
-            self.state = match Compression::from_magic(&head) {
-                Ok(Compression::None) => CounterState::Plain(0),
-                Ok(Compression::Gzip) => {
-                    CounterState::Gzip(Box::new(flate2::write::MultiGzDecoder::new(Count(0))))
-                }
-                Ok(Compression::Zstd) => match zstd::stream::write::Decoder::new(Count(0)) {
-                    Ok(d) => CounterState::Zstd(Box::new(d)),
-                    Err(_) => CounterState::Failed,
-                },
-                Err(_) => CounterState::Failed,
-            };
-            return self.write(&head);
-        }
-        let ok = match &mut self.state {
-            CounterState::Plain(n) => {
-                *n += b.len() as u64;
-                true
-            }
-            CounterState::Gzip(d) => d.write_all(b).is_ok(),
-            CounterState::Zstd(d) => d.write_all(b).is_ok(),
-            CounterState::Start(_) | CounterState::Failed => true,
-        };
-        if !ok {
-            self.state = CounterState::Failed;
-        }
-    }
-
-    /// The decompressed length, once everything was written.
-    pub fn finish(self) -> Option<u64> {
-        use std::io::Write;
-        match self.state {
-            CounterState::Start(head) => Some(head.len() as u64),
-            CounterState::Plain(n) => Some(n),
-            CounterState::Gzip(d) => d.finish().ok().map(|c| c.0),
-            CounterState::Zstd(mut d) => {
-                d.flush().ok()?;
-                Some(d.into_inner().0)
-            }
-            CounterState::Failed => None,
-        }
-    }
-
-    /// The decompressed length of a whole stream (a layer already in the store).
-    pub fn of(mut r: impl Read) -> Option<u64> {
-        let mut c = UnpackedCounter::new();
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            match r.read(&mut buf) {
-                Ok(0) => return c.finish(),
-                Ok(n) => c.write(&buf[..n]),
-                Err(_) => return None,
-            }
-        }
-    }
+    let (_, mut d) = auto_decoder(r).ok()?;
+    let mut count = Count(0);
+    io::copy(&mut d, &mut count).ok()?;
+    Some(count.0)
 }
 
 #[cfg(test)]
@@ -219,24 +135,19 @@ mod tests {
     }
 
     #[test]
-    fn unpacked_sizes_of_gzip_zstd_and_plain_streams_written_in_pieces() {
+    fn unpacked_lengths_of_gzip_zstd_and_plain_streams() {
         let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(&data).unwrap();
         let gz = gz.finish().unwrap();
         let zs = zstd::encode_all(&data[..], 1).unwrap();
         for stream in [&gz[..], &zs[..], &data[..]] {
-            let mut c = UnpackedCounter::new();
-            for piece in stream.chunks(3) {
-                c.write(piece);
-            }
-            assert_eq!(c.finish(), Some(data.len() as u64));
-            assert_eq!(UnpackedCounter::of(stream), Some(data.len() as u64));
+            assert_eq!(unpacked_len(stream), Some(data.len() as u64));
         }
         let mut bad = gz.clone();
         bad.truncate(gz.len() / 2);
         bad.extend_from_slice(&[0xff; 64]);
-        assert_eq!(UnpackedCounter::of(&bad[..]), None);
-        assert_eq!(UnpackedCounter::of(&b"ab"[..]), Some(2));
+        assert_eq!(unpacked_len(&bad[..]), None);
+        assert_eq!(unpacked_len(&b"ab"[..]), Some(2));
     }
 }

@@ -68,6 +68,26 @@ fn check_digest(what: &str, expected: &str, actual: &str) -> Result<()> {
     Ok(())
 }
 
+/// The chunks of a download as a `Read`, for the decompressed-length counter.
+struct ChunkReader {
+    rx: mpsc::Receiver<bytes::Bytes>,
+    cur: bytes::Bytes,
+}
+
+impl std::io::Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.cur.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(b) => self.cur = b,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len());
+        buf[..n].copy_from_slice(&self.cur.split_to(n));
+        Ok(n)
+    }
+}
+
 /// Stream one blob into the store, verifying it; retried from the start on a transport error.
 /// Returns its decompressed length (counted as it arrives, or read back from the store when it
 /// was there already): Docker reports image sizes uncompressed. None when it does not
@@ -86,7 +106,7 @@ async fn fetch_blob(
         progress.end(&id, "Already exists");
         let file = store.blobs().open(&d)?;
         return Ok(tokio::task::spawn_blocking(move || {
-            crate::compression::UnpackedCounter::of(std::io::BufReader::new(file))
+            crate::compression::unpacked_len(std::io::BufReader::new(file))
         })
         .await
         .ok()
@@ -138,13 +158,14 @@ async fn fetch_once(
     });
     // The decompressed length is counted on another thread, beside the write, so inflating
     // does not slow the download more than its own speed bounds it.
-    let (ctx, mut crx) = mpsc::channel::<bytes::Bytes>(16);
+    // If it stops early (not compressed data), it drops its end and the sends below fail
+    // at once, so it never holds the download up.
+    let (ctx, crx) = mpsc::channel::<bytes::Bytes>(16);
     let counter = tokio::task::spawn_blocking(move || {
-        let mut unpacked = crate::compression::UnpackedCounter::new();
-        while let Some(b) = crx.blocking_recv() {
-            unpacked.write(&b);
-        }
-        unpacked.finish()
+        crate::compression::unpacked_len(ChunkReader {
+            rx: crx,
+            cur: bytes::Bytes::new(),
+        })
     });
     let failed = loop {
         match stream.chunk().await {
