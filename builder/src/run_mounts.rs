@@ -18,7 +18,6 @@ mod stubs;
 
 pub(crate) use cache::dir_size;
 pub use cache::{CACHE_MOUNTS_DIR, prune_cache_mounts};
-use stubs::Stub;
 pub(crate) use stubs::drop_copied_up;
 
 use std::collections::BTreeMap;
@@ -26,6 +25,7 @@ use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt, lchown, symlink};
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use berth_store::{Image, Store};
 use sha2::{Digest, Sha256};
@@ -320,6 +320,13 @@ pub(crate) fn plan(
         out.push(plan);
     }
     Ok((out, env))
+}
+
+/// A mount point made for a step, with its parent's times before and right after.
+struct Stub {
+    path: PathBuf,
+    parent_before: Option<(SystemTime, SystemTime)>,
+    parent_after: Option<SystemTime>,
 }
 
 /// The host side of a step's mounts; [`Prepared::finish`] (or drop) undoes it.

@@ -14,6 +14,7 @@ mod ingest;
 mod load;
 mod members;
 mod oci;
+mod plan;
 mod save;
 #[cfg(test)]
 mod tests;

@@ -13,6 +13,7 @@
 //! 1 MiB, and `chown`/`chmod` happen only when creation cannot have got them right already. A
 //! typical file costs `openat`, `write`, `utimensat`, `close` (GNU tar: about twice as many).
 
+mod dir_fd;
 mod entry_path;
 mod error;
 mod meta;
@@ -32,10 +33,11 @@ use std::rc::Rc;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, XattrFlags};
 use rustix::io::Errno;
 
+use dir_fd::DirFd;
 use entry_path::{CleanPath, PathProblem, Whiteout};
 pub use error::ExtractError;
 use meta::{AtKind, Defaults, Meta, Times};
-use scope::{DirFd, ResolveError, Scope};
+use scope::{ResolveError, Scope};
 
 /// What [`unpack_layer`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -34,6 +34,23 @@ pub struct ExportStats {
     pub chunks_uploaded: usize,
 }
 
+impl CacheIo {
+    /// Export what the build recorded to `to`; the final image is `last`.
+    pub fn export(
+        &self,
+        store: &Store,
+        last: &Image,
+        to: &CacheTo,
+        opts: &Options,
+    ) -> Result<ExportStats, String> {
+        let (steps, mounts) = match self.recorded.lock() {
+            Ok(r) => (r.steps.clone(), r.mounts.clone()),
+            Err(_) => return Err("the build's records are unreadable".into()),
+        };
+        export(self, store, last, to, opts, &steps, &mounts)
+    }
+}
+
 pub(super) fn export(
     io: &CacheIo,
     store: &Store,

@@ -340,21 +340,6 @@ impl CacheIo {
         }
     }
 
-    /// Export what the build recorded to `to`; the final image is `last`.
-    pub fn export(
-        &self,
-        store: &Store,
-        last: &Image,
-        to: &CacheTo,
-        opts: &Options,
-    ) -> Result<ExportStats, String> {
-        let (steps, mounts) = match self.recorded.lock() {
-            Ok(r) => (r.steps.clone(), r.mounts.clone()),
-            Err(_) => return Err("the build's records are unreadable".into()),
-        };
-        export::export(self, store, last, to, opts, &steps, &mounts)
-    }
-
     /// The layer entry an import has for `digest` and the backend holding it.
     fn imported_layer(&self, digest: &str) -> Option<(&Backend, &LayerEntry)> {
         self.layers

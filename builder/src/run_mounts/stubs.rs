@@ -9,15 +9,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use super::Prepared;
+use super::{Prepared, Stub};
 use berth_store::inroot;
-
-/// A mount point made for a step, with its parent's times before and right after.
-pub(super) struct Stub {
-    path: PathBuf,
-    parent_before: Option<(SystemTime, SystemTime)>,
-    parent_after: Option<SystemTime>,
-}
 
 fn times(p: &Path) -> Option<(SystemTime, SystemTime)> {
     let md = fs::symlink_metadata(p).ok()?;

@@ -5,7 +5,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use oci_spec::image::Digest;
 
-use super::empty;
+use super::body::empty;
 use crate::endpoint::Name;
 use crate::error::{ErrorKind, RegistryError, Result};
 use crate::range::{RangeRequest, parse_range, store_can_serve};

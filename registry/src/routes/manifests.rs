@@ -7,7 +7,7 @@ use axum::response::Response;
 use futures::StreamExt;
 use oci_spec::image::DigestAlgorithm;
 
-use super::empty;
+use super::body::empty;
 use crate::endpoint::{Name, Reference, Tag};
 use crate::error::{ErrorKind, RegistryError, Result};
 use crate::manifest::{MAX_MANIFEST_BYTES, Needed, check};

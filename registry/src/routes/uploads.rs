@@ -8,7 +8,7 @@ use axum::response::Response;
 use oci_spec::image::{Digest, DigestAlgorithm};
 use uuid::Uuid;
 
-use super::{body_stream, content_length, empty};
+use super::body::{body_stream, content_length, empty};
 use crate::endpoint::{Name, parse_digest, query_get};
 use crate::error::{ErrorKind, RegistryError, Result};
 use crate::range::{ContentRange, upload_range_header};

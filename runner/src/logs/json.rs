@@ -3,7 +3,7 @@
 
 use memchr::memrchr;
 
-use super::Stream;
+use super::stream::Stream;
 
 /// Appends one entry, exactly as Docker's `JSONLogs.MarshalJSONBuf` lays it out.
 pub(super) fn encode_entry(out: &mut Vec<u8>, line: &[u8], stream: Stream, time: &[u8]) {

@@ -11,6 +11,7 @@
 //! serde_json per line cannot reach the ≥ 500 MB/s the `logs` command is asked for.
 //!
 //! - `json`: the entry's bytes (Go's escaping; the reader's fast split and unescape)
+//! - `stream`: which output stream an entry came from
 //! - `time`: the times entries store and `--timestamps`/`--since` take
 
 use std::fs::{File, OpenOptions};
@@ -24,9 +25,11 @@ use chrono::{DateTime, Timelike, Utc};
 use memchr::{memchr, memrchr};
 
 mod json;
+mod stream;
 mod time;
 
 use json::*;
+pub use stream::Stream;
 pub use time::parse_since;
 use time::*;
 
@@ -47,22 +50,6 @@ const MAX_LINE: usize = 64 << 20;
 
 /// How often `follow` polls the file when it has caught up.
 const POLL: Duration = Duration::from_millis(25);
-
-/// Which of the container's output streams an entry came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stream {
-    Stdout,
-    Stderr,
-}
-
-impl Stream {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Stream::Stdout => "stdout",
-            Stream::Stderr => "stderr",
-        }
-    }
-}
 
 /// A container's log file, shared (in an `Arc`) by the stdout and stderr copy threads.
 #[derive(Debug)]

@@ -9,7 +9,7 @@ use oci_spec::image::Descriptor;
 use serde::{Deserialize, Serialize};
 
 use super::ingest::{Ingested, Member};
-use super::load::{Plan, normalize_tag};
+use super::plan::{Plan, normalize_tag};
 use super::{MANIFEST_JSON, printable};
 use crate::blobs::MAX_METADATA_BLOB;
 use crate::digest::{parse_sha256, sha256_of};

@@ -7,9 +7,9 @@ use std::io::Read;
 use oci_spec::image::Digest;
 
 use super::ingest::{self, Ingested};
+use super::plan::Plan;
 use super::{INDEX_JSON, MANIFEST_JSON, docker, oci};
 use crate::error::{Result, StoreError};
-use crate::images::NewImage;
 use crate::reference::Reference;
 use crate::root::Store;
 
@@ -18,13 +18,6 @@ use crate::root::Store;
 pub struct Loaded {
     pub tags: Vec<Reference>,
     pub id: Digest,
-}
-
-/// An image verified and ready to be recorded in the index.
-#[derive(Debug, Clone)]
-pub(super) struct Plan {
-    pub image: NewImage,
-    pub tags: Vec<Reference>,
 }
 
 /// Load every image of a `docker save`, `berth save`, docker-archive or OCI archive stream.
@@ -100,14 +93,4 @@ fn merge(plans: Vec<Plan>) -> Vec<Plan> {
         }
     }
     out
-}
-
-/// A tag as the index records it: full, with `:latest` when the archive gave none; digests are
-/// dropped (an index entry names a tag, and the manifest digest may differ after conversion).
-pub(super) fn normalize_tag(r: &Reference) -> Option<Reference> {
-    match (r.tag(), r.digest()) {
-        (_, None) => Some(r.with_default_tag()),
-        (Some(tag), Some(_)) => r.name_only().with_tag(tag).ok(),
-        (None, Some(_)) => None,
-    }
 }

@@ -5,7 +5,7 @@
 use oci_spec::image::{Arch, Descriptor, ImageIndex, ImageManifest, MediaType, Os};
 
 use super::ingest::Ingested;
-use super::load::{Plan, normalize_tag};
+use super::plan::{Plan, normalize_tag};
 use super::{INDEX_JSON, MANIFEST_JSON, blob_path, docker};
 use crate::blobs::MAX_METADATA_BLOB;
 use crate::digest::parse_sha256;

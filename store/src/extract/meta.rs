@@ -11,7 +11,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use rustix::fs::{AtFlags, Gid, Mode, OFlags, Timespec, Timestamps, Uid, XattrFlags};
 use rustix::io::Errno;
 
-use super::scope::DirFd;
+use super::dir_fd::DirFd;
 
 /// Permission bits plus setuid/setgid/sticky.
 const MODE_MASK: u32 = 0o7777;

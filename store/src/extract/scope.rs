@@ -17,6 +17,7 @@ use std::rc::Rc;
 use rustix::fs::{AtFlags, Dir, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
+use super::dir_fd::DirFd;
 use super::meta::Defaults;
 
 /// Linux's own limit on symlinks followed in one resolution.
@@ -28,36 +29,6 @@ const DIR_FLAGS: OFlags = OFlags::RDONLY
     .union(OFlags::DIRECTORY)
     .union(OFlags::NOFOLLOW)
     .union(OFlags::CLOEXEC);
-
-/// An open directory, and what entries created in it inherit: its group if it is setgid (then a
-/// new directory is setgid too). Knowing this lets a redundant chown or chmod be skipped.
-pub(super) struct DirFd {
-    fd: OwnedFd,
-    pub(super) setgid: bool,
-    pub(super) gid: u32,
-}
-
-impl DirFd {
-    pub(super) fn new(fd: OwnedFd, setgid: bool, gid: u32) -> Self {
-        DirFd { fd, setgid, gid }
-    }
-
-    /// Looks both up on the directory itself.
-    fn stat(fd: OwnedFd) -> io::Result<Self> {
-        let st = rustix::fs::fstat(&fd)?;
-        Ok(DirFd {
-            fd,
-            setgid: st.st_mode & 0o2000 != 0,
-            gid: st.st_gid,
-        })
-    }
-}
-
-impl AsFd for DirFd {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
-    }
-}
 
 /// Why a directory could not be resolved.
 #[derive(Debug)]

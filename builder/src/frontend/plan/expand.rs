@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use super::{PROXY_ARGS, PlanError, PlanOptions, Step};
+use super::model::{PROXY_ARGS, PlanError, PlanOptions, Step};
 use crate::frontend::instruction::{
     Arg, ArgDecl, Command, Copy, Instruction, KeyValue, Run, Source,
 };
