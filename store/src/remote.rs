@@ -22,6 +22,7 @@ pub mod client;
 pub mod endpoint;
 pub mod error;
 pub mod gzip;
+mod options;
 pub mod pull;
 pub mod push;
 pub mod search;
@@ -33,71 +34,13 @@ use std::sync::Arc;
 
 pub use auth::Credentials;
 pub use error::RemoteError;
+pub(crate) use options::runtime;
+pub use options::{Options, Progress, Quiet, short};
 pub use pull::PullOutcome;
 pub use push::PushOutcome;
 
 use crate::root::Store;
 use error::Result;
-
-/// Settings shared by push and pull.
-#[derive(Debug, Clone)]
-pub struct Options {
-    /// `--insecure-registry` entries plus the config file's.
-    pub insecure: Vec<String>,
-    /// Docker Hub pull-through mirrors, tried in order (`registry-mirrors` in daemon.json).
-    pub mirrors: Vec<endpoint::Mirror>,
-    /// Blobs transferred at once.
-    pub jobs: usize,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            insecure: Vec::new(),
-            mirrors: Vec::new(),
-            jobs: 3,
-        }
-    }
-}
-
-impl Options {
-    /// Defaults plus the `insecure-registries` and `registry-mirrors` of daemon.json (and the
-    /// older `<root>/config.json` or `/etc/berth/config.json` for insecure registries).
-    pub fn for_root(store: &Store, insecure: &[String]) -> Result<Options> {
-        let mut list = insecure.to_vec();
-        list.extend(endpoint::configured_insecure(store.root()).map_err(RemoteError::Config)?);
-        Ok(Options {
-            insecure: list,
-            mirrors: endpoint::configured_mirrors(store.root()).map_err(RemoteError::Config)?,
-            ..Options::default()
-        })
-    }
-}
-
-/// Per-blob progress; `id` is the 12-character short digest Docker shows.
-pub trait Progress: Send + Sync {
-    fn begin(&self, _id: &str, _action: &str, _total: Option<u64>) {}
-    fn advance(&self, _id: &str, _bytes: u64) {}
-    fn end(&self, _id: &str, _status: &str) {}
-}
-
-/// Progress that shows nothing.
-pub struct Quiet;
-impl Progress for Quiet {}
-
-/// `sha256:0123456789ab…` → `0123456789ab`.
-pub fn short(digest: &str) -> &str {
-    let hex = digest.split_once(':').map_or(digest, |(_, h)| h);
-    &hex[..hex.len().min(12)]
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| RemoteError::Other(format!("starting async runtime: {e}")))
-}
 
 /// Upload image `spec` (a local reference) to the registry its name points at.
 pub fn push(
@@ -166,7 +109,7 @@ pub fn verify_login(server: &str, creds: &Credentials, insecure: &[String]) -> R
             .strip_prefix("Bearer ")
             .or_else(|| challenge.strip_prefix("bearer "))
         {
-            let param = |k: &str| challenge_param(params, k);
+            let param = |k: &str| client::challenge_param(params, k);
             let realm = param("realm").ok_or_else(|| RemoteError::Registry {
                 what: format!("login to {}", ep.domain),
                 detail: "bearer challenge without realm".into(),
@@ -196,26 +139,6 @@ pub fn verify_login(server: &str, creds: &Credentials, insecure: &[String]) -> R
     })
 }
 
-/// `key="value"` from a `WWW-Authenticate` parameter list.
-fn challenge_param(params: &str, key: &str) -> Option<String> {
-    let mut rest = params;
-    while !rest.is_empty() {
-        let (k, after) = rest.split_once('=')?;
-        let k = k.trim().trim_start_matches(',').trim();
-        let (v, tail) = if let Some(a) = after.strip_prefix('"') {
-            let end = a.find('"')?;
-            (&a[..end], &a[end + 1..])
-        } else {
-            after.split_once(',').unwrap_or((after, ""))
-        };
-        if k.eq_ignore_ascii_case(key) {
-            return Some(v.to_string());
-        }
-        rest = tail.trim_start_matches(',');
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,19 +147,22 @@ mod tests {
     fn challenge_params() {
         let p = r#"realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:a/b:pull,push""#;
         assert_eq!(
-            challenge_param(p, "realm").unwrap(),
+            client::challenge_param(p, "realm").unwrap(),
             "https://auth.docker.io/token"
         );
-        assert_eq!(challenge_param(p, "service").unwrap(), "registry.docker.io");
         assert_eq!(
-            challenge_param(p, "scope").unwrap(),
+            client::challenge_param(p, "service").unwrap(),
+            "registry.docker.io"
+        );
+        assert_eq!(
+            client::challenge_param(p, "scope").unwrap(),
             "repository:a/b:pull,push"
         );
         assert_eq!(
-            challenge_param("realm=x,service=y", "service").unwrap(),
+            client::challenge_param("realm=x,service=y", "service").unwrap(),
             "y"
         );
-        assert_eq!(challenge_param(p, "nope"), None);
+        assert_eq!(client::challenge_param(p, "nope"), None);
     }
 
     #[test]

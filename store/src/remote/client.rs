@@ -154,8 +154,8 @@ impl Session {
         if !scheme.eq_ignore_ascii_case("bearer") {
             return Ok(None);
         }
-        Ok(super::challenge_param(params, "realm")
-            .map(|realm| (realm, super::challenge_param(params, "service"))))
+        Ok(challenge_param(params, "realm")
+            .map(|realm| (realm, challenge_param(params, "service"))))
     }
 
     /// A token for this session's repository and operation from the token server at `realm`,
@@ -245,12 +245,12 @@ impl Session {
         if !scheme.eq_ignore_ascii_case("bearer") {
             return None;
         }
-        let realm = super::challenge_param(params, "realm")?;
+        let realm = challenge_param(params, "realm")?;
         let mut query = Vec::new();
-        if let Some(sv) = super::challenge_param(params, "service") {
+        if let Some(sv) = challenge_param(params, "service") {
             query.push(("service", sv));
         }
-        if let Some(scope) = super::challenge_param(params, "scope") {
+        if let Some(scope) = challenge_param(params, "scope") {
             query.extend(scope.split_whitespace().map(|s| ("scope", s.to_string())));
         }
         let mut req = self.http.get(&realm).query(&query);
@@ -519,6 +519,26 @@ impl BlobStream<'_> {
         }
         Ok(Some(b))
     }
+}
+
+/// `key="value"` from a `WWW-Authenticate` parameter list.
+pub(super) fn challenge_param(params: &str, key: &str) -> Option<String> {
+    let mut rest = params;
+    while !rest.is_empty() {
+        let (k, after) = rest.split_once('=')?;
+        let k = k.trim().trim_start_matches(',').trim();
+        let (v, tail) = if let Some(a) = after.strip_prefix('"') {
+            let end = a.find('"')?;
+            (&a[..end], &a[end + 1..])
+        } else {
+            after.split_once(',').unwrap_or((after, ""))
+        };
+        if k.eq_ignore_ascii_case(key) {
+            return Some(v.to_string());
+        }
+        rest = tail.trim_start_matches(',');
+    }
+    None
 }
 
 #[cfg(test)]
