@@ -30,12 +30,16 @@ use rustix::net::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::embedded::Embedded;
-use super::{Io, Sandbox};
+use super::Io;
 use crate::error::{Result, RunnerError};
 
 /// The hidden subcommand the CLI maps to [`main`].
 pub const SUBCOMMAND: &str = "__sandbox-start";
+
+// The fresh process's side (it builds an Embedded); this file is the caller's side and the
+// protocol both speak.
+mod serve;
+pub use serve::main;
 
 /// The largest message either side sends (a request holds two paths and an ID).
 const MAX_MESSAGE: usize = 64 * 1024;
@@ -234,69 +238,5 @@ fn converse(
             .into_error()
             .unwrap_or_else(|| proto_err("replied out of turn"))),
         None => Err(proto_err("exited before starting the container")),
-    }
-}
-
-/// The starter's entry point (`berth __sandbox-start RUNTIME_ROOT`, its socket on stdin);
-/// returns the process exit code.
-pub fn main(runtime_root: &Path) -> i32 {
-    let sock = match std::io::stdin().as_fd().try_clone_to_owned() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("Error: {SUBCOMMAND}: reading its socket: {e}");
-            return 125;
-        }
-    };
-    // Nothing but the socket is to be read from stdin.
-    if let Ok(null) = std::fs::File::open("/dev/null") {
-        let _ = rustix::stdio::dup2_stdin(&null);
-    }
-    match serve(&sock, runtime_root) {
-        Ok(code) => code,
-        Err(e) => {
-            let _ = send(&sock, &Reply::from_error(e), &[]);
-            1
-        }
-    }
-}
-
-fn serve(sock: &OwnedFd, runtime_root: &Path) -> Result<i32> {
-    let Some((request, mut fds)) = recv::<Request>(sock)? else {
-        return Ok(1);
-    };
-    let io = match request.console {
-        Some(path) => Io::Console(path),
-        None if fds.len() == 3 => {
-            let stderr = fds.pop().ok_or_else(|| proto_err("no stderr"))?;
-            let stdout = fds.pop().ok_or_else(|| proto_err("no stdout"))?;
-            let stdin = fds.pop().ok_or_else(|| proto_err("no stdin"))?;
-            Io::Fds {
-                stdin,
-                stdout,
-                stderr,
-            }
-        }
-        None => {
-            return Err(proto_err(format!(
-                "expected 3 descriptors with the request, got {}",
-                fds.len()
-            )));
-        }
-    };
-    let sandbox = Embedded::new(runtime_root.to_path_buf())?;
-    let mut container = sandbox.create(&request.id, &request.bundle, io)?;
-    let pid = sandbox.pid_of(&request.id, &container)?;
-    send(sock, &Reply::Created(pid), &[])?;
-    match recv::<Command>(sock) {
-        Ok(Some((Command::Start, _))) => {
-            sandbox.start_created(&request.id, &mut container)?;
-            send(sock, &Reply::Started, &[])?;
-            Ok(0)
-        }
-        // Aborted, or the caller is gone: nothing may run.
-        _ => {
-            let _ = sandbox.delete(&request.id);
-            Ok(1)
-        }
     }
 }
