@@ -319,13 +319,14 @@ pub fn sh(cmd: &str) -> std::process::Output {
 /// GET `url` with curl until it answers (a server in a container starts asynchronously), for
 /// up to 10 s; the body (empty when it never answered).
 pub fn http_get(url: &str) -> String {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
+    let mut body = String::new();
+    let start = std::time::Instant::now();
+    let limit = std::time::Duration::from_secs(10);
+    wait_for(&format!("{url} to answer"), limit + limit, || {
         let o = sh(&format!("curl -s -m 2 {url}"));
-        let body = String::from_utf8_lossy(&o.stdout).into_owned();
-        if o.status.success() || std::time::Instant::now() > deadline {
-            return body;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+        body = String::from_utf8_lossy(&o.stdout).into_owned();
+        // Past the limit the caller gets what it got (its assertion says what was wrong).
+        o.status.success() || start.elapsed() > limit
+    });
+    body
 }

@@ -98,12 +98,17 @@ async fn fetch_blob(
     kind: &str,
     digest: &str,
     size: u64,
+    known_unpacked: Option<u64>,
     progress: &Arc<dyn Progress>,
 ) -> Result<Option<u64>> {
     let d = crate::digest::parse_sha256(digest)?;
     let id = short(digest).to_string();
     if store.blobs().contains(&d) {
         progress.end(&id, "Already exists");
+        if known_unpacked.is_some() {
+            return Ok(known_unpacked);
+        }
+        // Stored before sizes were recorded: counted once, then recorded.
         let file = store.blobs().open(&d)?;
         return Ok(tokio::task::spawn_blocking(move || {
             crate::compression::unpacked_len(std::io::BufReader::new(file))
@@ -333,11 +338,16 @@ pub(super) async fn pull(
     for (d, _) in &layers {
         progress.begin(short(d), "Pulling fs layer", None);
     }
-    // Each result with the layer's download size: they finish in any order.
-    let fetched: Vec<(Result<Option<u64>>, u64)> =
+    let known = State::load(store)?.unpacked;
+    // Each result with its layer: they finish in any order.
+    let fetched: Vec<(Result<Option<u64>>, &String, u64)> =
         futures::stream::iter(layers.iter().map(|(d, n)| {
             let (s, progress) = (&s, &progress);
-            async move { (fetch_blob(store, s, "layer", d, *n, progress).await, *n) }
+            let known = known.get(d).copied();
+            async move {
+                let r = fetch_blob(store, s, "layer", d, *n, known, progress).await;
+                (r, d, *n)
+            }
         }))
         .buffer_unordered(opts.jobs.max(1))
         .collect()
@@ -345,10 +355,24 @@ pub(super) async fn pull(
     // Image size as Docker reports it: the layers decompressed (a layer that does not
     // decompress counts as downloaded; unpacking it will say what is wrong).
     let mut unpacked_size = 0u64;
-    for (r, n) in fetched {
-        unpacked_size += r?.unwrap_or(n);
+    let mut unpacked = Vec::new();
+    for (r, d, n) in fetched {
+        let u = r?;
+        if let Some(u) = u {
+            unpacked.push((d.clone(), u));
+        }
+        unpacked_size += u.unwrap_or(n);
     }
-    fetch_blob(store, &s, "config", &config_digest, config_size, &progress).await?;
+    fetch_blob(
+        store,
+        &s,
+        "config",
+        &config_digest,
+        config_size,
+        None,
+        &progress,
+    )
+    .await?;
     let config_d = crate::digest::parse_sha256(&config_digest)?;
     let config: Value =
         serde_json::from_slice(&store.blobs().read_verified(&config_d)?).map_err(|e| {
@@ -387,6 +411,7 @@ pub(super) async fn pull(
             st.note_location(d, &here);
         }
         st.note_location(&config_digest, &here);
+        st.unpacked.extend(unpacked);
     })?;
     Ok(PullOutcome {
         reference: target,

@@ -21,6 +21,10 @@ pub struct State {
     /// blob digest → `registry/repository` names it is known to be in.
     #[serde(default)]
     pub locations: BTreeMap<String, Vec<String>>,
+    /// A pulled layer's decompressed length (by its digest), counted as it downloaded: a later
+    /// pull that finds the layer stored reads its size here instead of inflating it again.
+    #[serde(default)]
+    pub unpacked: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
